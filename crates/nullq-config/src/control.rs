@@ -1,0 +1,290 @@
+//! The qmail control files (qmail-control(5)) as the null client reads them.
+//!
+//! Files live under `HOME/control/` where HOME is the qmail home directory: `/var/qmail`, or
+//! `$NULLQ_HOME` when set (the tests use that). One value a line; surrounding blanks are ignored and
+//! `#` lines are comments, as in qmail's `control.c`. A missing file is not an error: the caller
+//! applies qmail's default.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+/// The qmail home directory of a stock mini-qmail installation.
+pub const DEFAULT_HOME: &str = "/var/qmail";
+
+/// A qmail home directory and its `control/` folder.
+#[derive(Debug, Clone)]
+pub struct ControlDir {
+    home: PathBuf,
+}
+
+impl ControlDir {
+    /// The home named by `$NULLQ_HOME`, else [`DEFAULT_HOME`].
+    pub fn from_env() -> ControlDir {
+        let home = std::env::var_os("NULLQ_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_HOME));
+        ControlDir { home }
+    }
+
+    /// A control directory under an explicit home.
+    pub fn new(home: impl Into<PathBuf>) -> ControlDir {
+        ControlDir { home: home.into() }
+    }
+
+    /// The qmail home directory.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The path of control file `name`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.home.join("control").join(name)
+    }
+
+    /// The first meaningful line of control file `name`, or `None` when the file does not exist
+    /// or holds no value.
+    pub fn line(&self, name: &str) -> io::Result<Option<String>> {
+        Ok(self.lines(name)?.into_iter().next())
+    }
+
+    /// Every meaningful line of control file `name` (blanks trimmed, comments and empty lines
+    /// dropped); empty when the file does not exist.
+    pub fn lines(&self, name: &str) -> io::Result<Vec<String>> {
+        match std::fs::read(self.path(name)) {
+            Ok(bytes) => Ok(parse_lines(&bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Split control-file content into values, as qmail's `control_readfile` does.
+pub fn parse_lines(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The TCP port of QMQP (cr.yp.to/proto/qmqp.html), used when a `qmqpservers` line names none.
+pub const QMQP_PORT: u16 = 628;
+
+/// The host part of a `qmqpservers` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerHost {
+    /// An IPv4 address (qmail's only form) or a bracketed IPv6 address.
+    Ip(IpAddr),
+    /// A host name, resolved when connecting (nullq's extension; qmail takes addresses only).
+    Name(String),
+}
+
+/// One QMQP server from `control/qmqpservers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    /// Where the server is.
+    pub host: ServerHost,
+    /// Its port: [`QMQP_PORT`] unless the line said `:PORT`.
+    pub port: u16,
+}
+
+impl ServerAddr {
+    /// The socket addresses to try, in resolver order (a literal address gives exactly one).
+    pub fn socket_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        match &self.host {
+            ServerHost::Ip(ip) => Ok(vec![SocketAddr::new(*ip, self.port)]),
+            ServerHost::Name(name) => Ok((name.as_str(), self.port).to_socket_addrs()?.collect()),
+        }
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    /// The canonical spelling, which [`parse_server`] reads back: `1.2.3.4:628`, `[::1]:628`,
+    /// `host:628`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            ServerHost::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            ServerHost::Ip(IpAddr::V4(ip)) => write!(f, "{ip}:{}", self.port),
+            ServerHost::Name(name) => write!(f, "{name}:{}", self.port),
+        }
+    }
+}
+
+/// Parse one `qmqpservers` line (already trimmed of blanks and comments by [`parse_lines`]).
+///
+/// Accepted: `1.2.3.4` (qmail's form), `[::1]` or a bare IPv6 address, `host.example.net`, each
+/// of the bracketed/IPv4/name forms with an optional `:PORT` (1..=65535, default [`QMQP_PORT`]).
+/// qmail-qmqpc silently skips lines it cannot read; nullq reports them (the error names the
+/// problem) so qmail-showctl can warn and the client can skip them knowingly.
+pub fn parse_server(line: &str) -> Result<ServerAddr, String> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Err("empty server line".to_owned());
+    }
+    if let Some(rest) = line.strip_prefix('[') {
+        let Some(end) = rest.find(']') else {
+            return Err(format!("{line}: missing ] after IPv6 address"));
+        };
+        let inside = &rest[..end];
+        let ip: IpAddr = match inside.parse::<Ipv6Addr>() {
+            Ok(ip) => IpAddr::V6(ip),
+            Err(_) => match inside.parse::<Ipv4Addr>() {
+                Ok(ip) => IpAddr::V4(ip),
+                Err(_) => return Err(format!("{line}: not an IP address inside [ ]")),
+            },
+        };
+        let after = &rest[end + 1..];
+        let port = if after.is_empty() {
+            QMQP_PORT
+        } else if let Some(p) = after.strip_prefix(':') {
+            parse_port(line, p)?
+        } else {
+            return Err(format!("{line}: unexpected text after ]"));
+        };
+        return Ok(ServerAddr {
+            host: ServerHost::Ip(ip),
+            port,
+        });
+    }
+    // Two or more colons and no brackets: only a bare IPv6 address makes sense (no port).
+    if line.matches(':').count() > 1 {
+        return match line.parse::<Ipv6Addr>() {
+            Ok(ip) => Ok(ServerAddr {
+                host: ServerHost::Ip(IpAddr::V6(ip)),
+                port: QMQP_PORT,
+            }),
+            Err(_) => Err(format!(
+                "{line}: not an IPv6 address (write [addr]:port for a port)"
+            )),
+        };
+    }
+    let (host, port) = match line.split_once(':') {
+        Some((h, p)) => (h, parse_port(line, p)?),
+        None => (line, QMQP_PORT),
+    };
+    if host.is_empty() {
+        return Err(format!("{line}: no host before the port"));
+    }
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(ServerAddr {
+            host: ServerHost::Ip(IpAddr::V4(ip)),
+            port,
+        });
+    }
+    // Something made of digits and dots that is not an IPv4 address is a typo, not a name.
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(format!("{line}: not a valid IPv4 address"));
+    }
+    let name_ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
+        && !host.starts_with('.')
+        && !host.starts_with('-')
+        && !host.contains("..");
+    if !name_ok {
+        return Err(format!("{line}: not an IP address or host name"));
+    }
+    Ok(ServerAddr {
+        host: ServerHost::Name(host.to_owned()),
+        port,
+    })
+}
+
+fn parse_port(line: &str, p: &str) -> Result<u16, String> {
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{line}: port is not a number"));
+    }
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{line}: port out of range 1-65535")),
+        Ok(port) => Ok(port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_skip_comments_and_blanks() {
+        assert_eq!(
+            parse_lines(b"# servers\n 127.0.0.1 \n\n10.0.0.2:628\n"),
+            vec!["127.0.0.1", "10.0.0.2:628"]
+        );
+    }
+
+    #[test]
+    fn missing_file_is_empty() {
+        let dir = ControlDir::new("/nonexistent-nullq-home");
+        assert!(matches!(dir.line("me"), Ok(None)));
+    }
+
+    #[test]
+    fn server_lines() {
+        let v4 = |a: [u8; 4], port| ServerAddr {
+            host: ServerHost::Ip(IpAddr::V4(Ipv4Addr::from(a))),
+            port,
+        };
+        assert_eq!(parse_server("1.2.3.4"), Ok(v4([1, 2, 3, 4], 628)));
+        assert_eq!(
+            parse_server(" 127.0.0.1:10628 "),
+            Ok(v4([127, 0, 0, 1], 10628))
+        );
+        assert_eq!(
+            parse_server("[::1]:7"),
+            Ok(ServerAddr {
+                host: ServerHost::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                port: 7
+            })
+        );
+        assert_eq!(
+            parse_server("::1"),
+            Ok(ServerAddr {
+                host: ServerHost::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                port: 628
+            })
+        );
+        assert_eq!(
+            parse_server("mail.example.net"),
+            Ok(ServerAddr {
+                host: ServerHost::Name("mail.example.net".into()),
+                port: 628
+            })
+        );
+        assert_eq!(
+            parse_server("localhost:10628"),
+            Ok(ServerAddr {
+                host: ServerHost::Name("localhost".into()),
+                port: 10628
+            })
+        );
+        for bad in [
+            "",
+            "1.2.3.4:",
+            "1.2.3.4:0",
+            "1.2.3.4:70000",
+            "1.2.3",
+            "300.1.1.1",
+            "[::1",
+            "[x]",
+            "[::1]x",
+            ":628",
+            "a b",
+            "host:port",
+            "1::2::3",
+        ] {
+            assert!(parse_server(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn server_display_round_trips() {
+        for line in ["1.2.3.4:628", "[::1]:10628", "mail.example.net:628"] {
+            let parsed = parse_server(line).unwrap();
+            assert_eq!(parsed.to_string(), line);
+            assert_eq!(parse_server(&parsed.to_string()), Ok(parsed));
+        }
+    }
+}
