@@ -1,0 +1,43 @@
+//! The null client: everything that runs on a host that sends mail, on the left of the data path
+//! (`cron/mutt/Pine → sendmail → inject → qmqp client ══QMQP══▶ server`).
+//!
+//! Synchronous on purpose: cron starts one of these per message on every host, so there is no
+//! async runtime, no thread pool and no configuration parsing beyond the qmail control files.
+//! Each program is one module with one entry point, `main(args) -> exit code`, and the multi-call
+//! binary picks it by `argv[0]` (see [`program`]).
+
+pub mod inject;
+pub mod maildir;
+pub mod programs;
+pub mod qmqpc;
+pub mod sendmail;
+pub mod showctl;
+
+use std::ffi::OsString;
+
+/// The entry point of one client program: its whole argv (argv\[0\] included), returns the exit code.
+pub type Program = fn(&[OsString]) -> i32;
+
+/// Find the client program called `name` (a basename such as `sendmail` or `qmail-inject`).
+///
+/// Returns `None` for names that are not client programs, so the caller can try the server's
+/// subcommands.
+pub fn program(name: &str) -> Option<Program> {
+    Some(match name {
+        "sendmail" | "mailq" | "newaliases" => sendmail::main,
+        "qmail-inject" => inject::main,
+        "qmail-qmqpc" | "qmail-queue" => qmqpc::main,
+        "qmail-showctl" => showctl::main,
+        "predate" => programs::predate,
+        "datemail" => programs::datemail,
+        "mailsubj" => programs::mailsubj,
+        "forward" => programs::forward,
+        "elq" | "pinq" | "qail" => programs::mua_wrapper,
+        "maildirmake" => maildir::maildirmake,
+        "maildir2mbox" => maildir::maildir2mbox,
+        "maildirwatch" => maildir::maildirwatch,
+        "flush" => qmqpc::flush,
+        "install" => programs::install,
+        _ => return None,
+    })
+}

@@ -1,0 +1,153 @@
+//! The qmail-queue envelope (qmail-queue(8)): what a program hands qmail-queue on fd 1.
+//!
+//! `F` + sender + NUL, then `T` + recipient + NUL for each recipient, then one more NUL:
+//! `Fjason@example.net\0Tbob@example.net\0\0`. The client reads it on the way in (programs written
+//! for qmail call `qmail-queue`), and the server's qmail-queue delivery backend writes it on the
+//! way out, so both sides share this one codec.
+
+use std::fmt;
+
+/// qmail-queue's limit on one address, NUL included (its `ADDR` constant is 1003).
+pub const MAX_ADDRESS: usize = 1003;
+
+/// An envelope: the sender (empty for bounces) and the recipients.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Envelope {
+    /// The envelope sender; empty is the null sender.
+    pub sender: Vec<u8>,
+    /// The envelope recipients, in order.
+    pub recipients: Vec<Vec<u8>>,
+}
+
+/// Why an envelope was refused; each maps to qmail-queue's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// The envelope ended before its final NUL (qmail-queue exits 54: unable to read).
+    Truncated,
+    /// Not in the format above (exit 91).
+    Format,
+    /// An address of [`MAX_ADDRESS`] bytes or more (exit 11).
+    AddressTooLong,
+}
+
+impl EnvelopeError {
+    /// The qmail-queue exit code for this error.
+    pub fn exit(self) -> crate::exit::QueueExit {
+        use crate::exit::QueueExit;
+        match self {
+            EnvelopeError::Truncated => QueueExit::ReadError,
+            EnvelopeError::Format => QueueExit::EnvelopeFormat,
+            EnvelopeError::AddressTooLong => QueueExit::AddressTooLong,
+        }
+    }
+}
+
+impl fmt::Display for EnvelopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnvelopeError::Truncated => write!(f, "envelope ended before its final NUL"),
+            EnvelopeError::Format => write!(f, "envelope format error"),
+            EnvelopeError::AddressTooLong => write!(f, "address too long in envelope"),
+        }
+    }
+}
+
+impl std::error::Error for EnvelopeError {}
+
+impl Envelope {
+    /// Parse a complete envelope. Bytes after the final NUL are a format error, as in qmail-queue,
+    /// which reads exactly the envelope and then expects end of file.
+    pub fn parse(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let (first, mut rest) = take_field(bytes)?;
+        let sender = match first {
+            [b'F', address @ ..] => check_length(address)?.to_vec(),
+            _ => return Err(EnvelopeError::Format),
+        };
+        let mut recipients = Vec::new();
+        loop {
+            let (field, after) = take_field(rest)?;
+            match field {
+                [] if after.is_empty() => return Ok(Envelope { sender, recipients }),
+                [] => return Err(EnvelopeError::Format),
+                [b'T', address @ ..] => recipients.push(check_length(address)?.to_vec()),
+                _ => return Err(EnvelopeError::Format),
+            }
+            rest = after;
+        }
+    }
+
+    /// The envelope in qmail-queue's format.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.push(b'F');
+        out.extend_from_slice(&self.sender);
+        out.push(0);
+        for r in &self.recipients {
+            out.push(b'T');
+            out.extend_from_slice(r);
+            out.push(0);
+        }
+        out.push(0);
+        out
+    }
+}
+
+/// The bytes up to the next NUL and the bytes after it; no NUL means the envelope was cut short.
+fn take_field(bytes: &[u8]) -> Result<(&[u8], &[u8]), EnvelopeError> {
+    match bytes.iter().position(|&b| b == 0) {
+        Some(nul) => Ok((&bytes[..nul], &bytes[nul + 1..])),
+        None => Err(EnvelopeError::Truncated),
+    }
+}
+
+fn check_length(address: &[u8]) -> Result<&[u8], EnvelopeError> {
+    if address.len() + 1 >= MAX_ADDRESS {
+        Err(EnvelopeError::AddressTooLong)
+    } else {
+        Ok(address)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_man_page_example() {
+        let env = Envelope::parse(b"Fjason@example.net\0Tbob@example.net\0\0");
+        assert_eq!(
+            env,
+            Ok(Envelope {
+                sender: b"jason@example.net".to_vec(),
+                recipients: vec![b"bob@example.net".to_vec()],
+            })
+        );
+    }
+
+    #[test]
+    fn round_trips() {
+        let env = Envelope {
+            sender: Vec::new(),
+            recipients: vec![b"a@b".to_vec(), b"c@d".to_vec()],
+        };
+        assert_eq!(Envelope::parse(&env.encode()), Ok(env));
+    }
+
+    #[test]
+    fn refuses_broken_envelopes() {
+        assert_eq!(Envelope::parse(b""), Err(EnvelopeError::Truncated));
+        assert_eq!(
+            Envelope::parse(b"Fa@b\0Tc@d\0"),
+            Err(EnvelopeError::Truncated)
+        );
+        assert_eq!(Envelope::parse(b"Fa@b"), Err(EnvelopeError::Truncated));
+        assert_eq!(Envelope::parse(b"Xa@b\0\0"), Err(EnvelopeError::Format));
+        assert_eq!(
+            Envelope::parse(b"Fa@b\0Xc@d\0\0"),
+            Err(EnvelopeError::Format)
+        );
+        assert_eq!(Envelope::parse(b"Fa@b\0\0junk"), Err(EnvelopeError::Format));
+        let long = [b"F".to_vec(), vec![b'a'; 1002], b"\0\0".to_vec()].concat();
+        assert_eq!(Envelope::parse(&long), Err(EnvelopeError::AddressTooLong));
+    }
+}

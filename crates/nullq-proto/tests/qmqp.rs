@@ -1,0 +1,254 @@
+//! The QMQP request decoder against a table of good and bad requests, and property tests:
+//! whatever way the bytes are split, the same events come out, and no input makes it panic.
+
+use nullq_proto::qmqp::{
+    encode_request, request_frame, Event, Limits, RequestDecoder, Response, Status,
+};
+use nullq_proto::ErrorKind;
+use proptest::prelude::*;
+
+/// What decoding a whole input gave: the message, sender, recipients, and how it ended.
+#[derive(Debug, PartialEq, Eq, Default)]
+struct Decoded {
+    message: Vec<u8>,
+    sender: Option<Vec<u8>>,
+    recipients: Vec<Vec<u8>>,
+    end: Option<Result<(), ErrorKind>>,
+}
+
+/// Feed `input` in pieces of `chunk` bytes, then signal end of input.
+fn decode_chunked(input: &[u8], chunk: usize, limits: Limits) -> Decoded {
+    let mut decoder = RequestDecoder::new(limits);
+    let mut out = Decoded::default();
+    for piece in input.chunks(chunk.max(1)) {
+        let mut piece = piece;
+        while !piece.is_empty() {
+            match decoder.feed(piece) {
+                Err(e) => {
+                    out.end = Some(Err(e.kind().clone()));
+                    return out;
+                }
+                Ok((used, event)) => {
+                    piece = &piece[used..];
+                    match event {
+                        None => {}
+                        Some(Event::MessageStart { .. }) => {}
+                        Some(Event::Message(bytes)) => out.message.extend_from_slice(bytes),
+                        Some(Event::Sender(s)) => out.sender = Some(s),
+                        Some(Event::Recipient(r)) => out.recipients.push(r),
+                        Some(Event::End) => out.end = Some(Ok(())),
+                        Some(Event::Rejected(e)) => out.end = Some(Err(e.kind().clone())),
+                    }
+                    if out.end.is_some() && !piece.is_empty() {
+                        // Bytes after the end must be refused.
+                        if let Err(e) = decoder.feed(piece) {
+                            out.end = Some(Err(e.kind().clone()));
+                        }
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+    if out.end.is_none() {
+        out.end = Some(decoder.eof().map_err(|e| e.kind().clone()));
+    }
+    out
+}
+
+fn outcome(input: &[u8]) -> Result<(), ErrorKind> {
+    let whole = decode_chunked(input, usize::MAX, Limits::default()).end;
+    let bytewise = decode_chunked(input, 1, Limits::default()).end;
+    assert_eq!(
+        whole, bytewise,
+        "chunking changed the outcome for {input:?}"
+    );
+    whole.unwrap_or(Err(ErrorKind::Truncated))
+}
+
+#[test]
+fn the_seed_example_decodes() {
+    let d = decode_chunked(
+        b"45:0:,17:jason@example.net,17:jason@example.net,,",
+        3,
+        Limits::default(),
+    );
+    assert_eq!(d.message, b"");
+    assert_eq!(d.sender.as_deref(), Some(&b"jason@example.net"[..]));
+    assert_eq!(d.recipients, vec![b"jason@example.net".to_vec()]);
+    assert_eq!(d.end, Some(Ok(())));
+}
+
+#[test]
+fn malformed_requests_table() {
+    use ErrorKind::*;
+    let table: &[(&[u8], ErrorKind)] = &[
+        (
+            b"045:0:,17:jason@example.net,17:jason@example.net,,",
+            LeadingZero,
+        ),
+        (
+            b"45:00:,17:jason@example.net,17:jason@example.net,,",
+            LeadingZero,
+        ),
+        (
+            b"45:0:,17:jason@example.net,17:jason@example.net,",
+            Truncated,
+        ),
+        (
+            b"45:0:,17:jason@example.net;17:jason@example.net,,",
+            MissingComma(b';'),
+        ),
+        (
+            b"45:0:,17:jason@example.net,17:jason@example.net,;",
+            MissingComma(b';'),
+        ),
+        (
+            b"45;0:,17:jason@example.net,17:jason@example.net,,",
+            MissingColon(b';'),
+        ),
+        (
+            b"45:0:,17;jason@example.net,17:jason@example.net,,",
+            MissingColon(b';'),
+        ),
+        (b"x", MissingLengthDigit(b'x')),
+        (b":", MissingLength),
+        (b"24:0:,17:jason@example.net,,", NoRecipient),
+        (b"3:0:,,", NoSender),
+        (b"0:,", InnerOverrunsOuter),
+        (b"10:20:", InnerOverrunsOuter),
+        (b"26:0:,17:jason@example.net,99:", InnerOverrunsOuter),
+        (
+            b"45:0:,17:jason@example.net,17:jason@example.net,,X",
+            TrailingData,
+        ),
+        (b"45:0:,17:jason@", Truncated),
+        (b"", Truncated),
+        (
+            b"1000000000000:",
+            LengthOverLimit {
+                length: 1_000_000_000_000,
+                limit: Limits::default().max_request(),
+            },
+        ),
+    ];
+    for (input, expected) in table {
+        let got = outcome(input);
+        match (&got, expected) {
+            // The exact number read before the cap was passed is an implementation detail.
+            (Err(LengthOverLimit { .. }), LengthOverLimit { .. }) => {}
+            _ => assert_eq!(
+                got,
+                Err(expected.clone()),
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            ),
+        }
+    }
+}
+
+#[test]
+fn limits_reject_after_reading_the_whole_request() {
+    let limits = Limits {
+        max_message: 10,
+        max_recipients: 2,
+        max_address_len: 20,
+    };
+    let big = encode_request(&[b'x'; 11], b"a@b", &[b"c@d".to_vec()]);
+    let d = decode_chunked(&big, 4, limits.clone());
+    assert_eq!(
+        d.end,
+        Some(Err(ErrorKind::MessageTooBig {
+            length: 11,
+            limit: 10
+        }))
+    );
+    assert!(
+        d.message.is_empty(),
+        "no byte of a refused message is handed out"
+    );
+
+    let many = encode_request(
+        b"hi",
+        b"a@b",
+        &[b"c@d".to_vec(), b"e@f".to_vec(), b"g@h".to_vec()],
+    );
+    let d = decode_chunked(&many, 5, limits.clone());
+    assert_eq!(d.end, Some(Err(ErrorKind::TooManyRecipients { limit: 2 })));
+
+    let long = encode_request(b"hi", &[b'a'; 21], &[b"c@d".to_vec()]);
+    let d = decode_chunked(&long, 7, limits.clone());
+    assert_eq!(
+        d.end,
+        Some(Err(ErrorKind::AddressTooLong {
+            length: 21,
+            limit: 20
+        }))
+    );
+
+    let ok = encode_request(
+        &[b'x'; 10],
+        &[b'a'; 20],
+        &[b"c@d".to_vec(), b"e@f".to_vec()],
+    );
+    assert_eq!(decode_chunked(&ok, 3, limits).end, Some(Ok(())));
+}
+
+#[test]
+fn responses_round_trip_and_refuse_garbage() {
+    for status in [Status::Ok, Status::TempFail, Status::PermFail] {
+        let r = Response::new(status, "ok 1234 qp 5");
+        let wire = r.encode();
+        assert_eq!(Response::decode(&wire), Ok(Some((r, wire.len()))));
+        assert_eq!(Response::decode(&wire[..wire.len() - 1]), Ok(None));
+    }
+    assert!(Response::decode(b"3:Xno,").is_err());
+    assert!(Response::decode(b"0:,").is_err());
+}
+
+#[test]
+fn frame_matches_encode() {
+    let rcpts = vec![b"b@c".to_vec(), b"d@e".to_vec()];
+    let (prefix, suffix) = request_frame(5, b"a@b", &rcpts);
+    let framed = [prefix, b"hello".to_vec(), suffix].concat();
+    assert_eq!(framed, encode_request(b"hello", b"a@b", &rcpts));
+}
+
+proptest! {
+    #[test]
+    fn round_trip_under_any_split(
+        message in proptest::collection::vec(any::<u8>(), 0..2000),
+        sender in proptest::collection::vec(any::<u8>(), 0..50),
+        recipients in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..50), 1..5),
+        chunk in 1usize..300,
+    ) {
+        let wire = encode_request(&message, &sender, &recipients);
+        let d = decode_chunked(&wire, chunk, Limits::default());
+        prop_assert_eq!(d.end, Some(Ok(())));
+        prop_assert_eq!(d.message, message);
+        prop_assert_eq!(d.sender, Some(sender));
+        prop_assert_eq!(d.recipients, recipients);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_chunking_does_not_matter(
+        input in proptest::collection::vec(any::<u8>(), 0..200),
+        chunk in 1usize..20,
+    ) {
+        let whole = decode_chunked(&input, usize::MAX, Limits::default()).end;
+        let split = decode_chunked(&input, chunk, Limits::default()).end;
+        prop_assert_eq!(whole, split);
+    }
+
+    #[test]
+    fn mutated_requests_never_panic(
+        seed_pos in 0usize..60, byte in any::<u8>(), chunk in 1usize..10,
+    ) {
+        let mut wire = encode_request(b"Subject: x\n\nhi\n", b"a@b.c", &[b"d@e.f".to_vec()]);
+        let pos = seed_pos % wire.len();
+        wire[pos] = byte;
+        let whole = decode_chunked(&wire, usize::MAX, Limits::default()).end;
+        let split = decode_chunked(&wire, chunk, Limits::default()).end;
+        prop_assert_eq!(whole, split);
+    }
+}
