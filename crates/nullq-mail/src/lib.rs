@@ -1,0 +1,3 @@
+//! nullq-mail (being written).
+
+pub mod date;
