@@ -4,7 +4,16 @@
 //! `$NULLQ_HOME` when set (the tests use that). One value a line; surrounding blanks are ignored and
 //! `#` lines are comments, as in qmail's `control.c`. A missing file is not an error: the caller
 //! applies qmail's default.
+//!
+//! Two readings exist because qmail has two: [`ControlDir::readline`] is qmail's
+//! `control_readline` (the first line as it is, trailing blanks cut, even when empty or a
+//! comment), used for the single-value files `me`, `defaulthost`, `defaultdomain`, `plusdomain`
+//! and `idhost`, so that an empty file means an empty value exactly as in qmail (the cause of
+//! addresses like `jason@example.`); [`ControlDir::readfile`] is `control_readfile` (every
+//! non-empty, non-`#` line). [`ControlDir::inject_controls`] applies qmail-inject's defaults
+//! (`me`, then a built-in word) and environment overrides.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -58,6 +67,159 @@ impl ControlDir {
             Err(e) => Err(e),
         }
     }
+}
+
+impl ControlDir {
+    /// qmail's `control_readline`: the first line of control file `name` with trailing blanks
+    /// and newline removed (leading blanks kept, `#` not special), or `None` when the file
+    /// does not exist. An empty file gives an empty value.
+    pub fn readline(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
+        read_first_line(&self.path(name))
+    }
+
+    /// qmail's `control_readfile`: every line of control file `name` with trailing blanks
+    /// removed, skipping empty lines and lines starting with `#`; `None` when the file does not
+    /// exist.
+    pub fn readfile(&self, name: &str) -> io::Result<Option<Vec<Vec<u8>>>> {
+        read_value_lines(&self.path(name))
+    }
+
+    /// qmail's `control_readint`: the number at the start of the first line, or `None` when
+    /// the file does not exist or does not start with a digit (qmail then uses its default).
+    pub fn readint(&self, name: &str) -> io::Result<Option<u64>> {
+        Ok(self.readline(name)?.and_then(|l| {
+            let digits: Vec<u8> = l.iter().copied().take_while(u8::is_ascii_digit).collect();
+            std::str::from_utf8(&digits).ok()?.parse().ok()
+        }))
+    }
+
+    /// The values qmail-inject reads (`getcontrols` in qmail-inject.c), with `env` looking up
+    /// environment variables (see [`process_env`]): each of defaultdomain, defaulthost,
+    /// plusdomain and idhost is the environment override if set, else the control file's first
+    /// line, else `me`, else the file's own name (qmail's built-in default).
+    pub fn inject_controls(
+        &self,
+        env: &dyn Fn(&str) -> Option<Vec<u8>>,
+    ) -> io::Result<InjectControls> {
+        let me = self.readline("me")?;
+        let get = |file: &'static str, var: &'static str| -> io::Result<Setting> {
+            if let Some(value) = env(var) {
+                return Ok(Setting {
+                    value,
+                    source: Source::Env(var),
+                });
+            }
+            if let Some(value) = self.readline(file)? {
+                return Ok(Setting {
+                    value,
+                    source: Source::File,
+                });
+            }
+            if let Some(value) = &me {
+                return Ok(Setting {
+                    value: value.clone(),
+                    source: Source::Me,
+                });
+            }
+            Ok(Setting {
+                value: file.as_bytes().to_vec(),
+                source: Source::Builtin,
+            })
+        };
+        Ok(InjectControls {
+            defaultdomain: get("defaultdomain", "QMAILDEFAULTDOMAIN")?,
+            defaulthost: get("defaulthost", "QMAILDEFAULTHOST")?,
+            plusdomain: get("plusdomain", "QMAILPLUSDOMAIN")?,
+            idhost: get("idhost", "QMAILIDHOST")?,
+            me,
+        })
+    }
+}
+
+/// Where a control value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The environment variable named.
+    Env(&'static str),
+    /// Its own control file.
+    File,
+    /// `control/me`, the default of every other file.
+    Me,
+    /// qmail's built-in default: the name of the file itself (e.g. `defaulthost`), which makes
+    /// addresses like `bob@defaulthost` that show the file is missing.
+    Builtin,
+}
+
+/// A control value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The value (bytes, as qmail treats it).
+    pub value: Vec<u8>,
+    /// Its origin.
+    pub source: Source,
+}
+
+/// The control values of qmail-inject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectControls {
+    /// `control/me`, if present.
+    pub me: Option<Vec<u8>>,
+    /// Appended to hosts without a dot.
+    pub defaultdomain: Setting,
+    /// Appended to addresses without `@`.
+    pub defaulthost: Setting,
+    /// Replaces a trailing `+`.
+    pub plusdomain: Setting,
+    /// Right-hand side of generated Message-IDs.
+    pub idhost: Setting,
+}
+
+/// Look up an environment variable of this process as bytes (an environment lookup for
+/// [`ControlDir::inject_controls`]).
+pub fn process_env(name: &str) -> Option<Vec<u8>> {
+    std::env::var_os(name).map(os_bytes)
+}
+
+/// The bytes of an OS string (Unix: exactly its bytes).
+pub fn os_bytes(s: OsString) -> Vec<u8> {
+    use std::os::unix::ffi::OsStringExt;
+    s.into_vec()
+}
+
+/// Strip what qmail's `striptrailingwhitespace` strips.
+fn strip_trailing(mut line: Vec<u8>) -> Vec<u8> {
+    while matches!(line.last(), Some(b'\n' | b' ' | b'\t')) {
+        line.pop();
+    }
+    line
+}
+
+fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// qmail's `control_readline` on any path (see [`ControlDir::readline`]).
+pub fn read_first_line(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    Ok(read_optional(path)?.map(|bytes| {
+        let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+        strip_trailing(first.to_vec())
+    }))
+}
+
+/// qmail's `control_readfile` on any path (see [`ControlDir::readfile`]); qmail-inject reads
+/// `$QMAILMFTFILE` this way.
+pub fn read_value_lines(path: &Path) -> io::Result<Option<Vec<Vec<u8>>>> {
+    Ok(read_optional(path)?.map(|bytes| {
+        bytes
+            .split(|&b| b == b'\n')
+            .map(|l| strip_trailing(l.to_vec()))
+            .filter(|l| !l.is_empty() && l[0] != b'#')
+            .collect()
+    }))
 }
 
 /// Split control-file content into values, as qmail's `control_readfile` does.
@@ -286,5 +448,75 @@ mod tests {
             assert_eq!(parsed.to_string(), line);
             assert_eq!(parse_server(&parsed.to_string()), Ok(parsed));
         }
+    }
+
+    #[test]
+    fn qmail_line_semantics() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir(home.path().join("control")).unwrap();
+        let dir = ControlDir::new(home.path());
+        let put = |name: &str, text: &str| std::fs::write(dir.path(name), text).unwrap();
+        put("me", "host1.example.net \n# comment\n");
+        put("defaultdomain", "");
+        put("plusdomain", "  example.net\t\nignored\n");
+        put("timeoutconnect", "30 seconds\n");
+        put("timeoutremote", "soon\n");
+        put("list", "# c\n\na \n  b\n#d\n");
+        assert_eq!(
+            dir.readline("me").unwrap(),
+            Some(b"host1.example.net".to_vec())
+        );
+        assert_eq!(dir.readline("defaultdomain").unwrap(), Some(Vec::new()));
+        assert_eq!(dir.readline("nothere").unwrap(), None);
+        assert_eq!(dir.readint("timeoutconnect").unwrap(), Some(30));
+        assert_eq!(dir.readint("timeoutremote").unwrap(), None);
+        assert_eq!(
+            dir.readfile("list").unwrap(),
+            Some(vec![b"a".to_vec(), b"  b".to_vec()])
+        );
+        assert_eq!(dir.readfile("nothere").unwrap(), None);
+
+        let env = |name: &str| (name == "QMAILIDHOST").then(|| b"id.example.net".to_vec());
+        let c = dir.inject_controls(&env).unwrap();
+        assert_eq!(c.me.as_deref(), Some(&b"host1.example.net"[..]));
+        assert_eq!(
+            c.defaultdomain,
+            Setting {
+                value: Vec::new(),
+                source: Source::File
+            }
+        );
+        assert_eq!(
+            c.defaulthost,
+            Setting {
+                value: b"host1.example.net".to_vec(),
+                source: Source::Me
+            }
+        );
+        assert_eq!(
+            c.plusdomain,
+            Setting {
+                value: b"  example.net".to_vec(),
+                source: Source::File
+            }
+        );
+        assert_eq!(
+            c.idhost,
+            Setting {
+                value: b"id.example.net".to_vec(),
+                source: Source::Env("QMAILIDHOST")
+            }
+        );
+
+        let bare = ControlDir::new("/nonexistent-nullq-home");
+        let c = bare.inject_controls(&|_| None).unwrap();
+        assert_eq!(c.me, None);
+        assert_eq!(
+            c.defaulthost,
+            Setting {
+                value: b"defaulthost".to_vec(),
+                source: Source::Builtin
+            }
+        );
     }
 }
