@@ -1,0 +1,254 @@
+//! Group commit: one `fsync` of `queue/` makes durable every rename done before it started.
+//!
+//! Leader/follower, as in database group commit. A caller arrives after its rename and needs
+//! an fsync that *starts* later: generation `started + 1`. If no fsync is running it becomes
+//! the leader, starts that generation, and fsyncs with the lock released, while callers that
+//! arrive meanwhile wait for the generation after it, whose leader will be one of them. A
+//! generation's result wakes everyone; each checks whether the last good generation covers it.
+//!
+//! A failed directory fsync fails its whole batch and poisons the committer: the kernel may have
+//! dropped the directory's dirty metadata, and a later fsync that "succeeds" would not bring it
+//! back. The renamed files are kept (a duplicate is acceptable, a loss is not) and the next
+//! start checks the queue.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use crate::error::{copy_io, Result, SpoolError, Step};
+use crate::id::QueueId;
+use crate::incoming::Renamed;
+
+type SyncFn = Box<dyn Fn() -> io::Result<()> + Send + Sync>;
+
+/// Makes renamed messages durable, sharing one directory fsync among concurrent callers.
+/// Obtained from [`crate::Spool::committer`]; clones share the same batches.
+#[derive(Clone)]
+pub struct Committer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// The directory being fsynced, for error messages.
+    dir: PathBuf,
+    sync: SyncFn,
+    gens: Mutex<Generations>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct Generations {
+    /// Fsyncs started so far; generation `n` is the n-th.
+    started: u64,
+    /// Whether generation `started` is still running.
+    running: bool,
+    /// The last generation that succeeded: every rename before it started is durable.
+    durable: u64,
+    /// The generation that failed, and how; set once, never cleared.
+    failed: Option<(u64, io::Error)>,
+    /// Successful commits.
+    commits: u64,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Committer {
+    /// A committer that fsyncs the directory `dir`. The directory is opened once, here, so that
+    /// the only thing that can fail later is the fsync itself (a transient `EMFILE` must not
+    /// poison the committer).
+    pub(crate) fn for_dir(dir: PathBuf) -> Result<Committer> {
+        let fd = crate::sys::open_dir(&dir)?;
+        Ok(Committer::with_sync(dir, move || fd.sync_all()))
+    }
+
+    /// A committer whose "fsync" is `sync` (tests use a slow or failing one).
+    pub(crate) fn with_sync(
+        dir: PathBuf,
+        sync: impl Fn() -> io::Result<()> + Send + Sync + 'static,
+    ) -> Committer {
+        let shared = Shared {
+            dir,
+            sync: Box::new(sync),
+            gens: Mutex::default(),
+            done: Condvar::new(),
+        };
+        Committer {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Blocks until the rename of `r` is durable (one directory fsync that started after it),
+    /// then returns its id: only now may the client be told `K`.
+    ///
+    /// Errors: the fsync failed (for this batch), or an earlier one did
+    /// ([`SpoolError::is_poisoned`]). Either way the file stays in `queue/` and may be
+    /// delivered, but the client must be told `Z`.
+    pub fn commit(&self, r: Renamed) -> Result<QueueId> {
+        // A Renamed from another spool needs its own directory fsynced, not ours.
+        let shared = if Arc::ptr_eq(&self.shared, &r.committer.shared) {
+            &self.shared
+        } else {
+            &r.committer.shared
+        };
+        shared.wait_durable()?;
+        Ok(r.id)
+    }
+
+    /// `(directory fsyncs started, successful commits)`: with concurrent callers the first is
+    /// much smaller than the second.
+    pub fn stats(&self) -> (u64, u64) {
+        let g = self.shared.lock();
+        (g.started, g.commits)
+    }
+
+    /// True once a directory fsync has failed; every later commit fails.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.lock().failed.is_some()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn wait_durable(&self) -> Result<()> {
+        self.shared.wait_durable()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Generations> {
+        // Nothing panics while holding the lock, so the counters are consistent even if poisoned.
+        self.gens.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait_durable(&self) -> Result<()> {
+        let mut g = self.lock();
+        // Our rename is done. A generation that is running now may have started before it, so
+        // the first one that surely covers it is the next to start: `started + 1`. (Waiting for
+        // `started` lost acknowledged messages in the power-cut test.)
+        let target = g.started + 1;
+        loop {
+            if g.durable >= target {
+                g.commits += 1;
+                return Ok(());
+            }
+            if let Some((gen, e)) = &g.failed {
+                return Err(if *gen >= target {
+                    SpoolError::io(Step::DirFsync, &self.dir, copy_io(e))
+                } else {
+                    SpoolError::poisoned(&self.dir, e)
+                });
+            }
+            if g.running {
+                g = self.done.wait(g).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            g.started += 1;
+            g.running = true;
+            let gen = g.started;
+            drop(g);
+            let result = (self.sync)();
+            g = self.lock();
+            g.running = false;
+            match result {
+                Ok(()) => g.durable = gen,
+                Err(e) => g.failed = Some((gen, e)),
+            }
+            self.done.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Barrier;
+    use std::time::Duration;
+
+    #[test]
+    fn concurrent_callers_share_fsyncs() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        let committer = Committer::with_sync("/q".into(), move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(())
+        });
+        let barrier = Arc::new(Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (committer, barrier) = (committer.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..5 {
+                        barrier.wait();
+                        committer.wait_durable().map_err(|e| e.to_string())?;
+                    }
+                    Ok::<_, String>(())
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().ok(), Some(Ok(())));
+        }
+        let (fsyncs, commits) = committer.stats();
+        assert_eq!(commits, 80);
+        assert_eq!(fsyncs, calls.load(Ordering::SeqCst));
+        // Each round: one leader, then usually one more fsync for everyone who came during it
+        // (2 per round); the bound leaves room for a loaded machine.
+        assert!(fsyncs < 40, "{fsyncs} fsyncs for 80 commits");
+    }
+
+    #[test]
+    fn a_caller_waits_for_an_fsync_that_starts_after_it() {
+        // Slow fsync #1 is running when the second caller arrives: it must not be covered by #1.
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        let committer = Committer::with_sync("/q".into(), move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            Ok(())
+        });
+        let first = {
+            let c = committer.clone();
+            std::thread::spawn(move || c.wait_durable().is_ok())
+        };
+        while calls.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        assert!(committer.wait_durable().is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(first.join().ok(), Some(true));
+    }
+
+    #[test]
+    fn a_failed_fsync_fails_its_batch_and_poisons() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        let committer = Committer::with_sync("/q".into(), move || {
+            if c.fetch_add(1, Ordering::SeqCst) == 1 {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(committer.wait_durable().is_ok());
+        let e = committer.wait_durable().err();
+        assert!(
+            matches!(&e, Some(e) if e.step() == Step::DirFsync && !e.is_poisoned()),
+            "{e:?}"
+        );
+        assert!(committer.is_poisoned());
+        let e = committer.wait_durable().err();
+        assert!(matches!(&e, Some(e) if e.is_poisoned()), "{e:?}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "no fsync is tried after a failure"
+        );
+        assert_eq!(committer.stats(), (2, 1));
+    }
+}
