@@ -1,0 +1,357 @@
+//! The server's command line: `nullq serve`, `nullq qmqpd`, and the later subcommands.
+//!
+//! Settings come from the embedded defaults, then the TOML file (`--config`), then flags: the
+//! flag wins. Every subcommand returns an exit code; errors are one line on stderr saying what
+//! failed and why.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use nullq_config::server::{LogFormat, ServerConfig};
+use nullq_spool::Spool;
+
+use crate::access::Access;
+use crate::context::Context;
+use crate::listener::{self, ConnectionLimits};
+use crate::session::{self, Peer};
+use crate::{logging, privilege, shutdown};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nullq",
+    version,
+    about = "nullq: a QMQP mail server and mini-qmail-compatible null client"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the QMQP server: listen, receive into the spool.
+    Serve(ServeArgs),
+    /// Serve one QMQP session on stdin/stdout (under tcpserver or inetd), like qmail-qmqpd.
+    Qmqpd(CommonArgs),
+}
+
+/// Settings shared by `serve` and `qmqpd`; each overrides the config file.
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Spool and state directory [default: ./nullq-data].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Access rules: a tcprules text file or a tcprules-compiled cdb.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
+    /// The server's name in Received lines [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// Largest message in bytes [default: 10240000].
+    #[arg(long, value_name = "BYTES")]
+    databytes: Option<u64>,
+    /// Most recipients per message [default: 1000].
+    #[arg(long, value_name = "N")]
+    max_recipients: Option<usize>,
+    /// Seconds to wait for the client's next bytes [default: 300].
+    #[arg(long, value_name = "SECS")]
+    read_timeout: Option<u64>,
+    /// Seconds a whole session may take [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    session_timeout: Option<u64>,
+    /// Seconds to pause before a permanent refusal [default: 1].
+    #[arg(long, value_name = "SECS")]
+    error_delay: Option<u64>,
+    /// Log destination: stderr, syslog or journald [default: stderr].
+    #[arg(long, value_name = "FORMAT")]
+    log: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on, IPv4 or [IPv6] with a port; repeat for more [default: 127.0.0.1:6628].
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Vec<String>,
+    /// Run as this user after binding (name or uid).
+    #[arg(long)]
+    user: Option<String>,
+    /// Run as this group after binding (name or gid) [default: the user's group].
+    #[arg(long)]
+    group: Option<String>,
+    /// Most sessions at once [default: 1000].
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<usize>,
+    /// Most sessions at once from one address [default: 100].
+    #[arg(long, value_name = "N")]
+    max_sessions_per_ip: Option<usize>,
+}
+
+/// Run the server CLI on `args` (argv\[0\] included); returns the exit code.
+pub fn main(args: &[OsString]) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 100 } else { 0 };
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Qmqpd(args) => qmqpd(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nullq: fatal: {e}");
+            111
+        }
+    }
+}
+
+/// The configuration: defaults, then the file, then the flags.
+fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
+    let mut config = match &common.config {
+        Some(path) => ServerConfig::load(path).map_err(|e| e.to_string())?,
+        None => ServerConfig::default(),
+    };
+    if let Some(d) = &common.data {
+        config.data_dir.clone_from(d);
+    }
+    if let Some(r) = &common.rules {
+        config.access.rules = Some(r.clone());
+    }
+    if let Some(h) = &common.hostname {
+        config.hostname = Some(h.clone());
+    }
+    let limits = &mut config.limits;
+    if let Some(v) = common.databytes {
+        limits.databytes = v;
+    }
+    if let Some(v) = common.max_recipients {
+        limits.max_recipients = v;
+    }
+    if let Some(v) = common.read_timeout {
+        limits.read_timeout_secs = v;
+    }
+    if let Some(v) = common.session_timeout {
+        limits.session_timeout_secs = v;
+    }
+    if let Some(v) = common.error_delay {
+        limits.error_delay_secs = v;
+    }
+    if let Some(format) = &common.log {
+        config.log.format = match format.as_str() {
+            "stderr" => LogFormat::Stderr,
+            "syslog" => LogFormat::Syslog,
+            "journald" => LogFormat::Journald,
+            other => return Err(format!("unknown log format {other:?} (stderr, syslog, journald)")),
+        };
+    }
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> Result<i32, String> {
+    let mut config = configure(&args.common)?;
+    if !args.listen.is_empty() {
+        config.listen.clone_from(&args.listen);
+    }
+    if args.user.is_some() {
+        config.user.clone_from(&args.user);
+    }
+    if args.group.is_some() {
+        config.group.clone_from(&args.group);
+    }
+    if let Some(v) = args.max_sessions {
+        config.limits.max_sessions = v;
+    }
+    if let Some(v) = args.max_sessions_per_ip {
+        config.limits.max_sessions_per_ip = v;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    if args.common.print_config {
+        print!("{}", config.to_toml_string());
+        return Ok(0);
+    }
+    logging::init(&config.log.format, &config.log.level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(run_server(config))
+}
+
+async fn run_server(config: ServerConfig) -> Result<i32, String> {
+    // 1. Bind while we may still be root (port 628).
+    let mut listeners = Vec::new();
+    for text in &config.listen {
+        let addr: SocketAddr = text
+            .parse()
+            .map_err(|e| format!("bad listen address {text:?}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        listeners.push(listener);
+    }
+    // 2. Drop privileges before the spool or any client byte is touched.
+    if let Some(user) = &config.user {
+        let id = privilege::resolve(user, config.group.as_deref())?;
+        privilege::drop_to(id).map_err(|e| format!("cannot become {user}: {e}"))?;
+    } else if config.group.is_some() {
+        return Err("--group needs --user".into());
+    }
+    // 3. Open the spool: this is where crash leftovers are cleaned.
+    let spool = open_spool(&config)?;
+    let access = Arc::new(
+        Access::load(config.access.rules.clone())
+            .map_err(|e| format!("cannot load access rules: {e}"))?,
+    );
+    let ctx = Arc::new(Context::new(&config, spool));
+    let bound: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    tracing::info!(
+        target: "nullq::server",
+        listen = %bound.join(","),
+        data = %config.data_dir.display(),
+        access = %access.describe(),
+        databytes = config.limits.databytes,
+        "nullq serve ready"
+    );
+
+    let (trigger, stop) = shutdown::channel();
+    spawn_signal_handlers(trigger, Arc::clone(&access))?;
+    let limits = ConnectionLimits {
+        max_sessions: config.limits.max_sessions,
+        max_sessions_per_ip: config.limits.max_sessions_per_ip,
+    };
+    let grace = Duration::from_secs(config.shutdown_timeout_secs);
+    let all_done = listener::serve(listeners, ctx, access, limits, stop, grace).await;
+    if all_done {
+        tracing::info!(target: "nullq::server", "shut down cleanly");
+    } else {
+        tracing::warn!(target: "nullq::server", "shut down with sessions still open after {}s; they got no answer", grace.as_secs());
+    }
+    Ok(0)
+}
+
+fn open_spool(config: &ServerConfig) -> Result<Spool, String> {
+    let (spool, report) = Spool::open(&config.data_dir)
+        .map_err(|e| format!("cannot open the spool in {}: {e}", config.data_dir.display()))?;
+    tracing::info!(target: "nullq::spool", "recovery: {report}");
+    Ok(spool)
+}
+
+/// The spool for one `qmqpd` session. Many of these run at once beside a `nullq deliver`, so it
+/// is attached without the lock and without recovery (which would delete the other sessions'
+/// files in `tmp/`); only a spool that does not exist yet is created, with `open`.
+fn attach_spool(config: &ServerConfig) -> Result<Spool, String> {
+    let describe = |e: nullq_spool::SpoolError| {
+        format!("cannot open the spool in {}: {e}", config.data_dir.display())
+    };
+    match Spool::attach(&config.data_dir) {
+        Ok(spool) => Ok(spool),
+        Err(e) if e.is_not_found() => {
+            // First use: create it. A concurrent first session may hold the lock; then it has
+            // created the directories, and attaching works.
+            if let Err(e) = Spool::open(&config.data_dir) {
+                tracing::debug!(target: "nullq::spool", "creating the spool: {e}");
+            }
+            Spool::attach(&config.data_dir).map_err(describe)
+        }
+        Err(e) => Err(describe(e)),
+    }
+}
+
+/// SIGTERM and SIGINT start shutdown; SIGHUP reloads the access rules.
+fn spawn_signal_handlers(trigger: shutdown::Trigger, access: Arc<Access>) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("signals: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("signals: {e}"))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("signals: {e}"))?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!(target: "nullq::server", "SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!(target: "nullq::server", "SIGINT: shutting down"),
+        }
+        trigger.fire();
+    });
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match access.reload() {
+                Ok(()) => tracing::info!(target: "nullq::server", "SIGHUP: access rules reloaded from {}", access.describe()),
+                Err(e) => tracing::error!(target: "nullq::server", "SIGHUP: access rules NOT reloaded, keeping the old ones: {e}"),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `nullq qmqpd`: one session on stdin/stdout, the client described by tcpserver's environment.
+fn qmqpd(args: CommonArgs) -> Result<i32, String> {
+    let config = configure(&args)?;
+    config.validate().map_err(|e| e.to_string())?;
+    if args.print_config {
+        print!("{}", config.to_toml_string());
+        return Ok(0);
+    }
+    logging::init(&config.log.format, &config.log.level);
+    let peer = peer_from_env();
+    // tcpserver has applied its own rules (-x); rules in our config are checked as well.
+    if config.access.rules.is_some() {
+        let access = Access::load(config.access.rules.clone())
+            .map_err(|e| format!("cannot load access rules: {e}"))?;
+        if let Some(ip) = peer.ip {
+            let decision = access.check(ip, Some(&peer.host));
+            if !decision.allow {
+                tracing::info!(target: "nullq::session", client = %ip, answer = "-", "denied by access rules; connection closed");
+                return Ok(0);
+            }
+        }
+    }
+    let mut config = config;
+    if config.hostname.is_none() {
+        config.hostname = std::env::var("TCPLOCALHOST")
+            .or_else(|_| std::env::var("TCPLOCALIP"))
+            .ok();
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let spool = attach_spool(&config)?;
+        let ctx = Arc::new(Context::new(&config, spool));
+        let io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+        let outcome = session::run(io, &peer, ctx).await;
+        outcome.log(&peer);
+        Ok(0)
+    })
+}
+
+/// The client as tcpserver describes it: TCPREMOTEIP, TCPREMOTEHOST (else `unknown`), and the
+/// variables its rule set, which are ordinary environment variables by now.
+fn peer_from_env() -> Peer {
+    let ip = std::env::var("TCPREMOTEIP")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let host = std::env::var("TCPREMOTEHOST").unwrap_or_else(|_| "unknown".to_owned());
+    Peer {
+        ip,
+        host,
+        env: Vec::new(),
+    }
+}

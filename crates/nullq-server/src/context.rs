@@ -1,0 +1,47 @@
+//! What every session needs and nobody changes while it runs: the spool, the committer, the
+//! limits and the server's name. Built once from the configuration and shared behind an `Arc`.
+
+use std::time::Duration;
+
+use nullq_config::server::ServerConfig;
+use nullq_proto::qmqp::Limits;
+use nullq_spool::{Committer, Spool};
+
+/// The shared, read-only state of all sessions.
+#[derive(Debug)]
+pub struct Context {
+    /// Where messages go.
+    pub spool: Spool,
+    /// The group committer of `spool` (one directory fsync for all sessions waiting).
+    pub committer: Committer,
+    /// Limits applied while decoding a request.
+    pub limits: Limits,
+    /// Longest wait for the client's next bytes.
+    pub read_timeout: Duration,
+    /// Longest whole session.
+    pub session_timeout: Duration,
+    /// Pause before a `D` answer (Postfix's qmqpd_error_delay).
+    pub error_delay: Duration,
+    /// The server's own name, in the Received lines.
+    pub local_name: String,
+}
+
+impl Context {
+    /// The context for `config`, receiving into `spool`.
+    pub fn new(config: &ServerConfig, spool: Spool) -> Context {
+        let limits = &config.limits;
+        Context {
+            committer: spool.committer(),
+            spool,
+            limits: Limits {
+                max_message: limits.databytes,
+                max_recipients: limits.max_recipients,
+                max_address_len: limits.max_address_len,
+            },
+            read_timeout: Duration::from_secs(limits.read_timeout_secs),
+            session_timeout: Duration::from_secs(limits.session_timeout_secs),
+            error_delay: Duration::from_secs(limits.error_delay_secs),
+            local_name: config.local_name(),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! One message at a time: the runner and the `nullq queue` tools take an exclusive `flock` on
+//! `queue/ID` before they change a message's state, so a `queue delete` never races a delivery
+//! and two writers never replace `state/ID` from under each other. The lock goes with the
+//! descriptor: a process that dies releases it.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use nullq_spool::QueueId;
+
+/// An exclusive lock on one queued message, held until dropped.
+#[derive(Debug)]
+pub struct MessageLock {
+    _file: File,
+}
+
+/// Why a lock was not had.
+#[derive(Debug)]
+pub enum LockError {
+    /// The message is not (or no longer) in the queue.
+    Gone,
+    /// Another process or task holds it (a delivery in progress).
+    Busy,
+    /// Anything else.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for LockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::Gone => f.write_str("no such message in the queue"),
+            LockError::Busy => f.write_str("the message is being delivered right now"),
+            LockError::Io(e) => write!(f, "cannot lock the message: {e}"),
+        }
+    }
+}
+
+impl MessageLock {
+    /// Try to lock message `id` of the spool at `root`, without waiting.
+    pub fn try_lock(root: &Path, id: &QueueId) -> Result<MessageLock, LockError> {
+        let path = root.join("queue").join(id.to_string());
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(LockError::Gone),
+            Err(e) => return Err(LockError::Io(e)),
+        };
+        // SAFETY: flock on a descriptor we own and keep open for the call's duration.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                LockError::Busy
+            } else {
+                LockError::Io(e)
+            });
+        }
+        // Locked a file that was unlinked meanwhile (a `queue delete` that just finished)?
+        if !path.exists() {
+            return Err(LockError::Gone);
+        }
+        Ok(MessageLock { _file: file })
+    }
+
+    /// Lock, waiting up to `limit` for a delivery in progress to finish.
+    pub fn lock_within(
+        root: &Path,
+        id: &QueueId,
+        limit: std::time::Duration,
+    ) -> Result<MessageLock, LockError> {
+        let start = std::time::Instant::now();
+        loop {
+            match MessageLock::try_lock(root, id) {
+                Err(LockError::Busy) if start.elapsed() < limit => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+}

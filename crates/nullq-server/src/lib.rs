@@ -1,0 +1,25 @@
+//! The QMQP server: the middle of the data path
+//! `client ══QMQP══▶ listener → session → spool → delivery`.
+//!
+//! - [`cli`]: `nullq serve`, `nullq qmqpd`: configuration, start-up order (bind, drop privileges,
+//!   open the spool), signals;
+//! - [`listener`]: accepting TCP connections, admitting them (access rules, session limits);
+//! - [`session`]: one QMQP session on any byte stream, shared by `serve` and `qmqpd`;
+//! - [`context`]: the read-only state all sessions share;
+//! - [`access`]: tcprules-based access control, reloaded on SIGHUP;
+//! - [`received`]: the Received lines put on every message;
+//! - [`shutdown`]: graceful shutdown as values handed around;
+//! - [`logging`], [`privilege`]: log destinations; dropping root after binding.
+//!
+//! Errors inside the server are answers: a problem with the client's request is a QMQP `D`, a
+//! problem on our side a `Z`. Only start-up problems end the process.
+
+pub mod access;
+pub mod cli;
+pub mod context;
+pub mod listener;
+pub mod logging;
+pub mod privilege;
+pub mod received;
+pub mod session;
+pub mod shutdown;

@@ -1,0 +1,375 @@
+//! One QMQP session: read one request, spool it, answer `K`, `Z` or `D`, close.
+//!
+//! This is the only place where network bytes meet the spool, and both front ends use it: the
+//! tokio listener (`nullq serve`) and stdin/stdout under tcpserver (`nullq qmqpd`). It is generic
+//! over any `AsyncRead + AsyncWrite`, so tests can drive it without a socket.
+//!
+//! The order of things is what makes `K` mean "safe":
+//! 1. bytes are decoded by [`RequestDecoder`] under the configured limits; message bytes are
+//!    streamed into a spool file in `tmp/` (after our Received lines), never held whole;
+//! 2. at the end of the request the envelope is checked; any refusal is a `D` and the tmp file is
+//!    dropped (unlinked);
+//! 3. otherwise the file is finished (envelope, trailer, fdatasync), renamed into `queue/`, and the
+//!    group committer fsyncs the directory; only then is `K` written. A spool failure is a `Z`.
+//!
+//! A client that vanishes halfway gets nothing, and its tmp file goes with the dropped
+//! [`Incoming`]. Spool calls run on tokio's blocking pool: they fsync.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use nullq_proto::qmqp::{self, Event, RequestDecoder, Response, Status};
+use nullq_proto::DecodeError;
+use nullq_spool::{Envelope, Incoming, SpoolError};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::context::Context;
+use crate::received;
+
+/// How many message bytes are gathered before one write to the spool file: large enough that a
+/// typical message is written in one blocking call, small enough that a thousand sessions
+/// receiving at once stay within a few tens of megabytes.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// The socket read buffer of a session.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Who is on the other end, as far as the front end knows.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's IP address, if known (it is not under tcpserver without TCPREMOTEIP).
+    pub ip: Option<IpAddr>,
+    /// The client's host name: tcpserver's TCPREMOTEHOST, or `unknown` as in qmail-qmqpd.
+    pub host: String,
+    /// Variables set by the access rule that let the client in (`RELAYCLIENT`, ...).
+    pub env: Vec<(String, String)>,
+}
+
+impl Peer {
+    /// The client's address as text for logs and the spool (`unknown` when not known).
+    pub fn addr_text(&self) -> String {
+        self.ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    }
+}
+
+/// What one session did: the fields of its log line.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The queue id, when a message was spooled.
+    pub id: Option<String>,
+    /// The envelope sender, when read.
+    pub sender: Option<Vec<u8>>,
+    /// How many recipients were read.
+    pub recipients: usize,
+    /// Message bytes received.
+    pub size: u64,
+    /// The answer sent, or `None` if none was (the client went away, or timed out).
+    pub answer: Option<Status>,
+    /// The answer's text or why there was none.
+    pub reason: String,
+    /// When the session started.
+    pub started: Instant,
+}
+
+impl Outcome {
+    /// Write the session's one log line.
+    pub fn log(&self, peer: &Peer) {
+        let answer = match self.answer {
+            Some(status) => char::from(status.byte()).to_string(),
+            None => "-".to_owned(),
+        };
+        let sender = self
+            .sender
+            .as_deref()
+            .map(|s| format!("<{}>", escape(s)))
+            .unwrap_or_else(|| "-".to_owned());
+        tracing::info!(
+            target: "nullq::session",
+            client = %peer.addr_text(),
+            host = %peer.host,
+            id = self.id.as_deref().unwrap_or("-"),
+            from = %sender,
+            rcpts = self.recipients,
+            size = self.size,
+            answer = %answer,
+            ms = self.started.elapsed().as_millis() as u64,
+            "{}",
+            self.reason
+        );
+    }
+}
+
+/// Show address bytes safely in a log line or an answer: printable ASCII as is, the rest as
+/// `\xNN`, so a hostile address cannot forge log lines.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_graphic() || b == b' ' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Why a session ended without an answer or with a refusal, before the spool was involved.
+enum Stop {
+    /// Answer `D` with this text.
+    Refuse(String),
+    /// Answer `Z` with this text.
+    TempFail(String),
+    /// Close without an answer (client gone, or the connection is unusable).
+    Hangup(String),
+}
+
+/// Run one session on `io` for `peer`. Never panics on input; always returns what happened.
+pub async fn run<S>(mut io: S, peer: &Peer, ctx: Arc<Context>) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut outcome = Outcome {
+        id: None,
+        sender: None,
+        recipients: 0,
+        size: 0,
+        answer: None,
+        reason: String::new(),
+        started: Instant::now(),
+    };
+    let result = receive(&mut io, peer, &ctx, &mut outcome).await;
+    let response = match result {
+        Ok(response) => response,
+        Err(Stop::Refuse(text)) => {
+            // Postfix's qmqpd_error_delay: slow down clients that send garbage.
+            tokio::time::sleep(ctx.error_delay).await;
+            Response::new(Status::PermFail, text)
+        }
+        Err(Stop::TempFail(text)) => Response::new(Status::TempFail, text),
+        Err(Stop::Hangup(reason)) => {
+            outcome.reason = reason;
+            return outcome;
+        }
+    };
+    outcome.reason = response.text.clone();
+    let write = async {
+        io.write_all(&response.encode()).await?;
+        io.flush().await?;
+        io.shutdown().await
+    };
+    match tokio::time::timeout(ctx.read_timeout, write).await {
+        Ok(Ok(())) => outcome.answer = Some(response.status),
+        // The answer may not have arrived; a K that did not arrive means the client retries, and
+        // the message may be delivered twice: never lost.
+        Ok(Err(e)) => outcome.reason = format!("{} (answer not sent: {e})", response.text),
+        Err(_) => outcome.reason = format!("{} (answer not sent: timeout)", response.text),
+    }
+    outcome
+}
+
+/// The message being received: gathered bytes and, once they outgrow memory, the spool file.
+struct Receiving {
+    buffer: Vec<u8>,
+    file: Option<Incoming>,
+}
+
+async fn receive<S>(
+    io: &mut S,
+    peer: &Peer,
+    ctx: &Arc<Context>,
+    outcome: &mut Outcome,
+) -> Result<Response, Stop>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + ctx.session_timeout;
+    let mut decoder = RequestDecoder::new(ctx.limits.clone());
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut receiving: Option<Receiving> = None;
+    let mut sender: Option<Vec<u8>> = None;
+    let mut recipients: Vec<Vec<u8>> = Vec::new();
+    // The first bad address: the request is still read to its end before `D` is answered.
+    let mut bad_address: Option<String> = None;
+    let arrival = SystemTime::now();
+
+    loop {
+        let n = read(io, &mut buf, deadline, ctx.read_timeout).await?;
+        if n == 0 {
+            let reason = match decoder.eof() {
+                Err(e) => format!("client closed the connection: {e}"),
+                Ok(()) => "client closed the connection".to_owned(),
+            };
+            return Err(Stop::Hangup(reason));
+        }
+        let mut input = &buf[..n];
+        while !input.is_empty() {
+            let (used, event) = decoder.feed(input).map_err(refusal)?;
+            input = &input[used..];
+            let Some(event) = event else { continue };
+            match event {
+                Event::MessageStart { .. } => {
+                    let mut buffer = Vec::with_capacity(1024);
+                    buffer.extend_from_slice(
+                        received::header(peer, &ctx.local_name, arrival).as_bytes(),
+                    );
+                    receiving = Some(Receiving { buffer, file: None });
+                }
+                Event::Message(bytes) => {
+                    outcome.size += bytes.len() as u64;
+                    if let Some(r) = receiving.as_mut() {
+                        r.buffer.extend_from_slice(bytes);
+                        if r.buffer.len() >= WRITE_CHUNK {
+                            spill(ctx, r).await?;
+                        }
+                    }
+                }
+                Event::Sender(address) => {
+                    if let Err(problem) = qmqp::check_address(&address, true) {
+                        bad_address.get_or_insert_with(|| bad(&address, problem));
+                    }
+                    sender = Some(address);
+                    outcome.sender.clone_from(&sender);
+                }
+                Event::Recipient(address) => {
+                    if let Err(problem) = qmqp::check_address(&address, false) {
+                        bad_address.get_or_insert_with(|| bad(&address, problem));
+                    }
+                    recipients.push(address);
+                    outcome.recipients = recipients.len();
+                }
+                Event::Rejected(e) => return Err(refusal(e)),
+                Event::End => {
+                    if !input.is_empty() {
+                        return Err(Stop::Refuse(format!(
+                            "sorry, data after the end of the request (#5.5.2)"
+                        )));
+                    }
+                    if let Some(text) = bad_address {
+                        return Err(Stop::Refuse(text));
+                    }
+                    let (Some(r), Some(sender)) = (receiving.take(), sender.take()) else {
+                        // The decoder does not end a request without these; be safe anyway.
+                        return Err(Stop::Refuse("sorry, incomplete request (#5.5.2)".into()));
+                    };
+                    let envelope = Envelope {
+                        arrival,
+                        client_addr: peer.addr_text(),
+                        client_host: peer.host.clone(),
+                        sender,
+                        recipients: std::mem::take(&mut recipients),
+                    };
+                    let id = commit(ctx, r, envelope).await?;
+                    let unix = arrival
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    outcome.id = Some(id.clone());
+                    return Ok(Response::new(Status::Ok, format!("ok {unix} qp {id}")));
+                }
+            }
+        }
+    }
+}
+
+/// Read into `buf`, bounded by the per-read timeout and the session's deadline.
+async fn read<S>(
+    io: &mut S,
+    buf: &mut [u8],
+    deadline: tokio::time::Instant,
+    read_timeout: Duration,
+) -> Result<usize, Stop>
+where
+    S: AsyncRead + Unpin,
+{
+    let now = tokio::time::Instant::now();
+    let session_left = deadline.saturating_duration_since(now);
+    let (limit, what) = if session_left < read_timeout {
+        (session_left, "session time limit")
+    } else {
+        (read_timeout, "read timeout")
+    };
+    match tokio::time::timeout(limit, io.read(buf)).await {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(Stop::Hangup(format!("read error: {e}"))),
+        // The client is too slow: it is most likely gone, but say why in case it is not.
+        Err(_) => Err(Stop::TempFail(format!(
+            "sorry, {what} of {}s exceeded (#4.4.2)",
+            limit.as_secs()
+        ))),
+    }
+}
+
+/// The `D` answer for a decoding error.
+fn refusal(e: DecodeError) -> Stop {
+    use nullq_proto::ErrorKind;
+    let code = match e.kind() {
+        ErrorKind::MessageTooBig { .. } => "5.3.4",
+        ErrorKind::TooManyRecipients { .. } => "5.5.3",
+        ErrorKind::AddressTooLong { .. } => "5.1.3",
+        _ => "5.5.2",
+    };
+    Stop::Refuse(format!("sorry, {e} (#{code})"))
+}
+
+fn bad(address: &[u8], problem: qmqp::AddressProblem) -> String {
+    format!(
+        "sorry, I can't accept addresses like <{}>: {problem} (#5.1.3)",
+        escape(address)
+    )
+}
+
+/// The `Z` answer for a spool failure; the detail goes to the log line through the text.
+fn spool_failure(e: &SpoolError) -> Stop {
+    if e.is_full() {
+        Stop::TempFail(format!("sorry, the server's disk is full, try again later (#4.3.1): {e}"))
+    } else {
+        Stop::TempFail(format!("sorry, the server could not queue the message (#4.3.0): {e}"))
+    }
+}
+
+/// Move the gathered bytes into the spool file, creating it on first use.
+async fn spill(ctx: &Arc<Context>, r: &mut Receiving) -> Result<(), Stop> {
+    let spool = ctx.spool.clone();
+    let file = r.file.take();
+    let buffer = std::mem::take(&mut r.buffer);
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut file = match file {
+            Some(f) => f,
+            None => spool.receive()?,
+        };
+        file.write(&buffer)?;
+        Ok::<_, SpoolError>((file, buffer))
+    })
+    .await;
+    match joined {
+        Ok(Ok((file, mut buffer))) => {
+            buffer.clear();
+            r.file = Some(file);
+            r.buffer = buffer;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(spool_failure(&e)),
+        Err(e) => Err(Stop::TempFail(format!("sorry, internal error (#4.3.0): {e}"))),
+    }
+}
+
+/// Write what is left, finish the file and commit it (group fsync). Returns the queue id.
+async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<String, Stop> {
+    let spool = ctx.spool.clone();
+    let committer = ctx.committer.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut file = match r.file {
+            Some(f) => f,
+            None => spool.receive()?,
+        };
+        file.write(&r.buffer)?;
+        let renamed = file.finish(&envelope)?;
+        committer.commit(renamed)
+    })
+    .await;
+    match joined {
+        Ok(Ok(id)) => Ok(id.to_string()),
+        Ok(Err(e)) => Err(spool_failure(&e)),
+        Err(e) => Err(Stop::TempFail(format!("sorry, internal error (#4.3.0): {e}"))),
+    }
+}

@@ -1,0 +1,281 @@
+//! `nullq serve` against real clients and raw bytes: Postfix's qmqp-source under load, a table of
+//! malformed requests, access rules, limits, timeouts and shutdown. Each test starts its own
+//! server on a loopback port with its own spool.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{exchange, run_bounded, Recorder, Server};
+use nullq_proto::qmqp::{encode_request, Event, Limits, RequestDecoder};
+use nullq_spool::{QueueId, Spool};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Decode a whole recorded request into (message, sender, recipients).
+fn decode(request: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
+    let mut d = RequestDecoder::new(Limits {
+        max_message: 1 << 30,
+        ..Limits::default()
+    });
+    let (mut message, mut sender, mut rcpts) = (Vec::new(), Vec::new(), Vec::new());
+    let mut input = request;
+    loop {
+        let (used, event) = d.feed(input).expect("recorded request decodes");
+        input = &input[used..];
+        match event {
+            Some(Event::Message(b)) => message.extend_from_slice(b),
+            Some(Event::Sender(s)) => sender = s,
+            Some(Event::Recipient(r)) => rcpts.push(r),
+            Some(Event::End) => return (message, sender, rcpts),
+            Some(Event::Rejected(e)) => panic!("rejected: {e}"),
+            Some(Event::MessageStart { .. }) => {}
+            None => panic!("recorded request is incomplete"),
+        }
+    }
+}
+
+/// The queue id in a `Kok <time> qp <id>` answer.
+fn queue_id(answer: &[u8]) -> QueueId {
+    let text = String::from_utf8_lossy(answer);
+    let id = text
+        .trim_end_matches(',')
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    id.parse()
+        .unwrap_or_else(|_| panic!("no queue id in answer {text:?}"))
+}
+
+#[test]
+fn qmqp_source_load_is_spooled_byte_for_byte() {
+    let server = Server::start(&[]);
+    let recorder = Recorder::start(server.addr);
+    let messages = 2000;
+    let (status, _out, err) = run_bounded(
+        Command::new("qmqp-source").args([
+            "-s",
+            "20",
+            "-m",
+            &messages.to_string(),
+            "-l",
+            "1024",
+            "-f",
+            "jason@example.net",
+            "-t",
+            "postmaster@example.net",
+            &format!("127.0.0.1:{}", recorder.addr.port()),
+        ]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(status, Some(0), "qmqp-source failed: {err}");
+    let exchanges = recorder.take();
+    assert_eq!(exchanges.len(), messages, "sessions seen by the recorder");
+    assert_eq!(server.queued().len(), messages, "messages in queue/");
+
+    let spool = Spool::attach(&server.data).expect("attach spool");
+    for ex in &exchanges {
+        assert!(
+            ex.response.windows(4).any(|w| w == b":Kok"),
+            "answer {:?}",
+            String::from_utf8_lossy(&ex.response)
+        );
+        let id = queue_id(&ex.response);
+        let (message, sender, rcpts) = decode(&ex.request);
+        let queued = spool.load(&id).expect("load");
+        assert_eq!(queued.envelope.sender, sender);
+        assert_eq!(queued.envelope.recipients, rcpts);
+        assert_eq!(queued.envelope.client_addr, "127.0.0.1");
+        let mut stored = Vec::new();
+        std::io::Read::read_to_end(&mut spool.message(&id).expect("message"), &mut stored)
+            .expect("read message");
+        let text = String::from_utf8_lossy(&stored);
+        assert!(text.starts_with("Received: (nullq "), "{text}");
+        assert!(text.contains(" (127.0.0.1)\n  by mx.test with QMQP; "), "{text}");
+        assert!(stored.ends_with(&message), "message bytes differ after the Received lines");
+        let header_len = stored.len() - message.len();
+        assert_eq!(text[..header_len].matches('\n').count(), 3, "exactly our Received lines precede the message");
+    }
+    assert_eq!(common::tmp_files(&server.data), 0);
+}
+
+/// The table of malformed requests: (what, bytes sent, expected answer prefix or "" for none).
+#[test]
+fn malformed_requests_get_their_answer_and_store_nothing() {
+    let server = Server::start(&["--read-timeout", "2"]);
+    let good = |m: &[u8], s: &[u8], r: &[u8]| encode_request(m, s, &[r.to_vec()]);
+    let mut nul = good(b"hi\n", b"a@example.net", b"bob@example.net");
+    let at = nul.len() - 8;
+    nul[at] = 0; // a NUL inside the recipient
+    let half = good(b"Subject: half\n\nbody\n", b"a@example.net", b"b@example.net");
+    let table: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("leading zero", b"045:0:,17:jason@example.net,17:jason@example.net,,".to_vec(), "D"),
+        ("missing comma", b"45:0:,17:jason@example.net;17:jason@example.net,,".to_vec(), "D"),
+        ("length 10^12", b"1000000000000:".to_vec(), "D"),
+        ("no recipient", b"24:0:,17:jason@example.net,,".to_vec(), "D"),
+        ("NUL in an address", nul, "D"),
+        ("not local@domain", good(b"", b"a@example.net", b"bob"), "D"),
+        ("CR in sender", good(b"", b"a\r@example.net", b"b@example.net"), "D"),
+        ("stops halfway", half[..half.len() / 2].to_vec(), ""),
+    ];
+    let mut failures = Vec::new();
+    for (what, bytes, expected) in &table {
+        let answer = if *what == "stops halfway" {
+            // Send half, then close our side: the server must drop it and answer nothing useful.
+            let mut s = TcpStream::connect(server.addr).expect("connect");
+            s.write_all(bytes).expect("write");
+            s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+            let mut a = Vec::new();
+            let _ = s.set_read_timeout(Some(T));
+            let _ = std::io::Read::read_to_end(&mut s, &mut a);
+            a
+        } else {
+            exchange(server.addr, bytes, T)
+        };
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        let ok = if expected.is_empty() {
+            answer.is_empty()
+        } else {
+            text.split_once(':').is_some_and(|(_, t)| t.starts_with(expected))
+        };
+        if !ok {
+            failures.push(format!("{what}: expected {expected:?}, got {text:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(server.queued().is_empty(), "nothing may be queued");
+    assert_eq!(common::tmp_files(&server.data), 0, "no tmp leftovers");
+    // The reasons are for a person: check two of them.
+    let a = exchange(server.addr, &table[3].1, T);
+    assert!(String::from_utf8_lossy(&a).contains("no recipient"), "{a:?}");
+    let a = exchange(server.addr, &table[2].1, T);
+    assert!(String::from_utf8_lossy(&a).contains("over the limit"), "{a:?}");
+}
+
+#[test]
+fn oversize_and_too_many_recipients_are_refused_after_the_whole_request() {
+    let server = Server::start(&["--databytes", "1000", "--max-recipients", "2"]);
+    let big = encode_request(&[b'x'; 2000], b"a@example.net", &[b"b@example.net".to_vec()]);
+    let a = String::from_utf8_lossy(&exchange(server.addr, &big, T)).into_owned();
+    assert!(a.contains(":Dsorry, message is 2000 bytes, over the size limit of 1000 bytes"), "{a}");
+    let rcpts: Vec<Vec<u8>> = (0..3).map(|i| format!("r{i}@example.net").into_bytes()).collect();
+    let many = encode_request(b"hi\n", b"a@example.net", &rcpts);
+    let a = String::from_utf8_lossy(&exchange(server.addr, &many, T)).into_owned();
+    assert!(a.contains(":Dsorry, too many recipients"), "{a}");
+    let fits = encode_request(&[b'x'; 1000], b"a@example.net", &rcpts[..2]);
+    let a = String::from_utf8_lossy(&exchange(server.addr, &fits, T)).into_owned();
+    assert!(a.contains(":Kok"), "{a}");
+    assert_eq!(server.queued().len(), 1);
+}
+
+#[test]
+fn a_slow_client_hits_the_read_timeout() {
+    let server = Server::start(&["--read-timeout", "1"]);
+    let request = encode_request(b"Subject: slow\n\n", b"a@example.net", &[b"b@example.net".to_vec()]);
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.write_all(&request[..10]).expect("write");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.contains(":Zsorry, read timeout of 1s exceeded"), "{text}");
+    assert!(server.queued().is_empty());
+    assert_eq!(common::tmp_files(&server.data), 0);
+}
+
+#[test]
+fn sessions_over_the_limit_get_z_and_the_limit_frees_up() {
+    let server = Server::start(&["--max-sessions", "2", "--max-sessions-per-ip", "2", "--read-timeout", "30"]);
+    let request = encode_request(b"Subject: x\n\n", b"a@example.net", &[b"b@example.net".to_vec()]);
+    // Two sessions that have started but not finished hold both slots.
+    let mut holders: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).expect("connect");
+            s.write_all(&request[..5]).expect("write");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let third = String::from_utf8_lossy(&exchange(server.addr, &request, T)).into_owned();
+    assert!(third.contains(":Zsorry, too many sessions (2 at once)"), "{third}");
+    // Finish the two held sessions: both get K, and a new session is admitted again.
+    for s in &mut holders {
+        s.write_all(&request[5..]).expect("write rest");
+        let mut a = Vec::new();
+        s.set_read_timeout(Some(T)).expect("timeout");
+        let _ = std::io::Read::read_to_end(s, &mut a);
+        assert!(String::from_utf8_lossy(&a).contains(":Kok"));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let again = String::from_utf8_lossy(&exchange(server.addr, &request, T)).into_owned();
+    assert!(again.contains(":Kok"), "{again}");
+    assert_eq!(server.queued().len(), 3);
+}
+
+#[test]
+fn per_address_limit() {
+    let server = Server::start(&["--max-sessions-per-ip", "1", "--read-timeout", "30"]);
+    let request = encode_request(b"x\n", b"a@example.net", &[b"b@example.net".to_vec()]);
+    let mut holder = TcpStream::connect(server.addr).expect("connect");
+    holder.write_all(&request[..3]).expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    let second = String::from_utf8_lossy(&exchange(server.addr, &request, T)).into_owned();
+    assert!(second.contains("too many sessions from your address"), "{second}");
+    drop(holder);
+}
+
+#[test]
+fn denied_clients_are_closed_before_reading_and_sighup_reloads() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rules = dir.path().join("qmqp.tcp");
+    std::fs::write(&rules, "128.164.26.3:allow\n:deny\n").expect("rules");
+    let server = Server::start(&["--rules", rules.to_str().expect("utf8")]);
+    let request = encode_request(b"x\n", b"a@example.net", &[b"b@example.net".to_vec()]);
+    let answer = exchange(server.addr, &request, T);
+    assert!(answer.is_empty(), "a denied client gets no answer: {answer:?}");
+    assert!(server.queued().is_empty());
+    assert!(server.log_text().contains("denied by access rules"), "{}", server.log_text());
+
+    // Allow loopback and reload: the next client gets in, without restarting the server.
+    std::fs::write(&rules, "127.0.0.1:allow\n:deny\n").expect("rules");
+    // SAFETY: kill(2) on our child's pid.
+    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGHUP) };
+    let start = std::time::Instant::now();
+    let mut answer = Vec::new();
+    while start.elapsed() < T {
+        answer = exchange(server.addr, &request, T);
+        if !answer.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(String::from_utf8_lossy(&answer).contains(":Kok"), "{answer:?}");
+    assert_eq!(server.queued().len(), 1);
+}
+
+#[test]
+fn sigterm_finishes_open_sessions_and_exits_zero() {
+    let mut server = Server::start(&["--read-timeout", "30"]);
+    let request = encode_request(b"Subject: late\n\n", b"a@example.net", &[b"b@example.net".to_vec()]);
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.write_all(&request[..8]).expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill(2) on our child's pid.
+    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(200));
+    // New connections are no longer accepted...
+    assert!(exchange(server.addr, &request, Duration::from_secs(2)).is_empty());
+    // ...but the open session finishes and gets its K.
+    s.write_all(&request[8..]).expect("write rest");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    let mut a = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut a);
+    assert!(String::from_utf8_lossy(&a).contains(":Kok"), "{a:?}");
+    let status = server.terminate(T).expect("server exits");
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(server.queued().len(), 1);
+}
