@@ -49,7 +49,8 @@ pub struct Peer {
 impl Peer {
     /// The client's address as text for logs and the spool (`unknown` when not known).
     pub fn addr_text(&self) -> String {
-        self.ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+        self.ip
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
     }
 }
 
@@ -241,9 +242,9 @@ where
                 Event::Rejected(e) => return Err(refusal(e)),
                 Event::End => {
                     if !input.is_empty() {
-                        return Err(Stop::Refuse(format!(
-                            "sorry, data after the end of the request (#5.5.2)"
-                        )));
+                        return Err(Stop::Refuse(
+                            "sorry, data after the end of the request (#5.5.2)".to_owned(),
+                        ));
                     }
                     if let Some(text) = bad_address {
                         return Err(Stop::Refuse(text));
@@ -321,9 +322,13 @@ fn bad(address: &[u8], problem: qmqp::AddressProblem) -> String {
 /// The `Z` answer for a spool failure; the detail goes to the log line through the text.
 fn spool_failure(e: &SpoolError) -> Stop {
     if e.is_full() {
-        Stop::TempFail(format!("sorry, the server's disk is full, try again later (#4.3.1): {e}"))
+        Stop::TempFail(format!(
+            "sorry, the server's disk is full, try again later (#4.3.1): {e}"
+        ))
     } else {
-        Stop::TempFail(format!("sorry, the server could not queue the message (#4.3.0): {e}"))
+        Stop::TempFail(format!(
+            "sorry, the server could not queue the message (#4.3.0): {e}"
+        ))
     }
 }
 
@@ -349,7 +354,9 @@ async fn spill(ctx: &Arc<Context>, r: &mut Receiving) -> Result<(), Stop> {
             Ok(())
         }
         Ok(Err(e)) => Err(spool_failure(&e)),
-        Err(e) => Err(Stop::TempFail(format!("sorry, internal error (#4.3.0): {e}"))),
+        Err(e) => Err(Stop::TempFail(format!(
+            "sorry, internal error (#4.3.0): {e}"
+        ))),
     }
 }
 
@@ -370,6 +377,8 @@ async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<
     match joined {
         Ok(Ok(id)) => Ok(id.to_string()),
         Ok(Err(e)) => Err(spool_failure(&e)),
-        Err(e) => Err(Stop::TempFail(format!("sorry, internal error (#4.3.0): {e}"))),
+        Err(e) => Err(Stop::TempFail(format!(
+            "sorry, internal error (#4.3.0): {e}"
+        ))),
     }
 }
