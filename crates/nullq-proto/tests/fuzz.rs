@@ -19,7 +19,9 @@ fn fuzz(target: &str, seconds: u32) {
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO_TARGET_DIR")
         .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo fuzz (install it: cargo install cargo-fuzz): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run cargo fuzz (install it: cargo install cargo-fuzz): {e}")
+        });
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
@@ -27,7 +29,10 @@ fn fuzz(target: &str, seconds: u32) {
         stderr.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
     );
     // libFuzzer's summary line proves it really ran.
-    assert!(stderr.contains("Done ") && stderr.contains(" runs in "), "no libFuzzer summary:\n{stderr}");
+    assert!(
+        stderr.contains("Done ") && stderr.contains(" runs in "),
+        "no libFuzzer summary:\n{stderr}"
+    );
 }
 
 #[test]
