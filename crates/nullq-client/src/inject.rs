@@ -350,6 +350,14 @@ pub fn queue_reply(code: i32, custom: Option<&[u8]>) -> (bool, String) {
 /// Read everything qmail-inject's rewriting needs from the control files and the environment
 /// (qmail's `getcontrols` and the start of its `main`).
 pub fn settings(opts: &InjectOptions) -> Result<Settings, InjectError> {
+    let mut s = address_settings(opts)?;
+    s.rules = site_rules(&opts.control)?;
+    Ok(s)
+}
+
+/// [`settings`] without the site's rules: qmail-inject's own behaviour (qmail-showctl uses it
+/// to show what qmail's rules do even when `control/rewrite` is broken).
+pub fn address_settings(opts: &InjectOptions) -> Result<Settings, InjectError> {
     let env = &opts.env;
     let mut s = Settings::new(b"anonymous", opts.time, opts.pid);
     s.flags = Flags::parse(env.get("QMAILINJECT").unwrap_or_default());
@@ -381,7 +389,6 @@ pub fn settings(opts: &InjectOptions) -> Result<Settings, InjectError> {
     s.defaulthost = c.defaulthost.value;
     s.plusdomain = c.plusdomain.value;
     s.idhost = c.idhost.value;
-    s.rules = site_rules(&opts.control)?;
     Ok(s)
 }
 

@@ -1,0 +1,215 @@
+//! qmail-showctl: the report of the client's control files, its warnings about values that make
+//! broken addresses (the seed's `<jason@example.>`), and `--check`'s connection test.
+
+use std::net::TcpListener;
+use std::path::Path;
+
+use nullq_client::inject::{Env, InjectOptions};
+use nullq_client::showctl::{report, Summary};
+use nullq_config::control::ControlDir;
+
+fn show(home: &Path, env: &[(&str, &str)], check: bool) -> (String, Summary) {
+    let mut e = Env::empty();
+    e.set("USER", "jason");
+    for (k, v) in env {
+        e.set(k, v);
+    }
+    let mut opts = InjectOptions::new(e);
+    opts.control = ControlDir::new(home);
+    let mut out = Vec::new();
+    let summary = report(&opts, check, &mut out).expect("report");
+    (String::from_utf8(out).expect("text"), summary)
+}
+
+fn home(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("control")).expect("control");
+    for (name, value) in files {
+        std::fs::write(dir.path().join("control").join(name), value).expect("file");
+    }
+    dir
+}
+
+#[test]
+fn a_good_configuration_has_no_warnings() {
+    let h = home(&[
+        ("me", "host1.example.net\n"),
+        ("defaulthost", "example.net\n"),
+        ("plusdomain", "example.net\n"),
+        (
+            "qmqpservers",
+            "192.0.2.1\n[2001:db8::1]:10628\nmail.example.net\n",
+        ),
+    ]);
+    let (out, summary) = show(h.path(), &[], false);
+    assert_eq!(summary, Summary::default(), "{out}");
+    for line in [
+        &format!("qmail home directory: {}.", h.path().display()),
+        "me: My name is host1.example.net.",
+        "defaulthost: Default host name is example.net.",
+        "defaultdomain: (Default.) Default domain name is host1.example.net.",
+        "plusdomain: Plus domain name is example.net.",
+        "idhost: (Default.) Message-ID host name is host1.example.net.",
+        "  root         -> root@example.net",
+        "  root@host1   -> root@host1.host1.example.net",
+        "  root@host1+  -> root@host1.example.net",
+        "  envelope sender -> jason@example.net",
+        "  From: jason@example.net",
+        "QMQP server: 192.0.2.1:628.",
+        "QMQP server: [2001:db8::1]:10628.",
+        "QMQP server: mail.example.net:628.",
+        "timeoutconnect: (Default.) QMQP connection timeout is 10 seconds.",
+        "rewrite: (Default.) No site rewriting.",
+        "fallbackqueue: (Default.) No fallback queue.",
+        "No warnings.",
+    ] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+    }
+}
+
+#[test]
+fn the_seeds_broken_from_is_warned_about() {
+    // An empty defaultdomain and a bare mail host: qmail-inject writes `From: ... <jason@example.>`.
+    let h = home(&[
+        ("me", "host1.example.net\n"),
+        ("defaulthost", "example.net\n"),
+        ("defaultdomain", ""),
+        ("qmqpservers", "192.0.2.1\n"),
+    ]);
+    let (out, summary) = show(
+        h.path(),
+        &[("QMAILHOST", "example"), ("NAME", "Jason Mader")],
+        false,
+    );
+    assert!(
+        out.contains("  From: \"Jason Mader\" <jason@example.>\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  environment: QMAILHOST=example USER=jason NAME=Jason Mader\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  WARNING: the defaultdomain value ``: it is empty\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  WARNING: the envelope sender `jason@example.`: its domain ends in a dot"),
+        "{out}"
+    );
+    assert!(summary.warnings >= 3, "{out}");
+}
+
+#[test]
+fn values_ending_in_a_dot_or_without_one_are_warned_about() {
+    let h = home(&[
+        ("me", "host1\n"),
+        ("defaulthost", "example.net.\n"),
+        ("qmqpservers", "192.0.2.1\n"),
+    ]);
+    let (out, _) = show(h.path(), &[], false);
+    assert!(
+        out.contains("WARNING: the me value `host1`: it is a bare name without a dot"),
+        "{out}"
+    );
+    assert!(
+        out.contains("WARNING: the defaulthost value `example.net.`: it ends in a dot"),
+        "{out}"
+    );
+    assert!(
+        out.contains("WARNING: the defaultdomain value `host1`: it is a bare name without a dot"),
+        "{out}"
+    );
+}
+
+#[test]
+fn missing_me_shows_qmails_placeholders() {
+    let h = home(&[]);
+    let (out, summary) = show(h.path(), &[], false);
+    assert!(
+        out.contains("me: (Default.) My name is undefined! Uh-oh.\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("defaulthost: (Default.) Default host name is defaulthost.\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("qmqpservers: (Default.) No QMQP servers.\n"),
+        "{out}"
+    );
+    assert!(out.contains("WARNING: no usable QMQP server"), "{out}");
+    assert!(out.contains("placeholder `defaulthost`"), "{out}");
+    assert!(summary.warnings > 0);
+}
+
+#[test]
+fn environment_overrides_are_shown() {
+    let h = home(&[
+        ("me", "host1.example.net\n"),
+        ("qmqpservers", "192.0.2.1\n"),
+    ]);
+    let (out, _) = show(h.path(), &[("QMAILDEFAULTHOST", "ncac.gwu.edu")], false);
+    assert!(
+        out.contains("defaulthost: (Default.) Default host name is host1.example.net.\n")
+            && out
+                .contains("  $QMAILDEFAULTHOST overrides it in this environment: ncac.gwu.edu.\n")
+            && out.contains("  root         -> root@ncac.gwu.edu\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_server_lines_and_rewrite_files_are_warned_about() {
+    let h = home(&[
+        ("me", "host1.example.net\n"),
+        ("qmqpservers", "300.1.2.3\n192.0.2.1:99999\n"),
+        ("rewrite", "<a@b> c\n"),
+        ("unknownfile", "x\n"),
+    ]);
+    let (out, summary) = show(h.path(), &[], false);
+    assert!(
+        out.contains("WARNING: unreadable line, skipped: 300.1.2.3: not a valid IPv4 address"),
+        "{out}"
+    );
+    assert!(
+        out.contains("WARNING: unreadable line, skipped: 192.0.2.1:99999: port out of range"),
+        "{out}"
+    );
+    assert!(out.contains("WARNING: no usable QMQP server"), "{out}");
+    assert!(
+        out.contains("rewrite: Oops! Trouble reading this file.\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("unknownfile: I have no idea what this file does.\n"),
+        "{out}"
+    );
+    assert_eq!(summary.warnings, 4, "{out}");
+}
+
+#[test]
+fn check_connects_to_each_server() {
+    let up = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let down = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let h = home(&[
+        ("me", "host1.example.net\n"),
+        (
+            "qmqpservers",
+            &format!("{down}\n{}\n", up.local_addr().expect("addr")),
+        ),
+    ]);
+    let (out, summary) = show(h.path(), &[], true);
+    assert_eq!(summary.unreachable, 1, "{out}");
+    assert!(out.contains(&format!("  {down}: UNREACHABLE: ")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "  {0}: connected to {0}.\n",
+            up.local_addr().expect("addr")
+        )),
+        "{out}"
+    );
+}
