@@ -216,7 +216,12 @@ mod tests {
             let c = committer.clone();
             std::thread::spawn(move || c.wait_durable().is_ok())
         };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while calls.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first caller never fsynced"
+            );
             std::thread::yield_now();
         }
         assert!(committer.wait_durable().is_ok());

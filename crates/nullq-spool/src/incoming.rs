@@ -1,0 +1,170 @@
+//! Receiving one message into `tmp/ID`, then renaming it into `queue/ID`.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use crate::commit::Committer;
+use crate::error::{Result, SpoolError, Step};
+use crate::format::{Envelope, Trailer, HEADER};
+use crate::id::QueueId;
+use crate::sys;
+
+/// Writes are gathered to this size: the QMQP decoder hands over whatever the socket gave.
+const BUF_SIZE: usize = 64 * 1024;
+
+/// A message being received into `tmp/ID` (state *receiving*).
+///
+/// Dropping it without [`Incoming::finish`], or a failed `finish`, unlinks the file: a
+/// half-received message never stays, and the client, not having had `K`, sends it again.
+#[derive(Debug)]
+pub struct Incoming {
+    id: QueueId,
+    path: PathBuf,
+    queue_path: PathBuf,
+    committer: Committer,
+    /// `None` once a write failed (the file's content is unknown from then on) or finished.
+    out: Option<BufWriter<File>>,
+    crc: crc32fast::Hasher,
+    written: u64,
+    /// Set once the file is in `queue/`, so that drop leaves it alone.
+    renamed: bool,
+}
+
+/// A message renamed into `queue/ID` (state *renamed*) whose rename is not durable yet: hand it
+/// to [`Committer::commit`] before answering `K`. Dropping it leaves the message queued, to be
+/// delivered, without an acknowledgement (the client may send it again: a duplicate, not a loss).
+#[derive(Debug)]
+#[must_use = "a renamed message is not durable until committed"]
+pub struct Renamed {
+    pub(crate) id: QueueId,
+    pub(crate) committer: Committer,
+}
+
+impl Renamed {
+    /// The message's id.
+    pub fn id(&self) -> &QueueId {
+        &self.id
+    }
+}
+
+impl Incoming {
+    /// Creates `tmp/ID` and writes the header. Called by [`crate::Spool::receive`].
+    pub(crate) fn create(
+        tmp_dir: &std::path::Path,
+        queue_dir: &std::path::Path,
+        committer: Committer,
+    ) -> Result<Incoming> {
+        // Ids are unique by construction; O_EXCL still refuses to share a file, so on EEXIST
+        // (a restored backup, a clock gone wild) just take the next id.
+        let mut tries = 0;
+        let (id, path, file) = loop {
+            let id = QueueId::generate();
+            let path = tmp_dir.join(id.to_string());
+            match sys::create_new(&path) {
+                Ok(file) => break (id, path, file),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 3 => tries += 1,
+                Err(e) => return Err(SpoolError::io(Step::Create, path, e)),
+            }
+        };
+        let mut incoming = Incoming {
+            queue_path: queue_dir.join(id.to_string()),
+            id,
+            path,
+            committer,
+            out: Some(BufWriter::with_capacity(BUF_SIZE, file)),
+            crc: crc32fast::Hasher::new(),
+            written: 0,
+            renamed: false,
+        };
+        incoming.put(HEADER)?;
+        Ok(incoming)
+    }
+
+    /// The id the message will have in the queue.
+    pub fn id(&self) -> &QueueId {
+        &self.id
+    }
+
+    /// Appends message bytes (the server's `Received` header first, then the message as it
+    /// arrives). After an error the message is abandoned: later writes and `finish` fail too.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.put(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Message bytes written so far (not counting the header).
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends the envelope and trailer, `fdatasync`s and closes the file (checking both), and
+    /// renames `tmp/ID` to `queue/ID` without replacing anything. The rename is not durable
+    /// until [`Committer::commit`]: that directory fsync is shared between callers.
+    ///
+    /// On error the file is deleted; a failed fsync is never retried.
+    pub fn finish(mut self, envelope: &Envelope) -> Result<Renamed> {
+        let env = envelope.encode();
+        self.put(&env)?;
+        let trailer = Trailer {
+            msg_len: self.written,
+            env_len: env.len() as u64,
+            crc: self.crc.clone().finalize(),
+        };
+        // The trailer is not part of its own checksum, so it does not go through `put`.
+        let mut out = self.take_out()?;
+        let file = out
+            .write_all(&trailer.encode())
+            .and_then(|()| out.into_inner().map_err(io::IntoInnerError::into_error))
+            .map_err(|e| SpoolError::io(Step::Write, &self.path, e))?;
+        sys::sync_and_close(file, &self.path)?;
+        sys::rename_noreplace(&self.path, &self.queue_path)?;
+        self.renamed = true;
+        Ok(Renamed {
+            id: self.id,
+            committer: self.committer.clone(),
+        })
+    }
+
+    /// Writes bytes that count towards the checksum.
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        let out = self.out.as_mut().ok_or_else(|| abandoned(&self.path))?;
+        // write_all loops over short writes and turns a zero-length write into an error.
+        if let Err(e) = out.write_all(bytes) {
+            self.discard();
+            return Err(SpoolError::io(Step::Write, &self.path, e));
+        }
+        self.crc.update(bytes);
+        Ok(())
+    }
+
+    fn take_out(&mut self) -> Result<BufWriter<File>> {
+        self.out.take().ok_or_else(|| abandoned(&self.path))
+    }
+
+    /// Closes the file without flushing what is buffered: it is about to be unlinked.
+    fn discard(&mut self) {
+        if let Some(out) = self.out.take() {
+            drop(out.into_parts());
+        }
+    }
+}
+
+fn abandoned(path: &std::path::Path) -> SpoolError {
+    SpoolError::io(
+        Step::Write,
+        path,
+        io::Error::other("an earlier write failed; the message was abandoned"),
+    )
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if !self.renamed {
+            self.discard();
+            // Best effort: if this fails, the next start removes it (nothing in tmp/ was acknowledged).
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! nullq-spool: the durable queue on disk, between the QMQP server and delivery.
+//!
+//! ```text
+//! client ══QMQP══▶ session ─▶ [ spool ] ─▶ delivery
+//! ```
+//! The server receives a message into the spool (from `spawn_blocking`: this crate is plain
+//! blocking `std` + `libc`, no tokio), answers `K` only once it is durable, and the delivery
+//! runner and `nullq queue` tools read it back, record per-recipient results, and remove it.
+//!
+//! # Map
+//! - [`Spool`] (`spool.rs`): the directories; open with recovery, list, load, message,
+//!   save_state, remove.
+//! - [`Incoming`], [`Renamed`] (`incoming.rs`): receiving into `tmp/ID` and renaming into
+//!   `queue/ID`.
+//! - [`Committer`] (`commit.rs`): group commit, one `queue/` fsync for every waiting caller.
+//! - [`Envelope`] and the message file format (`format.rs`, no I/O); [`MessageReader`] and
+//!   the checks on reading (`reader.rs`).
+//! - [`DeliveryState`] (`state.rs`): per-recipient state and its file format.
+//! - [`RecoveryReport`] (`recover.rs`): what `open` cleaned up.
+//! - [`QueueId`] (`id.rs`): unique ids that sort by arrival.
+//! - [`SpoolError`] (`error.rs`): one type, naming the step and the path. Every spool error is
+//!   a temporary failure (QMQP `Z`) for the caller, so it is not classified further, except
+//!   [`SpoolError::is_full`] (disk or quota full) for a better log line and reply text.
+//! - `sys.rs`: the system calls durability rests on (fdatasync, checked close, directory fsync,
+//!   `renameat2(RENAME_NOREPLACE)`, flock).
+//!
+//! # Layout (a contract; see also `docs/spool.md`)
+//! ```text
+//! ROOT/
+//!   tmp/        files being received, and state updates being written; all deleted at open
+//!   queue/ID    committed messages: one self-checking file each, immutable once committed
+//!   state/ID    per-recipient delivery state, replaced atomically; absent = all pending
+//!   corrupt/    files that failed the check at open, moved here (never silently deleted)
+//!   lock        flock'd by the process that opened the spool
+//! ```
+//!
+//! # The life of a message
+//! 1. **receiving**: `tmp/ID` is being written ([`Spool::receive`], [`Incoming::write`]).
+//!    Crash or drop: the file is deleted; the client had no `K` and sends again.
+//! 2. **written**: envelope and trailer appended, `fdatasync`ed and closed
+//!    ([`Incoming::finish`]). Still in `tmp/`: a crash deletes it.
+//! 3. **renamed**: `tmp/ID` → `queue/ID` without replacing ([`Renamed`]). A crash may keep or
+//!    lose it; no `K` was sent either way.
+//! 4. **committed**: `queue/` fsynced ([`Committer::commit`]). Now, and only now, answer `K`.
+//!    No `state/ID` yet: every recipient pending.
+//! 5. **delivering**: `state/ID` records each result ([`Spool::save_state`]) before it is acted
+//!    upon; a crash repeats a delivery at worst, never skips one.
+//! 6. **removed**: no recipient pending; `queue/ID` unlinked and `queue/` fsynced, then
+//!    `state/ID` unlinked ([`Spool::remove`]). A crash in between leaves an orphan state
+//!    file, deleted at the next open.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), nullq_spool::SpoolError> {
+//! use nullq_spool::{Envelope, Spool};
+//! let (spool, report) = Spool::open("/var/nullq")?;
+//! eprintln!("{report}");
+//! let mut incoming = spool.receive()?;
+//! incoming.write(b"Received: from ...\n")?;
+//! incoming.write(b"Subject: hi\n\nhello\n")?;
+//! let envelope = Envelope {
+//!     arrival: std::time::SystemTime::now(),
+//!     client_addr: "192.0.2.7:4711".into(),
+//!     client_host: String::new(),
+//!     sender: b"me@example.org".to_vec(),
+//!     recipients: vec![b"you@example.org".to_vec()],
+//! };
+//! let id = spool.committer().commit(incoming.finish(&envelope)?)?; // now answer K
+//! assert!(spool.load(&id)?.state.any_pending());
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod commit;
+mod error;
+mod format;
+mod id;
+mod incoming;
+mod reader;
+mod recover;
+mod spool;
+mod state;
+mod sys;
+
+pub use commit::Committer;
+pub use error::{SpoolError, Step};
+pub use format::Envelope;
+pub use id::{BadQueueId, QueueId};
+pub use incoming::{Incoming, Renamed};
+pub use reader::MessageReader;
+pub use recover::{CorruptFile, RecoveryReport};
+pub use spool::{QueuedMessage, Spool};
+pub use state::{DeliveryState, RecipientState, Status};
+
+#[cfg(test)]
+mod tests {
+    /// The server shares a spool between tasks and moves receptions into `spawn_blocking`.
+    #[test]
+    fn types_cross_threads() {
+        fn shared<T: Clone + Send + Sync>() {}
+        fn sent<T: Send>() {}
+        shared::<crate::Spool>();
+        shared::<crate::Committer>();
+        sent::<crate::Incoming>();
+        sent::<crate::Renamed>();
+        sent::<crate::MessageReader>();
+        sent::<crate::SpoolError>();
+    }
+}

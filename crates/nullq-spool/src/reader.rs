@@ -1,0 +1,162 @@
+//! Reading committed message files: the checks, the envelope, and a streaming message reader.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, SpoolError, Step};
+use crate::format::{Envelope, Trailer, HEADER, TRAILER_LEN};
+
+/// Reading a message file can fail on I/O (a spool error) or find the file not whole.
+pub(crate) enum ReadError {
+    Io(SpoolError),
+    Bad(String),
+}
+
+impl ReadError {
+    /// For callers that treat a bad file as an error too (not recovery, which moves it aside).
+    pub(crate) fn into_spool(self, path: &Path) -> SpoolError {
+        match self {
+            ReadError::Io(e) => e,
+            ReadError::Bad(why) => SpoolError::invalid(path, why),
+        }
+    }
+}
+
+impl From<SpoolError> for ReadError {
+    fn from(e: SpoolError) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+/// An open message file whose size, header and trailer agree.
+pub(crate) struct MessageFile {
+    pub file: File,
+    pub path: PathBuf,
+    pub trailer: Trailer,
+    pub env_offset: u64,
+}
+
+impl MessageFile {
+    pub(crate) fn open(path: &Path) -> Result<MessageFile, ReadError> {
+        let file = File::open(path).map_err(|e| SpoolError::io(Step::Open, path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| SpoolError::io(Step::Read, path, e))?
+            .len();
+        if len < (HEADER.len() + TRAILER_LEN) as u64 {
+            return Err(ReadError::Bad(format!(
+                "only {len} bytes: torn or not a queue file"
+            )));
+        }
+        let mut header = [0u8; HEADER.len()];
+        read_at(&file, path, &mut header, 0)?;
+        if header != HEADER {
+            return Err(ReadError::Bad("no nullq-queue 1 header".into()));
+        }
+        let mut trailer = [0u8; TRAILER_LEN];
+        read_at(&file, path, &mut trailer, len - TRAILER_LEN as u64)?;
+        let trailer = Trailer::decode(&trailer).map_err(ReadError::Bad)?;
+        let env_offset = trailer.envelope_offset(len).map_err(ReadError::Bad)?;
+        Ok(MessageFile {
+            file,
+            path: path.to_owned(),
+            trailer,
+            env_offset,
+        })
+    }
+
+    pub(crate) fn envelope(&self) -> Result<Envelope, ReadError> {
+        let len = usize::try_from(self.trailer.env_len)
+            .map_err(|_| ReadError::Bad("envelope too large".into()))?;
+        let mut bytes = vec![0u8; len];
+        read_at(&self.file, &self.path, &mut bytes, self.env_offset)?;
+        Envelope::decode(&bytes).map_err(ReadError::Bad)
+    }
+
+    /// Reads everything before the trailer and compares its CRC-32 with the trailer's.
+    pub(crate) fn check_crc(&self) -> Result<(), ReadError> {
+        let mut crc = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut pos, end) = (0u64, self.env_offset + self.trailer.env_len);
+        while pos < end {
+            let want = buf
+                .len()
+                .min(usize::try_from(end - pos).unwrap_or(usize::MAX));
+            read_at(&self.file, &self.path, &mut buf[..want], pos)?;
+            crc.update(&buf[..want]);
+            pos += want as u64;
+        }
+        let got = crc.finalize();
+        if got != self.trailer.crc {
+            return Err(ReadError::Bad(format!(
+                "checksum {got:08x}, trailer says {:08x}",
+                self.trailer.crc
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn into_message_reader(self) -> MessageReader {
+        MessageReader {
+            file: self.file,
+            path: self.path,
+            pos: HEADER.len() as u64,
+            remaining: self.trailer.msg_len,
+            len: self.trailer.msg_len,
+        }
+    }
+}
+
+fn read_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<(), SpoolError> {
+    file.read_exact_at(buf, offset)
+        .map_err(|e| SpoolError::io(Step::Read, path, e))
+}
+
+/// The bytes of one queued message, exactly as received, read from the file as needed (a
+/// 100 MB message is never in memory at once). From [`crate::Spool::message`].
+///
+/// Read errors are `io::Error`s whose inner error is a [`SpoolError`] naming the path.
+#[derive(Debug)]
+pub struct MessageReader {
+    file: File,
+    path: PathBuf,
+    pos: u64,
+    remaining: u64,
+    len: u64,
+}
+
+impl MessageReader {
+    /// The message's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for a message of 0 bytes (valid, if odd).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Read for MessageReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self
+            .file
+            .read_at(&mut buf[..want], self.pos)
+            .map_err(|e| io::Error::new(e.kind(), SpoolError::io(Step::Read, &self.path, e)))?;
+        if n == 0 {
+            let e = SpoolError::invalid(&self.path, "file ends before the message does");
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, e));
+        }
+        self.pos += n as u64;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}

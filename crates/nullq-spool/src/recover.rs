@@ -1,0 +1,216 @@
+//! What [`crate::Spool::open`] does before accepting anything: clean `tmp/`, check `queue/`,
+//! match `state/` to `queue/`. Nothing is deleted that might hold an acknowledged message:
+//! `tmp/` never does (no `K` is sent before the rename), and bad queue files go to `corrupt/`.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs::FileType;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, SpoolError, Step};
+use crate::id::QueueId;
+use crate::reader::{MessageFile, ReadError};
+use crate::spool::Dirs;
+use crate::state::DeliveryState;
+use crate::sys;
+
+/// What [`crate::Spool::open`] found and did. `Display` gives one line for the log; log each
+/// of [`RecoveryReport::corrupt`] too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Files deleted from `tmp/`: messages being received (never acknowledged) and unfinished
+    /// state updates.
+    pub tmp_removed: Vec<PathBuf>,
+    /// Files moved out of `queue/` and `state/` into `corrupt/` (their old paths).
+    pub corrupt_moved: Vec<PathBuf>,
+    /// The same moves with destination and reason, one log line each.
+    pub corrupt: Vec<CorruptFile>,
+    /// `state/ID` files whose message was gone (a removal cut short by a crash), deleted.
+    pub orphan_states_removed: Vec<PathBuf>,
+    /// Whole messages in `queue/`.
+    pub queued: usize,
+}
+
+/// A file moved to `corrupt/`, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptFile {
+    /// Where it was.
+    pub from: PathBuf,
+    /// Where it is now, in `corrupt/`.
+    pub to: PathBuf,
+    /// What was wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for CorruptFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "spool: moved {} to {}: {}",
+            self.from.display(),
+            self.to.display(),
+            self.reason
+        )
+    }
+}
+
+impl fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "spool: {} messages queued; removed {} unfinished files from tmp/; moved {} corrupt files to corrupt/; removed {} orphan state files",
+            self.queued,
+            self.tmp_removed.len(),
+            self.corrupt.len(),
+            self.orphan_states_removed.len()
+        )
+    }
+}
+
+pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
+    let mut report = RecoveryReport::default();
+
+    for (path, _, kind) in entries(&d.tmp)? {
+        let removed = if kind.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| SpoolError::io(Step::Unlink, &path, e))?;
+        report.tmp_removed.push(path);
+    }
+
+    // Recipient count of every whole message, to check state files against.
+    let mut good: HashMap<QueueId, usize> = HashMap::new();
+    let mut queue_changed = false;
+    for (path, name, kind) in entries(&d.queue)? {
+        let bad = match name.to_str().and_then(|n| n.parse::<QueueId>().ok()) {
+            None => Some("the name is not a queue id".to_string()),
+            Some(_) if !kind.is_file() => Some("not a regular file".to_string()),
+            Some(id) => match check_message(&path) {
+                Ok(recipients) => {
+                    good.insert(id, recipients);
+                    None
+                }
+                Err(ReadError::Bad(why)) => Some(why),
+                Err(ReadError::Io(e)) => return Err(e),
+            },
+        };
+        if let Some(reason) = bad {
+            move_to_corrupt(d, &path, &name, "", reason, &mut report)?;
+            queue_changed = true;
+        }
+    }
+    report.queued = good.len();
+
+    let mut state_changed = false;
+    for (path, name, kind) in entries(&d.state)? {
+        let id = name.to_str().and_then(|n| n.parse::<QueueId>().ok());
+        let bad = match id.map(|id| good.get(&id)) {
+            None => Some("the name is not a queue id".to_string()),
+            Some(None) => {
+                sys::unlink(&path)?;
+                report.orphan_states_removed.push(path);
+                state_changed = true;
+                continue;
+            }
+            Some(Some(_)) if !kind.is_file() => Some("not a regular file".to_string()),
+            Some(Some(&recipients)) => {
+                let bytes =
+                    std::fs::read(&path).map_err(|e| SpoolError::io(Step::Read, &path, e))?;
+                // Set aside, the message is all pending again: it repeats deliveries, loses none.
+                check_state(&bytes, recipients).err()
+            }
+        };
+        if let Some(reason) = bad {
+            move_to_corrupt(d, &path, &name, ".state", reason, &mut report)?;
+            state_changed = true;
+        }
+    }
+
+    // corrupt/ first, so a moved file is durable in its new place before it leaves the old.
+    if !report.corrupt.is_empty() {
+        sys::fsync_dir(&d.corrupt)?;
+    }
+    if queue_changed {
+        sys::fsync_dir(&d.queue)?;
+    }
+    if state_changed {
+        sys::fsync_dir(&d.state)?;
+    }
+    Ok(report)
+}
+
+/// Checks a message file completely (lengths, magic, checksum, envelope); returns its number of
+/// recipients.
+fn check_message(path: &Path) -> Result<usize, ReadError> {
+    let file = MessageFile::open(path)?;
+    file.check_crc()?;
+    Ok(file.envelope()?.recipients.len())
+}
+
+/// Parses a state file and checks it has one entry per recipient of its message.
+pub(crate) fn check_state(bytes: &[u8], recipients: usize) -> Result<DeliveryState, String> {
+    let state = DeliveryState::decode(bytes)?;
+    if state.recipients.len() != recipients {
+        return Err(format!(
+            "state for {} recipients, the message has {recipients}",
+            state.recipients.len()
+        ));
+    }
+    Ok(state)
+}
+
+/// The entries of `dir`: path, name, and type (not following symlinks).
+fn entries(dir: &Path) -> Result<Vec<(PathBuf, OsString, FileType)>> {
+    let read = |e| SpoolError::io(Step::Read, dir, e);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read)? {
+        let entry = entry.map_err(read)?;
+        out.push((
+            entry.path(),
+            entry.file_name(),
+            entry.file_type().map_err(read)?,
+        ));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Moves `from` to `corrupt/NAME{suffix}`, adding `.1`, `.2`, ... rather than replacing a file
+/// already there.
+fn move_to_corrupt(
+    d: &Dirs,
+    from: &Path,
+    name: &OsStr,
+    suffix: &str,
+    reason: String,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    for n in 0..1000 {
+        let mut to_name = name.to_owned();
+        to_name.push(suffix);
+        if n > 0 {
+            to_name.push(format!(".{n}"));
+        }
+        let to = d.corrupt.join(to_name);
+        match sys::rename_noreplace(from, &to) {
+            Ok(()) => {
+                report.corrupt_moved.push(from.to_owned());
+                report.corrupt.push(CorruptFile {
+                    from: from.to_owned(),
+                    to,
+                    reason,
+                });
+                return Ok(());
+            }
+            Err(e) if e.io_error().and_then(std::io::Error::raw_os_error) == Some(libc::EEXIST) => {
+                continue
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let why = std::io::Error::other("1000 files of that name already in corrupt/");
+    Err(SpoolError::io(Step::Rename, from, why))
+}

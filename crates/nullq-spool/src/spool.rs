@@ -1,0 +1,225 @@
+//! The spool: its directories, and the operations on committed messages.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::commit::Committer;
+use crate::error::{Result, SpoolError, Step};
+use crate::format::Envelope;
+use crate::id::QueueId;
+use crate::incoming::Incoming;
+use crate::reader::{MessageFile, MessageReader};
+use crate::recover::{self, RecoveryReport};
+use crate::state::DeliveryState;
+use crate::sys;
+
+/// A spool directory. Cheap to clone; clones share one [`Committer`] and one lock.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dirs: Dirs,
+    committer: Committer,
+    /// Holds the `flock` on `ROOT/lock` for as long as the spool is open (None when attached).
+    _lock: Option<File>,
+}
+
+/// The spool's directories.
+#[derive(Debug, Clone)]
+pub(crate) struct Dirs {
+    pub root: PathBuf,
+    pub tmp: PathBuf,
+    pub queue: PathBuf,
+    pub state: PathBuf,
+    pub corrupt: PathBuf,
+}
+
+impl Dirs {
+    fn new(root: &Path) -> Dirs {
+        Dirs {
+            root: root.to_owned(),
+            tmp: root.join("tmp"),
+            queue: root.join("queue"),
+            state: root.join("state"),
+            corrupt: root.join("corrupt"),
+        }
+    }
+}
+
+/// What [`Spool::load`] returns: a committed message's envelope and delivery state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// The message's id.
+    pub id: QueueId,
+    /// Sender, recipients, arrival, client.
+    pub envelope: Envelope,
+    /// Size of the message bytes ([`Spool::message`] reads them).
+    pub message_len: u64,
+    /// Per-recipient state, in envelope order (all pending if never saved).
+    pub state: DeliveryState,
+}
+
+impl Spool {
+    /// Opens the spool at `root` for a server: creates the directories if missing (mode 0700),
+    /// takes the lock on `ROOT/lock` (a second `open` of the same spool fails with
+    /// [`Step::Lock`] until this one and its clones are dropped), then recovers: deletes
+    /// everything in `tmp/`, checks every file in `queue/` (moving bad ones to `corrupt/`),
+    /// and removes or sets aside bad `state/` files. See the report for what it did.
+    pub fn open(root: impl AsRef<Path>) -> Result<(Spool, RecoveryReport)> {
+        let dirs = Dirs::new(root.as_ref());
+        let mut created = sys::mkdir(&dirs.root)?;
+        for dir in [&dirs.tmp, &dirs.queue, &dirs.state, &dirs.corrupt] {
+            created |= sys::mkdir(dir)?;
+        }
+        if created {
+            sys::fsync_dir(&dirs.root)?;
+        }
+        let lock = sys::lock_file(&dirs.root.join("lock"))?;
+        let report = recover::recover(&dirs)?;
+        let committer = Committer::for_dir(dirs.queue.clone())?;
+        Ok((
+            Spool {
+                inner: Arc::new(Inner {
+                    dirs,
+                    committer,
+                    _lock: Some(lock),
+                }),
+            },
+            report,
+        ))
+    }
+
+    /// Uses the spool at `root` without locking or recovering it: for tools that inspect or
+    /// change the queue of a running server. The directories must exist.
+    pub fn attach(root: impl AsRef<Path>) -> Result<Spool> {
+        let dirs = Dirs::new(root.as_ref());
+        for dir in [&dirs.tmp, &dirs.queue, &dirs.state, &dirs.corrupt] {
+            sys::open_dir(dir)?;
+        }
+        let committer = Committer::for_dir(dirs.queue.clone())?;
+        Ok(Spool {
+            inner: Arc::new(Inner {
+                dirs,
+                committer,
+                _lock: None,
+            }),
+        })
+    }
+
+    /// The spool's root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.dirs.root
+    }
+
+    /// The group committer of this spool (shared by all clones).
+    pub fn committer(&self) -> Committer {
+        self.inner.committer.clone()
+    }
+
+    /// Starts receiving a message: creates `tmp/ID` (`O_CREAT|O_EXCL`, mode 0600).
+    pub fn receive(&self) -> Result<Incoming> {
+        let d = &self.inner.dirs;
+        Incoming::create(&d.tmp, &d.queue, self.committer())
+    }
+
+    /// Ids of the committed messages, oldest first. Names in `queue/` that are not ids are
+    /// skipped (the next [`Spool::open`] moves them to `corrupt/`).
+    pub fn list(&self) -> Result<Vec<QueueId>> {
+        let dir = &self.inner.dirs.queue;
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| SpoolError::io(Step::Read, dir, e))? {
+            let entry = entry.map_err(|e| SpoolError::io(Step::Read, dir, e))?;
+            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// The envelope and delivery state of a committed message. Reads the trailer and envelope
+    /// (not the message) and `state/ID`; no state file means every recipient is pending.
+    pub fn load(&self, id: &QueueId) -> Result<QueuedMessage> {
+        let path = self.queue_path(id);
+        let file = MessageFile::open(&path).map_err(|e| e.into_spool(&path))?;
+        let envelope = file.envelope().map_err(|e| e.into_spool(&path))?;
+        let state = self.read_state(id, envelope.recipients.len())?;
+        Ok(QueuedMessage {
+            id: *id,
+            envelope,
+            message_len: file.trailer.msg_len,
+            state,
+        })
+    }
+
+    /// A reader over exactly the message bytes of a committed message, streamed from disk.
+    pub fn message(&self, id: &QueueId) -> Result<MessageReader> {
+        let path = self.queue_path(id);
+        Ok(MessageFile::open(&path)
+            .map_err(|e| e.into_spool(&path))?
+            .into_message_reader())
+    }
+
+    /// Durably replaces the delivery state of a message: writes `tmp/ID.state.*`, fdatasyncs
+    /// and closes it, renames it over `state/ID`, fsyncs `state/`. Returns only when the new
+    /// state would survive a crash; on error the old state stands.
+    pub fn save_state(&self, id: &QueueId, state: &DeliveryState) -> Result<()> {
+        let d = &self.inner.dirs;
+        let tmp = d.tmp.join(format!("{id}.state.{}", QueueId::generate()));
+        let dest = self.state_path(id);
+        let result = (|| {
+            let mut file =
+                sys::create_new(&tmp).map_err(|e| SpoolError::io(Step::Create, &tmp, e))?;
+            file.write_all(&state.encode())
+                .map_err(|e| SpoolError::io(Step::Write, &tmp, e))?;
+            sys::sync_and_close(file, &tmp)?;
+            std::fs::rename(&tmp, &dest).map_err(|e| SpoolError::io(Step::Rename, &dest, e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result?;
+        sys::fsync_dir(&d.state)
+    }
+
+    /// Removes a message whose recipients are all done (the caller checks
+    /// [`DeliveryState::any_pending`]). Unlinks `queue/ID` and fsyncs `queue/`, then unlinks
+    /// `state/ID`. Removing an id that is already gone is not an error, so a removal cut short
+    /// by a crash can simply be repeated.
+    ///
+    /// The queue file goes first: a crash in between leaves a state file without a message,
+    /// which the next [`Spool::open`] deletes. The other order would leave a message without
+    /// state, i.e. all pending, and deliver it to every recipient again.
+    pub fn remove(&self, id: &QueueId) -> Result<()> {
+        if sys::unlink(&self.queue_path(id))? {
+            sys::fsync_dir(&self.inner.dirs.queue)?;
+        }
+        sys::unlink(&self.state_path(id))?;
+        Ok(())
+    }
+
+    fn queue_path(&self, id: &QueueId) -> PathBuf {
+        self.inner.dirs.queue.join(id.to_string())
+    }
+
+    fn state_path(&self, id: &QueueId) -> PathBuf {
+        self.inner.dirs.state.join(id.to_string())
+    }
+
+    fn read_state(&self, id: &QueueId, recipients: usize) -> Result<DeliveryState> {
+        let path = self.state_path(id);
+        match std::fs::read(&path) {
+            Ok(bytes) => recover::check_state(&bytes, recipients)
+                .map_err(|why| SpoolError::invalid(&path, why)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Ok(DeliveryState::all_pending(recipients))
+            }
+            Err(e) => Err(SpoolError::io(Step::Read, &path, e)),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The few system calls the spool's promises rest on, each returning a [`SpoolError`] that names
+//! its step and path. Everything else is `std::fs`.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::io::{AsRawFd, IntoRawFd};
+use std::path::Path;
+
+use crate::error::{Result, SpoolError, Step};
+
+/// Creates `path` (mode 0700) unless it exists; true if it was created.
+pub(crate) fn mkdir(path: &Path) -> Result<bool> {
+    match DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(false),
+        Err(e) => Err(SpoolError::io(Step::Mkdir, path, e)),
+    }
+}
+
+/// Creates a new file for writing: `O_CREAT|O_EXCL`, mode 0600 (never opens an existing one).
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Opens a directory so that it can be fsynced.
+pub(crate) fn open_dir(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(path)
+        .map_err(|e| SpoolError::io(Step::Open, path, e))
+}
+
+/// `fsync` of a directory: makes the creations, renames and unlinks in it durable.
+pub(crate) fn fsync_dir(path: &Path) -> Result<()> {
+    open_dir(path)?
+        .sync_all()
+        .map_err(|e| SpoolError::io(Step::DirFsync, path, e))
+}
+
+/// `fdatasync` then `close`, checking both. On error the descriptor is gone and the caller must
+/// treat the file's content as lost: after a failed fsync Linux may have dropped the dirty pages,
+/// so a retry would "succeed" on nothing.
+pub(crate) fn sync_and_close(file: File, path: &Path) -> Result<()> {
+    file.sync_data()
+        .map_err(|e| SpoolError::io(Step::Fdatasync, path, e))?;
+    let fd = file.into_raw_fd();
+    // SAFETY: `into_raw_fd` gave up ownership of `fd`, so nothing else closes or uses it; it is
+    // closed exactly once, here. (`File`'s own drop ignores close errors, hence doing it by hand.)
+    if unsafe { libc::close(fd) } == -1 {
+        return Err(SpoolError::io(
+            Step::Close,
+            path,
+            io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Renames `from` to `to`, failing with `EEXIST` rather than replacing `to`.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    let err = |e| SpoolError::io(Step::Rename, to, e);
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|e| err(e.into()));
+        let (cfrom, cto) = (c(from)?, c(to)?);
+        // SAFETY: both pointers are NUL-terminated strings that outlive the call, which only
+        // reads them. The raw syscall avoids depending on the libc version having the wrapper.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                cfrom.as_ptr(),
+                libc::AT_FDCWD,
+                cto.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        // Old kernels (ENOSYS) and some filesystems (EINVAL) lack it; fall back to qmail's way.
+        if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
+            return Err(err(e));
+        }
+    }
+    std::fs::hard_link(from, to).map_err(err)?;
+    // The message is in place once linked; a leftover link in tmp/ is removed at the next start.
+    let _ = std::fs::remove_file(from);
+    Ok(())
+}
+
+/// Unlinks `path`; true if it existed.
+pub(crate) fn unlink(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(SpoolError::io(Step::Unlink, path, e)),
+    }
+}
+
+/// Opens (creating) `path` and takes an exclusive `flock` on it without waiting. The lock lasts
+/// as long as the returned file is open.
+pub(crate) fn lock_file(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| SpoolError::io(Step::Lock, path, e))?;
+    // SAFETY: flock only acts on the descriptor, which `file` keeps open for the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == -1 {
+        let e = io::Error::last_os_error();
+        let e = if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            io::Error::new(
+                e.kind(),
+                "the spool is in use by another process (or another Spool in this one)",
+            )
+        } else {
+            e
+        };
+        return Err(SpoolError::io(Step::Lock, path, e));
+    }
+    Ok(file)
+}
