@@ -2,10 +2,11 @@
 //! defaults, and the checks a loaded file must pass.
 //!
 //! This module owns the file's shape only. The access rules a file names are read by
-//! [`crate::tcprules`]; the `[delivery]` table is kept opaque here and read by the delivery
-//! code. Every key is optional: an empty file is the default configuration, and
-//! `docs/nullq.toml.example` lists every key with its default. Unknown keys are refused, so a
-//! misspelt key is an error instead of a setting silently not applied.
+//! [`crate::tcprules`]; `[delivery]` ([`DeliveryConfig`]: targets, routes, retries, bounces)
+//! and `[policy]` ([`PolicyConfig`]: senders, relaying, rewriting) are typed here and applied by
+//! the server's delivery runner and policy. Every key is optional: an empty file is the default
+//! configuration, and `docs/nullq.toml.example` lists every key with its default. Unknown keys
+//! are refused, so a misspelt key is an error instead of a setting silently not applied.
 
 use std::fmt;
 use std::io;
@@ -46,10 +47,11 @@ pub struct ServerConfig {
     /// Seconds to let open connections finish after a shutdown signal before closing them.
     /// Default 30. Mirrors the grace svc/systemd give a service before `SIGKILL`.
     pub shutdown_timeout_secs: u64,
-    /// How messages leave the spool. Default: an empty table. Kept opaque here: the delivery
-    /// code defines and checks its keys. Mirrors qmail's `qmail-queue` hand-off (the seed's
-    /// `cgp-submit`) and Postfix's transports.
-    pub delivery: toml::Table,
+    /// How messages leave the spool: target, per-domain routes, retries, bounces. Mirrors
+    /// qmail's `qmail-queue` hand-off (the seed's `cgp-submit`) and Postfix's transports.
+    pub delivery: DeliveryConfig,
+    /// What each client may send (senders, relaying) and how addresses are rewritten.
+    pub policy: PolicyConfig,
 }
 
 /// Access control: which clients may connect.
@@ -145,6 +147,590 @@ pub enum LogFormat {
     Journald,
 }
 
+/// Where messages go: one delivery target, written as `--deliver` takes it.
+///
+/// - `maildir:DIR`: a Maildir (the embedded default, `DATA_DIR/delivered`);
+/// - `cgp:DIR`: CommuniGate Pro's Submitted folder (`ID.tmp` renamed to `ID.sub`);
+/// - `smtp://HOST:PORT`, `smtps://HOST:PORT`: a smarthost (port default 25 and 465);
+/// - `pipe:COMMAND ARGS`: a command per message (`%s` sender, `%r` recipients);
+/// - `qmail-queue:PATH`: a qmail-queue-compatible program;
+/// - `none`: keep messages in the queue (no delivery).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Target {
+    /// Deliver into this Maildir.
+    Maildir(PathBuf),
+    /// Write into this CommuniGate Pro Submitted folder.
+    Cgp(PathBuf),
+    /// Send to an SMTP smarthost.
+    Smtp {
+        /// `smtps://`: TLS from the first byte (else plain, with STARTTLS per the config).
+        implicit_tls: bool,
+        /// Host name or IP address (IPv6 without brackets).
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// Run this command (program and arguments, split as a shell would on blanks and quotes,
+    /// without running a shell).
+    Pipe(Vec<String>),
+    /// Run this qmail-queue-compatible program.
+    QmailQueue(PathBuf),
+    /// Keep messages queued.
+    Hold,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Target, String> {
+        let s = s.trim();
+        let path = |rest: &str, what: &str| {
+            if rest.is_empty() {
+                Err(format!("{what}: needs a path, e.g. {what}:/var/spool/x"))
+            } else {
+                Ok(PathBuf::from(rest))
+            }
+        };
+        if s == "none" {
+            return Ok(Target::Hold);
+        }
+        if let Some(rest) = s.strip_prefix("maildir:") {
+            return path(rest, "maildir").map(Target::Maildir);
+        }
+        if let Some(rest) = s.strip_prefix("cgp:") {
+            return path(rest, "cgp").map(Target::Cgp);
+        }
+        if let Some(rest) = s.strip_prefix("qmail-queue:") {
+            return path(rest, "qmail-queue").map(Target::QmailQueue);
+        }
+        if let Some(rest) = s.strip_prefix("pipe:") {
+            let argv = split_command(rest)?;
+            if argv.is_empty() {
+                return Err(
+                    "pipe: needs a command, e.g. pipe:'/usr/sbin/sendmail -f %s %r'".into(),
+                );
+            }
+            return Ok(Target::Pipe(argv));
+        }
+        for (scheme, implicit_tls, default_port) in
+            [("smtp://", false, 25), ("smtps://", true, 465)]
+        {
+            if let Some(rest) = s.strip_prefix(scheme) {
+                let rest = rest.trim_end_matches('/');
+                let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+                    let (host, after) = v6
+                        .split_once(']')
+                        .ok_or_else(|| format!("{s:?}: no closing ] after the IPv6 address"))?;
+                    (host, after.strip_prefix(':'))
+                } else {
+                    match rest.rsplit_once(':') {
+                        Some((h, p)) => (h, Some(p)),
+                        None => (rest, None),
+                    }
+                };
+                if host.is_empty() || host.contains(['/', ' ', '@']) {
+                    return Err(format!("{s:?}: bad host"));
+                }
+                let port = match port {
+                    None => default_port,
+                    Some(p) => p
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|&p| p > 0)
+                        .ok_or_else(|| format!("{s:?}: bad port {p:?}"))?,
+                };
+                return Ok(Target::Smtp {
+                    implicit_tls,
+                    host: host.to_owned(),
+                    port,
+                });
+            }
+        }
+        Err(format!(
+            "{s:?} is not a delivery target (maildir:DIR, cgp:DIR, smtp://HOST:PORT, smtps://HOST:PORT, pipe:COMMAND, qmail-queue:PATH, none)"
+        ))
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Maildir(p) => write!(f, "maildir:{}", p.display()),
+            Target::Cgp(p) => write!(f, "cgp:{}", p.display()),
+            Target::QmailQueue(p) => write!(f, "qmail-queue:{}", p.display()),
+            Target::Hold => f.write_str("none"),
+            Target::Smtp {
+                implicit_tls,
+                host,
+                port,
+            } => {
+                let scheme = if *implicit_tls { "smtps" } else { "smtp" };
+                if host.contains(':') {
+                    write!(f, "{scheme}://[{host}]:{port}")
+                } else {
+                    write!(f, "{scheme}://{host}:{port}")
+                }
+            }
+            Target::Pipe(argv) => {
+                f.write_str("pipe:")?;
+                for (n, arg) in argv.iter().enumerate() {
+                    if n > 0 {
+                        f.write_str(" ")?;
+                    }
+                    if arg.is_empty()
+                        || arg.contains(|c: char| {
+                            c.is_whitespace() || c == '\'' || c == '"' || c == '\\'
+                        })
+                    {
+                        write!(f, "'{}'", arg.replace('\'', "'\\''"))?;
+                    } else {
+                        f.write_str(arg)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for Target {
+    type Error = String;
+    fn try_from(s: String) -> Result<Target, String> {
+        s.parse()
+    }
+}
+
+impl From<Target> for String {
+    fn from(t: Target) -> String {
+        t.to_string()
+    }
+}
+
+impl Target {
+    /// The backend's name in logs and statistics (`maildir`, `cgp`, `smtp`, `pipe`,
+    /// `qmail-queue`, `none`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Maildir(_) => "maildir",
+            Target::Cgp(_) => "cgp",
+            Target::Smtp { .. } => "smtp",
+            Target::Pipe(_) => "pipe",
+            Target::QmailQueue(_) => "qmail-queue",
+            Target::Hold => "none",
+        }
+    }
+}
+
+/// Splits a command line as a shell would split words: blanks separate, `'...'` and `"..."`
+/// quote, `\` escapes the next character (outside single quotes). Nothing is expanded.
+pub fn split_command(s: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => words.extend(word.take()),
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err(format!("{s:?}: unclosed '")),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => w.push(c),
+                            None => return Err(format!("{s:?}: \\ at the end")),
+                        },
+                        Some(c) => w.push(c),
+                        None => return Err(format!("{s:?}: unclosed \"")),
+                    }
+                }
+            }
+            '\\' => match chars.next() {
+                Some(c) => word.get_or_insert_with(String::new).push(c),
+                None => return Err(format!("{s:?}: \\ at the end")),
+            },
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(words)
+}
+
+/// `[delivery]`: how messages leave the spool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Where messages go unless a route says otherwise. Default: unset, meaning
+    /// `maildir:DATA_DIR/delivered` (so the first `nullq serve` shows mail arriving). The
+    /// `--deliver` flag sets it. qmail's `qmail-queue` hand-off; Postfix's `default_transport`.
+    pub target: Option<Target>,
+    /// Per recipient domain: `"example.net" = "cgp:/var/CommuniGate/Submitted"`. A key
+    /// `example.net` matches that domain only; `.example.net` any domain below it. Letters match
+    /// without regard to case; the most specific key wins. Postfix's `transport_maps`,
+    /// qmail's `smtproutes`.
+    pub routes: std::collections::BTreeMap<String, Target>,
+    /// Messages delivered at once. Default 20. qmail's `concurrencyremote`, Postfix's
+    /// `default_destination_concurrency_limit`.
+    pub concurrency: usize,
+    /// Seconds a recipient may stay undelivered before it bounces. Default 604800 (7 days,
+    /// qmail's `queuelifetime`, Postfix's `maximal_queue_lifetime` is 5 days).
+    pub queue_lifetime_secs: u64,
+    /// First retry delay in seconds. Default 60. Postfix's `minimal_backoff_time`.
+    pub retry_min_secs: u64,
+    /// Longest retry delay in seconds. Default 3600. Postfix's `maximal_backoff_time`.
+    pub retry_max_secs: u64,
+    /// Seconds after arrival to warn the sender of a delay (once). Default 0: never, as
+    /// Postfix's `delay_warning_time`.
+    pub delay_warning_secs: u64,
+    /// Where a bounce that cannot be delivered goes (a double bounce). Default: unset, meaning
+    /// logged and dropped. qmail's `doublebounceto`.
+    pub postmaster: Option<String>,
+    /// For `nullq deliver` beside `nullq qmqpd`: how often to look for new messages, in
+    /// milliseconds. Default 500. (`nullq serve` is told at once.)
+    pub poll_interval_ms: u64,
+    /// Test knob: queue time runs this many times faster than real time (retry delays, queue
+    /// lifetime, warnings). Default 1. Only for tests; never set it in production.
+    pub time_scale: u32,
+    /// The `smtp://` and `smtps://` client.
+    pub smtp: SmtpConfig,
+    /// The `cgp:` Submitted folder writer.
+    pub cgp: CgpConfig,
+    /// The `pipe:` and `qmail-queue:` programs.
+    pub program: ProgramConfig,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> DeliveryConfig {
+        DeliveryConfig {
+            target: None,
+            routes: std::collections::BTreeMap::new(),
+            concurrency: 20,
+            queue_lifetime_secs: 7 * 24 * 3600,
+            retry_min_secs: 60,
+            retry_max_secs: 3600,
+            delay_warning_secs: 0,
+            postmaster: None,
+            poll_interval_ms: 500,
+            time_scale: 1,
+            smtp: SmtpConfig::default(),
+            cgp: CgpConfig::default(),
+            program: ProgramConfig::default(),
+        }
+    }
+}
+
+/// When the SMTP client uses STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartTls {
+    /// Only deliver over TLS, with a verified certificate (Postfix `secure`).
+    Required,
+    /// Use TLS when offered, without verifying the certificate (Postfix `may`).
+    #[default]
+    Opportunistic,
+    /// Never (Postfix `none`).
+    Off,
+}
+
+/// `[delivery.smtp]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// STARTTLS: `required`, `opportunistic` or `off`. Default `opportunistic`.
+    pub starttls: StartTls,
+    /// Verify the server's certificate when TLS is required or implicit (`smtps://`).
+    /// Default true.
+    pub tls_verify: bool,
+    /// Trusted certificates (PEM) for verification. Default: the system's
+    /// (`/etc/ssl/certs/ca-certificates.crt`).
+    pub ca_file: Option<PathBuf>,
+    /// AUTH user name; with `password`, AUTH PLAIN (or LOGIN if that is all the server offers).
+    pub username: Option<String>,
+    /// AUTH password.
+    pub password: Option<String>,
+    /// Allow AUTH over a connection without TLS. Default false.
+    pub auth_without_tls: bool,
+    /// The name in EHLO. Default: the server's `hostname`.
+    pub helo: Option<String>,
+    /// Seconds to wait for a connection. Default 30.
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for each reply (and for the final reply after the message). Default 300.
+    pub timeout_secs: u64,
+    /// Messages sent over one connection before it is closed. Default 100.
+    pub max_messages_per_connection: u32,
+    /// Seconds an idle connection is kept for the next message. Default 10.
+    pub idle_secs: u64,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> SmtpConfig {
+        SmtpConfig {
+            starttls: StartTls::Opportunistic,
+            tls_verify: true,
+            ca_file: None,
+            username: None,
+            password: None,
+            auth_without_tls: false,
+            helo: None,
+            connect_timeout_secs: 30,
+            timeout_secs: 300,
+            max_messages_per_connection: 100,
+            idle_secs: 10,
+        }
+    }
+}
+
+/// `[delivery.cgp]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CgpConfig {
+    /// Mode of the `.sub` files, octal. Default `"0640"` (CommuniGate Pro's group reads).
+    pub mode: String,
+    /// Group of the `.sub` files (name or number), so CommuniGate Pro's user can read and
+    /// remove them. Default: unset (the process's group).
+    pub group: Option<String>,
+}
+
+impl Default for CgpConfig {
+    fn default() -> CgpConfig {
+        CgpConfig {
+            mode: "0640".to_owned(),
+            group: None,
+        }
+    }
+}
+
+impl CgpConfig {
+    /// The file mode as a number (validated by [`ServerConfig::validate`]).
+    pub fn mode_bits(&self) -> Option<u32> {
+        u32::from_str_radix(self.mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+    }
+}
+
+/// `[delivery.program]`: the `pipe:` and `qmail-queue:` children.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProgramConfig {
+    /// Seconds a child may run before it is killed and the delivery retried. Default 300.
+    pub timeout_secs: u64,
+}
+
+impl Default for ProgramConfig {
+    fn default() -> ProgramConfig {
+        ProgramConfig { timeout_secs: 300 }
+    }
+}
+
+impl DeliveryConfig {
+    /// The default target for a spool in `data_dir`.
+    pub fn effective_target(&self, data_dir: &Path) -> Target {
+        self.target
+            .clone()
+            .unwrap_or_else(|| Target::Maildir(data_dir.join("delivered")))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("delivery.concurrency", self.concurrency as u64),
+            ("delivery.queue_lifetime_secs", self.queue_lifetime_secs),
+            ("delivery.retry_min_secs", self.retry_min_secs),
+            ("delivery.poll_interval_ms", self.poll_interval_ms),
+            ("delivery.time_scale", u64::from(self.time_scale)),
+            ("delivery.smtp.timeout_secs", self.smtp.timeout_secs),
+            (
+                "delivery.smtp.connect_timeout_secs",
+                self.smtp.connect_timeout_secs,
+            ),
+            (
+                "delivery.smtp.max_messages_per_connection",
+                u64::from(self.smtp.max_messages_per_connection),
+            ),
+            ("delivery.program.timeout_secs", self.program.timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be more than 0"));
+            }
+        }
+        if self.retry_max_secs < self.retry_min_secs {
+            return Err(invalid(
+                "delivery.retry_max_secs",
+                format!(
+                    "{} is less than delivery.retry_min_secs ({})",
+                    self.retry_max_secs, self.retry_min_secs
+                ),
+            ));
+        }
+        for domain in self.routes.keys() {
+            let d = domain.strip_prefix('.').unwrap_or(domain);
+            if d.is_empty() || d.contains(['@', ' ', '*']) {
+                return Err(invalid(
+                    "delivery.routes",
+                    format!(
+                        "{domain:?} is not a domain (write \"example.net\" or \".example.net\")"
+                    ),
+                ));
+            }
+        }
+        if self.smtp.username.is_some() != self.smtp.password.is_some() {
+            return Err(invalid(
+                "delivery.smtp.username",
+                "username and password go together",
+            ));
+        }
+        if self.cgp.mode_bits().is_none() {
+            return Err(invalid(
+                "delivery.cgp.mode",
+                format!(
+                    "{:?} is not an octal file mode such as \"0640\"",
+                    self.cgp.mode
+                ),
+            ));
+        }
+        if self
+            .postmaster
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            return Err(invalid(
+                "delivery.postmaster",
+                "empty: leave the key out to drop double bounces",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[policy]`: what clients may send and how addresses are rewritten, checked before `K`.
+///
+/// A client gets the first `[[policy.clients]]` entry that names it (by `NULLQ_POLICY=name` in
+/// its tcprules variables, else by network), or the defaults at this level.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Address rewriting records in CommuniGate Pro Router syntax, one per string:
+    /// `"<*@host1.example.net> = *@example.net"`. Applied before `rewrite_file`'s.
+    pub rewrite: Vec<String>,
+    /// A file of Router records, one a line (a site's Router table moved over unchanged).
+    pub rewrite_file: Option<PathBuf>,
+    /// The domains this site delivers for. Empty (the default): every client may send
+    /// anywhere, as the seed's setup did. When set, only clients with `relay = true` may send
+    /// to other domains. qmail's `rcpthosts`, Postfix's `relay_domains`.
+    pub local_domains: Vec<String>,
+    /// Allowed envelope senders for clients no entry names: patterns with `*`
+    /// (`*@example.net`), `%h` for the client's host name, `<>` for the null sender. Empty:
+    /// any sender.
+    pub senders: Vec<String>,
+    /// Check the header `From:` addresses against `senders` too. Default false.
+    pub header_from: bool,
+    /// May these clients send to domains outside `local_domains`? Default: yes when
+    /// `local_domains` is empty, else no.
+    pub relay: Option<bool>,
+    /// Client classes, first match wins.
+    pub clients: Vec<ClientPolicy>,
+}
+
+/// `[[policy.clients]]`: one class of clients.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientPolicy {
+    /// The class's name, chosen by `NULLQ_POLICY=name` in a tcprules rule.
+    pub name: Option<String>,
+    /// Networks (`128.164.26.0/24`, `2001:db8::/32`, or one address) whose clients are in
+    /// this class.
+    pub networks: Vec<String>,
+    /// Allowed envelope senders, as `[policy] senders`. Empty: any.
+    pub senders: Vec<String>,
+    /// Check the header `From:` too.
+    pub header_from: bool,
+    /// May relay (send outside `local_domains`)? Default as `[policy] relay`.
+    pub relay: Option<bool>,
+}
+
+/// Parses `ADDRESS/PREFIX` or a single address into (network address, prefix length).
+pub fn parse_network(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = addr
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address or ADDRESS/PREFIX"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|&p| p <= max)
+            .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+    };
+    Ok((ip, prefix))
+}
+
+impl PolicyConfig {
+    /// The rewriting rules: `rewrite`, then `rewrite_file` (read now).
+    pub fn rewrite_rules(&self) -> Result<nullq_mail::rewrite::RewriteRules, ConfigError> {
+        let mut text = self.rewrite.join("\n");
+        if let Some(path) = &self.rewrite_file {
+            let file = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            text.push('\n');
+            text.push_str(&file);
+        }
+        nullq_mail::rewrite::parse_rules(&text)
+            .map_err(|e| invalid("policy.rewrite", e.to_string()))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        nullq_mail::rewrite::parse_rules(&self.rewrite.join("\n"))
+            .map_err(|e| invalid("policy.rewrite", format!("record {}: {}", e.line, e.reason)))?;
+        for d in &self.local_domains {
+            if d.trim().is_empty() || d.contains(['@', ' ', '*']) {
+                return Err(invalid(
+                    "policy.local_domains",
+                    format!("{d:?} is not a domain"),
+                ));
+            }
+        }
+        let check_senders = |key: &str, senders: &[String]| {
+            for s in senders {
+                if s.trim().is_empty() || s.contains(char::is_whitespace) {
+                    return Err(invalid(key, format!("{s:?} is not a sender pattern")));
+                }
+            }
+            Ok(())
+        };
+        check_senders("policy.senders", &self.senders)?;
+        for (n, c) in self.clients.iter().enumerate() {
+            let key = format!("policy.clients[{n}]");
+            if c.name.is_none() && c.networks.is_empty() {
+                return Err(invalid(&key, "needs a name or networks"));
+            }
+            for net in &c.networks {
+                parse_network(net).map_err(|e| invalid(&format!("{key}.networks"), e))?;
+            }
+            check_senders(&format!("{key}.senders"), &c.senders)?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
@@ -157,7 +743,8 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             log: LogConfig::default(),
             shutdown_timeout_secs: 30,
-            delivery: toml::Table::new(),
+            delivery: DeliveryConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -391,6 +978,8 @@ impl ServerConfig {
                 "empty: write \"info\" for the default",
             ));
         }
+        self.delivery.validate()?;
+        self.policy.validate()?;
         Ok(())
     }
 
@@ -441,7 +1030,8 @@ mod tests {
         assert_eq!(c.log.format, LogFormat::Stderr);
         assert_eq!(c.log.level, "info");
         assert_eq!(c.shutdown_timeout_secs, 30);
-        assert!(c.delivery.is_empty());
+        assert_eq!(c.delivery, DeliveryConfig::default());
+        assert_eq!(c.policy, PolicyConfig::default());
         assert_eq!(c.access.rules, None);
         c.validate().unwrap();
     }
@@ -530,13 +1120,92 @@ mod tests {
     }
 
     #[test]
-    fn delivery_is_any_table() {
+    fn delivery_and_policy_tables() {
         let c = ServerConfig::from_toml_str(
-            "[delivery]\nkind = \"pipe\"\n[delivery.pipe]\ncommand = [\"/bin/true\"]\nretries = 3\n",
+            "[delivery]\ntarget = \"pipe:/bin/cat -f %s %r\"\nconcurrency = 3\n\
+             [delivery.routes]\n\"example.net\" = \"cgp:/var/CommuniGate/Submitted\"\n\
+             \".example.org\" = \"smtp://[::1]:2525\"\n\
+             [policy]\nrewrite = [\"<*@host1.example.net> = *@example.net\"]\n\
+             [[policy.clients]]\nnetworks = [\"128.164.26.0/24\"]\nsenders = [\"*@example.net\"]\n",
         )
         .unwrap();
-        assert_eq!(c.delivery["kind"].as_str(), Some("pipe"));
-        assert!(c.delivery["pipe"].is_table());
+        assert_eq!(
+            c.delivery.target,
+            Some(Target::Pipe(vec![
+                "/bin/cat".into(),
+                "-f".into(),
+                "%s".into(),
+                "%r".into()
+            ]))
+        );
+        assert_eq!(c.delivery.concurrency, 3);
+        assert_eq!(
+            c.delivery.routes[".example.org"],
+            Target::Smtp {
+                implicit_tls: false,
+                host: "::1".into(),
+                port: 2525
+            }
+        );
+        assert_eq!(c.policy.clients[0].senders, ["*@example.net"]);
+        assert_eq!(ServerConfig::from_toml_str(&c.to_toml_string()).unwrap(), c);
+        for bad in [
+            "[delivery]\ntarget = \"ftp://x\"",
+            "[delivery]\ntarget = \"smtp://h:0\"",
+            "[delivery]\ntarget = \"pipe:'unclosed\"",
+        ] {
+            assert!(
+                matches!(
+                    ServerConfig::from_toml_str(bad),
+                    Err(ConfigError::Parse { .. })
+                ),
+                "{bad}"
+            );
+        }
+        for (bad, key) in [
+            ("[delivery]\nconcurrency = 0", "delivery.concurrency"),
+            ("[delivery]\nretry_max_secs = 1", "delivery.retry_max_secs"),
+            ("[delivery.cgp]\nmode = \"rw\"", "delivery.cgp.mode"),
+            ("[policy]\nrewrite = [\"<a@b> = \"]", "policy.rewrite"),
+            (
+                "[[policy.clients]]\nnetworks = [\"1.2.3.4/33\"]",
+                "policy.clients[0].networks",
+            ),
+        ] {
+            match ServerConfig::from_toml_str(bad) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn targets_parse_and_print() {
+        for (text, kind) in [
+            ("maildir:./nullq-data/delivered", "maildir"),
+            ("cgp:/var/CommuniGate/Submitted", "cgp"),
+            ("smtp://127.0.0.1:2525", "smtp"),
+            ("smtps://mail.example.net:465", "smtp"),
+            ("pipe:/usr/bin/env 'a b' %s", "pipe"),
+            ("qmail-queue:/var/qmail/bin/qmail-queue", "qmail-queue"),
+            ("none", "none"),
+        ] {
+            let t: Target = text.parse().unwrap();
+            assert_eq!(t.kind(), kind);
+            assert_eq!(t.to_string(), text);
+        }
+        assert_eq!(
+            "smtp://mx".parse::<Target>().unwrap(),
+            Target::Smtp {
+                implicit_tls: false,
+                host: "mx".into(),
+                port: 25
+            }
+        );
+        assert_eq!(
+            split_command(r#"a "b c" 'd\' e\ f"#).unwrap(),
+            ["a", "b c", "d\\", "e f"]
+        );
     }
 
     #[test]
@@ -548,8 +1217,7 @@ mod tests {
             },
             ..Default::default()
         };
-        c.delivery
-            .insert("kind".into(), toml::Value::String("maildir".into()));
+        c.delivery.target = Some(Target::Maildir(PathBuf::from("/var/mail/x")));
         let text = c.to_toml_string();
         assert_eq!(ServerConfig::from_toml_str(&text).unwrap(), c);
         // The defaults print every key that has a value.

@@ -23,7 +23,7 @@ fn shipped_example_loads() {
     assert_eq!(c.access.rules, Some(PathBuf::from("/etc/qmqp.cdb")));
     assert_eq!(c.log.format, LogFormat::Syslog);
     assert_eq!(c.log.level, "info");
-    assert!(c.delivery.is_empty());
+    assert_eq!(c.delivery, nullq_config::server::DeliveryConfig::default());
     // The example's limits are the defaults, as its comments say.
     assert_eq!(c.limits, ServerConfig::default().limits);
 }

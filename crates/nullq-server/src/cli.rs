@@ -17,8 +17,9 @@ use nullq_spool::Spool;
 use crate::access::Access;
 use crate::context::Context;
 use crate::listener::{self, ConnectionLimits};
+use crate::policy::Policy;
 use crate::session::{self, Peer};
-use crate::{logging, privilege, shutdown};
+use crate::{delivery, logging, privilege, shutdown};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +38,21 @@ enum Command {
     Serve(ServeArgs),
     /// Serve one QMQP session on stdin/stdout (under tcpserver or inetd), like qmail-qmqpd.
     Qmqpd(CommonArgs),
+    /// Deliver the queue (for sites that receive with `nullq qmqpd`); `serve` delivers itself.
+    Deliver(DeliverArgs),
+    /// Look at or change the queue: list, show, retry, delete, stats.
+    Queue(crate::queue_tools::QueueArgs),
+}
+
+/// `nullq deliver`'s flags.
+#[derive(Debug, Args)]
+struct DeliverArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Where messages go: maildir:DIR, cgp:DIR, smtp://HOST:PORT, smtps://HOST:PORT,
+    /// pipe:'COMMAND ARGS', qmail-queue:PATH or none [default: maildir:DATA/delivered].
+    #[arg(long, value_name = "TARGET")]
+    deliver: Option<String>,
 }
 
 /// Settings shared by `serve` and `qmqpd`; each overrides the config file.
@@ -96,6 +112,10 @@ struct ServeArgs {
     /// Most sessions at once from one address [default: 100].
     #[arg(long, value_name = "N")]
     max_sessions_per_ip: Option<usize>,
+    /// Where messages go: maildir:DIR, cgp:DIR, smtp://HOST:PORT, smtps://HOST:PORT,
+    /// pipe:'COMMAND ARGS', qmail-queue:PATH or none [default: maildir:DATA/delivered].
+    #[arg(long, value_name = "TARGET")]
+    deliver: Option<String>,
 }
 
 /// Run the server CLI on `args` (argv\[0\] included); returns the exit code.
@@ -110,6 +130,8 @@ pub fn main(args: &[OsString]) -> i32 {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Qmqpd(args) => qmqpd(args),
+        Command::Deliver(args) => deliver(args),
+        Command::Queue(args) => crate::queue_tools::run(args),
     };
     match result {
         Ok(code) => code,
@@ -156,7 +178,11 @@ fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
             "stderr" => LogFormat::Stderr,
             "syslog" => LogFormat::Syslog,
             "journald" => LogFormat::Journald,
-            other => return Err(format!("unknown log format {other:?} (stderr, syslog, journald)")),
+            other => {
+                return Err(format!(
+                    "unknown log format {other:?} (stderr, syslog, journald)"
+                ))
+            }
         };
     }
     Ok(config)
@@ -178,6 +204,9 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
     }
     if let Some(v) = args.max_sessions_per_ip {
         config.limits.max_sessions_per_ip = v;
+    }
+    if let Some(t) = &args.deliver {
+        config.delivery.target = Some(t.parse().map_err(|e| format!("--deliver: {e}"))?);
     }
     config.validate().map_err(|e| e.to_string())?;
     if args.common.print_config {
@@ -217,7 +246,14 @@ async fn run_server(config: ServerConfig) -> Result<i32, String> {
         Access::load(config.access.rules.clone())
             .map_err(|e| format!("cannot load access rules: {e}"))?,
     );
-    let ctx = Arc::new(Context::new(&config, spool));
+    // 4. The delivery runner, told of every commit through the context.
+    let policy = Arc::new(Policy::from_config(&config.policy)?);
+    let runner = delivery::Runner::new(&config, spool.clone(), Arc::clone(&policy), false)?;
+    let runner = (!runner.holds_everything()).then_some(runner);
+    let mut context = Context::new(&config, spool);
+    context.policy = policy;
+    context.committed = runner.as_ref().map(delivery::Runner::notifier);
+    let ctx = Arc::new(context);
     let bound: Vec<String> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -239,7 +275,11 @@ async fn run_server(config: ServerConfig) -> Result<i32, String> {
         max_sessions_per_ip: config.limits.max_sessions_per_ip,
     };
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
+    let delivering = runner.map(|r| tokio::spawn(r.run(stop.clone(), grace)));
     let all_done = listener::serve(listeners, ctx, access, limits, stop, grace).await;
+    if let Some(task) = delivering {
+        let _ = task.await;
+    }
     if all_done {
         tracing::info!(target: "nullq::server", "shut down cleanly");
     } else {
@@ -249,8 +289,12 @@ async fn run_server(config: ServerConfig) -> Result<i32, String> {
 }
 
 fn open_spool(config: &ServerConfig) -> Result<Spool, String> {
-    let (spool, report) = Spool::open(&config.data_dir)
-        .map_err(|e| format!("cannot open the spool in {}: {e}", config.data_dir.display()))?;
+    let (spool, report) = Spool::open(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot open the spool in {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     tracing::info!(target: "nullq::spool", "recovery: {report}");
     Ok(spool)
 }
@@ -260,7 +304,10 @@ fn open_spool(config: &ServerConfig) -> Result<Spool, String> {
 /// files in `tmp/`); only a spool that does not exist yet is created, with `open`.
 fn attach_spool(config: &ServerConfig) -> Result<Spool, String> {
     let describe = |e: nullq_spool::SpoolError| {
-        format!("cannot open the spool in {}: {e}", config.data_dir.display())
+        format!(
+            "cannot open the spool in {}: {e}",
+            config.data_dir.display()
+        )
     };
     match Spool::attach(&config.data_dir) {
         Ok(spool) => Ok(spool),
@@ -292,8 +339,12 @@ fn spawn_signal_handlers(trigger: shutdown::Trigger, access: Arc<Access>) -> Res
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             match access.reload() {
-                Ok(()) => tracing::info!(target: "nullq::server", "SIGHUP: access rules reloaded from {}", access.describe()),
-                Err(e) => tracing::error!(target: "nullq::server", "SIGHUP: access rules NOT reloaded, keeping the old ones: {e}"),
+                Ok(()) => {
+                    tracing::info!(target: "nullq::server", "SIGHUP: access rules reloaded from {}", access.describe())
+                }
+                Err(e) => {
+                    tracing::error!(target: "nullq::server", "SIGHUP: access rules NOT reloaded, keeping the old ones: {e}")
+                }
             }
         }
     });
@@ -334,7 +385,9 @@ fn qmqpd(args: CommonArgs) -> Result<i32, String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
         let spool = attach_spool(&config)?;
-        let ctx = Arc::new(Context::new(&config, spool));
+        let mut context = Context::new(&config, spool);
+        context.policy = Arc::new(Policy::from_config(&config.policy)?);
+        let ctx = Arc::new(context);
         let io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
         let outcome = session::run(io, &peer, ctx).await;
         outcome.log(&peer);
@@ -349,9 +402,40 @@ fn peer_from_env() -> Peer {
         .ok()
         .and_then(|s| s.parse().ok());
     let host = std::env::var("TCPREMOTEHOST").unwrap_or_else(|_| "unknown".to_owned());
-    Peer {
-        ip,
-        host,
-        env: Vec::new(),
+    // The variables the policy reads (tcprules set them for this client).
+    let env = crate::policy::ENV_VARS
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect();
+    Peer { ip, host, env }
+}
+
+/// `nullq deliver`: the delivery runner alone, on a spool that `nullq qmqpd` sessions fill.
+/// It opens the spool (lock, recovery) and looks for new messages every `poll_interval_ms`.
+fn deliver(args: DeliverArgs) -> Result<i32, String> {
+    let mut config = configure(&args.common)?;
+    if let Some(t) = &args.deliver {
+        config.delivery.target = Some(t.parse().map_err(|e| format!("--deliver: {e}"))?);
     }
+    config.validate().map_err(|e| e.to_string())?;
+    if args.common.print_config {
+        print!("{}", config.to_toml_string());
+        return Ok(0);
+    }
+    logging::init(&config.log.format, &config.log.level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let spool = open_spool(&config)?;
+        let policy = Arc::new(Policy::from_config(&config.policy)?);
+        let runner = delivery::Runner::new(&config, spool, policy, true)?;
+        let (trigger, stop) = shutdown::channel();
+        spawn_signal_handlers(trigger, Arc::new(Access::allow_all()))?;
+        runner
+            .run(stop, Duration::from_secs(config.shutdown_timeout_secs))
+            .await;
+        Ok(0)
+    })
 }

@@ -24,6 +24,11 @@ pub struct Context {
     pub error_delay: Duration,
     /// The server's own name, in the Received lines.
     pub local_name: String,
+    /// The site policy checked at the end of each request, before the commit.
+    pub policy: std::sync::Arc<crate::policy::Policy>,
+    /// Where a committed message's id is announced, so the delivery runner starts at once
+    /// (`None` when no runner runs in this process, as under `nullq qmqpd`).
+    pub committed: Option<tokio::sync::mpsc::UnboundedSender<nullq_spool::QueueId>>,
 }
 
 impl Context {
@@ -42,6 +47,8 @@ impl Context {
             session_timeout: Duration::from_secs(limits.session_timeout_secs),
             error_delay: Duration::from_secs(limits.error_delay_secs),
             local_name: config.local_name(),
+            policy: std::sync::Arc::new(crate::policy::Policy::permissive()),
+            committed: None,
         }
     }
 }

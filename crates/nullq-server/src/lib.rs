@@ -5,6 +5,9 @@
 //!   open the spool), signals;
 //! - [`listener`]: accepting TCP connections, admitting them (access rules, session limits);
 //! - [`session`]: one QMQP session on any byte stream, shared by `serve` and `qmqpd`;
+//! - [`policy`]: allowed senders, relay control, Router-syntax rewriting (checked before `K`);
+//! - [`delivery`]: the queue runner and its backends (Maildir, CommuniGate Pro, SMTP, pipe,
+//!   qmail-queue), retries and bounces; [`queue_tools`]: `nullq queue ...`;
 //! - [`context`]: the read-only state all sessions share;
 //! - [`access`]: tcprules-based access control, reloaded on SIGHUP;
 //! - [`received`]: the Received lines put on every message;
@@ -17,9 +20,12 @@
 pub mod access;
 pub mod cli;
 pub mod context;
+pub mod delivery;
 pub mod listener;
 pub mod logging;
+pub mod policy;
 pub mod privilege;
+pub mod queue_tools;
 pub mod received;
 pub mod session;
 pub mod shutdown;

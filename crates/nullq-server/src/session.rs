@@ -193,6 +193,9 @@ where
     // The first bad address: the request is still read to its end before `D` is answered.
     let mut bad_address: Option<String> = None;
     let arrival = SystemTime::now();
+    // The message's start, kept only when the policy checks the header From:.
+    let mut head: Vec<u8> = Vec::new();
+    let keep_head = ctx.policy.wants_header();
 
     loop {
         let n = read(io, &mut buf, deadline, ctx.read_timeout).await?;
@@ -218,6 +221,10 @@ where
                 }
                 Event::Message(bytes) => {
                     outcome.size += bytes.len() as u64;
+                    if keep_head && head.len() < crate::policy::HEAD_LIMIT {
+                        let room = crate::policy::HEAD_LIMIT - head.len();
+                        head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    }
                     if let Some(r) = receiving.as_mut() {
                         r.buffer.extend_from_slice(bytes);
                         if r.buffer.len() >= WRITE_CHUNK {
@@ -253,6 +260,9 @@ where
                         // The decoder does not end a request without these; be safe anyway.
                         return Err(Stop::Refuse("sorry, incomplete request (#5.5.2)".into()));
                     };
+                    ctx.policy
+                        .check(peer, &sender, &recipients, &head)
+                        .map_err(Stop::Refuse)?;
                     let envelope = Envelope {
                         arrival,
                         client_addr: peer.addr_text(),
@@ -375,7 +385,13 @@ async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<
     })
     .await;
     match joined {
-        Ok(Ok(id)) => Ok(id.to_string()),
+        Ok(Ok(id)) => {
+            // Tell the delivery runner at once (no polling delay on the happy path).
+            if let Some(tx) = &ctx.committed {
+                let _ = tx.send(id);
+            }
+            Ok(id.to_string())
+        }
         Ok(Err(e)) => Err(spool_failure(&e)),
         Err(e) => Err(Stop::TempFail(format!(
             "sorry, internal error (#4.3.0): {e}"

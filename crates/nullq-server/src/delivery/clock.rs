@@ -36,6 +36,11 @@ impl Clock {
         d / self.scale
     }
 
+    /// How much queue time passes in `d` of real time.
+    pub fn from_real(&self, d: Duration) -> Duration {
+        d.saturating_mul(self.scale)
+    }
+
     /// Real time to wait until queue time `t` (zero if it is past).
     pub fn until(&self, t: SystemTime) -> Duration {
         self.real(t.duration_since(self.now()).unwrap_or(Duration::ZERO))

@@ -19,7 +19,7 @@ pub fn backoff(attempts: u32, min: Duration, max: Duration) -> Duration {
 /// crate, no seed to manage.
 fn unit_random() -> f64 {
     let mut h = RandomState::new().build_hasher();
-    h.write_u64(0x6e75_6c6c_71);
+    h.write_u64(0x006e_756c_6c71);
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
@@ -32,7 +32,10 @@ mod tests {
         let (min, max) = (Duration::from_secs(60), Duration::from_secs(3600));
         for _ in 0..200 {
             let first = backoff(1, min, max);
-            assert!(first >= min && first <= Duration::from_secs(72), "{first:?}");
+            assert!(
+                first >= min && first <= Duration::from_secs(72),
+                "{first:?}"
+            );
             let fourth = backoff(4, min, max);
             assert!(
                 fourth >= Duration::from_secs(384) && fourth <= Duration::from_secs(576),

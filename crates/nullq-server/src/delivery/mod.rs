@@ -1,0 +1,883 @@
+//! The delivery runner: takes committed messages out of the spool and hands each recipient to
+//! its backend, records every result durably, bounces what failed for good, and removes a
+//! message when no recipient is pending.
+//!
+//! ```text
+//! session ─commit─▶ spool ─(id on a channel, or found by a scan)─▶ runner ─▶ backend ─▶ target
+//! ```
+//! - [`Runner`] (this file): the schedule (which message is due when), bounded concurrency, the
+//!   start-up scan, and one [`attempt`] per due message;
+//! - one file per backend, each an `async fn deliver(&Job) -> Vec<Answer>` with one answer per
+//!   recipient: [`maildir`], [`cgp`], [`smtp`], [`pipe`], [`qmail_queue`];
+//! - [`retry`] (backoff), [`bounce`] (RFC 3464 reports), [`clock`] (queue time, scalable for
+//!   tests), [`lock`] (one writer per message, shared with `nullq queue`), [`stats`].
+//!
+//! The order of an attempt is what makes a crash repeat work rather than skip it:
+//! 1. lock `queue/ID`, load envelope, state and message;
+//! 2. deliver every due recipient (a crash here: delivered again after restart);
+//! 3. queue the bounce for those that failed for good (a new spool message, committed);
+//! 4. only then write the new state (`save_state`: delivered / failed / next attempt);
+//! 5. remove the message once no recipient is pending (if none is left after the first
+//!    attempt the state write is skipped: removal says it all).
+
+pub mod bounce;
+pub mod cgp;
+pub mod clock;
+pub mod lock;
+pub mod maildir;
+pub mod pipe;
+pub mod qmail_queue;
+pub mod retry;
+pub mod smtp;
+pub mod stats;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use nullq_config::server::{ServerConfig, Target};
+use nullq_spool::{DeliveryState, QueueId, QueuedMessage, Spool, Status};
+use tokio::sync::mpsc;
+
+use crate::policy::Policy;
+use crate::session::escape;
+use crate::shutdown::Shutdown;
+use clock::Clock;
+use lock::{LockError, MessageLock};
+use stats::Stats;
+
+/// The sender of a double bounce sent to the postmaster (qmail's `#@[]`): a message with this
+/// sender that fails is dropped, never bounced again. Backends that speak SMTP send it as `<>`.
+pub const DOUBLE_BOUNCE_SENDER: &[u8] = b"#@[]";
+
+/// The file in the spool root holding the runner's pid, so `nullq queue retry` can wake it.
+pub const PID_FILE: &str = "deliver.pid";
+
+/// What a backend is asked to deliver: one message to some of its recipients.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The message's queue id (for file names and logs).
+    pub id: QueueId,
+    /// The envelope sender after rewriting (empty: the null sender).
+    pub sender: Vec<u8>,
+    /// The recipients for this backend, after rewriting.
+    pub recipients: Vec<Vec<u8>>,
+    /// The message bytes, header rewritten (LF line ends, as received).
+    pub message: Arc<Vec<u8>>,
+}
+
+/// What became of one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered: done.
+    Delivered,
+    /// Not now: try again later (until the queue lifetime ends).
+    Retry,
+    /// Never: bounce.
+    Bounce,
+}
+
+impl Verdict {
+    /// The word in log lines.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry => "deferred",
+            Verdict::Bounce => "failed",
+        }
+    }
+}
+
+/// A backend's answer for one recipient: the verdict and the remote answer or exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// What to do with the recipient.
+    pub verdict: Verdict,
+    /// The remote answer (`250 2.0.0 Ok`), exit status and stderr, or our own reason.
+    pub text: String,
+}
+
+impl Answer {
+    /// Delivered, with this text.
+    pub fn delivered(text: impl Into<String>) -> Answer {
+        Answer {
+            verdict: Verdict::Delivered,
+            text: text.into(),
+        }
+    }
+    /// Try again later, because of this.
+    pub fn retry(text: impl Into<String>) -> Answer {
+        Answer {
+            verdict: Verdict::Retry,
+            text: text.into(),
+        }
+    }
+    /// Failed for good, because of this.
+    pub fn bounce(text: impl Into<String>) -> Answer {
+        Answer {
+            verdict: Verdict::Bounce,
+            text: text.into(),
+        }
+    }
+}
+
+/// One configured target, ready to deliver.
+#[derive(Debug)]
+pub enum Backend {
+    /// `maildir:DIR`.
+    Maildir(maildir::Maildir),
+    /// `cgp:DIR`.
+    Cgp(cgp::Cgp),
+    /// `smtp://` and `smtps://`.
+    Smtp(smtp::Smtp),
+    /// `pipe:COMMAND`.
+    Pipe(pipe::Pipe),
+    /// `qmail-queue:PATH`.
+    QmailQueue(qmail_queue::QmailQueue),
+    /// `none`: recipients stay queued.
+    Hold,
+}
+
+impl Backend {
+    /// The backend for `target`, with the settings of `config`.
+    pub fn new(target: &Target, config: &ServerConfig) -> Result<Backend, String> {
+        let d = &config.delivery;
+        Ok(match target {
+            Target::Maildir(dir) => Backend::Maildir(maildir::Maildir::new(dir.clone())),
+            Target::Cgp(dir) => Backend::Cgp(cgp::Cgp::new(dir.clone(), &d.cgp)?),
+            Target::Smtp {
+                implicit_tls,
+                host,
+                port,
+            } => Backend::Smtp(smtp::Smtp::new(
+                host.clone(),
+                *port,
+                *implicit_tls,
+                &d.smtp,
+                config.local_name(),
+            )?),
+            Target::Pipe(argv) => Backend::Pipe(pipe::Pipe::new(
+                argv.clone(),
+                Duration::from_secs(d.program.timeout_secs),
+            )),
+            Target::QmailQueue(path) => Backend::QmailQueue(qmail_queue::QmailQueue::new(
+                path.clone(),
+                Duration::from_secs(d.program.timeout_secs),
+            )),
+            Target::Hold => Backend::Hold,
+        })
+    }
+
+    /// Deliver `job`; exactly one answer per recipient, in order.
+    pub async fn deliver(&self, job: &Job) -> Vec<Answer> {
+        let answers = match self {
+            Backend::Maildir(b) => b.deliver(job).await,
+            Backend::Cgp(b) => b.deliver(job).await,
+            Backend::Smtp(b) => b.deliver(job).await,
+            Backend::Pipe(b) => b.deliver(job).await,
+            Backend::QmailQueue(b) => b.deliver(job).await,
+            Backend::Hold => {
+                vec![Answer::retry("held: delivery target is none"); job.recipients.len()]
+            }
+        };
+        if answers.len() == job.recipients.len() {
+            answers
+        } else {
+            // A backend bug must not lose a recipient: retry them all.
+            let text = format!(
+                "internal error: {} answers for {} recipients",
+                answers.len(),
+                job.recipients.len()
+            );
+            vec![Answer::retry(text); job.recipients.len()]
+        }
+    }
+}
+
+/// Which backend each recipient domain goes to.
+#[derive(Debug)]
+pub struct Routes {
+    /// Every distinct target once: its text (for logs and statistics) and backend.
+    backends: Vec<(String, Arc<Backend>)>,
+    default: usize,
+    exact: HashMap<String, usize>,
+    /// `.example.net` keys, without the dot.
+    below: HashMap<String, usize>,
+}
+
+impl Routes {
+    /// The routes of `config` (default target, then `[delivery.routes]`).
+    pub fn new(config: &ServerConfig) -> Result<Routes, String> {
+        let d = &config.delivery;
+        let mut routes = Routes {
+            backends: Vec::new(),
+            default: 0,
+            exact: HashMap::new(),
+            below: HashMap::new(),
+        };
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut add = |t: &Target, routes: &mut Routes| -> Result<usize, String> {
+            let label = t.to_string();
+            if let Some(&i) = index.get(&label) {
+                return Ok(i);
+            }
+            let backend = Backend::new(t, config).map_err(|e| format!("{label}: {e}"))?;
+            routes.backends.push((label.clone(), Arc::new(backend)));
+            index.insert(label, routes.backends.len() - 1);
+            Ok(routes.backends.len() - 1)
+        };
+        routes.default = add(&d.effective_target(&config.data_dir), &mut routes)?;
+        for (domain, target) in &d.routes {
+            let i = add(target, &mut routes)?;
+            match domain.strip_prefix('.') {
+                Some(below) => routes.below.insert(below.to_ascii_lowercase(), i),
+                None => routes.exact.insert(domain.to_ascii_lowercase(), i),
+            };
+        }
+        Ok(routes)
+    }
+
+    /// The backend index for `recipient` (by the domain after its last `@`).
+    pub fn route(&self, recipient: &[u8]) -> usize {
+        let domain = match recipient.iter().rposition(|&b| b == b'@') {
+            Some(at) => String::from_utf8_lossy(&recipient[at + 1..]).to_ascii_lowercase(),
+            None => return self.default,
+        };
+        if let Some(&i) = self.exact.get(&domain) {
+            return i;
+        }
+        // The longest `.parent` key that the domain is below.
+        let mut rest = domain.as_str();
+        while let Some((_, parent)) = rest.split_once('.') {
+            if let Some(&i) = self.below.get(parent) {
+                return i;
+            }
+            rest = parent;
+        }
+        self.default
+    }
+
+    /// True when nothing would ever be delivered (every target is `none`).
+    pub fn all_hold(&self) -> bool {
+        self.backends
+            .iter()
+            .all(|(_, b)| matches!(**b, Backend::Hold))
+    }
+
+    /// The CommuniGate Pro folders among the targets (for the `.bad` file scan).
+    pub fn cgp_dirs(&self) -> Vec<PathBuf> {
+        self.backends
+            .iter()
+            .filter_map(|(_, b)| match &**b {
+                Backend::Cgp(c) => Some(c.dir().to_path_buf()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// What the runner shares with its attempts.
+struct Shared {
+    spool: Spool,
+    routes: Routes,
+    policy: Arc<Policy>,
+    clock: Clock,
+    lifetime: Duration,
+    retry_min: Duration,
+    retry_max: Duration,
+    warn_after: Option<Duration>,
+    postmaster: Option<Vec<u8>>,
+    local_name: String,
+    stats: Stats,
+    /// Where new messages (our bounces) are announced: the runner's own inbox.
+    notify: mpsc::UnboundedSender<QueueId>,
+}
+
+/// The delivery runner of one spool. Build it with [`Runner::new`], hand
+/// [`Runner::notifier`] to the sessions, then [`Runner::run`] it.
+pub struct Runner {
+    shared: Arc<Shared>,
+    inbox: mpsc::UnboundedReceiver<QueueId>,
+    concurrency: usize,
+    poll: Option<Duration>,
+}
+
+/// What an attempt leaves for the schedule.
+#[derive(Debug)]
+enum Next {
+    /// The message is gone (delivered, failed and bounced, deleted).
+    Done,
+    /// Try again at this queue time.
+    At(SystemTime),
+    /// Someone else holds the message (a `nullq queue` tool): try again shortly.
+    Busy,
+}
+
+impl Runner {
+    /// A runner for `spool` as `config` says. `poll`: look for new messages in the queue
+    /// directory every `delivery.poll_interval_ms` (for `nullq deliver`, whose messages come
+    /// from other processes); `nullq serve` is told of each commit instead.
+    pub fn new(
+        config: &ServerConfig,
+        spool: Spool,
+        policy: Arc<Policy>,
+        poll: bool,
+    ) -> Result<Runner, String> {
+        let d = &config.delivery;
+        let routes = Routes::new(config)?;
+        let (notify, inbox) = mpsc::unbounded_channel();
+        let stats = Stats::new(spool.root());
+        Ok(Runner {
+            shared: Arc::new(Shared {
+                spool,
+                routes,
+                policy,
+                clock: Clock::new(d.time_scale),
+                lifetime: Duration::from_secs(d.queue_lifetime_secs),
+                retry_min: Duration::from_secs(d.retry_min_secs),
+                retry_max: Duration::from_secs(d.retry_max_secs),
+                warn_after: (d.delay_warning_secs > 0)
+                    .then(|| Duration::from_secs(d.delay_warning_secs)),
+                postmaster: d.postmaster.as_ref().map(|p| p.as_bytes().to_vec()),
+                local_name: config.local_name(),
+                stats,
+                notify,
+            }),
+            inbox,
+            concurrency: d.concurrency.max(1),
+            poll: poll.then(|| Duration::from_millis(d.poll_interval_ms)),
+        })
+    }
+
+    /// Where to announce a committed message so that it is delivered at once.
+    pub fn notifier(&self) -> mpsc::UnboundedSender<QueueId> {
+        self.shared.notify.clone()
+    }
+
+    /// True when every target is `none` (the runner would never deliver anything).
+    pub fn holds_everything(&self) -> bool {
+        self.shared.routes.all_hold()
+    }
+
+    /// Deliver until `stop`; then wait up to `grace` for attempts in progress (an attempt cut
+    /// short is repeated after the restart).
+    pub async fn run(mut self, mut stop: Shutdown, grace: Duration) {
+        let shared = Arc::clone(&self.shared);
+        let root = shared.spool.root().to_path_buf();
+        let pid_file = root.join(PID_FILE);
+        if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+            tracing::warn!(target: "nullq::delivery", "cannot write {}: {e} (nullq queue retry cannot wake the runner)", pid_file.display());
+        }
+        let mut schedule = Schedule::default();
+        let mut in_flight: HashSet<QueueId> = HashSet::new();
+        // Announced while being delivered: look again as soon as the attempt ends.
+        let mut again: HashSet<QueueId> = HashSet::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(QueueId, Next)>();
+        let found = scan(&shared, &mut schedule, &in_flight).await;
+        tracing::info!(
+            target: "nullq::delivery",
+            queued = found,
+            concurrency = self.concurrency,
+            targets = %shared.routes.backends.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>().join(","),
+            "delivery runner started"
+        );
+        let mut usr1 =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
+        let mut poll = tokio::time::interval(self.poll.unwrap_or(Duration::from_secs(3600)));
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks: u64 = 0;
+        let mut seen_bad: HashSet<PathBuf> = HashSet::new();
+        loop {
+            let now = shared.clock.now();
+            while in_flight.len() < self.concurrency {
+                let Some(id) = schedule.pop_due(now) else {
+                    break;
+                };
+                in_flight.insert(id);
+                let shared = Arc::clone(&shared);
+                let done = done_tx.clone();
+                tokio::spawn(async move {
+                    let next = attempt(&shared, id).await;
+                    let _ = done.send((id, next));
+                });
+            }
+            let wait = (in_flight.len() < self.concurrency)
+                .then(|| schedule.first())
+                .flatten()
+                .map(|t| shared.clock.until(t));
+            tokio::select! {
+                _ = stop.recv() => break,
+                Some((id, next)) = done_rx.recv() => {
+                    in_flight.remove(&id);
+                    match next {
+                        Next::Done => {}
+                        Next::At(t) => schedule.put(id, t),
+                        Next::Busy => schedule.put(id, shared.clock.now() + shared.clock.from_real(Duration::from_secs(1))),
+                    }
+                    if again.remove(&id) {
+                        schedule.put(id, shared.clock.now());
+                    }
+                }
+                Some(id) = self.inbox.recv() => {
+                    if in_flight.contains(&id) {
+                        again.insert(id);
+                    } else {
+                        schedule.put(id, shared.clock.now());
+                    }
+                }
+                _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {}
+                _ = poll.tick(), if self.poll.is_some() => {
+                    let spool = shared.spool.clone();
+                    if let Ok(Ok(ids)) = tokio::task::spawn_blocking(move || spool.list()).await {
+                        let now = shared.clock.now();
+                        for id in ids {
+                            if !in_flight.contains(&id) && !schedule.contains(&id) {
+                                schedule.put(id, now);
+                            }
+                        }
+                    }
+                }
+                Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                    let n = scan(&shared, &mut schedule, &in_flight).await;
+                    tracing::info!(target: "nullq::delivery", queued = n, "SIGUSR1: queue rescanned");
+                }
+                _ = housekeeping.tick() => {
+                    ticks += 1;
+                    let shared = Arc::clone(&shared);
+                    let check_bad = ticks % 10 == 1;
+                    let seen = std::mem::take(&mut seen_bad);
+                    if let Ok(seen) = tokio::task::spawn_blocking(move || {
+                        let mut seen = seen;
+                        if check_bad {
+                            cgp::report_bad_files(&shared.routes.cgp_dirs(), &mut seen, &shared.stats);
+                        }
+                        shared.stats.flush();
+                        seen
+                    }).await {
+                        seen_bad = seen;
+                    }
+                }
+            }
+        }
+        tracing::info!(target: "nullq::delivery", in_flight = in_flight.len(), "delivery runner stopping");
+        let deadline = tokio::time::Instant::now() + grace;
+        while !in_flight.is_empty() {
+            tokio::select! {
+                Some((id, _)) = done_rx.recv() => { in_flight.remove(&id); }
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(target: "nullq::delivery", "{} deliveries still running after {}s; they are repeated after the restart", in_flight.len(), grace.as_secs());
+                    break;
+                }
+            }
+        }
+        let stats = Arc::clone(&shared);
+        let _ = tokio::task::spawn_blocking(move || stats.stats.flush()).await;
+        let _ = std::fs::remove_file(&pid_file);
+    }
+}
+
+/// Due times of the messages not being delivered right now.
+#[derive(Debug, Default)]
+struct Schedule {
+    by_time: BTreeSet<(SystemTime, QueueId)>,
+    by_id: HashMap<QueueId, SystemTime>,
+}
+
+impl Schedule {
+    /// (Re)schedule `id` at `t` (the earlier of `t` and any time it already had).
+    fn put(&mut self, id: QueueId, t: SystemTime) {
+        if let Some(old) = self.by_id.get(&id).copied() {
+            if old <= t {
+                return;
+            }
+            self.by_time.remove(&(old, id));
+        }
+        self.by_id.insert(id, t);
+        self.by_time.insert((t, id));
+    }
+
+    /// Replace the time of `id` (a rescan knows better than what was scheduled).
+    fn set(&mut self, id: QueueId, t: SystemTime) {
+        if let Some(old) = self.by_id.remove(&id) {
+            self.by_time.remove(&(old, id));
+        }
+        self.put(id, t);
+    }
+
+    fn contains(&self, id: &QueueId) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    fn first(&self) -> Option<SystemTime> {
+        self.by_time.first().map(|(t, _)| *t)
+    }
+
+    fn pop_due(&mut self, now: SystemTime) -> Option<QueueId> {
+        let &(t, id) = self.by_time.first()?;
+        if t > now {
+            return None;
+        }
+        self.by_time.remove(&(t, id));
+        self.by_id.remove(&id);
+        Some(id)
+    }
+}
+
+/// Load every queued message's state and schedule it by its next attempt. Returns how many
+/// messages are queued.
+async fn scan(
+    shared: &Arc<Shared>,
+    schedule: &mut Schedule,
+    in_flight: &HashSet<QueueId>,
+) -> usize {
+    let spool = shared.spool.clone();
+    let skip: HashSet<QueueId> = in_flight.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let ids = match spool.list() {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(target: "nullq::delivery", "cannot list the queue: {e}");
+                return Vec::new();
+            }
+        };
+        let mut due = Vec::with_capacity(ids.len());
+        for id in ids {
+            if skip.contains(&id) {
+                continue;
+            }
+            match spool.load(&id) {
+                Ok(q) => due.push((id, next_due(&q.state))),
+                // Gone meanwhile, or unreadable: the attempt will say which.
+                Err(_) => due.push((id, None)),
+            }
+        }
+        due
+    })
+    .await
+    .unwrap_or_default();
+    let now = shared.clock.now();
+    let n = found.len();
+    for (id, t) in found {
+        schedule.set(id, t.unwrap_or(now));
+    }
+    n
+}
+
+/// The earliest next attempt of a pending recipient (`None`: due now).
+fn next_due(state: &DeliveryState) -> Option<SystemTime> {
+    let mut earliest: Option<SystemTime> = None;
+    for r in state
+        .recipients
+        .iter()
+        .filter(|r| r.status == Status::Pending)
+    {
+        match r.next_attempt {
+            None => return None,
+            Some(t) => earliest = Some(earliest.map_or(t, |e| e.min(t))),
+        }
+    }
+    earliest
+}
+
+/// A message ready for an attempt: its lock, envelope, state and bytes.
+struct Loaded {
+    lock: MessageLock,
+    queued: QueuedMessage,
+    bytes: Vec<u8>,
+}
+
+enum LoadResult {
+    Ready(Box<Loaded>),
+    Gone,
+    Busy,
+    Failed(String),
+}
+
+fn load(spool: &Spool, id: &QueueId) -> LoadResult {
+    let lock = match MessageLock::try_lock(spool.root(), id) {
+        Ok(l) => l,
+        Err(LockError::Gone) => return LoadResult::Gone,
+        Err(LockError::Busy) => return LoadResult::Busy,
+        Err(e) => return LoadResult::Failed(e.to_string()),
+    };
+    let queued = match spool.load(id) {
+        Ok(q) => q,
+        Err(e) if e.is_not_found() => return LoadResult::Gone,
+        Err(e) => return LoadResult::Failed(e.to_string()),
+    };
+    let mut bytes = Vec::with_capacity(
+        usize::try_from(queued.message_len)
+            .unwrap_or(0)
+            .min(64 << 20),
+    );
+    let read = match spool.message(id) {
+        Ok(mut r) => r.read_to_end(&mut bytes).map_err(|e| e.to_string()),
+        Err(e) if e.is_not_found() => return LoadResult::Gone,
+        Err(e) => Err(e.to_string()),
+    };
+    match read {
+        Ok(_) => LoadResult::Ready(Box::new(Loaded {
+            lock,
+            queued,
+            bytes,
+        })),
+        Err(e) => LoadResult::Failed(e),
+    }
+}
+
+/// One attempt at one message: deliver its due recipients, bounce what failed, save the state.
+async fn attempt(shared: &Arc<Shared>, id: QueueId) -> Next {
+    let spool = shared.spool.clone();
+    let loaded = match tokio::task::spawn_blocking(move || load(&spool, &id)).await {
+        Ok(LoadResult::Ready(l)) => l,
+        Ok(LoadResult::Gone) => return Next::Done,
+        Ok(LoadResult::Busy) => return Next::Busy,
+        Ok(LoadResult::Failed(e)) => {
+            tracing::error!(target: "nullq::delivery", id = %id, "cannot read the message: {e}");
+            return Next::At(shared.clock.now() + shared.retry_min);
+        }
+        Err(e) => {
+            tracing::error!(target: "nullq::delivery", id = %id, "internal error: {e}");
+            return Next::At(shared.clock.now() + shared.retry_min);
+        }
+    };
+    let Loaded {
+        lock,
+        queued,
+        bytes,
+    } = *loaded;
+    let now = shared.clock.now();
+    let mut state = queued.state.clone();
+    let env = &queued.envelope;
+    let age = now.duration_since(env.arrival).unwrap_or(Duration::ZERO);
+    let due: Vec<usize> = state
+        .recipients
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.status == Status::Pending && r.next_attempt.is_none_or(|t| t <= now))
+        .map(|(i, _)| i)
+        .collect();
+
+    let mut failures: Vec<bounce::Failure> = Vec::new();
+    if !due.is_empty() {
+        let sender = if env.sender.is_empty() || env.sender == DOUBLE_BOUNCE_SENDER {
+            env.sender.clone()
+        } else {
+            shared.policy.rewrite_address(&env.sender)
+        };
+        let message = Arc::new(
+            shared
+                .policy
+                .rewrite_header(&bytes)
+                .unwrap_or_else(|| bytes.clone()),
+        );
+        // Group the due recipients by backend, keeping envelope order inside each group.
+        let mut groups: Vec<(usize, Vec<usize>, Vec<Vec<u8>>)> = Vec::new();
+        for &i in &due {
+            let rcpt = shared.policy.rewrite_address(&env.recipients[i]);
+            let b = shared.routes.route(&rcpt);
+            match groups.iter_mut().find(|g| g.0 == b) {
+                Some(g) => {
+                    g.1.push(i);
+                    g.2.push(rcpt);
+                }
+                None => groups.push((b, vec![i], vec![rcpt])),
+            }
+        }
+        for (b, indexes, recipients) in groups {
+            let (label, backend) = &shared.routes.backends[b];
+            if matches!(**backend, Backend::Hold) {
+                for &i in &indexes {
+                    state.recipients[i].next_attempt = Some(now + shared.retry_max);
+                }
+                continue;
+            }
+            let job = Job {
+                id,
+                sender: sender.clone(),
+                recipients,
+                message: Arc::clone(&message),
+            };
+            let answers = backend.deliver(&job).await;
+            for ((&i, rcpt), answer) in indexes.iter().zip(&job.recipients).zip(answers) {
+                let r = &mut state.recipients[i];
+                r.attempts = r.attempts.saturating_add(1);
+                r.last_result.clone_from(&answer.text);
+                tracing::info!(
+                    target: "nullq::delivery",
+                    id = %id,
+                    rcpt = %escape(rcpt),
+                    backend = %label,
+                    result = answer.verdict.word(),
+                    attempt = r.attempts,
+                    delay = age.as_secs(),
+                    "{}",
+                    answer.text
+                );
+                match answer.verdict {
+                    Verdict::Delivered => {
+                        r.status = Status::Delivered;
+                        r.next_attempt = None;
+                        shared.stats.count(label, |c| c.delivered += 1);
+                    }
+                    Verdict::Retry if age < shared.lifetime => {
+                        r.next_attempt = Some(
+                            now + retry::backoff(r.attempts, shared.retry_min, shared.retry_max),
+                        );
+                        shared.stats.count(label, |c| c.deferred += 1);
+                    }
+                    Verdict::Retry => {
+                        let days = shared.lifetime.as_secs_f64() / 86400.0;
+                        failures.push(bounce::Failure {
+                            index: i,
+                            recipient: env.recipients[i].clone(),
+                            text: format!(
+                                "{} (gave up: in the queue longer than {days:.1} days)",
+                                answer.text
+                            ),
+                            expired: true,
+                        });
+                        shared.stats.count(label, |c| c.failed += 1);
+                    }
+                    Verdict::Bounce => {
+                        failures.push(bounce::Failure {
+                            index: i,
+                            recipient: env.recipients[i].clone(),
+                            text: answer.text,
+                            expired: false,
+                        });
+                        shared.stats.count(label, |c| c.failed += 1);
+                    }
+                }
+            }
+        }
+    }
+
+    // Delay warning: once, at the first attempt after the warning time, for what is still
+    // pending (marked in the state by the recipient's result text, see bounce::WARNED).
+    let mut warning = Vec::new();
+    if let Some(after) = shared.warn_after {
+        if age >= after && !env.sender.is_empty() && env.sender != DOUBLE_BOUNCE_SENDER {
+            for (i, r) in state.recipients.iter().enumerate() {
+                if r.status == Status::Pending
+                    && !failures.iter().any(|f| f.index == i)
+                    && !r.last_result.starts_with(bounce::WARNED)
+                {
+                    warning.push(i);
+                }
+            }
+        }
+    }
+
+    let shared2 = Arc::clone(shared);
+    let queued2 = queued.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let shared = shared2;
+        let queued = queued2;
+        let mut state = state;
+        let now = shared.clock.now();
+        let mut new_ids = Vec::new();
+        if !failures.is_empty() {
+            match bounce::queue_bounce(
+                &shared.spool,
+                &shared.local_name,
+                &queued,
+                &bytes,
+                &failures,
+                shared.postmaster.as_deref(),
+                now,
+            ) {
+                Ok(outcome) => {
+                    match &outcome {
+                        bounce::Queued::Bounce(id) => {
+                            shared.stats.update(|s| s.bounces_queued += 1);
+                            new_ids.push(*id);
+                        }
+                        bounce::Queued::DoubleBounce(id) => {
+                            shared.stats.update(|s| s.double_bounces += 1);
+                            new_ids.push(*id);
+                        }
+                        bounce::Queued::Dropped => shared.stats.update(|s| s.double_bounces += 1),
+                    }
+                    tracing::info!(target: "nullq::delivery", id = %queued.id, failed = failures.len(), "{outcome}");
+                    for f in &failures {
+                        let r = &mut state.recipients[f.index];
+                        r.status = Status::Failed;
+                        r.next_attempt = None;
+                        r.last_result.clone_from(&f.text);
+                    }
+                }
+                Err(e) => {
+                    // Not marked failed: they stay pending and fail again at the next attempt.
+                    tracing::error!(target: "nullq::delivery", id = %queued.id, "cannot queue the bounce, will try again: {e}");
+                    for f in &failures {
+                        state.recipients[f.index].next_attempt = Some(now + shared.retry_min);
+                    }
+                }
+            }
+        }
+        if !warning.is_empty() {
+            match bounce::queue_warning(&shared.spool, &shared.local_name, &queued, &bytes, &state, &warning, now) {
+                Ok(id) => {
+                    shared.stats.update(|s| s.warnings_queued += 1);
+                    new_ids.push(id);
+                    for &i in &warning {
+                        let r = &mut state.recipients[i];
+                        r.last_result = format!("{}{}", bounce::WARNED, r.last_result);
+                    }
+                }
+                Err(e) => tracing::error!(target: "nullq::delivery", id = %queued.id, "cannot queue the delay warning: {e}"),
+            }
+        }
+        let result = if state.any_pending() {
+            if state == queued.state {
+                Ok(())
+            } else {
+                shared.spool.save_state(&queued.id, &state)
+            }
+        } else {
+            // Nothing pending: removal alone records that (a crash before it repeats work).
+            shared.spool.remove(&queued.id)
+        };
+        drop(lock);
+        (result, state, new_ids)
+    })
+    .await;
+    let (result, state, new_ids) = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(target: "nullq::delivery", id = %id, "internal error: {e}");
+            return Next::At(shared.clock.now() + shared.retry_min);
+        }
+    };
+    for new in new_ids {
+        let _ = shared.notify.send(new);
+    }
+    if let Err(e) = result {
+        tracing::error!(target: "nullq::delivery", id = %id, "cannot record the results (the attempt will be repeated): {e}");
+        return Next::At(shared.clock.now() + shared.retry_min);
+    }
+    if !state.any_pending() {
+        return Next::Done;
+    }
+    Next::At(next_due(&state).unwrap_or_else(|| shared.clock.now()))
+}
+
+/// Signal the runner of the spool at `root` to rescan (after `nullq queue retry`). Returns
+/// false when no runner is running there.
+pub fn wake_runner(root: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(root.join(PID_FILE)) else {
+        return false;
+    };
+    let Ok(pid) = text.trim().parse::<libc::pid_t>() else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill(2) with a pid read from our own pid file; at worst it names a process that
+    // is gone (ESRCH), which is reported as "no runner".
+    unsafe { libc::kill(pid, libc::SIGUSR1) == 0 }
+}

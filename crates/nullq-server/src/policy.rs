@@ -1,0 +1,553 @@
+//! The site's policy, answering the seed's three wishes: which envelope senders a client may
+//! use (checked before `K`), where it may send (relay control), and address rewriting in
+//! CommuniGate Pro Router syntax (applied before delivery).
+//!
+//! Order and meaning (also in `docs/delivery.md`):
+//! 1. **Class.** A client gets the `[[policy.clients]]` entry named by `NULLQ_POLICY` in its
+//!    tcprules variables, else the first entry whose `networks` hold its address, else the
+//!    `[policy]` defaults. Variables override the class: `NULLQ_SENDERS="p1,p2"` replaces its
+//!    sender patterns, `RELAYCLIENT` (any value, as qmail-smtpd reads it) lets it relay,
+//!    `NULLQ_HOST` names the client for `%h`.
+//! 2. **Sender.** With patterns, the envelope sender *as sent* must match one (`*` is any run,
+//!    letters match in any case, `%h` is the client's host name, `<>` is the null sender); with
+//!    `header_from`, so must every address in the header's `From:`. Else `D` (#5.7.1).
+//! 3. **Rewriting.** The Router records ([`nullq_mail::rewrite`]) map each envelope address
+//!    (the null sender excepted) and each address in `From:`, `To:`, `Cc:`, `Reply-To:` (and
+//!    their `Resent-` forms); the first record that matches wins, and its result is not
+//!    rewritten again. The spool keeps what the client sent; the rewriting is applied by the
+//!    delivery runner to what it hands the backend, so the queue shows the original.
+//! 4. **Relay.** With `local_domains` set, a client that may not relay must send only to
+//!    those domains (or below them), judged on each recipient *after* rewriting (where the
+//!    message will really go). Else `D` (#5.7.1).
+
+use std::net::IpAddr;
+
+use nullq_config::server::{parse_network, PolicyConfig};
+use nullq_mail::rewrite::RewriteRules;
+use nullq_mail::token822::{self, Token};
+
+use crate::session::{escape, Peer};
+
+/// The tcprules variables the policy reads (`nullq qmqpd` copies them from its environment).
+pub const ENV_VARS: &[&str] = &["NULLQ_POLICY", "NULLQ_SENDERS", "NULLQ_HOST", "RELAYCLIENT"];
+
+/// How much of the message's start a session keeps for the header `From:` check.
+pub const HEAD_LIMIT: usize = 64 * 1024;
+
+/// The header fields whose addresses are rewritten.
+const ADDRESS_FIELDS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "reply-to",
+    "resent-from",
+    "resent-to",
+    "resent-cc",
+    "resent-reply-to",
+];
+
+#[derive(Debug, Clone)]
+struct Class {
+    name: Option<String>,
+    networks: Vec<(IpAddr, u8)>,
+    senders: Vec<String>,
+    header_from: bool,
+    relay: bool,
+}
+
+/// The policy of a server, built from `[policy]`.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    rules: RewriteRules,
+    local_domains: Vec<String>,
+    default: Class,
+    clients: Vec<Class>,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy::permissive()
+    }
+}
+
+/// Does `addr` match `pattern` (`*` any run of bytes, ASCII letters in any case)?
+pub fn matches(pattern: &[u8], addr: &[u8]) -> bool {
+    let Some(star) = pattern.iter().position(|&b| b == b'*') else {
+        return pattern.eq_ignore_ascii_case(addr);
+    };
+    let (prefix, rest) = (&pattern[..star], &pattern[star + 1..]);
+    if addr.len() < prefix.len() || !addr[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        return false;
+    }
+    let addr = &addr[prefix.len()..];
+    // Try every split point for the star (patterns are short, addresses under 1000 bytes).
+    (0..=addr.len()).any(|i| matches(rest, &addr[i..]))
+}
+
+fn in_network(ip: IpAddr, (net, prefix): (IpAddr, u8)) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+fn domain_of(addr: &[u8]) -> Option<String> {
+    let at = addr.iter().rposition(|&b| b == b'@')?;
+    Some(String::from_utf8_lossy(&addr[at + 1..]).to_ascii_lowercase())
+}
+
+fn env<'a>(peer: &'a Peer, name: &str) -> Option<&'a str> {
+    peer.env
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+impl Policy {
+    /// Everyone may send anything anywhere, nothing is rewritten (the seed's setup).
+    pub fn permissive() -> Policy {
+        Policy {
+            rules: RewriteRules::default(),
+            local_domains: Vec::new(),
+            default: Class {
+                name: None,
+                networks: Vec::new(),
+                senders: Vec::new(),
+                header_from: false,
+                relay: true,
+            },
+            clients: Vec::new(),
+        }
+    }
+
+    /// The policy `[policy]` describes (reads `rewrite_file`).
+    pub fn from_config(config: &PolicyConfig) -> Result<Policy, String> {
+        let rules = config.rewrite_rules().map_err(|e| e.to_string())?;
+        let relay_default = config.local_domains.is_empty();
+        let default = Class {
+            name: None,
+            networks: Vec::new(),
+            senders: config.senders.clone(),
+            header_from: config.header_from,
+            relay: config.relay.unwrap_or(relay_default),
+        };
+        let mut clients = Vec::new();
+        for c in &config.clients {
+            let networks = c
+                .networks
+                .iter()
+                .map(|n| parse_network(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            clients.push(Class {
+                name: c.name.clone(),
+                networks,
+                senders: c.senders.clone(),
+                header_from: c.header_from,
+                relay: c.relay.or(config.relay).unwrap_or(relay_default),
+            });
+        }
+        Ok(Policy {
+            rules,
+            local_domains: config
+                .local_domains
+                .iter()
+                .map(|d| d.trim().to_ascii_lowercase())
+                .collect(),
+            default,
+            clients,
+        })
+    }
+
+    /// Does any class check the header `From:` (so sessions must keep the message's start)?
+    pub fn wants_header(&self) -> bool {
+        self.default.header_from || self.clients.iter().any(|c| c.header_from)
+    }
+
+    fn class_of(&self, peer: &Peer) -> &Class {
+        if let Some(name) = env(peer, "NULLQ_POLICY") {
+            if let Some(c) = self
+                .clients
+                .iter()
+                .find(|c| c.name.as_deref() == Some(name))
+            {
+                return c;
+            }
+        }
+        if let Some(ip) = peer.ip {
+            if let Some(c) = self
+                .clients
+                .iter()
+                .find(|c| c.networks.iter().any(|&n| in_network(ip, n)))
+            {
+                return c;
+            }
+        }
+        &self.default
+    }
+
+    fn is_local(&self, domain: &str) -> bool {
+        self.local_domains.iter().any(|d| {
+            domain == d
+                || domain
+                    .strip_suffix(d.as_str())
+                    .is_some_and(|head| head.ends_with('.'))
+        })
+    }
+
+    /// Check a request before it is committed: `Err(text)` is the `D` answer. `head` is the
+    /// start of the message (only read when a `From:` check applies).
+    pub fn check(
+        &self,
+        peer: &Peer,
+        sender: &[u8],
+        recipients: &[Vec<u8>],
+        head: &[u8],
+    ) -> Result<(), String> {
+        let class = self.class_of(peer);
+        let from_env: Vec<String>;
+        let patterns: &[String] = match env(peer, "NULLQ_SENDERS") {
+            Some(list) => {
+                from_env = list
+                    .split([',', ' '])
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                &from_env
+            }
+            None => &class.senders,
+        };
+        if !patterns.is_empty() {
+            let host = env(peer, "NULLQ_HOST").map(str::to_owned).or_else(|| {
+                (!peer.host.is_empty() && peer.host != "unknown").then(|| peer.host.clone())
+            });
+            let allowed = |addr: &[u8]| {
+                patterns.iter().any(|p| {
+                    if p == "<>" {
+                        return addr.is_empty();
+                    }
+                    if p.contains("%h") {
+                        return host
+                            .as_deref()
+                            .is_some_and(|h| matches(p.replace("%h", h).as_bytes(), addr));
+                    }
+                    !addr.is_empty() && matches(p.as_bytes(), addr)
+                })
+            };
+            if !allowed(sender) {
+                return Err(format!(
+                    "sorry, the envelope sender <{}> is not allowed from your host (#5.7.1)",
+                    escape(sender)
+                ));
+            }
+            if class.header_from {
+                for addr in header_addresses(head, "from") {
+                    if !allowed(&addr) {
+                        return Err(format!(
+                            "sorry, the From: address <{}> is not allowed from your host (#5.7.1)",
+                            escape(&addr)
+                        ));
+                    }
+                }
+            }
+        }
+        let relay = class.relay || env(peer, "RELAYCLIENT").is_some();
+        if !self.local_domains.is_empty() && !relay {
+            for r in recipients {
+                let rewritten = self.rewrite_address(r);
+                let local = domain_of(&rewritten).is_some_and(|d| self.is_local(&d));
+                if !local {
+                    return Err(format!(
+                        "sorry, relaying to <{}> is not allowed from your host (#5.7.1)",
+                        escape(r)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when there are rewriting records.
+    pub fn rewrites(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
+    /// An envelope address after rewriting (unchanged when no record matches).
+    pub fn rewrite_address(&self, addr: &[u8]) -> Vec<u8> {
+        if addr.is_empty() {
+            return Vec::new();
+        }
+        self.rules
+            .rewrite_bytes(addr)
+            .unwrap_or_else(|| addr.to_vec())
+    }
+
+    /// The message with the addresses of its address fields rewritten, or `None` when nothing
+    /// changed (no records, or no address matched). Only changed fields are re-written (in
+    /// qmail's token form, folded at 80 columns); every other byte stays as it was.
+    pub fn rewrite_header(&self, message: &[u8]) -> Option<Vec<u8>> {
+        if self.rules.is_empty() {
+            return None;
+        }
+        let (fields, body_at) = split_header(message);
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied = 0;
+        for (start, end) in fields {
+            let field = &message[start..end];
+            let Some(new) = self.rewrite_field(field) else {
+                continue;
+            };
+            let o = out.get_or_insert_with(|| Vec::with_capacity(message.len() + 64));
+            o.extend_from_slice(&message[copied..start]);
+            o.extend_from_slice(&new);
+            copied = end;
+        }
+        let mut o = out?;
+        o.extend_from_slice(&message[copied..body_at]);
+        o.extend_from_slice(&message[body_at..]);
+        Some(o)
+    }
+
+    fn rewrite_field(&self, field: &[u8]) -> Option<Vec<u8>> {
+        let name_end = field.iter().position(|&b| b == b':')?;
+        let name = String::from_utf8_lossy(&field[..name_end])
+            .trim()
+            .to_ascii_lowercase();
+        if !ADDRESS_FIELDS.contains(&name.as_str()) {
+            return None;
+        }
+        let tokens = token822::parse(field).ok()?;
+        let mut changed = false;
+        let out = token822::addrlist(&tokens, |reversed: &mut Vec<Token>| {
+            let mut forward = reversed.clone();
+            forward.reverse();
+            let addr = token822::unquote(&forward);
+            if let Some(new) = self.rules.rewrite_bytes(&addr) {
+                if let Ok(mut toks) = token822::parse_envelope_address(&new) {
+                    toks.reverse();
+                    *reversed = toks;
+                    changed = true;
+                }
+            }
+        })
+        .ok()?;
+        changed.then(|| token822::unparse(&out, 80))
+    }
+}
+
+/// Byte ranges of the header fields (each with its continuation lines and final newline), and
+/// where the body starts (after the empty line).
+fn split_header(message: &[u8]) -> (Vec<(usize, usize)>, usize) {
+    let mut fields = Vec::new();
+    let mut pos = 0;
+    let mut current: Option<usize> = None;
+    while pos < message.len() {
+        let end = message[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(message.len(), |n| pos + n + 1);
+        let line = &message[pos..end];
+        if line == b"\n" || line == b"\r\n" {
+            if let Some(s) = current.take() {
+                fields.push((s, pos));
+            }
+            return (fields, pos);
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            if let Some(s) = current.take() {
+                fields.push((s, pos));
+            }
+            if !line.contains(&b':') {
+                // Not a header line: the header ended without an empty line.
+                return (fields, pos);
+            }
+            current = Some(pos);
+        }
+        pos = end;
+    }
+    if let Some(s) = current {
+        fields.push((s, message.len()));
+    }
+    (fields, message.len())
+}
+
+/// The addresses in the header fields called `name` (lowercase) of `head`.
+fn header_addresses(head: &[u8], name: &str) -> Vec<Vec<u8>> {
+    let (fields, _) = split_header(head);
+    let mut found = Vec::new();
+    for (s, e) in fields {
+        let field = &head[s..e];
+        let Some(colon) = field.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if !String::from_utf8_lossy(&field[..colon])
+            .trim()
+            .eq_ignore_ascii_case(name)
+        {
+            continue;
+        }
+        if let Ok(tokens) = token822::parse(field) {
+            let _ = token822::addrlist(&tokens, |reversed: &mut Vec<Token>| {
+                let mut forward = reversed.clone();
+                forward.reverse();
+                found.push(token822::unquote(&forward));
+            });
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed_policy() -> Policy {
+        Policy::from_config(&PolicyConfig {
+            rewrite: vec![
+                "<postmaster@host1.example.net> = user@example.net".into(),
+                "<*@host1.example.net> = *@example.net".into(),
+            ],
+            ..PolicyConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn peer(ip: &str, env: &[(&str, &str)]) -> Peer {
+        Peer {
+            ip: ip.parse().ok(),
+            host: "unknown".into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn seed_records_rewrite_envelope_and_header() {
+        let p = seed_policy();
+        assert_eq!(
+            p.rewrite_address(b"postmaster@host1.example.net"),
+            b"user@example.net"
+        );
+        assert_eq!(
+            p.rewrite_address(b"jason@host1.example.net"),
+            b"jason@example.net"
+        );
+        assert_eq!(
+            p.rewrite_address(b"bob@elsewhere.org"),
+            b"bob@elsewhere.org"
+        );
+        assert_eq!(p.rewrite_address(b""), b"");
+        let msg = b"Received: from x\n  by y\nFrom: \"Jason M\" <jason@host1.example.net>\nTo: postmaster@host1.example.net,\n  bob@elsewhere.org\nSubject: to: jason@host1.example.net\n\nFrom: jason@host1.example.net\n";
+        let out = p.rewrite_header(msg).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "Received: from x\n  by y\nFrom: \"Jason M\" <jason@example.net>\nTo: user@example.net, bob@elsewhere.org\nSubject: to: jason@host1.example.net\n\nFrom: jason@host1.example.net\n"
+        );
+        assert_eq!(p.rewrite_header(b"To: bob@elsewhere.org\n\nhi\n"), None);
+    }
+
+    #[test]
+    fn wildcard_matching() {
+        assert!(matches(b"*@example.net", b"jason@Example.NET"));
+        assert!(!matches(b"*@example.net", b"jason@host1.example.net"));
+        assert!(matches(b"*@*.example.net", b"jason@host1.example.net"));
+        assert!(matches(
+            b"root@host1.example.net",
+            b"ROOT@host1.example.net"
+        ));
+        assert!(!matches(b"a*b", b"ac"));
+    }
+
+    #[test]
+    fn senders_relay_and_classes() {
+        let p = Policy::from_config(&PolicyConfig {
+            local_domains: vec!["example.net".into()],
+            senders: vec!["*@example.net".into(), "*@%h".into()],
+            clients: vec![nullq_config::server::ClientPolicy {
+                networks: vec!["10.1.0.0/16".into()],
+                senders: vec!["*@host1.example.net".into()],
+                relay: Some(true),
+                ..Default::default()
+            }],
+            ..PolicyConfig::default()
+        })
+        .unwrap();
+        let rc = vec![b"postmaster@example.net".to_vec()];
+        let anyone = peer("192.0.2.1", &[]);
+        assert!(p.check(&anyone, b"jason@example.net", &rc, b"").is_ok());
+        assert!(p
+            .check(&anyone, b"jason@evil.org", &rc, b"")
+            .unwrap_err()
+            .contains("#5.7.1"));
+        assert!(p.check(&anyone, b"", &rc, b"").is_err());
+        let relay = vec![b"bob@gmail.example".to_vec()];
+        assert!(p
+            .check(&anyone, b"jason@example.net", &relay, b"")
+            .unwrap_err()
+            .contains("relaying"));
+        assert!(p
+            .check(
+                &peer("192.0.2.1", &[("RELAYCLIENT", "")]),
+                b"jason@example.net",
+                &relay,
+                b""
+            )
+            .is_ok());
+        let named = peer("192.0.2.1", &[("NULLQ_HOST", "lou.example.net")]);
+        assert!(p.check(&named, b"adm@lou.example.net", &rc, b"").is_ok());
+        let inside = peer("10.1.2.3", &[]);
+        assert!(p
+            .check(&inside, b"root@host1.example.net", &relay, b"")
+            .is_ok());
+        assert!(p.check(&inside, b"jason@example.net", &rc, b"").is_err());
+        let sub = vec![b"x@mail.example.net".to_vec()];
+        assert!(p.check(&anyone, b"jason@example.net", &sub, b"").is_ok());
+        let env_senders = peer("192.0.2.1", &[("NULLQ_SENDERS", "*@other.org")]);
+        assert!(p.check(&env_senders, b"a@other.org", &rc, b"").is_ok());
+    }
+
+    #[test]
+    fn header_from_check() {
+        let p = Policy::from_config(&PolicyConfig {
+            senders: vec!["*@example.net".into()],
+            header_from: true,
+            ..PolicyConfig::default()
+        })
+        .unwrap();
+        assert!(p.wants_header());
+        let rc = vec![b"a@example.net".to_vec()];
+        let anyone = peer("127.0.0.1", &[]);
+        assert!(p
+            .check(
+                &anyone,
+                b"a@example.net",
+                &rc,
+                b"From: A <a@example.net>\n\nx"
+            )
+            .is_ok());
+        let e = p
+            .check(
+                &anyone,
+                b"a@example.net",
+                &rc,
+                b"From: Boss <boss@evil.org>\n\nx",
+            )
+            .unwrap_err();
+        assert!(e.contains("From:"), "{e}");
+        assert!(!Policy::permissive().wants_header());
+    }
+}

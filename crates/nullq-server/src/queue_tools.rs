@@ -1,0 +1,447 @@
+//! `nullq queue list|show|retry|delete|stats`: looking at and changing the queue, also while a
+//! server runs on it. The tools attach to the spool without its lock (the server holds that)
+//! and change a message only under the message's own lock ([`crate::delivery::lock`]), the one
+//! the delivery runner takes for an attempt, so neither overwrites the other's state. After
+//! `retry` they send the runner SIGUSR1 (its pid is in `DATA/deliver.pid`) to rescan the queue.
+//!
+//! Output is aligned text for people, or JSON with `--json` for scripts.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use nullq_config::server::{ServerConfig, Target};
+use nullq_spool::{QueueId, QueuedMessage, Spool, Status};
+use serde_json::{json, Value};
+
+use crate::delivery::lock::MessageLock;
+use crate::delivery::stats::Stats;
+use crate::delivery::wake_runner;
+use crate::session::escape;
+
+/// How long a change waits for a delivery in progress to finish.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// `nullq queue`'s flags.
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// TOML configuration file (for the spool directory and the CommuniGate Pro folders).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Spool directory [default: ./nullq-data].
+    #[arg(long, value_name = "DIR", global = true)]
+    data: Option<PathBuf>,
+    /// JSON output for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Every queued message: id, age, size, sender, recipients with state and next attempt.
+    List,
+    /// One message: envelope, delivery state and header.
+    Show {
+        /// The queue id.
+        id: String,
+    },
+    /// Try a message (or all) again now.
+    Retry {
+        /// The queue id.
+        id: Option<String>,
+        /// Every queued message.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove a message from the queue; no bounce is sent.
+    Delete {
+        /// The queue id.
+        id: String,
+    },
+    /// Counts by state, the oldest message, and the runner's counters since it started.
+    Stats,
+}
+
+/// Run `nullq queue ...`; returns the exit code (0 done, 1 no such message, 111 trouble).
+pub fn run(args: QueueArgs) -> Result<i32, String> {
+    let mut config = match &args.config {
+        Some(p) => ServerConfig::load(p).map_err(|e| e.to_string())?,
+        None => ServerConfig::default(),
+    };
+    if let Some(d) = &args.data {
+        config.data_dir.clone_from(d);
+    }
+    let spool = Spool::attach(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot open the spool in {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    match &args.action {
+        Action::List => list(&spool, args.json),
+        Action::Show { id } => show(&spool, &parse_id(id)?, args.json),
+        Action::Retry { id, all } => {
+            let ids = match (id, all) {
+                (Some(id), false) => vec![parse_id(id)?],
+                (None, true) => spool.list().map_err(|e| e.to_string())?,
+                _ => return Err("queue retry: give an ID or --all".into()),
+            };
+            retry(&spool, &ids, args.json)
+        }
+        Action::Delete { id } => delete(&spool, &parse_id(id)?, args.json),
+        Action::Stats => stats(&spool, &config, args.json),
+    }
+}
+
+fn parse_id(text: &str) -> Result<QueueId, String> {
+    text.parse().map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `3d4h`, `12m`, `45s`: an age or a wait for people.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Pending => "pending",
+        Status::Delivered => "delivered",
+        Status::Failed => "failed",
+    }
+}
+
+fn message_json(q: &QueuedMessage, now: SystemTime) -> Value {
+    let rcpts: Vec<Value> = q
+        .envelope
+        .recipients
+        .iter()
+        .zip(&q.state.recipients)
+        .map(|(addr, r)| {
+            json!({
+                "address": String::from_utf8_lossy(addr),
+                "status": status_word(r.status),
+                "attempts": r.attempts,
+                "next_attempt": r.next_attempt.map(unix),
+                "last_result": r.last_result,
+            })
+        })
+        .collect();
+    json!({
+        "id": q.id.to_string(),
+        "arrival": unix(q.envelope.arrival),
+        "age_secs": now.duration_since(q.envelope.arrival).map_or(0, |d| d.as_secs()),
+        "size": q.message_len,
+        "sender": String::from_utf8_lossy(&q.envelope.sender),
+        "client": q.envelope.client_addr,
+        "recipients": rcpts,
+    })
+}
+
+fn recipient_lines(q: &QueuedMessage, now: SystemTime) -> String {
+    let mut out = String::new();
+    for (addr, r) in q.envelope.recipients.iter().zip(&q.state.recipients) {
+        let next = match (r.status, r.next_attempt) {
+            (Status::Pending, Some(t)) => match t.duration_since(now) {
+                Ok(d) => format!("next in {}", human(d)),
+                Err(_) => "next now".into(),
+            },
+            (Status::Pending, None) => "next now".into(),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "    {:<9} {:>3} tries  {:<14} <{}>{}\n",
+            status_word(r.status),
+            r.attempts,
+            next,
+            escape(addr),
+            if r.last_result.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", r.last_result)
+            }
+        ));
+    }
+    out
+}
+
+fn load_all(spool: &Spool) -> Result<Vec<QueuedMessage>, String> {
+    let mut out = Vec::new();
+    for id in spool.list().map_err(|e| e.to_string())? {
+        match spool.load(&id) {
+            Ok(q) => out.push(q),
+            // Delivered and removed between list and load.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => eprintln!("nullq queue: {id}: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+fn list(spool: &Spool, as_json: bool) -> Result<i32, String> {
+    let now = SystemTime::now();
+    let all = load_all(spool)?;
+    if as_json {
+        let v: Vec<Value> = all.iter().map(|q| message_json(q, now)).collect();
+        println!("{}", Value::Array(v));
+        return Ok(0);
+    }
+    println!("{:<35} {:>7} {:>9}  SENDER", "ID", "AGE", "SIZE");
+    for q in &all {
+        let age = now.duration_since(q.envelope.arrival).unwrap_or_default();
+        println!(
+            "{:<35} {:>7} {:>9}  <{}>",
+            q.id,
+            human(age),
+            q.message_len,
+            escape(&q.envelope.sender)
+        );
+        print!("{}", recipient_lines(q, now));
+    }
+    println!("{} messages", all.len());
+    Ok(0)
+}
+
+fn show(spool: &Spool, id: &QueueId, as_json: bool) -> Result<i32, String> {
+    let q = match spool.load(id) {
+        Ok(q) => q,
+        Err(e) if e.is_not_found() => {
+            eprintln!("nullq queue: {id}: no such message");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut head = Vec::new();
+    spool
+        .message(id)
+        .map_err(|e| e.to_string())?
+        .take(256 * 1024)
+        .read_to_end(&mut head)
+        .map_err(|e| e.to_string())?;
+    let end = head
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map_or(head.len(), |p| p + 1);
+    let header = String::from_utf8_lossy(&head[..end]).into_owned();
+    let now = SystemTime::now();
+    if as_json {
+        let mut v = message_json(&q, now);
+        v["header"] = Value::String(header);
+        v["client_host"] = Value::String(q.envelope.client_host.clone());
+        println!("{v}");
+        return Ok(0);
+    }
+    println!("id:       {}", q.id);
+    println!(
+        "arrival:  {} ({} ago)",
+        nullq_mail::date::rfc822_utc(q.envelope.arrival),
+        human(now.duration_since(q.envelope.arrival).unwrap_or_default())
+    );
+    println!(
+        "client:   {} {}",
+        q.envelope.client_addr, q.envelope.client_host
+    );
+    println!("size:     {}", q.message_len);
+    println!("sender:   <{}>", escape(&q.envelope.sender));
+    println!("recipients:");
+    print!("{}", recipient_lines(&q, now));
+    println!();
+    print!("{header}");
+    Ok(0)
+}
+
+fn retry(spool: &Spool, ids: &[QueueId], as_json: bool) -> Result<i32, String> {
+    let mut done = Vec::new();
+    let mut missing = 0;
+    for id in ids {
+        let _lock = match MessageLock::lock_within(spool.root(), id, LOCK_WAIT) {
+            Ok(l) => l,
+            Err(crate::delivery::lock::LockError::Gone) => {
+                missing += 1;
+                continue;
+            }
+            Err(e) => return Err(format!("{id}: {e}")),
+        };
+        let q = match spool.load(id) {
+            Ok(q) => q,
+            Err(e) if e.is_not_found() => {
+                missing += 1;
+                continue;
+            }
+            Err(e) => return Err(format!("{id}: {e}")),
+        };
+        let mut state = q.state.clone();
+        for r in state
+            .recipients
+            .iter_mut()
+            .filter(|r| r.status == Status::Pending)
+        {
+            r.next_attempt = None;
+        }
+        if state != q.state {
+            spool
+                .save_state(id, &state)
+                .map_err(|e| format!("{id}: {e}"))?;
+        }
+        done.push(id.to_string());
+    }
+    let woke = wake_runner(spool.root());
+    if as_json {
+        println!(
+            "{}",
+            json!({ "retried": done, "missing": missing, "runner_woken": woke })
+        );
+    } else {
+        println!(
+            "{} messages scheduled for now{}{}",
+            done.len(),
+            if missing > 0 {
+                format!(", {missing} already gone")
+            } else {
+                String::new()
+            },
+            if woke {
+                "; runner woken"
+            } else {
+                "; no runner running (they go at its next start)"
+            }
+        );
+    }
+    Ok(if ids.len() == 1 && missing == 1 { 1 } else { 0 })
+}
+
+fn delete(spool: &Spool, id: &QueueId, as_json: bool) -> Result<i32, String> {
+    let lock = match MessageLock::lock_within(spool.root(), id, LOCK_WAIT) {
+        Ok(l) => l,
+        Err(crate::delivery::lock::LockError::Gone) => {
+            eprintln!("nullq queue: {id}: no such message");
+            return Ok(1);
+        }
+        Err(e) => return Err(format!("{id}: {e}")),
+    };
+    spool.remove(id).map_err(|e| format!("{id}: {e}"))?;
+    drop(lock);
+    if as_json {
+        println!("{}", json!({ "deleted": id.to_string() }));
+    } else {
+        println!("{id}: deleted (no bounce sent)");
+    }
+    Ok(0)
+}
+
+fn stats(spool: &Spool, config: &ServerConfig, as_json: bool) -> Result<i32, String> {
+    let now = SystemTime::now();
+    let all = load_all(spool)?;
+    let (mut pending, mut delivered, mut failed) = (0u64, 0u64, 0u64);
+    for q in &all {
+        for r in &q.state.recipients {
+            match r.status {
+                Status::Pending => pending += 1,
+                Status::Delivered => delivered += 1,
+                Status::Failed => failed += 1,
+            }
+        }
+    }
+    let oldest = all.iter().min_by_key(|q| q.envelope.arrival);
+    let mut cgp_dirs: Vec<PathBuf> = Vec::new();
+    let default_target = config.delivery.effective_target(&config.data_dir);
+    let targets = config
+        .delivery
+        .routes
+        .values()
+        .chain(std::iter::once(&default_target));
+    for t in targets {
+        if let Target::Cgp(dir) = t {
+            if !cgp_dirs.contains(dir) {
+                cgp_dirs.push(dir.clone());
+            }
+        }
+    }
+    let mut bad_files = Vec::new();
+    for dir in &cgp_dirs {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name
+                    .strip_suffix(".bad")
+                    .is_some_and(|s| s.parse::<QueueId>().is_ok())
+                {
+                    bad_files.push(e.path().display().to_string());
+                }
+            }
+        }
+    }
+    let runner = Stats::read(spool.root());
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "messages": all.len(),
+                "recipients": { "pending": pending, "delivered": delivered, "failed": failed },
+                "oldest": oldest.map(|q| json!({
+                    "id": q.id.to_string(),
+                    "age_secs": now.duration_since(q.envelope.arrival).map_or(0, |d| d.as_secs()),
+                })),
+                "cgp_bad_files": bad_files,
+                "runner": runner,
+            })
+        );
+        return Ok(0);
+    }
+    println!("messages:   {}", all.len());
+    println!("recipients: {pending} pending, {delivered} delivered, {failed} failed (of queued messages)");
+    match oldest {
+        Some(q) => println!(
+            "oldest:     {} ({} old)",
+            q.id,
+            human(now.duration_since(q.envelope.arrival).unwrap_or_default())
+        ),
+        None => println!("oldest:     -"),
+    }
+    if !bad_files.is_empty() {
+        println!("CommuniGate Pro .bad files: {}", bad_files.len());
+        for f in &bad_files {
+            println!("    {f}");
+        }
+    }
+    match runner {
+        None => println!("runner:     no counters yet (no runner has run on this spool)"),
+        Some(s) => {
+            let since = UNIX_EPOCH + Duration::from_secs(s.started);
+            println!(
+                "runner:     pid {}, counting since {} ({} ago)",
+                s.pid,
+                nullq_mail::date::rfc822_utc(since),
+                human(now.duration_since(since).unwrap_or_default())
+            );
+            println!(
+                "    {:<40} {:>10} {:>10} {:>10}",
+                "BACKEND", "DELIVERED", "DEFERRED", "FAILED"
+            );
+            for (b, c) in &s.backends {
+                println!(
+                    "    {:<40} {:>10} {:>10} {:>10}",
+                    b, c.delivered, c.deferred, c.failed
+                );
+            }
+            println!(
+                "    bounces queued {}, delay warnings {}, double bounces {}",
+                s.bounces_queued, s.warnings_queued, s.double_bounces
+            );
+        }
+    }
+    Ok(0)
+}
