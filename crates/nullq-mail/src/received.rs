@@ -111,6 +111,18 @@ mod tests {
     }
 
     #[test]
+    fn as_notqmail_qmqpd_writes_it() {
+        // Output of notqmail's qmail-qmqpd (QMAILQUEUE capturing the message) with
+        // TCPREMOTEHOST='evil host(x)', TCPREMOTEIP=128.164.26.3, TCPLOCALHOST=mail.example.net.
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_694_841);
+        assert_eq!(
+            received("QMQP", "mail.example.net", "128.164.26.3", "evil host(x)", None, None, t),
+            "Received: from evil?host?x? (128.164.26.3)\n  by mail.example.net with QMQP; 26 Nov 2026 \
+             12:07:21 -0000\n"
+        );
+    }
+
+    #[test]
     fn unsafe_bytes() {
         assert_eq!(safe("a b\r\nc(d)é"), "a?b??c?d???");
         let t = UNIX_EPOCH;
