@@ -197,7 +197,7 @@ impl Postfix {
         );
         if let Some((cert, key)) = tls {
             main.push_str(&format!(
-                "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
+                "smtpd_tls_security_level = may\nsmtpd_tls_received_header = yes\nsmtpd_tls_loglevel = 1\nsmtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
                 cert.display(),
                 key.display()
             ));
@@ -244,16 +244,23 @@ impl Drop for Postfix {
     }
 }
 
-/// A self-signed certificate for 127.0.0.1 / localhost, made with openssl: (cert, key).
-pub fn test_certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+/// A test CA and a certificate it signed for 127.0.0.1 / localhost, made with openssl:
+/// (CA certificate, server certificate, server key).
+pub fn test_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let d = dir.display();
     sh(&format!(
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
-         -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout {} -out {} 2>/dev/null && chmod 0644 {} {}",
-        key.display(),
-        cert.display(),
-        key.display(),
-        cert.display()
+        "set -e; cd {d}; \
+         openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=nullq-test-ca \
+           -keyout ca.key -out ca.pem 2>/dev/null; \
+         openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out req.pem 2>/dev/null; \
+         printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext.cnf; \
+         openssl x509 -req -in req.pem -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+           -extfile ext.cnf -out cert.pem 2>/dev/null; \
+         chmod 0644 ca.pem cert.pem key.pem"
     ));
-    (cert, key)
+    (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    )
 }
