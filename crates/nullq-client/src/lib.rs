@@ -6,11 +6,15 @@
 //! Each program is one module with one entry point, `main(args) -> exit code`, and the multi-call
 //! binary picks it by `argv[0]` (see [`program`]).
 
+pub mod clock;
+pub mod fallback;
 pub mod inject;
+pub mod install;
 pub mod maildir;
 pub mod programs;
 pub mod qmqpc;
 pub mod sendmail;
+pub mod smtp_stdio;
 pub mod showctl;
 
 use std::ffi::OsString;
@@ -37,7 +41,7 @@ pub fn program(name: &str) -> Option<Program> {
         "maildir2mbox" => maildir::maildir2mbox,
         "maildirwatch" => maildir::maildirwatch,
         "flush" => qmqpc::flush,
-        "install" => programs::install,
+        "install" => install::main,
         _ => return None,
     })
 }

@@ -1,0 +1,460 @@
+//! `nullq install [--root DIR] [--server ADDR]... [--me NAME] [--fallback DIR] [--dry-run]`:
+//! lay out a mini-qmail host that runs on the nullq binary.
+//!
+//! This module owns the installed layout (mini-qmail's, from the seed):
+//! - `ROOT/var/qmail/bin/NAME` → the nullq binary, for every program name of the client;
+//! - `ROOT/var/qmail/control/me` (the host's name) when absent, `qmqpservers` from `--server`,
+//!   `fallbackqueue` from `--fallback` (and that directory);
+//! - the man pages under `ROOT/usr/share/man/man1` and `man8`;
+//! - `ROOT/usr/sbin/sendmail` and `ROOT/usr/lib/sendmail` → `/var/qmail/bin/sendmail`. A file
+//!   there that is not ours is kept as `sendmail.nullq-orig`, never overwritten.
+//!
+//! Every change is printed as it is made (`--dry-run`: printed, not made). What is already right
+//! is left alone, so a second run changes nothing. `--root` works like DESTDIR: files go under
+//! ROOT, and links name the paths the installed system will see (`/var/qmail/bin/sendmail`).
+
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nullq_config::control::parse_server;
+
+/// The qmail home directory on the installed system.
+pub const HOME: &str = "/var/qmail";
+
+/// The names under `bin/`, each a symlink to the nullq binary.
+pub const PROGRAMS: &[&str] = &[
+    "sendmail",
+    "qmail-inject",
+    "qmail-qmqpc",
+    "qmail-queue",
+    "qmail-showctl",
+    "predate",
+    "datemail",
+    "mailsubj",
+    "forward",
+    "maildirmake",
+    "maildir2mbox",
+    "maildirwatch",
+    "elq",
+    "pinq",
+    "qail",
+    "mailq",
+    "newaliases",
+];
+
+/// The system's sendmail paths, linked to `bin/sendmail`.
+pub const SENDMAIL_LINKS: &[&str] = &["usr/sbin/sendmail", "usr/lib/sendmail"];
+
+/// A man page shipped in the binary: file name, section directory, text.
+pub struct ManPage {
+    /// File name, e.g. `sendmail.8`.
+    pub name: &'static str,
+    /// `man1` or `man8`.
+    pub dir: &'static str,
+    /// The roff source.
+    pub text: &'static str,
+}
+
+macro_rules! man {
+    ($name:literal, $dir:literal) => {
+        ManPage {
+            name: $name,
+            dir: $dir,
+            text: include_str!(concat!("../../../man/", $name)),
+        }
+    };
+}
+
+/// Every man page `nullq install` writes.
+pub const MAN_PAGES: &[ManPage] = &[
+    man!("sendmail.8", "man8"),
+    man!("mailq.8", "man8"),
+    man!("qmail-qmqpc.8", "man8"),
+    man!("qmail-queue.8", "man8"),
+    man!("nullq-flush.8", "man8"),
+    man!("nullq-install.8", "man8"),
+    man!("predate.1", "man1"),
+    man!("datemail.1", "man1"),
+    man!("mailsubj.1", "man1"),
+    man!("forward.1", "man1"),
+    man!("maildirmake.1", "man1"),
+    man!("maildir2mbox.1", "man1"),
+    man!("maildirwatch.1", "man1"),
+    man!("elq.1", "man1"),
+    man!("pinq.1", "man1"),
+    man!("qail.1", "man1"),
+];
+
+const USAGE: &str =
+    "nullq install: usage: nullq install [--root DIR] [--server ADDR]... [--me NAME] [--fallback DIR] [--dry-run]";
+
+/// The parsed command line.
+#[derive(Debug, Default)]
+struct Options {
+    root: PathBuf,
+    servers: Vec<String>,
+    me: Option<String>,
+    fallback: Option<String>,
+    dry_run: bool,
+}
+
+/// Why install stops; mapped to an exit code in [`main`] only.
+enum Failure {
+    Usage(String),
+    Failed(usize),
+}
+
+/// `nullq install`. Exit 0 when everything is in place, 100 on a usage error, 111 when some
+/// step failed (each printed).
+pub fn main(args: &[OsString]) -> i32 {
+    match run(args) {
+        Ok(()) => 0,
+        Err(Failure::Usage(why)) => {
+            eprintln!("nullq install: {why}");
+            eprintln!("{USAGE}");
+            100
+        }
+        Err(Failure::Failed(n)) => {
+            eprintln!("nullq install: {n} step(s) failed");
+            111
+        }
+    }
+}
+
+fn parse(args: &[OsString]) -> Result<Options, Failure> {
+    let mut opts = Options {
+        root: PathBuf::from("/"),
+        ..Options::default()
+    };
+    let mut words = args.iter().skip(1);
+    let value =
+        |flag: &str, words: &mut dyn Iterator<Item = &OsString>| -> Result<String, Failure> {
+            words
+                .next()
+                .and_then(|v| v.to_str())
+                .map(str::to_owned)
+                .ok_or_else(|| Failure::Usage(format!("{flag} needs a (UTF-8) value")))
+        };
+    while let Some(word) = words.next() {
+        match word.to_str() {
+            Some("--root") => opts.root = PathBuf::from(value("--root", &mut words)?),
+            Some("--server") => {
+                let server = value("--server", &mut words)?;
+                parse_server(&server)
+                    .map_err(|e| Failure::Usage(format!("--server {server}: {e}")))?;
+                opts.servers.push(server);
+            }
+            Some("--me") => opts.me = Some(value("--me", &mut words)?),
+            Some("--fallback") => opts.fallback = Some(value("--fallback", &mut words)?),
+            Some("--dry-run" | "-n") => opts.dry_run = true,
+            _ => {
+                return Err(Failure::Usage(format!(
+                    "unknown argument {}",
+                    word.to_string_lossy()
+                )))
+            }
+        }
+    }
+    Ok(opts)
+}
+
+/// The installer: prints and (unless dry) performs each change, counting failures.
+struct Installer {
+    dry_run: bool,
+    changes: usize,
+    failures: usize,
+    out: io::Stdout,
+}
+
+impl Installer {
+    fn say(&mut self, what: &str) {
+        let prefix = if self.dry_run { "would " } else { "" };
+        let _ = writeln!(self.out.lock(), "{prefix}{what}");
+    }
+
+    /// Print a change, then do it (unless dry); a failure is printed and counted.
+    fn change(&mut self, what: String, act: impl FnOnce() -> io::Result<()>) {
+        self.say(&what);
+        self.changes += 1;
+        if !self.dry_run {
+            if let Err(e) = act() {
+                eprintln!("nullq install: failed: {what}: {e}");
+                self.failures += 1;
+            }
+        }
+    }
+
+    fn warn(&mut self, what: &str) {
+        eprintln!("nullq install: warning: {what}");
+    }
+
+    fn dir(&mut self, path: &Path, mode: u32) {
+        if path.is_dir() {
+            return;
+        }
+        let p = path.to_path_buf();
+        self.change(format!("mkdir {}", path.display()), move || {
+            DirBuilder::new().recursive(true).mode(mode).create(&p)
+        });
+    }
+
+    /// Make `path` a symlink to `target`. An existing link to `target` is left alone; a link
+    /// that `ours` recognises is replaced; anything else is moved aside to `NAME.nullq-orig`.
+    fn link(&mut self, path: &Path, target: &Path, ours: impl Fn(&Path) -> bool) {
+        let aside = path.with_file_name(format!(
+            "{}.nullq-orig",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                eprintln!(
+                    "nullq install: failed: unable to look at {}: {e}",
+                    path.display()
+                );
+                self.failures += 1;
+                return;
+            }
+            Ok(meta) => {
+                let current = fs::read_link(path).ok();
+                if current.as_deref() == Some(target) {
+                    return; // already right
+                }
+                let replace =
+                    meta.file_type().is_symlink() && current.as_deref().is_some_and(&ours);
+                if !replace {
+                    if fs::symlink_metadata(&aside).is_ok() {
+                        self.warn(&format!(
+                            "{} is not nullq's, and {} already exists: left both alone",
+                            path.display(),
+                            aside.display()
+                        ));
+                        self.failures += 1;
+                        return;
+                    }
+                    let (from, to) = (path.to_path_buf(), aside.clone());
+                    self.change(
+                        format!("move {} to {}", path.display(), aside.display()),
+                        move || fs::rename(&from, &to),
+                    );
+                }
+            }
+        }
+        if let Some(parent) = path.parent() {
+            self.dir(parent, 0o755);
+        }
+        let (p, t) = (path.to_path_buf(), target.to_path_buf());
+        self.change(
+            format!("symlink {} -> {}", path.display(), target.display()),
+            move || {
+                // Build the link beside and rename it over: the name never goes missing.
+                let tmp = p.with_file_name(format!(
+                    ".{}.nullq-new",
+                    p.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default()
+                ));
+                let _ = fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(&t, &tmp)?;
+                fs::rename(&tmp, &p)
+            },
+        );
+    }
+
+    /// Make `path` hold exactly `content` (written beside, then renamed), mode `mode`.
+    fn file(&mut self, path: &Path, content: &str, mode: u32) {
+        match fs::read(path) {
+            Ok(current) if current == content.as_bytes() => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                eprintln!(
+                    "nullq install: failed: unable to read {}: {e}",
+                    path.display()
+                );
+                self.failures += 1;
+                return;
+            }
+        }
+        let (p, c) = (path.to_path_buf(), content.to_owned());
+        self.change(format!("write {}", path.display()), move || {
+            let tmp = p.with_file_name(format!(
+                ".{}.nullq-new",
+                p.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            fs::write(&tmp, c.as_bytes())?;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+            fs::rename(&tmp, &p)
+        });
+    }
+}
+
+fn run(args: &[OsString]) -> Result<(), Failure> {
+    let opts = parse(args)?;
+    let exe = std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| Failure::Usage(format!("unable to find the nullq binary: {e}")))?;
+    let mut inst = Installer {
+        dry_run: opts.dry_run,
+        changes: 0,
+        failures: 0,
+        out: io::stdout(),
+    };
+    let under = |p: &str| opts.root.join(p.trim_start_matches('/'));
+    let home = under(HOME);
+    let bin = home.join("bin");
+    let control = home.join("control");
+    inst.dir(&bin, 0o755);
+    inst.dir(&control, 0o755);
+
+    // A link to any file called `nullq` is an older install of ours (the binary moved).
+    let is_nullq = |t: &Path| t.file_name().is_some_and(|n| n == "nullq");
+    for name in PROGRAMS {
+        inst.link(&bin.join(name), &exe, is_nullq);
+    }
+
+    let me_path = control.join("me");
+    match (&opts.me, me_path.exists()) {
+        (Some(me), _) => inst.file(&me_path, &format!("{me}\n"), 0o644),
+        (None, false) => match hostname() {
+            Some(me) => inst.file(&me_path, &format!("{me}\n"), 0o644),
+            None => {
+                inst.warn("unable to find this host's name: write control/me yourself, or use --me")
+            }
+        },
+        (None, true) => {}
+    }
+    if !opts.servers.is_empty() {
+        let content: String = opts.servers.iter().map(|s| format!("{s}\n")).collect();
+        inst.file(&control.join("qmqpservers"), &content, 0o644);
+    } else if !control.join("qmqpservers").exists() {
+        inst.warn("no --server given and no control/qmqpservers: mail cannot leave this host until it exists");
+    }
+    if let Some(dir) = &opts.fallback {
+        inst.file(&control.join("fallbackqueue"), &format!("{dir}\n"), 0o644);
+        // Every user's sendmail writes there: world-writable and sticky, files are mode 600.
+        let base = under(dir);
+        for sub in ["", "tmp", "new", "failed"] {
+            let d = if sub.is_empty() {
+                base.clone()
+            } else {
+                base.join(sub)
+            };
+            let mode = if sub.is_empty() { 0o755 } else { 0o1733 };
+            if !d.is_dir() {
+                let p = d.clone();
+                inst.change(
+                    format!("mkdir {} (mode {mode:o})", d.display()),
+                    move || {
+                        DirBuilder::new().recursive(true).create(&p)?;
+                        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+                    },
+                );
+            }
+        }
+    }
+
+    for page in MAN_PAGES {
+        let dir = under("usr/share/man").join(page.dir);
+        inst.dir(&dir, 0o755);
+        inst.file(&dir.join(page.name), page.text, 0o644);
+    }
+
+    let sendmail = Path::new(HOME).join("bin/sendmail");
+    for link in SENDMAIL_LINKS {
+        // Ours: a link to /var/qmail/bin/sendmail (this one) or to a nullq binary.
+        inst.link(&under(link), &sendmail, |t: &Path| {
+            is_nullq(t) || t == sendmail
+        });
+    }
+
+    if inst.changes == 0 {
+        let _ = writeln!(
+            io::stdout(),
+            "nullq install: nothing to change under {}",
+            opts.root.display()
+        );
+    }
+    if inst.failures > 0 {
+        return Err(Failure::Failed(inst.failures));
+    }
+    Ok(())
+}
+
+/// This host's name (gethostname(2)), for control/me.
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname writes at most that many.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?.trim().to_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_program_has_a_name_the_dispatcher_knows() {
+        for name in PROGRAMS {
+            assert!(crate::program(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn man_pages_are_roff() {
+        for page in MAN_PAGES {
+            assert!(
+                page.text.starts_with(".TH ") || page.text.starts_with(".so "),
+                "{}",
+                page.name
+            );
+            assert!(
+                page.name.ends_with(&page.dir[3..]),
+                "{} in {}",
+                page.name,
+                page.dir
+            );
+        }
+    }
+
+    #[test]
+    fn options() {
+        let args: Vec<OsString> = [
+            "install",
+            "--root",
+            "/tmp/x",
+            "--server",
+            "10.0.0.1",
+            "--server",
+            "[::1]:6280",
+            "--dry-run",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let opts = match parse(&args) {
+            Ok(o) => o,
+            Err(_) => panic!("parse failed"),
+        };
+        assert_eq!(opts.root, PathBuf::from("/tmp/x"));
+        assert_eq!(opts.servers, vec!["10.0.0.1", "[::1]:6280"]);
+        assert!(opts.dry_run);
+        let bad: Vec<OsString> = ["install", "--server", "not a server!"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert!(matches!(parse(&bad), Err(Failure::Usage(_))));
+    }
+}

@@ -1,0 +1,630 @@
+//! `qmail-qmqpc` (and `qmail-queue`, its mini-qmail symlink): the QMQP client with server failover.
+//!
+//! This module owns the transport half of the null client: reading the qmail-queue interface
+//! (message on fd 0, envelope on fd 1, qmail-queue(8)), spooling the message to a temporary file so
+//! that a 50 MB message is streamed and never held in memory, and handing it to the first server in
+//! `control/qmqpservers` that accepts it (cr.yp.to/proto/qmqp.html). [`queue_file`] is the same
+//! thing for callers in this process (qmail-inject, sendmail, forward).
+//!
+//! Where it differs from qmail-qmqpc, on purpose:
+//! - a `Z` answer or a broken conversation moves on to the next server (qmail-qmqpc stops at `Z`),
+//!   since the point of several servers is that one bad server does not stop mail; the exit code is
+//!   that of the last error (71 `Z`, 72 connect timeout, 73 connect refused, 74 broken);
+//! - the reply netstring is parsed, not scanned for the first `K`/`Z`/`D` byte;
+//! - timeouts are configurable (`control/timeoutconnect`, default 10 s; `control/timeoutremote`,
+//!   default 60 s) and the whole conversation with one server is bounded by QMQP's hour;
+//! - when every server fails temporarily and `control/fallbackqueue` names a directory, the
+//!   message is kept there ([`crate::fallback`]) and the caller is told "queued".
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nullq_config::control::{parse_server, ControlDir, ServerAddr};
+use nullq_proto::envelope::Envelope;
+use nullq_proto::exit::QueueExit;
+use nullq_proto::qmqp::{request_frame, Response, Status, MAX_RESPONSE};
+
+use crate::fallback::{FallbackQueue, FlushLimit};
+
+/// qmail-qmqpc's connect timeout, used when `control/timeoutconnect` is absent.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// qmail-qmqpc's read/write timeout, used when `control/timeoutremote` is absent.
+pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// QMQP: "a session should take at most 1 hour".
+pub const SESSION_LIMIT: Duration = Duration::from_secs(3600);
+/// The longest envelope read from fd 1 (thousands of recipients fit; a runaway writer does not).
+pub const MAX_ENVELOPE: u64 = 64 * 1024 * 1024;
+/// The chunk in which a message is streamed from its file to the socket.
+const CHUNK: usize = 64 * 1024;
+
+/// Where and how to send: the client's control files, read once per run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The servers of `control/qmqpservers`, in file order.
+    pub servers: Vec<ServerAddr>,
+    /// Bound on one TCP connect.
+    pub connect_timeout: Duration,
+    /// Bound on each read and write once connected.
+    pub remote_timeout: Duration,
+    /// The fallback queue, when `control/fallbackqueue` names one.
+    pub fallback: Option<FallbackQueue>,
+    /// Lines of `qmqpservers` that could not be read, with the reason (reported, then skipped).
+    pub bad_lines: Vec<String>,
+}
+
+impl Config {
+    /// Read the control files under `control`. Unreadable files are a configuration error (55);
+    /// an empty or missing `qmqpservers` is not an error here, but [`send`] then fails with 55.
+    pub fn load(control: &ControlDir) -> Result<Config, String> {
+        let lines = control.lines("qmqpservers").map_err(|e| {
+            format!(
+                "unable to read {}: {e}",
+                control.path("qmqpservers").display()
+            )
+        })?;
+        let mut servers = Vec::new();
+        let mut bad_lines = Vec::new();
+        for line in &lines {
+            match parse_server(line) {
+                Ok(server) => servers.push(server),
+                Err(e) => bad_lines.push(e),
+            }
+        }
+        let connect_timeout = seconds(control, "timeoutconnect", DEFAULT_CONNECT_TIMEOUT)?;
+        let remote_timeout = seconds(control, "timeoutremote", DEFAULT_REMOTE_TIMEOUT)?;
+        let fallback = match control.line("fallbackqueue") {
+            Ok(Some(dir)) => Some(FallbackQueue::new(control.home().join(dir))),
+            Ok(None) => None,
+            Err(e) => {
+                return Err(format!(
+                    "unable to read {}: {e}",
+                    control.path("fallbackqueue").display()
+                ))
+            }
+        };
+        Ok(Config {
+            servers,
+            connect_timeout,
+            remote_timeout,
+            fallback,
+            bad_lines,
+        })
+    }
+}
+
+/// A timeout control file in whole seconds; 0 or garbage is a configuration error, since a
+/// silently ignored typo would turn "10" into "forever".
+fn seconds(control: &ControlDir, name: &str, default: Duration) -> Result<Duration, String> {
+    match control.line(name) {
+        Ok(None) => Ok(default),
+        Ok(Some(value)) => match value.parse::<u64>() {
+            Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+            _ => Err(format!(
+                "control/{name}: not a positive number of seconds: {value}"
+            )),
+        },
+        Err(e) => Err(format!(
+            "unable to read {}: {e}",
+            control.path(name).display()
+        )),
+    }
+}
+
+/// The outcome of one attempt at one server that did not end in `K`.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// The connection timed out (72).
+    ConnectTimeout,
+    /// The connection was refused or could not be made (73).
+    ConnectRejected(String),
+    /// Connected, then the conversation broke: a read or write failed or timed out, or the
+    /// answer was not a QMQP response (74).
+    Broken(String),
+    /// The server answered `Z` (71).
+    Temporary(String),
+    /// The server answered `D` (31): no other server is tried.
+    Permanent(String),
+    /// The message file could not be read (54): a local problem, no other server is tried.
+    Local(String),
+}
+
+impl AttemptError {
+    /// The qmail-queue exit code of this error.
+    pub fn exit(&self) -> QueueExit {
+        match self {
+            AttemptError::ConnectTimeout => QueueExit::ConnectTimeout,
+            AttemptError::ConnectRejected(_) => QueueExit::ConnectRejected,
+            AttemptError::Broken(_) => QueueExit::CommFailed,
+            AttemptError::Temporary(_) => QueueExit::TempRefusal,
+            AttemptError::Permanent(_) => QueueExit::PermanentRefusal,
+            AttemptError::Local(_) => QueueExit::ReadError,
+        }
+    }
+
+    /// Whether trying the next server may help.
+    fn try_next(&self) -> bool {
+        !matches!(self, AttemptError::Permanent(_) | AttemptError::Local(_))
+    }
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::ConnectTimeout => write!(f, "connection timed out"),
+            AttemptError::ConnectRejected(why) => write!(f, "connection failed: {why}"),
+            AttemptError::Broken(why) => write!(f, "conversation failed: {why}"),
+            AttemptError::Temporary(text) => write!(f, "temporary failure: Z{text}"),
+            AttemptError::Permanent(text) => write!(f, "permanent failure: D{text}"),
+            AttemptError::Local(why) => write!(f, "unable to read the message: {why}"),
+        }
+    }
+}
+
+/// A message on disk, ready to be sent: `len` bytes from `offset` of `file`.
+pub struct Spooled<'a> {
+    /// The file holding the message.
+    pub file: &'a mut File,
+    /// Where the message starts in it.
+    pub offset: u64,
+    /// How many bytes it has.
+    pub len: u64,
+}
+
+/// Why [`send`] failed: the exit code and, per server tried, what happened.
+#[derive(Debug)]
+pub struct SendError {
+    /// The qmail-queue exit code: that of the last error, or 55 when no server was configured.
+    pub exit: QueueExit,
+    /// One line per failed attempt (`server: reason`) and per unreadable `qmqpservers` line.
+    pub log: Vec<String>,
+}
+
+/// Which server took the message, and what it said.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The server, in `qmqpservers` spelling.
+    pub server: String,
+    /// The text after `K`.
+    pub text: String,
+}
+
+/// Offer the message to each configured server in turn until one answers `K` (or `D`).
+pub fn send(
+    config: &Config,
+    message: &mut Spooled<'_>,
+    envelope: &Envelope,
+) -> Result<Accepted, SendError> {
+    let mut log: Vec<String> = config
+        .bad_lines
+        .iter()
+        .map(|e| format!("control/qmqpservers: skipped: {e}"))
+        .collect();
+    if config.servers.is_empty() {
+        log.push("control/qmqpservers names no server".to_owned());
+        return Err(SendError {
+            exit: QueueExit::ConfigError,
+            log,
+        });
+    }
+    let (prefix, suffix) = request_frame(message.len, &envelope.sender, &envelope.recipients);
+    let mut last = QueueExit::ConfigError;
+    for server in &config.servers {
+        match attempt(config, server, message, &prefix, &suffix) {
+            Ok(text) => {
+                return Ok(Accepted {
+                    server: server.to_string(),
+                    text,
+                })
+            }
+            Err(e) => {
+                log.push(format!("{server}: {e}"));
+                last = e.exit();
+                if !e.try_next() {
+                    break;
+                }
+            }
+        }
+    }
+    Err(SendError { exit: last, log })
+}
+
+/// One conversation with one server (all its addresses, for a host name).
+fn attempt(
+    config: &Config,
+    server: &ServerAddr,
+    message: &mut Spooled<'_>,
+    prefix: &[u8],
+    suffix: &[u8],
+) -> Result<String, AttemptError> {
+    let addrs = server
+        .socket_addrs()
+        .map_err(|e| AttemptError::ConnectRejected(format!("unable to resolve: {e}")))?;
+    let mut stream = connect(&addrs, config.connect_timeout)?;
+    let deadline = Instant::now() + SESSION_LIMIT;
+    let broken = |what: &str, e: io::Error| AttemptError::Broken(format!("{what}: {e}"));
+    stream
+        .set_write_timeout(Some(config.remote_timeout))
+        .map_err(|e| broken("setting the write timeout", e))?;
+    stream
+        .set_read_timeout(Some(config.remote_timeout))
+        .map_err(|e| broken("setting the read timeout", e))?;
+    stream.write_all(prefix).map_err(|e| broken("write", e))?;
+    stream_message(message, &mut stream, deadline)?;
+    stream.write_all(suffix).map_err(|e| broken("write", e))?;
+    stream.flush().map_err(|e| broken("write", e))?;
+    let response = read_response(&mut stream, deadline)?;
+    match response.status {
+        Status::Ok => Ok(response.text),
+        Status::TempFail => Err(AttemptError::Temporary(response.text)),
+        Status::PermFail => Err(AttemptError::Permanent(response.text)),
+    }
+}
+
+/// Connect to the first address that answers; the last address's error decides 72 or 73.
+fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, AttemptError> {
+    let mut last = AttemptError::ConnectRejected("the host name has no address".to_owned());
+    for addr in addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                last = AttemptError::ConnectTimeout
+            }
+            Err(e) => last = AttemptError::ConnectRejected(e.to_string()),
+        }
+    }
+    Err(last)
+}
+
+/// Copy exactly `message.len` bytes from the file to the socket in fixed chunks (the RSS of the
+/// client does not grow with the message).
+fn stream_message(
+    message: &mut Spooled<'_>,
+    out: &mut TcpStream,
+    deadline: Instant,
+) -> Result<(), AttemptError> {
+    let local = |e: io::Error| AttemptError::Local(e.to_string());
+    message
+        .file
+        .seek(SeekFrom::Start(message.offset))
+        .map_err(local)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = message.len;
+    while left > 0 {
+        let want = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
+        let n = match message.file.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(AttemptError::Local(
+                    "the message file is shorter than announced".into(),
+                ))
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(local(e)),
+        };
+        if Instant::now() > deadline {
+            return Err(AttemptError::Broken(
+                "session took longer than an hour".into(),
+            ));
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| AttemptError::Broken(format!("write: {e}")))?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Read the one response netstring; EOF, a timeout or a malformed answer is a broken
+/// conversation ("a response the client did not receive means temporary failure").
+fn read_response(stream: &mut TcpStream, deadline: Instant) -> Result<Response, AttemptError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        match Response::decode(&buf) {
+            Ok(Some((response, _))) => return Ok(response),
+            Ok(None) => {}
+            Err(e) => return Err(AttemptError::Broken(format!("bad response: {e}"))),
+        }
+        if buf.len() as u64 > MAX_RESPONSE + 16 || Instant::now() > deadline {
+            return Err(AttemptError::Broken("no complete response".into()));
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(AttemptError::Broken(if buf.is_empty() {
+                    "connection closed without a response".into()
+                } else {
+                    "connection closed in the middle of the response".into()
+                }))
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(AttemptError::Broken(
+                    "timed out waiting for the response".into(),
+                ))
+            }
+            Err(e) => return Err(AttemptError::Broken(format!("read: {e}"))),
+        }
+    }
+}
+
+/// What [`deliver`] did with a message that no server refused permanently.
+#[derive(Debug)]
+pub enum Delivered {
+    /// A server answered `K`.
+    Sent(Accepted),
+    /// Every server failed temporarily; the message waits in the fallback queue under this id.
+    Deferred {
+        /// The fallback queue's id of the message.
+        id: String,
+        /// Why each server failed.
+        log: Vec<String>,
+    },
+}
+
+/// Send the message, or keep it in the fallback queue when every server fails temporarily and
+/// one is configured; after a successful send, also flush a little of the fallback queue.
+pub fn deliver(
+    config: &Config,
+    message: &mut Spooled<'_>,
+    envelope: &Envelope,
+) -> Result<Delivered, SendError> {
+    match send(config, message, envelope) {
+        Ok(accepted) => {
+            if let Some(queue) = &config.fallback {
+                // Opportunistic: servers answer again, so what waits can go now. Bounded, and it
+                // never waits for a lock another flush holds.
+                let _ = queue.flush(config, FlushLimit::opportunistic());
+            }
+            Ok(Delivered::Sent(accepted))
+        }
+        Err(mut err) => {
+            let fallback_worthy = matches!(
+                err.exit,
+                QueueExit::TempRefusal
+                    | QueueExit::ConnectTimeout
+                    | QueueExit::ConnectRejected
+                    | QueueExit::CommFailed
+            );
+            let Some(queue) = config.fallback.as_ref().filter(|_| fallback_worthy) else {
+                return Err(err);
+            };
+            match queue.store(message, envelope) {
+                Ok(id) => Ok(Delivered::Deferred { id, log: err.log }),
+                Err(e) => {
+                    err.log
+                        .push(format!("fallback queue {}: {e}", queue.dir().display()));
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+/// Queue the first `len` bytes of `message` (read from offset 0) for `envelope`, as qmail-queue
+/// would: `Ok(())` once a server accepted it or it is safe in the fallback queue.
+///
+/// For callers in this process (qmail-inject, sendmail, forward). On failure it has already
+/// printed, on stderr, one line per server tried; the caller maps the [`QueueExit`] to its own
+/// exit code (`is_permanent()` → 100, else 111). An envelope with no recipient is accepted and
+/// sent nowhere, as qmail-queue does.
+pub fn queue_file(message: &mut File, len: u64, envelope: &Envelope) -> Result<(), QueueExit> {
+    let control = ControlDir::from_env();
+    let config = match Config::load(&control) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("qmail-qmqpc: {e}");
+            return Err(QueueExit::ConfigError);
+        }
+    };
+    queue_with(
+        &config,
+        &mut Spooled {
+            file: message,
+            offset: 0,
+            len,
+        },
+        envelope,
+    )
+}
+
+/// [`queue_file`] with a loaded configuration and a message anywhere in its file.
+pub fn queue_with(
+    config: &Config,
+    message: &mut Spooled<'_>,
+    envelope: &Envelope,
+) -> Result<(), QueueExit> {
+    if envelope.recipients.is_empty() {
+        // qmail-queue queues such a message and qmail-send drops it; QMQP cannot carry it at all.
+        return Ok(());
+    }
+    match deliver(config, message, envelope) {
+        Ok(Delivered::Sent(_)) => Ok(()),
+        Ok(Delivered::Deferred { id, log }) => {
+            // The one line a person sees: the mail is safe but not yet sent, and why.
+            let why = log
+                .last()
+                .map(String::as_str)
+                .unwrap_or("no server answered");
+            eprintln!("qmail-qmqpc: deferred: no QMQP server took the message ({why}); kept in the fallback queue as {id}, `nullq flush` sends it");
+            Ok(())
+        }
+        Err(err) => {
+            for line in &err.log {
+                eprintln!("qmail-qmqpc: {line}");
+            }
+            Err(err.exit)
+        }
+    }
+}
+
+/// `qmail-qmqpc` / `qmail-queue`: message on fd 0, envelope on fd 1; exit with qmail-queue's codes.
+pub fn main(_args: &[OsString]) -> i32 {
+    match run_main() {
+        Ok(()) => 0,
+        Err(code) => i32::from(code.code()),
+    }
+}
+
+fn run_main() -> Result<(), QueueExit> {
+    let control = ControlDir::from_env();
+    if !control.home().is_dir() {
+        eprintln!(
+            "qmail-qmqpc: unable to use the qmail home directory {}",
+            control.home().display()
+        );
+        return Err(QueueExit::HomeDir);
+    }
+    // qmail-qmqpc reads qmqpservers before the message: a host with no servers fails fast.
+    let config = match Config::load(&control) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("qmail-qmqpc: {e}");
+            return Err(QueueExit::ConfigError);
+        }
+    };
+    if config.servers.is_empty() {
+        eprintln!(
+            "qmail-qmqpc: {} names no server",
+            control.path("qmqpservers").display()
+        );
+        return Err(QueueExit::ConfigError);
+    }
+    // The message first, to its end: the writer may fill the fd 0 pipe before writing fd 1.
+    let (mut file, offset, len) = spool_stdin().map_err(|e| {
+        eprintln!("qmail-qmqpc: unable to read the message: {e}");
+        QueueExit::ReadError
+    })?;
+    let envelope = read_envelope()?;
+    queue_with(
+        &config,
+        &mut Spooled {
+            file: &mut file,
+            offset,
+            len,
+        },
+        &envelope,
+    )
+}
+
+/// The message on fd 0 as a file: fd 0 itself when it is a regular file (nothing to copy),
+/// else a copy in an anonymous temporary file.
+fn spool_stdin() -> io::Result<(File, u64, u64)> {
+    let stdin = io::stdin();
+    let mut fd0 = File::from(stdin.as_fd().try_clone_to_owned()?);
+    let meta = fd0.metadata()?;
+    if meta.file_type().is_file() {
+        let offset = fd0.stream_position()?;
+        if let Some(len) = meta.len().checked_sub(offset) {
+            return Ok((fd0, offset, len));
+        }
+    }
+    let mut tmp = tempfile::tempfile()?;
+    let len = copy_all(&mut fd0, &mut tmp)?;
+    tmp.flush()?;
+    Ok((tmp, 0, len))
+}
+
+/// Copy a reader to a file in fixed chunks, counting bytes.
+pub(crate) fn copy_all(from: &mut impl Read, to: &mut File) -> io::Result<u64> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// The envelope from fd 1, read as a file (qmail-queue(8): fd 1 is the envelope's read end).
+fn read_envelope() -> Result<Envelope, QueueExit> {
+    let stdout = io::stdout();
+    let owned = stdout.as_fd().try_clone_to_owned().map_err(|e| {
+        eprintln!("qmail-qmqpc: unable to read the envelope: {e}");
+        QueueExit::ReadError
+    })?;
+    let mut bytes = Vec::new();
+    File::from(owned)
+        .take(MAX_ENVELOPE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            eprintln!("qmail-qmqpc: unable to read the envelope: {e}");
+            QueueExit::ReadError
+        })?;
+    if bytes.len() as u64 > MAX_ENVELOPE {
+        eprintln!("qmail-qmqpc: envelope longer than {MAX_ENVELOPE} bytes");
+        return Err(QueueExit::EnvelopeFormat);
+    }
+    Envelope::parse(&bytes).map_err(|e| {
+        eprintln!("qmail-qmqpc: {e}");
+        e.exit()
+    })
+}
+
+/// `nullq flush [-v]`: send what waits in the fallback queue. Exit 0 when it is empty afterwards
+/// (or off), 111 when messages still wait (servers still failing), 100 when a server refused one
+/// permanently (it was moved to `failed/`), 55 on a configuration problem.
+pub fn flush(args: &[OsString]) -> i32 {
+    let mut verbose = false;
+    for arg in args.iter().skip(1) {
+        match arg.to_str() {
+            Some("-v") => verbose = true,
+            _ => {
+                eprintln!("nullq flush: usage: nullq flush [-v]");
+                return 100;
+            }
+        }
+    }
+    let control = ControlDir::from_env();
+    let config = match Config::load(&control) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("nullq flush: {e}");
+            return 55;
+        }
+    };
+    let Some(queue) = &config.fallback else {
+        if verbose {
+            eprintln!("nullq flush: no fallback queue (control/fallbackqueue is not set)");
+        }
+        return 0;
+    };
+    let report = queue.flush(&config, FlushLimit::all());
+    for line in &report.log {
+        eprintln!("nullq flush: {line}");
+    }
+    if verbose {
+        eprintln!(
+            "nullq flush: {} sent, {} failed permanently, {} still waiting, {} busy in another flush",
+            report.sent, report.failed, report.waiting, report.busy
+        );
+    }
+    if report.error.is_some() {
+        return 111;
+    }
+    if report.failed > 0 {
+        100
+    } else if report.waiting > 0 {
+        111
+    } else {
+        0
+    }
+}
