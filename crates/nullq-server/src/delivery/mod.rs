@@ -704,7 +704,12 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId) -> Next {
             for ((&i, rcpt), answer) in indexes.iter().zip(&job.recipients).zip(answers) {
                 let r = &mut state.recipients[i];
                 r.attempts = r.attempts.saturating_add(1);
-                r.last_result.clone_from(&answer.text);
+                // Keep the mark of a delay warning already sent (see bounce::WARNED).
+                r.last_result = if r.last_result.starts_with(bounce::WARNED) {
+                    format!("{}{}", bounce::WARNED, answer.text)
+                } else {
+                    answer.text.clone()
+                };
                 tracing::info!(
                     target: "nullq::delivery",
                     id = %id,
