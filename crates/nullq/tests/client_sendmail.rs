@@ -1,0 +1,345 @@
+//! sendmail run as the real binary through its symlinks: the calls Pine, cron, mutt and
+//! bsd-mailx make, exit codes for each failure, mailq, newaliases, -bs, and the usage line.
+//! Messages are checked where they arrive: a QMQP server in the test that records them.
+
+mod client_support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use client_support::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn sendmail(host: &Host, args: &[&str], input: &str) -> (i32, String, String) {
+    let mut cmd = host.cmd("sendmail");
+    cmd.args(args);
+    let out = run(cmd, input.as_bytes(), LIMIT);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn header(message: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let prefix = format!("{}:", name.to_ascii_lowercase());
+    text.split("\n\n")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with(&prefix))
+        .map(|l| l[prefix.len()..].trim().to_owned())
+}
+
+fn setup() -> (Host, QmqpServer) {
+    let host = Host::new();
+    let server = QmqpServer::start(Answer::Accept);
+    host.servers(&[server.addr]);
+    (host, server)
+}
+
+#[test]
+fn pine_sendmail_oem_oi_t() {
+    let (host, server) = setup();
+    let (code, _, err) = sendmail(
+        &host,
+        &["-oem", "-oi", "-t"],
+        "To: bob\nSubject: hi\n\nbody\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].recipients, vec![b"bob@example.net".to_vec()]);
+    assert_eq!(got[0].sender, b"jason@example.net");
+    assert_eq!(
+        header(&got[0].message, "To").as_deref(),
+        Some("bob@example.net")
+    );
+    assert_eq!(header(&got[0].message, "Subject").as_deref(), Some("hi"));
+    assert!(String::from_utf8_lossy(&got[0].message).ends_with("\n\nbody\n"));
+}
+
+#[test]
+fn cron_sendmail_fcrondaemon() {
+    let (host, server) = setup();
+    let (code, _, err) = sendmail(
+        &host,
+        &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+        "Subject: Cron <root@host1> run-parts /etc/cron.daily\n\noutput\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let got = server.received();
+    assert_eq!(got[0].recipients, vec![b"root@example.net".to_vec()]);
+    let from = header(&got[0].message, "From").unwrap_or_default();
+    assert!(from.contains("CronDaemon"), "{from}");
+    assert!(from.contains("jason@example.net"), "{from}");
+}
+
+#[test]
+fn without_t_the_header_recipients_are_not_used() {
+    let (host, server) = setup();
+    let (code, _, err) = sendmail(&host, &["-oi", "eve"], "To: bob\nSubject: hi\n\nbody\n");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        server.received()[0].recipients,
+        vec![b"eve@example.net".to_vec()]
+    );
+    let (code, _, err) = sendmail(&host, &["-t", "eve"], "To: bob\n\nbody\n");
+    assert_eq!(code, 0, "{err}");
+    let mut r = server.received()[1].recipients.clone();
+    r.sort();
+    assert_eq!(
+        r,
+        vec![b"bob@example.net".to_vec(), b"eve@example.net".to_vec()]
+    );
+}
+
+#[test]
+fn f_and_r_set_the_envelope_sender() {
+    let (host, server) = setup();
+    for flag in ["-f", "-r"] {
+        let (code, _, err) = sendmail(
+            &host,
+            &[flag, "cron@example.org", "bob"],
+            "Subject: x\n\ny\n",
+        );
+        assert_eq!(code, 0, "{flag}: {err}");
+    }
+    let (code, _, err) = sendmail(&host, &["-fcron@example.org", "bob"], "Subject: x\n\ny\n");
+    assert_eq!(code, 0, "{err}");
+    for got in server.received() {
+        assert_eq!(got.sender, b"cron@example.org");
+        let from = header(&got.message, "From").unwrap_or_default();
+        assert!(
+            from.contains("cron@example.org"),
+            "the From field follows -f: {from}"
+        );
+    }
+}
+
+#[test]
+fn permanent_refusal_is_100_temporary_is_111() {
+    let host = Host::new();
+    let d = QmqpServer::start(Answer::PermFail);
+    host.servers(&[d.addr]);
+    let (code, _, err) = sendmail(&host, &["bob"], "Subject: x\n\ny\n");
+    assert_eq!(code, 100, "{err}");
+    let z = QmqpServer::start(Answer::TempFail);
+    host.servers(&[z.addr, dead_port()]);
+    let (code, _, err) = sendmail(&host, &["bob"], "Subject: x\n\ny\n");
+    assert_eq!(code, 111, "{err}");
+    // Under a plain file, so that not even root can create it.
+    std::fs::write(host.dir.path().join("plain"), b"").expect("file");
+    host.control(
+        "fallbackqueue",
+        &format!("{}/plain/fallback", host.dir.path().display()),
+    );
+    let (code, _, err) = sendmail(&host, &["bob"], "Subject: x\n\ny\n");
+    assert_eq!(
+        code, 111,
+        "an unusable fallback queue changes nothing: {err}"
+    );
+}
+
+#[test]
+fn fallback_queue_then_mailq_then_flush() {
+    let host = Host::new();
+    host.control("fallbackqueue", "fallback");
+    host.servers(&[dead_port()]);
+    let (code, _, err) = sendmail(&host, &["-oi", "-t"], "To: bob\nSubject: later\n\nbody\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("fallback"), "{err}");
+    for args in [&["-bp"][..], &[]] {
+        let mut cmd = host.cmd(if args.is_empty() { "mailq" } else { "sendmail" });
+        cmd.args(args);
+        let out = run(cmd, b"", LIMIT);
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(listing.contains("<jason@example.net>"), "{listing}");
+        assert!(listing.contains("\tremote\tbob@example.net"), "{listing}");
+    }
+    let server = QmqpServer::start(Answer::Accept);
+    host.servers(&[server.addr]);
+    let mut flush = Command::new(env!("CARGO_BIN_EXE_nullq"));
+    flush.arg("flush").env("NULLQ_HOME", host.home());
+    let out = run(flush, b"", LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(server.received().len(), 1);
+    assert_eq!(
+        header(&server.received()[0].message, "Subject").as_deref(),
+        Some("later")
+    );
+}
+
+#[test]
+fn unknown_option_prints_qmails_usage_and_exits_100() {
+    let (host, server) = setup();
+    let (code, _, err) = sendmail(&host, &["-q", "bob"], "x\n");
+    assert_eq!(code, 100);
+    assert_eq!(
+        err,
+        "sendmail: illegal option -- q\n\
+         sendmail: usage: sendmail [ -t ] [ -fsender ] [ -Fname ] [ -bp ] [ -bs ] [ arg ... ]\n"
+    );
+    let (code, _, err) = sendmail(&host, &["-bi"], "");
+    assert_eq!(code, 100);
+    assert!(err.starts_with("sendmail: usage:"), "{err}");
+    assert_eq!(server.connections(), 0);
+}
+
+#[test]
+fn newaliases_is_refused() {
+    let (host, _server) = setup();
+    let out = run(host.cmd("newaliases"), b"", LIMIT);
+    assert_eq!(out.status.code(), Some(100));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "sendmail: fatal: please use fastforward/newaliases instead\n"
+    );
+}
+
+#[test]
+fn missing_home_is_111() {
+    let (host, _server) = setup();
+    let mut cmd = host.cmd("sendmail");
+    cmd.arg("bob")
+        .env("NULLQ_HOME", host.dir.path().join("none"));
+    let out = run(cmd, b"x\n", LIMIT);
+    assert_eq!(out.status.code(), Some(111));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "sendmail: fatal: unable to switch to qmail home directory\n"
+    );
+}
+
+#[test]
+fn bs_speaks_smtp_and_injects() {
+    let (host, server) = setup();
+    let session = "EHLO client\r\nMAIL FROM:<cron@example.org>\r\nRCPT TO:<bob>\r\nRCPT TO:<eve@example.com>\r\n\
+                   DATA\r\nSubject: via smtp\r\n\r\n..dot\r\nline\r\n.\r\nQUIT\r\n";
+    let (code, out, err) = sendmail(&host, &["-bs"], session);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("220 host1.example.net"), "{out}");
+    assert!(out.contains("354 go ahead\r\n250 ok\r\n221 "), "{out}");
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].sender, b"cron@example.org");
+    assert_eq!(
+        got[0].recipients,
+        vec![b"bob@example.net".to_vec(), b"eve@example.com".to_vec()]
+    );
+    let text = String::from_utf8_lossy(&got[0].message).into_owned();
+    assert!(text.contains("Subject: via smtp\n"), "{text}");
+    assert!(text.ends_with("\n\n.dot\nline\n"), "{text}");
+    assert!(!text.contains('\r'), "{text}");
+}
+
+#[test]
+fn bs_reports_a_refused_message() {
+    let host = Host::new();
+    let d = QmqpServer::start(Answer::PermFail);
+    host.servers(&[d.addr]);
+    let (_, out, _) = sendmail(
+        &host,
+        &["-bs"],
+        "HELO x\r\nMAIL FROM:<>\r\nRCPT TO:<bob>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n",
+    );
+    assert!(out.contains("\r\n554 "), "{out}");
+}
+
+#[test]
+fn mutt_sends_through_our_sendmail() {
+    if !have("/usr/bin/mutt") {
+        eprintln!("skipped: mutt is not installed");
+        return;
+    }
+    let (host, server) = setup();
+    let muttrc = host.dir.path().join("muttrc");
+    std::fs::write(
+        &muttrc,
+        format!(
+            "set sendmail=\"{}\"\nset from=\"Jason Mader <jason@example.net>\"\nset use_from=yes\n\
+             set copy=no\nset record=\"\"\nset charset=\"utf-8\"\nset send_charset=\"us-ascii:utf-8\"\n",
+            host.bin("sendmail").display()
+        ),
+    )
+    .expect("muttrc");
+    let mut cmd = host.cmd("sendmail");
+    let mut mutt = Command::new("/usr/bin/mutt");
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            mutt.env(k, v);
+        }
+    }
+    cmd = mutt;
+    cmd.args(["-n", "-F"])
+        .arg(&muttrc)
+        .args(["-s", "from mutt", "--", "bob@example.com"])
+        .env("TERM", "dumb");
+    let out = run(cmd, b"hello from mutt\n", LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].recipients, vec![b"bob@example.com".to_vec()]);
+    assert_eq!(
+        header(&got[0].message, "Subject").as_deref(),
+        Some("from mutt")
+    );
+    let from = header(&got[0].message, "From").unwrap_or_default();
+    assert!(from.contains("jason@example.net"), "{from}");
+    assert!(String::from_utf8_lossy(&got[0].message).contains("hello from mutt"));
+}
+
+#[test]
+fn bsd_mailx_sends_through_our_sendmail() {
+    if !have("/usr/bin/bsd-mailx") {
+        eprintln!("skipped: bsd-mailx is not installed");
+        return;
+    }
+    let (host, server) = setup();
+    let mailrc = host.dir.path().join("mailrc");
+    std::fs::write(
+        &mailrc,
+        format!("set sendmail={}\n", host.bin("sendmail").display()),
+    )
+    .expect("mailrc");
+    let env_source = host.cmd("sendmail");
+    let mut cmd = Command::new("/usr/bin/bsd-mailx");
+    for (k, v) in env_source.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env("MAILRC", &mailrc).args(["-s", "from mailx", "bob"]);
+    let out = run(cmd, b"hello from mailx\n", LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // mailx forks sendmail and may exit first: wait (bounded) for the message.
+    assert!(wait_for(Duration::from_secs(30), || !server
+        .received()
+        .is_empty()));
+    let got = server.received();
+    assert_eq!(got[0].recipients, vec![b"bob@example.net".to_vec()]);
+    assert_eq!(
+        header(&got[0].message, "Subject").as_deref(),
+        Some("from mailx")
+    );
+    assert_eq!(got[0].sender, b"jason@example.net");
+    assert!(String::from_utf8_lossy(&got[0].message).contains("hello from mailx"));
+}
