@@ -72,6 +72,8 @@ macro_rules! man {
 pub const MAN_PAGES: &[ManPage] = &[
     man!("sendmail.8", "man8"),
     man!("mailq.8", "man8"),
+    man!("qmail-inject.8", "man8"),
+    man!("qmail-showctl.8", "man8"),
     man!("qmail-qmqpc.8", "man8"),
     man!("qmail-queue.8", "man8"),
     man!("nullq-flush.8", "man8"),
