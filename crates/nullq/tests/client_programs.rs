@@ -369,7 +369,7 @@ fn maildirwatch_one_round() {
     // Without -1 it keeps refreshing until killed (bounded here by the run limit).
     let mut cmd = host.cmd("maildirwatch");
     cmd.env("MAILDIR", &dir).env("MAILDIRWATCH_INTERVAL", "1");
-    let out = run(cmd, b"", Duration::from_millis(2500));
+    let out = run(cmd, b"", Duration::from_millis(4000));
     let rounds = String::from_utf8_lossy(&out.stdout)
         .matches("\x1b[;H")
         .count();
