@@ -166,14 +166,25 @@ fn admit(
         return None;
     }
     let Ok(permit) = Arc::clone(sessions).try_acquire_owned() else {
-        refuse(stream, ip, format!("sorry, too many sessions ({} at once), try again later (#4.3.2)", limits.max_sessions));
+        refuse(
+            stream,
+            ip,
+            format!(
+                "sorry, too many sessions ({} at once), try again later (#4.3.2)",
+                limits.max_sessions
+            ),
+        );
         return None;
     };
     let Some(ip_guard) = PerIp::enter(per_ip, ip, limits.max_sessions_per_ip) else {
-        refuse(stream, ip, format!(
-            "sorry, too many sessions from your address ({} at once), try again later (#4.3.2)",
-            limits.max_sessions_per_ip
-        ));
+        refuse(
+            stream,
+            ip,
+            format!(
+                "sorry, too many sessions from your address ({} at once), try again later (#4.3.2)",
+                limits.max_sessions_per_ip
+            ),
+        );
         return None;
     };
     let peer = Peer {

@@ -13,7 +13,9 @@ use tracing_subscriber::EnvFilter;
 /// Set up logging for the process. `level` is a tracing filter (`info`, `nullq=debug`, ...).
 pub fn init(format: &LogFormat, level: &str) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
     let result = match format {
         LogFormat::Stderr => builder.with_writer(io::stderr).try_init(),
         LogFormat::Syslog => builder

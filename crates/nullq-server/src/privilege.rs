@@ -44,9 +44,7 @@ pub fn resolve(user: &str, group: Option<&str>) -> Result<Identity, String> {
                 unsafe { (*gr).gr_gid }
             }
         },
-        None => user_gid.ok_or_else(|| {
-            format!("user {user:?} is numeric: give --group too")
-        })?,
+        None => user_gid.ok_or_else(|| format!("user {user:?} is numeric: give --group too"))?,
     };
     Ok(Identity { uid, gid })
 }

@@ -199,7 +199,9 @@ impl Recorder {
 }
 
 fn relay(mut client: TcpStream, upstream: SocketAddr, log: Arc<Mutex<Vec<Exchange>>>) {
-    let Ok(mut server) = TcpStream::connect(upstream) else { return };
+    let Ok(mut server) = TcpStream::connect(upstream) else {
+        return;
+    };
     let limit = Some(Duration::from_secs(60));
     for s in [&client, &server] {
         let _ = s.set_read_timeout(limit);
@@ -224,7 +226,9 @@ fn relay(mut client: TcpStream, upstream: SocketAddr, log: Arc<Mutex<Vec<Exchang
     let _ = client.write_all(&response);
     let _ = client.shutdown(std::net::Shutdown::Both);
     let request = up.join().unwrap_or_default();
-    log.lock().expect("lock").push(Exchange { request, response });
+    log.lock()
+        .expect("lock")
+        .push(Exchange { request, response });
 }
 
 /// Run a command to completion with a time limit; returns (status, stdout, stderr).
