@@ -19,7 +19,9 @@ use nullq_proto::qmqp::encode_request;
 use nullq_spool::{QueueId, Spool};
 
 fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}",
@@ -36,14 +38,23 @@ struct Image {
 impl Image {
     fn new(size: &str) -> Image {
         // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "the power-cut test needs root (mount -o loop)");
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the power-cut test needs root (mount -o loop)"
+        );
         let dir = tempfile::tempdir().expect("tmp");
         let image = dir.path().join("fs.img");
         let mount = dir.path().join("mnt");
         std::fs::create_dir(&mount).expect("mkdir");
         sh(Command::new("truncate").args(["-s", size]).arg(&image));
-        sh(Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(&image));
-        sh(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mount));
+        sh(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&image));
+        sh(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mount));
         Image { mount, _dir: dir }
     }
 
@@ -53,7 +64,10 @@ impl Image {
 
     fn remount(&self) {
         sh(Command::new("umount").arg(&self.mount));
-        sh(Command::new("mount").args(["-o", "loop"]).arg(self.image()).arg(&self.mount));
+        sh(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(self.image())
+            .arg(&self.mount));
     }
 }
 
@@ -74,7 +88,7 @@ fn queue_id(answer: &[u8]) -> Option<QueueId> {
 fn every_k_survives_a_power_cut_under_load() {
     let image = Image::new("256M");
     let data = image.mount.join("data");
-    let mut server = Server::start_in(&data, &["--read-timeout", "5"]);
+    let mut server = Server::start_in(&data, &["--deliver", "none", "--read-timeout", "5"]);
     let addr = server.addr;
 
     // Clients: each message is unique; remember the ones answered K.
@@ -91,8 +105,15 @@ fn every_k_survives_a_power_cut_under_load() {
                     if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(30) {
                         break;
                     }
-                    let body = format!("Subject: power cut {c}/{n}\n\n{}\n", "x".repeat(200 + n % 3000));
-                    let request = encode_request(body.as_bytes(), b"load@example.net", &[b"sink@example.net".to_vec()]);
+                    let body = format!(
+                        "Subject: power cut {c}/{n}\n\n{}\n",
+                        "x".repeat(200 + n % 3000)
+                    );
+                    let request = encode_request(
+                        body.as_bytes(),
+                        b"load@example.net",
+                        &[b"sink@example.net".to_vec()],
+                    );
                     let answer = exchange(addr, &request, Duration::from_secs(10));
                     if let Some(id) = queue_id(&answer) {
                         acked.lock().expect("lock").insert(id, body.into_bytes());
@@ -107,7 +128,9 @@ fn every_k_survives_a_power_cut_under_load() {
     while acked.lock().expect("lock").len() < 500 && before.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    sh(Command::new("xfs_io").args(["-x", "-c", "shutdown"]).arg(&image.mount));
+    sh(Command::new("xfs_io")
+        .args(["-x", "-c", "shutdown"])
+        .arg(&image.mount));
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -115,11 +138,15 @@ fn every_k_survives_a_power_cut_under_load() {
     }
     server.kill();
     let acked = std::mem::take(&mut *acked.lock().expect("lock"));
-    assert!(acked.len() >= 500, "the load did not get going: {} K answers", acked.len());
+    assert!(
+        acked.len() >= 500,
+        "the load did not get going: {} K answers",
+        acked.len()
+    );
 
     // Power back: remount (the journal replays) and start the server on the same spool.
     image.remount();
-    let server = Server::start_in(&data, &[]);
+    let server = Server::start_in(&data, &["--deliver", "none"]);
     let spool = Spool::attach(&data).expect("attach");
     let mut missing = Vec::new();
     for (id, body) in &acked {
@@ -129,17 +156,31 @@ fn every_k_survives_a_power_cut_under_load() {
                 std::io::Read::read_to_end(&mut reader, &mut stored).expect("read");
                 assert!(stored.ends_with(body), "message {id} is not whole");
                 let loaded = spool.load(id).expect("load");
-                assert_eq!(loaded.envelope.recipients, vec![b"sink@example.net".to_vec()]);
+                assert_eq!(
+                    loaded.envelope.recipients,
+                    vec![b"sink@example.net".to_vec()]
+                );
             }
             Err(e) => missing.push(format!("{id}: {e}")),
         }
     }
-    assert!(missing.is_empty(), "{} of {} acknowledged messages lost: {missing:?}", missing.len(), acked.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages lost: {missing:?}",
+        missing.len(),
+        acked.len()
+    );
     let log = server.log_text();
-    assert!(log.contains("recovery:"), "the restarted server reports its recovery:\n{log}");
+    assert!(
+        log.contains("recovery:"),
+        "the restarted server reports its recovery:\n{log}"
+    );
     assert_eq!(common::tmp_files(&data), 0, "recovery emptied tmp/");
-    eprintln!("power cut: {} messages acknowledged, all present after remount; {}", acked.len(),
-        log.lines().find(|l| l.contains("recovery:")).unwrap_or(""));
+    eprintln!(
+        "power cut: {} messages acknowledged, all present after remount; {}",
+        acked.len(),
+        log.lines().find(|l| l.contains("recovery:")).unwrap_or("")
+    );
     drop(server);
     let _ = Path::new(&data);
 }

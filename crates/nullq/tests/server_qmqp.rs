@@ -1,4 +1,4 @@
-//! `nullq serve` against real clients and raw bytes: Postfix's qmqp-source under load, a table of
+//! `nullq serve` (receiving only: `--deliver none`, so the spool can be inspected) against real clients and raw bytes: Postfix's qmqp-source under load, a table of
 //! malformed requests, access rules, limits, timeouts and shutdown. Each test starts its own
 //! server on a loopback port with its own spool.
 
@@ -53,7 +53,7 @@ fn queue_id(answer: &[u8]) -> QueueId {
 
 #[test]
 fn qmqp_source_load_is_spooled_byte_for_byte() {
-    let server = Server::start(&[]);
+    let server = Server::start(&["--deliver", "none"]);
     let recorder = Recorder::start(server.addr);
     let messages = 2000;
     let (status, _out, err) = run_bounded(
@@ -95,10 +95,20 @@ fn qmqp_source_load_is_spooled_byte_for_byte() {
             .expect("read message");
         let text = String::from_utf8_lossy(&stored);
         assert!(text.starts_with("Received: (nullq "), "{text}");
-        assert!(text.contains(" (127.0.0.1)\n  by mx.test with QMQP; "), "{text}");
-        assert!(stored.ends_with(&message), "message bytes differ after the Received lines");
+        assert!(
+            text.contains(" (127.0.0.1)\n  by mx.test with QMQP; "),
+            "{text}"
+        );
+        assert!(
+            stored.ends_with(&message),
+            "message bytes differ after the Received lines"
+        );
         let header_len = stored.len() - message.len();
-        assert_eq!(text[..header_len].matches('\n').count(), 3, "exactly our Received lines precede the message");
+        assert_eq!(
+            text[..header_len].matches('\n').count(),
+            3,
+            "exactly our Received lines precede the message"
+        );
     }
     assert_eq!(common::tmp_files(&server.data), 0);
 }
@@ -106,20 +116,40 @@ fn qmqp_source_load_is_spooled_byte_for_byte() {
 /// The table of malformed requests: (what, bytes sent, expected answer prefix or "" for none).
 #[test]
 fn malformed_requests_get_their_answer_and_store_nothing() {
-    let server = Server::start(&["--read-timeout", "2"]);
+    let server = Server::start(&["--deliver", "none", "--read-timeout", "2"]);
     let good = |m: &[u8], s: &[u8], r: &[u8]| encode_request(m, s, &[r.to_vec()]);
     let mut nul = good(b"hi\n", b"a@example.net", b"bob@example.net");
     let at = nul.len() - 8;
     nul[at] = 0; // a NUL inside the recipient
-    let half = good(b"Subject: half\n\nbody\n", b"a@example.net", b"b@example.net");
+    let half = good(
+        b"Subject: half\n\nbody\n",
+        b"a@example.net",
+        b"b@example.net",
+    );
     let table: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("leading zero", b"045:0:,17:jason@example.net,17:jason@example.net,,".to_vec(), "D"),
-        ("missing comma", b"45:0:,17:jason@example.net;17:jason@example.net,,".to_vec(), "D"),
+        (
+            "leading zero",
+            b"045:0:,17:jason@example.net,17:jason@example.net,,".to_vec(),
+            "D",
+        ),
+        (
+            "missing comma",
+            b"45:0:,17:jason@example.net;17:jason@example.net,,".to_vec(),
+            "D",
+        ),
         ("length 10^12", b"1000000000000:".to_vec(), "D"),
-        ("no recipient", b"24:0:,17:jason@example.net,,".to_vec(), "D"),
+        (
+            "no recipient",
+            b"24:0:,17:jason@example.net,,".to_vec(),
+            "D",
+        ),
         ("NUL in an address", nul, "D"),
         ("not local@domain", good(b"", b"a@example.net", b"bob"), "D"),
-        ("CR in sender", good(b"", b"a\r@example.net", b"b@example.net"), "D"),
+        (
+            "CR in sender",
+            good(b"", b"a\r@example.net", b"b@example.net"),
+            "D",
+        ),
         ("stops halfway", half[..half.len() / 2].to_vec(), ""),
     ];
     let mut failures = Vec::new();
@@ -140,7 +170,8 @@ fn malformed_requests_get_their_answer_and_store_nothing() {
         let ok = if expected.is_empty() {
             answer.is_empty()
         } else {
-            text.split_once(':').is_some_and(|(_, t)| t.starts_with(expected))
+            text.split_once(':')
+                .is_some_and(|(_, t)| t.starts_with(expected))
         };
         if !ok {
             failures.push(format!("{what}: expected {expected:?}, got {text:?}"));
@@ -151,18 +182,40 @@ fn malformed_requests_get_their_answer_and_store_nothing() {
     assert_eq!(common::tmp_files(&server.data), 0, "no tmp leftovers");
     // The reasons are for a person: check two of them.
     let a = exchange(server.addr, &table[3].1, T);
-    assert!(String::from_utf8_lossy(&a).contains("no recipient"), "{a:?}");
+    assert!(
+        String::from_utf8_lossy(&a).contains("no recipient"),
+        "{a:?}"
+    );
     let a = exchange(server.addr, &table[2].1, T);
-    assert!(String::from_utf8_lossy(&a).contains("over the limit"), "{a:?}");
+    assert!(
+        String::from_utf8_lossy(&a).contains("over the limit"),
+        "{a:?}"
+    );
 }
 
 #[test]
 fn oversize_and_too_many_recipients_are_refused_after_the_whole_request() {
-    let server = Server::start(&["--databytes", "1000", "--max-recipients", "2"]);
-    let big = encode_request(&[b'x'; 2000], b"a@example.net", &[b"b@example.net".to_vec()]);
+    let server = Server::start(&[
+        "--deliver",
+        "none",
+        "--databytes",
+        "1000",
+        "--max-recipients",
+        "2",
+    ]);
+    let big = encode_request(
+        &[b'x'; 2000],
+        b"a@example.net",
+        &[b"b@example.net".to_vec()],
+    );
     let a = String::from_utf8_lossy(&exchange(server.addr, &big, T)).into_owned();
-    assert!(a.contains(":Dsorry, message is 2000 bytes, over the size limit of 1000 bytes"), "{a}");
-    let rcpts: Vec<Vec<u8>> = (0..3).map(|i| format!("r{i}@example.net").into_bytes()).collect();
+    assert!(
+        a.contains(":Dsorry, message is 2000 bytes, over the size limit of 1000 bytes"),
+        "{a}"
+    );
+    let rcpts: Vec<Vec<u8>> = (0..3)
+        .map(|i| format!("r{i}@example.net").into_bytes())
+        .collect();
     let many = encode_request(b"hi\n", b"a@example.net", &rcpts);
     let a = String::from_utf8_lossy(&exchange(server.addr, &many, T)).into_owned();
     assert!(a.contains(":Dsorry, too many recipients"), "{a}");
@@ -174,23 +227,43 @@ fn oversize_and_too_many_recipients_are_refused_after_the_whole_request() {
 
 #[test]
 fn a_slow_client_hits_the_read_timeout() {
-    let server = Server::start(&["--read-timeout", "1"]);
-    let request = encode_request(b"Subject: slow\n\n", b"a@example.net", &[b"b@example.net".to_vec()]);
+    let server = Server::start(&["--deliver", "none", "--read-timeout", "1"]);
+    let request = encode_request(
+        b"Subject: slow\n\n",
+        b"a@example.net",
+        &[b"b@example.net".to_vec()],
+    );
     let mut s = TcpStream::connect(server.addr).expect("connect");
     s.write_all(&request[..10]).expect("write");
     s.set_read_timeout(Some(T)).expect("timeout");
     let mut answer = Vec::new();
     let _ = std::io::Read::read_to_end(&mut s, &mut answer);
     let text = String::from_utf8_lossy(&answer);
-    assert!(text.contains(":Zsorry, read timeout of 1s exceeded"), "{text}");
+    assert!(
+        text.contains(":Zsorry, read timeout of 1s exceeded"),
+        "{text}"
+    );
     assert!(server.queued().is_empty());
     assert_eq!(common::tmp_files(&server.data), 0);
 }
 
 #[test]
 fn sessions_over_the_limit_get_z_and_the_limit_frees_up() {
-    let server = Server::start(&["--max-sessions", "2", "--max-sessions-per-ip", "2", "--read-timeout", "30"]);
-    let request = encode_request(b"Subject: x\n\n", b"a@example.net", &[b"b@example.net".to_vec()]);
+    let server = Server::start(&[
+        "--deliver",
+        "none",
+        "--max-sessions",
+        "2",
+        "--max-sessions-per-ip",
+        "2",
+        "--read-timeout",
+        "30",
+    ]);
+    let request = encode_request(
+        b"Subject: x\n\n",
+        b"a@example.net",
+        &[b"b@example.net".to_vec()],
+    );
     // Two sessions that have started but not finished hold both slots.
     let mut holders: Vec<TcpStream> = (0..2)
         .map(|_| {
@@ -201,7 +274,10 @@ fn sessions_over_the_limit_get_z_and_the_limit_frees_up() {
         .collect();
     std::thread::sleep(Duration::from_millis(300));
     let third = String::from_utf8_lossy(&exchange(server.addr, &request, T)).into_owned();
-    assert!(third.contains(":Zsorry, too many sessions (2 at once)"), "{third}");
+    assert!(
+        third.contains(":Zsorry, too many sessions (2 at once)"),
+        "{third}"
+    );
     // Finish the two held sessions: both get K, and a new session is admitted again.
     for s in &mut holders {
         s.write_all(&request[5..]).expect("write rest");
@@ -218,13 +294,23 @@ fn sessions_over_the_limit_get_z_and_the_limit_frees_up() {
 
 #[test]
 fn per_address_limit() {
-    let server = Server::start(&["--max-sessions-per-ip", "1", "--read-timeout", "30"]);
+    let server = Server::start(&[
+        "--deliver",
+        "none",
+        "--max-sessions-per-ip",
+        "1",
+        "--read-timeout",
+        "30",
+    ]);
     let request = encode_request(b"x\n", b"a@example.net", &[b"b@example.net".to_vec()]);
     let mut holder = TcpStream::connect(server.addr).expect("connect");
     holder.write_all(&request[..3]).expect("write");
     std::thread::sleep(Duration::from_millis(300));
     let second = String::from_utf8_lossy(&exchange(server.addr, &request, T)).into_owned();
-    assert!(second.contains("too many sessions from your address"), "{second}");
+    assert!(
+        second.contains("too many sessions from your address"),
+        "{second}"
+    );
     drop(holder);
 }
 
@@ -233,12 +319,24 @@ fn denied_clients_are_closed_before_reading_and_sighup_reloads() {
     let dir = tempfile::tempdir().expect("tmp");
     let rules = dir.path().join("qmqp.tcp");
     std::fs::write(&rules, "128.164.26.3:allow\n:deny\n").expect("rules");
-    let server = Server::start(&["--rules", rules.to_str().expect("utf8")]);
+    let server = Server::start(&[
+        "--deliver",
+        "none",
+        "--rules",
+        rules.to_str().expect("utf8"),
+    ]);
     let request = encode_request(b"x\n", b"a@example.net", &[b"b@example.net".to_vec()]);
     let answer = exchange(server.addr, &request, T);
-    assert!(answer.is_empty(), "a denied client gets no answer: {answer:?}");
+    assert!(
+        answer.is_empty(),
+        "a denied client gets no answer: {answer:?}"
+    );
     assert!(server.queued().is_empty());
-    assert!(server.log_text().contains("denied by access rules"), "{}", server.log_text());
+    assert!(
+        server.log_text().contains("denied by access rules"),
+        "{}",
+        server.log_text()
+    );
 
     // Allow loopback and reload: the next client gets in, without restarting the server.
     std::fs::write(&rules, "127.0.0.1:allow\n:deny\n").expect("rules");
@@ -253,14 +351,21 @@ fn denied_clients_are_closed_before_reading_and_sighup_reloads() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(String::from_utf8_lossy(&answer).contains(":Kok"), "{answer:?}");
+    assert!(
+        String::from_utf8_lossy(&answer).contains(":Kok"),
+        "{answer:?}"
+    );
     assert_eq!(server.queued().len(), 1);
 }
 
 #[test]
 fn sigterm_finishes_open_sessions_and_exits_zero() {
-    let mut server = Server::start(&["--read-timeout", "30"]);
-    let request = encode_request(b"Subject: late\n\n", b"a@example.net", &[b"b@example.net".to_vec()]);
+    let mut server = Server::start(&["--deliver", "none", "--read-timeout", "30"]);
+    let request = encode_request(
+        b"Subject: late\n\n",
+        b"a@example.net",
+        &[b"b@example.net".to_vec()],
+    );
     let mut s = TcpStream::connect(server.addr).expect("connect");
     s.write_all(&request[..8]).expect("write");
     std::thread::sleep(Duration::from_millis(200));

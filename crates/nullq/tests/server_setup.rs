@@ -54,7 +54,10 @@ fn embedded_defaults_take_500_messages_from_qmqp_source() {
             .spawn()
             .expect("spawn"),
     );
-    assert!(wait_listening(addr, Duration::from_secs(20)), "no listener on 6628");
+    assert!(
+        wait_listening(addr, Duration::from_secs(20)),
+        "no listener on 6628"
+    );
     let (status, _, err) = run_bounded(
         Command::new("qmqp-source").args(["-s", "10", "-m", "500", "127.0.0.1:6628"]),
         Duration::from_secs(120),
@@ -70,7 +73,10 @@ fn embedded_defaults_take_500_messages_from_qmqp_source() {
     assert_eq!(stored.len(), 500, "messages kept under ./nullq-data");
     for m in &stored {
         let text = String::from_utf8_lossy(m);
-        assert!(text.contains(" with QMQP; "), "no QMQP Received line in {text:.300}");
+        assert!(
+            text.contains(" with QMQP; "),
+            "no QMQP Received line in {text:.300}"
+        );
     }
 }
 
@@ -78,10 +84,14 @@ fn embedded_defaults_take_500_messages_from_qmqp_source() {
 fn listens_on_ipv6_loopback_too() {
     let port6 = free_port();
     let listen6 = format!("[::1]:{port6}");
-    let server = Server::start(&["--listen", &listen6]);
+    let server = Server::start(&["--deliver", "none", "--listen", &listen6]);
     let addr6: SocketAddr = listen6.parse().expect("v6 addr");
     assert!(wait_listening(addr6, T), "no IPv6 listener");
-    let request = encode_request(b"Subject: v6\n\n", b"a@example.net", &[b"b@example.net".to_vec()]);
+    let request = encode_request(
+        b"Subject: v6\n\n",
+        b"a@example.net",
+        &[b"b@example.net".to_vec()],
+    );
     for addr in [server.addr, addr6] {
         let a = String::from_utf8_lossy(&exchange(addr, &request, T)).into_owned();
         assert!(a.contains(":Kok"), "{addr}: {a}");
@@ -92,7 +102,10 @@ fn listens_on_ipv6_loopback_too() {
         .iter()
         .map(|p| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned())
         .collect();
-    assert!(both.iter().any(|t| t.contains("(::1)")), "an IPv6 client is named in Received: {both:?}");
+    assert!(
+        both.iter().any(|t| t.contains("(::1)")),
+        "an IPv6 client is named in Received: {both:?}"
+    );
     assert!(!stored.is_empty());
 }
 
@@ -106,29 +119,55 @@ fn the_config_file_is_read_and_flags_override_it() {
     )
     .expect("write config");
     // --databytes overrides the file's 100; max_recipients stays from the file.
-    let server = Server::start(&["--config", config.to_str().expect("utf8"), "--databytes", "300"]);
+    let server = Server::start(&[
+        "--deliver",
+        "none",
+        "--config",
+        config.to_str().expect("utf8"),
+        "--databytes",
+        "300",
+    ]);
     let ok = encode_request(&[b'x'; 200], b"a@example.net", &[b"b@example.net".to_vec()]);
     let a = String::from_utf8_lossy(&exchange(server.addr, &ok, T)).into_owned();
     assert!(a.contains(":Kok"), "{a}");
-    let rcpts: Vec<Vec<u8>> = (0..6).map(|i| format!("r{i}@example.net").into_bytes()).collect();
+    let rcpts: Vec<Vec<u8>> = (0..6)
+        .map(|i| format!("r{i}@example.net").into_bytes())
+        .collect();
     let many = encode_request(b"x", b"a@example.net", &rcpts);
     let a = String::from_utf8_lossy(&exchange(server.addr, &many, T)).into_owned();
     assert!(a.contains("too many recipients (the limit is 5)"), "{a}");
 
     // --print-config shows the effective values; a bad key is refused with its line.
     let (status, out, _) = run_bounded(
-        Command::new(nullq()).args(["serve", "--print-config", "--databytes", "300", "--config"]).arg(&config),
+        Command::new(nullq())
+            .args(["serve", "--print-config", "--databytes", "300", "--config"])
+            .arg(&config),
         T,
     );
     assert_eq!(status, Some(0));
-    assert!(out.contains("databytes = 300") && out.contains("max_recipients = 5"), "{out}");
+    assert!(
+        out.contains("databytes = 300") && out.contains("max_recipients = 5"),
+        "{out}"
+    );
     std::fs::write(&config, "[limits]\ndatabyte = 1\n").expect("write");
-    let (status, _, err) = run_bounded(Command::new(nullq()).args(["serve", "--config"]).arg(&config), T);
+    let (status, _, err) = run_bounded(
+        Command::new(nullq())
+            .args(["serve", "--config"])
+            .arg(&config),
+        T,
+    );
     assert_eq!(status, Some(111));
-    assert!(err.contains("nullq: fatal:") && err.contains("databyte"), "{err}");
-    let stored = String::from_utf8_lossy(&std::fs::read(&server.queued()[0]).unwrap_or_default()).into_owned();
+    assert!(
+        err.contains("nullq: fatal:") && err.contains("databyte"),
+        "{err}"
+    );
+    let stored = String::from_utf8_lossy(&std::fs::read(&server.queued()[0]).unwrap_or_default())
+        .into_owned();
     // The harness passes --hostname mx.test, which wins over the file's hostname.
-    assert!(stored.contains("by mx.test with QMQP") && !stored.contains("from-config.test"), "{stored}");
+    assert!(
+        stored.contains("by mx.test with QMQP") && !stored.contains("from-config.test"),
+        "{stored}"
+    );
 }
 
 /// Started as root with --user nobody: the listener is bound first, then the spool is created
@@ -136,17 +175,34 @@ fn the_config_file_is_read_and_flags_override_it() {
 #[test]
 fn drops_root_after_binding() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root (CI runs as root)");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (CI runs as root)"
+    );
     let dir = tempfile::tempdir().expect("tmp");
     // nobody must be able to create the data directory inside.
-    let status = Command::new("chmod").arg("1777").arg(dir.path()).status().expect("chmod");
+    let status = Command::new("chmod")
+        .arg("1777")
+        .arg(dir.path())
+        .status()
+        .expect("chmod");
     assert!(status.success());
     let data = dir.path().join("data");
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let _server = Child(
         Command::new(nullq())
-            .args(["serve", "--user", "nobody", "--group", "nogroup", "--listen", &addr.to_string(), "--data"])
+            .args([
+                "serve",
+                "--user",
+                "nobody",
+                "--group",
+                "nogroup",
+                "--listen",
+                &addr.to_string(),
+                "--data",
+            ])
             .arg(&data)
             .stdin(Stdio::null())
             .stderr(Stdio::null())
@@ -161,9 +217,20 @@ fn drops_root_after_binding() {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(data.join("queue")).expect("queue dir");
     let nobody = 65534;
-    assert_eq!(meta.uid(), nobody, "the spool was created by the unprivileged user");
+    assert_eq!(
+        meta.uid(),
+        nobody,
+        "the spool was created by the unprivileged user"
+    );
     let pid = _server.0.id();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default().to_owned();
-    assert!(uid_line.split_whitespace().skip(1).all(|u| u == "65534"), "still privileged: {uid_line}");
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "still privileged: {uid_line}"
+    );
 }

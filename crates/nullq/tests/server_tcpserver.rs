@@ -68,7 +68,11 @@ fn allowed_clients_get_k_and_the_message_is_spooled() {
     let data = dir.path().join("data");
     let (_server, addr) = tcpserver(&cdb, &data);
     let message = b"Subject: via tcpserver\n\nhello\n";
-    let request = encode_request(message, b"jason@example.net", &[b"jason@example.net".to_vec()]);
+    let request = encode_request(
+        message,
+        b"jason@example.net",
+        &[b"jason@example.net".to_vec()],
+    );
     let answer = String::from_utf8_lossy(&exchange(addr, &request, T)).into_owned();
     assert!(answer.contains(":Kok"), "answer: {answer:?}");
     let files = queued_files(&data);
@@ -76,7 +80,10 @@ fn allowed_clients_get_k_and_the_message_is_spooled() {
     let stored = std::fs::read(&files[0]).expect("read");
     let text = String::from_utf8_lossy(&stored);
     // TCPREMOTEIP and TCPLOCALHOST (-l) from tcpserver's environment.
-    assert!(text.contains("Received: from unknown (127.0.0.1)\n  by mx.test with QMQP; "), "{text}");
+    assert!(
+        text.contains("Received: from unknown (127.0.0.1)\n  by mx.test with QMQP; "),
+        "{text}"
+    );
     assert!(text.contains("Subject: via tcpserver\n\nhello\n"));
 
     // The seed's example request, byte for byte.
@@ -87,7 +94,11 @@ fn allowed_clients_get_k_and_the_message_is_spooled() {
     // Several sessions at once under tcpserver share the spool without stepping on each other.
     let threads: Vec<_> = (0..8)
         .map(|i| {
-            let request = encode_request(format!("n: {i}\n").as_bytes(), b"a@b.c", &[b"d@e.f".to_vec()]);
+            let request = encode_request(
+                format!("n: {i}\n").as_bytes(),
+                b"a@b.c",
+                &[b"d@e.f".to_vec()],
+            );
             std::thread::spawn(move || exchange(addr, &request, T))
         })
         .collect();
@@ -105,7 +116,11 @@ fn a_deny_rule_closes_the_connection_with_nothing_stored() {
     let cdb = tcprules(dir.path(), "128.164.26.3:allow\n:deny\n");
     let data = dir.path().join("data");
     let (_server, addr) = tcpserver(&cdb, &data);
-    let request = encode_request(b"x\n", b"jason@example.net", &[b"jason@example.net".to_vec()]);
+    let request = encode_request(
+        b"x\n",
+        b"jason@example.net",
+        &[b"jason@example.net".to_vec()],
+    );
     let answer = exchange(addr, &request, T);
     assert!(answer.is_empty(), "denied client got an answer: {answer:?}");
     assert!(queued_files(&data).is_empty());
