@@ -6,31 +6,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// English month abbreviations, as qmail prints them.
-pub const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
+pub use nullq_mail::date::{Civil, MONTHS};
+
 /// English day abbreviations from Sunday, as ctime(3) prints them.
 pub const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-
-/// A broken-down time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Civil {
-    /// Full year, e.g. 2026.
-    pub year: i64,
-    /// 1..=12.
-    pub month: u32,
-    /// 1..=31.
-    pub day: u32,
-    /// 0..=23.
-    pub hour: u32,
-    /// 0..=59.
-    pub minute: u32,
-    /// 0..=60.
-    pub second: u32,
-    /// 0 = Sunday.
-    pub weekday: u32,
-}
 
 /// Seconds since the epoch now (0 if the clock is before 1970).
 pub fn now() -> i64 {
@@ -40,39 +19,9 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// UTC broken-down time of `secs` since the epoch (Howard Hinnant's civil_from_days).
+/// UTC broken-down time of `secs` since the epoch.
 pub fn utc(secs: i64) -> Civil {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    Civil {
-        year,
-        month,
-        day,
-        hour: (rem / 3600) as u32,
-        minute: (rem % 3600 / 60) as u32,
-        second: (rem % 60) as u32,
-        weekday: (days + 4).rem_euclid(7) as u32,
-    }
-}
-
-/// Days since the epoch of a civil date (days_from_civil).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    Civil::from_unix(secs)
 }
 
 /// Local broken-down time of `secs` and the zone's offset east of UTC in seconds.
@@ -99,11 +48,7 @@ pub fn local(secs: i64) -> (Civil, i64) {
         second: tm.tm_sec as u32,
         weekday: tm.tm_wday as u32,
     };
-    let as_utc = days_from_civil(civil.year, civil.month, civil.day) * 86_400
-        + i64::from(civil.hour) * 3600
-        + i64::from(civil.minute) * 60
-        + i64::from(civil.second);
-    (civil, as_utc - secs)
+    (civil, civil.to_unix() - secs)
 }
 
 /// predate's `Date:` value: `26 Nov 2026 11:46:00 +0100` (no weekday, day not padded).
@@ -177,10 +122,7 @@ mod tests {
             1_795_000_000,
             4_102_444_800,
         ] {
-            let c = utc(secs);
-            let back = days_from_civil(c.year, c.month, c.day) * 86_400
-                + i64::from(c.hour * 3600 + c.minute * 60 + c.second);
-            assert_eq!(back, secs);
+            assert_eq!(utc(secs).to_unix(), secs);
         }
     }
 

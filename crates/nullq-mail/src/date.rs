@@ -6,7 +6,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-const MONTHS: [&str; 12] = [
+/// English month abbreviations, as qmail prints them.
+pub const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
@@ -25,6 +26,8 @@ pub struct Civil {
     pub minute: u32,
     /// Second, 0..=59 (no leap seconds, as qmail on a POSIX clock).
     pub second: u32,
+    /// Day of the week, 0 = Sunday.
+    pub weekday: u32,
 }
 
 impl Civil {
@@ -49,7 +52,26 @@ impl Civil {
             hour: rem / 3600,
             minute: rem / 60 % 60,
             second: rem % 60,
+            // 1970-01-01 was a Thursday.
+            weekday: (days + 4).rem_euclid(7) as u32,
         }
+    }
+
+    /// Seconds since the epoch of this calendar time read as UTC (days_from_civil): the inverse
+    /// of [`Civil::from_unix`], also used to find a local zone's offset.
+    pub fn to_unix(&self) -> i64 {
+        let (year, month) = (self.year, i64::from(self.month));
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5
+            + i64::from(self.day)
+            - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        (era * 146_097 + doe - 719_468) * 86_400
+            + i64::from(self.hour) * 3600
+            + i64::from(self.minute) * 60
+            + i64::from(self.second)
     }
 
     /// The UTC calendar time of `t` (times before the epoch count backwards).
@@ -95,11 +117,6 @@ impl Civil {
 /// `t` as qmail writes dates: `26 Sep 1995 04:46:53 -0000`.
 pub fn date822(t: SystemTime) -> String {
     Civil::from_system(t).rfc822()
-}
-
-/// The same as [`date822`] (the name the first version of this module used).
-pub fn rfc822_utc(t: SystemTime) -> String {
-    date822(t)
 }
 
 /// qmail-inject's Date field: `Date: 26 Sep 1995 04:46:53 -0000\n`.
