@@ -392,15 +392,7 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
 
 /// This host's name (gethostname(2)), for control/me.
 fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname writes at most that many.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = std::str::from_utf8(&buf[..end]).ok()?.trim().to_owned();
-    (!name.is_empty()).then_some(name)
+    nullq_config::server::machine_hostname()
 }
 
 #[cfg(test)]
