@@ -296,6 +296,9 @@ fn open_spool(config: &ServerConfig) -> Result<Spool, String> {
         )
     })?;
     tracing::info!(target: "nullq::spool", "recovery: {report}");
+    for file in &report.corrupt {
+        tracing::warn!(target: "nullq::spool", "recovery: {file}");
+    }
     Ok(spool)
 }
 

@@ -51,6 +51,11 @@ impl QueueId {
         }
     }
 
+    /// The process that made the id (and, while it is in `tmp/`, is receiving it).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// When the id was made (to the microsecond).
     pub fn created(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_micros(self.micros)

@@ -22,6 +22,8 @@ pub struct RecoveryReport {
     /// Files deleted from `tmp/`: messages being received (never acknowledged) and unfinished
     /// state updates.
     pub tmp_removed: Vec<PathBuf>,
+    /// Files in `tmp/` left alone because the process receiving them is still running.
+    pub tmp_in_use: Vec<PathBuf>,
     /// Files moved out of `queue/` and `state/` into `corrupt/` (their old paths).
     pub corrupt_moved: Vec<PathBuf>,
     /// The same moves with destination and reason, one log line each.
@@ -64,14 +66,44 @@ impl fmt::Display for RecoveryReport {
             self.tmp_removed.len(),
             self.corrupt.len(),
             self.orphan_states_removed.len()
-        )
+        )?;
+        if !self.tmp_in_use.is_empty() {
+            write!(
+                f,
+                "; left {} files in tmp/ that running processes are receiving",
+                self.tmp_in_use.len()
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// Whether process `pid` exists (signal 0 checks without sending anything; EPERM means it
+/// exists under another user).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 || pid == std::process::id() as libc::pid_t {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for the process; it has no memory effects.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
     let mut report = RecoveryReport::default();
 
-    for (path, _, kind) in entries(&d.tmp)? {
+    for (path, name, kind) in entries(&d.tmp)? {
+        // `nullq qmqpd` sessions (one process each, under tcpserver) receive into the same tmp/
+        // while a `nullq deliver` starts: a file whose maker is still running is theirs, not a
+        // leftover. A recycled pid only keeps a leftover until the next start.
+        let maker = name.to_str().and_then(|n| n.parse::<QueueId>().ok());
+        if maker.is_some_and(|id| kind.is_file() && process_alive(id.pid())) {
+            report.tmp_in_use.push(path);
+            continue;
+        }
         let removed = if kind.is_dir() {
             std::fs::remove_dir_all(&path)
         } else {

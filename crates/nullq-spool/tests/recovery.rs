@@ -237,3 +237,34 @@ fn attach_needs_an_existing_spool() {
         .unwrap_err()
         .is_not_found());
 }
+
+/// `nullq qmqpd` processes receive into tmp/ while `nullq deliver` may start: a file whose maker
+/// is still running is left alone; one whose maker is gone is a leftover.
+#[test]
+fn open_keeps_tmp_files_of_running_receivers() {
+    let (_dir, spool) = spool();
+    let tmp = spool.root().join("tmp");
+    // A live maker: a child process of ours that is still running.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let live = format!("0000000000000001.{:08x}.00000001", child.id());
+    // A dead maker: a child that has exited and been reaped.
+    let mut done = std::process::Command::new("true").spawn().unwrap();
+    done.wait().unwrap();
+    let dead = format!("0000000000000001.{:08x}.00000002", done.id());
+    std::fs::write(tmp.join(&live), b"receiving").unwrap();
+    std::fs::write(tmp.join(&dead), b"abandoned").unwrap();
+
+    let (_spool, report) = reopen(spool);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(names(&tmp), vec![live.clone()], "{report:?}");
+    assert_eq!(report.tmp_in_use, vec![tmp.join(&live)]);
+    assert_eq!(report.tmp_removed, vec![tmp.join(&dead)]);
+    assert!(
+        report.to_string().contains("left 1 files in tmp/"),
+        "{report}"
+    );
+}
