@@ -247,7 +247,7 @@ fn show(spool: &Spool, id: &QueueId, as_json: bool) -> Result<i32, String> {
     println!("id:       {}", q.id);
     println!(
         "arrival:  {} ({} ago)",
-        nullq_mail::date::rfc822_utc(q.envelope.arrival),
+        nullq_mail::date::date822(q.envelope.arrival),
         human(now.duration_since(q.envelope.arrival).unwrap_or_default())
     );
     println!(
@@ -424,7 +424,7 @@ fn stats(spool: &Spool, config: &ServerConfig, as_json: bool) -> Result<i32, Str
             println!(
                 "runner:     pid {}, counting since {} ({} ago)",
                 s.pid,
-                nullq_mail::date::rfc822_utc(since),
+                nullq_mail::date::date822(since),
                 human(now.duration_since(since).unwrap_or_default())
             );
             println!(

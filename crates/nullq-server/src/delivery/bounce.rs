@@ -206,7 +206,7 @@ fn report(
     now: SystemTime,
 ) -> Vec<u8> {
     let boundary = format!("nullq-{}", original.id);
-    let date = nullq_mail::date::rfc822_utc(now);
+    let date = nullq_mail::date::date822(now);
     let mut out = String::with_capacity(2048);
     out.push_str(&format!("From: MAILER-DAEMON@{local_name}\n"));
     out.push_str(&format!("To: {}\n", clean(to)));
@@ -243,7 +243,7 @@ fn report(
          X-Nullq-Queue-ID: {}\n\
          Arrival-Date: {}\n",
         original.id,
-        nullq_mail::date::rfc822_utc(original.envelope.arrival)
+        nullq_mail::date::date822(original.envelope.arrival)
     ));
     for item in items {
         let diag_type =
