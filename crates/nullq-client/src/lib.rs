@@ -14,8 +14,8 @@ pub mod maildir;
 pub mod programs;
 pub mod qmqpc;
 pub mod sendmail;
-pub mod smtp_stdio;
 pub mod showctl;
+pub mod smtp_stdio;
 
 use std::ffi::OsString;
 
