@@ -52,6 +52,10 @@ impl Datagram {
             Kind::Syslog => "/dev/log",
             Kind::Journald => "/run/systemd/journal/socket",
         };
+        Datagram::connect_to(kind, std::path::Path::new(path))
+    }
+
+    fn connect_to(kind: Kind, path: &std::path::Path) -> Datagram {
         let socket = UnixDatagram::unbound()
             .and_then(|s| s.connect(path).map(|()| s))
             .map(Arc::new)
@@ -112,5 +116,48 @@ impl<'a> MakeWriter<'a> for Datagram {
             target: self.clone(),
             buffer: Vec::with_capacity(256),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receive(kind: Kind, line: &[u8]) -> String {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("log");
+        let server = UnixDatagram::bind(&path).expect("bind");
+        let target = Datagram::connect_to(kind, &path);
+        {
+            let mut writer = target.make_writer();
+            writer.write_all(line).expect("write");
+        } // sent on drop
+        let mut buf = [0u8; 1024];
+        let n = server.recv(&mut buf).expect("recv");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[test]
+    fn syslog_lines_are_rfc3164_facility_mail() {
+        let got = receive(
+            Kind::Syslog,
+            b"INFO nullq::session: client=127.0.0.1 answer=K\n",
+        );
+        assert_eq!(
+            got,
+            format!(
+                "<22>nullq[{}]: INFO nullq::session: client=127.0.0.1 answer=K",
+                std::process::id()
+            )
+        );
+    }
+
+    #[test]
+    fn journald_lines_use_the_native_protocol() {
+        let got = receive(Kind::Journald, b"INFO nullq::server: ready\n");
+        assert_eq!(
+            got,
+            "MESSAGE=INFO nullq::server: ready\nPRIORITY=6\nSYSLOG_FACILITY=2\nSYSLOG_IDENTIFIER=nullq\n"
+        );
     }
 }
