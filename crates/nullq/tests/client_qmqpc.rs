@@ -159,14 +159,12 @@ fn full_backlog() -> Option<(SocketAddr, Vec<std::net::TcpStream>, std::os::fd::
 #[test]
 fn connect_timeout_is_72() {
     let Some((addr, _fillers, _listener)) = full_backlog() else {
-        eprintln!("skipped: could not build a full listen queue");
-        return;
+        panic!("cannot run this test: could not build a full listen queue on loopback");
     };
     // Is the queue really full here? If a fresh connect still succeeds, the kernel does not
     // drop SYNs on this machine and the case cannot be made on loopback.
     if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
-        eprintln!("skipped: this kernel completes connections to a full listen queue");
-        return;
+        panic!("cannot run this test: this kernel completes connections to a full listen queue, so a connect timeout cannot be made on loopback");
     }
     let host = Host::new();
     host.control("timeoutconnect", "1");
@@ -248,8 +246,7 @@ fn message_on_a_file_is_read_in_place() {
 #[test]
 fn fifty_megabytes_in_bounded_memory() {
     if !have("/usr/bin/time") {
-        eprintln!("skipped: /usr/bin/time (Debian package time) is not installed");
-        return;
+        panic!("cannot run this test: /usr/bin/time (Debian package time) is not installed (.ci/run sets this up)");
     }
     let host = Host::new();
     let up = QmqpServer::start(Answer::Accept);
@@ -302,8 +299,7 @@ fn fifty_megabytes_in_bounded_memory() {
 #[test]
 fn postfix_qmqp_sink_accepts() {
     if !have("/usr/sbin/qmqp-sink") {
-        eprintln!("skipped: /usr/sbin/qmqp-sink (Debian package postfix) is not installed");
-        return;
+        panic!("cannot run this test: /usr/sbin/qmqp-sink (Debian package postfix) is not installed (.ci/run sets this up)");
     }
     let addr = dead_port(); // a free port for the sink
     let mut sink = Command::new("/usr/sbin/qmqp-sink")

@@ -257,8 +257,7 @@ fn bs_reports_a_refused_message() {
 #[test]
 fn mutt_sends_through_our_sendmail() {
     if !have("/usr/bin/mutt") {
-        eprintln!("skipped: mutt is not installed");
-        return;
+        panic!("cannot run this test: mutt is not installed (.ci/run sets this up)");
     }
     let (host, server) = setup();
     let muttrc = host.dir.path().join("muttrc");
@@ -305,8 +304,7 @@ fn mutt_sends_through_our_sendmail() {
 #[test]
 fn bsd_mailx_sends_through_our_sendmail() {
     if !have("/usr/bin/bsd-mailx") {
-        eprintln!("skipped: bsd-mailx is not installed");
-        return;
+        panic!("cannot run this test: bsd-mailx is not installed (.ci/run sets this up)");
     }
     let (host, server) = setup();
     let mailrc = host.dir.path().join("mailrc");

@@ -144,8 +144,7 @@ impl Drop for Tiny {
 #[test]
 fn disk_full_while_receiving_answers_z_and_only_acknowledged_mail_is_delivered() {
     let Some(tiny) = Tiny::new(8) else {
-        eprintln!("SKIPPED: cannot loop-mount an ext4 image (needs root and a loop device)");
-        return;
+        panic!("cannot run this test: cannot loop-mount an ext4 image (needs root and a loop device) (.ci/run sets this up)");
     };
     let outside = tempfile::tempdir().expect("tempdir");
     let maildir = outside.path().join("maildir");
