@@ -58,11 +58,29 @@ fn embedded_defaults_take_500_messages_from_qmqp_source() {
         wait_listening(addr, Duration::from_secs(20)),
         "no listener on 6628"
     );
+    // qmqp-source talks to 6628 through a recorder, so the test knows every byte it sent.
+    let recorder = common::Recorder::start(addr);
     let (status, _, err) = run_bounded(
-        Command::new("qmqp-source").args(["-s", "10", "-m", "500", "127.0.0.1:6628"]),
+        Command::new("qmqp-source").args([
+            "-s",
+            "10",
+            "-m",
+            "500",
+            &format!("127.0.0.1:{}", recorder.addr.port()),
+        ]),
         Duration::from_secs(120),
     );
     assert_eq!(status, Some(0), "{err}");
+    let exchanges = recorder.take();
+    assert_eq!(exchanges.len(), 500);
+    let mut sent = std::collections::HashSet::new();
+    for ex in &exchanges {
+        assert!(
+            ex.response.windows(4).any(|w| w == b":Kok"),
+            "every answer is K"
+        );
+        sent.insert(message_of(&ex.request));
+    }
     let data = cwd.path().join("nullq-data");
     let start = Instant::now();
     let mut stored = stored_messages(&data);
@@ -72,12 +90,43 @@ fn embedded_defaults_take_500_messages_from_qmqp_source() {
     }
     assert_eq!(stored.len(), 500, "messages kept under ./nullq-data");
     for m in &stored {
-        let text = String::from_utf8_lossy(m);
+        // From our Received lines on, the file is those two fields and the message, byte for byte
+        // (a delivered copy has Return-Path and Delivered-To above them).
+        let at = m
+            .windows(16)
+            .position(|w| w == b"Received: (nullq")
+            .unwrap_or_else(|| panic!("no Received line in {:.300}", String::from_utf8_lossy(m)));
+        let rest = &m[at..];
+        let text = String::from_utf8_lossy(rest);
         assert!(
             text.contains(" with QMQP; "),
             "no QMQP Received line in {text:.300}"
         );
+        let lines: Vec<&[u8]> = rest.splitn(4, |&b| b == b'\n').collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[2].starts_with(b"  by ") && lines[2].ends_with(b" -0000"));
+        assert!(
+            sent.contains(lines[3]),
+            "stored message is not one that was sent"
+        );
     }
+}
+
+/// The message inside a recorded QMQP request.
+fn message_of(request: &[u8]) -> Vec<u8> {
+    use nullq_proto::qmqp::{Event, Limits, RequestDecoder};
+    let mut decoder = RequestDecoder::new(Limits::default());
+    let mut input = request;
+    let mut message = Vec::new();
+    while let Ok((used, event)) = decoder.feed(input) {
+        input = &input[used..];
+        match event {
+            Some(Event::Message(bytes)) => message.extend_from_slice(bytes),
+            Some(Event::End) | None => break,
+            Some(_) => {}
+        }
+    }
+    message
 }
 
 #[test]
