@@ -188,6 +188,40 @@ fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
+/// `--deliver TARGET`, when given, replaces the configured delivery target.
+fn set_target(config: &mut ServerConfig, deliver: Option<&str>) -> Result<(), String> {
+    if let Some(t) = deliver {
+        config.delivery.target = Some(t.parse().map_err(|e| format!("--deliver: {e}"))?);
+    }
+    Ok(())
+}
+
+/// Validate the finished configuration; with `--print-config` print it and return `None` (the
+/// command is done), else start logging and return it.
+fn ready(config: ServerConfig, print_config: bool) -> Result<Option<ServerConfig>, String> {
+    config.validate().map_err(|e| e.to_string())?;
+    if print_config {
+        print!("{}", config.to_toml_string());
+        return Ok(None);
+    }
+    logging::init(&config.log.format, &config.log.level);
+    Ok(Some(config))
+}
+
+/// The tokio runtime: multi-threaded for the server and the runner, one thread for a `qmqpd`
+/// session (one connection per process: more threads would only cost start-up time).
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
 fn serve(args: ServeArgs) -> Result<i32, String> {
     let mut config = configure(&args.common)?;
     if !args.listen.is_empty() {
@@ -205,19 +239,11 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
     if let Some(v) = args.max_sessions_per_ip {
         config.limits.max_sessions_per_ip = v;
     }
-    if let Some(t) = &args.deliver {
-        config.delivery.target = Some(t.parse().map_err(|e| format!("--deliver: {e}"))?);
-    }
-    config.validate().map_err(|e| e.to_string())?;
-    if args.common.print_config {
-        print!("{}", config.to_toml_string());
+    set_target(&mut config, args.deliver.as_deref())?;
+    let Some(config) = ready(config, args.common.print_config)? else {
         return Ok(0);
-    }
-    logging::init(&config.log.format, &config.log.level);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    };
+    let runtime = runtime(true)?;
     runtime.block_on(run_server(config))
 }
 
@@ -356,13 +382,9 @@ fn spawn_signal_handlers(trigger: shutdown::Trigger, access: Arc<Access>) -> Res
 
 /// `nullq qmqpd`: one session on stdin/stdout, the client described by tcpserver's environment.
 fn qmqpd(args: CommonArgs) -> Result<i32, String> {
-    let config = configure(&args)?;
-    config.validate().map_err(|e| e.to_string())?;
-    if args.print_config {
-        print!("{}", config.to_toml_string());
+    let Some(mut config) = ready(configure(&args)?, args.print_config)? else {
         return Ok(0);
-    }
-    logging::init(&config.log.format, &config.log.level);
+    };
     let peer = peer_from_env();
     // tcpserver has applied its own rules (-x); rules in our config are checked as well.
     if config.access.rules.is_some() {
@@ -376,16 +398,12 @@ fn qmqpd(args: CommonArgs) -> Result<i32, String> {
             }
         }
     }
-    let mut config = config;
     if config.hostname.is_none() {
         config.hostname = std::env::var("TCPLOCALHOST")
             .or_else(|_| std::env::var("TCPLOCALIP"))
             .ok();
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let runtime = runtime(false)?;
     runtime.block_on(async {
         let spool = attach_spool(&config)?;
         let mut context = Context::new(&config, spool);
@@ -417,19 +435,11 @@ fn peer_from_env() -> Peer {
 /// It opens the spool (lock, recovery) and looks for new messages every `poll_interval_ms`.
 fn deliver(args: DeliverArgs) -> Result<i32, String> {
     let mut config = configure(&args.common)?;
-    if let Some(t) = &args.deliver {
-        config.delivery.target = Some(t.parse().map_err(|e| format!("--deliver: {e}"))?);
-    }
-    config.validate().map_err(|e| e.to_string())?;
-    if args.common.print_config {
-        print!("{}", config.to_toml_string());
+    set_target(&mut config, args.deliver.as_deref())?;
+    let Some(config) = ready(config, args.common.print_config)? else {
         return Ok(0);
-    }
-    logging::init(&config.log.format, &config.log.level);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    };
+    let runtime = runtime(true)?;
     runtime.block_on(async {
         let spool = open_spool(&config)?;
         let policy = Arc::new(Policy::from_config(&config.policy)?);

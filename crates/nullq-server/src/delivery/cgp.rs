@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use nullq_config::server::CgpConfig;
 use nullq_spool::QueueId;
 
-use super::maildir::smtp_sender;
+use super::maildir::envelope_head;
 use super::stats::Stats;
 use super::{Answer, Job};
 
@@ -106,16 +106,7 @@ fn submit(dir: &Path, mode: u32, gid: Option<libc::gid_t>, job: &Job) -> std::io
                 return Err(std::io::Error::last_os_error());
             }
         }
-        let mut head = Vec::with_capacity(64 + job.recipients.len() * 40);
-        head.extend_from_slice(b"Return-Path: <");
-        head.extend_from_slice(smtp_sender(&job.sender));
-        head.extend_from_slice(b">\n");
-        for r in &job.recipients {
-            head.extend_from_slice(b"Envelope-To: ");
-            head.extend_from_slice(r);
-            head.push(b'\n');
-        }
-        file.write_all(&head)?;
+        file.write_all(&envelope_head(&job.sender, &job.recipients, "Envelope-To"))?;
         file.write_all(&job.message)?;
         file.sync_all()?;
         drop(file);

@@ -82,16 +82,7 @@ fn write(dir: &Path, job: &Job) -> std::io::Result<String> {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        let mut head = Vec::with_capacity(64 + job.recipients.len() * 40);
-        head.extend_from_slice(b"Return-Path: <");
-        head.extend_from_slice(smtp_sender(&job.sender));
-        head.extend_from_slice(b">\n");
-        for r in &job.recipients {
-            head.extend_from_slice(b"Delivered-To: ");
-            head.extend_from_slice(r);
-            head.push(b'\n');
-        }
-        file.write_all(&head)?;
+        file.write_all(&envelope_head(&job.sender, &job.recipients, "Delivered-To"))?;
         file.write_all(&job.message)?;
         file.sync_all()?;
         drop(file);
@@ -102,6 +93,23 @@ fn write(dir: &Path, job: &Job) -> std::io::Result<String> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map(|()| name)
+}
+
+/// The envelope written as header fields above a message that is handed over as a file:
+/// `Return-Path: <sender>`, then `FIELD: recipient` for each recipient (`Delivered-To` for a
+/// Maildir, `Envelope-To` for CommuniGate Pro's Submitted folder).
+pub fn envelope_head(sender: &[u8], recipients: &[Vec<u8>], field: &str) -> Vec<u8> {
+    let mut head = Vec::with_capacity(64 + recipients.len() * 40);
+    head.extend_from_slice(b"Return-Path: <");
+    head.extend_from_slice(smtp_sender(sender));
+    head.extend_from_slice(b">\n");
+    for r in recipients {
+        head.extend_from_slice(field.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(r);
+        head.push(b'\n');
+    }
+    head
 }
 
 /// The sender as it goes into `Return-Path:` and `MAIL FROM`: the double-bounce marker is
