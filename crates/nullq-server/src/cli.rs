@@ -393,7 +393,7 @@ fn qmqpd(args: CommonArgs) -> Result<i32, String> {
         if let Some(ip) = peer.ip {
             let decision = access.check(ip, Some(&peer.host));
             if !decision.allow {
-                tracing::info!(target: "nullq::session", client = %ip, answer = "-", "denied by access rules; connection closed");
+                tracing::info!(target: "nullq::session", client = %ip, answer = "-", reason = "denied by access rules; connection closed");
                 return Ok(0);
             }
         }

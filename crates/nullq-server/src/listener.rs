@@ -159,9 +159,9 @@ fn admit(
         tracing::info!(
             target: "nullq::session",
             client = %ip,
-            rule = decision.matched.as_deref().unwrap_or("-"),
+            rule = %decision.matched.as_deref().unwrap_or("-"),
             answer = "-",
-            "denied by access rules; connection closed"
+            reason = "denied by access rules; connection closed",
         );
         return None;
     }
@@ -197,7 +197,7 @@ fn admit(
 
 /// Answer `Z` and close, without reading: the client should try another server or later.
 fn refuse(mut stream: TcpStream, ip: IpAddr, text: String) {
-    tracing::info!(target: "nullq::session", client = %ip, answer = "Z", "{text}");
+    tracing::info!(target: "nullq::session", client = %ip, answer = "Z", reason = %text);
     tokio::spawn(async move {
         let wire = Response::new(Status::TempFail, text).encode();
         let _ = tokio::time::timeout(Duration::from_secs(5), async {

@@ -89,14 +89,13 @@ impl Outcome {
             target: "nullq::session",
             client = %peer.addr_text(),
             host = %peer.host,
-            id = self.id.as_deref().unwrap_or("-"),
+            id = %self.id.as_deref().unwrap_or("-"),
             from = %sender,
             rcpts = self.recipients,
             size = self.size,
             answer = %answer,
             ms = self.started.elapsed().as_millis() as u64,
-            "{}",
-            self.reason
+            reason = %self.reason,
         );
     }
 }
