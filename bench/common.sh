@@ -1,0 +1,94 @@
+# bench/common.sh: helpers shared by the benchmark scripts (sourced, not run).
+#
+#   nullq_binary        build `nullq` (cargo build --release -p nullq) unless $NULLQ names a
+#                       binary already; prints its path
+#   nullq_start D P ... start `nullq serve` on 127.0.0.1:P with its spool in D (more flags after);
+#                       sets NULLQ_PID; the log goes to D.log
+#   nullq_stop          SIGTERM it and wait (at most 30 s)
+#   free_port           a free TCP port on 127.0.0.1
+#   wait_port P         wait (at most 20 s) until 127.0.0.1:P accepts
+#   machine_info        nproc, CPU model, kernel, filesystem of a directory, load, date
+#   proc_kb PID FIELD   a field of /proc/PID/status in kB (VmRSS, VmHWM, ...)
+#
+# Environment: NULLQ (a prebuilt nullq binary), BENCH_TMP (where temporary directories go,
+# default /var/tmp), CARGO_TARGET_DIR (honoured when building).
+
+BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_TMP=${BENCH_TMP:-/var/tmp}
+NULLQ_PID=""
+
+nullq_binary() {
+    if [[ -n ${NULLQ:-} ]]; then
+        echo "$NULLQ"
+        return
+    fi
+    (cd "$BENCH_ROOT" && cargo build --release -p nullq >&2)
+    echo "${CARGO_TARGET_DIR:-$BENCH_ROOT/target}/release/nullq"
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+    local port=$1 i
+    for ((i = 0; i < 200; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "bench: nothing listens on 127.0.0.1:$port after 20 s" >&2
+    return 1
+}
+
+# nullq_start DATA PORT [FLAG...]: NULLQ_BIN must be set (from nullq_binary).
+nullq_start() {
+    local data=$1 port=$2
+    shift 2
+    "$NULLQ_BIN" serve --listen "127.0.0.1:$port" --data "$data" --error-delay 0 "$@" \
+        2>>"$data.log" &
+    NULLQ_PID=$!
+    if ! wait_port "$port"; then
+        tail -5 "$data.log" >&2
+        return 1
+    fi
+}
+
+nullq_stop() {
+    [[ -n $NULLQ_PID ]] || return 0
+    kill -TERM "$NULLQ_PID" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$NULLQ_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$NULLQ_PID" 2>/dev/null; then
+        echo "bench: nullq $NULLQ_PID did not exit after SIGTERM; killing it" >&2
+        kill -KILL "$NULLQ_PID" 2>/dev/null || true
+    fi
+    wait "$NULLQ_PID" 2>/dev/null || true
+    NULLQ_PID=""
+}
+
+proc_kb() {
+    awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+# machine_info DIR: the facts BENCHMARKS.md records next to every number.
+machine_info() {
+    local dir=$1
+    echo "date:       $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "cpus:       $(nproc) x $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+    echo "kernel:     $(uname -sr)"
+    echo "spool fs:   $dir: $(findmnt -n -o SOURCE,FSTYPE,OPTIONS -T "$dir")"
+    # ext4 with or without a journal behaves very differently under fsync: say which.
+    local dev
+    dev=$(findmnt -n -o SOURCE -T "$dir")
+    dev=${dev##*/}
+    if [[ -r /sys/fs/ext4/$dev/journal_task ]]; then
+        echo "ext4 journal: $(sed 's/^<none>$/none/; s/^[0-9]\+$/yes (jbd2 pid &)/' "/sys/fs/ext4/$dev/journal_task")"
+    fi
+    echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "postfix:    $(postconf -d -h mail_version 2>/dev/null || echo '?')"
+}

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# bench/qmqp-throughput.sh: accepted messages/s, nullq serve vs Postfix qmqpd, same run.
+#
+# What it measures: the wall time of one `qmqp-source -s S -m M -l L 127.0.0.1:PORT` run (Postfix's
+# QMQP load generator; one message per connection, S connections in parallel), turned into
+# messages/s = M / seconds. Every message must be answered K and be in the server's queue
+# afterwards (counted), or the run is marked FAIL. Both servers fsync:
+#   - nullq serve --deliver none: fdatasync of the message file, rename into queue/,
+#     group-committed fsync of queue/ before K (always on, no switch); `--deliver none` keeps
+#     every message queued, like the Postfix below;
+#   - Postfix qmqpd (bench/postfix-qmqpd.sh: a private instance that puts every message on hold,
+#     i.e. queues and never delivers): cleanup fsyncs the queue file before qmqpd answers
+#     (Postfix's default; it does not fsync the directory).
+# Matrix: server {nullq, postfix} x sessions {1,10,50} x size {1 KB, 100 KB}, REPS repetitions;
+# within a repetition the two servers alternate (which one goes first alternates too). The
+# summary is the median of the repetitions. Both spools live in one temporary directory
+# ($BENCH_TMP, default /var/tmp), so on the same filesystem. Every timed run starts a fresh server
+# with an empty spool (a new `nullq serve` on a new data directory; a new Postfix instance in a
+# new directory), after a `sync`.
+#
+# Why nothing is deleted until the end: on ext4 WITHOUT a journal (this machine's root fs), the
+# inode allocator skips inodes freed in the last 60 s (360 s while their inode-table block is
+# dirty), checking each one (ext4 `recently_deleted`); right after a run's 10,000 files are
+# deleted, every file the next run creates pays a scan over them (seen with perf: half of nullq's
+# CPU time). Both servers create one file per message, so deleting between runs adds noise that
+# depends on the order. The spools are kept and removed on exit; the script checks that the
+# filesystem has room for all of them first. Other deletions on the same filesystem in the 6
+# minutes before or during a run (a previous run's cleanup, other people's builds) still cost
+# both servers; -L avoids them.
+#
+# -L: put the spools on a new ext4 filesystem (with a journal, as production ext4 has) made for
+# this run in a sparse file under $BENCH_TMP and loop-mounted; unmounted and removed on exit.
+#
+# Run (as root: Postfix needs it):
+#   bench/qmqp-throughput.sh                    # builds nullq (cargo build --release -p nullq)
+#   NULLQ=/path/to/nullq bench/qmqp-throughput.sh -r 3 -s "1 10 50" -l "1024 102400"
+# Options: -L (spools on a fresh loop-mounted ext4, see above), -r REPS (3), -s "SESSIONS..." ("1 10 50"), -l "SIZES..." ("1024 102400"),
+#          -m1 MSGS for sizes < 10 KB (10000), -m2 MSGS for larger sizes (2000),
+#          -o FILE (also write the raw results and the summary there).
+# Output: machine facts, one line per run (with the server's CPU time per message: user + system
+# of the nullq process, or of every process of the Postfix instance), then a Markdown table of
+# medians.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=bench/common.sh
+source "$here/common.sh"
+# shellcheck source=bench/postfix-qmqpd.sh
+source "$here/postfix-qmqpd.sh"
+
+reps=3
+sessions_list="1 10 50"
+sizes_list="1024 102400"
+msgs_small=10000
+msgs_large=2000
+out=""
+loopfs=0
+while (($#)); do
+    case $1 in
+        -L) loopfs=1; shift ;;
+        -r) reps=$2; shift 2 ;;
+        -s) sessions_list=$2; shift 2 ;;
+        -l) sizes_list=$2; shift 2 ;;
+        -m1) msgs_small=$2; shift 2 ;;
+        -m2) msgs_large=$2; shift 2 ;;
+        -o) out=$2; shift 2 ;;
+        *) echo "usage: $0 [-L] [-r REPS] [-s SESSIONS] [-l SIZES] [-m1 N] [-m2 N] [-o FILE]" >&2; exit 100 ;;
+    esac
+done
+((reps >= 1 && reps <= 20)) || { echo "qmqp-throughput: -r must be 1..20" >&2; exit 100; }
+
+top=$(mktemp -d "$BENCH_TMP/nullq-bench-throughput.XXXXXX")
+spools=$top # where the spools go: $top, or the loop-mounted filesystem (-L)
+cleanup() {
+    nullq_stop
+    pf_stop
+    if ((loopfs)) && mountpoint -q "$top/fs"; then
+        umount "$top/fs" # mount -o loop detaches the loop device on umount
+    fi
+    rm -rf "$top"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+NULLQ_BIN=$(nullq_binary)
+results=$top/results.tsv
+
+# Room for every spool (kept until the end), with 4 KB of slack per file, plus 1 GB.
+need_kb=1048576
+for size in $sizes_list; do
+    msgs=$msgs_small
+    ((size >= 10240)) && msgs=$msgs_large
+    for sessions in $sessions_list; do
+        need_kb=$((need_kb + 2 * reps * msgs * (size + 4096) / 1024))
+    done
+done
+have_kb=$(df -Pk "$top" | awk 'NR == 2 { print $4 }')
+if ((have_kb < need_kb)); then
+    echo "qmqp-throughput: needs $((need_kb / 1024)) MB free in $BENCH_TMP, has $((have_kb / 1024)) MB" >&2
+    exit 1
+fi
+if ((loopfs)); then
+    # A new ext4 (with its journal, as mkfs makes it) in a sparse file: no recently deleted inodes,
+    # nobody else's files. Inode tables and journal initialised now, not by a background thread
+    # during the runs.
+    truncate -s "$((need_kb + 1048576))K" "$top/fs.img"
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$top/fs.img"
+    mkdir "$top/fs"
+    mount -o loop "$top/fs.img" "$top/fs"
+    chmod 0755 "$top" "$top/fs" # Postfix's daemons (user postfix) must reach their queue
+    spools=$top/fs
+fi
+
+# server_cpu SERVER: CPU time (user + system, in clock ticks) used so far by the server: for
+# nullq its process (all threads); for Postfix every live process of the instance plus what
+# master's exited children used (cutime + cstime), so processes that exit mid-run still count.
+server_cpu() {
+    if [[ $1 == nullq ]]; then
+        awk '{ print $14 + $15 }' "/proc/$NULLQ_PID/stat"
+        return
+    fi
+    local master pid total=0 t
+    master=$(tr -d ' \n' < "$PF_DIR/queue/pid/master.pid")
+    total=$(awk '{ print $16 + $17 }' "/proc/$master/stat")
+    for pid in $(pf_pids); do
+        t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || true)
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+
+# run_one SERVER SESSIONS SIZE MSGS REP: one timed qmqp-source run; appends a line to $results.
+# Each run gets a fresh, empty spool (a new `nullq serve` or a new Postfix instance) and nothing is
+# deleted until the script exits: see "Why nothing is deleted" above.
+run_one() {
+    local server=$1 sessions=$2 size=$3 msgs=$4 rep=$5 port stored rc=0 t0 t1 cpu0 cpu1
+    local dir=$spools/$server-$rep-$sessions-$size
+    port=$(free_port)
+    if [[ $server == nullq ]]; then
+        nullq_start "$dir" "$port" --deliver none
+    else
+        pf_start "$dir" "$port"
+    fi
+    sync
+    cpu0=$(server_cpu "$server")
+    t0=$EPOCHREALTIME
+    timeout 120 qmqp-source -s "$sessions" -m "$msgs" -l "$size" "127.0.0.1:$port" \
+        > "$top/qmqp-source.out" 2>&1 || rc=$?
+    t1=$EPOCHREALTIME
+    cpu1=$(server_cpu "$server")
+    if [[ $server == nullq ]]; then
+        nullq_stop
+        stored=$(find "$dir/queue" -type f | wc -l)
+    else
+        stored=$(pf_count)
+        pf_stop
+    fi
+    local status=ok
+    if ((rc != 0 || stored != msgs)); then
+        status="FAIL(rc=$rc,stored=$stored)"
+        sed 's/^/  qmqp-source: /' "$top/qmqp-source.out" | head -5 >&2
+    fi
+    local secs rate cpu_ms
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    rate=$(awk -v m="$msgs" -v s="$secs" 'BEGIN { printf "%.1f", m / s }')
+    cpu_ms=$(awk -v c=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" -v m="$msgs" \
+        'BEGIN { printf "%.3f", c * 1000 / hz / m }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$sessions" "$size" "$rep" \
+        "$msgs" "$secs" "$rate" "$cpu_ms" "$status" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$results"
+}
+
+# The facts at the start of the run, printed now and again in the -o file.
+header=$(
+    echo "# bench/qmqp-throughput.sh$( ((loopfs)) && echo ' -L') -r $reps -s \"$sessions_list\" -l \"$sizes_list\" -m1 $msgs_small -m2 $msgs_large"
+    machine_info "$spools" | sed 's/^/# /'
+    echo "# nullq:      $NULLQ_BIN"
+)
+echo "$header"
+printf 'server\tsessions\tbytes\trep\tmsgs\tseconds\tmsgs/s\tcpu_ms/msg\tstatus\tload1\n' | tee "$results"
+
+for ((rep = 1; rep <= reps; rep++)); do
+    for size in $sizes_list; do
+        msgs=$msgs_small
+        ((size >= 10240)) && msgs=$msgs_large
+        for sessions in $sessions_list; do
+            if ((rep % 2)); then order="nullq postfix"; else order="postfix nullq"; fi
+            for server in $order; do
+                run_one "$server" "$sessions" "$size" "$msgs" "$rep"
+            done
+        done
+    done
+done
+
+summary=$(python3 - "$results" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+keys = sorted({(int(r["bytes"]), int(r["sessions"])) for r in rows})
+def med(server, size, sess, col="msgs/s"):
+    rs = [r for r in rows if r["server"] == server and int(r["bytes"]) == size and int(r["sessions"]) == sess]
+    ok = [float(r[col]) for r in rs if r["status"] == "ok"]
+    runs = [f"{float(r[col]):.0f}" if r["status"] == "ok" else "FAIL" for r in rs]
+    return (statistics.median(ok) if len(ok) == len(rs) and ok else None), runs
+print("| message | sessions | nullq msgs/s | Postfix qmqpd msgs/s | nullq / Postfix | nullq runs | Postfix runs | server CPU ms/msg, nullq / Postfix |")
+print("|---|---:|---:|---:|---:|---|---|---|")
+for size, sess in keys:
+    n, nr = med("nullq", size, sess)
+    p, pr = med("postfix", size, sess)
+    nc, _ = med("nullq", size, sess, "cpu_ms/msg")
+    pc, _ = med("postfix", size, sess, "cpu_ms/msg")
+    ratio = f"{n / p:.2f}x" if n and p else "n/a"
+    label = f"{size // 1024} KB" if size % 1024 == 0 else f"{size} B"
+    fmt = lambda v: f"{v:.0f}" if v else "FAIL"
+    cpu = f"{nc:.2f} / {pc:.2f}" if nc is not None and pc is not None else "n/a"
+    print(f"| {label} | {sess} | {fmt(n)} | {fmt(p)} | {ratio} | {', '.join(nr)} | {', '.join(pr)} | {cpu} |")
+EOF
+)
+echo
+echo "$summary"
+if [[ -n $out ]]; then
+    {
+        echo "$header"
+        echo "# finished:   $(date -u '+%Y-%m-%d %H:%M:%S UTC'), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
+        cat "$results"
+        echo
+        echo "$summary"
+    } > "$out"
+fi
