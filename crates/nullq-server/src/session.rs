@@ -32,8 +32,12 @@ use crate::received;
 /// receiving at once stay within a few tens of megabytes.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-/// The socket read buffer of a session.
+/// The socket read buffer of a session that is sending.
 const READ_BUFFER: usize = 16 * 1024;
+
+/// The read buffer of a session before its first bytes: most of a thousand open sessions are
+/// idle at any moment, and an idle one should not hold 16 KiB.
+const FIRST_READ: usize = 512;
 
 /// Who is on the other end, as far as the front end knows.
 #[derive(Debug, Clone)]
@@ -185,7 +189,7 @@ where
 {
     let deadline = tokio::time::Instant::now() + ctx.session_timeout;
     let mut decoder = RequestDecoder::new(ctx.limits.clone());
-    let mut buf = vec![0u8; READ_BUFFER];
+    let mut buf = vec![0u8; FIRST_READ];
     let mut receiving: Option<Receiving> = None;
     let mut sender: Option<Vec<u8>> = None;
     let mut recipients: Vec<Vec<u8>> = Vec::new();
@@ -198,6 +202,10 @@ where
 
     loop {
         let n = read(io, &mut buf, deadline, ctx.read_timeout).await?;
+        if n == buf.len() && buf.len() < READ_BUFFER {
+            // The client is sending in earnest: read in bigger pieces from now on.
+            buf.resize(READ_BUFFER, 0);
+        }
         if n == 0 {
             let reason = match decoder.eof() {
                 Err(e) => format!("client closed the connection: {e}"),
