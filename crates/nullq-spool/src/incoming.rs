@@ -99,11 +99,11 @@ impl Incoming {
         self.written
     }
 
-    /// Appends the envelope and trailer, `fdatasync`s and closes the file (checking both), and
-    /// renames `tmp/ID` to `queue/ID` without replacing anything. The rename is not durable
-    /// until [`Committer::commit`]: that directory fsync is shared between callers.
+    /// Appends the envelope and trailer, renames `tmp/ID` to `queue/ID` without replacing
+    /// anything, then `fdatasync`s and closes the file (checking both). The rename is not
+    /// durable until [`Committer::commit`]: that directory fsync is shared between callers.
     ///
-    /// On error the file is deleted; a failed fsync is never retried.
+    /// On error the file is deleted (from `tmp/` or `queue/`); a failed fsync is never retried.
     pub fn finish(mut self, envelope: &Envelope) -> Result<Renamed> {
         let env = envelope.encode();
         self.put(&env)?;
@@ -118,9 +118,22 @@ impl Incoming {
             .write_all(&trailer.encode())
             .and_then(|()| out.into_inner().map_err(io::IntoInnerError::into_error))
             .map_err(|e| SpoolError::io(Step::Write, &self.path, e))?;
-        sys::sync_and_close(file, &self.path)?;
-        sys::rename_noreplace(&self.path, &self.queue_path)?;
+        // Rename first, then fdatasync: the file's sync then commits the journal transaction
+        // that already holds the rename, and the directory fsync of the commit finds nothing
+        // left to do — one journal commit per message instead of two (bench/fsync-order.sh:
+        // 0.4 ms instead of 0.7 ms a file on ext4). The file is whole before it is renamed, so
+        // nothing partial is ever visible in queue/; it is just not yet durable, and no `K` is
+        // sent until it is.
+        if let Err(e) = sys::rename_noreplace(&self.path, &self.queue_path) {
+            drop(file);
+            return Err(e); // Drop deletes tmp/ID
+        }
         self.renamed = true;
+        if let Err(e) = sys::sync_and_close(file, &self.queue_path) {
+            // Its pages may be lost: it must not be delivered. The client is told `Z`.
+            let _ = std::fs::remove_file(&self.queue_path);
+            return Err(e);
+        }
         Ok(Renamed {
             id: self.id,
             committer: self.committer.clone(),

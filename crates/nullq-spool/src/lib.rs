@@ -37,10 +37,11 @@
 //! # The life of a message
 //! 1. **receiving**: `tmp/ID` is being written ([`Spool::receive`], [`Incoming::write`]).
 //!    Crash or drop: the file is deleted; the client had no `K` and sends again.
-//! 2. **written**: envelope and trailer appended, `fdatasync`ed and closed
-//!    ([`Incoming::finish`]). Still in `tmp/`: a crash deletes it.
-//! 3. **renamed**: `tmp/ID` → `queue/ID` without replacing ([`Renamed`]). A crash may keep or
-//!    lose it; no `K` was sent either way.
+//! 2. **written**: envelope and trailer appended ([`Incoming::finish`]). Still in `tmp/`: a
+//!    crash deletes it.
+//! 3. **renamed**: `tmp/ID` → `queue/ID` without replacing, then `fdatasync`ed and closed
+//!    ([`Renamed`]). A crash may keep it (whole or, before the fdatasync, torn: moved to
+//!    `corrupt/` at open) or lose it; no `K` was sent either way.
 //! 4. **committed**: `queue/` fsynced ([`Committer::commit`]). Now, and only now, answer `K`.
 //!    No `state/ID` yet: every recipient pending.
 //! 5. **delivering**: `state/ID` records each result ([`Spool::save_state`]) before it is acted
