@@ -18,6 +18,10 @@ use super::DOUBLE_BOUNCE_SENDER;
 /// warning is sent once (the state file has no other place for the mark).
 pub const WARNED: &str = "[warned] ";
 
+/// How much of the original message a bounce looks at for its header (the runner keeps this
+/// much of each message's start in memory, the rest stays in the spool file).
+pub const ORIGINAL_HEADER_MAX: usize = 64 * 1024;
+
 /// A recipient that failed for good.
 #[derive(Debug, Clone)]
 pub struct Failure {
@@ -55,6 +59,8 @@ impl fmt::Display for Queued {
 }
 
 /// Queue the bounce for `failures` of `original` (durably: it is committed when this returns).
+/// `message`: the start of the original message, at least its first [`ORIGINAL_HEADER_MAX`]
+/// bytes (or all of it), from which the header is taken.
 pub fn queue_bounce(
     spool: &Spool,
     local_name: &str,
@@ -104,7 +110,8 @@ pub fn queue_bounce(
     })
 }
 
-/// Queue a delay warning for the recipients at `pending` of `original`.
+/// Queue a delay warning for the recipients at `pending` of `original` (`message` as for
+/// [`queue_bounce`]).
 pub fn queue_warning(
     spool: &Spool,
     local_name: &str,
@@ -183,9 +190,9 @@ fn clean(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The original's header (up to the first empty line), at most 64 KiB.
+/// The original's header (up to the first empty line), at most [`ORIGINAL_HEADER_MAX`] bytes.
 fn original_header(message: &[u8]) -> &[u8] {
-    let limit = message.len().min(64 * 1024);
+    let limit = message.len().min(ORIGINAL_HEADER_MAX);
     let head = &message[..limit];
     let end = head
         .windows(2)

@@ -107,7 +107,8 @@ fn submit(dir: &Path, mode: u32, gid: Option<libc::gid_t>, job: &Job) -> std::io
             }
         }
         file.write_all(&envelope_head(&job.sender, &job.recipients, "Envelope-To"))?;
-        file.write_all(&job.message)?;
+        // Streamed from the spool file: only one chunk of the message is in memory.
+        job.message.copy_to(&mut file)?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, &sub)?;

@@ -83,7 +83,8 @@ fn write(dir: &Path, job: &Job) -> std::io::Result<String> {
             .mode(0o600)
             .open(&tmp)?;
         file.write_all(&envelope_head(&job.sender, &job.recipients, "Delivered-To"))?;
-        file.write_all(&job.message)?;
+        // Streamed from the spool file: only one chunk of the message is in memory.
+        job.message.copy_to(&mut file)?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, dir.join("new").join(&name))?;

@@ -1,5 +1,5 @@
 //! `pipe:COMMAND ARGS`: run a command per message, the message on its standard input (LF line
-//! ends, as received), the envelope in its arguments and environment:
+//! ends, as received; streamed from the spool file a chunk at a time), the envelope in its arguments and environment:
 //! - in an argument, `%s` becomes the sender, `%r` the recipients (an argument that is exactly
 //!   `%r` becomes one argument per recipient; inside other text they are joined with commas),
 //!   and `%%` a `%`;
@@ -13,14 +13,14 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+use tokio::sync::oneshot;
 
 use super::maildir::smtp_sender;
-use super::{Answer, Job};
+use super::{Answer, Job, Message};
 
 /// How much of a child's stderr is kept for the log and the bounce.
 const STDERR_KEPT: usize = 2000;
@@ -62,11 +62,11 @@ impl ChildEnd {
 
 /// Run `cmd` with `input` on its stdin, keep its stderr, kill it after `timeout`. `cmd` must
 /// not have stdin or stderr set; stdout goes nowhere unless the caller set it.
-pub async fn run(
-    mut cmd: Command,
-    input: Arc<Vec<u8>>,
-    timeout: Duration,
-) -> std::io::Result<ChildEnd> {
+///
+/// The message is streamed to the child a chunk at a time. If reading it from the spool fails,
+/// the child is killed before its stdin is closed (so it never takes a cut message for a whole
+/// one) and the error is returned: the recipients are tried again.
+pub async fn run(mut cmd: Command, input: Message, timeout: Duration) -> std::io::Result<ChildEnd> {
     cmd.stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -74,12 +74,30 @@ pub async fn run(
     drop(cmd);
     let stdin = child.stdin.take();
     let stderr = child.stderr.take();
+    let (abort_tx, abort_rx) = oneshot::channel::<()>();
     let feed = async move {
-        if let Some(mut stdin) = stdin {
-            // A child that exits without reading everything is judged by its exit status.
-            let _ = stdin.write_all(&input).await;
-            let _ = stdin.shutdown().await;
+        let Some(mut stdin) = stdin else {
+            return (None, None);
+        };
+        let mut chunks = input.chunks();
+        while let Some(chunk) = chunks.recv().await {
+            match chunk {
+                Ok(bytes) => {
+                    if stdin.write_all(&bytes).await.is_err() {
+                        // A child that exits without reading everything is judged by its
+                        // exit status.
+                        return (None, None);
+                    }
+                }
+                Err(e) => {
+                    // Keep stdin open until the child is dead: EOF now would end the message.
+                    let _ = abort_tx.send(());
+                    return (Some(e), Some(stdin));
+                }
+            }
         }
+        let _ = stdin.shutdown().await;
+        (None, None)
     };
     let collect = async move {
         let mut kept = Vec::new();
@@ -95,12 +113,25 @@ pub async fn run(
         }
         kept
     };
+    let wait = async {
+        tokio::select! {
+            status = child.wait() => status,
+            Ok(()) = abort_rx => {
+                let _ = child.kill().await;
+                Err(std::io::Error::other("killed: the message could not be read"))
+            }
+        }
+    };
     let work = async {
-        let ((), kept, status) = tokio::join!(feed, collect, child.wait());
-        (kept, status)
+        let ((failed, stdin), kept, status) = tokio::join!(feed, collect, wait);
+        drop(stdin);
+        (failed, kept, status)
     };
     match tokio::time::timeout(timeout, work).await {
-        Ok((kept, status)) => {
+        Ok((Some(e), _, _)) => Err(std::io::Error::other(format!(
+            "reading the queued message: {e}"
+        ))),
+        Ok((None, kept, status)) => {
             let status = status?;
             Ok(ChildEnd {
                 code: status.code(),
@@ -170,7 +201,7 @@ impl Pipe {
             )
             .env("RECIPIENTS", OsString::from_vec(job.recipients.join(&b' ')));
         let what = format!("pipe {}", program.to_string_lossy());
-        let answer = match run(cmd, Arc::clone(&job.message), self.timeout).await {
+        let answer = match run(cmd, job.message.clone(), self.timeout).await {
             Err(e) => Answer::retry(format!("{what}: cannot run: {e}")),
             Ok(end) => {
                 let text = end.describe(&what);
@@ -205,7 +236,7 @@ mod tests {
             id: "0000000000000001.00000001.00000001".parse().unwrap(),
             sender: b"a@b".to_vec(),
             recipients: vec![b"c@d".to_vec(), b"e@f".to_vec()],
-            message: Arc::new(Vec::new()),
+            message: Message::from_bytes(Vec::new()),
         };
         let got: Vec<String> = p
             .expand(&job)

@@ -1,6 +1,6 @@
 //! `qmail-queue:PATH`: hand the message to a qmail-queue-compatible program
-//! (`shared/spec/qmail-queue.md`): the message on fd 0, the envelope (`Fsender\0Trcpt\0...\0`,
-//! the codec of `nullq_proto::envelope`) on fd 1. Exit 0 is delivered; 11–40 are permanent
+//! (`shared/spec/qmail-queue.md`): the message on fd 0 (streamed from the spool, as for `pipe`),
+//! the envelope (`Fsender\0Trcpt\0...\0`, the codec of `nullq_proto::envelope`) on fd 1. Exit 0 is delivered; 11–40 are permanent
 //! (bounce); any other status, a signal or a timeout is temporary (retry), so an unknown code
 //! never loses a message ([`nullq_proto::exit::QueueExit::is_permanent`]).
 
@@ -9,7 +9,6 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use nullq_proto::envelope::Envelope;
@@ -80,7 +79,7 @@ impl QmailQueue {
             let mut file = File::from(write_end);
             let _ = file.write_all(&envelope);
         });
-        let end = pipe::run(cmd, Arc::clone(&job.message), self.timeout).await;
+        let end = pipe::run(cmd, job.message.clone(), self.timeout).await;
         // If the child never read it, the write fails with EPIPE once the child is gone.
         let _ = writer.await;
         end

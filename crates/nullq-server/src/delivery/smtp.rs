@@ -7,7 +7,8 @@
 //! (section 4.1.1.3) and that is the granularity the queue keeps; so this module is the small
 //! client that keeps it: EHLO (HELO if refused), STARTTLS (RFC 3207) with rustls, AUTH PLAIN and
 //! LOGIN (RFC 4954), PIPELINING of MAIL and RCPT (RFC 2920) when offered, DATA with
-//! dot-stuffing and CRLF line ends, and connections kept for the next message.
+//! dot-stuffing and CRLF line ends (streamed from the spool file through [`DotStuffer`]), and
+//! connections kept for the next message.
 //!
 //! Answers: MAIL refused → every recipient gets that answer; each RCPT reply decides its
 //! recipient (2xx on, 4xx retry, 5xx bounce); the reply after the data decides every recipient
@@ -260,25 +261,71 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
-/// The message as SMTP DATA: CRLF line ends, lines starting with `.` doubled, then `.`.
-fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 40 + 8);
-    if !message.is_empty() {
-        for line in message
-            .strip_suffix(b"\n")
-            .unwrap_or(message)
-            .split(|&b| b == b'\n')
-        {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.first() == Some(&b'.') {
-                out.push(b'.');
-            }
-            out.extend_from_slice(line);
-            out.extend_from_slice(b"\r\n");
+/// The message as SMTP DATA, a chunk at a time: CRLF line ends (a CR before an LF is dropped,
+/// so CRLF stays CRLF), a line starting with `.` gets another `.` (RFC 5321 section 4.5.2), a
+/// last line without a newline gets one, then `.` ends it. It keeps the little it needs between
+/// chunks (at a line start? a CR held back?), so a chunk may end anywhere: inside a CRLF, just
+/// before a line's first `.`.
+#[derive(Debug)]
+struct DotStuffer {
+    /// The next byte starts a line.
+    line_start: bool,
+    /// A CR was read and not written yet: it is dropped if an LF follows.
+    cr: bool,
+    /// Any byte at all was read (an empty message is just the final dot).
+    any: bool,
+}
+
+impl DotStuffer {
+    fn new() -> DotStuffer {
+        DotStuffer {
+            line_start: true,
+            cr: false,
+            any: false,
         }
     }
-    out.extend_from_slice(b".\r\n");
-    out
+
+    /// Append the encoding of `chunk` to `out`.
+    fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        out.reserve(chunk.len() + chunk.len() / 32 + 2);
+        self.any |= !chunk.is_empty();
+        for &b in chunk {
+            match b {
+                b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    self.cr = false;
+                    self.line_start = true;
+                }
+                b'\r' => {
+                    if self.cr {
+                        out.push(b'\r');
+                    }
+                    self.cr = true;
+                    self.line_start = false;
+                }
+                _ => {
+                    if self.cr {
+                        out.push(b'\r');
+                        self.cr = false;
+                    }
+                    if self.line_start && b == b'.' {
+                        out.push(b'.');
+                    }
+                    self.line_start = false;
+                    out.push(b);
+                }
+            }
+        }
+    }
+
+    /// Append the end: a newline if the last line had none (a CR held back there is dropped,
+    /// as the whole-message rule strips one from every line), then `.`.
+    fn finish(self, out: &mut Vec<u8>) {
+        if self.any && !self.line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
 }
 
 /// Accepts any certificate: for opportunistic STARTTLS, which encrypts against passive
@@ -567,7 +614,21 @@ impl Smtp {
         job: &Job,
     ) -> std::result::Result<Vec<Answer>, (ConnError, bool)> {
         let from = format!("{}:{}", self.host, self.port);
-        let eight = job.message.iter().any(|&b| b >= 0x80);
+        // BODY=8BITMIME must be in MAIL, before the data is sent: so when the server offers
+        // it, one pass over the spool file (a chunk buffer, no copy) looks for 8-bit bytes.
+        // Servers that do not offer it get the message as is, so then there is nothing to scan.
+        let eight = if conn.caps.eightbit {
+            let message = job.message.clone();
+            match tokio::task::spawn_blocking(move || message.has_8bit()).await {
+                Ok(Ok(eight)) => eight,
+                Ok(Err(e)) => {
+                    return Err((ConnError(format!("reading the queued message: {e}")), true))
+                }
+                Err(e) => return Err((ConnError(format!("internal error: {e}")), true)),
+            }
+        } else {
+            false
+        };
         let mut mail = b"MAIL FROM:<".to_vec();
         mail.extend_from_slice(smtp_sender(&job.sender));
         mail.push(b'>');
@@ -651,9 +712,21 @@ impl Smtp {
             let _ = conn.command(b"RSET").await;
             return Ok(answers.into_iter().flatten().collect());
         }
-        conn.write(&dot_stuff(&job.message))
-            .await
-            .map_err(|e| (e, true))?;
+        // Streamed: a read error stops here without the final dot, and the connection is
+        // dropped, so the server discards what it got instead of delivering a cut message.
+        let mut chunks = job.message.chunks();
+        let mut stuffer = DotStuffer::new();
+        let mut out = Vec::with_capacity(super::CHUNK + super::CHUNK / 8);
+        while let Some(chunk) = chunks.recv().await {
+            let chunk =
+                chunk.map_err(|e| (ConnError(format!("reading the queued message: {e}")), true))?;
+            out.clear();
+            stuffer.push(&chunk, &mut out);
+            conn.write(&out).await.map_err(|e| (e, true))?;
+        }
+        out.clear();
+        stuffer.finish(&mut out);
+        conn.write(&out).await.map_err(|e| (e, true))?;
         let end = conn.reply().await.map_err(|e| (e, true))?;
         let text = said(&end, "end of data");
         fill(
@@ -688,11 +761,82 @@ mod tests {
         assert_eq!(base64(b"\0user\0pass"), "AHVzZXIAcGFzcw==");
     }
 
+    /// The whole-message encoder the streaming one must match byte for byte.
+    fn dot_stuff(message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(message.len() + message.len() / 40 + 8);
+        if !message.is_empty() {
+            for line in message
+                .strip_suffix(b"\n")
+                .unwrap_or(message)
+                .split(|&b| b == b'\n')
+            {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.first() == Some(&b'.') {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(line);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    fn stream(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut s = DotStuffer::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c, &mut out);
+        }
+        s.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn streaming_dot_stuffing_matches_the_whole_message_encoder_at_every_split() {
+        let inputs: &[&[u8]] = &[
+            b"",
+            b"\n",
+            b".",
+            b"\r",
+            b"\r\n",
+            b"a\n.b\n..\n",
+            b"no newline",
+            b"crlf\r\n",
+            b".\r\n.\n\r.\r\r\n..\r",
+            b"x\r\ry\n.\n\n.end",
+            b"H: v\r\n\r\n.body\r\n\xe9t\xe9\n.\n",
+            b"\n\n..\r\n.\r",
+        ];
+        for input in inputs {
+            let want = dot_stuff(input);
+            assert_eq!(stream(&[input]), want, "{input:?}");
+            for i in 0..=input.len() {
+                assert_eq!(
+                    stream(&[&input[..i], &input[i..]]),
+                    want,
+                    "{input:?} at {i}"
+                );
+                for j in i..=input.len() {
+                    let got = stream(&[&input[..i], &input[i..j], &[], &input[j..]]);
+                    assert_eq!(got, want, "{input:?} at {i}, {j}");
+                }
+            }
+            // One byte at a time: every boundary at once.
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(stream(&bytes), want, "{input:?} bytewise");
+        }
+    }
+
     #[test]
     fn dot_stuffing() {
         assert_eq!(dot_stuff(b"a\n.b\n..\n"), b"a\r\n..b\r\n...\r\n.\r\n");
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
         assert_eq!(dot_stuff(b"crlf\r\n"), b"crlf\r\n.\r\n");
         assert_eq!(dot_stuff(b""), b".\r\n");
+        assert_eq!(stream(&[b"a\n.b\n..\n"]), b"a\r\n..b\r\n...\r\n.\r\n");
+        assert_eq!(stream(&[b"no newline"]), b"no newline\r\n.\r\n");
+        assert_eq!(stream(&[b"crlf\r\n"]), b"crlf\r\n.\r\n");
+        assert_eq!(stream(&[]), b".\r\n");
     }
 }
