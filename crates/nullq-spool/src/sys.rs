@@ -107,8 +107,8 @@ pub(crate) fn unlink(path: &Path) -> Result<bool> {
     }
 }
 
-/// Opens (creating) `path` and takes an exclusive `flock` on it without waiting. The lock lasts
-/// as long as the returned file is open.
+/// Opens (creating) `path` and takes an exclusive `flock` on it, waiting at most two seconds.
+/// The lock lasts as long as the returned file is open.
 pub(crate) fn lock_file(path: &Path) -> Result<File> {
     let file = OpenOptions::new()
         .read(true)
@@ -118,18 +118,28 @@ pub(crate) fn lock_file(path: &Path) -> Result<File> {
         .mode(0o600)
         .open(path)
         .map_err(|e| SpoolError::io(Step::Lock, path, e))?;
-    // SAFETY: flock only acts on the descriptor, which `file` keeps open for the call.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == -1 {
+    // A lock held only for a moment is waited for, briefly: the previous server still exiting,
+    // or a process forked from ours that has not yet reached exec (the descriptor is O_CLOEXEC,
+    // but until exec the child shares the lock).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let e = loop {
+        // SAFETY: flock only acts on the descriptor, which `file` keeps open for the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(file);
+        }
         let e = io::Error::last_os_error();
-        let e = if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            io::Error::new(
-                e.kind(),
-                "the spool is in use by another process (or another Spool in this one)",
-            )
-        } else {
-            e
-        };
-        return Err(SpoolError::io(Step::Lock, path, e));
-    }
-    Ok(file)
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) || std::time::Instant::now() >= deadline {
+            break e;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let e = if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        io::Error::new(
+            e.kind(),
+            "the spool is in use by another process (or another Spool in this one)",
+        )
+    } else {
+        e
+    };
+    Err(SpoolError::io(Step::Lock, path, e))
 }
