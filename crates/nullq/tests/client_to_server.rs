@@ -112,7 +112,7 @@ fn pine_and_cron_calls_arrive_in_the_spool() {
     let (_, rcpts, text) = one_message(&server);
     assert_eq!(rcpts, vec![b"root@example.net".to_vec()]);
     assert!(
-        text.contains("From: CronDaemon <jason@example.net>"),
+        text.contains("From: \"CronDaemon\" <jason@example.net>"),
         "{text}"
     );
 }
