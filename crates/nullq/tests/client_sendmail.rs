@@ -256,32 +256,8 @@ fn bs_reports_a_refused_message() {
 
 #[test]
 fn mutt_sends_through_our_sendmail() {
-    if !have("/usr/bin/mutt") {
-        panic!("cannot run this test: mutt is not installed (.ci/run sets this up)");
-    }
     let (host, server) = setup();
-    let muttrc = host.dir.path().join("muttrc");
-    std::fs::write(
-        &muttrc,
-        format!(
-            "set sendmail=\"{}\"\nset from=\"Jason Mader <jason@example.net>\"\nset use_from=yes\n\
-             set copy=no\nset record=\"\"\nset charset=\"utf-8\"\nset send_charset=\"us-ascii:utf-8\"\n",
-            host.bin("sendmail").display()
-        ),
-    )
-    .expect("muttrc");
-    let mut cmd = host.cmd("sendmail");
-    let mut mutt = Command::new("/usr/bin/mutt");
-    for (k, v) in cmd.get_envs() {
-        if let Some(v) = v {
-            mutt.env(k, v);
-        }
-    }
-    cmd = mutt;
-    cmd.args(["-n", "-F"])
-        .arg(&muttrc)
-        .args(["-s", "from mutt", "--", "bob@example.com"])
-        .env("TERM", "dumb");
+    let cmd = mutt(&host, "from mutt", "bob@example.com");
     let out = run(cmd, b"hello from mutt\n", LIMIT);
     assert_eq!(
         out.status.code(),
@@ -303,24 +279,8 @@ fn mutt_sends_through_our_sendmail() {
 
 #[test]
 fn bsd_mailx_sends_through_our_sendmail() {
-    if !have("/usr/bin/bsd-mailx") {
-        panic!("cannot run this test: bsd-mailx is not installed (.ci/run sets this up)");
-    }
     let (host, server) = setup();
-    let mailrc = host.dir.path().join("mailrc");
-    std::fs::write(
-        &mailrc,
-        format!("set sendmail={}\n", host.bin("sendmail").display()),
-    )
-    .expect("mailrc");
-    let env_source = host.cmd("sendmail");
-    let mut cmd = Command::new("/usr/bin/bsd-mailx");
-    for (k, v) in env_source.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    cmd.env("MAILRC", &mailrc).args(["-s", "from mailx", "bob"]);
+    let cmd = mailx(&host, "from mailx", "bob");
     let out = run(cmd, b"hello from mailx\n", LIMIT);
     assert_eq!(
         out.status.code(),

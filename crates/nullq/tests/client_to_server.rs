@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use client_support::{have, run, wait_for, Host};
+use client_support::{mailx, mutt, run, wait_for, Host};
 use common::Server;
 use nullq_spool::Spool;
 
@@ -40,19 +40,6 @@ fn setup() -> (Host, Server) {
     let host = Host::new();
     host.servers(&[server.addr]);
     (host, server)
-}
-
-/// A command for `program` with the host's environment (NULLQ_HOME, USER, ...).
-fn with_host_env(host: &Host, program: &str) -> Command {
-    let template = host.cmd("sendmail");
-    let mut cmd = Command::new(program);
-    for (k, v) in template.get_envs() {
-        if let Some(v) = v {
-            cmd.env(k, v);
-        }
-    }
-    cmd.current_dir(host.dir.path());
-    cmd
 }
 
 fn one_message(server: &Server) -> Queued {
@@ -119,31 +106,8 @@ fn pine_and_cron_calls_arrive_in_the_spool() {
 
 #[test]
 fn mutt_and_mailx_arrive_in_the_spool() {
-    assert!(
-        have("/usr/bin/mutt"),
-        "mutt is not installed (.ci/run installs it)"
-    );
-    assert!(
-        have("/usr/bin/bsd-mailx"),
-        "bsd-mailx is not installed (.ci/run installs it)"
-    );
-
     let (host, server) = setup();
-    let muttrc = host.dir.path().join("muttrc");
-    std::fs::write(
-        &muttrc,
-        format!(
-            "set sendmail=\"{}\"\nset from=\"Jason Mader <jason@example.net>\"\nset use_from=yes\n\
-             set copy=no\nset record=\"\"\n",
-            host.bin("sendmail").display()
-        ),
-    )
-    .expect("muttrc");
-    let mut mutt = with_host_env(&host, "/usr/bin/mutt");
-    mutt.args(["-n", "-F"])
-        .arg(&muttrc)
-        .args(["-s", "from mutt", "--", "bob@example.com"])
-        .env("TERM", "dumb");
+    let mutt = mutt(&host, "from mutt", "bob@example.com");
     let out = run(mutt, b"hello from mutt\n", LIMIT);
     assert_eq!(
         out.status.code(),
@@ -161,16 +125,7 @@ fn mutt_and_mailx_arrive_in_the_spool() {
     );
 
     let (host, server) = setup();
-    let mailrc = host.dir.path().join("mailrc");
-    std::fs::write(
-        &mailrc,
-        format!("set sendmail={}\n", host.bin("sendmail").display()),
-    )
-    .expect("mailrc");
-    let mut mailx = with_host_env(&host, "/usr/bin/bsd-mailx");
-    mailx
-        .env("MAILRC", &mailrc)
-        .args(["-s", "from mailx", "bob"]);
+    let mailx = mailx(&host, "from mailx", "bob");
     let out = run(mailx, b"hello from mailx\n", LIMIT);
     assert_eq!(
         out.status.code(),

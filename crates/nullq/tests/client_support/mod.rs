@@ -96,6 +96,61 @@ impl Host {
     }
 }
 
+/// `program` (an MUA) with the host's environment (NULLQ_HOME, USER, ...), run in its directory.
+pub fn with_host_env(host: &Host, program: &str) -> Command {
+    let template = host.cmd("sendmail");
+    let mut cmd = Command::new(program);
+    for (k, v) in template.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.current_dir(host.dir.path());
+    cmd
+}
+
+/// mutt, configured to send through the host's sendmail as Jason Mader, sending `subject` to
+/// `to` with the body on stdin.
+pub fn mutt(host: &Host, subject: &str, to: &str) -> Command {
+    assert!(
+        have("/usr/bin/mutt"),
+        "mutt is not installed (.ci/run installs it)"
+    );
+    let muttrc = host.dir.path().join("muttrc");
+    std::fs::write(
+        &muttrc,
+        format!(
+            "set sendmail=\"{}\"\nset from=\"Jason Mader <jason@example.net>\"\nset use_from=yes\n\
+             set copy=no\nset record=\"\"\nset charset=\"utf-8\"\nset send_charset=\"us-ascii:utf-8\"\n",
+            host.bin("sendmail").display()
+        ),
+    )
+    .expect("muttrc");
+    let mut cmd = with_host_env(host, "/usr/bin/mutt");
+    cmd.args(["-n", "-F"])
+        .arg(&muttrc)
+        .args(["-s", subject, "--", to])
+        .env("TERM", "dumb");
+    cmd
+}
+
+/// bsd-mailx, configured to send through the host's sendmail, sending `subject` to `to`.
+pub fn mailx(host: &Host, subject: &str, to: &str) -> Command {
+    assert!(
+        have("/usr/bin/bsd-mailx"),
+        "bsd-mailx is not installed (.ci/run installs it)"
+    );
+    let mailrc = host.dir.path().join("mailrc");
+    std::fs::write(
+        &mailrc,
+        format!("set sendmail={}\n", host.bin("sendmail").display()),
+    )
+    .expect("mailrc");
+    let mut cmd = with_host_env(host, "/usr/bin/bsd-mailx");
+    cmd.env("MAILRC", &mailrc).args(["-s", subject, to]);
+    cmd
+}
+
 /// Run `cmd` with `input` on stdin, killing it after `limit`.
 pub fn run(mut cmd: Command, input: &[u8], limit: Duration) -> Output {
     cmd.stdin(Stdio::piped())
