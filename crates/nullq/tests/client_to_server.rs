@@ -5,7 +5,6 @@
 mod client_support;
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use client_support::{mailx, mutt, run, wait_for, Host};
