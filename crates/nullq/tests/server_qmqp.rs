@@ -356,6 +356,27 @@ fn denied_clients_are_closed_before_reading_and_sighup_reloads() {
         "{answer:?}"
     );
     assert_eq!(server.queued().len(), 1);
+
+    // A session admitted under the old rules survives a reload that would deny it now.
+    let mut open = TcpStream::connect(server.addr).expect("connect");
+    open.write_all(&request[..4]).expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(&rules, "128.164.26.3:allow\n:deny\n").expect("rules");
+    // SAFETY: kill(2) on our child's pid.
+    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGHUP) };
+    // Until the reload is done, probes are still admitted (and queued): count them.
+    let start = std::time::Instant::now();
+    let mut admitted_probes = 0;
+    while start.elapsed() < T && !exchange(server.addr, &request, T).is_empty() {
+        admitted_probes += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    open.write_all(&request[4..]).expect("write rest");
+    open.set_read_timeout(Some(T)).expect("timeout");
+    let mut a = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut open, &mut a);
+    assert!(String::from_utf8_lossy(&a).contains(":Kok"), "{a:?}");
+    assert_eq!(server.queued().len(), 2 + admitted_probes);
 }
 
 #[test]
