@@ -17,25 +17,8 @@ use std::time::{Duration, Instant};
 
 use nullq_proto::qmqp::{Event, Limits, RequestDecoder, Response, Status};
 
-/// Program names the tests run through symlinks.
-pub const NAMES: &[&str] = &[
-    "sendmail",
-    "mailq",
-    "newaliases",
-    "qmail-inject",
-    "qmail-qmqpc",
-    "qmail-queue",
-    "predate",
-    "datemail",
-    "mailsubj",
-    "forward",
-    "maildirmake",
-    "maildir2mbox",
-    "maildirwatch",
-    "elq",
-    "pinq",
-    "qail",
-];
+/// Program names the tests run through symlinks: the ones `nullq install` links.
+pub const NAMES: &[&str] = nullq_client::install::PROGRAMS;
 
 /// A temporary qmail home (`home/control/...`) and a `bin/` of symlinks to the nullq binary.
 pub struct Host {
