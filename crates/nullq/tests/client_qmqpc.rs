@@ -245,35 +245,14 @@ fn message_on_a_file_is_read_in_place() {
 
 #[test]
 fn fifty_megabytes_in_bounded_memory() {
-    if !have("/usr/bin/time") {
-        panic!("cannot run this test: /usr/bin/time (Debian package time) is not installed (.ci/run sets this up)");
-    }
     let host = Host::new();
     let up = QmqpServer::start(Answer::Accept);
     host.servers(&[up.addr]);
-    let size: usize = 50 * 1024 * 1024;
-    let mut message = b"Subject: big\n\n".to_vec();
-    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\n";
-    while message.len() < size {
-        message.extend_from_slice(line);
-    }
-    let rss_file = host.dir.path().join("rss");
-    // /usr/bin/time runs qmail-qmqpc as its child and writes its peak RSS (KiB) to a file.
-    let wrapper = host.dir.path().join("bin/timed-qmqpc");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec /usr/bin/time -f %M -o {} {} \"$@\"\n",
-            rss_file.display(),
-            host.bin("qmail-qmqpc").display()
-        ),
-    )
-    .expect("wrapper");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let message = fifty_megabytes(b"Subject: big\n\n");
+    let (wrapper, rss_file) = timed(&host, "qmail-qmqpc");
     let (code, err) = run_queue(
         &host,
-        "timed-qmqpc",
+        &wrapper,
         &message,
         ENVELOPE,
         Duration::from_secs(120),
@@ -282,13 +261,7 @@ fn fifty_megabytes_in_bounded_memory() {
     let got = up.received();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].bytes, message.len() as u64);
-    let rss_kib: u64 = std::fs::read_to_string(&rss_file)
-        .expect("rss")
-        .trim()
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .expect("a number");
+    let rss_kib = peak_rss_kib(&rss_file);
     eprintln!(
         "qmail-qmqpc peak RSS for a {} byte message: {rss_kib} KiB",
         message.len()

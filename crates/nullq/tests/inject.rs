@@ -274,51 +274,19 @@ fn site_rewriting_end_to_end() {
 
 #[test]
 fn fifty_megabytes_in_bounded_memory() {
-    if !have("/usr/bin/time") {
-        panic!("cannot run this test: /usr/bin/time (Debian package time) is not installed (.ci/run sets this up)");
-    }
     let host = Host::new();
     let up = QmqpServer::start(Answer::Accept);
     host.servers(&[up.addr]);
-    let size: usize = 50 * 1024 * 1024;
-    let mut message = b"To: bob\nSubject: big\n\n".to_vec();
-    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\n";
-    while message.len() < size {
-        message.extend_from_slice(line);
-    }
-    let rss_file = host.dir.path().join("rss");
-    let wrapper = script(
-        &host,
-        "timed-inject",
-        &format!(
-            "exec /usr/bin/time -f %M -o {} {} \"$@\"",
-            rss_file.display(),
-            host.bin("qmail-inject").display()
-        ),
-    );
-    // The same environment, another program: the wrapper that measures qmail-inject.
-    let like = nullq(&host, &[]);
-    let mut timed = std::process::Command::new(wrapper);
-    timed
-        .env_clear()
-        .envs(
-            like.get_envs()
-                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
-        )
-        .current_dir(host.dir.path());
-    let out = run(timed, &message, Duration::from_secs(120));
+    let message = fifty_megabytes(b"To: bob\nSubject: big\n\n");
+    let (wrapper, rss_file) = timed(&host, "qmail-inject");
+    let out = run(host.cmd(&wrapper), &message, Duration::from_secs(120));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let got = up.received();
     assert_eq!(got.len(), 1);
     // The body arrives whole, after the generated fields.
     let body_len = (message.len() - b"To: bob\nSubject: big\n".len()) as u64;
     assert!(got[0].bytes > body_len, "{} bytes", got[0].bytes);
-    let rss_kib: u64 = std::fs::read_to_string(&rss_file)
-        .expect("rss")
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .expect("a number");
+    let rss_kib = peak_rss_kib(&rss_file);
     eprintln!(
         "qmail-inject peak RSS for a {} byte message: {rss_kib} KiB",
         message.len()

@@ -134,6 +134,51 @@ pub fn mailx(host: &Host, subject: &str, to: &str) -> Command {
     cmd
 }
 
+/// About 50 MB of message: `header`, then lines of text.
+pub fn fifty_megabytes(header: &[u8]) -> Vec<u8> {
+    let size: usize = 50 * 1024 * 1024;
+    let mut message = header.to_vec();
+    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\n";
+    while message.len() < size {
+        message.extend_from_slice(line);
+    }
+    message
+}
+
+/// A program `bin/timed-NAME` that runs `NAME` under `/usr/bin/time`, which writes the child's
+/// peak RSS to a file: returns the wrapper's name (for [`Host::cmd`]) and that file.
+pub fn timed(host: &Host, name: &str) -> (String, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    assert!(
+        have("/usr/bin/time"),
+        "/usr/bin/time (Debian package time) is not installed (.ci/run installs it)"
+    );
+    let rss_file = host.dir.path().join(format!("rss-{name}"));
+    let wrapper = format!("timed-{name}");
+    let path = host.bin(&wrapper);
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nexec /usr/bin/time -f %M -o {} {} \"$@\"\n",
+            rss_file.display(),
+            host.bin(name).display()
+        ),
+    )
+    .expect("wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    (wrapper, rss_file)
+}
+
+/// The peak RSS in KiB that a [`timed`] run wrote.
+pub fn peak_rss_kib(rss_file: &Path) -> u64 {
+    std::fs::read_to_string(rss_file)
+        .expect("rss")
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("a number")
+}
+
 /// Run `cmd` with `input` on stdin, killing it after `limit`.
 pub fn run(mut cmd: Command, input: &[u8], limit: Duration) -> Output {
     cmd.stdin(Stdio::piped())
