@@ -88,6 +88,10 @@ struct CommonArgs {
     /// Log destination: stderr, syslog or journald [default: stderr].
     #[arg(long, value_name = "FORMAT")]
     log: Option<String>,
+    /// What is logged, overriding log.level: a level (error, warn, info, debug, trace) or a
+    /// tracing filter such as info,nullq::session=debug [default: info].
+    #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
+    log_level: Option<String>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -173,6 +177,9 @@ fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
     if let Some(v) = common.error_delay {
         limits.error_delay_secs = v;
     }
+    if let Some(level) = &common.log_level {
+        config.log.level.clone_from(level);
+    }
     if let Some(format) = &common.log {
         config.log.format = match format.as_str() {
             "stderr" => LogFormat::Stderr,
@@ -186,6 +193,21 @@ fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
         };
     }
     Ok(config)
+}
+
+/// `--log-level`: checked as `log.level` is (not empty) and, beyond that, as the filter the
+/// logger will parse, so that a typo is a usage error instead of a silent `info`.
+fn parse_log_level(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("empty: write \"info\" for the default".to_owned());
+    }
+    match tracing_subscriber::EnvFilter::builder().parse(text) {
+        Ok(_) => Ok(text.to_owned()),
+        Err(e) => Err(format!(
+            "not a log filter ({e}): write a level (error, warn, info, debug, trace) or \
+             directives such as \"info,nullq::session=debug\""
+        )),
+    }
 }
 
 /// `--deliver TARGET`, when given, replaces the configured delivery target.
@@ -451,4 +473,78 @@ fn deliver(args: DeliverArgs) -> Result<i32, String> {
             .await;
         Ok(0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("nullq").chain(args.iter().copied()))
+    }
+
+    fn common(cli: Cli) -> CommonArgs {
+        match cli.command {
+            Command::Serve(a) => a.common,
+            Command::Qmqpd(a) => a,
+            Command::Deliver(a) => a.common,
+            Command::Queue(_) => panic!("queue has no common options"),
+        }
+    }
+
+    #[test]
+    fn log_level_overrides_the_default_and_the_file() {
+        let c = common(parse(&["serve", "--log-level", "info,nullq::session=debug"]).unwrap());
+        let config = configure(&c).unwrap();
+        assert_eq!(config.log.level, "info,nullq::session=debug");
+        config.validate().unwrap();
+        assert!(
+            config
+                .to_toml_string()
+                .contains("level = \"info,nullq::session=debug\""),
+            "{}",
+            config.to_toml_string()
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nullq.toml");
+        std::fs::write(&file, "[log]\nlevel = \"warn\"\n").unwrap();
+        let file = file.to_str().unwrap();
+        let c = common(parse(&["serve", "--config", file]).unwrap());
+        assert_eq!(configure(&c).unwrap().log.level, "warn");
+        for sub in ["serve", "qmqpd", "deliver"] {
+            let c = common(parse(&[sub, "--config", file, "--log-level", "debug"]).unwrap());
+            assert_eq!(configure(&c).unwrap().log.level, "debug", "{sub}");
+        }
+        let c = common(parse(&["serve"]).unwrap());
+        assert_eq!(configure(&c).unwrap().log.level, "info");
+    }
+
+    #[test]
+    fn a_bad_log_level_is_a_usage_error() {
+        for bad in ["", " ", "nullq=loud", "info,nullq::session=verbose", "[{"] {
+            let e = parse(&["serve", "--log-level", bad]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad:?}");
+            let text = e.to_string();
+            assert!(text.contains("--log-level"), "{text}");
+            assert!(
+                text.contains("not a log filter") || text.contains("empty"),
+                "{text}"
+            );
+        }
+        let args: Vec<OsString> = ["nullq", "serve", "--log-level", "nullq=loud"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(main(&args), 100);
+    }
+
+    #[test]
+    fn log_level_is_in_the_help() {
+        let e = parse(&["serve", "--help"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        let help = e.to_string();
+        assert!(help.contains("--log-level <LEVEL>"), "{help}");
+        assert!(help.contains("log.level"), "{help}");
+    }
 }

@@ -5,13 +5,18 @@
 //!
 //! A Maildir never refuses a recipient: every failure here (disk full, permissions) is
 //! temporary, and the message waits in the queue until the operator fixes it.
+//!
+//! A write cut short (`kill -9`, a crash, a power cut) leaves its file in `tmp/`; the message is
+//! delivered again under a new name after the restart. [`clean_tmp`], run once per Maildir when
+//! the runner starts, removes such leftovers: files of ours whose writer is gone, and (the
+//! Maildir convention) any file in `tmp/` untouched for 36 hours.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{Answer, Job};
 
@@ -29,6 +34,11 @@ impl Maildir {
         Maildir { dir }
     }
 
+    /// The Maildir's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Deliver one copy for all of `job`'s recipients.
     pub async fn deliver(&self, job: &Job) -> Vec<Answer> {
         let dir = self.dir.clone();
@@ -42,15 +52,21 @@ impl Maildir {
     }
 }
 
+/// This machine's part of a Maildir name: the host name, `/` and `:` escaped as the Maildir
+/// convention says.
+fn host_part() -> String {
+    nullq_config::server::machine_hostname()
+        .unwrap_or_else(|| "localhost".into())
+        .replace('/', "\\057")
+        .replace(':', "\\072")
+}
+
 /// A name no other delivery uses: time, microseconds, pid, a counter, the host.
 fn unique_name() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let host = nullq_config::server::machine_hostname()
-        .unwrap_or_else(|| "localhost".into())
-        .replace('/', "\\057")
-        .replace(':', "\\072");
+    let host = host_part();
     format!(
         "{}.M{}P{}Q{}.{}",
         now.as_secs(),
@@ -59,6 +75,147 @@ fn unique_name() -> String {
         SEQ.fetch_add(1, Ordering::Relaxed),
         host
     )
+}
+
+/// A file in `tmp/` untouched (neither read nor written) for this long is a leftover, whoever
+/// wrote it: the Maildir convention.
+const STALE_AFTER: Duration = Duration::from_secs(36 * 3600);
+
+/// The writer's pid if `name` is exactly a name [`unique_name`] makes on the host whose name
+/// part is `host`: `{secs}.M{usec}P{pid}Q{seq}.{host}`, each number plain decimal digits.
+fn our_writer(name: &str, host: &str) -> Option<libc::pid_t> {
+    /// Decimal digits without a sign or a leading zero (as `format!` writes them), up to `end`.
+    fn number(text: &str, end: char) -> Option<(u64, &str)> {
+        let (digits, rest) = text.split_once(end)?;
+        let well_formed = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits == "0" || !digits.starts_with('0'));
+        if !well_formed {
+            return None;
+        }
+        Some((digits.parse().ok()?, rest))
+    }
+    let (_secs, rest) = number(name, '.')?;
+    let (usec, rest) = number(rest.strip_prefix('M')?, 'P')?;
+    let (pid, rest) = number(rest, 'Q')?;
+    let (_seq, rest) = number(rest, '.')?;
+    if usec >= 1_000_000 || rest != host {
+        return None;
+    }
+    // pid 0 or a negative one would name a process group for kill(2): never ours.
+    libc::pid_t::try_from(pid).ok().filter(|&p| p > 0)
+}
+
+/// Whether process `pid` exists: `kill(pid, 0)` fails with ESRCH only when it does not (EPERM
+/// means it exists under another user).
+fn process_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists. `pid` is > 0, so
+    // it names one process, never a group.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Why a file in `tmp/` is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leftover {
+    /// Ours, and its writer (this pid) no longer runs.
+    WriterGone(libc::pid_t),
+    /// Ours with our own pid: at start we have written nothing yet, so an earlier process with
+    /// the same pid wrote it.
+    OwnPid,
+    /// Untouched for [`STALE_AFTER`] (any name).
+    Stale,
+}
+
+/// Remove the leftovers of interrupted deliveries from `dir/tmp/` (see the module
+/// documentation). Blocking; run once per Maildir when the runner starts, before it delivers.
+/// A file whose writer still runs (another `nullq deliver` or server on this Maildir) is never
+/// removed; symlinks are not followed (a symlink is judged and removed as the entry it is);
+/// directories and other special files are left alone. Errors are logged per file.
+pub fn clean_tmp(dir: &Path) {
+    clean_tmp_at(dir, SystemTime::now(), &host_part(), std::process::id());
+}
+
+fn clean_tmp_at(dir: &Path, now: SystemTime, host: &str, own_pid: u32) {
+    let tmp = dir.join("tmp");
+    let entries = match std::fs::read_dir(&tmp) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            tracing::warn!(target: "nullq::delivery", path = %tmp.display(), "maildir: cannot clean tmp/: {e}");
+            return;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!(target: "nullq::delivery", path = %tmp.display(), "maildir: cannot read tmp/: {e}");
+                continue;
+            }
+        };
+        let path = entry.path();
+        // lstat: a symlink is looked at as itself, never at what it points to.
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            // Renamed into new/ or removed meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                tracing::warn!(target: "nullq::delivery", path = %path.display(), "maildir: cannot clean: {e}");
+                continue;
+            }
+        };
+        let Some(why) = leftover(&entry.file_name(), &meta, now, host, own_pid) else {
+            continue;
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                let why = match why {
+                    Leftover::WriterGone(pid) => format!("its writer (pid {pid}) is gone"),
+                    Leftover::OwnPid => "left by an earlier process with our pid".to_owned(),
+                    Leftover::Stale => "untouched for 36 hours".to_owned(),
+                };
+                tracing::info!(target: "nullq::delivery", path = %path.display(), "maildir: removed an interrupted delivery from tmp/: {why}");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(target: "nullq::delivery", path = %path.display(), "maildir: cannot remove a leftover from tmp/: {e}");
+            }
+        }
+    }
+}
+
+/// Whether the `tmp/` entry `name` (lstat'ed as `meta`) is to be removed, and why.
+fn leftover(
+    name: &std::ffi::OsStr,
+    meta: &std::fs::Metadata,
+    now: SystemTime,
+    host: &str,
+    own_pid: u32,
+) -> Option<Leftover> {
+    let kind = meta.file_type();
+    if !kind.is_file() && !kind.is_symlink() {
+        return None;
+    }
+    if let Some(pid) = name.to_str().and_then(|n| our_writer(n, host)) {
+        return if u32::try_from(pid).is_ok_and(|p| p == own_pid) {
+            Some(Leftover::OwnPid)
+        } else if !process_alive(pid) {
+            Some(Leftover::WriterGone(pid))
+        } else {
+            // Its writer runs: never removed, however old.
+            None
+        };
+    }
+    // Untouched: the later of the last read and the last write.
+    let touched = [meta.accessed(), meta.modified()]
+        .into_iter()
+        .filter_map(Result::ok)
+        .max()?;
+    let idle = now.duration_since(touched).unwrap_or_default();
+    (idle >= STALE_AFTER).then_some(Leftover::Stale)
 }
 
 fn ensure_dirs(dir: &Path) -> std::io::Result<()> {
@@ -120,5 +277,209 @@ pub fn smtp_sender(sender: &[u8]) -> &[u8] {
         b""
     } else {
         sender
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::process::{Child, Command};
+
+    /// A child that runs until the test ends.
+    struct Live(Child);
+
+    impl Drop for Live {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn live_pid() -> Live {
+        Live(
+            Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .expect("spawn sleep"),
+        )
+    }
+
+    /// The pid of a process that has exited and been reaped.
+    fn dead_pid() -> u32 {
+        let mut child = Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        pid
+    }
+
+    fn name_for(pid: u32, host: &str) -> String {
+        format!("1700000000.M123456P{pid}Q7.{host}")
+    }
+
+    /// Set a path's access and modification times to `ago` before now, without following a
+    /// symlink.
+    fn age(path: &Path, ago: Duration) {
+        let when = SystemTime::now() - ago;
+        let secs = when
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let t = libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: 0,
+        };
+        let c = CString::new(path.as_os_str().as_bytes()).expect("no NUL");
+        // SAFETY: `c` is a NUL-terminated path and `times` two valid timespecs, for the call.
+        let rc = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                [t, t].as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        assert_eq!(rc, 0, "utimensat: {}", std::io::Error::last_os_error());
+    }
+
+    fn maildir() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        ensure_dirs(dir.path()).expect("dirs");
+        let tmp = dir.path().join("tmp");
+        (dir, tmp)
+    }
+
+    fn put(tmp: &Path, name: &str) -> PathBuf {
+        let path = tmp.join(name);
+        std::fs::write(&path, b"Return-Path: <>\n").expect("write");
+        path
+    }
+
+    #[test]
+    fn our_names_are_parsed_strictly() {
+        let host = "host1.example.net";
+        assert_eq!(
+            our_writer("1700000000.M5P42Q0.host1.example.net", host),
+            Some(42)
+        );
+        let ours = unique_name();
+        assert_eq!(
+            our_writer(&ours, &host_part()),
+            libc::pid_t::try_from(std::process::id()).ok(),
+            "{ours}"
+        );
+        for name in [
+            "1700000000.M5P42Q0.host1.example.net.",
+            "1700000000.M5P42Q0.other.example.net",
+            "1700000000.M5P42Q0.host1",
+            "1700000000.M5P42Q0",
+            "1700000000.M5P42.host1.example.net",
+            "1700000000.M5Q0P42.host1.example.net",
+            "1700000000.P42Q0.host1.example.net",
+            "1700000000.M1000000P42Q0.host1.example.net",
+            "1700000000.M5P0Q0.host1.example.net",
+            "1700000000.M5P042Q0.host1.example.net",
+            "1700000000.M5P+42Q0.host1.example.net",
+            "1700000000.M5P-1Q0.host1.example.net",
+            "1700000000.M5P4294967297Q0.host1.example.net",
+            "1700000000x.M5P42Q0.host1.example.net",
+            "1700000000.M5P42Qx.host1.example.net",
+            "1700000000",
+            "1700000000.",
+            "",
+            ".M5P42Q0.host1.example.net",
+        ] {
+            assert_eq!(our_writer(name, host), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn leftovers_of_gone_writers_and_stale_files_are_removed() {
+        let (_dir, tmp) = maildir();
+        let host = host_part();
+        let own = std::process::id();
+        let live = live_pid();
+        let dead = dead_pid();
+        let now = SystemTime::now();
+
+        let dead_ours = put(&tmp, &name_for(dead, &host));
+        let live_ours = put(&tmp, &name_for(live.0.id(), &host));
+        // Its writer runs: kept even when old.
+        let live_old = put(&tmp, &format!("1600000000.M1P{}Q1.{host}", live.0.id()));
+        age(&live_old, Duration::from_secs(40 * 3600));
+        let parent_ours = put(&tmp, &name_for(std::os::unix::process::parent_id(), &host));
+        let own_ours = put(&tmp, &name_for(own, &host));
+        let foreign_fresh = put(&tmp, "1700000000.12345_1.mail.example.net");
+        let foreign_old = put(&tmp, "1700000000.12345_2.mail.example.net");
+        age(&foreign_old, Duration::from_secs(37 * 3600));
+        let foreign_35h = put(&tmp, "1700000000.12345_3.mail.example.net");
+        age(&foreign_35h, Duration::from_secs(35 * 3600));
+        // Another host's name with our format and a dead pid: its writer may run over NFS.
+        let other_host = put(&tmp, &name_for(dead, "other.example.net"));
+        // Digits first, but not our whole pattern.
+        let digits_only = put(&tmp, &format!("{dead}"));
+        // Directories are left alone, whatever their name or age.
+        let subdir = tmp.join(format!("1700000001.M1P{dead}Q9.{host}"));
+        std::fs::create_dir(&subdir).expect("mkdir");
+        let old_dir = tmp.join("old-directory");
+        std::fs::create_dir(&old_dir).expect("mkdir");
+        age(&old_dir, Duration::from_secs(40 * 3600));
+
+        clean_tmp_at(tmp.parent().expect("parent"), now, &host, own);
+
+        assert!(!dead_ours.exists(), "dead writer's file removed");
+        assert!(live_ours.exists(), "live writer's file kept");
+        assert!(live_old.exists(), "live writer's old file kept");
+        assert!(parent_ours.exists(), "parent's file kept");
+        assert!(!own_ours.exists(), "own pid's file removed");
+        assert!(foreign_fresh.exists(), "fresh foreign file kept");
+        assert!(!foreign_old.exists(), "37 h old foreign file removed");
+        assert!(foreign_35h.exists(), "35 h old foreign file kept");
+        assert!(other_host.exists(), "other host's file kept");
+        assert!(digits_only.exists(), "a name of digits is not ours");
+        assert!(
+            subdir.is_dir() && old_dir.is_dir(),
+            "directories left alone"
+        );
+    }
+
+    #[test]
+    fn symlinks_are_judged_as_entries_and_never_followed() {
+        let (dir, tmp) = maildir();
+        let host = host_part();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"keep me").expect("write");
+        age(&outside, Duration::from_secs(40 * 3600));
+
+        // A fresh link to an old file: the link is what counts, and it is fresh.
+        let fresh_link = tmp.join("fresh-link");
+        std::os::unix::fs::symlink(&outside, &fresh_link).expect("symlink");
+        // An old link: removed as an entry, its target untouched.
+        let old_link = tmp.join("old-link");
+        std::os::unix::fs::symlink(&outside, &old_link).expect("symlink");
+        age(&old_link, Duration::from_secs(37 * 3600));
+        // A link with our name and a dead writer; one dangling.
+        let ours_link = tmp.join(name_for(dead_pid(), &host));
+        std::os::unix::fs::symlink(&outside, &ours_link).expect("symlink");
+        let dangling = tmp.join(name_for(std::process::id(), &host));
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).expect("symlink");
+
+        clean_tmp_at(dir.path(), SystemTime::now(), &host, std::process::id());
+
+        let present = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+        assert!(present(&fresh_link), "fresh link kept");
+        assert!(!present(&old_link), "old link removed");
+        assert!(!present(&ours_link), "our dead writer's link removed");
+        assert!(!present(&dangling), "our own pid's dangling link removed");
+        assert_eq!(std::fs::read(&outside).expect("target"), b"keep me");
+    }
+
+    #[test]
+    fn a_missing_tmp_is_fine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        clean_tmp(dir.path());
+        clean_tmp(&dir.path().join("does-not-exist"));
+        assert!(!dir.path().join("tmp").exists());
     }
 }

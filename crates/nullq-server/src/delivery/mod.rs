@@ -467,6 +467,17 @@ impl Routes {
             .all(|(_, b)| matches!(**b, Backend::Hold))
     }
 
+    /// The Maildirs among the targets (for the start-up clean of `tmp/`).
+    pub fn maildir_dirs(&self) -> Vec<PathBuf> {
+        self.backends
+            .iter()
+            .filter_map(|(_, b)| match &**b {
+                Backend::Maildir(m) => Some(m.dir().to_path_buf()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The CommuniGate Pro folders among the targets (for the `.bad` file scan).
     pub fn cgp_dirs(&self) -> Vec<PathBuf> {
         self.backends
@@ -576,6 +587,19 @@ impl Runner {
         // Announced while being delivered: look again as soon as the attempt ends.
         let mut again: HashSet<QueueId> = HashSet::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(QueueId, Next)>();
+        // Before the first delivery: files a killed earlier process left in a Maildir's tmp/.
+        let maildirs = shared.routes.maildir_dirs();
+        if !maildirs.is_empty() {
+            let cleaned = tokio::task::spawn_blocking(move || {
+                for dir in &maildirs {
+                    maildir::clean_tmp(dir);
+                }
+            })
+            .await;
+            if let Err(e) = cleaned {
+                tracing::warn!(target: "nullq::delivery", "maildir: cleaning tmp/ failed: {e}");
+            }
+        }
         let found = scan(&shared, &mut schedule, &in_flight).await;
         tracing::info!(
             target: "nullq::delivery",
