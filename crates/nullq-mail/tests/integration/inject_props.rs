@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use nullq_mail::inject::{Flags, Injector, Settings};
 use nullq_mail::rewrite::parse_rules;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 fn text() -> impl Strategy<Value = Vec<u8>> {
     let byte = prop_oneof![
@@ -58,6 +59,13 @@ fn settings(host: Vec<u8>, flags: Vec<u8>) -> Settings {
 }
 
 proptest! {
+    // Failures are replayed from and saved to `inject_props.proptest-regressions` beside this
+    // file (by default proptest would use `tests/proptest-regressions/inject_props.txt`, since
+    // `main.rs` next to this file is a crate root).
+    #![proptest_config(ProptestConfig::with_failure_persistence(
+        FileFailurePersistence::WithSource("proptest-regressions")
+    ))]
+
     #[test]
     fn never_panics(
         host in control_value(),

@@ -3,6 +3,7 @@
 
 use nullq_mail::token822::{addrlist, parse, unparse, Kind};
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 /// Bytes biased towards RFC 822 specials, so that comments, quotes, literals, groups and
 /// routes are actually formed.
@@ -16,6 +17,13 @@ fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
+    // Failures are replayed from and saved to `token822_props.proptest-regressions` beside this
+    // file (by default proptest would use `tests/proptest-regressions/token822_props.txt`, since
+    // `main.rs` next to this file is a crate root).
+    #![proptest_config(ProptestConfig::with_failure_persistence(
+        FileFailurePersistence::WithSource("proptest-regressions")
+    ))]
+
     #[test]
     fn parse_never_panics(input in prop::collection::vec(any::<u8>(), 0..200)) {
         let _ = parse(&input);

@@ -1,12 +1,11 @@
 //! Many threads at once: group commit, and ids across two spools.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use common::{envelope, spool};
 use nullq_spool::{QueueId, Spool};
+
+use crate::support::{envelope, spool};
 
 fn commit_one(spool: &Spool, body: &[u8]) -> QueueId {
     let mut incoming = spool.receive().unwrap();

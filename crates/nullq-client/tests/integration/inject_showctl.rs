@@ -1,7 +1,9 @@
 //! qmail-showctl: the report of the client's control files, its warnings about values that make
 //! broken addresses (the seed's `<jason@example.>`), and `--check`'s connection test.
 
-use std::net::TcpListener;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nullq_client::inject::{Env, InjectOptions};
@@ -188,13 +190,48 @@ fn bad_server_lines_and_rewrite_files_are_warned_about() {
     assert_eq!(summary.warnings, 4, "{out}");
 }
 
+/// A loopback address that refuses connections for as long as the returned socket is open: a
+/// TCP socket bound to a port and not listening. (The port of a listener that was dropped is
+/// free again: another test's or process's listener may take it before `--check` connects, and
+/// a connection to a free loopback port can even connect to itself.) No `SO_REUSEADDR`, so no
+/// other socket can bind the port meanwhile.
+fn refusing_addr() -> (OwnedFd, SocketAddr) {
+    // SAFETY: socket has no memory preconditions; a descriptor it returns is ours to own.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(raw >= 0, "socket: {}", io::Error::last_os_error());
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: sockaddr_in is plain data, valid when zeroed.
+    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sin.sin_family = libc::AF_INET as libc::sa_family_t;
+    sin.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `sin` is a valid sockaddr_in of `len` bytes, alive for the call.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const sin).cast::<libc::sockaddr>(),
+            len,
+        )
+    };
+    assert_eq!(rc, 0, "bind: {}", io::Error::last_os_error());
+    // SAFETY: `sin` and `len` are valid for writes of a sockaddr_in, alive for the call.
+    let rc = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&raw mut sin).cast::<libc::sockaddr>(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockname: {}", io::Error::last_os_error());
+    let port = u16::from_be(sin.sin_port);
+    (fd, SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into())
+}
+
 #[test]
 fn check_connects_to_each_server() {
     let up = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let down = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let (_refusing, down) = refusing_addr();
     let h = home(&[
         ("me", "host1.example.net\n"),
         (

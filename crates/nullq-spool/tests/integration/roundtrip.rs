@@ -1,11 +1,10 @@
 //! Receive → finish → commit → list/load/message, for small, empty and large messages.
 
-mod common;
-
 use std::io::Read;
 
-use common::{envelope, message, names, queue, sample_message, spool};
 use nullq_spool::{DeliveryState, Status, Step};
+
+use crate::support::{envelope, message, names, queue, sample_message, spool};
 
 #[test]
 fn a_message_written_in_many_chunks_reads_back_exactly() {

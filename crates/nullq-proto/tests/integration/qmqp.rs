@@ -6,6 +6,7 @@ use nullq_proto::qmqp::{
 };
 use nullq_proto::ErrorKind;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 
 /// What decoding a whole input gave: the message, sender, recipients, and how it ended.
 #[derive(Debug, PartialEq, Eq, Default)]
@@ -215,6 +216,13 @@ fn frame_matches_encode() {
 }
 
 proptest! {
+    // Failures are replayed from and saved to `qmqp.proptest-regressions` beside this file (by
+    // default proptest would use `tests/proptest-regressions/qmqp.txt`, since `main.rs` next to
+    // this file is a crate root).
+    #![proptest_config(ProptestConfig::with_failure_persistence(
+        FileFailurePersistence::WithSource("proptest-regressions")
+    ))]
+
     #[test]
     fn round_trip_under_any_split(
         message in proptest::collection::vec(any::<u8>(), 0..2000),

@@ -1,9 +1,8 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
 
 use std::io::Read;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use nullq_spool::{Envelope, QueueId, Spool};
 use tempfile::TempDir;
@@ -65,9 +64,4 @@ pub fn names(dir: &Path) -> Vec<String> {
 /// A plausible `Received` line and message, `len` bytes, with every byte value.
 pub fn sample_message(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 256) as u8).collect()
-}
-
-/// Now, for envelopes that need a live time.
-pub fn now() -> SystemTime {
-    SystemTime::now()
 }

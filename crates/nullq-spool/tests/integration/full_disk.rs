@@ -1,12 +1,11 @@
 //! A full disk, for real: a 64 KiB tmpfs. Needs root to mount (CI runs as root); fails otherwise.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{envelope, names};
 use nullq_spool::{DeliveryState, RecipientState, Spool, Status, Step};
+
+use crate::support::{envelope, names};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct Tmpfs {
@@ -18,7 +17,7 @@ impl Tmpfs {
     fn mount(size: &str) -> Option<Tmpfs> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
-            panic!("cannot run this test: mounting a tmpfs needs root (CI runs this as root) (.ci/run sets this up)");
+            panic!("cannot run this test: mounting a tmpfs needs root (CI runs this as root) (scripts/test runs the suite as root)");
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mnt");

@@ -1,11 +1,10 @@
 //! Delivery state: save_state/load round trips, and remove.
 
-mod common;
-
 use std::time::{Duration, UNIX_EPOCH};
 
-use common::{envelope, names, queue, spool};
 use nullq_spool::{DeliveryState, RecipientState, Status};
+
+use crate::support::{envelope, names, queue, spool};
 
 fn odd_state() -> DeliveryState {
     DeliveryState {

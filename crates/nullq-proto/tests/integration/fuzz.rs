@@ -1,5 +1,5 @@
 //! The bounded fuzz run of the test suite: each cargo-fuzz target in `fuzz/` runs for a fixed
-//! time under libFuzzer (nightly toolchain, `cargo install cargo-fuzz`; `.ci/run` installs both).
+//! time under libFuzzer (nightly toolchain, `cargo install cargo-fuzz`; `scripts/test` installs both).
 //! A crash or a failed assertion in a target fails this test with libFuzzer's report.
 
 use std::path::Path;

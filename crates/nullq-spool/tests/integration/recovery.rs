@@ -1,12 +1,11 @@
 //! What open() does with what a crash left behind: tmp/ leftovers, torn or foreign queue
 //! files, orphan and bad state files; and the lock.
 
-mod common;
-
 use std::path::Path;
 
-use common::{envelope, message, names, queue, spool};
 use nullq_spool::{DeliveryState, QueueId, RecipientState, Spool, Status, Step};
+
+use crate::support::{envelope, message, names, queue, spool};
 
 fn reopen(spool: Spool) -> (Spool, nullq_spool::RecoveryReport) {
     let root = spool.root().to_owned();
