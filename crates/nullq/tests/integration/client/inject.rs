@@ -2,14 +2,14 @@
 //! "Try it", queueing to a QMQP server in the same process, the queue's refusals as qmail's
 //! exit codes and messages, `$QMAILQUEUE`, the site's rewriting rules end to end, and a 50 MB
 //! message in bounded memory. (The byte-for-byte comparison with qmail-inject's output is
-//! `crates/nullq-client/tests/inject_cases.rs`.)
-
-mod client_support;
+//! `crates/nullq-client/tests/integration/inject_cases.rs`.)
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use client_support::*;
+use crate::support::host::*;
+use crate::support::qmqp::{Answer, QmqpServer};
+use crate::support::RefusedPort;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -66,9 +66,9 @@ fn try_it_from_the_spec() {
 #[test]
 fn queues_to_the_first_server_in_process() {
     let host = Host::new();
-    let down = dead_port();
+    let down = RefusedPort::new();
     let up = QmqpServer::start(Answer::Accept);
-    host.servers(&[down, up.addr]);
+    host.servers(&[down.addr, up.addr]);
     let out = run(
         host.cmd("qmail-inject"),
         b"To: bob, carol@host2\nBcc: eve\nSubject: hi\n\nbody\n",

@@ -1,16 +1,18 @@
 //! `nullq qmqpd` under the real ucspi-tcp `tcpserver`, with access rules compiled by the real
 //! `tcprules`: the seed's migration path (`tcpserver -x /etc/qmqp.cdb ... cgp-qmqpd`).
 
-mod common;
-
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{exchange, free_port, nullq, queued_files, wait_listening};
 use nullq_proto::qmqp::encode_request;
 
-const T: Duration = Duration::from_secs(10);
+use crate::support::qmqp::exchange;
+use crate::support::server::{queued_files, tmp_files};
+use crate::support::{nullq, Killed};
+
+const T: Duration = Duration::from_secs(60);
 
 /// Compile `rules` with the real tcprules into DIR/rules.cdb.
 fn tcprules(dir: &std::path::Path, rules: &str) -> std::path::PathBuf {
@@ -31,34 +33,30 @@ fn tcprules(dir: &std::path::Path, rules: &str) -> std::path::PathBuf {
     cdb
 }
 
-struct Tcpserver(std::process::Child);
-
-impl Drop for Tcpserver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `tcpserver -x CDB -R -H -l mx.test 127.0.0.1 PORT nullq qmqpd --data DATA`
-fn tcpserver(cdb: &std::path::Path, data: &std::path::Path) -> (Tcpserver, std::net::SocketAddr) {
-    let port = free_port();
-    let child = Command::new("tcpserver")
-        .arg("-x")
-        .arg(cdb)
-        .args(["-R", "-H", "-l", "mx.test", "127.0.0.1", &port.to_string()])
-        .arg(nullq())
-        .args(["qmqpd", "--error-delay", "0", "--data"])
-        .arg(data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpserver is installed (Debian package ucspi-tcp)");
-    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let guard = Tcpserver(child);
-    assert!(wait_listening(addr, T), "tcpserver did not listen");
-    (guard, addr)
+/// `tcpserver -1 -x CDB -R -H -l mx.test 127.0.0.1 0 nullq qmqpd --data DATA`: tcpserver
+/// binds a port of its choosing and `-1` makes it print the number once it listens.
+fn tcpserver(cdb: &std::path::Path, data: &std::path::Path) -> (Killed, SocketAddr) {
+    let mut child = Killed::spawn(
+        Command::new("tcpserver")
+            .arg("-1")
+            .arg("-x")
+            .arg(cdb)
+            .args(["-R", "-H", "-l", "mx.test", "127.0.0.1", "0"])
+            .arg(nullq())
+            .args(["qmqpd", "--error-delay", "0", "--data"])
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    let port: u16 = line
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("tcpserver -1 printed {line:?}, not a port"));
+    (child, SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 #[test]
@@ -107,7 +105,7 @@ fn allowed_clients_get_k_and_the_message_is_spooled() {
         assert!(String::from_utf8_lossy(&a).contains(":Kok"));
     }
     assert_eq!(queued_files(&data).len(), 10);
-    assert_eq!(common::tmp_files(&data), 0);
+    assert_eq!(tmp_files(&data), 0);
 }
 
 #[test]

@@ -2,13 +2,14 @@
 //! by the last error, the fallback queue and `nullq flush`, a 50 MB message in bounded memory,
 //! and Postfix's qmqp-sink as a server that is not ours.
 
-mod client_support;
-
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use client_support::*;
+use crate::support::host::*;
+use crate::support::peers::QmqpSink;
+use crate::support::qmqp::{Answer, BlackHole, QmqpServer};
+use crate::support::{wait_child, RefusedPort};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const MESSAGE: &[u8] = b"From: jason@example.net\nTo: bob@example.net\nSubject: hi\n\nbody\n";
@@ -22,7 +23,8 @@ fn queue(host: &Host) -> (i32, String) {
 fn first_server_down_second_up_delivers() {
     let host = Host::new();
     let up = QmqpServer::start(Answer::Accept);
-    host.servers(&[dead_port(), up.addr]);
+    let down = RefusedPort::new();
+    host.servers(&[down.addr, up.addr]);
     let (code, err) = queue(&host);
     assert_eq!(code, 0, "{err}");
     let got = up.received();
@@ -75,7 +77,8 @@ fn z_then_k_delivers() {
 #[test]
 fn every_server_down_is_73() {
     let host = Host::new();
-    host.servers(&[dead_port(), dead_port()]);
+    let (a, b) = (RefusedPort::new(), RefusedPort::new());
+    host.servers(&[a.addr, b.addr]);
     let (code, err) = queue(&host);
     assert_eq!(code, 73, "{err}");
 }
@@ -126,7 +129,8 @@ fn full_backlog() -> Option<(SocketAddr, Vec<std::net::TcpStream>, std::os::fd::
     // SAFETY: plain socket calls on a descriptor we create and then own; the sockaddr is a
     // zero-initialised sockaddr_in that we fill in and pass with its true size.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        // Close-on-exec: a program another test starts meanwhile must not inherit it.
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return None;
         }
@@ -271,26 +275,12 @@ fn fifty_megabytes_in_bounded_memory() {
 
 #[test]
 fn postfix_qmqp_sink_accepts() {
-    if !have("/usr/sbin/qmqp-sink") {
-        panic!("cannot run this test: /usr/sbin/qmqp-sink (Debian package postfix) is not installed (.ci/run sets this up)");
-    }
-    let addr = dead_port(); // a free port for the sink
-    let mut sink = Command::new("/usr/sbin/qmqp-sink")
-        .args(["-4", "-c", &format!("{addr}"), "10"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qmqp-sink");
-    let ready = wait_for(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
+    let sink = QmqpSink::start();
+    let down = RefusedPort::new();
     let host = Host::new();
-    host.servers(&[dead_port(), addr]);
-    let result = queue(&host);
-    let _ = sink.kill();
-    let _ = sink.wait();
-    assert!(ready, "qmqp-sink did not start");
-    assert_eq!(result.0, 0, "{}", result.1);
+    host.servers(&[down.addr, sink.addr]);
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}");
 }
 
 fn flush(host: &Host) -> (i32, String) {
@@ -319,7 +309,8 @@ fn fallback_queue_keeps_then_flush_delivers_once() {
     let host = Host::new();
     host.control("fallbackqueue", "fallback");
     let z = QmqpServer::start(Answer::TempFail);
-    host.servers(&[z.addr, dead_port()]);
+    let down = RefusedPort::new();
+    host.servers(&[z.addr, down.addr]);
     let (code, err) = queue(&host);
     assert_eq!(code, 0, "{err}");
     assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
@@ -362,7 +353,8 @@ fn fallback_is_not_used_for_d() {
 fn next_successful_injection_flushes_the_fallback_queue() {
     let host = Host::new();
     host.control("fallbackqueue", "fallback");
-    host.servers(&[dead_port()]);
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
     assert_eq!(queue(&host).0, 0);
     assert!(!mailq(&host).is_empty());
     let up = QmqpServer::start(Answer::Accept);
@@ -387,7 +379,8 @@ fn next_successful_injection_flushes_the_fallback_queue() {
 fn two_concurrent_flushes_send_each_message_once() {
     let host = Host::new();
     host.control("fallbackqueue", "fallback");
-    host.servers(&[dead_port()]);
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
     let n = 40;
     for i in 0..n {
         let msg = format!("Subject: message {i}\n\nbody {i}\n");
@@ -411,11 +404,9 @@ fn two_concurrent_flushes_send_each_message_once() {
     };
     let mut flushes: Vec<_> = (0..3).map(|_| spawn()).collect();
     for f in &mut flushes {
-        let deadline = Instant::now() + LIMIT;
-        while f.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+        if wait_child(f, LIMIT).is_none() {
+            let _ = f.kill();
         }
-        let _ = f.kill();
         let _ = f.wait();
     }
     let got = up.received();

@@ -3,65 +3,37 @@
 //! Postfix instance (one recipient of three refused with 5xx: one bounce naming it, two
 //! delivered; STARTTLS with a certificate made by openssl for the test).
 
-mod common;
-mod delivery_common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, run_bounded, Server};
-use delivery_common::{
-    is_k, message, send, sink_messages, sink_rcpts, smtp_sink, wait_for, Postfix,
-};
+use crate::support::peers::{sink_rcpts, test_certificate, Postfix, Role, SmtpSink};
+use crate::support::qmqp::{is_k, message, qmqp_source, send, Recorder};
+use crate::support::server::Server;
+use crate::support::{subject, wait_for, write_file, RefusedPort};
 
 const T: Duration = Duration::from_secs(60);
 
 fn config(dir: &Path, text: &str) -> PathBuf {
-    let path = dir.join("nullq.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
+    write_file(dir, "nullq.toml", text)
 }
 
-fn subject(m: &str) -> String {
-    m.lines()
-        .find_map(|l| l.strip_prefix("Subject: "))
-        .unwrap_or("")
-        .to_owned()
+/// Wait until the server's log shows that every message it has is settled: the queue is
+/// empty, and nothing more can arrive at a sink.
+fn drained(server: &Server) {
+    assert!(
+        wait_for(T, || server.queued().is_empty()),
+        "{}",
+        server.log_text()
+    );
 }
 
 #[test]
 fn smtp_sink_receives_every_message_with_its_envelope() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
     let dump = dir.path().join("dump");
     // -v shows the conversation, so the test can see AUTH.
-    std::fs::create_dir_all(&dump).expect("dump");
-    let conversation = std::fs::File::create(dir.path().join("sink.out")).expect("file");
-    let _ = Command::new("chown")
-        .args(["-R", "nobody"])
-        .arg(&dump)
-        .status();
-    let _ = Command::new("chmod").arg("0755").arg(dir.path()).status();
-    let mut sink = Command::new("smtp-sink")
-        .args([
-            "-v",
-            "-u",
-            "nobody",
-            "-d",
-            &format!("{}/%H%M%S.", dump.display()),
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("100")
-        .stdin(Stdio::null())
-        .stdout(conversation.try_clone().expect("dup"))
-        .stderr(conversation)
-        .spawn()
-        .expect("smtp-sink");
-    assert!(common::wait_listening(
-        format!("127.0.0.1:{port}").parse().expect("addr"),
-        Duration::from_secs(10)
-    ));
+    let output = dir.path().join("sink.out");
+    let sink = SmtpSink::start(&dump, &["-v"], Some(&output));
     let cfg = config(
         dir.path(),
         "[delivery.smtp]\nusername = \"nullq\"\npassword = \"secret\"\nauth_without_tls = true\n",
@@ -70,10 +42,11 @@ fn smtp_sink_receives_every_message_with_its_envelope() {
         "--config",
         cfg.to_str().expect("utf8"),
         "--deliver",
-        &format!("smtp://127.0.0.1:{port}"),
+        &format!("smtp://{}", sink.addr),
     ]);
-    let (status, _, err) = run_bounded(
-        Command::new("qmqp-source").args([
+    let (status, err) = qmqp_source(
+        server.addr,
+        &[
             "-s",
             "5",
             "-m",
@@ -84,9 +57,7 @@ fn smtp_sink_receives_every_message_with_its_envelope() {
             "jason@example.net",
             "-t",
             "postmaster@example.net",
-            &format!("127.0.0.1:{}", server.port()),
-        ]),
-        T,
+        ],
     );
     assert_eq!(status, Some(0), "{err}");
     let dotted = "From: a@example.net\nSubject: dots\n\n.leading dot\n..two\n.\nend\n";
@@ -96,16 +67,11 @@ fn smtp_sink_receives_every_message_with_its_envelope() {
         &["b@example.net", "c@example.org"],
         dotted
     )));
-    let ok = wait_for(T, || sink_messages(&dump).len() == 51);
-    let _ = sink.kill();
-    let _ = sink.wait();
-    assert!(
-        ok,
-        "sink has {}; log:\n{}",
-        sink_messages(&dump).len(),
-        server.log_text()
-    );
-    let all = sink_messages(&dump);
+    // Every message settled (delivered, so the sink has it): the count is final.
+    drained(&server);
+    let all = sink.messages();
+    sink.stop();
+    assert_eq!(all.len(), 51, "log:\n{}", server.log_text());
     let from_source: Vec<&String> = all
         .iter()
         .filter(|m| m.contains("X-Mail-Args: <jason@example.net>"))
@@ -123,8 +89,7 @@ fn smtp_sink_receives_every_message_with_its_envelope() {
         two.contains("\n.leading dot\n..two\n.\nend\n"),
         "dot-stuffing not undone:\n{two}"
     );
-    assert!(wait_for(T, || server.queued().is_empty()));
-    let conversation = std::fs::read_to_string(dir.path().join("sink.out")).unwrap_or_default();
+    let conversation = std::fs::read_to_string(&output).unwrap_or_default();
     assert!(
         conversation.contains("AUTH PLAIN"),
         "no AUTH seen:\n{conversation}"
@@ -137,14 +102,15 @@ fn smtp_sink_receives_every_message_with_its_envelope() {
 #[test]
 fn smarthost_down_then_back_every_message_arrives_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    // The smarthost's port is held dead until the sink takes it over.
+    let down = RefusedPort::new();
     // Queue time runs 60 times faster: the 1-minute first retry comes after about a second.
     let cfg = config(dir.path(), "[delivery]\ntime_scale = 60\n");
     let server = Server::start(&[
         "--config",
         cfg.to_str().expect("utf8"),
         "--deliver",
-        &format!("smtp://127.0.0.1:{port}"),
+        &format!("smtp://{}", down.addr),
     ]);
     for i in 0..10 {
         assert!(is_k(&send(
@@ -154,23 +120,18 @@ fn smarthost_down_then_back_every_message_arrives_once() {
             &message(&format!("down-{i}"))
         )));
     }
-    assert!(
-        wait_for(T, || server.log_text().matches("deferred").count() >= 10),
-        "{}",
-        server.log_text()
-    );
+    let deferred = server.wait_log_count(T, 10, |l| l.contains("deferred"));
+    assert_eq!(deferred.len(), 10, "{}", server.log_text());
     assert_eq!(server.queued().len(), 10);
+    // The smarthost comes back on the same port: the held socket starts listening (no moment
+    // in which another program could take the port) and relays to a real smtp-sink.
     let dump = dir.path().join("dump");
-    let _sink = smtp_sink(port, &dump, &[]);
-    assert!(
-        wait_for(T, || sink_messages(&dump).len() >= 10),
-        "{}",
-        server.log_text()
-    );
-    assert!(wait_for(T, || server.queued().is_empty()));
-    // Give any duplicate the time to show up, then count.
-    std::thread::sleep(Duration::from_secs(3));
-    let mut subjects: Vec<String> = sink_messages(&dump).iter().map(|m| subject(m)).collect();
+    let sink = SmtpSink::start(&dump, &[], None);
+    let _back = Recorder::on(down.listen(), sink.addr);
+    // smtp-sink writes each dump file before its 250 reply, and nullq removes a message only
+    // after the 250: once the queue is empty, every delivery (and any duplicate) is on disk.
+    drained(&server);
+    let mut subjects: Vec<String> = sink.messages().iter().map(|m| subject(m)).collect();
     subjects.sort();
     let want: Vec<String> = {
         let mut w: Vec<String> = (0..10).map(|i| format!("down-{i}")).collect();
@@ -188,11 +149,13 @@ fn smarthost_down_then_back_every_message_arrives_once() {
 #[test]
 fn one_refused_recipient_of_three_gets_one_bounce_and_two_are_delivered() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (sink_port, pf_port) = (free_port(), free_port());
-    let dump = dir.path().join("dump");
-    let _sink = smtp_sink(sink_port, &dump, &[]);
-    let postfix = Postfix::start(pf_port, sink_port, &["bad@example.net"], None);
-    let server = Server::start(&["--deliver", &format!("smtp://127.0.0.1:{pf_port}")]);
+    let sink = SmtpSink::start(&dir.path().join("dump"), &[], None);
+    let postfix = Postfix::start(Role::Smtpd {
+        relay_port: sink.port(),
+        reject: &["bad@example.net"],
+        tls: None,
+    });
+    let server = Server::start(&["--deliver", &format!("smtp://{}", postfix.addr)]);
     let answer = send(
         server.addr,
         "jason@example.net",
@@ -200,21 +163,16 @@ fn one_refused_recipient_of_three_gets_one_bounce_and_two_are_delivered() {
         &message("one of three"),
     );
     assert!(is_k(&answer), "{answer}");
-    let ok = wait_for(T, || sink_messages(&dump).len() >= 2);
+    // Settled: nullq's queue is empty (the message and its bounce handed to Postfix), then
+    // Postfix's is (both relayed to the sink, which writes a dump before its 250).
+    drained(&server);
     assert!(
-        ok,
-        "sink: {:?}\nnullq:\n{}\npostfix:\n{}",
-        sink_messages(&dump),
-        server.log_text(),
+        wait_for(T, || postfix.queue_json().trim().is_empty()),
+        "postfix queue: {}\npostfix:\n{}",
+        postfix.queue_json(),
         postfix.log()
     );
-    assert!(
-        wait_for(T, || server.queued().is_empty()),
-        "{}",
-        server.log_text()
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let all = sink_messages(&dump);
+    let all = sink.messages();
     assert_eq!(all.len(), 2, "{all:#?}");
     let original = all
         .iter()
@@ -249,11 +207,14 @@ fn one_refused_recipient_of_three_gets_one_bounce_and_two_are_delivered() {
 #[test]
 fn starttls_with_a_test_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, cert, key) = delivery_common::test_certificate(dir.path());
-    let (sink_port, pf_port) = (free_port(), free_port());
-    let dump = dir.path().join("dump");
-    let _sink = smtp_sink(sink_port, &dump, &[]);
-    let postfix = Postfix::start(pf_port, sink_port, &[], Some((&cert, &key)));
+    let (ca, cert, key) = test_certificate(dir.path());
+    let sink = SmtpSink::start(&dir.path().join("dump"), &[], None);
+    let postfix = Postfix::start(Role::Smtpd {
+        relay_port: sink.port(),
+        reject: &[],
+        tls: Some((&cert, &key)),
+    });
+    let pf_port = postfix.port();
     let cfg = config(
         dir.path(),
         &format!(
@@ -274,14 +235,16 @@ fn starttls_with_a_test_certificate() {
         &message("over tls")
     )));
     assert!(
-        wait_for(T, || sink_messages(&dump)
+        wait_for(T, || sink
+            .messages()
             .iter()
             .any(|m| subject(m) == "over tls")),
         "nullq:\n{}\npostfix:\n{}",
         server.log_text(),
         postfix.log()
     );
-    let relayed = sink_messages(&dump)
+    let relayed = sink
+        .messages()
         .into_iter()
         .find(|m| subject(m) == "over tls")
         .unwrap_or_default();
@@ -289,9 +252,8 @@ fn starttls_with_a_test_certificate() {
     assert!(relayed.contains("(using TLS"), "no TLS in:\n{relayed}");
 
     // Required TLS and a peer without STARTTLS (smtp-sink): deferred, never sent in clear.
-    let plain = free_port();
-    let dump2 = dir.path().join("dump2");
-    let _plain_sink = smtp_sink(plain, &dump2, &[]);
+    let plain_sink = SmtpSink::start(&dir.path().join("dump2"), &[], None);
+    let plain = plain_sink.port();
     let server2 = Server::start(&[
         "--config",
         cfg.to_str().expect("utf8"),
@@ -309,7 +271,7 @@ fn starttls_with_a_test_certificate() {
         "{}",
         server2.log_text()
     );
-    assert!(sink_messages(&dump2).is_empty());
+    assert!(plain_sink.messages().is_empty());
 
     // Required TLS and a certificate we do not trust (no ca_file: the system's roots): deferred.
     let cfg3 = dir.path().join("untrusted.toml");
@@ -331,8 +293,7 @@ fn starttls_with_a_test_certificate() {
         "{}",
         server3.log_text()
     );
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(!sink_messages(&dump)
-        .iter()
-        .any(|m| subject(m) == "untrusted"));
+    // Refused at the handshake: still queued here, and nothing reached Postfix.
+    assert_eq!(server3.queued().len(), 1);
+    assert!(!sink.messages().iter().any(|m| subject(m) == "untrusted"));
 }

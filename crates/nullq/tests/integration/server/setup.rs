@@ -1,38 +1,17 @@
 //! How `nullq serve` is started: embedded defaults in a fresh directory (the README's first
 //! command), IPv6 listeners, a TOML file overridden by flags, and dropping root after binding.
 
-mod common;
-
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{exchange, free_port, nullq, run_bounded, wait_listening, Server};
 use nullq_proto::qmqp::encode_request;
 
-const T: Duration = Duration::from_secs(10);
+use crate::support::qmqp::{decode, exchange, qmqp_source, Recorder};
+use crate::support::server::Server;
+use crate::support::{files, nullq, require_root, run_bounded, wait_for};
 
-/// Count message files a server kept under `data`: committed to queue/, or already delivered
-/// into the default Maildir (once delivery runs, the queue empties into it).
-fn stored_messages(data: &std::path::Path) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for dir in ["queue", "delivered/new", "delivered/cur"] {
-        if let Ok(rd) = std::fs::read_dir(data.join(dir)) {
-            for e in rd.flatten() {
-                out.push(std::fs::read(e.path()).unwrap_or_default());
-            }
-        }
-    }
-    out
-}
-
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+const T: Duration = Duration::from_secs(60);
 
 /// The README's first command, on embedded defaults: 127.0.0.1:6628 and ./nullq-data/.
 /// (The one test that uses the default port.)
@@ -44,34 +23,16 @@ fn embedded_defaults_take_500_messages_from_qmqp_source() {
         TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err(),
         "something already listens on 127.0.0.1:6628; stop it to run this test"
     );
-    let log = std::fs::File::create(cwd.path().join("log")).expect("log");
-    let _server = Child(
-        Command::new(nullq())
-            .arg("serve")
-            .current_dir(cwd.path())
-            .stdin(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn"),
-    );
-    assert!(
-        wait_listening(addr, Duration::from_secs(20)),
-        "no listener on 6628"
-    );
+    let mut cmd = Command::new(nullq());
+    cmd.arg("serve").current_dir(cwd.path());
+    let data = cwd.path().join("nullq-data");
+    let server = Server::launch(cmd, &data, &cwd.path().join("log"));
+    assert_eq!(server.addr, addr, "the embedded default address");
     // qmqp-source talks to 6628 through a recorder, so the test knows every byte it sent.
-    let recorder = common::Recorder::start(addr);
-    let (status, _, err) = run_bounded(
-        Command::new("qmqp-source").args([
-            "-s",
-            "10",
-            "-m",
-            "500",
-            &format!("127.0.0.1:{}", recorder.addr.port()),
-        ]),
-        Duration::from_secs(120),
-    );
+    let recorder = Recorder::start(addr);
+    let (status, err) = qmqp_source(recorder.addr, &["-s", "10", "-m", "500"]);
     assert_eq!(status, Some(0), "{err}");
-    let exchanges = recorder.take();
+    let exchanges = recorder.take(T);
     assert_eq!(exchanges.len(), 500);
     let mut sent = std::collections::HashSet::new();
     for ex in &exchanges {
@@ -79,16 +40,21 @@ fn embedded_defaults_take_500_messages_from_qmqp_source() {
             ex.response.windows(4).any(|w| w == b":Kok"),
             "every answer is K"
         );
-        sent.insert(message_of(&ex.request));
+        sent.insert(decode(&ex.request).0);
     }
-    let data = cwd.path().join("nullq-data");
-    let start = Instant::now();
-    let mut stored = stored_messages(&data);
-    while stored.len() < 500 && start.elapsed() < T {
-        std::thread::sleep(Duration::from_millis(100));
-        stored = stored_messages(&data);
-    }
-    assert_eq!(stored.len(), 500, "messages kept under ./nullq-data");
+    // Delivery to the default Maildir empties the queue; once it is empty, every message is
+    // in the Maildir and nothing moves any more, so the count is exact.
+    assert!(
+        wait_for(T, || server.queued().is_empty()),
+        "the queue did not empty; log:\n{}",
+        server.log_text()
+    );
+    let stored: Vec<Vec<u8>> = ["delivered/new", "delivered/cur"]
+        .iter()
+        .flat_map(|d| files(&data.join(d)))
+        .map(|f| std::fs::read(f).unwrap_or_default())
+        .collect();
+    assert_eq!(stored.len(), 500, "messages delivered under ./nullq-data");
     for m in &stored {
         // From our Received lines on, the file is those two fields and the message, byte for byte
         // (a delivered copy has Return-Path and Delivered-To above them).
@@ -112,30 +78,15 @@ fn embedded_defaults_take_500_messages_from_qmqp_source() {
     }
 }
 
-/// The message inside a recorded QMQP request.
-fn message_of(request: &[u8]) -> Vec<u8> {
-    use nullq_proto::qmqp::{Event, Limits, RequestDecoder};
-    let mut decoder = RequestDecoder::new(Limits::default());
-    let mut input = request;
-    let mut message = Vec::new();
-    while let Ok((used, event)) = decoder.feed(input) {
-        input = &input[used..];
-        match event {
-            Some(Event::Message(bytes)) => message.extend_from_slice(bytes),
-            Some(Event::End) | None => break,
-            Some(_) => {}
-        }
-    }
-    message
-}
-
 #[test]
 fn listens_on_ipv6_loopback_too() {
-    let port6 = free_port();
-    let listen6 = format!("[::1]:{port6}");
-    let server = Server::start(&["--deliver", "none", "--listen", &listen6]);
-    let addr6: SocketAddr = listen6.parse().expect("v6 addr");
-    assert!(wait_listening(addr6, T), "no IPv6 listener");
+    let server = Server::start(&["--deliver", "none", "--listen", "[::1]:0"]);
+    let addr6 = server.addrs[1];
+    assert!(
+        addr6.is_ipv6(),
+        "the second listener is IPv6: {:?}",
+        server.addrs
+    );
     let request = encode_request(
         b"Subject: v6\n\n",
         b"a@example.net",
@@ -223,12 +174,7 @@ fn the_config_file_is_read_and_flags_override_it() {
 /// and written as nobody.
 #[test]
 fn drops_root_after_binding() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test needs root (CI runs as root)"
-    );
+    require_root("--user");
     let dir = tempfile::tempdir().expect("tmp");
     // nobody must be able to create the data directory inside.
     let status = Command::new("chmod")
@@ -238,30 +184,13 @@ fn drops_root_after_binding() {
         .expect("chmod");
     assert!(status.success());
     let data = dir.path().join("data");
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let _server = Child(
-        Command::new(nullq())
-            .args([
-                "serve",
-                "--user",
-                "nobody",
-                "--group",
-                "nogroup",
-                "--listen",
-                &addr.to_string(),
-                "--data",
-            ])
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
-    assert!(wait_listening(addr, Duration::from_secs(20)));
-    std::thread::sleep(Duration::from_millis(200));
+    let mut cmd = Command::new(nullq());
+    cmd.args(["serve", "--user", "nobody", "--group", "nogroup"])
+        .args(["--listen", "127.0.0.1:0", "--data"])
+        .arg(&data);
+    let server = Server::launch(cmd, &data, &dir.path().join("log"));
     let request = encode_request(b"x\n", b"a@example.net", &[b"b@example.net".to_vec()]);
-    let a = String::from_utf8_lossy(&exchange(addr, &request, T)).into_owned();
+    let a = String::from_utf8_lossy(&exchange(server.addr, &request, T)).into_owned();
     assert!(a.contains(":Kok"), "{a}");
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(data.join("queue")).expect("queue dir");
@@ -271,7 +200,7 @@ fn drops_root_after_binding() {
         nobody,
         "the spool was created by the unprivileged user"
     );
-    let pid = _server.0.id();
+    let pid = server.pid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let uid_line = status
         .lines()

@@ -2,14 +2,12 @@
 //! delivery; a sender outside the client's patterns gets `D` and nothing is queued; relay
 //! control with `local_domains`, lifted per client by a tcprules variable (`RELAYCLIENT`).
 
-mod common;
-mod delivery_common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::Server;
-use delivery_common::{files, is_k, maildir_messages, send, wait_for};
+use crate::support::qmqp::{is_k, send};
+use crate::support::server::Server;
+use crate::support::{files, maildir_messages, wait_for};
 
 const T: Duration = Duration::from_secs(30);
 

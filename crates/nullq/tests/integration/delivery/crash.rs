@@ -1,19 +1,17 @@
 //! Failure cases of the delivery half: `kill -9` of the server in the middle of delivering
 //! 1,000 messages, then a restart (every message delivered at least once; counted exactly,
-//! duplicates reported), and the disk filling up while receiving (the client gets `Z`, and only
-//! messages answered `K` are ever delivered, each whole).
-
-mod common;
-mod delivery_common;
+//! duplicates reported); `kill -9` caught in the middle of one Maildir write (the restarted
+//! runner removes the dead writer's file from tmp/); and the disk filling up while receiving
+//! (the client gets `Z`, and only messages answered `K` are ever delivered, each whole).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::Server;
-use delivery_common::{files, is_k, send, wait_for};
+use crate::support::qmqp::{is_k, send};
+use crate::support::server::{queued_files, Server};
+use crate::support::{files, wait_for, write_file, LoopFs};
 
 fn subjects(maildir: &Path) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
@@ -53,16 +51,7 @@ fn kill_9_mid_delivery_of_1000_messages_then_restart_loses_none() {
     assert_eq!(accepted, n);
     held.kill();
     // 2. Deliver one at a time, and kill -9 the server in the middle.
-    let cfg = dir.path().join("nullq.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[delivery]\nconcurrency = 1\ntarget = \"maildir:{}\"\n",
-            maildir.display()
-        ),
-    )
-    .expect("config");
-    let cfg = cfg.to_str().expect("utf8").to_owned();
+    let cfg = one_at_a_time(dir.path(), &maildir);
     let mut server = Server::start_in(&data, &["--config", &cfg]);
     assert!(
         wait_for(Duration::from_secs(60), || files(&maildir.join("new"))
@@ -73,7 +62,7 @@ fn kill_9_mid_delivery_of_1000_messages_then_restart_loses_none() {
     );
     server.kill(); // SIGKILL
     let before = files(&maildir.join("new")).len();
-    let queued_at_kill = common::queued_files(&data).len();
+    let queued_at_kill = queued_files(&data).len();
     // 3. Restart: everything left is delivered.
     let server = Server::start_in(&data, &["--config", &cfg]);
     assert!(
@@ -108,44 +97,96 @@ fn kill_9_mid_delivery_of_1000_messages_then_restart_loses_none() {
     assert!(files(&maildir.join("tmp")).is_empty());
 }
 
-/// A tiny ext4 image, loop-mounted; unmounted and removed when dropped.
-struct Tiny {
-    mount: PathBuf,
-    _dir: tempfile::TempDir,
+/// A configuration that delivers one message at a time into `maildir`; returns its path.
+fn one_at_a_time(dir: &Path, maildir: &Path) -> String {
+    let text = format!(
+        "[delivery]\nconcurrency = 1\ntarget = \"maildir:{}\"\n",
+        maildir.display()
+    );
+    let cfg = write_file(dir, "nullq.toml", &text);
+    cfg.to_str().expect("utf8").to_owned()
 }
 
-impl Tiny {
-    fn new(mb: u32) -> Option<Tiny> {
-        let dir = tempfile::Builder::new()
-            .prefix("nullq-full.")
-            .tempdir_in("/var/tmp")
-            .ok()?;
-        let (img, mount) = (dir.path().join("img"), dir.path().join("mnt"));
-        std::fs::create_dir(&mount).ok()?;
-        let script = format!(
-            "truncate -s {mb}M {i} && mkfs.ext4 -q -F -m 0 {i} && mount -o loop {i} {m}",
-            i = img.display(),
-            m = mount.display()
+/// The server is frozen (SIGSTOP) the moment a file shows in the Maildir's tmp/; if the file
+/// is still there once it is frozen, the delivery is caught in the middle of its write, and
+/// `kill -9` hits it there. A delivery that finished before the freeze is let go (SIGCONT)
+/// and the next one is tried: each message is 16 MB, so its write takes far longer than the
+/// freeze, and one of eight is caught.
+#[test]
+fn kill_9_in_the_middle_of_a_maildir_write_leaves_nothing_in_tmp_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let maildir = dir.path().join("maildir");
+    let n = 8;
+    let big = ["--databytes", "100000000"];
+    let held = Server::start_in(&data, &[&["--deliver", "none"][..], &big].concat());
+    let line = "y".repeat(79) + "\n";
+    for i in 0..n {
+        let m = format!(
+            "From: a@example.net\nSubject: big-{i}\n\n{}END-OF-MESSAGE {i}\n",
+            line.repeat(200_000)
         );
-        let ok = Command::new("sh")
-            .args(["-c", &script])
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Tiny { mount, _dir: dir })
+        let answer = send(held.addr, "a@example.net", &["b@example.net"], &m);
+        assert!(is_k(&answer), "{answer}");
     }
-}
+    drop(held);
+    let cfg = one_at_a_time(dir.path(), &maildir);
+    let mut server = Server::start_in(&data, &[&["--config", cfg.as_str()][..], &big].concat());
+    let tmp = maildir.join("tmp");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let caught = loop {
+        if !files(&tmp).is_empty() {
+            server.signal(libc::SIGSTOP);
+            if !files(&tmp).is_empty() {
+                break true;
+            }
+            server.signal(libc::SIGCONT);
+        }
+        if server.queued().is_empty() || Instant::now() > deadline {
+            break false;
+        }
+        std::thread::yield_now();
+    };
+    assert!(caught, "no delivery was caught in the middle of its write");
+    server.kill(); // SIGKILL ends a stopped process too
+    let left = files(&tmp);
+    assert_eq!(
+        left.len(),
+        1,
+        "the killed delivery's file is in tmp/: {left:?}"
+    );
+    let delivered_before = files(&maildir.join("new")).len();
+    assert!(delivered_before < n);
 
-impl Drop for Tiny {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+    let server = Server::start_in(&data, &[&["--config", cfg.as_str()][..], &big].concat());
+    assert!(
+        wait_for(Duration::from_secs(300), || server.queued().is_empty()),
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        files(&tmp).is_empty(),
+        "the dead writer's file is still in tmp/: {:?}\n{}",
+        files(&tmp),
+        server.log_text()
+    );
+    let seen = subjects(&maildir);
+    for i in 0..n {
+        assert!(seen.contains_key(&format!("big-{i}")), "big-{i} lost");
+    }
+    for f in files(&maildir.join("new")) {
+        let text = std::fs::read_to_string(&f).expect("read");
+        assert!(
+            text.contains("\nEND-OF-MESSAGE "),
+            "{} is not whole",
+            f.display()
+        );
     }
 }
 
 #[test]
 fn disk_full_while_receiving_answers_z_and_only_acknowledged_mail_is_delivered() {
-    let Some(tiny) = Tiny::new(8) else {
-        panic!("cannot run this test: cannot loop-mount an ext4 image (needs root and a loop device) (.ci/run sets this up)");
-    };
+    let tiny = LoopFs::new(8);
     let outside = tempfile::tempdir().expect("tempdir");
     let maildir = outside.path().join("maildir");
     let data = tiny.mount.join("data");

@@ -1,21 +1,15 @@
-//! Shared by the client tests (`client_*.rs`): a temporary qmail home with the nullq binary
-//! linked under every program name, and QMQP peers on loopback: a capturing server that answers
-//! what it is told, a black hole that accepts and never answers, and a port nobody listens on.
-//!
-//! Every wait here is bounded, so a broken client fails a test instead of hanging it.
-
-#![allow(dead_code)] // each test file uses a different part
+//! A null-client host for the client tests: a temporary qmail home with the nullq binary
+//! linked under every program name `nullq install` links, MUAs (mutt, bsd-mailx) configured to
+//! use its sendmail, and bounded runs of its programs with the qmail-queue interface.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nullq_proto::qmqp::{Event, Limits, RequestDecoder, Response, Status};
+use super::{have, wait_child};
 
 /// Program names the tests run through symlinks: the ones `nullq install` links.
 pub const NAMES: &[&str] = nullq_client::install::PROGRAMS;
@@ -97,7 +91,7 @@ pub fn with_host_env(host: &Host, program: &str) -> Command {
 pub fn mutt(host: &Host, subject: &str, to: &str) -> Command {
     assert!(
         have("/usr/bin/mutt"),
-        "mutt is not installed (.ci/run installs it)"
+        "mutt is not installed (scripts/test installs it)"
     );
     let muttrc = host.dir.path().join("muttrc");
     std::fs::write(
@@ -121,7 +115,7 @@ pub fn mutt(host: &Host, subject: &str, to: &str) -> Command {
 pub fn mailx(host: &Host, subject: &str, to: &str) -> Command {
     assert!(
         have("/usr/bin/bsd-mailx"),
-        "bsd-mailx is not installed (.ci/run installs it)"
+        "bsd-mailx is not installed (scripts/test installs it)"
     );
     let mailrc = host.dir.path().join("mailrc");
     std::fs::write(
@@ -151,7 +145,7 @@ pub fn timed(host: &Host, name: &str) -> (String, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     assert!(
         have("/usr/bin/time"),
-        "/usr/bin/time (Debian package time) is not installed (.ci/run installs it)"
+        "/usr/bin/time (Debian package time) is not installed (scripts/test installs it)"
     );
     let rss_file = host.dir.path().join(format!("rss-{name}"));
     let wrapper = format!("timed-{name}");
@@ -190,23 +184,34 @@ pub fn run(mut cmd: Command, input: &[u8], limit: Duration) -> Output {
     let writer = thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        thread::sleep(Duration::from_millis(10));
+    // Drain both pipes while the child runs, so a full pipe cannot stall it.
+    let out = child.stdout.take().map(drain);
+    let err = child.stderr.take().map(drain);
+    if wait_child(&mut child, limit).is_none() {
+        let _ = child.kill();
     }
+    let status = child.wait().expect("wait");
     let _ = writer.join();
-    child.wait_with_output().expect("output")
+    let collect =
+        |h: Option<thread::JoinHandle<Vec<u8>>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+    Output {
+        status,
+        stdout: collect(out),
+        stderr: collect(err),
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
 }
 
 /// `run` with the qmail-queue interface: message on fd 0, envelope on fd 1 (a pipe we write),
-/// stdout discarded (fd 1 is the envelope), stderr captured.
+/// stdout discarded (fd 1 is the envelope), stderr captured. The exit code is -2 when the
+/// program had to be killed after `limit`.
 pub fn run_queue(
     host: &Host,
     name: &str,
@@ -230,24 +235,18 @@ pub fn run_queue(
         let mut w = std::fs::File::from(env_write);
         let _ = w.write_all(&envelope);
     });
-    let deadline = Instant::now() + limit;
-    let code = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
+    let err = child.stderr.take().map(drain);
+    let code = match wait_child(&mut child, limit) {
+        Some(status) => status.code().unwrap_or(-1),
+        None => {
             let _ = child.kill();
             let _ = child.wait();
-            break -2;
+            -2
         }
-        thread::sleep(Duration::from_millis(10));
     };
     let _ = writer.join();
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    (code, err)
+    let err = err.and_then(|h| h.join().ok()).unwrap_or_default();
+    (code, String::from_utf8_lossy(&err).into_owned())
 }
 
 fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
@@ -264,187 +263,4 @@ fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
             std::os::fd::OwnedFd::from_raw_fd(fds[1]),
         )
     }
-}
-
-/// One request a test server received.
-#[derive(Debug, Clone, Default)]
-pub struct Received {
-    /// The message, up to its first MiB.
-    pub message: Vec<u8>,
-    /// The message's length in bytes.
-    pub bytes: u64,
-    pub sender: Vec<u8>,
-    pub recipients: Vec<Vec<u8>>,
-}
-
-/// What a [`QmqpServer`] answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
-    Accept,
-    TempFail,
-    PermFail,
-    /// Read the request, answer nothing, keep the connection open.
-    Silence,
-}
-
-/// A QMQP server on 127.0.0.1 that decodes each request with nullq-proto, records it, and
-/// answers as told. Message bytes are counted, and kept only up to `keep` bytes.
-pub struct QmqpServer {
-    pub addr: SocketAddr,
-    pub got: Arc<Mutex<Vec<Received>>>,
-    pub connections: Arc<Mutex<usize>>,
-    stop: mpsc::Sender<()>,
-}
-
-impl QmqpServer {
-    pub fn start(answer: Answer) -> QmqpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("addr");
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(Mutex::new(0));
-        let (stop, stopped) = mpsc::channel::<()>();
-        let (g, c) = (got.clone(), connections.clone());
-        thread::spawn(move || {
-            let mut held = Vec::new();
-            // Bounded: tests finish in minutes; the thread ends when the test drops the server.
-            while stopped.try_recv() == Err(mpsc::TryRecvError::Empty) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        *c.lock().expect("lock") += 1;
-                        let g = g.clone();
-                        if let Some(s) = serve(stream, answer, g) {
-                            held.push(s);
-                        }
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        QmqpServer {
-            addr,
-            got,
-            connections,
-            stop,
-        }
-    }
-
-    pub fn received(&self) -> Vec<Received> {
-        self.got.lock().expect("lock").clone()
-    }
-
-    pub fn connections(&self) -> usize {
-        *self.connections.lock().expect("lock")
-    }
-}
-
-impl Drop for QmqpServer {
-    fn drop(&mut self) {
-        let _ = self.stop.send(());
-    }
-}
-
-/// Serve one connection; returns the stream when it must be held open (silence).
-fn serve(
-    mut stream: TcpStream,
-    answer: Answer,
-    got: Arc<Mutex<Vec<Received>>>,
-) -> Option<TcpStream> {
-    stream.set_nonblocking(false).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    let mut decoder = RequestDecoder::new(Limits {
-        max_message: 200 * 1024 * 1024,
-        ..Limits::default()
-    });
-    let mut rec = Received::default();
-    let mut buf = vec![0u8; 65536];
-    let mut done = false;
-    while !done {
-        let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => n,
-        };
-        let mut input = &buf[..n];
-        while !input.is_empty() || !done {
-            let (used, event) = match decoder.feed(input) {
-                Ok(x) => x,
-                Err(_) => return None,
-            };
-            input = &input[used..];
-            match event {
-                Some(Event::Message(bytes)) => {
-                    rec.bytes += bytes.len() as u64;
-                    if rec.message.len() < 1024 * 1024 {
-                        rec.message.extend_from_slice(bytes)
-                    }
-                }
-                Some(Event::Sender(s)) => rec.sender = s,
-                Some(Event::Recipient(r)) => rec.recipients.push(r),
-                Some(Event::End) | Some(Event::Rejected(_)) => {
-                    done = true;
-                    break;
-                }
-                Some(Event::MessageStart { .. }) => {}
-                None => break,
-            }
-        }
-    }
-    let response = match answer {
-        Answer::Accept => Response::new(Status::Ok, "ok test"),
-        Answer::TempFail => Response::new(Status::TempFail, "try later"),
-        Answer::PermFail => Response::new(Status::PermFail, "go away"),
-        Answer::Silence => {
-            got.lock().expect("lock").push(rec);
-            return Some(stream);
-        }
-    };
-    if answer == Answer::Accept {
-        got.lock().expect("lock").push(rec);
-    }
-    let _ = stream.write_all(&response.encode());
-    None
-}
-
-/// A port on 127.0.0.1 where nobody listens (connection refused).
-pub fn dead_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
-    addr
-}
-
-/// A listener that accepts connections (the kernel does, from its backlog) and never reads or
-/// answers: the client's read timeout is what ends the conversation.
-pub struct BlackHole {
-    pub addr: SocketAddr,
-    _listener: TcpListener,
-}
-
-impl BlackHole {
-    pub fn start() -> BlackHole {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        BlackHole {
-            addr: l.local_addr().expect("addr"),
-            _listener: l,
-        }
-    }
-}
-
-/// Wait (bounded) until `f` is true.
-pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
-
-/// Whether a program is installed.
-pub fn have(path: &str) -> bool {
-    Path::new(path).exists()
 }

@@ -4,17 +4,16 @@
 //! codes (0, 75, other, with the bounce that follows); a qmail-queue-compatible program reading
 //! the message on fd 0 and the envelope on fd 1, and its exit codes.
 
-mod common;
-mod delivery_common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{run_bounded, Server};
-use delivery_common::{files, is_k, message, send, wait_for};
+use crate::support::nullq;
+use crate::support::qmqp::{is_k, message, qmqp_source, send};
+use crate::support::server::Server;
+use crate::support::{files, run_bounded, wait_for};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -69,6 +68,7 @@ fn cgp_stand_in(
                 }
                 out.lock().expect("lock").push(sub);
             }
+            // CommuniGate Pro's PIPE module, too, scans the folder at an interval.
             std::thread::sleep(Duration::from_millis(20));
         }
     });
@@ -83,8 +83,9 @@ fn cgp_submitted_folder_gets_one_sub_per_message_with_the_qmqp_envelope() {
     let server = Server::start(&["--deliver", &format!("cgp:{}", submitted.display())]);
     let stop = Arc::new(AtomicBool::new(false));
     let (stand_in, seen) = cgp_stand_in(submitted.clone(), Arc::clone(&stop));
-    let (status, _, err) = run_bounded(
-        Command::new("qmqp-source").args([
+    let (status, err) = qmqp_source(
+        server.addr,
+        &[
             "-s",
             "2",
             "-m",
@@ -95,9 +96,7 @@ fn cgp_submitted_folder_gets_one_sub_per_message_with_the_qmqp_envelope() {
             "jason@example.net",
             "-t",
             "postmaster@example.net",
-            &format!("127.0.0.1:{}", server.port()),
-        ]),
-        Duration::from_secs(60),
+        ],
     );
     assert_eq!(status, Some(0), "{err}");
     assert!(is_k(&send(
@@ -151,7 +150,7 @@ fn cgp_submitted_folder_gets_one_sub_per_message_with_the_qmqp_envelope() {
         server.log_text()
     );
     let (code, out, err) = run_bounded(
-        Command::new(common::nullq())
+        Command::new(nullq())
             .args(["queue", "stats", "--json", "--data"])
             .arg(&server.data)
             .arg("--config")
@@ -181,14 +180,18 @@ fn write_cgp_config(dir: &Path, submitted: &Path) -> PathBuf {
 /// `tempfail@` 75, `fail@` 67 with a message on stderr, else 0.
 fn pipe_script(dir: &Path) -> (PathBuf, PathBuf) {
     let out = dir.join("piped");
+    let work = dir.join("work");
     std::fs::create_dir_all(&out).expect("mkdir");
+    std::fs::create_dir_all(&work).expect("mkdir");
     let script = dir.join("deliver.sh");
+    // Written aside, then renamed into out/: a file in out/ is always whole.
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nf={out}/$(date +%s%N).$$\n{{ echo \"ARGS: $*\"; echo \"SENDER=$SENDER RECIPIENT=$RECIPIENT RECIPIENTS=$RECIPIENTS\"; cat; }} > \"$f\"\n\
+            "#!/bin/sh\nn=$(date +%s%N).$$\n{{ echo \"ARGS: $*\"; echo \"SENDER=$SENDER RECIPIENT=$RECIPIENT RECIPIENTS=$RECIPIENTS\"; cat; }} > {work}/$n\nmv {work}/$n {out}/$n\n\
              case \"$RECIPIENT\" in\n  tempfail@*) echo 'mailbox locked, try later' >&2; exit 75;;\n  fail@*) echo 'no such mailbox here' >&2; exit 67;;\nesac\nexit 0\n",
-            out = out.display()
+            out = out.display(),
+            work = work.display()
         ),
     )
     .expect("script");
@@ -265,21 +268,30 @@ fn pipe_command_gets_envelope_and_message_and_its_exit_code_decides() {
         &["tempfail@example.net"],
         &message("later")
     )));
-    assert!(
-        wait_for(T, || server.log_text().contains("mailbox locked")),
-        "{}",
-        server.log_text()
-    );
-    let (code, list, err) = run_bounded(
-        Command::new(common::nullq())
-            .args(["queue", "list", "--json", "--data"])
-            .arg(&server.data),
-        T,
-    );
-    assert_eq!(code, Some(0), "{err}");
-    let v: serde_json::Value = serde_json::from_str(&list).expect("json");
+    // The result is logged, then recorded: wait for the record itself (and for the bounce
+    // before it to have left the queue).
+    let list_queue = || {
+        let (code, list, err) = run_bounded(
+            Command::new(nullq())
+                .args(["queue", "list", "--json", "--data"])
+                .arg(&server.data),
+            T,
+        );
+        assert_eq!(code, Some(0), "{err}");
+        let v: serde_json::Value = serde_json::from_str(&list).expect("json");
+        (v, list)
+    };
+    let recorded = |v: &serde_json::Value| {
+        v.as_array()
+            .is_some_and(|m| m.len() == 1 && m[0]["recipients"][0]["attempts"].as_u64() == Some(1))
+    };
+    let (mut v, mut list) = list_queue();
+    let settled = wait_for(T, || {
+        (v, list) = list_queue();
+        recorded(&v)
+    });
+    assert!(settled, "{list}\n{}", server.log_text());
     let msgs = v.as_array().expect("array");
-    assert_eq!(msgs.len(), 1, "{list}");
     let r = &msgs[0]["recipients"][0];
     assert_eq!(r["status"], "pending");
     assert_eq!(r["attempts"], 1);
@@ -323,11 +335,13 @@ fn qmail_queue_program_gets_message_on_fd0_and_envelope_on_fd1() {
         &["bob@example.net", "alice@example.org"],
         &message("qq")
     )));
+    // Delivered (exit 0) and removed: the program has written both files and exited.
     assert!(
-        wait_for(T, || files(&out).len() == 2),
+        wait_for(T, || server.queued().is_empty()),
         "{}",
         server.log_text()
     );
+    assert_eq!(files(&out).len(), 2);
     let env = files(&out)
         .into_iter()
         .find(|p| p.extension().is_some_and(|e| e == "env"))
@@ -341,7 +355,6 @@ fn qmail_queue_program_gets_message_on_fd0_and_envelope_on_fd1() {
         msg.starts_with("Received: ") && msg.ends_with("Subject: qq\n\nHello world.\n"),
         "{msg}"
     );
-    assert!(wait_for(T, || server.queued().is_empty()));
 
     // 31 (permanent): a bounce, queued and handed to the same program with the null sender.
     assert!(is_k(&send(
@@ -354,6 +367,12 @@ fn qmail_queue_program_gets_message_on_fd0_and_envelope_on_fd1() {
         wait_for(T, || files(&out).iter().any(
             |p| std::fs::read(p).is_ok_and(|b| b == b"F\0Tjason@example.net\0\0")
         )),
+        "{}",
+        server.log_text()
+    );
+    // The refused message and its bounce both leave the queue.
+    assert!(
+        wait_for(T, || server.queued().is_empty()),
         "{}",
         server.log_text()
     );

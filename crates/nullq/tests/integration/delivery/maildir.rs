@@ -3,14 +3,12 @@
 //! runner ran are delivered after a restart; and under load from Postfix's qmqp-source every
 //! message arrives exactly once.
 
-mod common;
-mod delivery_common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{run_bounded, Server};
-use delivery_common::{is_k, maildir_messages, message, send, wait_for};
+use crate::support::qmqp::{is_k, message, qmqp_source, send};
+use crate::support::server::{queued_files, Server};
+use crate::support::{files, maildir_messages, nullq, wait_for, Killed};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -37,16 +35,13 @@ fn serve_with_no_options_delivers_into_the_default_maildir() {
         wait_for(T, || server.queued().is_empty()),
         "message left in the queue"
     );
-    assert!(delivery_common::files(&maildir.join("tmp")).is_empty());
-    let log = server.log_text();
-    assert!(
-        log.contains("result=\"delivered\"") || log.contains("result=delivered"),
-        "{log}"
-    );
-    assert!(
-        log.contains("rcpt=alice@example.org") && log.contains("attempt=1"),
-        "{log}"
-    );
+    assert!(files(&maildir.join("tmp")).is_empty());
+    let line = server.wait_log(T, |l| {
+        l.contains("rcpt=alice@example.org")
+            && l.contains("attempt=1")
+            && (l.contains("result=\"delivered\"") || l.contains("result=delivered"))
+    });
+    assert!(line.is_some(), "{}", server.log_text());
 }
 
 #[test]
@@ -63,7 +58,7 @@ fn messages_queued_without_a_runner_are_delivered_after_restart() {
         )));
     }
     held.kill();
-    assert_eq!(common::queued_files(&data).len(), 5);
+    assert_eq!(queued_files(&data).len(), 5);
     let server = Server::start_in(&data, &[]);
     let maildir = data.join("delivered");
     assert!(
@@ -97,8 +92,9 @@ fn messages_queued_without_a_runner_are_delivered_after_restart() {
 fn qmqp_source_load_arrives_once_each() {
     let server = Server::start(&[]);
     let n = 500;
-    let (status, _, err) = run_bounded(
-        Command::new("qmqp-source").args([
+    let (status, err) = qmqp_source(
+        server.addr,
+        &[
             "-s",
             "10",
             "-m",
@@ -109,9 +105,7 @@ fn qmqp_source_load_arrives_once_each() {
             "jason@example.net",
             "-t",
             "postmaster@example.net",
-            &format!("127.0.0.1:{}", server.port()),
-        ]),
-        Duration::from_secs(120),
+        ],
     );
     assert_eq!(status, Some(0), "{err}");
     let maildir = server.data.join("delivered");
@@ -142,14 +136,14 @@ fn nullq_deliver_delivers_what_qmqpd_sessions_queue() {
     held.kill();
     let maildir = dir.path().join("md");
     let log = std::fs::File::create(dir.path().join("deliver.log")).expect("log");
-    let mut deliver = Command::new(common::nullq())
-        .args(["deliver", "--data"])
-        .arg(&data)
-        .arg("--deliver")
-        .arg(format!("maildir:{}", maildir.display()))
-        .stderr(log)
-        .spawn()
-        .expect("nullq deliver");
+    let deliver = Killed::spawn(
+        Command::new(nullq())
+            .args(["deliver", "--data"])
+            .arg(&data)
+            .arg("--deliver")
+            .arg(format!("maildir:{}", maildir.display()))
+            .stderr(log),
+    );
     let ok = wait_for(T, || maildir_messages(&maildir).len() == 1);
     // A message that appears in queue/ later is found by the poll.
     let spool = nullq_spool::Spool::attach(&data).expect("attach");
@@ -167,8 +161,7 @@ fn nullq_deliver_delivers_what_qmqpd_sessions_queue() {
         .commit(incoming.finish(&env).expect("finish"))
         .expect("commit");
     let ok2 = wait_for(T, || maildir_messages(&maildir).len() == 2);
-    let _ = deliver.kill();
-    let _ = deliver.wait();
+    drop(deliver);
     let text = std::fs::read_to_string(dir.path().join("deliver.log")).unwrap_or_default();
     assert!(ok && ok2, "{text}");
 }

@@ -5,88 +5,21 @@
 //!
 //! Needs root (mount, loop devices); CI runs as root.
 
-mod common;
-
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{exchange, Server};
 use nullq_proto::qmqp::encode_request;
 use nullq_spool::{QueueId, Spool};
 
-fn sh(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A loop-mounted ext4 image, unmounted when dropped.
-struct Image {
-    mount: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Image {
-    fn new(size: &str) -> Image {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(
-            unsafe { libc::geteuid() },
-            0,
-            "the power-cut test needs root (mount -o loop)"
-        );
-        let dir = tempfile::tempdir().expect("tmp");
-        let image = dir.path().join("fs.img");
-        let mount = dir.path().join("mnt");
-        std::fs::create_dir(&mount).expect("mkdir");
-        sh(Command::new("truncate").args(["-s", size]).arg(&image));
-        sh(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-m", "0"])
-            .arg(&image));
-        sh(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&image)
-            .arg(&mount));
-        Image { mount, _dir: dir }
-    }
-
-    fn image(&self) -> PathBuf {
-        self._dir.path().join("fs.img")
-    }
-
-    fn remount(&self) {
-        sh(Command::new("umount").arg(&self.mount));
-        sh(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(self.image())
-            .arg(&self.mount));
-    }
-}
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).output();
-    }
-}
-
-/// The queue id in a `Kok <time> qp <id>` answer.
-fn queue_id(answer: &[u8]) -> Option<QueueId> {
-    let text = String::from_utf8_lossy(answer);
-    let (_, rest) = text.split_once(":K")?;
-    rest.trim_end_matches(',').rsplit(' ').next()?.parse().ok()
-}
+use crate::support::qmqp::{exchange, queue_id};
+use crate::support::server::{tmp_files, Server};
+use crate::support::{sh, wait_for, LoopFs};
 
 #[test]
 fn every_k_survives_a_power_cut_under_load() {
-    let image = Image::new("256M");
+    let image = LoopFs::new(256);
     let data = image.mount.join("data");
     let mut server = Server::start_in(&data, &["--deliver", "none", "--read-timeout", "5"]);
     let addr = server.addr;
@@ -94,11 +27,13 @@ fn every_k_survives_a_power_cut_under_load() {
     // Clients: each message is unique; remember the ones answered K.
     let acked: Arc<Mutex<HashMap<QueueId, Vec<u8>>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
+    let exchanges = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let clients: Vec<_> = (0..16)
         .map(|c| {
             let acked = Arc::clone(&acked);
             let stop = Arc::clone(&stop);
+            let exchanges = Arc::clone(&exchanges);
             std::thread::spawn(move || {
                 // Bounded: at most 2,000 messages per client and 30 s.
                 for n in 0..2000 {
@@ -118,20 +53,23 @@ fn every_k_survives_a_power_cut_under_load() {
                     if let Some(id) = queue_id(&answer) {
                         acked.lock().expect("lock").insert(id, body.into_bytes());
                     }
+                    exchanges.fetch_add(1, Ordering::SeqCst);
                 }
             })
         })
         .collect();
 
     // Let the load run, then cut the power.
-    let before = Instant::now();
-    while acked.lock().expect("lock").len() < 500 && before.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    sh(Command::new("xfs_io")
-        .args(["-x", "-c", "shutdown"])
-        .arg(&image.mount));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(Duration::from_secs(20), || {
+        acked.lock().expect("lock").len() >= 500
+    });
+    sh(&format!("xfs_io -x -c shutdown {}", image.mount.display()));
+    // The clients go on against the dead filesystem for a while: 32 more exchanges, so that
+    // sessions in every stage of a commit meet the cut.
+    let at_cut = exchanges.load(Ordering::SeqCst);
+    wait_for(Duration::from_secs(30), || {
+        exchanges.load(Ordering::SeqCst) >= at_cut + 32
+    });
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().expect("client");
@@ -175,12 +113,10 @@ fn every_k_survives_a_power_cut_under_load() {
         log.contains("recovery:"),
         "the restarted server reports its recovery:\n{log}"
     );
-    assert_eq!(common::tmp_files(&data), 0, "recovery emptied tmp/");
+    assert_eq!(tmp_files(&data), 0, "recovery emptied tmp/");
     eprintln!(
         "power cut: {} messages acknowledged, all present after remount; {}",
         acked.len(),
         log.lines().find(|l| l.contains("recovery:")).unwrap_or("")
     );
-    drop(server);
-    let _ = Path::new(&data);
 }

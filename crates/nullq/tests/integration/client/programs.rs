@@ -1,14 +1,13 @@
 //! The small mini-qmail programs run as the real binary through their symlinks: predate,
 //! datemail, mailsubj, forward, elq/pinq/qail, maildirmake, maildir2mbox, maildirwatch.
 
-mod client_support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use client_support::*;
+use crate::support::host::*;
+use crate::support::qmqp::{Answer, QmqpServer};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -2,14 +2,13 @@
 //! through nullq's sendmail and qmail-qmqpc, into a real `nullq serve`; each message is checked
 //! in the server's spool (envelope, header, body, our Received lines).
 
-mod client_support;
-mod common;
-
 use std::time::Duration;
 
-use client_support::{mailx, mutt, run, wait_for, Host};
-use common::Server;
 use nullq_spool::Spool;
+
+use crate::support::host::{mailx, mutt, run, Host};
+use crate::support::server::Server;
+use crate::support::wait_for;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

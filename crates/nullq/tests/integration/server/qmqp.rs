@@ -1,63 +1,28 @@
-//! `nullq serve` (receiving only: `--deliver none`, so the spool can be inspected) against real clients and raw bytes: Postfix's qmqp-source under load, a table of
-//! malformed requests, access rules, limits, timeouts and shutdown. Each test starts its own
-//! server on a loopback port with its own spool.
-
-mod common;
+//! `nullq serve` (receiving only: `--deliver none`, so the spool can be inspected) against
+//! real clients and raw bytes: Postfix's qmqp-source under load, a table of malformed
+//! requests, access rules, limits, timeouts and shutdown. Each test starts its own server on a
+//! loopback port with its own spool.
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{exchange, run_bounded, Recorder, Server};
-use nullq_proto::qmqp::{encode_request, Event, Limits, RequestDecoder};
-use nullq_spool::{QueueId, Spool};
+use nullq_proto::qmqp::encode_request;
+use nullq_spool::Spool;
 
-const T: Duration = Duration::from_secs(10);
+use crate::support::qmqp::{decode, exchange, qmqp_source, queue_id, Recorder};
+use crate::support::server::{tmp_files, Server};
 
-/// Decode a whole recorded request into (message, sender, recipients).
-fn decode(request: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<Vec<u8>>) {
-    let mut d = RequestDecoder::new(Limits {
-        max_message: 1 << 30,
-        ..Limits::default()
-    });
-    let (mut message, mut sender, mut rcpts) = (Vec::new(), Vec::new(), Vec::new());
-    let mut input = request;
-    loop {
-        let (used, event) = d.feed(input).expect("recorded request decodes");
-        input = &input[used..];
-        match event {
-            Some(Event::Message(b)) => message.extend_from_slice(b),
-            Some(Event::Sender(s)) => sender = s,
-            Some(Event::Recipient(r)) => rcpts.push(r),
-            Some(Event::End) => return (message, sender, rcpts),
-            Some(Event::Rejected(e)) => panic!("rejected: {e}"),
-            Some(Event::MessageStart { .. }) => {}
-            None => panic!("recorded request is incomplete"),
-        }
-    }
-}
-
-/// The queue id in a `Kok <time> qp <id>` answer.
-fn queue_id(answer: &[u8]) -> QueueId {
-    let text = String::from_utf8_lossy(answer);
-    let id = text
-        .trim_end_matches(',')
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    id.parse()
-        .unwrap_or_else(|_| panic!("no queue id in answer {text:?}"))
-}
+const T: Duration = Duration::from_secs(60);
 
 #[test]
 fn qmqp_source_load_is_spooled_byte_for_byte() {
     let server = Server::start(&["--deliver", "none"]);
     let recorder = Recorder::start(server.addr);
     let messages = 2000;
-    let (status, _out, err) = run_bounded(
-        Command::new("qmqp-source").args([
+    let (status, err) = qmqp_source(
+        recorder.addr,
+        &[
             "-s",
             "20",
             "-m",
@@ -68,12 +33,10 @@ fn qmqp_source_load_is_spooled_byte_for_byte() {
             "jason@example.net",
             "-t",
             "postmaster@example.net",
-            &format!("127.0.0.1:{}", recorder.addr.port()),
-        ]),
-        Duration::from_secs(120),
+        ],
     );
     assert_eq!(status, Some(0), "qmqp-source failed: {err}");
-    let exchanges = recorder.take();
+    let exchanges = recorder.take(T);
     assert_eq!(exchanges.len(), messages, "sessions seen by the recorder");
     assert_eq!(server.queued().len(), messages, "messages in queue/");
 
@@ -84,7 +47,7 @@ fn qmqp_source_load_is_spooled_byte_for_byte() {
             "answer {:?}",
             String::from_utf8_lossy(&ex.response)
         );
-        let id = queue_id(&ex.response);
+        let id = queue_id(&ex.response).expect("a queue id in the K answer");
         let (message, sender, rcpts) = decode(&ex.request);
         let queued = spool.load(&id).expect("load");
         assert_eq!(queued.envelope.sender, sender);
@@ -110,7 +73,7 @@ fn qmqp_source_load_is_spooled_byte_for_byte() {
             "exactly our Received lines precede the message"
         );
     }
-    assert_eq!(common::tmp_files(&server.data), 0);
+    assert_eq!(tmp_files(&server.data), 0);
 }
 
 /// The table of malformed requests: (what, bytes sent, expected answer prefix or "" for none).
@@ -179,7 +142,7 @@ fn malformed_requests_get_their_answer_and_store_nothing() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(server.queued().is_empty(), "nothing may be queued");
-    assert_eq!(common::tmp_files(&server.data), 0, "no tmp leftovers");
+    assert_eq!(tmp_files(&server.data), 0, "no tmp leftovers");
     // The reasons are for a person: check two of them.
     let a = exchange(server.addr, &table[3].1, T);
     assert!(
@@ -244,7 +207,33 @@ fn a_slow_client_hits_the_read_timeout() {
         "{text}"
     );
     assert!(server.queued().is_empty());
-    assert_eq!(common::tmp_files(&server.data), 0);
+    assert_eq!(tmp_files(&server.data), 0);
+}
+
+/// Connect and send the first `n` bytes of `request`; returns once the server has admitted
+/// the session (so it holds a slot).
+fn hold(server: &Server, request: &[u8], n: usize) -> TcpStream {
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.write_all(&request[..n]).expect("write");
+    server.admitted(s.local_addr().expect("local addr"));
+    s
+}
+
+/// Send the rest of `request` on a held session and read the answer.
+fn finish(mut s: TcpStream, request: &[u8], n: usize) -> String {
+    s.write_all(&request[n..]).expect("write rest");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    let mut a = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut a);
+    String::from_utf8_lossy(&a).into_owned()
+}
+
+/// A session's log line: once it is written, the session's slot is free again.
+fn session_lines(server: &Server, answer: &str, n: usize) -> usize {
+    let field = format!("answer={answer} ");
+    server
+        .wait_log_count(T, n, |l| l.contains("nullq::session") && l.contains(&field))
+        .len()
 }
 
 #[test]
@@ -265,28 +254,18 @@ fn sessions_over_the_limit_get_z_and_the_limit_frees_up() {
         &[b"b@example.net".to_vec()],
     );
     // Two sessions that have started but not finished hold both slots.
-    let mut holders: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut s = TcpStream::connect(server.addr).expect("connect");
-            s.write_all(&request[..5]).expect("write");
-            s
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    let holders: Vec<TcpStream> = (0..2).map(|_| hold(&server, &request, 5)).collect();
     let third = String::from_utf8_lossy(&exchange(server.addr, &request, T)).into_owned();
     assert!(
         third.contains(":Zsorry, too many sessions (2 at once)"),
         "{third}"
     );
     // Finish the two held sessions: both get K, and a new session is admitted again.
-    for s in &mut holders {
-        s.write_all(&request[5..]).expect("write rest");
-        let mut a = Vec::new();
-        s.set_read_timeout(Some(T)).expect("timeout");
-        let _ = std::io::Read::read_to_end(s, &mut a);
-        assert!(String::from_utf8_lossy(&a).contains(":Kok"));
+    for s in holders {
+        let a = finish(s, &request, 5);
+        assert!(a.contains(":Kok"), "{a}");
     }
-    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(session_lines(&server, "K", 2), 2, "{}", server.log_text());
     let again = String::from_utf8_lossy(&exchange(server.addr, &request, T)).into_owned();
     assert!(again.contains(":Kok"), "{again}");
     assert_eq!(server.queued().len(), 3);
@@ -303,15 +282,14 @@ fn per_address_limit() {
         "30",
     ]);
     let request = encode_request(b"x\n", b"a@example.net", &[b"b@example.net".to_vec()]);
-    let mut holder = TcpStream::connect(server.addr).expect("connect");
-    holder.write_all(&request[..3]).expect("write");
-    std::thread::sleep(Duration::from_millis(300));
+    let holder = hold(&server, &request, 3);
     let second = String::from_utf8_lossy(&exchange(server.addr, &request, T)).into_owned();
     assert!(
         second.contains("too many sessions from your address"),
         "{second}"
     );
-    drop(holder);
+    let a = finish(holder, &request, 3);
+    assert!(a.contains(":Kok"), "the held session still gets its K: {a}");
 }
 
 #[test]
@@ -333,24 +311,23 @@ fn denied_clients_are_closed_before_reading_and_sighup_reloads() {
     );
     assert!(server.queued().is_empty());
     assert!(
-        server.log_text().contains("denied by access rules"),
+        server
+            .wait_log(T, |l| l.contains("denied by access rules"))
+            .is_some(),
         "{}",
         server.log_text()
     );
 
     // Allow loopback and reload: the next client gets in, without restarting the server.
+    let reloaded = |n: usize| {
+        server
+            .wait_log_count(T, n, |l| l.contains("SIGHUP: access rules reloaded"))
+            .len()
+    };
     std::fs::write(&rules, "127.0.0.1:allow\n:deny\n").expect("rules");
-    // SAFETY: kill(2) on our child's pid.
-    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGHUP) };
-    let start = std::time::Instant::now();
-    let mut answer = Vec::new();
-    while start.elapsed() < T {
-        answer = exchange(server.addr, &request, T);
-        if !answer.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.signal(libc::SIGHUP);
+    assert_eq!(reloaded(1), 1, "{}", server.log_text());
+    let answer = exchange(server.addr, &request, T);
     assert!(
         String::from_utf8_lossy(&answer).contains(":Kok"),
         "{answer:?}"
@@ -358,25 +335,15 @@ fn denied_clients_are_closed_before_reading_and_sighup_reloads() {
     assert_eq!(server.queued().len(), 1);
 
     // A session admitted under the old rules survives a reload that would deny it now.
-    let mut open = TcpStream::connect(server.addr).expect("connect");
-    open.write_all(&request[..4]).expect("write");
-    std::thread::sleep(Duration::from_millis(200));
+    let open = hold(&server, &request, 4);
     std::fs::write(&rules, "128.164.26.3:allow\n:deny\n").expect("rules");
-    // SAFETY: kill(2) on our child's pid.
-    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGHUP) };
-    // Until the reload is done, probes are still admitted (and queued): count them.
-    let start = std::time::Instant::now();
-    let mut admitted_probes = 0;
-    while start.elapsed() < T && !exchange(server.addr, &request, T).is_empty() {
-        admitted_probes += 1;
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    open.write_all(&request[4..]).expect("write rest");
-    open.set_read_timeout(Some(T)).expect("timeout");
-    let mut a = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut open, &mut a);
-    assert!(String::from_utf8_lossy(&a).contains(":Kok"), "{a:?}");
-    assert_eq!(server.queued().len(), 2 + admitted_probes);
+    server.signal(libc::SIGHUP);
+    assert_eq!(reloaded(2), 2, "{}", server.log_text());
+    let denied = exchange(server.addr, &request, T);
+    assert!(denied.is_empty(), "denied after the reload: {denied:?}");
+    let a = finish(open, &request, 4);
+    assert!(a.contains(":Kok"), "{a:?}");
+    assert_eq!(server.queued().len(), 2);
 }
 
 #[test]
@@ -387,20 +354,20 @@ fn sigterm_finishes_open_sessions_and_exits_zero() {
         b"a@example.net",
         &[b"b@example.net".to_vec()],
     );
-    let mut s = TcpStream::connect(server.addr).expect("connect");
-    s.write_all(&request[..8]).expect("write");
-    std::thread::sleep(Duration::from_millis(200));
-    // SAFETY: kill(2) on our child's pid.
-    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
-    std::thread::sleep(Duration::from_millis(200));
+    let open = hold(&server, &request, 8);
+    server.signal(libc::SIGTERM);
+    assert!(
+        server
+            .wait_log(T, |l| l.contains("stopped accepting"))
+            .is_some(),
+        "{}",
+        server.log_text()
+    );
     // New connections are no longer accepted...
-    assert!(exchange(server.addr, &request, Duration::from_secs(2)).is_empty());
+    assert!(exchange(server.addr, &request, T).is_empty());
     // ...but the open session finishes and gets its K.
-    s.write_all(&request[8..]).expect("write rest");
-    s.set_read_timeout(Some(T)).expect("timeout");
-    let mut a = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut s, &mut a);
-    assert!(String::from_utf8_lossy(&a).contains(":Kok"), "{a:?}");
+    let a = finish(open, &request, 8);
+    assert!(a.contains(":Kok"), "{a:?}");
     let status = server.terminate(T).expect("server exits");
     assert_eq!(status.code(), Some(0));
     assert_eq!(server.queued().len(), 1);

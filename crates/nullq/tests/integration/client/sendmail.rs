@@ -2,12 +2,13 @@
 //! bsd-mailx make, exit codes for each failure, mailq, newaliases, -bs, and the usage line.
 //! Messages are checked where they arrive: a QMQP server in the test that records them.
 
-mod client_support;
-
 use std::process::Command;
 use std::time::Duration;
 
-use client_support::*;
+use crate::support::host::*;
+use crate::support::qmqp::{Answer, QmqpServer};
+use crate::support::wait_for;
+use crate::support::RefusedPort;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -127,7 +128,8 @@ fn permanent_refusal_is_100_temporary_is_111() {
     let (code, _, err) = sendmail(&host, &["bob"], "Subject: x\n\ny\n");
     assert_eq!(code, 100, "{err}");
     let z = QmqpServer::start(Answer::TempFail);
-    host.servers(&[z.addr, dead_port()]);
+    let down = RefusedPort::new();
+    host.servers(&[z.addr, down.addr]);
     let (code, _, err) = sendmail(&host, &["bob"], "Subject: x\n\ny\n");
     assert_eq!(code, 111, "{err}");
     // Under a plain file, so that not even root can create it.
@@ -147,7 +149,8 @@ fn permanent_refusal_is_100_temporary_is_111() {
 fn fallback_queue_then_mailq_then_flush() {
     let host = Host::new();
     host.control("fallbackqueue", "fallback");
-    host.servers(&[dead_port()]);
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
     let (code, _, err) = sendmail(&host, &["-oi", "-t"], "To: bob\nSubject: later\n\nbody\n");
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("fallback"), "{err}");

@@ -4,17 +4,16 @@
 //! in the Maildir by size and a checksum computed while reading. A memory bound, not a timing
 //! assertion: the waits are only there so a broken server fails instead of hanging.
 
-mod common;
-mod delivery_common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::Server;
-use delivery_common::{files, is_k, wait_for};
 use nullq_proto::qmqp::request_frame;
+
+use crate::support::qmqp::is_k;
+use crate::support::server::Server;
+use crate::support::{files, wait_for};
 
 const SIZE: u64 = 100_000_000;
 const PIECE: usize = 1 << 20;

@@ -1,0 +1,9 @@
+//! The null client: the programs `nullq install` links, talking to QMQP servers.
+
+mod inject;
+mod install;
+mod postfix;
+mod programs;
+mod qmqpc;
+mod sendmail;
+mod to_server;

@@ -1,0 +1,6 @@
+//! Receiving: `nullq serve` and `nullq qmqpd` take QMQP requests into the spool.
+
+mod powercut;
+mod qmqp;
+mod setup;
+mod tcpserver;
