@@ -1,0 +1,498 @@
+//! `nullq-fs`: the one way nullq writes a file that must survive a power cut into a directory
+//! that other users may be able to write (a CommuniGate Pro Submitted folder, a Maildir, the
+//! client's fallback queue), and the one way it opens a file that someone else may have
+//! planted there. Every other crate on the data path (client → QMQP → spool → delivery) calls
+//! these instead of writing its own copy.
+//!
+//! [`publish`] is the durable write, step by step:
+//! 1. a stale temporary of ours under the same name (a regular file owned by us, left by a
+//!    killed writer) is removed; anything else there (a symlink, a FIFO, someone else's file)
+//!    is refused, never followed;
+//! 2. the temporary is created with `O_CREAT|O_EXCL|O_NOFOLLOW`, so no planted name is ever
+//!    opened, and its mode (and owner, if asked) is set on the descriptor, not on a path;
+//! 3. the caller fills it; then `fsync`, then `close`, each checked (after a failed `fsync` the
+//!    file is deleted, never fsynced again and believed);
+//! 4. it is renamed to its final name, without replacing one that exists unless asked
+//!    (`renameat2(RENAME_NOREPLACE)`, or `link` + `unlink` where the filesystem lacks it);
+//! 5. the directory is fsynced, so the rename itself is durable.
+//!
+//! Every error names its step and path ([`Error`]). On any error the temporary is removed.
+//!
+//! [`open_planted`] opens a file for reading with `O_NOFOLLOW|O_NONBLOCK` (a symlink or a FIFO
+//! can neither redirect nor block the reader), then checks with `fstat` that it is a regular
+//! file owned by the expected user.
+
+#![deny(missing_docs)]
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, CWD};
+use rustix::process::{Gid, Uid};
+
+/// The step of a durable write that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Opening the directory.
+    OpenDir,
+    /// A name that had to be ours or absent holds something else (a symlink, a FIFO, a file of
+    /// another user).
+    Planted,
+    /// Removing our own stale temporary.
+    RemoveStale,
+    /// Creating the temporary file.
+    Create,
+    /// Setting its mode or owner.
+    Permissions,
+    /// Writing it (the caller's fill).
+    Write,
+    /// `fsync` of the file.
+    Sync,
+    /// `close` of the file.
+    Close,
+    /// Renaming it to its final name (`EEXIST`: the final name is taken).
+    Rename,
+    /// `fsync` of the directory.
+    SyncDir,
+}
+
+impl Step {
+    fn word(self) -> &'static str {
+        match self {
+            Step::OpenDir => "open directory",
+            Step::Planted => "refuse planted",
+            Step::RemoveStale => "remove stale",
+            Step::Create => "create",
+            Step::Permissions => "set permissions of",
+            Step::Write => "write",
+            Step::Sync => "fsync",
+            Step::Close => "close",
+            Step::Rename => "rename to",
+            Step::SyncDir => "fsync directory",
+        }
+    }
+}
+
+/// A failed file operation: which step, on which path, and the system's error.
+#[derive(Debug)]
+pub struct Error {
+    /// The step that failed.
+    pub step: Step,
+    /// The path it acted on.
+    pub path: PathBuf,
+    /// The system's error.
+    pub source: io::Error,
+}
+
+impl Error {
+    fn new(step: Step, path: impl Into<PathBuf>, source: impl Into<io::Error>) -> Error {
+        Error {
+            step,
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The system's error kind (for `ENOSPC`-like decisions: [`io::Error::raw_os_error`] on
+    /// [`Error::source`] gives the errno).
+    pub fn kind(&self) -> io::ErrorKind {
+        self.source.kind()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.step.word(),
+            self.path.display(),
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        io::Error::new(e.source.kind(), e.to_string())
+    }
+}
+
+/// How [`publish`] creates and places the file.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The file's mode, set on the descriptor (the umask does not apply). Default 0600.
+    pub mode: u32,
+    /// Owner and group to give the file (`fchown`), when not the writer's own.
+    pub owner: Option<(u32, u32)>,
+    /// Whether an existing file under the final name may be replaced. Default: no, the rename
+    /// fails with `EEXIST` instead.
+    pub replace: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            mode: 0o600,
+            owner: None,
+            replace: false,
+        }
+    }
+}
+
+/// Write a file durably into `dir`: create `dir/tmp_name` (never through a planted name), let
+/// `fill` write it, fsync, close, rename it to `dir/final_name`, fsync `dir`. See the crate
+/// docs for each step. Both names are plain file names in `dir` (no `/`).
+pub fn publish(
+    dir: &Path,
+    tmp_name: &str,
+    final_name: &str,
+    options: &Options,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), Error> {
+    let dirfd = open_dir(dir)?;
+    let tmp = dir.join(tmp_name);
+    let file = create_in(&dirfd, dir, tmp_name, options)?;
+    let result = fill_and_close(file, &tmp, fill)
+        .and_then(|()| rename_in(&dirfd, dir, tmp_name, final_name, options.replace))
+        .and_then(|()| rustix::fs::fsync(&dirfd).map_err(|e| Error::new(Step::SyncDir, dir, e)));
+    if let Err(e) = &result {
+        // The rename may have happened before the directory fsync failed: then the file is in
+        // place (a duplicate is acceptable, a loss is not) and the temporary is already gone.
+        if e.step != Step::SyncDir {
+            let _ = rustix::fs::unlinkat(&dirfd, tmp_name, AtFlags::empty());
+        }
+    }
+    result
+}
+
+/// Create `name` in the directory `dirfd` (path `dir`, for messages) for writing, with
+/// `O_CREAT|O_EXCL|O_NOFOLLOW`, after removing a stale regular file of ours under that name.
+/// Mode and owner are set on the descriptor. For callers that fill and place the file
+/// themselves; [`publish`] is this plus the rest.
+pub fn create_in(
+    dirfd: &OwnedFd,
+    dir: &Path,
+    name: &str,
+    options: &Options,
+) -> Result<File, Error> {
+    let path = dir.join(name);
+    remove_own_stale(dirfd, dir, name)?;
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(options.mode & 0o7777);
+    let fd = rustix::fs::openat(dirfd, name, flags, mode).map_err(|e| {
+        // EEXIST here means someone planted the name between our check and the open.
+        let step = if e == rustix::io::Errno::EXIST {
+            Step::Planted
+        } else {
+            Step::Create
+        };
+        Error::new(step, &path, e)
+    })?;
+    let set = || -> rustix::io::Result<()> {
+        rustix::fs::fchmod(&fd, mode)?;
+        if let Some((uid, gid)) = options.owner {
+            rustix::fs::fchown(&fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
+        }
+        Ok(())
+    };
+    if let Err(e) = set() {
+        let _ = rustix::fs::unlinkat(dirfd, name, AtFlags::empty());
+        return Err(Error::new(Step::Permissions, &path, e));
+    }
+    Ok(File::from(fd))
+}
+
+/// Open `dir` as a directory (for [`create_in`] and its relatives), never through a symlink.
+pub fn open_dir(dir: &Path) -> Result<OwnedFd, Error> {
+    rustix::fs::openat(
+        CWD,
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::new(Step::OpenDir, dir, e))
+}
+
+/// `fsync` the directory `dir`, so renames and unlinks in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<(), Error> {
+    let fd = open_dir(dir)?;
+    rustix::fs::fsync(&fd).map_err(|e| Error::new(Step::SyncDir, dir, e))
+}
+
+/// Remove `dir/name` if it is a regular file owned by us (a temporary a killed writer of ours
+/// left); refuse anything else that holds the name; an absent name is fine.
+fn remove_own_stale(dirfd: &OwnedFd, dir: &Path, name: &str) -> Result<(), Error> {
+    let path = dir.join(name);
+    match rustix::fs::statat(dirfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(Error::new(Step::Planted, &path, e)),
+        Ok(st) => {
+            let ours = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                && st.st_uid == rustix::process::geteuid().as_raw();
+            if !ours {
+                return Err(Error::new(
+                    Step::Planted,
+                    &path,
+                    io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!(
+                            "{} owned by uid {} is in the way",
+                            describe(FileType::from_raw_mode(st.st_mode)),
+                            st.st_uid
+                        ),
+                    ),
+                ));
+            }
+            rustix::fs::unlinkat(dirfd, name, AtFlags::empty())
+                .map_err(|e| Error::new(Step::RemoveStale, &path, e))
+        }
+    }
+}
+
+fn fill_and_close(
+    mut file: File,
+    tmp: &Path,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), Error> {
+    fill(&mut file).map_err(|e| Error::new(Step::Write, tmp, e))?;
+    rustix::fs::fsync(&file).map_err(|e| Error::new(Step::Sync, tmp, e))?;
+    close(file).map_err(|e| Error::new(Step::Close, tmp, e))
+}
+
+/// Close `file` and report the error that a plain drop would ignore.
+pub fn close(file: File) -> io::Result<()> {
+    use std::os::fd::IntoRawFd;
+    let fd = file.into_raw_fd();
+    // SAFETY: `fd` came from `into_raw_fd`, so we own it and nothing else closes it; close(2)
+    // is not retried (Linux releases the descriptor even when it reports an error).
+    let rc = unsafe { libc::close(fd) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn rename_in(
+    dirfd: &OwnedFd,
+    dir: &Path,
+    from: &str,
+    to: &str,
+    replace: bool,
+) -> Result<(), Error> {
+    let target = dir.join(to);
+    if replace {
+        return rustix::fs::renameat(dirfd, from, dirfd, to)
+            .map_err(|e| Error::new(Step::Rename, &target, e));
+    }
+    match rustix::fs::renameat_with(dirfd, from, dirfd, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        // A filesystem without RENAME_NOREPLACE: link(2) fails if the name exists, as qmail
+        // relies on.
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+            rustix::fs::linkat(dirfd, from, dirfd, to, AtFlags::empty())
+                .map_err(|e| Error::new(Step::Rename, &target, e))?;
+            rustix::fs::unlinkat(dirfd, from, AtFlags::empty())
+                .map_err(|e| Error::new(Step::Rename, dir.join(from), e))
+        }
+        Err(e) => Err(Error::new(Step::Rename, &target, e)),
+    }
+}
+
+/// Why [`open_planted`] did not open a file.
+#[derive(Debug)]
+pub enum Refused {
+    /// The name is a symlink (never followed).
+    Symlink,
+    /// Not a regular file: a FIFO, a device, a directory, a socket.
+    NotRegular(&'static str),
+    /// A regular file, but owned by another user.
+    Owner {
+        /// Its owner.
+        uid: u32,
+    },
+    /// The system's error (`ENOENT` included: it went away).
+    Io(io::Error),
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Symlink => f.write_str("a symlink (not followed)"),
+            Refused::NotRegular(kind) => write!(f, "not a regular file but {kind}"),
+            Refused::Owner { uid } => write!(f, "owned by uid {uid}, not by the expected user"),
+            Refused::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Open `path` for reading, never following a symlink and never blocking on a FIFO, and only
+/// if it is a regular file owned by `owner` (any owner when `None`). The file is returned in
+/// blocking mode.
+pub fn open_planted(path: &Path, owner: Option<u32>) -> Result<File, Refused> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(CWD, path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => return Err(Refused::Symlink),
+        Err(e) => return Err(Refused::Io(e.into())),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| Refused::Io(e.into()))?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(Refused::NotRegular(describe(kind)));
+    }
+    if let Some(want) = owner {
+        if st.st_uid != want {
+            return Err(Refused::Owner { uid: st.st_uid });
+        }
+    }
+    let fl = rustix::fs::fcntl_getfl(&fd).map_err(|e| Refused::Io(e.into()))?;
+    rustix::fs::fcntl_setfl(&fd, fl - OFlags::NONBLOCK).map_err(|e| Refused::Io(e.into()))?;
+    Ok(File::from(fd))
+}
+
+/// What kind of entry `path` is, without following a symlink (`None` if it does not exist).
+pub fn entry_kind(path: &Path) -> io::Result<Option<&'static str>> {
+    match rustix::fs::statat(CWD, path, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(describe(FileType::from_raw_mode(st.st_mode)))),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn describe(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "an entry of unknown type",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn publishes_a_whole_file_with_its_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = Options {
+            mode: 0o644,
+            ..Options::default()
+        };
+        publish(d.path(), "a.tmp", "a.sub", &opts, |f| f.write_all(b"hello")).unwrap();
+        assert_eq!(std::fs::read(d.path().join("a.sub")).unwrap(), b"hello");
+        assert!(!d.path().join("a.tmp").exists());
+        let mode = std::fs::metadata(d.path().join("a.sub"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o644);
+    }
+
+    #[test]
+    fn a_symlink_at_the_temporary_name_is_refused_and_its_target_untouched() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&victim, d.path().join("a.tmp")).unwrap();
+        let e = publish(d.path(), "a.tmp", "a.sub", &Options::default(), |f| {
+            f.write_all(b"evil")
+        })
+        .unwrap_err();
+        assert_eq!(e.step, Step::Planted, "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o600);
+        assert!(!d.path().join("a.sub").exists());
+    }
+
+    #[test]
+    fn an_existing_final_name_is_not_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, d.path().join("a.sub")).unwrap();
+        let e = publish(d.path(), "a.tmp", "a.sub", &Options::default(), |f| {
+            f.write_all(b"x")
+        })
+        .unwrap_err();
+        assert_eq!(e.step, Step::Rename, "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(!d.path().join("a.tmp").exists(), "temporary removed");
+    }
+
+    #[test]
+    fn a_stale_temporary_of_ours_is_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.tmp"), b"half").unwrap();
+        publish(d.path(), "a.tmp", "a", &Options::default(), |f| {
+            f.write_all(b"whole")
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(d.path().join("a")).unwrap(), b"whole");
+    }
+
+    #[test]
+    fn a_failed_fill_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let e = publish(d.path(), "a.tmp", "a", &Options::default(), |_| {
+            Err(io::Error::other("disk on fire"))
+        })
+        .unwrap_err();
+        assert_eq!(e.step, Step::Write);
+        assert!(e.to_string().contains("disk on fire"), "{e}");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn open_planted_refuses_symlinks_fifos_and_foreign_files() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("f");
+        std::fs::write(&file, b"data").unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        let mut s = String::new();
+        open_planted(&file, Some(me))
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "data");
+        let meta = std::fs::metadata(&file).unwrap();
+        assert!(matches!(
+            open_planted(&file, Some(meta.uid() + 1)),
+            Err(Refused::Owner { .. })
+        ));
+        std::os::unix::fs::symlink(&file, d.path().join("l")).unwrap();
+        assert!(matches!(
+            open_planted(&d.path().join("l"), None),
+            Err(Refused::Symlink)
+        ));
+        let fifo = d.path().join("p");
+        rustix::fs::mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        // Without O_NONBLOCK this open would wait for a writer forever.
+        assert!(matches!(
+            open_planted(&fifo, None),
+            Err(Refused::NotRegular("a FIFO"))
+        ));
+        assert_eq!(entry_kind(&fifo).unwrap(), Some("a FIFO"));
+        assert_eq!(entry_kind(&d.path().join("none")).unwrap(), None);
+    }
+}
