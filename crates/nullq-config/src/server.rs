@@ -211,6 +211,13 @@ impl std::str::FromStr for Target {
                     "pipe: needs a command, e.g. pipe:'/usr/sbin/sendmail -f %s %r'".into(),
                 );
             }
+            // One argument per recipient is the only unambiguous form: a recipient may hold a
+            // comma or a blank, so a list joined inside a word could not be split back.
+            if let Some(word) = argv.iter().find(|w| *w != "%r" && w.contains("%r")) {
+                return Err(format!(
+                    "pipe: {word:?}: %r must be an argument of its own (it becomes one argument per recipient)"
+                ));
+            }
             return Ok(Target::Pipe(argv));
         }
         for (scheme, implicit_tls, default_port) in
@@ -321,6 +328,9 @@ impl Target {
         }
     }
 }
+
+/// What [`ServerConfig::to_toml_masked`] shows in place of a secret.
+pub const HIDDEN: &str = "(hidden)";
 
 /// Splits a command line as a shell would split words: blanks separate, `'...'` and `"..."`
 /// quote, `\` escapes the next character (outside single quotes). Nothing is expanded.
@@ -894,6 +904,16 @@ impl ServerConfig {
         toml::to_string(self).unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
     }
 
+    /// The configuration as [`to_toml_string`](Self::to_toml_string) shows it, with secrets
+    /// (the SMTP password) replaced by `(hidden)`: what `--print-config` prints.
+    pub fn to_toml_masked(&self) -> String {
+        let mut shown = self.clone();
+        if shown.delivery.smtp.password.is_some() {
+            shown.delivery.smtp.password = Some(HIDDEN.to_owned());
+        }
+        shown.to_toml_string()
+    }
+
     /// Checks values that parse but cannot work: an empty or unparsable `listen`, a zero
     /// limit, `max_sessions_per_ip` above `max_sessions`, an empty `hostname`, `user` or
     /// `group`, an empty `data_dir`.
@@ -1150,6 +1170,7 @@ mod tests {
         assert_eq!(c.policy.clients[0].senders, ["*@example.net"]);
         assert_eq!(ServerConfig::from_toml_str(&c.to_toml_string()).unwrap(), c);
         for bad in [
+            "[delivery]\ntarget = \"pipe:/bin/deliver to=%r\"",
             "[delivery]\ntarget = \"ftp://x\"",
             "[delivery]\ntarget = \"smtp://h:0\"",
             "[delivery]\ntarget = \"pipe:'unclosed\"",
@@ -1232,6 +1253,24 @@ mod tests {
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn print_config_masks_the_smtp_password() {
+        let mut c = ServerConfig::default();
+        c.delivery.smtp.username = Some("nullq".into());
+        c.delivery.smtp.password = Some("s3cret-pass".into());
+        let shown = c.to_toml_masked();
+        assert!(!shown.contains("s3cret-pass"), "{shown}");
+        assert!(
+            shown.contains(&format!("password = \"{HIDDEN}\"")),
+            "{shown}"
+        );
+        assert!(shown.contains("username = \"nullq\""), "{shown}");
+        // Without a password there is nothing to hide and nothing is invented.
+        assert!(!ServerConfig::default()
+            .to_toml_masked()
+            .contains("password"));
     }
 
     #[test]

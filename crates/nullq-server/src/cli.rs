@@ -223,7 +223,7 @@ fn set_target(config: &mut ServerConfig, deliver: Option<&str>) -> Result<(), St
 fn ready(config: ServerConfig, print_config: bool) -> Result<Option<ServerConfig>, String> {
     config.validate().map_err(|e| e.to_string())?;
     if print_config {
-        print!("{}", config.to_toml_string());
+        print!("{}", config.to_toml_masked());
         return Ok(None);
     }
     logging::init(&config.log.format, &config.log.level);

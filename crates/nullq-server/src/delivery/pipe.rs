@@ -1,9 +1,15 @@
 //! `pipe:COMMAND ARGS`: run a command per message, the message on its standard input (LF line
 //! ends, as received; streamed from the spool file a chunk at a time), the envelope in its arguments and environment:
-//! - in an argument, `%s` becomes the sender, `%r` the recipients (an argument that is exactly
-//!   `%r` becomes one argument per recipient; inside other text they are joined with commas),
-//!   and `%%` a `%`;
-//! - `SENDER`, `RECIPIENT` (the first recipient) and `RECIPIENTS` (all, separated by blanks).
+//! - in an argument, `%s` becomes the sender, an argument `%r` becomes one argument per
+//!   recipient (the configuration refuses `%r` inside other text: a recipient may hold a comma
+//!   or a blank, so no joined list could be split back), and `%%` a `%`;
+//! - `SENDER`, `RECIPIENT` (the first recipient) and `RECIPIENTS` (all, one per line: no
+//!   address holds a newline, QMQP refuses them).
+//!
+//! An envelope address that begins with `-` would read as an option to the program
+//! (`-oProgram=/bin/sh@x`): such a recipient fails (bounced, with the reason), and a sender
+//! that begins with `-` fails every recipient; the program never sees them. The same rule
+//! holds for the `qmail-queue:` target ([`refuse_options`]).
 //!
 //! No shell runs: the words were split when the configuration was read. Exit 0 is delivered,
 //! 75 (`EX_TEMPFAIL`) and death by a signal or timeout are "try again", any other status fails
@@ -170,7 +176,6 @@ impl Pipe {
             while let Some((&b, tail)) = rest.split_first() {
                 match (b, tail.first()) {
                     (b'%', Some(b's')) => bytes.extend_from_slice(sender),
-                    (b'%', Some(b'r')) => bytes.extend_from_slice(&job.recipients.join(&b',')),
                     (b'%', Some(b'%')) => bytes.push(b'%'),
                     _ => {
                         bytes.push(b);
@@ -185,8 +190,13 @@ impl Pipe {
         out
     }
 
-    /// Run the command once for all of `job`'s recipients.
+    /// Run the command once for all of `job`'s recipients that may be passed to it.
     pub async fn deliver(&self, job: &Job) -> Vec<Answer> {
+        refuse_options(job, "pipe", |job| self.run_once(job)).await
+    }
+
+    async fn run_once(&self, job: Job) -> Vec<Answer> {
+        let job = &job;
         let argv = self.expand(job);
         let Some((program, args)) = argv.split_first() else {
             return vec![Answer::retry("pipe: empty command"); job.recipients.len()];
@@ -199,7 +209,10 @@ impl Pipe {
                 "RECIPIENT",
                 OsStr::from_bytes(job.recipients.first().map_or(&b""[..], |r| r)),
             )
-            .env("RECIPIENTS", OsString::from_vec(job.recipients.join(&b' ')));
+            .env(
+                "RECIPIENTS",
+                OsString::from_vec(job.recipients.join(&b'\n')),
+            );
         let what = format!("pipe {}", program.to_string_lossy());
         let answer = match run(cmd, job.message.clone(), self.timeout).await {
             Err(e) => Answer::retry(format!("{what}: cannot run: {e}")),
@@ -216,6 +229,61 @@ impl Pipe {
     }
 }
 
+/// Why an address may not reach a program's argv or envelope: it begins with `-`.
+fn option_like(address: &[u8]) -> bool {
+    address.first() == Some(&b'-')
+}
+
+/// Deliver `job` through `run` with only the recipients a program may be handed: a recipient
+/// that begins with `-` is bounced, and if the sender does, every recipient is. The answers
+/// come back one per recipient, in `job`'s order.
+pub async fn refuse_options<F, Fut>(job: &Job, target: &str, run: F) -> Vec<Answer>
+where
+    F: FnOnce(Job) -> Fut,
+    Fut: std::future::Future<Output = Vec<Answer>>,
+{
+    let refusal = |what: &str, address: &[u8]| {
+        Answer::bounce(format!(
+            "{target}: {what} <{}> begins with '-' and would read as an option: not passed to the program",
+            String::from_utf8_lossy(address)
+        ))
+    };
+    if option_like(smtp_sender(&job.sender)) {
+        return vec![refusal("the sender", &job.sender); job.recipients.len()];
+    }
+    let passed: Vec<Vec<u8>> = job
+        .recipients
+        .iter()
+        .filter(|r| !option_like(r))
+        .cloned()
+        .collect();
+    if passed.len() == job.recipients.len() {
+        return run(job.clone()).await;
+    }
+    let mut answers = if passed.is_empty() {
+        Vec::new()
+    } else {
+        run(Job {
+            recipients: passed,
+            ..job.clone()
+        })
+        .await
+    }
+    .into_iter();
+    job.recipients
+        .iter()
+        .map(|r| {
+            if option_like(r) {
+                refusal("the recipient", r)
+            } else {
+                answers
+                    .next()
+                    .unwrap_or_else(|| Answer::retry(format!("{target}: no answer")))
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,7 +296,7 @@ mod tests {
                 "-f".into(),
                 "%s".into(),
                 "%r".into(),
-                "to=%r;100%%".into(),
+                "100%%".into(),
             ],
             Duration::from_secs(1),
         );
@@ -243,9 +311,50 @@ mod tests {
             .iter()
             .map(|s| s.to_string_lossy().into_owned())
             .collect();
+        assert_eq!(got, ["/bin/x", "-f", "a@b", "c@d", "e@f", "100%"]);
+    }
+
+    fn job(sender: &[u8], rcpts: &[&[u8]]) -> Job {
+        Job {
+            id: "0000000000000001.00000001.00000001".parse().unwrap(),
+            sender: sender.to_vec(),
+            recipients: rcpts.iter().map(|r| r.to_vec()).collect(),
+            message: Message::from_bytes(Vec::new()),
+        }
+    }
+
+    fn verdicts(answers: &[Answer]) -> Vec<&'static str> {
+        answers.iter().map(|a| a.verdict.word()).collect()
+    }
+
+    #[tokio::test]
+    async fn option_like_recipients_never_reach_the_program() {
+        let j = job(b"a@b", &[b"ok@x", b"-oProgram=/bin/sh@x", b"ok2@x"]);
+        let seen = std::sync::Mutex::new(Vec::new());
+        let answers = refuse_options(&j, "pipe", |passed| {
+            seen.lock().unwrap().push(passed.recipients.clone());
+            async move { vec![Answer::delivered("ok"); passed.recipients.len()] }
+        })
+        .await;
         assert_eq!(
-            got,
-            ["/bin/x", "-f", "a@b", "c@d", "e@f", "to=c@d,e@f;100%"]
+            *seen.lock().unwrap(),
+            vec![vec![b"ok@x".to_vec(), b"ok2@x".to_vec()]]
         );
+        assert_eq!(verdicts(&answers), ["delivered", "failed", "delivered"]);
+        assert!(
+            answers[1].text.contains("would read as an option"),
+            "{}",
+            answers[1].text
+        );
+    }
+
+    #[tokio::test]
+    async fn an_option_like_sender_fails_every_recipient_and_runs_nothing() {
+        let j = job(b"-fevil@x", &[b"ok@x", b"ok2@x"]);
+        let answers = refuse_options(&j, "qmail-queue", |_| async {
+            panic!("the program must not run")
+        })
+        .await;
+        assert_eq!(verdicts(&answers), ["failed", "failed"]);
     }
 }

@@ -2,7 +2,10 @@
 //! (`shared/spec/qmail-queue.md`): the message on fd 0 (streamed from the spool, as for `pipe`),
 //! the envelope (`Fsender\0Trcpt\0...\0`, the codec of `nullq_proto::envelope`) on fd 1. Exit 0 is delivered; 11–40 are permanent
 //! (bounce); any other status, a signal or a timeout is temporary (retry), so an unknown code
-//! never loses a message ([`nullq_proto::exit::QueueExit::is_permanent`]).
+//! never loses a message ([`nullq_proto::exit::QueueExit::is_permanent`]). Addresses that
+//! begin with `-` are bounced before the program runs, as for `pipe:`
+//! ([`super::pipe::refuse_options`]): a wrapper that turns the envelope into argv must never
+//! meet one.
 
 use std::fs::File;
 use std::io::Write;
@@ -44,6 +47,11 @@ impl QmailQueue {
 
     /// Queue the message once for all of `job`'s recipients.
     pub async fn deliver(&self, job: &Job) -> Vec<Answer> {
+        pipe::refuse_options(job, "qmail-queue", |job| self.deliver_all(job)).await
+    }
+
+    async fn deliver_all(&self, job: Job) -> Vec<Answer> {
+        let job = &job;
         let what = format!("qmail-queue {}", self.path.display());
         let answer = match self.run(job).await {
             Err(e) => Answer::retry(format!("{what}: cannot run: {e}")),

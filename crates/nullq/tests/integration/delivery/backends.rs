@@ -224,7 +224,7 @@ fn pipe_command_gets_envelope_and_message_and_its_exit_code_decides() {
         server.log_text()
     );
     let got = &read_all(&out)[0];
-    assert!(got.starts_with("ARGS: -f jason@example.net ok@example.net ok2@example.net\nSENDER=jason@example.net RECIPIENT=ok@example.net RECIPIENTS=ok@example.net ok2@example.net\nReceived: "), "{got}");
+    assert!(got.starts_with("ARGS: -f jason@example.net ok@example.net ok2@example.net\nSENDER=jason@example.net RECIPIENT=ok@example.net RECIPIENTS=ok@example.net\nok2@example.net\nReceived: "), "{got}");
     assert!(got.ends_with("Subject: piped\n\nHello world.\n"), "{got}");
 
     // Exit 67: a bounce to the sender, through the same pipe, naming the recipient and stderr.
@@ -303,6 +303,51 @@ fn pipe_command_gets_envelope_and_message_and_its_exit_code_decides() {
         "{list}"
     );
     assert!(r["next_attempt"].as_f64().is_some());
+}
+
+/// The attack: a QMQP client (or a header rewrite) hands a recipient `-oProgram=...` to a
+/// program whose argv takes recipients; it would read it as an option. The recipient is
+/// bounced with the reason, the others are delivered, the program never sees it.
+#[test]
+fn pipe_recipient_beginning_with_a_dash_is_bounced_never_passed_as_an_option() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (script, out) = pipe_script(dir.path());
+    let target = format!("pipe:{} -f %s %r", script.display());
+    let server = Server::start(&["--deliver", &target]);
+    assert!(is_k(&send(
+        server.addr,
+        "jason@example.net",
+        &["ok@example.net", "-oProgram=/bin/sh@example.net"],
+        &message("dash")
+    )));
+    // The message is settled once the original is gone and its bounce delivered.
+    assert!(
+        wait_for(T, || server.queued().is_empty()
+            && read_all(&out).len() == 2),
+        "{}",
+        server.log_text()
+    );
+    let all = read_all(&out);
+    let original = all
+        .iter()
+        .find(|m| m.contains("Subject: dash"))
+        .and_then(|m| m.lines().next().map(str::to_owned))
+        .unwrap_or_default();
+    assert_eq!(original, "ARGS: -f jason@example.net ok@example.net");
+    let bounce = all
+        .iter()
+        .find(|m| m.contains("multipart/report"))
+        .expect("a bounce");
+    assert!(
+        bounce.contains("Final-Recipient: rfc822; -oProgram=/bin/sh@example.net")
+            && bounce.contains("would read as an option"),
+        "{bounce}"
+    );
+    assert!(
+        all.iter()
+            .all(|m| !m.lines().next().unwrap_or("").contains("-oProgram")),
+        "{all:?}"
+    );
 }
 
 /// A qmail-queue-compatible program: message from fd 0, envelope from fd 1, exit by recipient.
