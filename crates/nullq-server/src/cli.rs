@@ -302,6 +302,9 @@ async fn run_server(config: ServerConfig) -> Result<i32, String> {
     context.policy = policy;
     context.committed = runner.as_ref().map(delivery::Runner::notifier);
     let ctx = Arc::new(context);
+    // Signals are handled before the ready line: whoever waits for that line may signal at once.
+    let (trigger, stop) = shutdown::channel();
+    spawn_signal_handlers(trigger, Arc::clone(&access))?;
     let bound: Vec<String> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -316,8 +319,6 @@ async fn run_server(config: ServerConfig) -> Result<i32, String> {
         "nullq serve ready"
     );
 
-    let (trigger, stop) = shutdown::channel();
-    spawn_signal_handlers(trigger, Arc::clone(&access))?;
     let limits = ConnectionLimits {
         max_sessions: config.limits.max_sessions,
         max_sessions_per_ip: config.limits.max_sessions_per_ip,

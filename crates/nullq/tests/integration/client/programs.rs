@@ -365,12 +365,33 @@ fn maildirwatch_one_round() {
         "\x1b[;H\x1b[;JFROM <jason@example.net> TO <bob@example.net>\n\
          \x1b[1mFrom: Jason <jason@example.net>\x1b[0m\nlunch/at noon?/\n\n"
     );
-    // Without -1 it keeps refreshing until killed (bounded here by the run limit).
+    // Without -1 it keeps refreshing until killed: read until the second round shows.
     let mut cmd = host.cmd("maildirwatch");
-    cmd.env("MAILDIR", &dir).env("MAILDIRWATCH_INTERVAL", "1");
-    let out = run(cmd, b"", Duration::from_millis(4000));
-    let rounds = String::from_utf8_lossy(&out.stdout)
-        .matches("\x1b[;H")
-        .count();
+    cmd.env("MAILDIR", &dir)
+        .env("MAILDIRWATCH_INTERVAL", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    let mut watch = crate::support::Killed::spawn(&mut cmd);
+    let mut stdout = watch.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while String::from_utf8_lossy(&seen).matches("\x1b[;H").count() < 2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.extend_from_slice(&chunk),
+            Err(_) => break,
+        }
+    }
+    drop(watch);
+    let rounds = String::from_utf8_lossy(&seen).matches("\x1b[;H").count();
     assert!(rounds >= 2, "{rounds} rounds");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::support::qmqp::{is_k, message, send};
 use crate::support::server::Server;
 use crate::support::{maildir_messages, run_bounded, wait_for};
-use crate::support::{nullq, RefusedPort};
+use crate::support::{nullq, write_file, RefusedPort};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -34,9 +34,21 @@ fn json(data: &Path, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn queue_tools_on_a_running_server() {
-    let dead = RefusedPort::new();
-    let dead = dead.port();
-    let server = Server::start(&["--deliver", &format!("smtp://127.0.0.1:{dead}")]);
+    let refused = RefusedPort::new();
+    let dead = refused.port();
+    // Retries an hour apart: every second attempt below is the one `retry` asks for.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_file(
+        dir.path(),
+        "nullq.toml",
+        "[delivery]\nretry_min_secs = 3600\n",
+    );
+    let server = Server::start(&[
+        "--config",
+        cfg.to_str().expect("utf8"),
+        "--deliver",
+        &format!("smtp://127.0.0.1:{dead}"),
+    ]);
     assert!(is_k(&send(
         server.addr,
         "jason@example.net",
@@ -143,16 +155,17 @@ fn queue_tools_on_a_running_server() {
 #[test]
 fn queue_lifetime_expiry_with_a_simulated_clock() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let dead = RefusedPort::new();
-    let dead = dead.port();
+    let refused = RefusedPort::new();
+    let dead = refused.port();
     let senders = dir.path().join("senders");
-    // One real second is one queue day: the 7-day lifetime ends after about 7 s, the 4-hour
-    // warning comes at once; retries every 1 min .. 1 h of queue time.
+    // One real second is six queue hours: the 7-day lifetime ends after about 28 s, the 4-hour
+    // warning after less than a second; retries every 1 min .. 1 h of queue time. (The queue
+    // clock starts with the runner, so a slow start must stay well inside the lifetime.)
     let cfg = dir.path().join("nullq.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[delivery]\ntime_scale = 86400\ndelay_warning_secs = 14400\n[delivery.routes]\n\"sender.example\" = \"maildir:{}\"\n",
+            "[delivery]\ntime_scale = 21600\ndelay_warning_secs = 14400\n[delivery.routes]\n\"sender.example\" = \"maildir:{}\"\n",
             senders.display()
         ),
     )
@@ -170,7 +183,8 @@ fn queue_lifetime_expiry_with_a_simulated_clock() {
         &message("expires")
     )));
     assert!(
-        wait_for(Duration::from_secs(60), || maildir_messages(&senders).len()
+        wait_for(Duration::from_secs(180), || maildir_messages(&senders)
+            .len()
             == 2),
         "{}",
         server.log_text()

@@ -35,9 +35,10 @@ fn every_k_survives_a_power_cut_under_load() {
             let stop = Arc::clone(&stop);
             let exchanges = Arc::clone(&exchanges);
             std::thread::spawn(move || {
-                // Bounded: at most 2,000 messages per client and 30 s.
+                // Bounded: at most 2,000 messages per client and 120 s.
                 for n in 0..2000 {
-                    if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(30) {
+                    if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(120)
+                    {
                         break;
                     }
                     let body = format!(
@@ -60,7 +61,7 @@ fn every_k_survives_a_power_cut_under_load() {
         .collect();
 
     // Let the load run, then cut the power.
-    wait_for(Duration::from_secs(20), || {
+    wait_for(Duration::from_secs(90), || {
         acked.lock().expect("lock").len() >= 500
     });
     sh(&format!("xfs_io -x -c shutdown {}", image.mount.display()));

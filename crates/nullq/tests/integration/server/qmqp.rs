@@ -79,7 +79,7 @@ fn qmqp_source_load_is_spooled_byte_for_byte() {
 /// The table of malformed requests: (what, bytes sent, expected answer prefix or "" for none).
 #[test]
 fn malformed_requests_get_their_answer_and_store_nothing() {
-    let server = Server::start(&["--deliver", "none", "--read-timeout", "2"]);
+    let server = Server::start(&["--deliver", "none"]);
     let good = |m: &[u8], s: &[u8], r: &[u8]| encode_request(m, s, &[r.to_vec()]);
     let mut nul = good(b"hi\n", b"a@example.net", b"bob@example.net");
     let at = nul.len() - 8;

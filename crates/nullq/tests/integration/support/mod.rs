@@ -147,7 +147,15 @@ pub fn listening_port(pid: u32, limit: Duration) -> Option<u16> {
 }
 
 fn listening_ports(pid: u32) -> Vec<u16> {
-    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"));
+    if let Err(e) = &fds {
+        // A peer that switched user (smtp-sink -u) can be read only with CAP_SYS_PTRACE.
+        assert!(
+            e.kind() != std::io::ErrorKind::PermissionDenied,
+            "cannot read /proc/{pid}/fd ({e}): the tests need root with CAP_SYS_PTRACE"
+        );
+    }
+    let inodes: Vec<String> = fds
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .filter_map(|e| std::fs::read_link(e.path()).ok())
@@ -316,6 +324,18 @@ impl LoopFs {
 
 impl Drop for LoopFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount).output();
+        let done = Command::new("umount")
+            .arg(&self.mount)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !done {
+            // Still busy: detach it now so that its loop device is freed once the last user
+            // lets go, instead of leaking it into later runs.
+            eprintln!(
+                "umount {} failed; detaching it lazily",
+                self.mount.display()
+            );
+            let _ = Command::new("umount").arg("-l").arg(&self.mount).output();
+        }
     }
 }

@@ -216,7 +216,7 @@ impl Postfix {
         };
         std::fs::write(conf.join("main.cf"), main).expect("main.cf");
         sh(&format!(
-            "set -e; chmod 0755 {d} $(dirname {d}); install -d -o root -g root -m 0755 {d}/queue; \
+            "set -e; chmod 0755 {d}; install -d -o root -g root -m 0755 {d}/queue; \
              install -d -o postfix -g postfix -m 0700 {d}/data; \
              cp /etc/postfix/master.cf.proto {d}/conf/master.cf; \
              postconf -c {d}/conf -MX smtp/inet; postconf -c {d}/conf -F '*/*/chroot = n'; \
@@ -258,15 +258,18 @@ impl Postfix {
         std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
     }
 
-    /// `postqueue -j`: one JSON object a line, one per queued message.
-    pub fn queue_json(&self) -> String {
-        Command::new("postqueue")
+    /// `postqueue -j`: one JSON object a line, one per queued message; `None` when postqueue
+    /// fails (so that a failure never reads as an empty queue).
+    pub fn queue_json(&self) -> Option<String> {
+        let out = Command::new("postqueue")
             .arg("-c")
             .arg(self.dir.join("conf"))
             .arg("-j")
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// `postcat -q ID`: a queued message with its envelope.

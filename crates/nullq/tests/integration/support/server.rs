@@ -29,6 +29,10 @@ pub struct Server {
     /// The log file (a copy of stderr), kept after the server stops.
     pub log: PathBuf,
     lines: Arc<Lines>,
+    /// The thread that copies stderr into `lines` and `log`: it holds the log file open until
+    /// it sees EOF, so it is joined when the server stops (a loop mount holding the log could
+    /// not be unmounted before).
+    tee: Option<thread::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -73,7 +77,7 @@ impl Server {
         let stderr = child.stderr.take().expect("piped stderr");
         let mut file = std::fs::File::create(log).expect("log file");
         let tee = Arc::clone(&lines);
-        thread::spawn(move || {
+        let tee = thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let _ = writeln!(file, "{line}");
@@ -90,6 +94,7 @@ impl Server {
             data: data.to_path_buf(),
             log: log.to_path_buf(),
             lines,
+            tee: Some(tee),
             _dir: None,
         };
         let ready = server.wait_log(START, |l| l.contains("nullq serve ready"));
@@ -167,9 +172,16 @@ impl Server {
         );
     }
 
+    /// SIGKILL, reap, and wait (bounded) for the end of its stderr. A child of the server that
+    /// outlived it (a pipe: program) can hold stderr open; then the copy goes on detached.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(tee) = self.tee.take() {
+            if super::wait_for(START, || tee.is_finished()) {
+                let _ = tee.join();
+            }
+        }
     }
 
     /// Send `signal` to the server.
