@@ -1,17 +1,47 @@
 //! The fallback queue: where a message waits when every QMQP server failed temporarily and
 //! `control/fallbackqueue` names a directory (off otherwise: mini-qmail has no queue at all).
 //!
-//! Layout under the directory:
+//! Every local user's `sendmail` may write here, and root's `nullq flush` (nullq-flush.timer)
+//! reads what they wrote, so the layout is built like `/tmp`:
 //! ```text
-//! tmp/ID      being written; never read. Left over only by a crash before the rename.
-//! new/ID      waiting: durable (file fsynced, renamed, directory fsynced) before the caller is
-//!             told "queued".
-//! failed/ID   refused permanently (`D`) by a server during a flush; kept for a person, never
-//!             sent again. failed/ID.why says why.
+//! fallback/          0755 root
+//! fallback/tmp/      01777 root  ID being written by its sender (mode 0600, owned by the sender)
+//! fallback/new/      01777 root  ID waiting: durable before the sender is told "queued"
+//! fallback/failed/   01777 root  ID refused permanently (D) by a server during a flush; kept
+//!                                for a person, never sent again; ID.why (by the flusher) says why
 //! ```
-//! A file is one line `nullq-fallback 1 ENVLEN MSGLEN\n`, then the envelope in qmail-queue's
-//! format (ENVLEN bytes), then the message (MSGLEN bytes). IDs are `SECONDS.NANOS.PID`: they sort
-//! by arrival and no two processes make the same one.
+//! Why 01777 and not qmail's write-only 01733: a writer must fsync `new/` after its rename for
+//! the message to survive a power cut, and Linux fsyncs a directory only through a descriptor
+//! opened for reading, which needs `r` (an `O_PATH` descriptor gives `EBADF`). So every user can
+//! *list* the names (ids: arrival time and pid, nothing more); the files themselves are mode
+//! 0600, so nobody reads another's message, and the sticky bit stops anyone renaming or deleting
+//! another's file. A store that fails after its rename (the directory fsync) takes the file back
+//! and reports failure, or, when it is already gone (a flush sent it), reports success: a sender
+//! is told "failed" only when nothing of its message stays queued. The layout is made by
+//! `nullq install` (which also fixes the modes of an older 01733 layout), or by the first store
+//! when it is absent.
+//!
+//! A file is one line `nullq-fallback 2 UID ENVLEN MSGLEN\n` (UID: the sender's, who owns the
+//! file), then the envelope in qmail-queue's format (ENVLEN bytes), then the message (MSGLEN
+//! bytes). Version 1 files (no UID, written before this layout) are still read. IDs are
+//! `SECONDS.NANOS.PID`: they sort by arrival and no two processes make the same one.
+//!
+//! What a flush touches. Anyone can put anything in `new/`, so a flush trusts no name there:
+//! it looks at each entry without following it (`lstat`), opens only regular files, with
+//! `O_NOFOLLOW|O_NONBLOCK` ([`nullq_fs::open_planted`]), and checks with `fstat` that the file
+//! is regular, owned by the user who owned the name, and has one link; the UID recorded in it
+//! must be its owner. Anything else (a FIFO, a symlink, a device, a hard link, a file claiming
+//! another user) is never read, never deleted: it is left in place, with one line in the
+//! flush's log (stderr) each time a flush meets it. A flush run by a user other than root
+//! handles only that user's own files. The queue directories themselves must be owned by root
+//! (or by the flusher): a queue another user controls is not flushed. The envelope sender is
+//! sent as recorded: like qmail's, any user may set it (`-f`), so it is not a trust boundary.
+//!
+//! One message does not hold back the others: a message a server answers `Z` (or whose
+//! conversation breaks) stays waiting and the flush goes on with the next. Only when the servers
+//! cannot be reached at all (the last one refused the connection or timed out) does the flush
+//! stop, since the rest would only cost a round of timeouts each. A message refused
+//! permanently moves to `failed/` (never replacing a name there, never writing through one).
 //!
 //! Flushing and races. A flush takes each file in `new/` under an exclusive, non-blocking
 //! `flock` on the file itself, and only after holding it checks that `new/ID` is still that very
@@ -22,10 +52,10 @@
 //! between a server's `K` and the unlink sends it again on the next flush: "a crash may deliver
 //! twice, never lose". A lock dies with its process, so nothing is ever stuck behind a dead one.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nullq_proto::envelope::Envelope;
@@ -33,10 +63,19 @@ use nullq_proto::exit::QueueExit;
 
 use crate::qmqpc::{self, Config, Spooled};
 
-/// The first word of every fallback file, and the format version after it.
-const MAGIC: &str = "nullq-fallback 1";
+/// The first words of every fallback file: the format version follows.
+const MAGIC: &str = "nullq-fallback ";
 /// The longest header line accepted when reading a file back.
 const MAX_HEADER: usize = 100;
+
+/// The queue's directories (relative to it, `""` itself) and their modes. `nullq install`
+/// creates them so, and fixes an older layout.
+pub const LAYOUT: &[(&str, u32)] = &[
+    ("", 0o755),
+    ("tmp", 0o1777),
+    ("new", 0o1777),
+    ("failed", 0o1777),
+];
 
 /// A fallback queue directory.
 #[derive(Debug, Clone)]
@@ -71,12 +110,16 @@ impl FlushLimit {
 pub struct FlushReport {
     /// Messages a server accepted (and that were removed).
     pub sent: usize,
-    /// Messages a server refused permanently (moved to `failed/`).
+    /// Messages a server refused permanently, or unreadable ones (moved to `failed/`).
     pub failed: usize,
     /// Messages still waiting (servers failing temporarily, or over the limit).
     pub waiting: usize,
     /// Messages another flush was sending at the time.
     pub busy: usize,
+    /// Entries that are not messages of ours (left in place, a log line each).
+    pub skipped: usize,
+    /// Other users' messages, left to root's flush (a flush by a user other than root).
+    pub foreign: usize,
     /// What went wrong, a line each.
     pub log: Vec<String>,
     /// A problem that stopped the flush (the configuration, the directory).
@@ -98,11 +141,18 @@ pub struct Entry {
     pub failed: bool,
 }
 
-/// A file's header: where the envelope and the message are.
+/// A file's header: who wrote it, where the envelope and the message are.
 struct Header {
+    /// The writer's uid (version 2); `None` for a version 1 file.
+    uid: Option<u32>,
     header_len: u64,
     envelope_len: u64,
     message_len: u64,
+}
+
+/// The effective uid of this process: who owns the files it creates.
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
 }
 
 impl FallbackQueue {
@@ -120,67 +170,63 @@ impl FallbackQueue {
         self.dir.join(name)
     }
 
-    /// Store `message` for `envelope` durably; returns its id. When this returns `Ok`, the message
-    /// survives a crash or a power cut.
-    pub fn store(&self, message: &mut Spooled<'_>, envelope: &Envelope) -> io::Result<String> {
-        for sub in ["tmp", "new", "failed"] {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(self.sub(sub))?;
+    /// Create whatever part of [`LAYOUT`] is missing, with its mode (the umask does not
+    /// apply). Existing directories are left as they are.
+    fn create_missing(&self) -> io::Result<()> {
+        for (sub, mode) in LAYOUT {
+            let dir = self.sub(sub);
+            if dir.is_dir() {
+                continue;
+            }
+            match DirBuilder::new().recursive(true).mode(0o700).create(&dir) {
+                Ok(()) => {}
+                Err(e) => return Err(with_path(e, "create directory", &dir)),
+            }
+            fs::set_permissions(&dir, fs::Permissions::from_mode(*mode))
+                .map_err(|e| with_path(e, "set the mode of", &dir))?;
         }
+        Ok(())
+    }
+
+    /// Store `message` for `envelope` durably; returns its id. When this returns `Ok`, the message
+    /// survives a crash or a power cut; when it returns `Err`, nothing of it stays queued.
+    pub fn store(&self, message: &mut Spooled<'_>, envelope: &Envelope) -> io::Result<String> {
+        self.create_missing()?;
         let (secs, nanos) = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
         {
             Ok(d) => (d.as_secs(), d.subsec_nanos()),
             Err(_) => (0, 0),
         };
         let id = format!("{secs}.{nanos:09}.{}", std::process::id());
-        let tmp = self.sub("tmp").join(&id);
-        let result = self.write_tmp(&tmp, message, envelope).and_then(|()| {
-            let new = self.sub("new").join(&id);
-            fs::rename(&tmp, &new)
-                .map_err(|e| with_path(e, "rename into", &new))
-                .and_then(|()| sync_dir(&self.sub("new")))
+        let (tmp, new) = (self.sub("tmp"), self.sub("new"));
+        let options = nullq_fs::Options {
+            mode: 0o600,
+            ..nullq_fs::Options::default()
+        };
+        let result = nullq_fs::publish_to(&tmp, &id, &new, &id, &options, |file| {
+            write_message(file, message, envelope)
         });
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
+        match result {
+            Ok(()) => Ok(id),
+            Err(e) if e.step == nullq_fs::Step::SyncDir => {
+                // Renamed into new/, but maybe not durably: take it back and say "failed", so the
+                // sender's retry cannot make a second copy. Gone already: a flush has it.
+                match fs::remove_file(new.join(&id)) {
+                    Ok(()) => Err(io::Error::new(
+                        e.kind(),
+                        format!("{e} (the message was taken back out of the queue)"),
+                    )),
+                    Err(gone) if gone.kind() == io::ErrorKind::NotFound => Ok(id),
+                    // Neither durable for sure nor removable: it is queued, so it is a success.
+                    Err(_) => Ok(id),
+                }
+            }
+            Err(e) => Err(e.into()),
         }
-        Ok(id)
     }
 
-    fn write_tmp(
-        &self,
-        tmp: &Path,
-        message: &mut Spooled<'_>,
-        envelope: &Envelope,
-    ) -> io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(tmp)
-            .map_err(|e| with_path(e, "create", tmp))?;
-        let env = envelope.encode();
-        let header = format!("{MAGIC} {} {}\n", env.len(), message.len);
-        let write = |e| with_path(e, "write", tmp);
-        file.write_all(header.as_bytes()).map_err(write)?;
-        file.write_all(&env).map_err(write)?;
-        message.file.seek(SeekFrom::Start(message.offset))?;
-        let copied =
-            io::copy(&mut (&mut *message.file).take(message.len), &mut file).map_err(write)?;
-        if copied != message.len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "message file shorter than announced",
-            ));
-        }
-        // After a failed fsync the kernel may have dropped the pages: never retry it, fail.
-        file.sync_all().map_err(|e| with_path(e, "fsync", tmp))?;
-        Ok(())
-    }
-
-    /// Ids in `sub` (`new` or `failed`), oldest first; an absent directory is empty.
+    /// Ids in `sub` (`new` or `failed`), oldest first; an absent directory is empty. Every name
+    /// but dot-names and `.why` files: what is not a message is found out by whoever opens it.
     fn ids(&self, sub: &str) -> io::Result<Vec<String>> {
         let dir = self.sub(sub);
         let entries = match fs::read_dir(&dir) {
@@ -206,13 +252,23 @@ impl FallbackQueue {
         self.ids("new").map(|ids| !ids.is_empty()).unwrap_or(false)
     }
 
-    /// Every waiting message, then every failed one, for `mailq`.
+    /// Every waiting message, then every failed one, for `mailq`: all of them for root, a
+    /// user's own for anyone else. Entries that are not regular files are not shown (and never
+    /// opened).
     pub fn list(&self) -> io::Result<Vec<Entry>> {
+        let me = euid();
         let mut out = Vec::new();
         for (sub, failed) in [("new", false), ("failed", true)] {
             for id in self.ids(sub)? {
                 let path = self.sub(sub).join(&id);
-                let (size, envelope) = match File::open(&path) {
+                let owner = match fs::symlink_metadata(&path) {
+                    Ok(meta) if meta.file_type().is_file() => meta.uid(),
+                    _ => continue, // not a message, or gone meanwhile
+                };
+                if me != 0 && owner != me {
+                    continue;
+                }
+                let (size, envelope) = match nullq_fs::open_planted(&path, Some(owner)) {
                     Ok(file) => {
                         let mut file = BufReader::new(file);
                         match read_header(&mut file)
@@ -222,7 +278,9 @@ impl FallbackQueue {
                             Err(e) => (0, Err(e.to_string())),
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // sent meanwhile
+                    Err(nullq_fs::Refused::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                        continue; // sent meanwhile
+                    }
                     Err(e) => (0, Err(e.to_string())),
                 };
                 out.push(Entry {
@@ -237,11 +295,41 @@ impl FallbackQueue {
         Ok(out)
     }
 
-    /// Offer waiting messages to the servers, oldest first, until the queue is empty, the limit is
-    /// reached, or a message fails temporarily everywhere (then the servers are still down, and the
-    /// rest waits for the next flush rather than each costing a round of timeouts).
+    /// The queue's directories must be real directories (not symlinks) owned by root or by
+    /// us: otherwise another user could swap what a flush reads and renames.
+    fn check_dirs(&self, me: u32) -> Result<(), String> {
+        for (sub, _) in LAYOUT {
+            let dir = self.sub(sub);
+            match fs::symlink_metadata(&dir) {
+                Ok(meta) if !meta.file_type().is_dir() => {
+                    return Err(format!("{} is not a directory", dir.display()))
+                }
+                Ok(meta) if meta.uid() != 0 && meta.uid() != me => {
+                    return Err(format!(
+                        "{} is owned by uid {}: not flushing a queue another user controls",
+                        dir.display(),
+                        meta.uid()
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("{}: {e}", dir.display())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Offer waiting messages to the servers, oldest first, each on its own: one that fails
+    /// temporarily stays and the flush goes on. It stops at the limit, on a configuration
+    /// problem, or when no server could even be reached (the rest waits for the next flush
+    /// rather than each costing a round of timeouts).
     pub fn flush(&self, config: &Config, limit: FlushLimit) -> FlushReport {
         let mut report = FlushReport::default();
+        let me = euid();
+        if let Err(e) = self.check_dirs(me) {
+            report.error = Some(e);
+            return report;
+        }
         let ids = match self.ids("new") {
             Ok(ids) => ids,
             Err(e) => {
@@ -249,35 +337,81 @@ impl FallbackQueue {
                 return report;
             }
         };
+        let mut offered = 0;
         for (i, id) in ids.iter().enumerate() {
-            if i >= limit.max_messages {
+            if offered >= limit.max_messages {
                 report.waiting += ids.len() - i;
                 break;
             }
-            match self.flush_one(config, id, &mut report) {
+            match self.flush_one(config, id, me, &mut report) {
                 Step::Sent => report.sent += 1,
                 Step::Failed => report.failed += 1,
-                Step::Skipped => {}
+                Step::Waiting => report.waiting += 1,
+                Step::Gone => {}
+                Step::Skipped => report.skipped += 1,
+                Step::Foreign => report.foreign += 1,
                 Step::Busy => report.busy += 1,
                 Step::Stop => {
                     report.waiting += ids.len() - i;
                     break;
                 }
             }
+            offered = report.sent + report.failed + report.waiting;
         }
         report
     }
 
-    fn flush_one(&self, config: &Config, id: &str, report: &mut FlushReport) -> Step {
+    fn flush_one(&self, config: &Config, id: &str, me: u32, report: &mut FlushReport) -> Step {
         let path = self.sub("new").join(id);
-        let mut file = match File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Step::Skipped,
+        // Look before opening, without following: a FIFO, a symlink or a device is never opened.
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Step::Gone,
             Err(e) => {
-                report.log.push(format!("{id}: unable to open: {e}"));
+                report.log.push(format!("{id}: unable to look at it: {e}"));
                 return Step::Skipped;
             }
         };
+        let owner = meta.uid();
+        if me != 0 && owner != me {
+            return Step::Foreign; // another user's: root's flush sends it
+        }
+        if !meta.file_type().is_file() {
+            let kind = nullq_fs::entry_kind(&path)
+                .ok()
+                .flatten()
+                .unwrap_or("not a regular file");
+            report.log.push(format!(
+                "{id}: skipped, left in place: {kind} owned by uid {owner} is not a message"
+            ));
+            return Step::Skipped;
+        }
+        let mut file = match nullq_fs::open_planted(&path, Some(owner)) {
+            Ok(file) => file,
+            Err(nullq_fs::Refused::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                return Step::Gone
+            }
+            Err(e) => {
+                report
+                    .log
+                    .push(format!("{id}: skipped, left in place: {e}"));
+                return Step::Skipped;
+            }
+        };
+        let held = match file.metadata() {
+            Ok(held) => held,
+            Err(e) => {
+                report.log.push(format!("{id}: unable to fstat: {e}"));
+                return Step::Skipped;
+            }
+        };
+        if held.nlink() != 1 {
+            report.log.push(format!(
+                "{id}: skipped, left in place: a file with {} links is not a message",
+                held.nlink()
+            ));
+            return Step::Skipped;
+        }
         match try_lock(&file) {
             Ok(true) => {}
             Ok(false) => return Step::Busy,
@@ -287,9 +421,9 @@ impl FallbackQueue {
             }
         }
         // Holding the lock: is new/ID still this file? If not, another flush sent it already.
-        match (file.metadata(), fs::symlink_metadata(&path)) {
-            (Ok(held), Ok(named)) if held.dev() == named.dev() && held.ino() == named.ino() => {}
-            _ => return Step::Skipped,
+        match fs::symlink_metadata(&path) {
+            Ok(named) if held.dev() == named.dev() && held.ino() == named.ino() => {}
+            _ => return Step::Gone,
         }
         let parsed = {
             let mut reader = BufReader::new(&mut file);
@@ -298,34 +432,37 @@ impl FallbackQueue {
         let (header, envelope) = match parsed {
             Ok(parsed) => parsed,
             Err(e) => {
-                report
-                    .log
-                    .push(format!("{id}: unreadable, moved to failed/: {e}"));
-                self.give_up(id, &format!("unreadable: {e}"), report);
+                let why = format!("unreadable: {e}");
+                self.give_up(id, &why, report);
                 return Step::Failed;
             }
         };
+        if let Some(uid) = header.uid.filter(|uid| *uid != held.uid()) {
+            report.log.push(format!(
+                "{id}: skipped, left in place: it says uid {uid} queued it, but uid {} owns it",
+                held.uid()
+            ));
+            return Step::Skipped;
+        }
         let mut spooled = Spooled {
             file: &mut file,
             offset: header.header_len + header.envelope_len,
             len: header.message_len,
         };
         let step = match qmqpc::send(config, &mut spooled, &envelope) {
-            Ok(_) => match fs::remove_file(&path).and_then(|()| sync_dir(&self.sub("new"))) {
-                Ok(()) => Step::Sent,
-                Err(e) => {
+            Ok(_) => {
+                let removed = fs::remove_file(&path)
+                    .and_then(|()| nullq_fs::sync_dir(&self.sub("new")).map_err(io::Error::from));
+                if let Err(e) = removed {
                     // Sent, but still here: it will be sent again. Say so loudly.
                     report.log.push(format!(
                         "{id}: sent, but unable to remove it (it will be sent again): {e}"
                     ));
-                    Step::Sent
                 }
-            },
+                Step::Sent
+            }
             Err(err) if err.exit.is_permanent() || err.exit == QueueExit::PermanentRefusal => {
-                let why = err.log.join("; ");
-                report.log.push(format!(
-                    "{id}: refused permanently, moved to failed/: {why}"
-                ));
+                let why = format!("refused permanently: {}", err.log.join("; "));
                 self.give_up(id, &why, report);
                 Step::Failed
             }
@@ -337,11 +474,15 @@ impl FallbackQueue {
                 report
                     .log
                     .push(format!("{id}: still waiting: {}", err.log.join("; ")));
-                // A file we cannot read is this message's problem, not the servers': go on.
-                if err.exit == QueueExit::ReadError {
-                    Step::Skipped
-                } else {
+                // Servers that cannot even be reached are down for every message: stop. A `Z`
+                // or a broken conversation may be this message's alone: go on with the next.
+                if matches!(
+                    err.exit,
+                    QueueExit::ConnectTimeout | QueueExit::ConnectRejected
+                ) {
                     Step::Stop
+                } else {
+                    Step::Waiting
                 }
             }
         };
@@ -350,29 +491,102 @@ impl FallbackQueue {
         step
     }
 
-    /// Move new/ID to failed/ID (while the caller holds its lock) and record why.
+    /// Move new/ID to failed/ (while the caller holds its lock) and record why beside it. No
+    /// name in failed/ is ever replaced or written through: if ID is taken there, the message
+    /// goes under a fresh name; if the `.why` name is taken, the reason is only logged.
     fn give_up(&self, id: &str, why: &str, report: &mut FlushReport) {
-        let failed = self.sub("failed");
-        let result = DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&failed)
-            .and_then(|()| fs::write(failed.join(format!("{id}.why")), format!("{why}\n")))
-            .and_then(|()| fs::rename(self.sub("new").join(id), failed.join(id)))
-            .and_then(|()| sync_dir(&failed))
-            .and_then(|()| sync_dir(&self.sub("new")));
-        if let Err(e) = result {
+        let (new, failed) = (self.sub("new"), self.sub("failed"));
+        if let Err(e) = self.create_missing() {
             report
                 .log
-                .push(format!("{id}: unable to move to failed/: {e}"));
+                .push(format!("{id}: {why}; unable to move it to failed/: {e}"));
+            return;
+        }
+        let fresh = format!("{id}.{}", now_nanos());
+        let mut moved = None;
+        let mut last = None;
+        for name in [id, fresh.as_str()] {
+            match nullq_fs::move_to(&new, id, &failed, name) {
+                Ok(()) => {
+                    moved = Some(name.to_owned());
+                    break;
+                }
+                Err(e) if e.step == nullq_fs::Step::SyncDir => {
+                    moved = Some(name.to_owned()); // moved; durability is the disk's problem
+                    report.log.push(format!("{id}: {e}"));
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => {
+                    last = Some(e);
+                    break;
+                }
+            }
+        }
+        let Some(name) = moved else {
+            let e = last.map(|e| e.to_string()).unwrap_or_default();
+            report
+                .log
+                .push(format!("{id}: {why}; unable to move it to failed/: {e}"));
+            return;
+        };
+        report
+            .log
+            .push(format!("{id}: {why}; moved to failed/{name}"));
+        let options = nullq_fs::Options {
+            mode: 0o644,
+            ..nullq_fs::Options::default()
+        };
+        if let Err(e) = nullq_fs::publish(
+            &failed,
+            &format!(".{name}.why.tmp"),
+            &format!("{name}.why"),
+            &options,
+            |f| f.write_all(format!("{why}\n").as_bytes()),
+        ) {
+            report
+                .log
+                .push(format!("{id}: unable to record why in failed/: {e}"));
         }
     }
+}
+
+/// Nanoseconds since the epoch (0 before it), for a fresh name.
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Write a fallback file: header (with our uid), envelope, message.
+fn write_message(
+    file: &mut File,
+    message: &mut Spooled<'_>,
+    envelope: &Envelope,
+) -> io::Result<()> {
+    let env = envelope.encode();
+    let header = format!("{MAGIC}2 {} {} {}\n", euid(), env.len(), message.len);
+    file.write_all(header.as_bytes())?;
+    file.write_all(&env)?;
+    message.file.seek(SeekFrom::Start(message.offset))?;
+    let copied = io::copy(&mut (&mut *message.file).take(message.len), file)?;
+    if copied != message.len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "message file shorter than announced",
+        ));
+    }
+    Ok(())
 }
 
 enum Step {
     Sent,
     Failed,
+    Waiting,
+    Gone,
     Skipped,
+    Foreign,
     Busy,
     Stop,
 }
@@ -389,6 +603,7 @@ fn id_key(id: &str) -> (u64, u64, u64, String) {
     )
 }
 
+/// Read a header line: version 2 (`nullq-fallback 2 UID ENVLEN MSGLEN`) or 1 (no UID).
 fn read_header(reader: &mut impl BufRead) -> io::Result<Header> {
     let mut line = Vec::new();
     reader
@@ -400,15 +615,27 @@ fn read_header(reader: &mut impl BufRead) -> io::Result<Header> {
         .strip_prefix(MAGIC)
         .and_then(|r| r.strip_suffix('\n'))
         .ok_or_else(bad)?;
-    let mut numbers = rest.split_ascii_whitespace().map(str::parse::<u64>);
-    match (numbers.next(), numbers.next(), numbers.next()) {
-        (Some(Ok(envelope_len)), Some(Ok(message_len)), None) => Ok(Header {
-            header_len: line.len() as u64,
-            envelope_len,
-            message_len,
-        }),
-        _ => Err(bad()),
-    }
+    let words: Vec<&str> = rest.split(' ').collect();
+    let number = |w: &str| -> io::Result<u64> {
+        if w.is_empty() || !w.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        w.parse::<u64>().map_err(|_| bad())
+    };
+    let (uid, envelope_len, message_len) = match words.as_slice() {
+        ["1", env, msg] => (None, number(env)?, number(msg)?),
+        ["2", uid, env, msg] => {
+            let uid = u32::try_from(number(uid)?).map_err(|_| bad())?;
+            (Some(uid), number(env)?, number(msg)?)
+        }
+        _ => return Err(bad()),
+    };
+    Ok(Header {
+        uid,
+        header_len: line.len() as u64,
+        envelope_len,
+        message_len,
+    })
 }
 
 fn read_envelope(reader: &mut impl Read, header: &Header) -> io::Result<Envelope> {
@@ -436,13 +663,6 @@ fn try_lock(file: &File) -> io::Result<bool> {
     } else {
         Err(e)
     }
-}
-
-/// fsync a directory, so that renames and unlinks in it survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| with_path(e, "fsync directory", dir))
 }
 
 fn with_path(e: io::Error, step: &str, path: &Path) -> io::Error {
@@ -482,7 +702,14 @@ mod tests {
         assert_eq!(list[0].envelope.as_ref().ok(), Some(&envelope()));
         assert!(!list[0].failed);
         let raw = fs::read(dir.path().join("fallback/new").join(&id))?;
-        assert!(raw.starts_with(b"nullq-fallback 1 "));
+        let uid = euid();
+        assert!(raw.starts_with(format!("nullq-fallback 2 {uid} ").as_bytes()));
+        for (sub, mode) in LAYOUT {
+            let meta = fs::metadata(dir.path().join("fallback").join(sub))?;
+            assert_eq!(meta.permissions().mode() & 0o7777, *mode, "{sub}");
+        }
+        let meta = fs::metadata(dir.path().join("fallback/new").join(&id))?;
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
         assert!(raw.ends_with(b"Subject: hi\n\nbody\n"));
         assert_eq!(fs::read_dir(dir.path().join("fallback/tmp"))?.count(), 0);
         Ok(())
@@ -504,13 +731,28 @@ mod tests {
         assert!(matches!(
             ok,
             Ok(Header {
+                uid: None,
                 header_len: 23,
+                envelope_len: 10,
+                message_len: 20
+            })
+        ));
+        let ok = read_header(&mut &b"nullq-fallback 2 1000 10 20\nrest"[..]);
+        assert!(matches!(
+            ok,
+            Ok(Header {
+                uid: Some(1000),
+                header_len: 28,
                 envelope_len: 10,
                 message_len: 20
             })
         ));
         for bad in [
             &b"nullq-fallback 2 1 2\n"[..],
+            b"nullq-fallback 3 1 2 3\n",
+            b"nullq-fallback 2 99999999999 1 2\n",
+            b"nullq-fallback 2 +1 1 2\n",
+            b"nullq-fallback 1  1 2\n",
             b"nullq-fallback 1 1\n",
             b"garbage",
             b"nullq-fallback 1 1 2 3\n",

@@ -4,7 +4,8 @@
 //! This module owns the installed layout (mini-qmail's, from the seed):
 //! - `ROOT/var/qmail/bin/NAME` → the nullq binary, for every program name of the client;
 //! - `ROOT/var/qmail/control/me` (the host's name) when absent, `qmqpservers` from `--server`,
-//!   `fallbackqueue` from `--fallback` (and that directory);
+//!   `fallbackqueue` from `--fallback` (and that queue's directories, with the modes of
+//!   [`crate::fallback::LAYOUT`]: an older layout's modes are fixed);
 //! - the man pages under `ROOT/usr/share/man/man1` and `man8`;
 //! - `ROOT/usr/sbin/sendmail` and `ROOT/usr/lib/sendmail` → `/var/qmail/bin/sendmail`. A file
 //!   there that is not ours is kept as `sendmail.nullq-orig`, never overwritten.
@@ -16,7 +17,7 @@
 use std::ffi::OsString;
 use std::fs::{self, DirBuilder};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nullq_config::control::parse_server;
@@ -203,6 +204,53 @@ impl Installer {
         });
     }
 
+    /// Make `path` a directory of exactly `mode` (not through a symlink): created if absent,
+    /// its mode fixed if it differs (an older layout); one owned by another user is reported.
+    fn queue_dir(&mut self, path: &Path, mode: u32) {
+        let p = path.to_path_buf();
+        match fs::symlink_metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.change(
+                    format!("mkdir {} (mode {mode:o})", path.display()),
+                    move || {
+                        DirBuilder::new().recursive(true).mode(0o700).create(&p)?;
+                        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+                    },
+                );
+            }
+            Err(e) => {
+                eprintln!(
+                    "nullq install: failed: unable to look at {}: {e}",
+                    path.display()
+                );
+                self.failures += 1;
+            }
+            Ok(meta) if !meta.file_type().is_dir() => {
+                eprintln!(
+                    "nullq install: failed: {} is not a directory",
+                    path.display()
+                );
+                self.failures += 1;
+            }
+            Ok(meta) => {
+                if meta.uid() != 0 {
+                    self.warn(&format!(
+                        "{} is owned by uid {}: root's nullq flush will not use it until it is root's",
+                        path.display(),
+                        meta.uid()
+                    ));
+                }
+                let current = meta.permissions().mode() & 0o7777;
+                if current != mode {
+                    self.change(
+                        format!("chmod {mode:o} {} (was {current:o})", path.display()),
+                        move || fs::set_permissions(&p, fs::Permissions::from_mode(mode)),
+                    );
+                }
+            }
+        }
+    }
+
     /// Make `path` a symlink to `target`. An existing link to `target` is left alone; a link
     /// that `ours` recognises is replaced; anything else is moved aside to `NAME.nullq-orig`.
     fn link(&mut self, path: &Path, target: &Path, ours: impl Fn(&Path) -> bool) {
@@ -341,25 +389,16 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
     }
     if let Some(dir) = &opts.fallback {
         inst.file(&control.join("fallbackqueue"), &format!("{dir}\n"), 0o644);
-        // Every user's sendmail writes there: world-writable and sticky, files are mode 600.
+        // Every user's sendmail writes there: the layout and its modes are the queue's
+        // (crate::fallback::LAYOUT, explained there). An older layout's modes are fixed.
         let base = under(dir);
-        for sub in ["", "tmp", "new", "failed"] {
+        for (sub, mode) in crate::fallback::LAYOUT {
             let d = if sub.is_empty() {
                 base.clone()
             } else {
                 base.join(sub)
             };
-            let mode = if sub.is_empty() { 0o755 } else { 0o1733 };
-            if !d.is_dir() {
-                let p = d.clone();
-                inst.change(
-                    format!("mkdir {} (mode {mode:o})", d.display()),
-                    move || {
-                        DirBuilder::new().recursive(true).create(&p)?;
-                        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-                    },
-                );
-            }
+            inst.queue_dir(&d, *mode);
         }
     }
 

@@ -385,9 +385,13 @@ pub fn deliver(
     match send(config, message, envelope) {
         Ok(accepted) => {
             if let Some(queue) = &config.fallback {
-                // Opportunistic: servers answer again, so what waits can go now. Bounded, and it
-                // never waits for a lock another flush holds.
-                let _ = queue.flush(config, FlushLimit::opportunistic());
+                // Opportunistic: servers answer again, so what waits can go now. Bounded, it
+                // never waits for a lock another flush holds, and it never changes this
+                // message's outcome; what it found wrong goes to stderr, a line each.
+                let report = queue.flush(config, FlushLimit::opportunistic());
+                for line in report.log.iter().chain(report.error.as_ref()) {
+                    eprintln!("qmail-qmqpc: fallback queue: {line}");
+                }
             }
             Ok(Delivered::Sent(accepted))
         }
@@ -579,9 +583,12 @@ fn read_envelope() -> Result<Envelope, QueueExit> {
     })
 }
 
-/// `nullq flush [-v]`: send what waits in the fallback queue. Exit 0 when it is empty afterwards
-/// (or off), 111 when messages still wait (servers still failing), 100 when a server refused one
-/// permanently (it was moved to `failed/`), 55 on a configuration problem.
+/// `nullq flush [-v]`: send what waits in the fallback queue. Exit 0 when none of the messages it
+/// may send still waits afterwards (or the queue is off), 111 when messages still wait (servers
+/// still failing) or the queue is unusable, 100 when a server refused one permanently or one was
+/// unreadable (moved to `failed/`), 55 on a configuration problem. Entries that are not
+/// messages are left in place and do not change the exit code (a line each on stderr); a user
+/// other than root flushes only their own messages.
 pub fn flush(args: &[OsString]) -> i32 {
     let mut verbose = false;
     for arg in args.iter().skip(1) {
@@ -613,11 +620,12 @@ pub fn flush(args: &[OsString]) -> i32 {
     }
     if verbose {
         eprintln!(
-            "nullq flush: {} sent, {} failed permanently, {} still waiting, {} busy in another flush",
-            report.sent, report.failed, report.waiting, report.busy
+            "nullq flush: {} sent, {} failed permanently, {} still waiting, {} busy in another flush, {} not messages (left in place), {} other users'",
+            report.sent, report.failed, report.waiting, report.busy, report.skipped, report.foreign
         );
     }
-    if report.error.is_some() {
+    if let Some(error) = &report.error {
+        eprintln!("nullq flush: {error}");
         return 111;
     }
     if report.failed > 0 {

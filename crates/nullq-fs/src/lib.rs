@@ -17,6 +17,8 @@
 //! 5. the directory is fsynced, so the rename itself is durable.
 //!
 //! Every error names its step and path ([`Error`]). On any error the temporary is removed.
+//! [`publish_to`] is the same with the temporary in another directory (`tmp/` → `new/`), and
+//! [`move_to`] moves a file between such directories without ever replacing a name.
 //!
 //! [`open_planted`] opens a file for reading with `O_NOFOLLOW|O_NONBLOCK` (a symlink or a FIFO
 //! can neither redirect nor block the reader), then checks with `fstat` that it is a regular
@@ -160,20 +162,61 @@ pub fn publish(
     options: &Options,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<(), Error> {
-    let dirfd = open_dir(dir)?;
-    let tmp = dir.join(tmp_name);
-    let file = create_in(&dirfd, dir, tmp_name, options)?;
+    publish_to(dir, tmp_name, dir, final_name, options, fill)
+}
+
+/// [`publish`] with the temporary in one directory and the final name in another on the same
+/// filesystem (qmail's and Maildir's `tmp/` → `new/`): `final_dir` is fsynced after the
+/// rename. On an error with [`Step::SyncDir`] the file is already at its final name (the
+/// caller decides whether to take it back); on any other error nothing is left behind.
+pub fn publish_to(
+    tmp_dir: &Path,
+    tmp_name: &str,
+    final_dir: &Path,
+    final_name: &str,
+    options: &Options,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), Error> {
+    let tmp_fd = open_dir(tmp_dir)?;
+    let final_fd = if final_dir == tmp_dir {
+        None
+    } else {
+        Some(open_dir(final_dir)?)
+    };
+    let final_ref = final_fd.as_ref().unwrap_or(&tmp_fd);
+    let tmp = tmp_dir.join(tmp_name);
+    let file = create_in(&tmp_fd, tmp_dir, tmp_name, options)?;
     let result = fill_and_close(file, &tmp, fill)
-        .and_then(|()| rename_in(&dirfd, dir, tmp_name, final_name, options.replace))
-        .and_then(|()| rustix::fs::fsync(&dirfd).map_err(|e| Error::new(Step::SyncDir, dir, e)));
+        .and_then(|()| {
+            rename_between(
+                (&tmp_fd, tmp_dir, tmp_name),
+                (final_ref, final_dir, final_name),
+                options.replace,
+            )
+        })
+        .and_then(|()| {
+            rustix::fs::fsync(final_ref).map_err(|e| Error::new(Step::SyncDir, final_dir, e))
+        });
     if let Err(e) = &result {
         // The rename may have happened before the directory fsync failed: then the file is in
         // place (a duplicate is acceptable, a loss is not) and the temporary is already gone.
         if e.step != Step::SyncDir {
-            let _ = rustix::fs::unlinkat(&dirfd, tmp_name, AtFlags::empty());
+            let _ = rustix::fs::unlinkat(&tmp_fd, tmp_name, AtFlags::empty());
         }
     }
     result
+}
+
+/// Move `from_dir/from` to `to_dir/to` (same filesystem) without replacing anything already
+/// called `to` (`EEXIST` then, step [`Step::Rename`]), never following a symlink (a rename
+/// acts on names), then fsync both directories. For moving a file between queue directories
+/// that other users can write.
+pub fn move_to(from_dir: &Path, from: &str, to_dir: &Path, to: &str) -> Result<(), Error> {
+    let from_fd = open_dir(from_dir)?;
+    let to_fd = open_dir(to_dir)?;
+    rename_between((&from_fd, from_dir, from), (&to_fd, to_dir, to), false)?;
+    rustix::fs::fsync(&to_fd).map_err(|e| Error::new(Step::SyncDir, to_dir, e))?;
+    rustix::fs::fsync(&from_fd).map_err(|e| Error::new(Step::SyncDir, from_dir, e))
 }
 
 /// Create `name` in the directory `dirfd` (path `dir`, for messages) for writing, with
@@ -284,27 +327,29 @@ pub fn close(file: File) -> io::Result<()> {
     }
 }
 
-fn rename_in(
-    dirfd: &OwnedFd,
-    dir: &Path,
-    from: &str,
-    to: &str,
+/// Rename `from` (directory fd, its path for messages, name) to `to`, replacing an existing
+/// `to` only when asked.
+fn rename_between(
+    from: (&OwnedFd, &Path, &str),
+    to: (&OwnedFd, &Path, &str),
     replace: bool,
 ) -> Result<(), Error> {
-    let target = dir.join(to);
+    let (from_fd, from_dir, from_name) = from;
+    let (to_fd, to_dir, to_name) = to;
+    let target = to_dir.join(to_name);
     if replace {
-        return rustix::fs::renameat(dirfd, from, dirfd, to)
+        return rustix::fs::renameat(from_fd, from_name, to_fd, to_name)
             .map_err(|e| Error::new(Step::Rename, &target, e));
     }
-    match rustix::fs::renameat_with(dirfd, from, dirfd, to, RenameFlags::NOREPLACE) {
+    match rustix::fs::renameat_with(from_fd, from_name, to_fd, to_name, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(()),
         // A filesystem without RENAME_NOREPLACE: link(2) fails if the name exists, as qmail
         // relies on.
         Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
-            rustix::fs::linkat(dirfd, from, dirfd, to, AtFlags::empty())
+            rustix::fs::linkat(from_fd, from_name, to_fd, to_name, AtFlags::empty())
                 .map_err(|e| Error::new(Step::Rename, &target, e))?;
-            rustix::fs::unlinkat(dirfd, from, AtFlags::empty())
-                .map_err(|e| Error::new(Step::Rename, dir.join(from), e))
+            rustix::fs::unlinkat(from_fd, from_name, AtFlags::empty())
+                .map_err(|e| Error::new(Step::Rename, from_dir.join(from_name), e))
         }
         Err(e) => Err(Error::new(Step::Rename, &target, e)),
     }
@@ -461,6 +506,53 @@ mod tests {
         assert_eq!(e.step, Step::Write);
         assert!(e.to_string().contains("disk on fire"), "{e}");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn publish_to_moves_from_tmp_to_new() {
+        let d = tempfile::tempdir().unwrap();
+        let (tmp, new) = (d.path().join("tmp"), d.path().join("new"));
+        std::fs::create_dir(&tmp).unwrap();
+        std::fs::create_dir(&new).unwrap();
+        publish_to(&tmp, "id", &new, "id", &Options::default(), |f| {
+            f.write_all(b"message")
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(new.join("id")).unwrap(), b"message");
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        // The final name is never replaced, and the temporary does not stay behind.
+        let e = publish_to(&tmp, "id", &new, "id", &Options::default(), |f| {
+            f.write_all(b"other")
+        })
+        .unwrap_err();
+        assert_eq!(e.step, Step::Rename, "{e}");
+        assert_eq!(std::fs::read(new.join("id")).unwrap(), b"message");
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn move_to_never_replaces_a_planted_name() {
+        let d = tempfile::tempdir().unwrap();
+        let (new, failed) = (d.path().join("new"), d.path().join("failed"));
+        std::fs::create_dir(&new).unwrap();
+        std::fs::create_dir(&failed).unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::fs::write(new.join("a"), b"msg a").unwrap();
+        std::fs::write(new.join("b"), b"msg b").unwrap();
+        std::os::unix::fs::symlink(&victim, failed.join("b")).unwrap();
+        move_to(&new, "a", &failed, "a").unwrap();
+        assert_eq!(std::fs::read(failed.join("a")).unwrap(), b"msg a");
+        assert!(!new.join("a").exists());
+        let e = move_to(&new, "b", &failed, "b").unwrap_err();
+        assert_eq!(e.step, Step::Rename, "{e}");
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(std::fs::symlink_metadata(failed.join("b"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(new.join("b")).unwrap(), b"msg b");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! changes nothing.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -210,7 +211,16 @@ fn the_installed_programs_work() {
         ],
     );
     assert_eq!(code, 0, "{err}");
-    assert!(r.join("var/qmail/fallback/new").is_dir());
+    for (sub, mode) in [
+        ("", 0o755),
+        ("tmp", 0o1777),
+        ("new", 0o1777),
+        ("failed", 0o1777),
+    ] {
+        let meta = fs::metadata(r.join("var/qmail/fallback").join(sub)).expect("queue dir");
+        assert!(meta.is_dir(), "{sub}");
+        assert_eq!(meta.permissions().mode() & 0o7777, mode, "fallback/{sub}");
+    }
     let mut cmd = Command::new(r.join("var/qmail/bin/sendmail"));
     cmd.env("NULLQ_HOME", r.join("var/qmail"))
         .env("USER", "root")
@@ -225,5 +235,42 @@ fn the_installed_programs_work() {
     assert_eq!(
         server.received()[0].recipients,
         vec![b"postmaster@host1.example.net".to_vec()]
+    );
+}
+
+#[test]
+fn install_fixes_the_modes_of_an_older_fallback_layout() {
+    let root = tempfile::tempdir().expect("root");
+    let r = root.path();
+    let queue = r.join("var/qmail/fallback");
+    // The layout older installs made: write-only for users, so their sendmail could not fsync.
+    for sub in ["tmp", "new", "failed"] {
+        fs::create_dir_all(queue.join(sub)).expect("old layout");
+        fs::set_permissions(queue.join(sub), fs::Permissions::from_mode(0o1733)).expect("chmod");
+    }
+    let args = [
+        "--me",
+        "host1.example.net",
+        "--fallback",
+        "/var/qmail/fallback",
+    ];
+    let (code, out, err) = install(r, &args);
+    assert_eq!(code, 0, "{err}");
+    for sub in ["tmp", "new", "failed"] {
+        let mode = fs::metadata(queue.join(sub))
+            .expect("queue dir")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o1777, "fallback/{sub}: {out}");
+        assert!(
+            out.contains(&format!("chmod 1777 {}", queue.join(sub).display())),
+            "{out}"
+        );
+    }
+    let (code, out, err) = install(r, &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("chmod"),
+        "a second run changes nothing: {out}"
     );
 }

@@ -1,5 +1,6 @@
 //! The null client: the programs `nullq install` links, talking to QMQP servers.
 
+mod fallback;
 mod inject;
 mod install;
 mod postfix;

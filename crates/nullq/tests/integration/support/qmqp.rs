@@ -219,6 +219,8 @@ pub enum Answer {
     PermFail,
     /// Read the request, answer nothing, keep the connection open.
     Silence,
+    /// `Z` for a message containing these bytes, `K` (recorded) for any other.
+    TempFailContaining(&'static str),
 }
 
 /// A QMQP server on 127.0.0.1 that decodes each request with nullq-proto, records it, and
@@ -333,9 +335,20 @@ fn serve(
             got.lock().expect("lock").push(rec);
             return Some(stream);
         }
+        Answer::TempFailContaining(bytes) => {
+            if rec
+                .message
+                .windows(bytes.len())
+                .any(|w| w == bytes.as_bytes())
+            {
+                Response::new(Status::TempFail, "not this one, not now")
+            } else {
+                Response::new(Status::Ok, "ok test")
+            }
+        }
     };
     // Recorded before the answer goes out: a client that has its K finds its message here.
-    if answer == Answer::Accept {
+    if response.status == Status::Ok {
         got.lock().expect("lock").push(rec);
     }
     let _ = stream.write_all(&response.encode());

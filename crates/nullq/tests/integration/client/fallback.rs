@@ -1,0 +1,276 @@
+//! The fallback queue against local users (issue 9): entries another user planted in `new/` or
+//! `failed/` (a FIFO, a symlink to one, a symlink at a `.why` name), a message queued by a
+//! non-root user and flushed by root, and one message failing without holding back the rest.
+//! The unprivileged user is `nobody`, run with `Command::uid`/`gid` (the tests run as root).
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::host::*;
+use crate::support::qmqp::{Answer, QmqpServer};
+use crate::support::{nullq, require_root, sh, RefusedPort};
+
+/// Generous for a run that takes milliseconds; a program blocked on a FIFO is killed at it.
+const BOUND: Duration = Duration::from_secs(20);
+const MESSAGE: &[u8] = b"From: jason@example.net\nTo: bob@example.net\nSubject: hi\n\nbody\n";
+const ENVELOPE: &[u8] = b"Fjason@example.net\0Tbob@example.net\0\0";
+
+/// `nobody`'s uid and gid.
+fn nobody() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        sh(&format!("id {flag} nobody"))
+            .trim()
+            .parse()
+            .expect("a number")
+    };
+    (id("-u"), id("-g"))
+}
+
+/// Run `cmd` (bounded) with no input: (exit code, -1 when killed at the bound; stderr).
+fn run_code(cmd: Command) -> (i32, String) {
+    let out = run(cmd, b"", BOUND);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `nullq flush -v` as root with the host's environment.
+fn flush(host: &Host) -> (i32, String) {
+    let mut cmd = with_host_env(host, env!("CARGO_BIN_EXE_nullq"));
+    cmd.arg("flush").arg("-v");
+    run_code(cmd)
+}
+
+/// What `nobody` plants in `new/`: a FIFO, and a symlink to a FIFO outside the queue. Both are
+/// named like ids older than any real one, so a flush meets them first. Returns their names.
+fn plant_fifos(host: &Host, new: &Path) -> Vec<String> {
+    let (uid, gid) = nobody();
+    fs::create_dir_all(new).expect("new/");
+    let fifo = new.join("1.000000001.1");
+    sh(&format!("mkfifo {}", fifo.display()));
+    std::os::unix::fs::chown(&fifo, Some(uid), Some(gid)).expect("chown");
+    let outside = host.dir.path().join("outside-fifo");
+    sh(&format!("mkfifo {}", outside.display()));
+    let link = new.join("2.000000002.2");
+    std::os::unix::fs::symlink(&outside, &link).expect("symlink");
+    std::os::unix::fs::lchown(&link, Some(uid), Some(gid)).expect("lchown");
+    vec!["1.000000001.1".to_owned(), "2.000000002.2".to_owned()]
+}
+
+/// Each planted name is still there, as planted, and named on stderr exactly once.
+fn planted_left_alone(new: &Path, names: &[String], stderr: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = |name: &str| {
+        fs::symlink_metadata(new.join(name))
+            .expect("planted entry left in place")
+            .file_type()
+    };
+    assert!(kind(&names[0]).is_fifo(), "{} is still a FIFO", names[0]);
+    assert!(
+        kind(&names[1]).is_symlink(),
+        "{} is still a symlink",
+        names[1]
+    );
+    for name in names {
+        assert_eq!(
+            stderr.matches(name.as_str()).count(),
+            1,
+            "one line about {name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn planted_fifo_in_new_does_not_hang_roots_flush() {
+    require_root("planting as nobody and flushing as root");
+    let host = Host::new();
+    host.control("fallbackqueue", "fallback");
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
+    let (code, err) = run_queue(&host, "qmail-qmqpc", MESSAGE, ENVELOPE, BOUND);
+    assert_eq!(code, 0, "root's message kept: {err}");
+    let new = host.home().join("fallback/new");
+    let names = plant_fifos(&host, &new);
+
+    let up = QmqpServer::start(Answer::Accept);
+    host.servers(&[up.addr]);
+    let (code, err) = flush(&host);
+    assert_eq!(code, 0, "finished, nothing of ours left waiting: {err}");
+    let got = up.received();
+    assert_eq!(got.len(), 1, "root's message sent once, nothing else");
+    assert_eq!(got[0].message, MESSAGE);
+    planted_left_alone(&new, &names, &err);
+
+    // mailq opens each entry as well: it must not hang on them either.
+    let out = run(host.cmd("mailq"), b"", BOUND);
+    assert_eq!(out.status.code(), Some(0), "mailq finished");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "", "no message waits");
+}
+
+#[test]
+fn planted_fifo_in_new_does_not_hang_roots_sendmail() {
+    require_root("planting as nobody and sending as root");
+    let host = Host::new();
+    host.control("fallbackqueue", "fallback");
+    let up = QmqpServer::start(Answer::Accept);
+    host.servers(&[up.addr]);
+    let new = host.home().join("fallback/new");
+    let names = plant_fifos(&host, &new);
+
+    // As cron does: root's mail gets K, then the opportunistic flush meets the plants.
+    let mut cmd = host.cmd("sendmail");
+    cmd.args(["-FCronDaemon", "-i", "-oem", "root"]);
+    let out = run(cmd, b"Subject: cron\n\noutput\n", BOUND);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "sendmail finished: {err}");
+    assert_eq!(up.received().len(), 1, "root's own message sent");
+    planted_left_alone(&new, &names, &err);
+}
+
+#[test]
+fn planted_why_symlink_does_not_let_roots_flush_overwrite_a_root_file() {
+    require_root("a root-owned victim");
+    let host = Host::new();
+    host.control("fallbackqueue", "fallback");
+    let up = QmqpServer::start(Answer::Accept);
+    host.servers(&[up.addr]);
+    let victim = host.dir.path().join("victim");
+    fs::write(&victim, b"precious\n").expect("victim");
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let queue = host.home().join("fallback");
+    fs::create_dir_all(queue.join("new")).expect("new/");
+    fs::create_dir_all(queue.join("failed")).expect("failed/");
+    let (uid, gid) = nobody();
+    let garbage = queue.join("new/7.000000007.7");
+    fs::write(&garbage, b"not a fallback file\n").expect("garbage");
+    std::os::unix::fs::chown(&garbage, Some(uid), Some(gid)).expect("chown");
+    let why = queue.join("failed/7.000000007.7.why");
+    std::os::unix::fs::symlink(&victim, &why).expect("symlink");
+    std::os::unix::fs::lchown(&why, Some(uid), Some(gid)).expect("lchown");
+
+    let (code, err) = flush(&host);
+    assert_eq!(fs::read(&victim).expect("victim"), b"precious\n", "{err}");
+    let meta = fs::metadata(&victim).expect("victim");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    assert_eq!(meta.uid(), 0);
+    assert!(
+        fs::symlink_metadata(&why)
+            .expect("the planted link")
+            .file_type()
+            .is_symlink(),
+        "the planted link is left as it was"
+    );
+    assert_eq!(code, 100, "the garbage counts as failed: {err}");
+    assert!(
+        fs::symlink_metadata(&garbage).is_err(),
+        "the garbage does not stay in new/ forever: {err}"
+    );
+    assert!(queue.join("failed/7.000000007.7").is_file(), "{err}");
+    assert!(up.received().is_empty(), "nothing was sent");
+}
+
+/// `nullq install` into a temporary root with the fallback queue; returns (root, home). The
+/// root is traversable by `nobody`; control/fallbackqueue names the queue under that root.
+fn installed(server: &RefusedPort) -> (tempfile::TempDir, PathBuf) {
+    let root = tempfile::tempdir().expect("root");
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cmd = Command::new(nullq());
+    cmd.arg("install")
+        .arg("--root")
+        .arg(root.path())
+        .args(["--server", &server.addr.to_string()])
+        .args(["--me", "host1.example.net"])
+        .args(["--fallback", "/var/qmail/fallback"]);
+    let (code, err) = run_code(cmd);
+    assert_eq!(code, 0, "{err}");
+    let home = root.path().join("var/qmail");
+    fs::write(
+        home.join("control/fallbackqueue"),
+        format!("{}\n", home.join("fallback").display()),
+    )
+    .expect("fallbackqueue");
+    (root, home)
+}
+
+#[test]
+fn non_root_user_with_every_server_down_is_queued_once_and_delivered_once() {
+    require_root("acting as nobody");
+    let down = RefusedPort::new();
+    let (_root, home) = installed(&down);
+    let (uid, gid) = nobody();
+    let mut cmd = Command::new(home.join("bin/sendmail"));
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("NULLQ_HOME", &home)
+        .env("USER", "nobody")
+        .env("LOGNAME", "nobody")
+        .env("HOME", "/")
+        .env("TMPDIR", "/tmp")
+        .current_dir("/")
+        .uid(uid)
+        .gid(gid)
+        .arg("bob@example.net");
+    let out = run(cmd, b"Subject: from nobody\n\nhello\n", BOUND);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "stored, so success: {err}");
+    assert!(err.contains("fallback queue"), "{err}");
+    let waiting: Vec<_> = fs::read_dir(home.join("fallback/new"))
+        .expect("new/")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(waiting.len(), 1, "stored exactly once");
+    assert_eq!(
+        fs::metadata(&waiting[0]).expect("file").uid(),
+        uid,
+        "owned by who queued it"
+    );
+
+    // Later, root's nullq-flush.timer runs with the servers back.
+    let up = QmqpServer::start(Answer::Accept);
+    fs::write(home.join("control/qmqpservers"), format!("{}\n", up.addr)).expect("servers");
+    let flush_as_root = || {
+        let mut cmd = Command::new(nullq());
+        cmd.arg("flush").arg("-v").env("NULLQ_HOME", &home);
+        run_code(cmd)
+    };
+    let (code, err) = flush_as_root();
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = flush_as_root();
+    assert_eq!(code, 0, "{err}");
+    let got = up.received();
+    assert_eq!(got.len(), 1, "delivered exactly once");
+    assert!(
+        String::from_utf8_lossy(&got[0].message).contains("Subject: from nobody"),
+        "{:?}",
+        got[0]
+    );
+    assert_eq!(got[0].recipients, vec![b"bob@example.net".to_vec()]);
+}
+
+#[test]
+fn a_message_failing_temporarily_does_not_hold_back_the_others() {
+    let host = Host::new();
+    host.control("fallbackqueue", "fallback");
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
+    for subject in ["stuck", "free"] {
+        let message = format!("Subject: {subject}\n\nbody\n");
+        let (code, err) = run_queue(&host, "qmail-qmqpc", message.as_bytes(), ENVELOPE, BOUND);
+        assert_eq!(code, 0, "{err}");
+    }
+    // The older message ("stuck") is answered Z, every other K.
+    let picky = QmqpServer::start(Answer::TempFailContaining("Subject: stuck"));
+    host.servers(&[picky.addr]);
+    let (code, err) = flush(&host);
+    assert_eq!(code, 111, "one still waits: {err}");
+    let got = picky.received();
+    assert_eq!(got.len(), 1, "{err}");
+    assert!(String::from_utf8_lossy(&got[0].message).starts_with("Subject: free"));
+    let listing = String::from_utf8_lossy(&run(host.cmd("mailq"), b"", BOUND).stdout).into_owned();
+    assert_eq!(listing.matches('#').count(), 1, "{listing}");
+}
