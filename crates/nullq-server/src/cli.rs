@@ -373,6 +373,9 @@ fn open_spool(config: &ServerConfig) -> Result<Spool, String> {
     for file in &report.corrupt {
         tracing::warn!(target: "nullq::spool", "recovery: {file}");
     }
+    for file in &report.unreadable {
+        tracing::error!(target: "nullq::spool", "recovery: {file}");
+    }
     Ok(spool)
 }
 

@@ -4,6 +4,11 @@
 //! the delivery runner takes for an attempt, so neither overwrites the other's state. After
 //! `retry` they send the runner SIGUSR1 (its pid is in `DATA/deliver.pid`) to rescan the queue.
 //!
+//! Started as root on a spool that belongs to another user (the server's `--user`), they
+//! first become that user (its uid and gid, no supplementary groups; see
+//! [`crate::privilege::spool_owner`]): every file they write belongs to the spool's owner.
+//! As any other user they refuse, naming the owner.
+//!
 //! Output is aligned text for people, or JSON with `--json` for scripts.
 
 use std::io::Read;
@@ -73,6 +78,11 @@ pub fn run(args: QueueArgs) -> Result<i32, String> {
     };
     if let Some(d) = &args.data {
         config.data_dir.clone_from(d);
+    }
+    // The spool has one owner: as root, become it before touching anything, so that a state
+    // file written by `retry` is one the server can read (no runtime, one thread).
+    if let Some(owner) = crate::privilege::spool_owner(&config.data_dir)? {
+        crate::privilege::drop_to(&owner)?;
     }
     let spool = Spool::attach(&config.data_dir).map_err(|e| {
         format!(

@@ -88,7 +88,7 @@ pub use format::Envelope;
 pub use id::{BadQueueId, QueueId};
 pub use incoming::{Incoming, Renamed};
 pub use reader::MessageReader;
-pub use recover::{CorruptFile, RecoveryReport};
+pub use recover::{CorruptFile, RecoveryReport, UnreadableFile};
 pub use spool::{QueuedMessage, Spool};
 pub use state::{DeliveryState, RecipientState, Status};
 
