@@ -2,7 +2,9 @@
 //! server runs on it. The tools attach to the spool without its lock (the server holds that)
 //! and change a message only under the message's own lock ([`crate::delivery::lock`]), the one
 //! the delivery runner takes for an attempt, so neither overwrites the other's state. After
-//! `retry` they send the runner SIGUSR1 (its pid is in `DATA/deliver.pid`) to rescan the queue.
+//! `retry` they wake the runner through the spool's trigger socket (`DATA/trigger`, see
+//! [`nullq_spool::pull_trigger`]) to rescan the queue; without a runner, or should the wake-up
+//! be lost, its periodic rescan ([`crate::delivery::RESCAN`]) or its next start picks it up.
 //!
 //! Started as root on a spool that belongs to another user (the server's `--user`), they
 //! first become that user (its uid and gid, no supplementary groups; see
@@ -22,7 +24,6 @@ use serde_json::{json, Value};
 
 use crate::delivery::lock::MessageLock;
 use crate::delivery::stats::Stats;
-use crate::delivery::wake_runner;
 use crate::session::escape;
 
 /// How long a change waits for a delivery in progress to finish.
@@ -308,7 +309,7 @@ fn retry(spool: &Spool, ids: &[QueueId], as_json: bool) -> Result<i32, String> {
         }
         done.push(id.to_string());
     }
-    let woke = wake_runner(spool.root());
+    let woke = nullq_spool::pull_trigger(spool.root());
     if as_json {
         println!(
             "{}",

@@ -133,11 +133,20 @@ fn queue_tools_on_a_running_server() {
         "{}",
         server.log_text()
     );
-    assert!(server.log_text().contains("SIGUSR1: queue rescanned"));
+    assert!(server.log_text().contains("trigger: queue rescanned"));
     assert_eq!(
         json(&server.data, &["list"]).as_array().map(Vec::len),
         Some(1)
     );
+
+    // A runner killed with -9 leaves its socket, and nobody reads it: no runner is woken (no
+    // stale pid is signalled either: there is none).
+    let mut server = server;
+    server.kill();
+    assert!(server.data.join("trigger").exists());
+    let r = json(&server.data, &["retry", "--all"]);
+    assert_eq!(r["runner_woken"], false, "{r}");
+    assert!(!server.data.join("deliver.pid").exists());
 }
 
 /// A directory in which nobody may create the spool (mode 1777, as /tmp).
