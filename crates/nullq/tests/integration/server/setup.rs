@@ -279,7 +279,8 @@ fn keeps_only_the_configured_supplementary_groups() {
 }
 
 /// `nullq deliver --user nobody` drops root before it opens the spool: it creates the spool
-/// as nobody, and runs (with its pipe: commands) without any privilege.
+/// as nobody, and runs without any privilege (which its pipe: commands inherit; none runs
+/// here).
 #[test]
 fn deliver_drops_root_before_the_spool() {
     require_root("--user");
