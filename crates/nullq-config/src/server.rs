@@ -38,6 +38,10 @@ pub struct ServerConfig {
     /// The group to run as after binding the listeners. Default: unset (the user's primary
     /// group when `user` is set). Mirrors `tcpserver -g`.
     pub group: Option<String>,
+    /// Supplementary groups to keep after dropping root (names or numbers), e.g. the group of
+    /// a CommuniGate Pro Submitted folder. Default: none (`setgroups` to the empty list).
+    /// Needs `user`.
+    pub groups: Vec<String>,
     /// Who may connect. Default: loopback clients only.
     pub access: AccessConfig,
     /// Size and time limits.
@@ -749,6 +753,7 @@ impl Default for ServerConfig {
             hostname: None,
             user: None,
             group: None,
+            groups: Vec::new(),
             access: AccessConfig::default(),
             limits: Limits::default(),
             log: LogConfig::default(),
@@ -940,6 +945,19 @@ impl ServerConfig {
             if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
                 return Err(invalid(key, "empty: leave the key out for the default"));
             }
+        }
+        if self.groups.iter().any(|g| g.trim().is_empty()) {
+            return Err(invalid("groups", "an empty group name"));
+        }
+        if self.user.is_none() && (self.group.is_some() || !self.groups.is_empty()) {
+            return Err(invalid(
+                if self.group.is_some() {
+                    "group"
+                } else {
+                    "groups"
+                },
+                "needs user: the groups are set when root is dropped",
+            ));
         }
         if let Some(h) = &self.hostname {
             if h.chars().any(|c| c.is_whitespace() || c.is_control()) {

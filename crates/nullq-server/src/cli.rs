@@ -92,6 +92,17 @@ struct CommonArgs {
     /// tracing filter such as info,nullq::session=debug [default: info].
     #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
     log_level: Option<String>,
+    /// Run as this user (name or uid), set before the runtime starts and before the spool or
+    /// any client byte is touched (for `serve`, after binding).
+    #[arg(long)]
+    user: Option<String>,
+    /// Run as this group (name or gid) [default: the user's group].
+    #[arg(long)]
+    group: Option<String>,
+    /// Supplementary groups to keep, comma-separated names or gids (e.g. the group of a
+    /// CommuniGate Pro Submitted folder) [default: none].
+    #[arg(long, value_name = "GROUP,...", value_delimiter = ',')]
+    groups: Vec<String>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -104,12 +115,6 @@ struct ServeArgs {
     /// Address to listen on, IPv4 or [IPv6] with a port; repeat for more [default: 127.0.0.1:6628].
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Vec<String>,
-    /// Run as this user after binding (name or uid).
-    #[arg(long)]
-    user: Option<String>,
-    /// Run as this group after binding (name or gid) [default: the user's group].
-    #[arg(long)]
-    group: Option<String>,
     /// Most sessions at once [default: 1000].
     #[arg(long, value_name = "N")]
     max_sessions: Option<usize>,
@@ -176,6 +181,15 @@ fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
     }
     if let Some(v) = common.error_delay {
         limits.error_delay_secs = v;
+    }
+    if common.user.is_some() {
+        config.user.clone_from(&common.user);
+    }
+    if common.group.is_some() {
+        config.group.clone_from(&common.group);
+    }
+    if !common.groups.is_empty() {
+        config.groups.clone_from(&common.groups);
     }
     if let Some(level) = &common.log_level {
         config.log.level.clone_from(level);
@@ -249,12 +263,6 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
     if !args.listen.is_empty() {
         config.listen.clone_from(&args.listen);
     }
-    if args.user.is_some() {
-        config.user.clone_from(&args.user);
-    }
-    if args.group.is_some() {
-        config.group.clone_from(&args.group);
-    }
     if let Some(v) = args.max_sessions {
         config.limits.max_sessions = v;
     }
@@ -265,36 +273,53 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
     let Some(config) = ready(config, args.common.print_config)? else {
         return Ok(0);
     };
-    let runtime = runtime(true)?;
-    runtime.block_on(run_server(config))
-}
-
-async fn run_server(config: ServerConfig) -> Result<i32, String> {
-    // 1. Bind while we may still be root (port 628).
-    let mut listeners = Vec::new();
+    // 1. Bind while we may still be root (port 628), and before any thread exists.
+    let mut bound = Vec::new();
     for text in &config.listen {
         let addr: SocketAddr = text
             .parse()
             .map_err(|e| format!("bad listen address {text:?}: {e}"))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        listeners.push(listener);
+        let listener =
+            privilege::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        bound.push(listener);
     }
-    // 2. Drop privileges before the spool or any client byte is touched.
-    if let Some(user) = &config.user {
-        let id = privilege::resolve(user, config.group.as_deref())?;
-        privilege::drop_to(id).map_err(|e| format!("cannot become {user}: {e}"))?;
-    } else if config.group.is_some() {
-        return Err("--group needs --user".into());
+    // 2. Drop privileges: still one thread, no spool opened, no client byte read.
+    drop_privileges(&config)?;
+    // 3. Only now the runtime and its threads.
+    let runtime = runtime(true)?;
+    runtime.block_on(run_server(config, bound))
+}
+
+/// Become the configured user (`user`, `group`, `groups`), if one is: see [`privilege`].
+/// Called before the runtime is built, while the process has one thread.
+fn drop_privileges(config: &ServerConfig) -> Result<(), String> {
+    let id = privilege::configured(
+        config.user.as_deref(),
+        config.group.as_deref(),
+        &config.groups,
+    )?;
+    match id {
+        Some(id) => privilege::drop_to(&id),
+        None => Ok(()),
     }
-    // 3. Open the spool: this is where crash leftovers are cleaned.
+}
+
+async fn run_server(
+    config: ServerConfig,
+    bound: Vec<std::net::TcpListener>,
+) -> Result<i32, String> {
+    let listeners = bound
+        .into_iter()
+        .map(tokio::net::TcpListener::from_std)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot listen: {e}"))?;
+    // 4. Open the spool: this is where crash leftovers are cleaned.
     let spool = open_spool(&config)?;
     let access = Arc::new(
         Access::load(config.access.rules.clone())
             .map_err(|e| format!("cannot load access rules: {e}"))?,
     );
-    // 4. The delivery runner, told of every commit through the context.
+    // 5. The delivery runner, told of every commit through the context.
     let policy = Arc::new(Policy::from_config(&config.policy)?);
     let runner = delivery::Runner::new(&config, spool.clone(), Arc::clone(&policy), false)?;
     let runner = (!runner.holds_everything()).then_some(runner);
@@ -302,7 +327,7 @@ async fn run_server(config: ServerConfig) -> Result<i32, String> {
     context.policy = policy;
     context.committed = runner.as_ref().map(delivery::Runner::notifier);
     let ctx = Arc::new(context);
-    // Signals are handled before the ready line: whoever waits for that line may signal at once.
+    // Signals are handled before the ready line: whoever waits for it may send SIGTERM at once.
     let (trigger, stop) = shutdown::channel();
     spawn_signal_handlers(trigger, Arc::clone(&access))?;
     let bound: Vec<String> = listeners
@@ -347,6 +372,9 @@ fn open_spool(config: &ServerConfig) -> Result<Spool, String> {
     tracing::info!(target: "nullq::spool", "recovery: {report}");
     for file in &report.corrupt {
         tracing::warn!(target: "nullq::spool", "recovery: {file}");
+    }
+    for file in &report.unreadable {
+        tracing::error!(target: "nullq::spool", "recovery: {file}");
     }
     Ok(spool)
 }
@@ -426,6 +454,8 @@ fn qmqpd(args: CommonArgs) -> Result<i32, String> {
             .or_else(|_| std::env::var("TCPLOCALIP"))
             .ok();
     }
+    // tcpserver -u/-g usually dropped root already; a configured user is applied as well.
+    drop_privileges(&config)?;
     let runtime = runtime(false)?;
     runtime.block_on(async {
         let spool = attach_spool(&config)?;
@@ -462,6 +492,14 @@ fn deliver(args: DeliverArgs) -> Result<i32, String> {
     let Some(config) = ready(config, args.common.print_config)? else {
         return Ok(0);
     };
+    // The configured user; without one, as root, the spool's owner (so that the pipe: and
+    // qmail-queue: targets never run as root by accident, and what it writes the server can
+    // read). Before the runtime, while there is one thread.
+    if config.user.is_some() {
+        drop_privileges(&config)?;
+    } else if let Some(owner) = privilege::spool_owner(&config.data_dir)? {
+        privilege::drop_to(&owner)?;
+    }
     let runtime = runtime(true)?;
     runtime.block_on(async {
         let spool = open_spool(&config)?;

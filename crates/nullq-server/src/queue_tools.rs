@@ -2,7 +2,14 @@
 //! server runs on it. The tools attach to the spool without its lock (the server holds that)
 //! and change a message only under the message's own lock ([`crate::delivery::lock`]), the one
 //! the delivery runner takes for an attempt, so neither overwrites the other's state. After
-//! `retry` they send the runner SIGUSR1 (its pid is in `DATA/deliver.pid`) to rescan the queue.
+//! `retry` they wake the runner through the spool's trigger socket (`DATA/trigger`, see
+//! [`nullq_spool::pull_trigger`]) to rescan the queue; without a runner, or should the wake-up
+//! be lost, its periodic rescan ([`crate::delivery::RESCAN`]) or its next start picks it up.
+//!
+//! Started as root on a spool that belongs to another user (the server's `--user`), they
+//! first become that user (its uid and gid, no supplementary groups; see
+//! [`crate::privilege::spool_owner`]): every file they write belongs to the spool's owner.
+//! As any other user they refuse, naming the owner.
 //!
 //! Output is aligned text for people, or JSON with `--json` for scripts.
 
@@ -17,7 +24,6 @@ use serde_json::{json, Value};
 
 use crate::delivery::lock::MessageLock;
 use crate::delivery::stats::Stats;
-use crate::delivery::wake_runner;
 use crate::session::escape;
 
 /// How long a change waits for a delivery in progress to finish.
@@ -73,6 +79,11 @@ pub fn run(args: QueueArgs) -> Result<i32, String> {
     };
     if let Some(d) = &args.data {
         config.data_dir.clone_from(d);
+    }
+    // The spool has one owner: as root, become it before touching anything, so that a state
+    // file written by `retry` is one the server can read (no runtime, one thread).
+    if let Some(owner) = crate::privilege::spool_owner(&config.data_dir)? {
+        crate::privilege::drop_to(&owner)?;
     }
     let spool = Spool::attach(&config.data_dir).map_err(|e| {
         format!(
@@ -298,7 +309,7 @@ fn retry(spool: &Spool, ids: &[QueueId], as_json: bool) -> Result<i32, String> {
         }
         done.push(id.to_string());
     }
-    let woke = wake_runner(spool.root());
+    let woke = nullq_spool::pull_trigger(spool.root());
     if as_json {
         println!(
             "{}",

@@ -21,6 +21,7 @@
 //! - [`SpoolError`] (`error.rs`): one type, naming the step and the path. Every spool error is
 //!   a temporary failure (QMQP `Z`) for the caller, so it is not classified further, except
 //!   [`SpoolError::is_full`] (disk or quota full) for a better log line and reply text.
+//! - [`pull_trigger`] (`trigger.rs`): `ROOT/trigger`, waking the runner without signals.
 //! - `sys.rs`: the system calls durability rests on (fdatasync, checked close, directory fsync,
 //!   `renameat2(RENAME_NOREPLACE)`, flock).
 //!
@@ -32,6 +33,7 @@
 //!   state/ID    per-recipient delivery state, replaced atomically; absent = all pending
 //!   corrupt/    files that failed the check at open, moved here (never silently deleted)
 //!   lock        flock'd by the process that opened the spool
+//!   trigger     a Unix datagram socket its delivery runner reads: a datagram = rescan
 //! ```
 //!
 //! # The life of a message
@@ -81,6 +83,7 @@ mod recover;
 mod spool;
 mod state;
 mod sys;
+mod trigger;
 
 pub use commit::Committer;
 pub use error::{SpoolError, Step};
@@ -88,9 +91,10 @@ pub use format::Envelope;
 pub use id::{BadQueueId, QueueId};
 pub use incoming::{Incoming, Renamed};
 pub use reader::MessageReader;
-pub use recover::{CorruptFile, RecoveryReport};
+pub use recover::{CorruptFile, RecoveryReport, UnreadableFile};
 pub use spool::{QueuedMessage, Spool};
 pub use state::{DeliveryState, RecipientState, Status};
+pub use trigger::{pull_trigger, TRIGGER};
 
 #[cfg(test)]
 mod tests {

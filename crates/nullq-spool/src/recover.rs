@@ -2,7 +2,7 @@
 //! match `state/` to `queue/`. Nothing is deleted that might hold an acknowledged message:
 //! `tmp/` never does (no `K` is sent before the rename), and bad queue files go to `corrupt/`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::FileType;
@@ -30,6 +30,10 @@ pub struct RecoveryReport {
     pub corrupt: Vec<CorruptFile>,
     /// `state/ID` files whose message was gone (a removal cut short by a crash), deleted.
     pub orphan_states_removed: Vec<PathBuf>,
+    /// Files in `queue/` and `state/` this process may not read (owned by another user, e.g.
+    /// written by root): left where they are, and their message is not delivered until the
+    /// operator gives them back to the spool's owner. Log each as an error.
+    pub unreadable: Vec<UnreadableFile>,
     /// Whole messages in `queue/`.
     pub queued: usize,
 }
@@ -57,6 +61,34 @@ impl fmt::Display for CorruptFile {
     }
 }
 
+/// A file [`crate::Spool::open`] was not allowed to read, left in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableFile {
+    /// The file.
+    pub path: PathBuf,
+    /// The system's error.
+    pub reason: String,
+}
+
+impl fmt::Display for UnreadableFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "spool: cannot read {}: {}; left in place, its message waits until the file belongs to the spool's owner",
+            self.path.display(),
+            self.reason
+        )
+    }
+}
+
+/// Whether `e` says this process may not read the file (rather than that reading failed).
+fn is_denied(e: &SpoolError) -> bool {
+    matches!(
+        e.io_error().and_then(std::io::Error::raw_os_error),
+        Some(libc::EACCES | libc::EPERM)
+    )
+}
+
 impl fmt::Display for RecoveryReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -67,6 +99,13 @@ impl fmt::Display for RecoveryReport {
             self.corrupt.len(),
             self.orphan_states_removed.len()
         )?;
+        if !self.unreadable.is_empty() {
+            write!(
+                f,
+                "; left {} files it may not read in place",
+                self.unreadable.len()
+            )?;
+        }
         if !self.tmp_in_use.is_empty() {
             write!(
                 f,
@@ -115,6 +154,8 @@ pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
 
     // Recipient count of every whole message, to check state files against.
     let mut good: HashMap<QueueId, usize> = HashMap::new();
+    // Messages whose file may not be read: present, so their state files are not orphans.
+    let mut unchecked: HashSet<QueueId> = HashSet::new();
     let mut queue_changed = false;
     for (path, name, kind) in entries(&d.queue)? {
         let bad = match name.to_str().and_then(|n| n.parse::<QueueId>().ok()) {
@@ -126,6 +167,14 @@ pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
                     None
                 }
                 Err(ReadError::Bad(why)) => Some(why),
+                Err(ReadError::Io(e)) if is_denied(&e) => {
+                    unchecked.insert(id);
+                    report.unreadable.push(UnreadableFile {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    });
+                    None
+                }
                 Err(ReadError::Io(e)) => return Err(e),
             },
         };
@@ -139,6 +188,9 @@ pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
     let mut state_changed = false;
     for (path, name, kind) in entries(&d.state)? {
         let id = name.to_str().and_then(|n| n.parse::<QueueId>().ok());
+        if id.is_some_and(|id| unchecked.contains(&id)) {
+            continue;
+        }
         let bad = match id.map(|id| good.get(&id)) {
             None => Some("the name is not a queue id".to_string()),
             Some(None) => {
@@ -149,8 +201,22 @@ pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
             }
             Some(Some(_)) if !kind.is_file() => Some("not a regular file".to_string()),
             Some(Some(&recipients)) => {
-                let bytes =
-                    std::fs::read(&path).map_err(|e| SpoolError::io(Step::Read, &path, e))?;
+                let bytes = match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let e = SpoolError::io(Step::Read, &path, e);
+                        if !is_denied(&e) {
+                            return Err(e);
+                        }
+                        // Left as it is: setting it aside would make every recipient pending
+                        // again (repeating deliveries) for what is only a wrong owner.
+                        report.unreadable.push(UnreadableFile {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
                 // Set aside, the message is all pending again: it repeats deliveries, loses none.
                 check_state(&bytes, recipients).err()
             }

@@ -111,6 +111,17 @@ impl Spool {
         })
     }
 
+    /// Bind `ROOT/trigger` for this spool's delivery runner (non-blocking; see
+    /// [`crate::pull_trigger`]). Only on a spool this process opened (holding its lock), so a
+    /// socket left by a killed runner is replaced and no other runner is bound there.
+    pub fn bind_trigger(&self) -> Result<std::os::unix::net::UnixDatagram> {
+        if self.inner._lock.is_none() {
+            let e = io::Error::other("only the process that opened the spool binds its trigger");
+            return Err(SpoolError::io(Step::Lock, self.root(), e));
+        }
+        crate::trigger::bind(self.root())
+    }
+
     /// The spool's root directory.
     pub fn root(&self) -> &Path {
         &self.inner.dirs.root

@@ -34,7 +34,7 @@ pub mod stats;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -53,8 +53,12 @@ use stats::Stats;
 /// sender that fails is dropped, never bounced again. Backends that speak SMTP send it as `<>`.
 pub const DOUBLE_BOUNCE_SENDER: &[u8] = b"#@[]";
 
-/// The file in the spool root holding the runner's pid, so `nullq queue retry` can wake it.
-pub const PID_FILE: &str = "deliver.pid";
+/// How often the runner rescans the whole queue (real time), whatever the clock's scale: it
+/// picks up what changed behind its back when a wake-up through `DATA/trigger` was lost.
+pub const RESCAN: Duration = Duration::from_secs(60);
+
+/// The pid file earlier versions kept in the spool root (and signalled); removed at start.
+const OLD_PID_FILE: &str = "deliver.pid";
 
 /// What a backend is asked to deliver: one message to some of its recipients.
 #[derive(Debug, Clone)]
@@ -578,10 +582,22 @@ impl Runner {
     pub async fn run(mut self, mut stop: Shutdown, grace: Duration) {
         let shared = Arc::clone(&self.shared);
         let root = shared.spool.root().to_path_buf();
-        let pid_file = root.join(PID_FILE);
-        if let Err(e) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
-            tracing::warn!(target: "nullq::delivery", "cannot write {}: {e} (nullq queue retry cannot wake the runner)", pid_file.display());
-        }
+        // A pid file of an earlier version would only mislead: nothing signals a pid any more.
+        let _ = std::fs::remove_file(root.join(OLD_PID_FILE));
+        // Bound before the start-up scan: a wake-up sent during it waits in the socket.
+        let mut trigger = match shared.spool.bind_trigger() {
+            Ok(s) => match tokio::net::UnixDatagram::from_std(s) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(target: "nullq::delivery", "trigger: {e} (nullq queue retry cannot wake the runner; it rescans every {}s)", RESCAN.as_secs());
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(target: "nullq::delivery", "trigger: {e} (nullq queue retry cannot wake the runner; it rescans every {}s)", RESCAN.as_secs());
+                None
+            }
+        };
         let mut schedule = Schedule::default();
         let mut in_flight: HashSet<QueueId> = HashSet::new();
         // Announced while being delivered: look again as soon as the attempt ends.
@@ -608,8 +624,8 @@ impl Runner {
             targets = %shared.routes.backends.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>().join(","),
             "delivery runner started"
         );
-        let mut usr1 =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
+        let mut rescan = tokio::time::interval_at(tokio::time::Instant::now() + RESCAN, RESCAN);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut poll = tokio::time::interval(self.poll.unwrap_or(Duration::from_secs(3600)));
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         let mut ticks: u64 = 0;
@@ -664,9 +680,13 @@ impl Runner {
                         }
                     }
                 }
-                Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                Some(()) = async { match trigger.as_mut() { Some(t) => woken(t).await, None => std::future::pending().await } } => {
                     let n = scan(&shared, &mut schedule, &in_flight).await;
-                    tracing::info!(target: "nullq::delivery", queued = n, "SIGUSR1: queue rescanned");
+                    tracing::info!(target: "nullq::delivery", queued = n, "trigger: queue rescanned");
+                }
+                _ = rescan.tick() => {
+                    let n = scan(&shared, &mut schedule, &in_flight).await;
+                    tracing::debug!(target: "nullq::delivery", queued = n, "queue rescanned (every {}s)", RESCAN.as_secs());
                 }
                 _ = housekeeping.tick() => {
                     ticks += 1;
@@ -699,8 +719,29 @@ impl Runner {
         }
         let stats = Arc::clone(&shared);
         let _ = tokio::task::spawn_blocking(move || stats.stats.flush()).await;
-        let _ = std::fs::remove_file(&pid_file);
+        // Still holding the spool's lock: the socket is ours to remove.
+        if trigger.take().is_some() {
+            let _ = std::fs::remove_file(root.join(nullq_spool::TRIGGER));
+        }
     }
+}
+
+/// Wait for a wake-up on the trigger socket, then take every one already waiting (a burst of
+/// `nullq queue retry` runs costs one rescan). `None` only if the socket fails.
+async fn woken(trigger: &tokio::net::UnixDatagram) -> Option<()> {
+    let mut buf = [0u8; 16];
+    loop {
+        match trigger.recv(&mut buf).await {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!(target: "nullq::delivery", "trigger: {e}");
+                return None;
+            }
+        }
+    }
+    while trigger.try_recv(&mut buf).is_ok() {}
+    Some(())
 }
 
 /// Due times of the messages not being delivered right now.
@@ -1168,23 +1209,6 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId) -> Next {
         return Next::Done;
     }
     Next::At(next_due(&state).unwrap_or_else(|| shared.clock.now()))
-}
-
-/// Signal the runner of the spool at `root` to rescan (after `nullq queue retry`). Returns
-/// false when no runner is running there.
-pub fn wake_runner(root: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string(root.join(PID_FILE)) else {
-        return false;
-    };
-    let Ok(pid) = text.trim().parse::<libc::pid_t>() else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill(2) with a pid read from our own pid file; at worst it names a process that
-    // is gone (ESRCH), which is reported as "no runner".
-    unsafe { libc::kill(pid, libc::SIGUSR1) == 0 }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::qmqp::{is_k, message, send};
 use crate::support::server::Server;
-use crate::support::{maildir_messages, run_bounded, wait_for};
+use crate::support::{maildir_messages, require_root, run_bounded, wait_for};
 use crate::support::{nullq, write_file, RefusedPort};
 
 const T: Duration = Duration::from_secs(30);
@@ -145,11 +145,204 @@ fn queue_tools_on_a_running_server() {
         "{}",
         server.log_text()
     );
-    assert!(server.log_text().contains("SIGUSR1: queue rescanned"));
+    assert!(server.log_text().contains("trigger: queue rescanned"));
     assert_eq!(
         json(&server.data, &["list"]).as_array().map(Vec::len),
         Some(1)
     );
+
+    // A runner killed with -9 leaves its socket, and nobody reads it: no runner is woken (no
+    // stale pid is signalled either: there is none).
+    let mut server = server;
+    server.kill();
+    assert!(server.data.join("trigger").exists());
+    let r = json(&server.data, &["retry", "--all"]);
+    assert_eq!(r["runner_woken"], false, "{r}");
+    assert!(!server.data.join("deliver.pid").exists());
+}
+
+/// A directory in which nobody may create the spool (mode 1777, as /tmp).
+fn open_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    dir
+}
+
+const NOBODY: u32 = 65534;
+
+/// Every file and directory under `dir` whose owner is not `uid`.
+fn not_owned_by(dir: &Path, uid: u32) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue; // removed meanwhile
+        };
+        if meta.uid() != uid {
+            out.push(format!("{} (uid {})", path.display(), meta.uid()));
+        }
+        if meta.is_dir() {
+            out.extend(not_owned_by(&path, uid));
+        }
+    }
+    out
+}
+
+/// Wait until every recipient of the `n` queued messages has had an attempt recorded; returns
+/// the list.
+fn settled(server: &Server, n: usize) -> serde_json::Value {
+    let mut list = json(&server.data, &["list"]);
+    let ok = wait_for(T, || {
+        list = json(&server.data, &["list"]);
+        list.as_array().is_some_and(|msgs| {
+            msgs.len() == n
+                && msgs.iter().all(|m| {
+                    m["recipients"]
+                        .as_array()
+                        .is_some_and(|rs| rs.iter().all(|r| r["attempts"].as_u64() >= Some(1)))
+                })
+        })
+    });
+    assert!(ok, "{list}\n{}", server.log_text());
+    list
+}
+
+/// `nullq queue retry` and `delete` run as root on the spool of a server that runs as nobody:
+/// they become the spool's owner first, so the state file they write is nobody's, the server
+/// reads it (and tries at once), and a restart finds nothing it cannot read.
+#[test]
+fn queue_retry_and_delete_as_root_leave_the_server_delivering_and_restartable() {
+    require_root("queue tools as root on a spool of nobody's");
+    let dir = open_dir();
+    let data = dir.path().join("data");
+    let dead = RefusedPort::new();
+    let target = format!("smtp://127.0.0.1:{}", dead.port());
+    let args = [
+        "--user",
+        "nobody",
+        "--group",
+        "nogroup",
+        "--deliver",
+        &target,
+    ];
+    let mut server = Server::start_in(&data, &args);
+    for subject in ["first", "second"] {
+        assert!(is_k(&send(
+            server.addr,
+            "jason@example.net",
+            &["a@example.net"],
+            &message(subject)
+        )));
+    }
+    let list = settled(&server, 2);
+    let id = |i: usize| list[i]["id"].as_str().unwrap_or("").to_owned();
+    let (first, second) = (id(0), id(1));
+
+    let before = server.log_text().matches("attempt=2").count();
+    let r = json(&data, &["retry", &first]);
+    assert_eq!(r["retried"][0], first.as_str(), "{r}");
+    assert_eq!(r["runner_woken"], true, "{r}");
+    let (code, out, err) = queue(&data, &["delete", &second]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    // The server read the state the tool wrote, and tried again.
+    assert!(
+        wait_for(T, || server.log_text().matches("attempt=2").count()
+            > before),
+        "{}",
+        server.log_text()
+    );
+    use std::os::unix::fs::MetadataExt;
+    let state = std::fs::metadata(data.join("state").join(&first)).expect("state file");
+    assert_eq!(
+        state.uid(),
+        NOBODY,
+        "state/{first} belongs to the spool's owner"
+    );
+    assert_eq!(not_owned_by(&data, NOBODY), Vec::<String>::new());
+    let log = server.log_text();
+    assert!(
+        !log.contains("Permission denied") && !log.contains("ERROR"),
+        "{log}"
+    );
+
+    // A restart on the same spool starts, serves, and still has the retried message.
+    assert_eq!(server.terminate(T).and_then(|s| s.code()), Some(0));
+    let server = Server::start_in(&data, &args);
+    assert!(is_k(&send(
+        server.addr,
+        "jason@example.net",
+        &["a@example.net"],
+        &message("third")
+    )));
+    let ids: Vec<String> = settled(&server, 2)
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids.first(), Some(&first), "{ids:?}");
+    assert!(!ids.contains(&second), "{ids:?}");
+    assert!(
+        !server.log_text().contains("Permission denied"),
+        "{}",
+        server.log_text()
+    );
+}
+
+/// A state file the server may not read (root's, mode 0600, in the spool of a server that runs
+/// as nobody) does not stop it from starting: it says which file, in an ERROR line, leaves the
+/// file and its message alone, and serves.
+#[test]
+fn a_state_file_the_server_cannot_read_does_not_stop_it_starting() {
+    require_root("planting a root-owned state file");
+    let dir = open_dir();
+    let data = dir.path().join("data");
+    let dead = RefusedPort::new();
+    let target = format!("smtp://127.0.0.1:{}", dead.port());
+    let args = [
+        "--user",
+        "nobody",
+        "--group",
+        "nogroup",
+        "--deliver",
+        &target,
+    ];
+    let mut server = Server::start_in(&data, &args);
+    assert!(is_k(&send(
+        server.addr,
+        "jason@example.net",
+        &["a@example.net"],
+        &message("planted")
+    )));
+    let list = settled(&server, 1);
+    let id = list[0]["id"].as_str().unwrap_or("").to_owned();
+    assert_eq!(server.terminate(T).and_then(|s| s.code()), Some(0));
+
+    // What `nullq queue retry` as root used to leave: root:root, 0600.
+    let planted = data.join("state").join(&id);
+    std::fs::write(&planted, "nullq-state 1\npending 1 - -\nend 1\n").expect("plant");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::os::unix::fs::chown(&planted, Some(0), Some(0)).expect("chown");
+
+    let server = Server::start_in(&data, &args);
+    let name = planted.display().to_string();
+    let line = server.wait_log(T, |l| l.contains("ERROR") && l.contains(&name));
+    assert!(line.is_some(), "{}", server.log_text());
+    assert!(is_k(&send(
+        server.addr,
+        "jason@example.net",
+        &["b@example.net"],
+        &message("after")
+    )));
+    // Left in place, the message too (nothing delivered, nothing set aside).
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&planted).map(|m| m.uid()).ok(), Some(0));
+    assert!(data.join("queue").join(&id).exists());
 }
 
 #[test]

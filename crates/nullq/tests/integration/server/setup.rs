@@ -170,19 +170,70 @@ fn the_config_file_is_read_and_flags_override_it() {
     );
 }
 
-/// Started as root with --user nobody: the listener is bound first, then the spool is created
-/// and written as nobody.
-#[test]
-fn drops_root_after_binding() {
-    require_root("--user");
+/// A temporary directory nobody may create the data directory in (mode 1777, as /tmp).
+fn open_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tmp");
-    // nobody must be able to create the data directory inside.
     let status = Command::new("chmod")
         .arg("1777")
         .arg(dir.path())
         .status()
         .expect("chmod");
     assert!(status.success());
+    dir
+}
+
+const NOBODY: u32 = 65534;
+
+/// The gid of `name` in /etc/group.
+fn gid_of(name: &str) -> u32 {
+    let groups = std::fs::read_to_string("/etc/group").expect("/etc/group");
+    groups
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[0] == name)
+                .then(|| f[2].parse().ok())
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("no group {name} in /etc/group"))
+}
+
+/// What `/proc/PID/status` must say of a process that dropped root to nobody:nogroup with
+/// exactly `groups` as supplementary groups: every uid and gid unprivileged, no capability,
+/// no_new_privs set.
+fn assert_dropped(pid: u32, groups: &[u32]) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |key: &str| -> Vec<String> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{status}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let nobody = NOBODY.to_string();
+    assert_eq!(field("Uid:"), vec![nobody.clone(); 4], "{status}");
+    assert_eq!(field("Gid:"), vec![nobody; 4], "{status}");
+    let mut have: Vec<u32> = field("Groups:")
+        .iter()
+        .filter_map(|g| g.parse().ok())
+        .collect();
+    have.sort_unstable();
+    assert_eq!(have, groups, "supplementary groups; {status}");
+    for cap in ["CapEff:", "CapPrm:", "CapAmb:"] {
+        assert_eq!(field(cap), ["0000000000000000"], "{cap} {status}");
+    }
+    assert_eq!(field("NoNewPrivs:"), ["1"], "{status}");
+}
+
+/// Started as root with --user nobody: the listener is bound first, then the spool is created
+/// and written as nobody; the process keeps no uid or gid 0, no supplementary group, no
+/// capability, and cannot gain privileges again (no_new_privs).
+#[test]
+fn drops_root_after_binding() {
+    require_root("--user");
+    let dir = open_dir();
     let data = dir.path().join("data");
     let mut cmd = Command::new(nullq());
     cmd.args(["serve", "--user", "nobody", "--group", "nogroup"])
@@ -194,21 +245,54 @@ fn drops_root_after_binding() {
     assert!(a.contains(":Kok"), "{a}");
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(data.join("queue")).expect("queue dir");
-    let nobody = 65534;
     assert_eq!(
         meta.uid(),
-        nobody,
+        NOBODY,
         "the spool was created by the unprivileged user"
     );
-    let pid = server.pid();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let uid_line = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .unwrap_or_default()
-        .to_owned();
-    assert!(
-        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
-        "still privileged: {uid_line}"
-    );
+    assert_dropped(server.pid(), &[]);
+}
+
+/// `--groups` keeps exactly the supplementary groups asked for (a CommuniGate Pro site needs
+/// the Submitted folder's group), for `serve` and for `deliver`.
+#[test]
+fn keeps_only_the_configured_supplementary_groups() {
+    require_root("--user");
+    let dir = open_dir();
+    let data = dir.path().join("data");
+    let mut cmd = Command::new(nullq());
+    cmd.args([
+        "serve", "--user", "nobody", "--group", "nogroup", "--groups", "mail",
+    ])
+    .args(["--listen", "127.0.0.1:0", "--deliver", "none", "--data"])
+    .arg(&data);
+    let mut server = Server::launch(cmd, &data, &dir.path().join("serve.log"));
+    assert_dropped(server.pid(), &[gid_of("mail")]);
+    assert_eq!(server.terminate(T).and_then(|s| s.code()), Some(0));
+
+    let mut cmd = Command::new(nullq());
+    cmd.args(["deliver", "--user", "nobody", "--groups", "mail,12345"])
+        .args(["--deliver", "none", "--data"])
+        .arg(&data);
+    let deliver = Server::launch_deliver(cmd, &data, &dir.path().join("deliver.log"));
+    assert_dropped(deliver.pid(), &[gid_of("mail"), 12345]);
+}
+
+/// `nullq deliver --user nobody` drops root before it opens the spool: it creates the spool
+/// as nobody, and runs without any privilege (which its pipe: commands inherit; none runs
+/// here).
+#[test]
+fn deliver_drops_root_before_the_spool() {
+    require_root("--user");
+    let dir = open_dir();
+    let data = dir.path().join("data");
+    let mut cmd = Command::new(nullq());
+    cmd.args(["deliver", "--user", "nobody", "--group", "nogroup"])
+        .args(["--deliver", "pipe:/bin/cat", "--data"])
+        .arg(&data);
+    let deliver = Server::launch_deliver(cmd, &data, &dir.path().join("log"));
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(data.join("state")).expect("state dir");
+    assert_eq!(meta.uid(), NOBODY, "the spool was created by nobody");
+    assert_dropped(deliver.pid(), &[]);
 }

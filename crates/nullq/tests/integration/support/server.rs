@@ -66,7 +66,34 @@ impl Server {
 
     /// Spawn `cmd` (a `nullq serve` command line) and wait for its ready line. Its stderr
     /// goes to `log` and to memory.
-    pub fn launch(mut cmd: Command, data: &Path, log: &Path) -> Server {
+    pub fn launch(cmd: Command, data: &Path, log: &Path) -> Server {
+        let mut server = Server::spawn_until(cmd, data, log, "nullq serve ready");
+        let ready = server.wait_log(START, |l| l.contains("nullq serve ready"));
+        let addrs: Vec<SocketAddr> = ready
+            .as_deref()
+            .and_then(|l| l.split("listen=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|list| list.split(',').filter_map(|a| a.parse().ok()).collect())
+            .unwrap_or_default();
+        if addrs.is_empty() {
+            let log = server.log_text();
+            server.kill();
+            panic!("nullq serve did not get ready; its log:\n{log}");
+        }
+        server.addr = addrs[0];
+        server.addrs = addrs;
+        server
+    }
+
+    /// Spawn `cmd` (a `nullq deliver` command line) and wait for its runner's start line.
+    /// `addr` and `addrs` mean nothing for it.
+    pub fn launch_deliver(cmd: Command, data: &Path, log: &Path) -> Server {
+        Server::spawn_until(cmd, data, log, "delivery runner started")
+    }
+
+    /// Spawn `cmd` with its stderr going to `log` and to memory, and wait for a log line
+    /// containing `ready` (panicking with the log if it exits or times out first).
+    fn spawn_until(mut cmd: Command, data: &Path, log: &Path, ready: &str) -> Server {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -97,20 +124,11 @@ impl Server {
             tee: Some(tee),
             _dir: None,
         };
-        let ready = server.wait_log(START, |l| l.contains("nullq serve ready"));
-        let addrs: Vec<SocketAddr> = ready
-            .as_deref()
-            .and_then(|l| l.split("listen=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(|list| list.split(',').filter_map(|a| a.parse().ok()).collect())
-            .unwrap_or_default();
-        if addrs.is_empty() {
+        if server.wait_log(START, |l| l.contains(ready)).is_none() {
             let log = server.log_text();
             server.kill();
-            panic!("nullq serve did not get ready; its log:\n{log}");
+            panic!("{cmd:?} did not log {ready:?}; its log:\n{log}");
         }
-        server.addr = addrs[0];
-        server.addrs = addrs;
         server
     }
 
