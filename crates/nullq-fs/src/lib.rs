@@ -160,17 +160,45 @@ pub fn publish(
     options: &Options,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<(), Error> {
-    let dirfd = open_dir(dir)?;
-    let tmp = dir.join(tmp_name);
-    let file = create_in(&dirfd, dir, tmp_name, options)?;
+    publish_into(dir, tmp_name, dir, final_name, options, fill)
+}
+
+/// [`publish`] with the temporary in one directory and the final name in another on the same
+/// filesystem (a Maildir's `tmp/` and `new/`): create `tmp_dir/tmp_name`, fill, fsync, close,
+/// rename to `final_dir/final_name`, fsync `final_dir`. Both names are plain file names.
+pub fn publish_into(
+    tmp_dir: &Path,
+    tmp_name: &str,
+    final_dir: &Path,
+    final_name: &str,
+    options: &Options,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> Result<(), Error> {
+    let tmp_fd = open_dir(tmp_dir)?;
+    let final_fd = if tmp_dir == final_dir {
+        None
+    } else {
+        Some(open_dir(final_dir)?)
+    };
+    let to_fd = final_fd.as_ref().unwrap_or(&tmp_fd);
+    let tmp = tmp_dir.join(tmp_name);
+    let file = create_in(&tmp_fd, tmp_dir, tmp_name, options)?;
     let result = fill_and_close(file, &tmp, fill)
-        .and_then(|()| rename_in(&dirfd, dir, tmp_name, final_name, options.replace))
-        .and_then(|()| rustix::fs::fsync(&dirfd).map_err(|e| Error::new(Step::SyncDir, dir, e)));
+        .and_then(|()| {
+            rename_in(
+                (&tmp_fd, tmp_dir, tmp_name),
+                (to_fd, final_dir, final_name),
+                options.replace,
+            )
+        })
+        .and_then(|()| {
+            rustix::fs::fsync(to_fd).map_err(|e| Error::new(Step::SyncDir, final_dir, e))
+        });
     if let Err(e) = &result {
         // The rename may have happened before the directory fsync failed: then the file is in
         // place (a duplicate is acceptable, a loss is not) and the temporary is already gone.
         if e.step != Step::SyncDir {
-            let _ = rustix::fs::unlinkat(&dirfd, tmp_name, AtFlags::empty());
+            let _ = rustix::fs::unlinkat(&tmp_fd, tmp_name, AtFlags::empty());
         }
     }
     result
@@ -285,26 +313,24 @@ pub fn close(file: File) -> io::Result<()> {
 }
 
 fn rename_in(
-    dirfd: &OwnedFd,
-    dir: &Path,
-    from: &str,
-    to: &str,
+    (from_fd, from_dir, from): (&OwnedFd, &Path, &str),
+    (to_fd, to_dir, to): (&OwnedFd, &Path, &str),
     replace: bool,
 ) -> Result<(), Error> {
-    let target = dir.join(to);
+    let target = to_dir.join(to);
     if replace {
-        return rustix::fs::renameat(dirfd, from, dirfd, to)
+        return rustix::fs::renameat(from_fd, from, to_fd, to)
             .map_err(|e| Error::new(Step::Rename, &target, e));
     }
-    match rustix::fs::renameat_with(dirfd, from, dirfd, to, RenameFlags::NOREPLACE) {
+    match rustix::fs::renameat_with(from_fd, from, to_fd, to, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(()),
         // A filesystem without RENAME_NOREPLACE: link(2) fails if the name exists, as qmail
         // relies on.
         Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
-            rustix::fs::linkat(dirfd, from, dirfd, to, AtFlags::empty())
+            rustix::fs::linkat(from_fd, from, to_fd, to, AtFlags::empty())
                 .map_err(|e| Error::new(Step::Rename, &target, e))?;
-            rustix::fs::unlinkat(dirfd, from, AtFlags::empty())
-                .map_err(|e| Error::new(Step::Rename, dir.join(from), e))
+            rustix::fs::unlinkat(from_fd, from, AtFlags::empty())
+                .map_err(|e| Error::new(Step::Rename, from_dir.join(from), e))
         }
         Err(e) => Err(Error::new(Step::Rename, &target, e)),
     }
@@ -438,6 +464,34 @@ mod tests {
         assert_eq!(e.step, Step::Rename, "{e}");
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert!(!d.path().join("a.tmp").exists(), "temporary removed");
+    }
+
+    #[test]
+    fn publish_into_moves_between_directories_and_refuses_a_planted_final_name() {
+        let d = tempfile::tempdir().unwrap();
+        let (tmp, new) = (d.path().join("tmp"), d.path().join("new"));
+        std::fs::create_dir(&tmp).unwrap();
+        std::fs::create_dir(&new).unwrap();
+        publish_into(&tmp, "m", &new, "m", &Options::default(), |f| {
+            f.write_all(b"mail")
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(new.join("m")).unwrap(), b"mail");
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, new.join("n")).unwrap();
+        let e = publish_into(&tmp, "n", &new, "n", &Options::default(), |f| {
+            f.write_all(b"evil")
+        })
+        .unwrap_err();
+        assert_eq!(e.step, Step::Rename, "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(
+            std::fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "temporary removed"
+        );
     }
 
     #[test]

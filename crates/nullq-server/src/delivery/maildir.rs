@@ -11,9 +11,9 @@
 //! the runner starts, removes such leftovers: files of ours whose writer is gone, and (the
 //! Maildir convention) any file in `tmp/` untouched for 36 hours.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::DirBuilder;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -232,25 +232,26 @@ fn write(dir: &Path, job: &Job) -> std::io::Result<String> {
         ensure_dirs(dir)?;
     }
     let name = unique_name();
-    let tmp = dir.join("tmp").join(&name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&envelope_head(&job.sender, &job.recipients, "Delivered-To"))?;
-        // Streamed from the spool file: only one chunk of the message is in memory.
-        job.message.copy_to(&mut file)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, dir.join("new").join(&name))?;
-        File::open(dir.join("new"))?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map(|()| name)
+    // tmp/ may be writable by others (a shared Maildir): nullq-fs never opens a planted name,
+    // sets the mode on the descriptor, fsyncs, checks close, renames without replacing into
+    // new/ and fsyncs new/.
+    let options = nullq_fs::Options {
+        mode: 0o600,
+        ..nullq_fs::Options::default()
+    };
+    nullq_fs::publish_into(
+        &dir.join("tmp"),
+        &name,
+        &dir.join("new"),
+        &name,
+        &options,
+        |file| {
+            file.write_all(&envelope_head(&job.sender, &job.recipients, "Delivered-To"))?;
+            // Streamed from the spool file: only one chunk of the message is in memory.
+            job.message.copy_to(file).map(|_| ())
+        },
+    )?;
+    Ok(name)
 }
 
 /// The envelope written as header fields above a message that is handed over as a file:
@@ -473,6 +474,32 @@ mod tests {
         assert!(!present(&ours_link), "our dead writer's link removed");
         assert!(!present(&dangling), "our own pid's dangling link removed");
         assert_eq!(std::fs::read(&outside).expect("target"), b"keep me");
+    }
+
+    #[test]
+    fn a_delivery_lands_whole_in_new_with_mode_0600_and_leaves_tmp_empty() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = Job {
+            id: "00061a8f3c2b7d10.00003039.00000007".parse().expect("id"),
+            sender: b"a@example.net".to_vec(),
+            recipients: vec![b"b@example.net".to_vec()],
+            message: super::super::Message::from_bytes(b"Subject: x\n\nbody\n".to_vec()),
+        };
+        let name = write(dir.path(), &job).expect("write");
+        let path = dir.path().join("new").join(&name);
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"Return-Path: <a@example.net>\nDelivered-To: b@example.net\nSubject: x\n\nbody\n"
+        );
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o600);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp"))
+                .expect("tmp")
+                .count(),
+            0
+        );
     }
 
     #[test]
