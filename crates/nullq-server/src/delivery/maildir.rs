@@ -139,12 +139,29 @@ pub fn clean_tmp(dir: &Path) {
 }
 
 fn clean_tmp_at(dir: &Path, now: SystemTime, host: &str, own_pid: u32) {
-    let tmp = dir.join("tmp");
-    let entries = match std::fs::read_dir(&tmp) {
+    remove_leftovers(&dir.join("tmp"), "maildir", |name, meta| {
+        Some(match leftover(name, meta, now, host, own_pid)? {
+            Leftover::WriterGone(pid) => format!("its writer (pid {pid}) is gone"),
+            Leftover::OwnPid => "left by an earlier process with our pid".to_owned(),
+            Leftover::Stale => "untouched for 36 hours".to_owned(),
+        })
+    });
+}
+
+/// Remove each entry of `dir` that `judge` calls a leftover (it is given the name and the
+/// entry's lstat, never what a symlink points to, and says why), logging each removal and
+/// each error under `target` (`maildir`, `cgp`). A missing `dir` is fine. Shared by the
+/// Maildir's `tmp/` clean and the CommuniGate Pro folder's stale `.tmp` clean.
+pub(super) fn remove_leftovers(
+    dir: &Path,
+    target: &str,
+    mut judge: impl FnMut(&std::ffi::OsStr, &std::fs::Metadata) -> Option<String>,
+) {
+    let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => {
-            tracing::warn!(target: "nullq::delivery", path = %tmp.display(), "maildir: cannot clean tmp/: {e}");
+            tracing::warn!(target: "nullq::delivery", path = %dir.display(), "{target}: cannot clean: {e}");
             return;
         }
     };
@@ -152,7 +169,7 @@ fn clean_tmp_at(dir: &Path, now: SystemTime, host: &str, own_pid: u32) {
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
-                tracing::warn!(target: "nullq::delivery", path = %tmp.display(), "maildir: cannot read tmp/: {e}");
+                tracing::warn!(target: "nullq::delivery", path = %dir.display(), "{target}: cannot read the directory: {e}");
                 continue;
             }
         };
@@ -160,31 +177,36 @@ fn clean_tmp_at(dir: &Path, now: SystemTime, host: &str, own_pid: u32) {
         // lstat: a symlink is looked at as itself, never at what it points to.
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(meta) => meta,
-            // Renamed into new/ or removed meanwhile.
+            // Renamed or removed meanwhile.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                tracing::warn!(target: "nullq::delivery", path = %path.display(), "maildir: cannot clean: {e}");
+                tracing::warn!(target: "nullq::delivery", path = %path.display(), "{target}: cannot clean: {e}");
                 continue;
             }
         };
-        let Some(why) = leftover(&entry.file_name(), &meta, now, host, own_pid) else {
+        let Some(why) = judge(&entry.file_name(), &meta) else {
             continue;
         };
         match std::fs::remove_file(&path) {
             Ok(()) => {
-                let why = match why {
-                    Leftover::WriterGone(pid) => format!("its writer (pid {pid}) is gone"),
-                    Leftover::OwnPid => "left by an earlier process with our pid".to_owned(),
-                    Leftover::Stale => "untouched for 36 hours".to_owned(),
-                };
-                tracing::info!(target: "nullq::delivery", path = %path.display(), "maildir: removed an interrupted delivery from tmp/: {why}");
+                tracing::info!(target: "nullq::delivery", path = %path.display(), "{target}: removed an interrupted delivery: {why}");
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                tracing::warn!(target: "nullq::delivery", path = %path.display(), "maildir: cannot remove a leftover from tmp/: {e}");
+                tracing::warn!(target: "nullq::delivery", path = %path.display(), "{target}: cannot remove a leftover: {e}");
             }
         }
     }
+}
+
+/// How long the entry `meta` describes has been untouched (neither read nor written) at
+/// `now`; `None` when the system keeps neither time.
+pub(super) fn idle(meta: &std::fs::Metadata, now: SystemTime) -> Option<Duration> {
+    let touched = [meta.accessed(), meta.modified()]
+        .into_iter()
+        .filter_map(Result::ok)
+        .max()?;
+    Some(now.duration_since(touched).unwrap_or_default())
 }
 
 /// Whether the `tmp/` entry `name` (lstat'ed as `meta`) is to be removed, and why.
@@ -210,12 +232,7 @@ fn leftover(
         };
     }
     // Untouched: the later of the last read and the last write.
-    let touched = [meta.accessed(), meta.modified()]
-        .into_iter()
-        .filter_map(Result::ok)
-        .max()?;
-    let idle = now.duration_since(touched).unwrap_or_default();
-    (idle >= STALE_AFTER).then_some(Leftover::Stale)
+    (idle(meta, now)? >= STALE_AFTER).then_some(Leftover::Stale)
 }
 
 fn ensure_dirs(dir: &Path) -> std::io::Result<()> {
