@@ -483,7 +483,12 @@ pub fn handle_bad_files(
             };
             let (done, what) = match what {
                 Ok(what) => (matches!(on_bad, OnBad::Bounce), what),
-                Err(e) => (false, format!("kept: {e}")),
+                Err(BadError::Later(e)) => {
+                    // Not seen: the next scan tries again.
+                    tracing::error!(target: "nullq::delivery", id = %id, "cgp: {}: {e}", path.display());
+                    continue;
+                }
+                Err(BadError::Kept(e)) => (false, format!("kept: {e}")),
             };
             tracing::error!(
                 target: "nullq::delivery",
@@ -517,20 +522,42 @@ pub struct Bouncer<'a> {
     pub postmaster: Option<&'a [u8]>,
 }
 
+/// Why a `.bad` file was not bounced.
+enum BadError {
+    /// For good: it is kept, and logged once.
+    Kept(String),
+    /// For now (the bounce could not be queued): the next scan tries again.
+    Later(String),
+}
+
+impl From<String> for BadError {
+    fn from(e: String) -> BadError {
+        BadError::Kept(e)
+    }
+}
+
+impl From<&str> for BadError {
+    fn from(e: &str) -> BadError {
+        BadError::Kept(e.to_owned())
+    }
+}
+
 /// Bounce the submission in the `.bad` file `path`: its text for the log and the new queue id.
 fn bounce_bad(
     path: &Path,
     id: QueueId,
     bouncer: &Bouncer<'_>,
-) -> Result<(String, Option<QueueId>), String> {
+) -> Result<(String, Option<QueueId>), BadError> {
     let mut file = nullq_fs::open_planted(path, Some(euid()))
         .map_err(|e| format!("not bounced, the file is {e}"))?;
-    let meta = file.metadata().map_err(|e| e.to_string())?;
+    let meta = file
+        .metadata()
+        .map_err(|e| BadError::Later(e.to_string()))?;
     let mut start = Vec::new();
     (&mut file)
         .take((HEAD_MAX + bounce::ORIGINAL_HEADER_MAX) as u64)
         .read_to_end(&mut start)
-        .map_err(|e| format!("cannot read it: {e}"))?;
+        .map_err(|e| BadError::Later(format!("cannot read it: {e}")))?;
     let bad = parse_bad(&start).ok_or("not bounced: no Return-Path or envelope field to read")?;
     if bad.sender.is_empty() {
         return Err("from the null sender: not bounced".into());
@@ -577,7 +604,7 @@ fn bounce_bad(
         bouncer.postmaster,
         SystemTime::now(),
     )
-    .map_err(|e| format!("cannot queue the bounce, will try again: {e}"))?;
+    .map_err(|e| BadError::Later(format!("cannot queue the bounce, will try again: {e}")))?;
     let new = match &outcome {
         bounce::Queued::Bounce(id) | bounce::Queued::DoubleBounce(id) => Some(*id),
         bounce::Queued::Dropped => None,
