@@ -273,7 +273,8 @@ fn write(dir: &Path, job: &Job) -> std::io::Result<String> {
 
 /// The envelope written as header fields above a message that is handed over as a file:
 /// `Return-Path: <sender>`, then `FIELD: recipient` for each recipient (`Delivered-To` for a
-/// Maildir, `Envelope-To` for CommuniGate Pro's Submitted folder).
+/// Maildir), the addresses as they are, as qmail-local writes them. CommuniGate Pro's
+/// Submitted folder needs them quoted and its header checked: see `cgp.rs`.
 pub fn envelope_head(sender: &[u8], recipients: &[Vec<u8>], field: &str) -> Vec<u8> {
     let mut head = Vec::with_capacity(64 + recipients.len() * 40);
     head.extend_from_slice(b"Return-Path: <");
