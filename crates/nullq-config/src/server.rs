@@ -513,6 +513,22 @@ pub struct CgpConfig {
     /// Group of the `.sub` files (name or number), so CommuniGate Pro's user can read and
     /// remove them. Default: unset (the process's group).
     pub group: Option<String>,
+    /// What to do with an `ID.bad` file (a submission CommuniGate Pro could not process).
+    /// Default `"bounce"`.
+    pub on_bad: OnBad,
+}
+
+/// `[delivery.cgp] on_bad`: what becomes of a submission CommuniGate Pro renamed to `.bad`
+/// (by then it has left nullq's queue). Each is logged at ERROR and counted either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBad {
+    /// Bounce it to its sender (from the file's `Return-Path:` and `Envelope-To:` fields;
+    /// the null sender gets none), then rename the file to `ID.bad.done`.
+    #[default]
+    Bounce,
+    /// Leave the file for the operator (it is logged and listed by `nullq queue stats`).
+    Keep,
 }
 
 impl Default for CgpConfig {
@@ -520,6 +536,7 @@ impl Default for CgpConfig {
         CgpConfig {
             mode: "0640".to_owned(),
             group: None,
+            on_bad: OnBad::Bounce,
         }
     }
 }
@@ -1187,11 +1204,15 @@ mod tests {
         );
         assert_eq!(c.policy.clients[0].senders, ["*@example.net"]);
         assert_eq!(ServerConfig::from_toml_str(&c.to_toml_string()).unwrap(), c);
+        assert_eq!(c.delivery.cgp.on_bad, OnBad::Bounce);
+        let keep = ServerConfig::from_toml_str("[delivery.cgp]\non_bad = \"keep\"").unwrap();
+        assert_eq!(keep.delivery.cgp.on_bad, OnBad::Keep);
         for bad in [
             "[delivery]\ntarget = \"pipe:/bin/deliver to=%r\"",
             "[delivery]\ntarget = \"ftp://x\"",
             "[delivery]\ntarget = \"smtp://h:0\"",
             "[delivery]\ntarget = \"pipe:'unclosed\"",
+            "[delivery.cgp]\non_bad = \"ignore\"",
         ] {
             assert!(
                 matches!(

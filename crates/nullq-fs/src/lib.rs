@@ -486,6 +486,34 @@ mod tests {
     }
 
     #[test]
+    fn publish_to_moves_between_directories_and_refuses_a_planted_final_name() {
+        let d = tempfile::tempdir().unwrap();
+        let (tmp, new) = (d.path().join("tmp"), d.path().join("new"));
+        std::fs::create_dir(&tmp).unwrap();
+        std::fs::create_dir(&new).unwrap();
+        publish_to(&tmp, "m", &new, "m", &Options::default(), |f| {
+            f.write_all(b"mail")
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(new.join("m")).unwrap(), b"mail");
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, new.join("n")).unwrap();
+        let e = publish_to(&tmp, "n", &new, "n", &Options::default(), |f| {
+            f.write_all(b"evil")
+        })
+        .unwrap_err();
+        assert_eq!(e.step, Step::Rename, "{e}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(
+            std::fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "temporary removed"
+        );
+    }
+
+    #[test]
     fn a_stale_temporary_of_ours_is_replaced() {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("a.tmp"), b"half").unwrap();
@@ -506,28 +534,6 @@ mod tests {
         assert_eq!(e.step, Step::Write);
         assert!(e.to_string().contains("disk on fire"), "{e}");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn publish_to_moves_from_tmp_to_new() {
-        let d = tempfile::tempdir().unwrap();
-        let (tmp, new) = (d.path().join("tmp"), d.path().join("new"));
-        std::fs::create_dir(&tmp).unwrap();
-        std::fs::create_dir(&new).unwrap();
-        publish_to(&tmp, "id", &new, "id", &Options::default(), |f| {
-            f.write_all(b"message")
-        })
-        .unwrap();
-        assert_eq!(std::fs::read(new.join("id")).unwrap(), b"message");
-        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
-        // The final name is never replaced, and the temporary does not stay behind.
-        let e = publish_to(&tmp, "id", &new, "id", &Options::default(), |f| {
-            f.write_all(b"other")
-        })
-        .unwrap_err();
-        assert_eq!(e.step, Step::Rename, "{e}");
-        assert_eq!(std::fs::read(new.join("id")).unwrap(), b"message");
-        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     }
 
     #[test]

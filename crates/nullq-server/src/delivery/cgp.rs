@@ -4,25 +4,42 @@
 //! renamed to `ID.sub`, and the folder fsynced. The rename is the delivery: CommuniGate Pro never
 //! sees a half-written `.sub`.
 //!
+//! The folder is a trust boundary twice over (docs/delivery.md, "CommuniGate Pro"):
+//! - other members of its group can write it, so every name we create or look at there may
+//!   have been planted: the file is written by [`nullq_fs::publish`] (`O_CREAT|O_EXCL|
+//!   O_NOFOLLOW`, mode and group set on the descriptor, no-replace rename), and an existing
+//!   `ID.sub` is looked at without following it;
+//! - CommuniGate Pro trusts the envelope fields it finds anywhere in the header, so the
+//!   message's own `Envelope-To:`, `Envelope-Ignore:` and `Return-Path:` fields are renamed
+//!   to `X-Original-...` before ours are written ([`neutralize`]), and the envelope addresses
+//!   are written in RFC 5322 form, a local part that is no dot-atom quoted ([`header_address`]).
+//!   A header longer than [`super::HEAD_MAX`] cannot be checked in memory: such a message is
+//!   refused for good (a bounce), never submitted unchecked.
+//!
 //! If a `.sub` of ours is already there (an attempt that crashed after the rename but before
 //! its result was recorded), the message was submitted: that counts as delivered, and no second
-//! copy is written. CommuniGate Pro renames a file it cannot process to `.bad`; the runner scans
-//! for those ([`report_bad_files`]), logs each once and counts it in `nullq queue stats`.
+//! copy is written. "Ours" means a regular file, not a symlink, owned by our user with one link;
+//! anything else under that name is an error (temporary, logged).
+//!
+//! CommuniGate Pro renames a file it cannot process to `.bad`; the runner scans for those
+//! ([`handle_bad_files`]): each is logged at ERROR and counted in `nullq queue stats`, and, as
+//! `[delivery.cgp] on_bad` says, bounced to its sender and renamed to `ID.bad.done`, or kept.
+//! [`clean_stale_tmp`] removes the `ID.tmp` files a killed writer of ours left.
 
 use std::collections::HashSet;
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use nullq_config::server::CgpConfig;
-use nullq_spool::QueueId;
+use nullq_config::server::{CgpConfig, OnBad};
+use nullq_spool::{DeliveryState, Envelope, QueueId, QueuedMessage, Spool};
 
-use super::maildir::envelope_head;
+use super::lock::MessageLock;
+use super::maildir::{idle, remove_leftovers, smtp_sender};
 use super::stats::Stats;
-use super::{Answer, Job};
+use super::{bounce, Answer, Job, HEAD_MAX};
 
 /// A Submitted folder target.
 #[derive(Debug)]
@@ -30,6 +47,7 @@ pub struct Cgp {
     dir: PathBuf,
     mode: u32,
     gid: Option<libc::gid_t>,
+    on_bad: OnBad,
 }
 
 impl Cgp {
@@ -55,7 +73,12 @@ impl Cgp {
                 }
             }),
         };
-        Ok(Cgp { dir, mode, gid })
+        Ok(Cgp {
+            dir,
+            mode,
+            gid,
+            on_bad: config.on_bad,
+        })
     }
 
     /// The folder.
@@ -63,66 +86,377 @@ impl Cgp {
         &self.dir
     }
 
+    /// What becomes of the `.bad` files in the folder.
+    pub fn on_bad(&self) -> OnBad {
+        self.on_bad
+    }
+
     /// Submit one file for all of `job`'s recipients.
     pub async fn deliver(&self, job: &Job) -> Vec<Answer> {
-        let (dir, mode, gid) = (self.dir.clone(), self.mode, self.gid);
-        let job2 = job.clone();
-        let answer = match tokio::task::spawn_blocking(move || submit(&dir, mode, gid, &job2)).await
-        {
-            Ok(Ok(text)) => Answer::delivered(text),
-            Ok(Err(e)) => Answer::retry(format!("cgp {}: {e}", self.dir.display())),
-            Err(e) => Answer::retry(format!("internal error: {e}")),
+        let options = nullq_fs::Options {
+            mode: self.mode,
+            // Group only: the owner stays our own user.
+            owner: self.gid.map(|gid| (euid(), gid)),
+            replace: false,
         };
-        vec![answer; job.recipients.len()]
+        let dir = self.dir.clone();
+        let job2 = job.clone();
+        match tokio::task::spawn_blocking(move || submit(&dir, &options, &job2)).await {
+            Ok(answers) => answers,
+            Err(e) => vec![Answer::retry(format!("internal error: {e}")); job.recipients.len()],
+        }
     }
 }
 
-/// An envelope address must not break the header line it goes on.
-fn header_safe(addr: &[u8]) -> bool {
-    !addr.iter().any(|&b| b == b'\n' || b == b'\r' || b == 0)
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
-fn submit(dir: &Path, mode: u32, gid: Option<libc::gid_t>, job: &Job) -> std::io::Result<String> {
-    let sub = dir.join(format!("{}.sub", job.id));
-    if sub.exists() {
-        return Ok(format!("cgp: {} already submitted", sub.display()));
+/// The fields CommuniGate Pro takes the envelope from, wherever they stand in the header, and
+/// the names a message's own copies are renamed to.
+const ENVELOPE_FIELDS: [(&str, &str); 3] = [
+    ("return-path", "X-Original-Return-Path"),
+    ("envelope-to", "X-Original-Envelope-To"),
+    ("envelope-ignore", "X-Original-Envelope-Ignore"),
+];
+
+/// `header` (a message's whole header, LF or CRLF lines) with its own envelope fields renamed
+/// to `X-Original-...` (any case, with or without space before the colon; their continuation
+/// lines follow them unchanged), so that the only `Return-Path:`/`Envelope-To:`/
+/// `Envelope-Ignore:` CommuniGate Pro sees are the ones nullq writes above it. A line start
+/// after a lone CR counts too (a reader that takes CR for a line end must not find a field
+/// there). A header that starts with continuation lines (which would continue our last field)
+/// gets an `X-Nullq-Folded:` field for them to belong to. The result always ends with an
+/// empty line, so what follows is the body for every reader (a header that ended without one,
+/// before a line that is no field, gets one).
+pub fn neutralize(header: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header.len() + 64);
+    if matches!(header.first(), Some(b' ' | b'\t')) {
+        out.extend_from_slice(b"X-Nullq-Folded:\n");
     }
-    if !header_safe(&job.sender) || !job.recipients.iter().all(|r| header_safe(r)) {
-        return Err(std::io::Error::other("line break in an envelope address"));
-    }
-    let tmp = dir.join(format!("{}.tmp", job.id));
-    let result = (|| {
-        // A .tmp left by a crash is ours and incomplete: start it over.
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        if let Some(gid) = gid {
-            // SAFETY: fchown on a descriptor we own; uid -1 leaves the owner unchanged.
-            if unsafe { libc::fchown(file.as_raw_fd(), u32::MAX, gid) } != 0 {
-                return Err(std::io::Error::last_os_error());
+    let mut ended = false;
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        ended = line == b"\n" || line == b"\r\n";
+        let mut start = 0;
+        for at in 0..=line.len() {
+            let line_start = at == 0 || (line[at - 1] == b'\r' && line.get(at) != Some(&b'\n'));
+            if !line_start {
+                continue;
+            }
+            if let Some((name_len, new)) = envelope_field_at(&line[at..]) {
+                out.extend_from_slice(&line[start..at]);
+                out.extend_from_slice(new.as_bytes());
+                start = at + name_len;
             }
         }
-        file.write_all(&envelope_head(&job.sender, &job.recipients, "Envelope-To"))?;
-        // Streamed from the spool file: only one chunk of the message is in memory.
-        job.message.copy_to(&mut file)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, &sub)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        out.extend_from_slice(&line[start..]);
     }
-    result.map(|()| format!("cgp: submitted {}", sub.display()))
+    if !ended {
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+    }
+    out
 }
 
-/// Log (once per process) and count each `ID.bad` in `dirs` whose ID is a queue id of ours.
-pub fn report_bad_files(dirs: &[PathBuf], seen: &mut HashSet<PathBuf>, stats: &Stats) {
-    for dir in dirs {
+/// If `text` starts with one of [`ENVELOPE_FIELDS`] (any case) followed by optional blanks and
+/// a colon: the name's length and its new name.
+fn envelope_field_at(text: &[u8]) -> Option<(usize, &'static str)> {
+    ENVELOPE_FIELDS.iter().find_map(|&(name, new)| {
+        let head = text.get(..name.len())?;
+        if !head.eq_ignore_ascii_case(name.as_bytes()) {
+            return None;
+        }
+        let rest = &text[name.len()..];
+        let colon = rest.iter().position(|&b| b != b' ' && b != b'\t')?;
+        (rest[colon] == b':').then_some((name.len(), new))
+    })
+}
+
+/// An envelope address as an RFC 5322 header address: the local part (before the last `@`)
+/// as it is when it is a dot-atom, else a quoted string with `"` and `\` escaped; the domain
+/// must be a dot-atom or a domain literal. An address with CR, LF or NUL, or whose domain is
+/// neither, cannot be written without breaking the header or changing its meaning: an error.
+pub fn header_address(addr: &[u8]) -> Result<Vec<u8>, String> {
+    if addr.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Err("a line break or NUL in the address".into());
+    }
+    let (local, domain) = match addr.iter().rposition(|&b| b == b'@') {
+        Some(at) => (&addr[..at], Some(&addr[at + 1..])),
+        None => (addr, None),
+    };
+    if let Some(domain) = domain {
+        let atom = |label: &[u8]| {
+            !label.is_empty()
+                && label
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b >= 0x80)
+        };
+        let literal = domain.len() >= 2
+            && domain.starts_with(b"[")
+            && domain.ends_with(b"]")
+            && domain[1..domain.len() - 1]
+                .iter()
+                .all(|&b| b.is_ascii_graphic() && !matches!(b, b'[' | b']' | b'\\'));
+        if !literal && !domain.split(|&b| b == b'.').all(atom) {
+            return Err(format!(
+                "the domain {:?} is neither a domain name nor an address literal",
+                String::from_utf8_lossy(domain)
+            ));
+        }
+    }
+    let mut out = nullq_mail::quote::quote(local);
+    if let Some(domain) = domain {
+        out.push(b'@');
+        out.extend_from_slice(domain);
+    }
+    Ok(out)
+}
+
+/// The reverse of [`header_address`] for one address as nullq writes it (`"a b"@example.net`
+/// → `a b@example.net`); `None` if it is not in that form.
+pub fn parse_header_address(text: &[u8]) -> Option<Vec<u8>> {
+    let text = text.trim_ascii();
+    let Some(quoted) = text.strip_prefix(b"\"") else {
+        return Some(text.to_vec());
+    };
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = quoted.iter();
+    loop {
+        match bytes.next()? {
+            b'\\' => out.push(*bytes.next()?),
+            b'"' => break,
+            &b => out.push(b),
+        }
+    }
+    let rest = bytes.as_slice();
+    if !rest.is_empty() && !rest.starts_with(b"@") {
+        return None;
+    }
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
+/// Submit `job` into `dir`: one answer per recipient, in order.
+fn submit(dir: &Path, options: &nullq_fs::Options, job: &Job) -> Vec<Answer> {
+    let n = job.recipients.len();
+    // The null sender and the double bounce marker are `<>`.
+    let sender = match smtp_sender(&job.sender) {
+        b"" => Ok(Vec::new()),
+        s => header_address(s),
+    };
+    let sender = match sender {
+        Ok(s) => s,
+        Err(e) => {
+            return vec![Answer::bounce(format!("cgp: the sender cannot be written: {e}")); n]
+        }
+    };
+    let mut answers: Vec<Option<Answer>> = vec![None; n];
+    let mut head = Vec::with_capacity(64 + n * 40);
+    head.extend_from_slice(b"Return-Path: <");
+    head.extend_from_slice(&sender);
+    head.extend_from_slice(b">\n");
+    let mut any = false;
+    for (r, answer) in job.recipients.iter().zip(answers.iter_mut()) {
+        match header_address(r) {
+            Ok(addr) => {
+                head.extend_from_slice(b"Envelope-To: ");
+                head.extend_from_slice(&addr);
+                head.push(b'\n');
+                any = true;
+            }
+            Err(e) => {
+                *answer = Some(Answer::bounce(format!(
+                    "cgp: the recipient cannot be written: {e}"
+                )))
+            }
+        }
+    }
+    let outcome = if !any {
+        None
+    } else {
+        Some(match job.message.header() {
+            None => Answer::bounce(format!(
+                "cgp: the message's header is longer than {HEAD_MAX} bytes; CommuniGate Pro \
+                 would take envelope fields from all of it, so it is not submitted unchecked"
+            )),
+            Some(header) => {
+                head.extend_from_slice(&neutralize(header));
+                match job.message.with_header(head) {
+                    Some(message) => write_sub(dir, options, job.id, &message),
+                    None => Answer::retry("internal error: the header went away"),
+                }
+            }
+        })
+    };
+    answers
+        .into_iter()
+        .map(|a| {
+            a.or_else(|| outcome.clone())
+                .unwrap_or_else(|| Answer::retry("internal error: no answer"))
+        })
+        .collect()
+}
+
+/// Whether `ID.sub` is already there as ours (`Ok(true)`), absent (`Ok(false)`), or held by
+/// something else (`Err`, with what it is).
+fn our_sub(sub: &Path) -> Result<bool, String> {
+    match std::fs::symlink_metadata(sub) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.to_string()),
+        Ok(meta) if meta.file_type().is_file() && meta.uid() == euid() && meta.nlink() == 1 => {
+            Ok(true)
+        }
+        Ok(meta) => Err(format!(
+            "{} owned by uid {} with {} link(s), not a submission of ours",
+            if meta.file_type().is_symlink() {
+                "a symlink"
+            } else if meta.file_type().is_file() {
+                "a regular file"
+            } else {
+                "a special file"
+            },
+            meta.uid(),
+            meta.nlink()
+        )),
+    }
+}
+
+fn write_sub(
+    dir: &Path,
+    options: &nullq_fs::Options,
+    id: QueueId,
+    message: &super::Message,
+) -> Answer {
+    let sub = dir.join(format!("{id}.sub"));
+    match our_sub(&sub) {
+        Ok(true) => return Answer::delivered(format!("cgp: {} already submitted", sub.display())),
+        Ok(false) => {}
+        Err(what) => {
+            tracing::error!(target: "nullq::delivery", id = %id, path = %sub.display(), "cgp: {what} is in the way; not followed, the message stays queued");
+            return Answer::retry(format!("cgp {}: {what} is in the way", sub.display()));
+        }
+    }
+    let result = nullq_fs::publish(
+        dir,
+        &format!("{id}.tmp"),
+        &format!("{id}.sub"),
+        options,
+        |file| message.copy_to(file).map(|_| ()),
+    );
+    match result {
+        Ok(()) => Answer::delivered(format!("cgp: submitted {}", sub.display())),
+        Err(e) => {
+            let planted = e.step == nullq_fs::Step::Planted
+                || (e.step == nullq_fs::Step::Rename
+                    && e.kind() == std::io::ErrorKind::AlreadyExists);
+            if planted {
+                tracing::error!(target: "nullq::delivery", id = %id, "cgp: a planted name in the Submitted folder: {e}; not followed, the message stays queued");
+            }
+            Answer::retry(format!("cgp {}: {e}", dir.display()))
+        }
+    }
+}
+
+/// A `.tmp` of ours untouched this long is a leftover even when its message is not in our
+/// spool (another spool's runner may write into the same folder; its writes touch the file).
+const STALE_TMP_AFTER: Duration = Duration::from_secs(3600);
+
+/// Remove the `ID.tmp` files a killed writer of ours left in `dir`: regular files owned by us
+/// whose name is a queue id and `.tmp`, and either untouched for an hour, or whose message is
+/// in the spool at `spool_root` and not being delivered (we hold its lock while removing).
+/// Anything else (symlinks, others' files, other names) is left alone. Blocking; run when the
+/// runner starts.
+pub fn clean_stale_tmp(dir: &Path, spool_root: &Path) {
+    let now = SystemTime::now();
+    let me = euid();
+    remove_leftovers(dir, "cgp", |name, meta| {
+        let id: QueueId = name.to_str()?.strip_suffix(".tmp")?.parse().ok()?;
+        if !meta.file_type().is_file() || meta.uid() != me {
+            return None;
+        }
+        if idle(meta, now).is_some_and(|d| d >= STALE_TMP_AFTER) {
+            return Some("a temporary of ours untouched for an hour".into());
+        }
+        // The lock is free: no delivery of the message runs (a runner holds it while it
+        // writes), and ours has not started delivering yet.
+        match MessageLock::try_lock(spool_root, &id) {
+            Ok(_lock) => Some("its message is queued and no delivery of it is running".into()),
+            Err(_) => None,
+        }
+    });
+}
+
+/// What a `.bad` file says of the submission: the envelope nullq wrote above the message.
+#[derive(Debug, PartialEq, Eq)]
+struct BadEnvelope {
+    sender: Vec<u8>,
+    recipients: Vec<Vec<u8>>,
+    /// The message's own header, without our envelope fields (for the bounce's copy).
+    header: Vec<u8>,
+}
+
+/// Parse the envelope back from the start of a `.bad` file: the `Return-Path:` and
+/// `Envelope-To:` fields of its header (any case, unfolded), which after [`neutralize`] are
+/// all ours. `None` without a `Return-Path:`.
+fn parse_bad(start: &[u8]) -> Option<BadEnvelope> {
+    let mut sender = None;
+    let mut recipients = Vec::new();
+    let mut header = Vec::new();
+    // Whole fields: a start line and its continuation lines.
+    let mut fields: Vec<Vec<u8>> = Vec::new();
+    for line in start.split_inclusive(|&b| b == b'\n') {
+        if line == b"\n" || line == b"\r\n" {
+            break;
+        }
+        match fields.last_mut() {
+            Some(f) if matches!(line.first(), Some(b' ' | b'\t')) => f.extend_from_slice(line),
+            _ => fields.push(line.to_vec()),
+        }
+    }
+    for field in fields {
+        let Some(colon) = field.iter().position(|&b| b == b':') else {
+            header.extend_from_slice(&field);
+            continue;
+        };
+        let name = field[..colon].trim_ascii();
+        let value: Vec<u8> = field[colon + 1..]
+            .iter()
+            .copied()
+            .filter(|&b| b != b'\n' && b != b'\r')
+            .collect();
+        if name.eq_ignore_ascii_case(b"return-path") {
+            let v = value.trim_ascii();
+            let inner = v.strip_prefix(b"<").and_then(|v| v.strip_suffix(b">"))?;
+            sender = Some(parse_header_address(inner)?);
+        } else if name.eq_ignore_ascii_case(b"envelope-to") {
+            recipients.push(parse_header_address(&value)?);
+        } else {
+            header.extend_from_slice(&field);
+        }
+    }
+    Some(BadEnvelope {
+        sender: sender?,
+        recipients,
+        header,
+    })
+}
+
+/// Log at ERROR (once per process) and count each `ID.bad` in the `folders` whose ID is a
+/// queue id; with [`OnBad::Bounce`], bounce it to its sender through the spool (the null
+/// sender gets none: such a file is kept) and rename it to `ID.bad.done`, so it is handled
+/// once. Only a regular file owned by us (one we wrote, renamed by CommuniGate Pro) is
+/// bounced; anything else is logged and left. Returns the ids of the bounces queued.
+pub fn handle_bad_files(
+    folders: &[(PathBuf, OnBad)],
+    seen: &mut HashSet<PathBuf>,
+    stats: &Stats,
+    bouncer: &Bouncer<'_>,
+) -> Vec<QueueId> {
+    let mut queued = Vec::new();
+    for (dir, on_bad) in folders {
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
@@ -131,23 +465,362 @@ pub fn report_bad_files(dirs: &[PathBuf], seen: &mut HashSet<PathBuf>, stats: &S
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            let Some(stem) = name.strip_suffix(".bad") else {
+            let Some(id) = name
+                .strip_suffix(".bad")
+                .and_then(|s| s.parse::<QueueId>().ok())
+            else {
                 continue;
             };
-            if stem.parse::<QueueId>().is_err() || seen.contains(&path) {
+            if seen.contains(&path) {
                 continue;
             }
+            let what = match on_bad {
+                OnBad::Keep => Ok("kept for the operator".to_owned()),
+                OnBad::Bounce => bounce_bad(&path, id, bouncer).map(|(text, new)| {
+                    queued.extend(new);
+                    text
+                }),
+            };
+            let (done, what) = match what {
+                Ok(what) => (matches!(on_bad, OnBad::Bounce), what),
+                Err(BadError::Later(e)) => {
+                    // Not seen: the next scan tries again.
+                    tracing::error!(target: "nullq::delivery", id = %id, "cgp: {}: {e}", path.display());
+                    continue;
+                }
+                Err(BadError::Kept(e)) => (false, format!("kept: {e}")),
+            };
             tracing::error!(
                 target: "nullq::delivery",
-                id = stem,
+                id = %id,
                 backend = "cgp",
                 result = "failed",
-                "CommuniGate Pro could not process {}: see its log (the message left our queue when it was submitted)",
+                "CommuniGate Pro could not process {} (see its log; the message left our queue when it was submitted): {what}",
                 path.display()
             );
             let shown = path.display().to_string();
             stats.update(|s| s.cgp_bad_files.push(shown));
+            if done {
+                let to = dir.join(format!("{name}.done"));
+                if let Err(e) = std::fs::rename(&path, &to) {
+                    tracing::error!(target: "nullq::delivery", id = %id, "cgp: cannot rename {} to {}: {e}", path.display(), to.display());
+                }
+            }
             seen.insert(path);
         }
+    }
+    queued
+}
+
+/// What a bounce of a `.bad` file needs from the runner.
+pub struct Bouncer<'a> {
+    /// The spool the bounce is queued in.
+    pub spool: &'a Spool,
+    /// Our name, in the report.
+    pub local_name: &'a str,
+    /// Where double bounces go (`None`: dropped).
+    pub postmaster: Option<&'a [u8]>,
+}
+
+/// Why a `.bad` file was not bounced.
+enum BadError {
+    /// For good: it is kept, and logged once.
+    Kept(String),
+    /// For now (the bounce could not be queued): the next scan tries again.
+    Later(String),
+}
+
+impl From<String> for BadError {
+    fn from(e: String) -> BadError {
+        BadError::Kept(e)
+    }
+}
+
+impl From<&str> for BadError {
+    fn from(e: &str) -> BadError {
+        BadError::Kept(e.to_owned())
+    }
+}
+
+/// Bounce the submission in the `.bad` file `path`: its text for the log and the new queue id.
+fn bounce_bad(
+    path: &Path,
+    id: QueueId,
+    bouncer: &Bouncer<'_>,
+) -> Result<(String, Option<QueueId>), BadError> {
+    let mut file = nullq_fs::open_planted(path, Some(euid()))
+        .map_err(|e| format!("not bounced, the file is {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| BadError::Later(e.to_string()))?;
+    let mut start = Vec::new();
+    (&mut file)
+        .take((HEAD_MAX + bounce::ORIGINAL_HEADER_MAX) as u64)
+        .read_to_end(&mut start)
+        .map_err(|e| BadError::Later(format!("cannot read it: {e}")))?;
+    let bad = parse_bad(&start).ok_or("not bounced: no Return-Path or envelope field to read")?;
+    if bad.sender.is_empty() {
+        return Err("from the null sender: not bounced".into());
+    }
+    if bad.recipients.is_empty() {
+        return Err("not bounced: no Envelope-To field".into());
+    }
+    let n = bad.recipients.len();
+    let original = QueuedMessage {
+        id,
+        envelope: Envelope {
+            arrival: meta.modified().unwrap_or_else(|_| SystemTime::now()),
+            client_addr: "local".into(),
+            client_host: "nullq-delivery".into(),
+            sender: bad.sender,
+            recipients: bad.recipients.clone(),
+        },
+        message_len: meta.len(),
+        state: DeliveryState::all_pending(n),
+    };
+    let text = format!(
+        "cgp: CommuniGate Pro could not process the submission ({}); see its System Log",
+        path.display()
+    );
+    let failures: Vec<bounce::Failure> = bad
+        .recipients
+        .into_iter()
+        .enumerate()
+        .map(|(index, recipient)| bounce::Failure {
+            index,
+            recipient,
+            text: text.clone(),
+            expired: false,
+        })
+        .collect();
+    let mut header = bad.header;
+    header.push(b'\n');
+    let outcome = bounce::queue_bounce(
+        bouncer.spool,
+        bouncer.local_name,
+        &original,
+        &header,
+        &failures,
+        bouncer.postmaster,
+        SystemTime::now(),
+    )
+    .map_err(|e| BadError::Later(format!("cannot queue the bounce, will try again: {e}")))?;
+    let new = match &outcome {
+        bounce::Queued::Bounce(id) | bounce::Queued::DoubleBounce(id) => Some(*id),
+        bounce::Queued::Dropped => None,
+    };
+    Ok((format!("{outcome}"), new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Message;
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn job(sender: &[u8], rcpts: &[&[u8]], message: &[u8]) -> Job {
+        Job {
+            id: "00061a8f3c2b7d10.00003039.00000007".parse().expect("id"),
+            sender: sender.to_vec(),
+            recipients: rcpts.iter().map(|r| r.to_vec()).collect(),
+            message: Message::from_bytes(message.to_vec()),
+        }
+    }
+
+    fn opts() -> nullq_fs::Options {
+        nullq_fs::Options {
+            mode: 0o640,
+            ..nullq_fs::Options::default()
+        }
+    }
+
+    #[test]
+    fn the_messages_own_envelope_fields_are_renamed_in_the_header_only() {
+        let header = b"Received: by x\nEnvelope-To: victim@elsewhere.example\nenvelope-to:\n  other@elsewhere.example\nENVELOPE-IGNORE : a@b\nReturn-Path: <evil@x>\nSubject: Envelope-To: in a value\nX-Envelope-To: kept\n\n";
+        let got = neutralize(header);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "Received: by x\nX-Original-Envelope-To: victim@elsewhere.example\nX-Original-Envelope-To:\n  other@elsewhere.example\nX-Original-Envelope-Ignore : a@b\nX-Original-Return-Path: <evil@x>\nSubject: Envelope-To: in a value\nX-Envelope-To: kept\n\n"
+        );
+        // CRLF lines, a lone CR as a line end, leading continuation lines.
+        assert_eq!(
+            neutralize(b"Return-Path: <a>\r\nSubject: x\rEnvelope-To: e@x\r\n\r\n"),
+            b"X-Original-Return-Path: <a>\r\nSubject: x\rX-Original-Envelope-To: e@x\r\n\r\n"
+        );
+        assert_eq!(
+            neutralize(b" , evil@x\nA: b\n\n"),
+            b"X-Nullq-Folded:\n , evil@x\nA: b\n\n"
+        );
+        // A header that ended without an empty line gets one; an empty header is one.
+        assert_eq!(neutralize(b"A: b\n"), b"A: b\n\n");
+        assert_eq!(neutralize(b"A: b"), b"A: b\n\n");
+        assert_eq!(neutralize(b""), b"\n");
+        assert_eq!(neutralize(b"\n"), b"\n");
+    }
+
+    #[test]
+    fn addresses_are_written_in_rfc5322_form() {
+        let ok = |a: &[u8]| String::from_utf8(header_address(a).expect("ok")).expect("utf8");
+        assert_eq!(ok(b"jason@example.net"), "jason@example.net");
+        assert_eq!(ok(b"a b@example.net"), "\"a b\"@example.net");
+        assert_eq!(ok(b"a\"b\\c@example.net"), "\"a\\\"b\\\\c\"@example.net");
+        assert_eq!(ok(b"x@y, evil@example.net"), "\"x@y, evil\"@example.net");
+        assert_eq!(ok(b"postmaster"), "postmaster");
+        assert_eq!(ok(b"a..b@[10.0.0.1]"), "\"a..b\"@[10.0.0.1]");
+        assert_eq!(ok(b""), "\"\"");
+        for bad in [
+            &b"a@example.net,b"[..],
+            b"a@exa mple.net",
+            b"a@",
+            b"a@x..y",
+            b"a\n@x",
+            b"a\r@x",
+            b"a\0@x",
+        ] {
+            assert!(header_address(bad).is_err(), "{bad:?}");
+        }
+        for a in [&b"a b@example.net"[..], b"a\"b\\c@x", b"plain@x", b"\"\""] {
+            let written = header_address(a).expect("ok");
+            assert_eq!(parse_header_address(&written).as_deref(), Some(a));
+        }
+    }
+
+    #[test]
+    fn a_submission_carries_only_our_envelope_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let j = job(
+            b"a b@example.net",
+            &[b"x@example.net", b"y z@example.org", b"bad@exa mple"],
+            b"Envelope-To: victim@elsewhere.example\nSubject: s\n\nEnvelope-To: body@x\n",
+        );
+        let answers = submit(dir.path(), &opts(), &j);
+        assert_eq!(
+            answers.iter().map(|a| a.verdict).collect::<Vec<_>>(),
+            [
+                super::super::Verdict::Delivered,
+                super::super::Verdict::Delivered,
+                super::super::Verdict::Bounce
+            ]
+        );
+        let sub = dir.path().join(format!("{}.sub", j.id));
+        assert_eq!(
+            std::fs::read_to_string(&sub).expect("sub"),
+            "Return-Path: <\"a b\"@example.net>\nEnvelope-To: x@example.net\nEnvelope-To: \"y z\"@example.org\nX-Original-Envelope-To: victim@elsewhere.example\nSubject: s\n\nEnvelope-To: body@x\n"
+        );
+        let mode = std::fs::metadata(&sub).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o640);
+        // Again: already submitted, no second file.
+        let again = submit(dir.path(), &opts(), &j);
+        assert!(again[0].text.contains("already submitted"), "{again:?}");
+        // The double bounce marker and the null sender are written as <>.
+        let d = job(super::super::DOUBLE_BOUNCE_SENDER, &[b"pm@x"], b"A: b\n\n");
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        submit(dir2.path(), &opts(), &d);
+        let text = std::fs::read_to_string(dir2.path().join(format!("{}.sub", d.id))).expect("sub");
+        assert!(
+            text.starts_with("Return-Path: <>\nEnvelope-To: pm@x\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_header_too_long_to_check_is_bounced_not_submitted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut j = job(b"a@x", &[b"b@x"], b"");
+        j.message = super::super::Message::unchecked_for_test(b"Envelope-To: e@x\n\n".to_vec());
+        let answers = submit(dir.path(), &opts(), &j);
+        assert_eq!(answers[0].verdict, super::super::Verdict::Bounce);
+        assert!(answers[0].text.contains("longer than"), "{answers:?}");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    #[test]
+    fn planted_names_are_never_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("write");
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let folder = dir.path().join("Submitted");
+        std::fs::create_dir(&folder).expect("mkdir");
+        let j = job(b"a@x", &[b"b@x"], b"A: b\n\n");
+        for planted in ["tmp", "sub"] {
+            let link = folder.join(format!("{}.{planted}", j.id));
+            std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+            let answers = submit(&folder, &opts(), &j);
+            assert_eq!(
+                answers[0].verdict,
+                super::super::Verdict::Retry,
+                "{planted}"
+            );
+            assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
+            let mode = std::fs::metadata(&victim)
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, 0o600);
+            assert!(std::fs::symlink_metadata(&link)
+                .expect("link")
+                .file_type()
+                .is_symlink());
+            std::fs::remove_file(&link).expect("rm");
+        }
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir(&folder).expect("dir") {
+            entries.push(e.expect("entry").file_name());
+        }
+        assert!(entries.is_empty(), "{entries:?}");
+    }
+
+    #[test]
+    fn a_bad_file_gives_back_its_envelope() {
+        let file: &[u8] =
+            b"Return-Path: <\"a b\"@example.net>\nEnvelope-To: x@example.net\nenvelope-to:\n \"y z\"@example.org\nX-Original-Envelope-To: v@e\nSubject: s\n\nEnvelope-To: body@x\n";
+        let bad = parse_bad(file).expect("parsed");
+        assert_eq!(bad.sender, b"a b@example.net");
+        assert_eq!(
+            bad.recipients,
+            [b"x@example.net".to_vec(), b"y z@example.org".to_vec()]
+        );
+        assert_eq!(bad.header, b"X-Original-Envelope-To: v@e\nSubject: s\n");
+        assert!(parse_bad(b"Envelope-To: x@y\n\n").is_none());
+        assert_eq!(parse_bad(b"Return-Path: <>\n\n").expect("null").sender, b"");
+    }
+
+    #[test]
+    fn stale_temporaries_of_ours_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool_root = dir.path().join("spool");
+        std::fs::create_dir_all(spool_root.join("queue")).expect("mkdir");
+        let folder = dir.path().join("Submitted");
+        std::fs::create_dir(&folder).expect("mkdir");
+        let queued: QueueId = "00061a8f3c2b7d10.00003039.00000007".parse().expect("id");
+        let other: QueueId = "00061a8f3c2b7d10.00003039.00000008".parse().expect("id");
+        std::fs::write(spool_root.join("queue").join(queued.to_string()), b"x").expect("q");
+        let ours_queued = folder.join(format!("{queued}.tmp"));
+        std::fs::write(&ours_queued, b"half").expect("write");
+        // Not in our spool and fresh: perhaps another runner's, kept.
+        let fresh_other = folder.join(format!("{other}.tmp"));
+        std::fs::write(&fresh_other, b"half").expect("write");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("write");
+        let link = folder.join("00061a8f3c2b7d10.00003039.00000009.tmp");
+        std::os::unix::fs::symlink(&victim, &link).expect("symlink");
+        let foreign_name = folder.join("someone.tmp");
+        std::fs::write(&foreign_name, b"x").expect("write");
+        clean_stale_tmp(&folder, &spool_root);
+        assert!(
+            !ours_queued.exists(),
+            "our leftover of a queued message removed"
+        );
+        assert!(
+            fresh_other.exists(),
+            "a fresh temporary of another spool kept"
+        );
+        assert!(
+            std::fs::symlink_metadata(&link).is_ok(),
+            "symlink left alone"
+        );
+        assert!(foreign_name.exists());
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
     }
 }

@@ -11,9 +11,9 @@
 //! the runner starts, removes such leftovers: files of ours whose writer is gone, and (the
 //! Maildir convention) any file in `tmp/` untouched for 36 hours.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::DirBuilder;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -139,12 +139,29 @@ pub fn clean_tmp(dir: &Path) {
 }
 
 fn clean_tmp_at(dir: &Path, now: SystemTime, host: &str, own_pid: u32) {
-    let tmp = dir.join("tmp");
-    let entries = match std::fs::read_dir(&tmp) {
+    remove_leftovers(&dir.join("tmp"), "maildir", |name, meta| {
+        Some(match leftover(name, meta, now, host, own_pid)? {
+            Leftover::WriterGone(pid) => format!("its writer (pid {pid}) is gone"),
+            Leftover::OwnPid => "left by an earlier process with our pid".to_owned(),
+            Leftover::Stale => "untouched for 36 hours".to_owned(),
+        })
+    });
+}
+
+/// Remove each entry of `dir` that `judge` calls a leftover (it is given the name and the
+/// entry's lstat, never what a symlink points to, and says why), logging each removal and
+/// each error under `target` (`maildir`, `cgp`). A missing `dir` is fine. Shared by the
+/// Maildir's `tmp/` clean and the CommuniGate Pro folder's stale `.tmp` clean.
+pub(super) fn remove_leftovers(
+    dir: &Path,
+    target: &str,
+    mut judge: impl FnMut(&std::ffi::OsStr, &std::fs::Metadata) -> Option<String>,
+) {
+    let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => {
-            tracing::warn!(target: "nullq::delivery", path = %tmp.display(), "maildir: cannot clean tmp/: {e}");
+            tracing::warn!(target: "nullq::delivery", path = %dir.display(), "{target}: cannot clean: {e}");
             return;
         }
     };
@@ -152,7 +169,7 @@ fn clean_tmp_at(dir: &Path, now: SystemTime, host: &str, own_pid: u32) {
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
-                tracing::warn!(target: "nullq::delivery", path = %tmp.display(), "maildir: cannot read tmp/: {e}");
+                tracing::warn!(target: "nullq::delivery", path = %dir.display(), "{target}: cannot read the directory: {e}");
                 continue;
             }
         };
@@ -160,31 +177,36 @@ fn clean_tmp_at(dir: &Path, now: SystemTime, host: &str, own_pid: u32) {
         // lstat: a symlink is looked at as itself, never at what it points to.
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(meta) => meta,
-            // Renamed into new/ or removed meanwhile.
+            // Renamed or removed meanwhile.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                tracing::warn!(target: "nullq::delivery", path = %path.display(), "maildir: cannot clean: {e}");
+                tracing::warn!(target: "nullq::delivery", path = %path.display(), "{target}: cannot clean: {e}");
                 continue;
             }
         };
-        let Some(why) = leftover(&entry.file_name(), &meta, now, host, own_pid) else {
+        let Some(why) = judge(&entry.file_name(), &meta) else {
             continue;
         };
         match std::fs::remove_file(&path) {
             Ok(()) => {
-                let why = match why {
-                    Leftover::WriterGone(pid) => format!("its writer (pid {pid}) is gone"),
-                    Leftover::OwnPid => "left by an earlier process with our pid".to_owned(),
-                    Leftover::Stale => "untouched for 36 hours".to_owned(),
-                };
-                tracing::info!(target: "nullq::delivery", path = %path.display(), "maildir: removed an interrupted delivery from tmp/: {why}");
+                tracing::info!(target: "nullq::delivery", path = %path.display(), "{target}: removed an interrupted delivery: {why}");
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                tracing::warn!(target: "nullq::delivery", path = %path.display(), "maildir: cannot remove a leftover from tmp/: {e}");
+                tracing::warn!(target: "nullq::delivery", path = %path.display(), "{target}: cannot remove a leftover: {e}");
             }
         }
     }
+}
+
+/// How long the entry `meta` describes has been untouched (neither read nor written) at
+/// `now`; `None` when the system keeps neither time.
+pub(super) fn idle(meta: &std::fs::Metadata, now: SystemTime) -> Option<Duration> {
+    let touched = [meta.accessed(), meta.modified()]
+        .into_iter()
+        .filter_map(Result::ok)
+        .max()?;
+    Some(now.duration_since(touched).unwrap_or_default())
 }
 
 /// Whether the `tmp/` entry `name` (lstat'ed as `meta`) is to be removed, and why.
@@ -210,12 +232,7 @@ fn leftover(
         };
     }
     // Untouched: the later of the last read and the last write.
-    let touched = [meta.accessed(), meta.modified()]
-        .into_iter()
-        .filter_map(Result::ok)
-        .max()?;
-    let idle = now.duration_since(touched).unwrap_or_default();
-    (idle >= STALE_AFTER).then_some(Leftover::Stale)
+    (idle(meta, now)? >= STALE_AFTER).then_some(Leftover::Stale)
 }
 
 fn ensure_dirs(dir: &Path) -> std::io::Result<()> {
@@ -232,30 +249,32 @@ fn write(dir: &Path, job: &Job) -> std::io::Result<String> {
         ensure_dirs(dir)?;
     }
     let name = unique_name();
-    let tmp = dir.join("tmp").join(&name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(&envelope_head(&job.sender, &job.recipients, "Delivered-To"))?;
-        // Streamed from the spool file: only one chunk of the message is in memory.
-        job.message.copy_to(&mut file)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, dir.join("new").join(&name))?;
-        File::open(dir.join("new"))?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map(|()| name)
+    // tmp/ may be writable by others (a shared Maildir): nullq-fs never opens a planted name,
+    // sets the mode on the descriptor, fsyncs, checks close, renames without replacing into
+    // new/ and fsyncs new/.
+    let options = nullq_fs::Options {
+        mode: 0o600,
+        ..nullq_fs::Options::default()
+    };
+    nullq_fs::publish_to(
+        &dir.join("tmp"),
+        &name,
+        &dir.join("new"),
+        &name,
+        &options,
+        |file| {
+            file.write_all(&envelope_head(&job.sender, &job.recipients, "Delivered-To"))?;
+            // Streamed from the spool file: only one chunk of the message is in memory.
+            job.message.copy_to(file).map(|_| ())
+        },
+    )?;
+    Ok(name)
 }
 
 /// The envelope written as header fields above a message that is handed over as a file:
 /// `Return-Path: <sender>`, then `FIELD: recipient` for each recipient (`Delivered-To` for a
-/// Maildir, `Envelope-To` for CommuniGate Pro's Submitted folder).
+/// Maildir), the addresses as they are, as qmail-local writes them. CommuniGate Pro's
+/// Submitted folder needs them quoted and its header checked: see `cgp.rs`.
 pub fn envelope_head(sender: &[u8], recipients: &[Vec<u8>], field: &str) -> Vec<u8> {
     let mut head = Vec::with_capacity(64 + recipients.len() * 40);
     head.extend_from_slice(b"Return-Path: <");
@@ -473,6 +492,32 @@ mod tests {
         assert!(!present(&ours_link), "our dead writer's link removed");
         assert!(!present(&dangling), "our own pid's dangling link removed");
         assert_eq!(std::fs::read(&outside).expect("target"), b"keep me");
+    }
+
+    #[test]
+    fn a_delivery_lands_whole_in_new_with_mode_0600_and_leaves_tmp_empty() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let job = Job {
+            id: "00061a8f3c2b7d10.00003039.00000007".parse().expect("id"),
+            sender: b"a@example.net".to_vec(),
+            recipients: vec![b"b@example.net".to_vec()],
+            message: super::super::Message::from_bytes(b"Subject: x\n\nbody\n".to_vec()),
+        };
+        let name = write(dir.path(), &job).expect("write");
+        let path = dir.path().join("new").join(&name);
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"Return-Path: <a@example.net>\nDelivered-To: b@example.net\nSubject: x\n\nbody\n"
+        );
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o7777, 0o600);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp"))
+                .expect("tmp")
+                .count(),
+            0
+        );
     }
 
     #[test]

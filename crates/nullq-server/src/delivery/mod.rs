@@ -87,6 +87,10 @@ pub const CHUNK: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Message {
     head: Arc<Vec<u8>>,
+    /// `head[..n]` is the message's whole header (up to and with the empty line that ends
+    /// it, if any); `None` when the header did not end within [`HEAD_MAX`] bytes, so part of
+    /// it is in the body.
+    header_len: Option<usize>,
     body: Body,
 }
 
@@ -107,15 +111,26 @@ enum Body {
 impl Message {
     /// A message held in memory whole (tests, and callers that built it themselves).
     pub fn from_bytes(bytes: Vec<u8>) -> Message {
+        let header_len = header_end(&bytes, &mut 0, true);
         Message {
             head: Arc::new(bytes),
+            header_len,
             body: Body::Empty,
         }
     }
 
     /// `head` followed by the message `id`'s bytes from `offset` on, read from `spool`.
-    fn spooled(head: Vec<u8>, spool: Spool, id: QueueId, offset: u64, message_len: u64) -> Self {
+    /// `complete`: `head` is the whole header.
+    fn spooled(
+        head: Vec<u8>,
+        complete: bool,
+        spool: Spool,
+        id: QueueId,
+        offset: u64,
+        message_len: u64,
+    ) -> Self {
         Message {
+            header_len: complete.then_some(head.len()),
             head: Arc::new(head),
             body: Body::Spool {
                 spool,
@@ -124,6 +139,36 @@ impl Message {
                 len: message_len.saturating_sub(offset),
             },
         }
+    }
+
+    /// A message whose header is not known to be whole (as one longer than [`HEAD_MAX`]).
+    #[cfg(test)]
+    pub(crate) fn unchecked_for_test(bytes: Vec<u8>) -> Message {
+        Message {
+            head: Arc::new(bytes),
+            header_len: None,
+            body: Body::Empty,
+        }
+    }
+
+    /// The message's whole header (with the empty line that ends it, if there is one), or
+    /// `None` when it was longer than [`HEAD_MAX`] and is only partly in memory.
+    pub fn header(&self) -> Option<&[u8]> {
+        self.head.get(..self.header_len?)
+    }
+
+    /// The same message with `header` in place of its header (`None` when the header is not
+    /// wholly in memory: see [`Message::header`]). The body is still read from the spool.
+    pub fn with_header(&self, header: Vec<u8>) -> Option<Message> {
+        let old = self.header_len?;
+        let mut head = header;
+        let new_len = head.len();
+        head.extend_from_slice(self.head.get(old..)?);
+        Some(Message {
+            head: Arc::new(head),
+            header_len: Some(new_len),
+            body: self.body.clone(),
+        })
     }
 
     /// Its size in bytes.
@@ -482,12 +527,13 @@ impl Routes {
             .collect()
     }
 
-    /// The CommuniGate Pro folders among the targets (for the `.bad` file scan).
-    pub fn cgp_dirs(&self) -> Vec<PathBuf> {
+    /// The CommuniGate Pro folders among the targets and what becomes of their `.bad` files
+    /// (for the start-up clean of stale `.tmp` files and the `.bad` file scan).
+    pub fn cgp_dirs(&self) -> Vec<(PathBuf, nullq_config::server::OnBad)> {
         self.backends
             .iter()
             .filter_map(|(_, b)| match &**b {
-                Backend::Cgp(c) => Some(c.dir().to_path_buf()),
+                Backend::Cgp(c) => Some((c.dir().to_path_buf(), c.on_bad())),
                 _ => None,
             })
             .collect()
@@ -603,17 +649,23 @@ impl Runner {
         // Announced while being delivered: look again as soon as the attempt ends.
         let mut again: HashSet<QueueId> = HashSet::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(QueueId, Next)>();
-        // Before the first delivery: files a killed earlier process left in a Maildir's tmp/.
+        // Before the first delivery: files a killed earlier process left in a Maildir's tmp/
+        // and in a CommuniGate Pro folder.
         let maildirs = shared.routes.maildir_dirs();
-        if !maildirs.is_empty() {
+        let cgp_dirs = shared.routes.cgp_dirs();
+        if !maildirs.is_empty() || !cgp_dirs.is_empty() {
+            let spool_root = root.clone();
             let cleaned = tokio::task::spawn_blocking(move || {
                 for dir in &maildirs {
                     maildir::clean_tmp(dir);
                 }
+                for (dir, _) in &cgp_dirs {
+                    cgp::clean_stale_tmp(dir, &spool_root);
+                }
             })
             .await;
             if let Err(e) = cleaned {
-                tracing::warn!(target: "nullq::delivery", "maildir: cleaning tmp/ failed: {e}");
+                tracing::warn!(target: "nullq::delivery", "cleaning leftovers failed: {e}");
             }
         }
         let found = scan(&shared, &mut schedule, &in_flight).await;
@@ -690,18 +742,29 @@ impl Runner {
                 }
                 _ = housekeeping.tick() => {
                     ticks += 1;
-                    let shared = Arc::clone(&shared);
+                    let shared2 = Arc::clone(&shared);
                     let check_bad = ticks % 10 == 1;
                     let seen = std::mem::take(&mut seen_bad);
-                    if let Ok(seen) = tokio::task::spawn_blocking(move || {
+                    if let Ok((seen, bounces)) = tokio::task::spawn_blocking(move || {
+                        let shared = shared2;
                         let mut seen = seen;
+                        let mut bounces = Vec::new();
                         if check_bad {
-                            cgp::report_bad_files(&shared.routes.cgp_dirs(), &mut seen, &shared.stats);
+                            let bouncer = cgp::Bouncer {
+                                spool: &shared.spool,
+                                local_name: &shared.local_name,
+                                postmaster: shared.postmaster.as_deref(),
+                            };
+                            bounces = cgp::handle_bad_files(&shared.routes.cgp_dirs(), &mut seen, &shared.stats, &bouncer);
+                            shared.stats.update(|s| s.bounces_queued += bounces.len() as u64);
                         }
                         shared.stats.flush();
-                        seen
+                        (seen, bounces)
                     }).await {
                         seen_bad = seen;
+                        for id in bounces {
+                            schedule.put(id, shared.clock.now());
+                        }
                     }
                 }
             }
@@ -1009,6 +1072,7 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId) -> Next {
         let header = shared.policy.rewrite_header(&header).unwrap_or(header);
         let message = Message::spooled(
             header,
+            !too_long,
             shared.spool.clone(),
             id,
             body_at,
@@ -1265,5 +1329,22 @@ mod tests {
         assert_eq!(copied, got);
         assert!(!m.has_8bit().unwrap());
         assert!(Message::from_bytes(b"\xe9".to_vec()).has_8bit().unwrap());
+    }
+
+    #[test]
+    fn the_header_of_a_message_can_be_replaced_and_the_body_kept() {
+        let m = Message::from_bytes(b"A: b\n c\nD: e\n\nbody\n".to_vec());
+        assert_eq!(m.header(), Some(&b"A: b\n c\nD: e\n\n"[..]));
+        let n = m.with_header(b"X: y\n\n".to_vec()).unwrap();
+        assert_eq!(n.header(), Some(&b"X: y\n\n"[..]));
+        let mut got = Vec::new();
+        n.copy_to(&mut got).unwrap();
+        assert_eq!(got, b"X: y\n\nbody\n");
+        let long = Message {
+            head: Arc::new(Vec::new()),
+            header_len: None,
+            body: Body::Empty,
+        };
+        assert!(long.header().is_none() && long.with_header(Vec::new()).is_none());
     }
 }
