@@ -564,6 +564,9 @@ pub struct Runner {
     inbox: mpsc::UnboundedReceiver<QueueId>,
     concurrency: usize,
     poll: Option<Duration>,
+    /// SIGUSR1, registered when the runner is made (before the server says it is ready), so
+    /// that the signal never finds the default action (death).
+    usr1: Option<tokio::signal::unix::Signal>,
 }
 
 /// What an attempt leaves for the schedule.
@@ -610,6 +613,13 @@ impl Runner {
             inbox,
             concurrency: d.concurrency.max(1),
             poll: poll.then(|| Duration::from_millis(d.poll_interval_ms)),
+            // SIGUSR1 meant "rescan" before the trigger socket existed: an operator's habit
+            // (or an old `nullq queue`) must not kill the server, so it still asks for one.
+            usr1: tokio::runtime::Handle::try_current().ok().and_then(|_| {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                    .map_err(|e| tracing::warn!(target: "nullq::delivery", "SIGUSR1: {e}"))
+                    .ok()
+            }),
         })
     }
 
@@ -644,6 +654,7 @@ impl Runner {
                 None
             }
         };
+        let mut usr1 = self.usr1.take();
         let mut schedule = Schedule::default();
         let mut in_flight: HashSet<QueueId> = HashSet::new();
         // Announced while being delivered: look again as soon as the attempt ends.
@@ -735,6 +746,10 @@ impl Runner {
                 Some(()) = async { match trigger.as_mut() { Some(t) => woken(t).await, None => std::future::pending().await } } => {
                     let n = scan(&shared, &mut schedule, &in_flight).await;
                     tracing::info!(target: "nullq::delivery", queued = n, "trigger: queue rescanned");
+                }
+                Some(()) = async { match usr1.as_mut() { Some(u) => u.recv().await, None => std::future::pending().await } } => {
+                    let n = scan(&shared, &mut schedule, &in_flight).await;
+                    tracing::info!(target: "nullq::delivery", queued = n, "SIGUSR1: queue rescanned");
                 }
                 _ = rescan.tick() => {
                     let n = scan(&shared, &mut schedule, &in_flight).await;

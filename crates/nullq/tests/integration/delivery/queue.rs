@@ -150,6 +150,21 @@ fn queue_tools_on_a_running_server() {
         json(&server.data, &["list"]).as_array().map(Vec::len),
         Some(1)
     );
+    // An operator's old habit, SIGUSR1, still asks for a rescan and does not kill the server.
+    server.signal(libc::SIGUSR1);
+    assert!(
+        server
+            .wait_log(T, |l| l.contains("SIGUSR1: queue rescanned"))
+            .is_some(),
+        "{}",
+        server.log_text()
+    );
+    assert!(is_k(&send(
+        server.addr,
+        "jason@example.net",
+        &["d@example.net"],
+        &message("after usr1")
+    )));
 
     // A runner killed with -9 leaves its socket, and nobody reads it: no runner is woken (no
     // stale pid is signalled either: there is none).
