@@ -167,16 +167,35 @@ impl FallbackQueue {
     }
 
     fn sub(&self, name: &str) -> PathBuf {
+        if name.is_empty() {
+            // Not `dir.join("")`: its trailing slash would make lstat follow a symlink.
+            return self.dir.clone();
+        }
         self.dir.join(name)
     }
 
     /// Create whatever part of [`LAYOUT`] is missing, with its mode (the umask does not
-    /// apply). Existing directories are left as they are.
+    /// apply). Existing directories are left as they are. Only root creates the layout (as
+    /// `nullq install` does): a layout a user created would be that user's, who could then
+    /// delete every other user's message in it (the sticky bit does not protect files from a
+    /// directory's owner).
     fn create_missing(&self) -> io::Result<()> {
+        let missing = LAYOUT
+            .iter()
+            .any(|(sub, _)| fs::symlink_metadata(self.sub(sub)).is_err());
+        if missing && euid() != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "the fallback queue {} is not set up: `nullq install` (as root) creates it",
+                    self.dir.display()
+                ),
+            ));
+        }
         for (sub, mode) in LAYOUT {
             let dir = self.sub(sub);
-            if dir.is_dir() {
-                continue;
+            if fs::symlink_metadata(&dir).is_ok() {
+                continue; // judged by check_dirs
             }
             match DirBuilder::new().recursive(true).mode(0o700).create(&dir) {
                 Ok(()) => {}
@@ -192,6 +211,10 @@ impl FallbackQueue {
     /// survives a crash or a power cut; when it returns `Err`, nothing of it stays queued.
     pub fn store(&self, message: &mut Spooled<'_>, envelope: &Envelope) -> io::Result<String> {
         self.create_missing()?;
+        // The same rule as a flush's: real directories (no symlink), owned by root or by us,
+        // so that a queue another user controls never holds our message.
+        self.check_dirs(euid())
+            .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
         let (secs, nanos) = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)
         {
             Ok(d) => (d.as_secs(), d.subsec_nanos()),
@@ -306,7 +329,7 @@ impl FallbackQueue {
                 }
                 Ok(meta) if meta.uid() != 0 && meta.uid() != me => {
                     return Err(format!(
-                        "{} is owned by uid {}: not flushing a queue another user controls",
+                        "{} is owned by uid {}: not using a queue another user controls",
                         dir.display(),
                         meta.uid()
                     ))

@@ -65,6 +65,13 @@ pub fn resolve(user: &str, group: Option<&str>, groups: &[String]) -> Result<Ide
         .iter()
         .map(|g| group_id(g))
         .collect::<Result<Vec<_>, _>>()?;
+    // Group 0 (root's) owns much of the system; keeping it undoes the drop. A user whose own
+    // group is 0 is refused for the same reason.
+    if gid == 0 || groups.contains(&0) {
+        return Err(format!(
+            "group 0 (root's) for user {user:?}: give an unprivileged group"
+        ));
+    }
     Ok(Identity {
         uid,
         gid,
@@ -252,6 +259,14 @@ pub fn bind(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_roots_group() {
+        for (group, groups) in [(Some("0"), vec![]), (Some("nogroup"), vec!["0".to_owned()])] {
+            let e = resolve("nobody", group, &groups).unwrap_err();
+            assert!(e.contains("group 0"), "{e}");
+        }
+    }
 
     #[test]
     fn resolves_names_and_numbers() {

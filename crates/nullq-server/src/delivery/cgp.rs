@@ -121,7 +121,7 @@ const ENVELOPE_FIELDS: [(&str, &str); 3] = [
     ("envelope-ignore", "X-Original-Envelope-Ignore"),
 ];
 
-/// `header` (a message's whole header, LF or CRLF lines) with its own envelope fields renamed
+/// `header` (a message's whole header, LF or CRLF lines, written with LF) with its own envelope fields renamed
 /// to `X-Original-...` (any case, with or without space before the colon; their continuation
 /// lines follow them unchanged), so that the only `Return-Path:`/`Envelope-To:`/
 /// `Envelope-Ignore:` CommuniGate Pro sees are the ones nullq writes above it. A line start
@@ -131,6 +131,11 @@ const ENVELOPE_FIELDS: [(&str, &str); 3] = [
 /// empty line, so what follows is the body for every reader (a header that ended without one,
 /// before a line that is no field, gets one).
 pub fn neutralize(header: &[u8]) -> Vec<u8> {
+    // CommuniGate Pro reads the file in the system's line ends (LF): a CRLF header could end,
+    // for it, at a different line than for us (a line of only CR). Written with LF, the header
+    // ends at the same empty line for every reader.
+    let lf = crlf_to_lf(header);
+    let header = &lf[..];
     let mut out = Vec::with_capacity(header.len() + 64);
     if matches!(header.first(), Some(b' ' | b'\t')) {
         out.extend_from_slice(b"X-Nullq-Folded:\n");
@@ -157,6 +162,21 @@ pub fn neutralize(header: &[u8]) -> Vec<u8> {
             out.push(b'\n');
         }
         out.push(b'\n');
+    }
+    out
+}
+
+/// `text` with every CRLF made LF (a lone CR stays).
+fn crlf_to_lf(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'\r' && text.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(text[i]);
+        i += 1;
     }
     out
 }
@@ -402,43 +422,37 @@ struct BadEnvelope {
 /// `Envelope-To:` fields of its header (any case, unfolded), which after [`neutralize`] are
 /// all ours. `None` without a `Return-Path:`.
 fn parse_bad(start: &[u8]) -> Option<BadEnvelope> {
-    let mut sender = None;
+    // Only the block nullq itself wrote at the top is envelope: exactly one `Return-Path: <..>`
+    // line, then one `Envelope-To: ..` line per recipient, byte for byte as `submit` writes
+    // them. Nothing below it is read as envelope, however it is spelled: the message's own
+    // fields (renamed, or oddly spelled so that a looser reader might take them) must never
+    // choose where a bounce goes.
+    let mut lines = start.split_inclusive(|&b| b == b'\n');
+    let first = lines.next()?.strip_suffix(b"\n")?;
+    let inner = first.strip_prefix(b"Return-Path: <")?.strip_suffix(b">")?;
+    let sender = parse_header_address(inner)?;
     let mut recipients = Vec::new();
     let mut header = Vec::new();
-    // Whole fields: a start line and its continuation lines.
-    let mut fields: Vec<Vec<u8>> = Vec::new();
-    for line in start.split_inclusive(|&b| b == b'\n') {
+    let mut in_block = true;
+    for line in lines {
+        if in_block {
+            if let Some(addr) = line
+                .strip_prefix(b"Envelope-To: ")
+                .and_then(|l| l.strip_suffix(b"\n"))
+            {
+                recipients.push(parse_header_address(addr)?);
+                continue;
+            }
+            in_block = false;
+        }
+        // The message's own header, for the bounce's text/rfc822-headers part.
         if line == b"\n" || line == b"\r\n" {
             break;
         }
-        match fields.last_mut() {
-            Some(f) if matches!(line.first(), Some(b' ' | b'\t')) => f.extend_from_slice(line),
-            _ => fields.push(line.to_vec()),
-        }
-    }
-    for field in fields {
-        let Some(colon) = field.iter().position(|&b| b == b':') else {
-            header.extend_from_slice(&field);
-            continue;
-        };
-        let name = field[..colon].trim_ascii();
-        let value: Vec<u8> = field[colon + 1..]
-            .iter()
-            .copied()
-            .filter(|&b| b != b'\n' && b != b'\r')
-            .collect();
-        if name.eq_ignore_ascii_case(b"return-path") {
-            let v = value.trim_ascii();
-            let inner = v.strip_prefix(b"<").and_then(|v| v.strip_suffix(b">"))?;
-            sender = Some(parse_header_address(inner)?);
-        } else if name.eq_ignore_ascii_case(b"envelope-to") {
-            recipients.push(parse_header_address(&value)?);
-        } else {
-            header.extend_from_slice(&field);
-        }
+        header.extend_from_slice(line);
     }
     Some(BadEnvelope {
-        sender: sender?,
+        sender,
         recipients,
         header,
     })
@@ -553,6 +567,10 @@ fn bounce_bad(
     let meta = file
         .metadata()
         .map_err(|e| BadError::Later(e.to_string()))?;
+    // One link, as for `our_sub`: a second name would be someone else's hold on our file.
+    if std::os::unix::fs::MetadataExt::nlink(&meta) != 1 {
+        return Err("not bounced, the file has more than one link".into());
+    }
     let mut start = Vec::new();
     (&mut file)
         .take((HEAD_MAX + bounce::ORIGINAL_HEADER_MAX) as u64)
@@ -642,10 +660,10 @@ mod tests {
             String::from_utf8_lossy(&got),
             "Received: by x\nX-Original-Envelope-To: victim@elsewhere.example\nX-Original-Envelope-To:\n  other@elsewhere.example\nX-Original-Envelope-Ignore : a@b\nX-Original-Return-Path: <evil@x>\nSubject: Envelope-To: in a value\nX-Envelope-To: kept\n\n"
         );
-        // CRLF lines, a lone CR as a line end, leading continuation lines.
+        // CRLF lines (written with LF), a lone CR as a line end, leading continuation lines.
         assert_eq!(
             neutralize(b"Return-Path: <a>\r\nSubject: x\rEnvelope-To: e@x\r\n\r\n"),
-            b"X-Original-Return-Path: <a>\r\nSubject: x\rX-Original-Envelope-To: e@x\r\n\r\n"
+            b"X-Original-Return-Path: <a>\nSubject: x\rX-Original-Envelope-To: e@x\n\n"
         );
         assert_eq!(
             neutralize(b" , evil@x\nA: b\n\n"),
@@ -774,7 +792,7 @@ mod tests {
     #[test]
     fn a_bad_file_gives_back_its_envelope() {
         let file: &[u8] =
-            b"Return-Path: <\"a b\"@example.net>\nEnvelope-To: x@example.net\nenvelope-to:\n \"y z\"@example.org\nX-Original-Envelope-To: v@e\nSubject: s\n\nEnvelope-To: body@x\n";
+            b"Return-Path: <\"a b\"@example.net>\nEnvelope-To: x@example.net\nEnvelope-To: \"y z\"@example.org\nX-Original-Envelope-To: v@e\nSubject: s\n\nEnvelope-To: body@x\n";
         let bad = parse_bad(file).expect("parsed");
         assert_eq!(bad.sender, b"a b@example.net");
         assert_eq!(
@@ -784,6 +802,40 @@ mod tests {
         assert_eq!(bad.header, b"X-Original-Envelope-To: v@e\nSubject: s\n");
         assert!(parse_bad(b"Envelope-To: x@y\n\n").is_none());
         assert_eq!(parse_bad(b"Return-Path: <>\n\n").expect("null").sender, b"");
+    }
+
+    /// The attack: a CRLF header that ends (for a CRLF reader) before a field that an LF
+    /// reader would still count as header.
+    #[test]
+    fn a_crlf_header_is_written_with_lf_so_it_ends_where_it_ends_for_every_reader() {
+        let out = neutralize(b"Subject: x\r\nEnvelope-To: e@x\r\n\r\n");
+        assert_eq!(out, b"Subject: x\nX-Original-Envelope-To: e@x\n\n");
+        assert!(!out.contains(&b'\r'));
+        // A lone CR is not a line end here and stays (and a field after it is renamed).
+        let out = neutralize(b"Subject: x\rEnvelope-To: e@x\n\n");
+        assert_eq!(out, b"Subject: x\rX-Original-Envelope-To: e@x\n\n");
+    }
+
+    /// The attack: fields a looser reader would take (a form feed before the name, a CR
+    /// before the colon) below nullq's block must not redirect the bounce of a `.bad` file.
+    #[test]
+    fn a_bad_files_bounce_goes_only_to_the_envelope_nullq_wrote() {
+        for hostile in [
+            &b"Subject: x\n\x0cEnvelope-To: e3@x\n\x0cReturn-Path: <e3rp@x>\n\nb\n"[..],
+            b"Envelope-To\r: e4@x\nReturn-Path\r: <e4rp@x>\n\nb\n",
+            b"Return-Path: <rp@x>\nEnvelope-To: e5@x\n\nb\n",
+        ] {
+            let mut file = b"Return-Path: <a@b.c>\nEnvelope-To: r@d.e\n".to_vec();
+            file.extend_from_slice(&neutralize(hostile));
+            let bad = parse_bad(&file).expect("parsed");
+            assert_eq!(
+                bad.sender,
+                b"a@b.c",
+                "{:?}",
+                String::from_utf8_lossy(hostile)
+            );
+            assert_eq!(bad.recipients, [b"r@d.e".to_vec()]);
+        }
     }
 
     #[test]

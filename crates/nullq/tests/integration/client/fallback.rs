@@ -176,6 +176,39 @@ fn planted_why_symlink_does_not_let_roots_flush_overwrite_a_root_file() {
 
 /// `nullq install` into a temporary root with the fallback queue; returns (root, home). The
 /// root is traversable by `nobody`; control/fallbackqueue names the queue under that root.
+/// The attack: a user creates the fallback layout before root's cron mail needs it (or where
+/// users may create it) and owns it, so that it could delete what root queues there. Root's
+/// sendmail with every server down must not say "kept" in a queue it does not trust: it exits
+/// 111 (the mail is not lost: cron reports it) and stores nothing there.
+#[test]
+fn a_fallback_queue_owned_by_another_user_is_not_used_for_roots_mail() {
+    require_root("a layout owned by nobody, mail sent as root");
+    let (uid, gid) = nobody();
+    let host = Host::new();
+    let queue = host.home().join("fallback");
+    for sub in ["", "tmp", "new", "failed"] {
+        let dir = queue.join(sub);
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777)).expect("chmod");
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown");
+    }
+    host.control("fallbackqueue", &queue.display().to_string());
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
+    let mut cmd = host.cmd("sendmail");
+    cmd.args(["-oi", "root"]);
+    let out = run(cmd, b"Subject: cron\n\noutput\n", BOUND);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(111), "{err}");
+    assert!(err.contains("another user controls"), "{err}");
+    assert_eq!(
+        fs::read_dir(queue.join("new")).expect("new/").count(),
+        0,
+        "nothing stored in the foreign queue"
+    );
+    assert_eq!(fs::read_dir(queue.join("tmp")).expect("tmp/").count(), 0);
+}
+
 fn installed(server: &RefusedPort) -> (tempfile::TempDir, PathBuf) {
     let root = tempfile::tempdir().expect("root");
     fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
