@@ -40,7 +40,8 @@ enum Kind {
 }
 
 /// A datagram socket to the system logger; each formatted line is one datagram. If the logger is
-/// not there, lines go to stderr instead of being lost.
+/// not there at start, that is said once on stderr and lines go to stderr instead of being lost
+/// (a line the logger refuses later goes to stderr too).
 #[derive(Debug, Clone)]
 struct Datagram {
     kind: Kind,
@@ -53,15 +54,39 @@ impl Datagram {
             Kind::Syslog => "/dev/log",
             Kind::Journald => "/run/systemd/journal/socket",
         };
-        Datagram::connect_to(kind, std::path::Path::new(path))
+        let (datagram, warning) = Datagram::try_connect(kind, std::path::Path::new(path));
+        if let Some(warning) = warning {
+            let _ = writeln!(io::stderr(), "{warning}");
+        }
+        datagram
     }
 
+    #[cfg(test)]
     fn connect_to(kind: Kind, path: &std::path::Path) -> Datagram {
-        let socket = UnixDatagram::unbound()
-            .and_then(|s| s.connect(path).map(|()| s))
-            .map(Arc::new)
-            .ok();
-        Datagram { kind, socket }
+        Datagram::try_connect(kind, path).0
+    }
+
+    /// Connect to the logger at `path`; when it cannot be reached, the line to say so.
+    fn try_connect(kind: Kind, path: &std::path::Path) -> (Datagram, Option<String>) {
+        match UnixDatagram::unbound().and_then(|s| s.connect(path).map(|()| s)) {
+            Ok(s) => (
+                Datagram {
+                    kind,
+                    socket: Some(Arc::new(s)),
+                },
+                None,
+            ),
+            Err(e) => {
+                let e = e.to_string();
+                // "No such file or directory (os error 2)": the reason is enough.
+                let reason = e.split(" (os error").next().unwrap_or(&e);
+                let warning = format!(
+                    "nullq: warning: cannot reach {} ({reason}): logging to stderr",
+                    path.display()
+                );
+                (Datagram { kind, socket: None }, Some(warning))
+            }
+        }
     }
 }
 
@@ -225,6 +250,28 @@ mod tests {
                 "{level}"
             );
         }
+    }
+
+    #[test]
+    fn a_missing_logger_is_reported_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("no-such-log");
+        for kind in [Kind::Syslog, Kind::Journald] {
+            let (target, warning) = Datagram::try_connect(kind, &path);
+            assert!(target.socket.is_none());
+            assert_eq!(
+                warning,
+                Some(format!(
+                    "nullq: warning: cannot reach {} (No such file or directory): logging to \
+                     stderr",
+                    path.display()
+                ))
+            );
+        }
+        let _server = UnixDatagram::bind(&path).expect("bind");
+        let (target, warning) = Datagram::try_connect(Kind::Syslog, &path);
+        assert!(target.socket.is_some());
+        assert_eq!(warning, None);
     }
 
     /// Through the formatter, which asks `make_writer_for` with each event's metadata.
