@@ -125,7 +125,8 @@ pub struct LogConfig {
     /// qmail-qmqpd's stderr is).
     pub format: LogFormat,
     /// The least severe level logged: `error`, `warn`, `info`, `debug` or `trace`, or a
-    /// `tracing` filter such as `info,nullq_server=debug`. Default `info`.
+    /// `tracing` filter such as `info,nullq::session=debug`. Default `info`. The server checks
+    /// it at start: a bare word that is not a level (`verbose`) is refused.
     pub level: String,
 }
 
@@ -145,7 +146,7 @@ pub enum LogFormat {
     /// Plain lines on standard error.
     #[default]
     Stderr,
-    /// The local syslog (facility mail), as Postfix logs.
+    /// The local syslog (facility mail, each line at its event's priority), as Postfix logs.
     Syslog,
     /// The systemd journal, with fields.
     Journald,

@@ -209,19 +209,40 @@ fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
-/// `--log-level`: checked as `log.level` is (not empty) and, beyond that, as the filter the
-/// logger will parse, so that a typo is a usage error instead of a silent `info`.
+/// `--log-level`: see [`check_log_level`]; a bad value is a usage error.
 fn parse_log_level(text: &str) -> Result<String, String> {
+    check_log_level(text).map(|()| text.to_owned())
+}
+
+/// A log filter the logger will take as meant: not empty, a filter that tracing-subscriber
+/// parses, and no bare word that is not a level. tracing-subscriber reads a bare word such as
+/// `verbose` as a target name (everything from a module called `verbose`, nothing else), so a
+/// typo would silently log nothing; a target is written `TARGET=LEVEL`. Used for `--log-level`
+/// and for the file's `log.level`.
+pub fn check_log_level(text: &str) -> Result<(), String> {
+    const HOW: &str = "write a level (error, warn, info, debug, trace, off) or directives such \
+                       as \"info,nullq::session=debug\"";
     if text.trim().is_empty() {
         return Err("empty: write \"info\" for the default".to_owned());
     }
-    match tracing_subscriber::EnvFilter::builder().parse(text) {
-        Ok(_) => Ok(text.to_owned()),
-        Err(e) => Err(format!(
-            "not a log filter ({e}): write a level (error, warn, info, debug, trace) or \
-             directives such as \"info,nullq::session=debug\""
-        )),
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(text) {
+        return Err(format!("not a log filter ({e}): {HOW}"));
     }
+    // Directives are split at every comma, as tracing-subscriber splits them.
+    for directive in text.split(',') {
+        let word = directive.trim();
+        let bare = !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':'));
+        if bare && word.parse::<tracing::level_filters::LevelFilter>().is_err() {
+            return Err(format!(
+                "not a log filter ({word:?} is not a level; a target is written \
+                 {word}=LEVEL): {HOW}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `--deliver TARGET`, when given, replaces the configured delivery target.
@@ -236,6 +257,8 @@ fn set_target(config: &mut ServerConfig, deliver: Option<&str>) -> Result<(), St
 /// command is done), else start logging and return it.
 fn ready(config: ServerConfig, print_config: bool) -> Result<Option<ServerConfig>, String> {
     config.validate().map_err(|e| e.to_string())?;
+    // The file's log.level (a bad --log-level was refused by clap already).
+    check_log_level(&config.log.level).map_err(|e| format!("configuration: log.level: {e}"))?;
     if print_config {
         print!("{}", config.to_toml_masked());
         return Ok(None);
@@ -576,6 +599,53 @@ mod tests {
             .map(OsString::from)
             .collect();
         assert_eq!(main(&args), 100);
+    }
+
+    #[test]
+    fn a_bare_word_must_be_a_level() {
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "trace",
+            "nullq=debug",
+            "info,nullq::session=debug",
+            "warn,[admitted{client}]=debug",
+            "[span{a}]=trace",
+        ] {
+            assert_eq!(check_log_level(good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "verbose",
+            "info,verbose",
+            "nullq",
+            "nullq::session",
+            " loud ",
+        ] {
+            let e = check_log_level(bad).unwrap_err();
+            assert!(e.contains("is not a level"), "{bad:?}: {e}");
+        }
+        let e = parse(&["serve", "--log-level", "verbose"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn a_bad_log_level_in_the_file_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nullq.toml");
+        std::fs::write(&file, "[log]\nlevel = \"verbose\"\n").unwrap();
+        let file = file.to_str().unwrap();
+        for sub in ["serve", "qmqpd", "deliver"] {
+            let c = common(parse(&[sub, "--config", file]).unwrap());
+            let e = ready(configure(&c).unwrap(), true).unwrap_err();
+            assert!(
+                e.starts_with("configuration: log.level: not a log filter (\"verbose\""),
+                "{sub}: {e}"
+            );
+            // The flag replaces the file's value.
+            let c = common(parse(&[sub, "--config", file, "--log-level", "info"]).unwrap());
+            assert!(ready(configure(&c).unwrap(), true).is_ok(), "{sub}");
+        }
     }
 
     #[test]

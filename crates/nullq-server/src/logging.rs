@@ -7,6 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 
 use nullq_config::server::LogFormat;
+use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
@@ -39,7 +40,8 @@ enum Kind {
 }
 
 /// A datagram socket to the system logger; each formatted line is one datagram. If the logger is
-/// not there, lines go to stderr instead of being lost.
+/// not there at start, that is said once on stderr and lines go to stderr instead of being lost
+/// (a line the logger refuses later goes to stderr too).
 #[derive(Debug, Clone)]
 struct Datagram {
     kind: Kind,
@@ -52,21 +54,61 @@ impl Datagram {
             Kind::Syslog => "/dev/log",
             Kind::Journald => "/run/systemd/journal/socket",
         };
-        Datagram::connect_to(kind, std::path::Path::new(path))
+        let (datagram, warning) = Datagram::try_connect(kind, std::path::Path::new(path));
+        if let Some(warning) = warning {
+            let _ = writeln!(io::stderr(), "{warning}");
+        }
+        datagram
     }
 
+    #[cfg(test)]
     fn connect_to(kind: Kind, path: &std::path::Path) -> Datagram {
-        let socket = UnixDatagram::unbound()
-            .and_then(|s| s.connect(path).map(|()| s))
-            .map(Arc::new)
-            .ok();
-        Datagram { kind, socket }
+        Datagram::try_connect(kind, path).0
+    }
+
+    /// Connect to the logger at `path`; when it cannot be reached, the line to say so.
+    fn try_connect(kind: Kind, path: &std::path::Path) -> (Datagram, Option<String>) {
+        match UnixDatagram::unbound().and_then(|s| s.connect(path).map(|()| s)) {
+            Ok(s) => (
+                Datagram {
+                    kind,
+                    socket: Some(Arc::new(s)),
+                },
+                None,
+            ),
+            Err(e) => {
+                let e = e.to_string();
+                // "No such file or directory (os error 2)": the reason is enough.
+                let reason = e.split(" (os error").next().unwrap_or(&e);
+                let warning = format!(
+                    "nullq: warning: cannot reach {} ({reason}): logging to stderr",
+                    path.display()
+                );
+                (Datagram { kind, socket: None }, Some(warning))
+            }
+        }
     }
 }
+
+/// The syslog severity of an event at `level` (RFC 3164 / RFC 5424 numbers, which journald's
+/// `PRIORITY=` uses too): err, warning, info, debug.
+fn severity(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// The syslog facility mail.
+const FACILITY_MAIL: u8 = 2;
 
 /// One log line being formatted; sent when dropped.
 struct Line {
     target: Datagram,
+    /// The event's syslog severity (see [`severity`]).
+    severity: u8,
     buffer: Vec<u8>,
 }
 
@@ -88,12 +130,18 @@ impl Drop for Line {
         if text.is_empty() {
             return;
         }
+        let severity = self.severity;
         let datagram = match self.target.kind {
-            // <22> = facility mail (2) * 8 + severity info (6).
-            Kind::Syslog => format!("<22>nullq[{}]: {text}", std::process::id()),
+            // <PRI> = facility mail (2) * 8 + severity: <19> for an error, <22> for info.
+            Kind::Syslog => format!(
+                "<{}>nullq[{}]: {text}",
+                FACILITY_MAIL * 8 + severity,
+                std::process::id()
+            ),
             // The native protocol: KEY=VALUE lines; our lines hold no newline.
             Kind::Journald => format!(
-                "MESSAGE={}\nPRIORITY=6\nSYSLOG_FACILITY=2\nSYSLOG_IDENTIFIER=nullq\n",
+                "MESSAGE={}\nPRIORITY={severity}\nSYSLOG_FACILITY={FACILITY_MAIL}\n\
+                 SYSLOG_IDENTIFIER=nullq\n",
                 text.replace('\n', " ")
             ),
         };
@@ -111,9 +159,23 @@ impl Drop for Line {
 impl<'a> MakeWriter<'a> for Datagram {
     type Writer = Line;
 
+    /// A line without an event to go by: info.
     fn make_writer(&'a self) -> Line {
+        self.line(severity(&Level::INFO))
+    }
+
+    /// The formatter asks for a writer per event, with the event's metadata: its level is the
+    /// line's priority.
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line {
+        self.line(severity(meta.level()))
+    }
+}
+
+impl Datagram {
+    fn line(&self, severity: u8) -> Line {
         Line {
             target: self.clone(),
+            severity,
             buffer: Vec::with_capacity(256),
         }
     }
@@ -123,13 +185,15 @@ impl<'a> MakeWriter<'a> for Datagram {
 mod tests {
     use super::*;
 
-    fn receive(kind: Kind, line: &[u8]) -> String {
+    /// Send `line` through a writer for an event at `level`, to a socket of ours standing in for
+    /// the logger.
+    fn receive(kind: Kind, level: Level, line: &[u8]) -> String {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("log");
         let server = UnixDatagram::bind(&path).expect("bind");
         let target = Datagram::connect_to(kind, &path);
         {
-            let mut writer = target.make_writer();
+            let mut writer = target.line(severity(&level));
             writer.write_all(line).expect("write");
         } // sent on drop
         let mut buf = [0u8; 1024];
@@ -139,25 +203,100 @@ mod tests {
 
     #[test]
     fn syslog_lines_are_rfc3164_facility_mail() {
+        let pid = std::process::id();
         let got = receive(
             Kind::Syslog,
+            Level::INFO,
             b"INFO nullq::session: client=127.0.0.1 answer=K\n",
         );
         assert_eq!(
             got,
-            format!(
-                "<22>nullq[{}]: INFO nullq::session: client=127.0.0.1 answer=K",
-                std::process::id()
-            )
+            format!("<22>nullq[{pid}]: INFO nullq::session: client=127.0.0.1 answer=K")
         );
+        // The priority is the event's: mail (2) * 8 + err (3), warning (4), debug (7).
+        for (level, pri) in [
+            (Level::ERROR, 19),
+            (Level::WARN, 20),
+            (Level::INFO, 22),
+            (Level::DEBUG, 23),
+            (Level::TRACE, 23),
+        ] {
+            let got = receive(Kind::Syslog, level, b"x: y\n");
+            assert_eq!(got, format!("<{pri}>nullq[{pid}]: x: y"), "{level}");
+        }
     }
 
     #[test]
     fn journald_lines_use_the_native_protocol() {
-        let got = receive(Kind::Journald, b"INFO nullq::server: ready\n");
+        let got = receive(Kind::Journald, Level::INFO, b"INFO nullq::server: ready\n");
         assert_eq!(
             got,
             "MESSAGE=INFO nullq::server: ready\nPRIORITY=6\nSYSLOG_FACILITY=2\nSYSLOG_IDENTIFIER=nullq\n"
         );
+        for (level, priority) in [
+            (Level::ERROR, 3),
+            (Level::WARN, 4),
+            (Level::INFO, 6),
+            (Level::DEBUG, 7),
+            (Level::TRACE, 7),
+        ] {
+            let got = receive(Kind::Journald, level, b"x: y\n");
+            assert_eq!(
+                got,
+                format!(
+                    "MESSAGE=x: y\nPRIORITY={priority}\nSYSLOG_FACILITY=2\n\
+                     SYSLOG_IDENTIFIER=nullq\n"
+                ),
+                "{level}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_logger_is_reported_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("no-such-log");
+        for kind in [Kind::Syslog, Kind::Journald] {
+            let (target, warning) = Datagram::try_connect(kind, &path);
+            assert!(target.socket.is_none());
+            assert_eq!(
+                warning,
+                Some(format!(
+                    "nullq: warning: cannot reach {} (No such file or directory): logging to \
+                     stderr",
+                    path.display()
+                ))
+            );
+        }
+        let _server = UnixDatagram::bind(&path).expect("bind");
+        let (target, warning) = Datagram::try_connect(Kind::Syslog, &path);
+        assert!(target.socket.is_some());
+        assert_eq!(warning, None);
+    }
+
+    /// Through the formatter, which asks `make_writer_for` with each event's metadata.
+    #[test]
+    fn the_formatter_passes_each_events_level() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("log");
+        let server = UnixDatagram::bind(&path).expect("bind");
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_max_level(Level::TRACE)
+            .with_writer(Datagram::connect_to(Kind::Syslog, &path))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "nullq::spool", "broken");
+            tracing::warn!(target: "nullq::spool", "odd");
+            tracing::info!(target: "nullq::spool", "fine");
+        });
+        let mut buf = [0u8; 1024];
+        for (pri, word) in [(19, "ERROR"), (20, "WARN"), (22, "INFO")] {
+            let n = server.recv(&mut buf).expect("recv");
+            let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert!(got.starts_with(&format!("<{pri}>nullq[")), "{got}");
+            assert!(got.contains(word), "{got}");
+        }
     }
 }

@@ -237,6 +237,11 @@ fn threads() -> Option<usize> {
 /// Bind a TCP listener on `addr` as tokio's own `bind` does (close-on-exec, non-blocking,
 /// `SO_REUSEADDR`, a backlog of 1024), but without a runtime: the server binds before it drops
 /// root, and builds the runtime only after that.
+///
+/// An IPv6 listener is `IPV6_V6ONLY`: `[::]:628` takes IPv6 clients only, whatever the
+/// system's `net.ipv6.bindv6only`, so `0.0.0.0:628` and `[::]:628` can both be listened on (as
+/// tcpserver would need two instances for); without it Linux lets `[::]` take the IPv4 port as
+/// well, and the second bind fails with "Address already in use".
 pub fn bind(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
     let family = if addr.is_ipv4() {
@@ -251,6 +256,9 @@ pub fn bind(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
         None,
     )?;
     rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+    if addr.is_ipv6() {
+        rustix::net::sockopt::set_ipv6_v6only(&fd, true)?;
+    }
     rustix::net::bind(&fd, &addr)?;
     rustix::net::listen(&fd, 1024)?;
     Ok(std::net::TcpListener::from(fd))
@@ -295,5 +303,39 @@ mod tests {
         assert_ne!(addr.port(), 0);
         // Non-blocking: accept with nobody connecting returns at once.
         assert_eq!(l.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+
+    /// The README's `--listen 0.0.0.0:628 --listen [::]:628`, on one port: `[::]:P` is bound
+    /// first and held while `0.0.0.0:P` is bound. No port is picked by binding and releasing:
+    /// P is the kernel's choice for the IPv6 socket and stays ours throughout; only its IPv4
+    /// side could be taken by another program in between, and then the pair is tried again
+    /// on a new port (bounded).
+    #[test]
+    fn ipv4_and_ipv6_any_share_a_port() {
+        let mut last = None;
+        for _ in 0..20 {
+            let v6 = bind("[::]:0".parse().unwrap()).unwrap();
+            let port = v6.local_addr().unwrap().port();
+            assert!(
+                rustix::net::sockopt::ipv6_v6only(&v6).unwrap(),
+                "the IPv6 listener is V6ONLY"
+            );
+            match bind(std::net::SocketAddr::from(([0, 0, 0, 0], port))) {
+                Ok(v4) => {
+                    assert_eq!(v4.local_addr().unwrap().port(), port);
+                    // Each takes its own family: a v4 client reaches the v4 listener.
+                    // connect returns once the handshake is done, so the connection is in
+                    // the accept queue already: a blocking accept returns at once.
+                    let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                    v4.set_nonblocking(false).unwrap();
+                    assert_eq!(v4.accept().unwrap().1, c.local_addr().unwrap());
+                    assert_eq!(v6.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                Err(e) => panic!("0.0.0.0:{port} beside [::]:{port}: {e}"),
+            }
+        }
+        panic!("0.0.0.0:P never bound beside [::]:P: {last:?}");
     }
 }

@@ -17,7 +17,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use nullq_proto::qmqp::{self, Event, RequestDecoder, Response, Status};
 use nullq_proto::DecodeError;
@@ -201,7 +201,7 @@ where
     let keep_head = ctx.policy.wants_header();
 
     loop {
-        let n = read(io, &mut buf, deadline, ctx.read_timeout).await?;
+        let n = read(io, &mut buf, deadline, ctx).await?;
         if n == buf.len() && buf.len() < READ_BUFFER {
             // The client is sending in earnest: read in bigger pieces from now on.
             buf.resize(READ_BUFFER, 0);
@@ -289,22 +289,23 @@ where
     }
 }
 
-/// Read into `buf`, bounded by the per-read timeout and the session's deadline.
+/// Read into `buf`, bounded by the per-read timeout and the session's deadline. The answer to
+/// a timeout names the configured limit that was hit (not the time that was left of it).
 async fn read<S>(
     io: &mut S,
     buf: &mut [u8],
     deadline: tokio::time::Instant,
-    read_timeout: Duration,
+    ctx: &Context,
 ) -> Result<usize, Stop>
 where
     S: AsyncRead + Unpin,
 {
     let now = tokio::time::Instant::now();
     let session_left = deadline.saturating_duration_since(now);
-    let (limit, what) = if session_left < read_timeout {
-        (session_left, "session time limit")
+    let (limit, what, configured) = if session_left < ctx.read_timeout {
+        (session_left, "session time limit", ctx.session_timeout)
     } else {
-        (read_timeout, "read timeout")
+        (ctx.read_timeout, "read timeout", ctx.read_timeout)
     };
     match tokio::time::timeout(limit, io.read(buf)).await {
         Ok(Ok(n)) => Ok(n),
@@ -312,7 +313,7 @@ where
         // The client is too slow: it is most likely gone, but say why in case it is not.
         Err(_) => Err(Stop::TempFail(format!(
             "sorry, {what} of {}s exceeded (#4.4.2)",
-            limit.as_secs()
+            configured.as_secs()
         ))),
     }
 }

@@ -210,6 +210,36 @@ fn a_slow_client_hits_the_read_timeout() {
     assert_eq!(tmp_files(&server.data), 0);
 }
 
+/// The answer names the configured session limit, not what was left of it when the last read
+/// began (that said "1s" for a 2 s limit, and "0s" for a client that had trickled most of it).
+#[test]
+fn a_slow_client_hits_the_session_time_limit() {
+    let server = Server::start(&[
+        "--deliver",
+        "none",
+        "--session-timeout",
+        "2",
+        "--read-timeout",
+        "2",
+    ]);
+    let request = encode_request(
+        b"Subject: slow\n\n",
+        b"a@example.net",
+        &[b"b@example.net".to_vec()],
+    );
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.write_all(&request[..10]).expect("write");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.contains(":Zsorry, session time limit of 2s exceeded (#4.4.2)"),
+        "{text}"
+    );
+    assert!(server.queued().is_empty());
+}
+
 /// Connect and send the first `n` bytes of `request`; returns once the server has admitted
 /// the session (so it holds a slot).
 fn hold(server: &Server, request: &[u8], n: usize) -> TcpStream {

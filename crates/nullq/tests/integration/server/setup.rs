@@ -170,6 +170,30 @@ fn the_config_file_is_read_and_flags_override_it() {
     );
 }
 
+/// `log.level = "verbose"` would be read as "everything from a module named verbose", i.e.
+/// nothing at all: it is refused at start, naming the key, before anything is bound or opened.
+#[test]
+fn a_log_level_that_is_not_a_level_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("nullq.toml");
+    std::fs::write(&config, "[log]\nlevel = \"verbose\"\n").expect("write config");
+    let data = dir.path().join("data");
+    let (status, _, err) = run_bounded(
+        Command::new(nullq())
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(&data),
+        T,
+    );
+    assert_eq!(status, Some(111), "{err}");
+    assert!(
+        err.starts_with("nullq: fatal: configuration: log.level: not a log filter (\"verbose\""),
+        "{err}"
+    );
+    assert!(!data.exists(), "no spool was made");
+}
+
 /// A temporary directory nobody may create the data directory in (mode 1777, as /tmp).
 fn open_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tmp");
