@@ -252,11 +252,24 @@ fn attempt(
     stream
         .set_read_timeout(Some(config.remote_timeout))
         .map_err(|e| broken("setting the read timeout", e))?;
-    stream.write_all(prefix).map_err(|e| broken("write", e))?;
-    stream_message(message, &mut stream, deadline)?;
-    stream.write_all(suffix).map_err(|e| broken("write", e))?;
-    stream.flush().map_err(|e| broken("write", e))?;
-    let response = read_response(&mut stream, deadline)?;
+    let sent = (|| {
+        stream.write_all(prefix).map_err(|e| broken("write", e))?;
+        stream_message(message, &mut stream, deadline)?;
+        stream.write_all(suffix).map_err(|e| broken("write", e))?;
+        stream.flush().map_err(|e| broken("write", e))
+    })();
+    let response = match sent {
+        Ok(()) => read_response(&mut stream, deadline)?,
+        // The server stopped reading: a server that refuses at the length prefix (an older
+        // nullq, or past its drain budget) may have answered `D` before closing, and the answer
+        // may already wait in the socket. Read it (bounded by the read timeout); without one,
+        // the write's failure is what happened.
+        Err(AttemptError::Broken(why)) => match read_response(&mut stream, deadline) {
+            Ok(response) => response,
+            Err(_) => return Err(AttemptError::Broken(why)),
+        },
+        Err(e) => return Err(e),
+    };
     match response.status {
         Status::Ok => Ok(response.text),
         Status::TempFail => Err(AttemptError::Temporary(response.text)),

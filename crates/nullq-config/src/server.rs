@@ -86,6 +86,14 @@ pub struct Limits {
     /// thrown away, and the message refused with `D` (#5.1.3). Default 999: qmail-qmqpd
     /// refuses addresses of 1000 bytes or more.
     pub max_address_len: usize,
+    /// The most bytes of a refused request (over `databytes` or another limit) read and thrown
+    /// away so that the client, still sending, can read its `D`; past it the `D` is answered at
+    /// once and the connection closed. Default 104 857 600 (100 MiB): ten times the default
+    /// `databytes`, so a message a few times too big is refused politely, while a client that
+    /// announces a terabyte costs at most this much bandwidth (no memory, no disk), and no more
+    /// time than the read and session timeouts. Never less, in effect, than the largest request
+    /// the limits allow (`databytes` plus the largest envelope), which is always read.
+    pub drain_bytes: u64,
     /// Seconds a read may wait for the client before the connection is dropped. Default 300,
     /// Postfix's `qmqpd_timeout`.
     pub read_timeout_secs: u64,
@@ -108,6 +116,7 @@ impl Default for Limits {
             databytes: 10_240_000,
             max_recipients: 1000,
             max_address_len: 999,
+            drain_bytes: 104_857_600,
             read_timeout_secs: 300,
             session_timeout_secs: 3600,
             max_sessions: 1000,
@@ -1001,6 +1010,7 @@ impl ServerConfig {
             ("limits.databytes", l.databytes),
             ("limits.max_recipients", l.max_recipients as u64),
             ("limits.max_address_len", l.max_address_len as u64),
+            ("limits.drain_bytes", l.drain_bytes),
             ("limits.read_timeout_secs", l.read_timeout_secs),
             ("limits.session_timeout_secs", l.session_timeout_secs),
             ("limits.max_sessions", l.max_sessions as u64),
@@ -1149,6 +1159,7 @@ mod tests {
             ("user = \" \"", "user"),
             ("[access]\nrules = \"\"", "access.rules"),
             ("[limits]\ndatabytes = 0", "limits.databytes"),
+            ("[limits]\ndrain_bytes = 0", "limits.drain_bytes"),
             ("[limits]\nmax_recipients = 0", "limits.max_recipients"),
             ("[limits]\nmax_address_len = 0", "limits.max_address_len"),
             ("[limits]\nmax_sessions = 10", "limits.max_sessions_per_ip"),

@@ -46,6 +46,14 @@ pub enum ErrorKind {
         /// The size limit (databytes).
         limit: u64,
     },
+    /// The request announces more bytes than the limits allow in all (the message's size limit
+    /// plus the largest envelope): the reason given until the limit it breaks is read.
+    RequestTooBig {
+        /// The announced length of the whole request.
+        length: u64,
+        /// The largest request the limits allow.
+        limit: u64,
+    },
     /// More recipients than allowed.
     TooManyRecipients {
         /// The limit.
@@ -91,6 +99,10 @@ impl fmt::Display for ErrorKind {
             ErrorKind::MessageTooBig { length, limit } => write!(
                 f,
                 "message is {length} bytes, over the size limit of {limit} bytes"
+            ),
+            ErrorKind::RequestTooBig { length, limit } => write!(
+                f,
+                "request is {length} bytes, over the size limit of {limit} bytes for a request"
             ),
             ErrorKind::TooManyRecipients { limit } => {
                 write!(f, "too many recipients (the limit is {limit})")
@@ -143,6 +155,7 @@ impl DecodeError {
         matches!(
             self.kind,
             ErrorKind::MessageTooBig { .. }
+                | ErrorKind::RequestTooBig { .. }
                 | ErrorKind::TooManyRecipients { .. }
                 | ErrorKind::AddressTooLong { .. }
         )

@@ -7,13 +7,20 @@
 //! [`RequestDecoder`] is sans-I/O and incremental: feed it whatever bytes arrived and it yields
 //! [`Event`]s. Message bytes come out as slices of the input (zero-copy, so a 100 MB message is
 //! streamed, never buffered); addresses are buffered, but only up to the address limit. Every
-//! length the peer announces is checked against [`Limits`] before anything is read. A request that
+//! length the peer announces is checked against [`Limits`] as soon as it is read. A request that
 //! breaks a limit but is well formed is read to its end and then [`Event::Rejected`] — the server
 //! must not answer before the last byte, and a client that is cut off mid-send may never read the
-//! answer — while a format error stops decoding at once.
+//! answer — while a format error stops decoding at once. That holds however large the request
+//! says it is (up to [`MAX_ANNOUNCED`]): bytes after a broken limit are consumed and thrown away,
+//! never buffered, and [`RequestDecoder::rejection`] tells the caller early, so that it can bound
+//! how much it reads (its time and its byte budget) and answer `D` when it stops.
 
 use crate::error::{DecodeError, ErrorKind};
 use crate::netstring::{self, Length, LengthParser};
+
+/// The largest length a request may announce and still be read (to be refused at its end): 18
+/// digits. A longer length is a format error, answered at once; no client sends an exabyte.
+pub const MAX_ANNOUNCED: u64 = 999_999_999_999_999_999;
 
 /// Limits applied while decoding a request. The defaults are qmail's and Postfix's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +45,9 @@ impl Default for Limits {
 
 impl Limits {
     /// The largest outer netstring worth reading: the largest message plus the largest envelope,
-    /// with room for every netstring's own length and punctuation. A request announcing more is
-    /// refused before a byte of it is read, so a discarded oversize request costs at most this.
+    /// with room for every netstring's own length and punctuation. A request announcing more
+    /// necessarily breaks one of the limits; it is refused ([`ErrorKind::RequestTooBig`] until
+    /// the limit it breaks is found) and read on, discarded, to its end.
     pub fn max_request(&self) -> u64 {
         let field = |len: u64| len + 22; // 20 digits, ':' and ','
         let addresses = (self.max_recipients as u64).saturating_add(1);
@@ -101,6 +109,11 @@ pub struct RequestDecoder {
     field: Vec<u8>,
     /// The first limit broken; once set, the rest of the request is read and thrown away.
     rejected: Option<DecodeError>,
+    /// Set when the request announced more than [`Limits::max_request`]: the reason given if no
+    /// more precise limit is found broken before the request ends or the caller stops reading.
+    oversize: Option<DecodeError>,
+    /// The cap on inner lengths: the request's own length when that is over the limit.
+    inner_max: u64,
 }
 
 impl RequestDecoder {
@@ -109,12 +122,14 @@ impl RequestDecoder {
         let max = limits.max_request();
         RequestDecoder {
             limits,
-            state: State::OuterLength(LengthParser::new(max)),
+            state: State::OuterLength(LengthParser::new(MAX_ANNOUNCED)),
             offset: 0,
             outer_left: 0,
             fields: 0,
             field: Vec::new(),
             rejected: None,
+            oversize: None,
+            inner_max: max,
         }
     }
 
@@ -126,6 +141,14 @@ impl RequestDecoder {
     /// Bytes consumed so far.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// The limit this request breaks, once known: from then on its bytes are only discarded, and
+    /// it will end in [`Event::Rejected`] (with this reason, or a more precise one found on the
+    /// way). A caller that stops reading before the end (its byte budget is spent, the client
+    /// went quiet or closed) answers `D` with it.
+    pub fn rejection(&self) -> Option<&DecodeError> {
+        self.rejected.as_ref().or(self.oversize.as_ref())
     }
 
     /// Whether the request is complete ([`Event::End`] or [`Event::Rejected`] was returned).
@@ -229,12 +252,23 @@ impl RequestDecoder {
                 Ok(Length::Partial) => Ok(None),
                 Ok(Length::Done(len)) => {
                     self.outer_left = len;
-                    self.state = if len == 0 {
+                    if len == 0 {
                         // An empty request has no message: say so precisely.
                         return Err(self.fail(ErrorKind::InnerOverrunsOuter));
-                    } else {
-                        State::MessageLength(LengthParser::new(self.limits.max_request()))
-                    };
+                    }
+                    let max = self.limits.max_request();
+                    if len > max {
+                        // Some limit inside is broken; which one shows as the request is read.
+                        self.oversize = Some(DecodeError::new(
+                            ErrorKind::RequestTooBig {
+                                length: len,
+                                limit: max,
+                            },
+                            offset,
+                        ));
+                        self.inner_max = len;
+                    }
+                    self.state = State::MessageLength(LengthParser::new(self.inner_max));
                     Ok(None)
                 }
             },
@@ -284,7 +318,7 @@ impl RequestDecoder {
                 }
             }
             State::FieldStart => {
-                let mut p = LengthParser::new(self.limits.max_request());
+                let mut p = LengthParser::new(self.inner_max);
                 match p.push(byte, offset) {
                     Err(e) => return Err(self.fail_with(e)),
                     Ok(Length::Partial) => {
@@ -323,7 +357,7 @@ impl RequestDecoder {
             },
             State::OuterComma if byte == b',' => {
                 self.state = State::Done;
-                Ok(Some(match self.rejected.take() {
+                Ok(Some(match self.rejected.take().or(self.oversize.take()) {
                     Some(e) => Event::Rejected(e),
                     None => Event::End,
                 }))

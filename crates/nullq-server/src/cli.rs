@@ -76,6 +76,9 @@ struct CommonArgs {
     /// Most recipients per message [default: 1000].
     #[arg(long, value_name = "N")]
     max_recipients: Option<usize>,
+    /// Most bytes of a refused request read before its D is answered [default: 104857600].
+    #[arg(long, value_name = "BYTES")]
+    drain_bytes: Option<u64>,
     /// Seconds to wait for the client's next bytes [default: 300].
     #[arg(long, value_name = "SECS")]
     read_timeout: Option<u64>,
@@ -172,6 +175,9 @@ fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
     }
     if let Some(v) = common.max_recipients {
         limits.max_recipients = v;
+    }
+    if let Some(v) = common.drain_bytes {
+        limits.drain_bytes = v;
     }
     if let Some(v) = common.read_timeout {
         limits.read_timeout_secs = v;

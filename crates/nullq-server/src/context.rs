@@ -20,6 +20,9 @@ pub struct Context {
     pub read_timeout: Duration,
     /// Longest whole session.
     pub session_timeout: Duration,
+    /// The most bytes of a refused request read (and thrown away) before its `D` is answered:
+    /// `limits.drain_bytes`, but never less than the largest request the limits allow.
+    pub drain_limit: u64,
     /// Pause before a `D` answer (Postfix's qmqpd_error_delay).
     pub error_delay: Duration,
     /// The server's own name, in the Received lines.
@@ -35,14 +38,16 @@ impl Context {
     /// The context for `config`, receiving into `spool`.
     pub fn new(config: &ServerConfig, spool: Spool) -> Context {
         let limits = &config.limits;
+        let decoding = Limits {
+            max_message: limits.databytes,
+            max_recipients: limits.max_recipients,
+            max_address_len: limits.max_address_len,
+        };
         Context {
             committer: spool.committer(),
             spool,
-            limits: Limits {
-                max_message: limits.databytes,
-                max_recipients: limits.max_recipients,
-                max_address_len: limits.max_address_len,
-            },
+            drain_limit: limits.drain_bytes.max(decoding.max_request()),
+            limits: decoding,
             read_timeout: Duration::from_secs(limits.read_timeout_secs),
             session_timeout: Duration::from_secs(limits.session_timeout_secs),
             error_delay: Duration::from_secs(limits.error_delay_secs),

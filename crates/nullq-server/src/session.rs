@@ -9,6 +9,14 @@
 //!    streamed into a spool file in `tmp/` (after our Received lines), never held whole;
 //! 2. at the end of the request the envelope is checked; any refusal is a `D` and the tmp file is
 //!    dropped (unlinked);
+//!
+//!    A request over a limit is answered what was asked, too: it is read on to its end, its bytes
+//!    thrown away as they come (never buffered), and only then is the `D` written, so that a
+//!    client still sending reads it instead of a reset. That is bounded: by the drain budget
+//!    ([`Context::drain_limit`] bytes of request in all, then `D` at once and close), by the read
+//!    timeout (a client gone quiet gets its `D` then) and by the session's deadline; a client
+//!    that closes its side early gets the `D` at once. qmail-qmqpd, too, reads the whole message
+//!    before it answers.
 //! 3. otherwise the file is finished (envelope, trailer, fdatasync), renamed into `queue/`, and the
 //!    group committer fsyncs the directory; only then is `K` written. A spool failure is a `Z`.
 //!
@@ -201,12 +209,30 @@ where
     let keep_head = ctx.policy.wants_header();
 
     loop {
-        let n = read(io, &mut buf, deadline, ctx).await?;
+        if let Some(e) = decoder.rejection() {
+            if decoder.offset() > ctx.drain_limit {
+                // Enough of a refused request: answer now; what else comes is not read.
+                return Err(refusal(e.clone()));
+            }
+        }
+        let n = match read(io, &mut buf, deadline, ctx).await {
+            Ok(n) => n,
+            // A refused request whose client went quiet is answered what it was going to get.
+            Err(Stop::TempFail(why)) => match decoder.rejection() {
+                Some(e) => return Err(refusal(e.clone())),
+                None => return Err(Stop::TempFail(why)),
+            },
+            Err(stop) => return Err(stop),
+        };
         if n == buf.len() && buf.len() < READ_BUFFER {
             // The client is sending in earnest: read in bigger pieces from now on.
             buf.resize(READ_BUFFER, 0);
         }
         if n == 0 {
+            if let Some(e) = decoder.rejection() {
+                // It closed its side before the end: it can still read the refusal.
+                return Err(refusal(e.clone()));
+            }
             let reason = match decoder.eof() {
                 Err(e) => format!("client closed the connection: {e}"),
                 Ok(()) => "client closed the connection".to_owned(),
@@ -322,7 +348,7 @@ where
 fn refusal(e: DecodeError) -> Stop {
     use nullq_proto::ErrorKind;
     let code = match e.kind() {
-        ErrorKind::MessageTooBig { .. } => "5.3.4",
+        ErrorKind::MessageTooBig { .. } | ErrorKind::RequestTooBig { .. } => "5.3.4",
         ErrorKind::TooManyRecipients { .. } => "5.5.3",
         ErrorKind::AddressTooLong { .. } => "5.1.3",
         _ => "5.5.2",

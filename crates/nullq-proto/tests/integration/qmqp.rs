@@ -125,11 +125,13 @@ fn malformed_requests_table() {
         ),
         (b"45:0:,17:jason@", Truncated),
         (b"", Truncated),
+        // A request of 10^12 bytes is well formed so far: it is refused, but only at its end.
+        (b"1000000000000:", Truncated),
         (
-            b"1000000000000:",
+            b"1000000000000000000:",
             LengthOverLimit {
-                length: 1_000_000_000_000,
-                limit: Limits::default().max_request(),
+                length: 1_000_000_000_000_000_000,
+                limit: nullq_proto::qmqp::MAX_ANNOUNCED,
             },
         ),
     ];
@@ -146,6 +148,66 @@ fn malformed_requests_table() {
             ),
         }
     }
+}
+
+#[test]
+fn a_request_over_the_whole_request_limit_is_read_to_its_end_and_rejected() {
+    let limits = Limits {
+        max_message: 10,
+        max_recipients: 2,
+        max_address_len: 20,
+    };
+    let max = limits.max_request();
+    let message = vec![b'x'; usize::try_from(max).unwrap() * 3];
+    let big = encode_request(&message, b"a@b", &[b"c@d".to_vec()]);
+    for chunk in [1, 7, 4096, usize::MAX] {
+        let d = decode_chunked(&big, chunk, limits.clone());
+        assert_eq!(
+            d.end,
+            Some(Err(ErrorKind::MessageTooBig {
+                length: message.len() as u64,
+                limit: 10
+            })),
+            "chunk {chunk}"
+        );
+        assert!(d.message.is_empty() && d.sender.is_none() && d.recipients.is_empty());
+    }
+    // Before the message's own length is read, the request's size is the reason a caller that
+    // stops reading gives; after it, the message's.
+    let mut decoder = RequestDecoder::new(limits.clone());
+    let outer = big.iter().position(|&b| b == b':').unwrap() + 1;
+    assert_eq!(decoder.feed(&big[..outer]).unwrap(), (outer, None));
+    assert!(matches!(
+        decoder.rejection().map(|e| e.kind()),
+        Some(ErrorKind::RequestTooBig { limit, .. }) if *limit == max
+    ));
+    assert!(decoder.rejection().unwrap().is_resumable());
+    let rest = &big[outer..outer + 100];
+    let mut fed = 0;
+    while fed < rest.len() {
+        let (used, event) = decoder.feed(&rest[fed..]).unwrap();
+        assert_eq!(event, None, "nothing of a refused request is handed out");
+        fed += used;
+    }
+    assert!(matches!(
+        decoder.rejection().map(|e| e.kind()),
+        Some(ErrorKind::MessageTooBig { .. })
+    ));
+    assert_eq!(
+        decoder.eof().map_err(|e| e.kind().clone()),
+        Err(ErrorKind::Truncated)
+    );
+    // Too many recipients can also make a request too big; the precise reason wins at the end.
+    let rcpts: Vec<Vec<u8>> = (0..200).map(|i| format!("r{i}@d").into_bytes()).collect();
+    let many = encode_request(b"hi", b"a@b", &rcpts);
+    assert!(many.len() as u64 > max);
+    assert_eq!(
+        decode_chunked(&many, 3, limits.clone()).end,
+        Some(Err(ErrorKind::TooManyRecipients { limit: 2 }))
+    );
+    // A request within the limits is not touched by any of this.
+    let fits = encode_request(&[b'x'; 10], b"a@b", &[b"c@d".to_vec()]);
+    assert_eq!(decode_chunked(&fits, 3, limits).end, Some(Ok(())));
 }
 
 #[test]

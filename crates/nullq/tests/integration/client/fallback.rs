@@ -307,3 +307,71 @@ fn a_message_failing_temporarily_does_not_hold_back_the_others() {
     let listing = String::from_utf8_lossy(&run(host.cmd("mailq"), b"", BOUND).stdout).into_owned();
     assert_eq!(listing.matches('#').count(), 1, "{listing}");
 }
+
+#[test]
+fn flush_moves_a_message_over_databytes_to_failed_says_so_and_delivers_the_others() {
+    let host = Host::new();
+    host.control("fallbackqueue", "fallback");
+    let queue = host.home().join("fallback");
+    // Queued while every server is down: a small one, one far over the size limit the server
+    // will have (and over the largest request it reads in any case, about 1 MB), another small.
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
+    let mut big = b"Subject: big\n\n".to_vec();
+    big.resize(16 * 1024 * 1024, b'x');
+    let messages: [&[u8]; 3] = [
+        b"Subject: older\n\nbody\n",
+        &big,
+        b"Subject: newer\n\nbody\n",
+    ];
+    for message in messages {
+        let (code, err) = run_queue(&host, "qmail-qmqpc", message, ENVELOPE, BOUND);
+        assert_eq!(code, 0, "{err}");
+    }
+    let ids: Vec<String> = crate::support::files(&queue.join("new"))
+        .iter()
+        .filter_map(|p| Some(p.file_name()?.to_str()?.to_owned()))
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let server =
+        crate::support::server::Server::start(&["--deliver", "none", "--databytes", "1000"]);
+    host.servers(&[server.addr]);
+    let (code, err) = flush(&host);
+    assert_eq!(code, 100, "one was refused permanently: {err}");
+    // Every message was tried; the refused one is reported with where it went.
+    let big_id = ids
+        .iter()
+        .find(|id| {
+            fs::metadata(queue.join("new").join(id)).is_err()
+                && queue.join("failed").join(id).is_file()
+        })
+        .unwrap_or_else(|| panic!("the big one in failed/: {err}"));
+    let line = err
+        .lines()
+        .find(|l| l.contains(big_id.as_str()))
+        .unwrap_or_else(|| panic!("no line about {big_id}: {err}"));
+    assert!(line.starts_with("nullq flush: "), "{line}");
+    assert!(line.contains("over the size limit of 1000 bytes"), "{line}");
+    assert!(
+        line.contains(&format!("moved to failed/{big_id}")),
+        "{line}"
+    );
+    let why = fs::read_to_string(queue.join("failed").join(format!("{big_id}.why"))).expect("why");
+    assert!(why.contains("over the size limit"), "{why}");
+    assert!(
+        crate::support::files(&queue.join("new")).is_empty(),
+        "{err}"
+    );
+    let spooled: Vec<String> = server
+        .queued()
+        .iter()
+        .map(|p| String::from_utf8_lossy(&fs::read(p).expect("read")).into_owned())
+        .collect();
+    assert_eq!(spooled.len(), 2, "{err}");
+    for subject in ["Subject: older", "Subject: newer"] {
+        assert!(
+            spooled.iter().any(|m| m.contains(subject)),
+            "{subject}: {err}"
+        );
+    }
+}

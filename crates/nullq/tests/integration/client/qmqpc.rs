@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::support::host::*;
 use crate::support::peers::QmqpSink;
 use crate::support::qmqp::{Answer, BlackHole, QmqpServer};
+use crate::support::server::Server;
 use crate::support::{wait_child, RefusedPort};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -96,6 +97,60 @@ fn d_is_31_and_stops() {
         b.connections(),
         0,
         "a permanent refusal is not retried elsewhere"
+    );
+}
+
+/// A message far over `--databytes 1000` and over the largest request the server reads in any
+/// case (databytes plus the largest envelope, about 1 MB), and more than socket buffers hold.
+fn far_over_databytes() -> Vec<u8> {
+    let mut m = b"From: jason@example.net\nSubject: big\n\n".to_vec();
+    m.resize(16 * 1024 * 1024, b'x');
+    m
+}
+
+#[test]
+fn qmail_qmqpc_over_databytes_is_31() {
+    let host = Host::new();
+    let server = Server::start(&["--deliver", "none", "--databytes", "1000"]);
+    let after = QmqpServer::start(Answer::Accept);
+    host.servers(&[server.addr, after.addr]);
+    host.control("fallbackqueue", "fallback");
+    let (code, err) = run_queue(&host, "qmail-qmqpc", &far_over_databytes(), ENVELOPE, LIMIT);
+    assert_eq!(code, 31, "{err}");
+    assert!(err.contains("over the size limit of 1000 bytes"), "{err}");
+    assert_eq!(after.connections(), 0, "a D is not retried elsewhere");
+    assert!(
+        crate::support::files(&host.home().join("fallback/new")).is_empty(),
+        "a D-refused message is not queued"
+    );
+    assert!(server.queued().is_empty());
+}
+
+#[test]
+fn qmail_qmqpc_reads_the_d_of_a_server_that_stopped_reading() {
+    // Past its drain budget (here: the least it can be, the largest request its limits allow)
+    // the server answers D and closes without reading on: this client's writes fail with a
+    // reset or a broken pipe, and the D that arrived before it is still there to be read.
+    let host = Host::new();
+    let server = Server::start(&[
+        "--deliver",
+        "none",
+        "--databytes",
+        "1000",
+        "--drain-bytes",
+        "1",
+    ]);
+    host.servers(&[server.addr]);
+    let (code, err) = run_queue(&host, "qmail-qmqpc", &far_over_databytes(), ENVELOPE, LIMIT);
+    assert_eq!(code, 31, "{err}");
+    assert!(err.contains("over the size limit of 1000 bytes"), "{err}");
+    assert!(
+        server
+            .wait_log(LIMIT, |l| l.contains("nullq::session")
+                && l.contains("answer=D "))
+            .is_some(),
+        "the server answered D: {}",
+        server.log_text()
     );
 }
 

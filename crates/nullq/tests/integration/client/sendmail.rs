@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::support::host::*;
 use crate::support::qmqp::{Answer, QmqpServer};
+use crate::support::server::Server;
 use crate::support::wait_for;
 use crate::support::RefusedPort;
 
@@ -303,4 +304,56 @@ fn bsd_mailx_sends_through_our_sendmail() {
     );
     assert_eq!(got[0].sender, b"jason@example.net");
     assert!(String::from_utf8_lossy(&got[0].message).contains("hello from mailx"));
+}
+
+#[test]
+fn sendmail_with_a_message_over_databytes_exits_100_and_nothing_goes_to_the_fallback_queue() {
+    let host = Host::new();
+    host.control("fallbackqueue", "fallback");
+    let new = host.home().join("fallback/new");
+    // A small message, queued while every server is down.
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
+    let (code, _, err) = sendmail(&host, &["bob"], "Subject: small\n\nsmall\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("kept in the fallback queue"), "{err}");
+    let waiting = crate::support::files(&new);
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    // The real server comes up, with a size limit the next message is far over: over the
+    // largest request it reads in any case (databytes plus the largest envelope, about 1 MB)
+    // and more than the socket buffers hold.
+    let server = Server::start(&["--deliver", "none", "--databytes", "1000"]);
+    host.servers(&[server.addr]);
+    let mut big = String::from("Subject: big\n\n");
+    big.extend(std::iter::repeat_n("x".repeat(99) + "\n", 160_000));
+    let (code, _, err) = sendmail(&host, &["bob"], &big);
+    assert_eq!(code, 100, "{err}");
+    assert!(err.contains("over the size limit of 1000 bytes"), "{err}");
+    assert_eq!(
+        crate::support::files(&new),
+        waiting,
+        "the refused message is not queued; the small one still waits"
+    );
+    assert!(crate::support::files(&host.home().join("fallback/failed")).is_empty());
+    assert!(server.queued().is_empty());
+    // The next flush delivers the small one, and the fallback queue is empty.
+    let mut flush = Command::new(env!("CARGO_BIN_EXE_nullq"));
+    flush.arg("flush").env("NULLQ_HOME", host.home());
+    let out = run(flush, b"", LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let queued = server.queued();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let spooled = std::fs::read(&queued[0]).expect("read the spooled message");
+    assert!(
+        String::from_utf8_lossy(&spooled).contains("Subject: small"),
+        "{}",
+        String::from_utf8_lossy(&spooled)
+    );
+    assert!(crate::support::files(&new).is_empty());
+    assert!(crate::support::files(&host.home().join("fallback/failed")).is_empty());
 }

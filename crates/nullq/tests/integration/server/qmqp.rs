@@ -100,7 +100,8 @@ fn malformed_requests_get_their_answer_and_store_nothing() {
             b"45:0:,17:jason@example.net;17:jason@example.net,,".to_vec(),
             "D",
         ),
-        ("length 10^12", b"1000000000000:".to_vec(), "D"),
+        ("length 10^12, then EOF", b"1000000000000:".to_vec(), "D"),
+        ("length 10^18", b"1000000000000000000:".to_vec(), "D"),
         (
             "no recipient",
             b"24:0:,17:jason@example.net,,".to_vec(),
@@ -117,7 +118,7 @@ fn malformed_requests_get_their_answer_and_store_nothing() {
     ];
     let mut failures = Vec::new();
     for (what, bytes, expected) in &table {
-        let answer = if *what == "stops halfway" {
+        let answer = if *what == "stops halfway" || what.ends_with("then EOF") {
             // Send half, then close our side: the server must drop it and answer nothing useful.
             let mut s = TcpStream::connect(server.addr).expect("connect");
             s.write_all(bytes).expect("write");
@@ -144,12 +145,12 @@ fn malformed_requests_get_their_answer_and_store_nothing() {
     assert!(server.queued().is_empty(), "nothing may be queued");
     assert_eq!(tmp_files(&server.data), 0, "no tmp leftovers");
     // The reasons are for a person: check two of them.
-    let a = exchange(server.addr, &table[3].1, T);
+    let a = exchange(server.addr, &table[4].1, T);
     assert!(
         String::from_utf8_lossy(&a).contains("no recipient"),
         "{a:?}"
     );
-    let a = exchange(server.addr, &table[2].1, T);
+    let a = exchange(server.addr, &table[3].1, T);
     assert!(
         String::from_utf8_lossy(&a).contains("over the limit"),
         "{a:?}"
@@ -186,6 +187,144 @@ fn oversize_and_too_many_recipients_are_refused_after_the_whole_request() {
     let a = String::from_utf8_lossy(&exchange(server.addr, &fits, T)).into_owned();
     assert!(a.contains(":Kok"), "{a}");
     assert_eq!(server.queued().len(), 1);
+}
+
+/// Far over `databytes` and over the largest request the limits allow (databytes plus the
+/// largest envelope, about 1 MB here), and more than the socket buffers hold: a server that
+/// answers at the length prefix and closes leaves this client a reset, not its `D`.
+const FAR_OVER: usize = 16 * 1024 * 1024;
+
+#[test]
+fn a_client_sending_a_request_far_over_databytes_reads_its_d_not_a_reset() {
+    let server = Server::start(&["--deliver", "none", "--databytes", "1000"]);
+    let big = encode_request(
+        &vec![b'x'; FAR_OVER],
+        b"a@example.net",
+        &[b"b@example.net".to_vec()],
+    );
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.set_write_timeout(Some(T)).expect("timeout");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    // The whole request goes through: the server reads what it was sent before answering.
+    s.write_all(&big)
+        .expect("the server reads the whole request, so writing it does not fail");
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut answer).expect("the answer, then EOF (no reset)");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.contains(&format!(
+            ":Dsorry, message is {FAR_OVER} bytes, over the size limit of 1000 bytes"
+        )),
+        "{text}"
+    );
+    assert!(server.queued().is_empty());
+    assert_eq!(tmp_files(&server.data), 0);
+}
+
+#[test]
+fn a_client_announcing_a_terabyte_then_closing_gets_d_at_once_and_the_server_goes_on() {
+    // The read timeout is the default 300 s: an answer within T can only come from the EOF.
+    let server = Server::start(&["--deliver", "none", "--databytes", "1000"]);
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.write_all(b"1000000000000:999999999000:").expect("write");
+    s.write_all(&[b'x'; 64 * 1024]).expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(started.elapsed() < T, "no answer before the bound");
+    assert!(
+        text.contains(":Dsorry, message is 999999999000 bytes, over the size limit of 1000 bytes"),
+        "{text}"
+    );
+    // Closing before the message's own length gives the request's size as the reason.
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.write_all(b"1000000000000:99").expect("write");
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.contains(":Dsorry, request is 1000000000000 bytes, over the size limit of"),
+        "{text}"
+    );
+    // Not stuck: the next client is served.
+    let ok = encode_request(
+        b"Subject: hi\n\nhi\n",
+        b"a@example.net",
+        &[b"b@example.net".to_vec()],
+    );
+    let a = String::from_utf8_lossy(&exchange(server.addr, &ok, T)).into_owned();
+    assert!(a.contains(":Kok"), "{a}");
+    assert_eq!(server.queued().len(), 1);
+    assert_eq!(tmp_files(&server.data), 0);
+}
+
+#[test]
+fn a_refused_request_whose_client_goes_quiet_gets_d_at_the_read_timeout() {
+    let server = Server::start(&[
+        "--deliver",
+        "none",
+        "--databytes",
+        "1000",
+        "--read-timeout",
+        "1",
+    ]);
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.write_all(b"1000000000000:999999999000:xxxx")
+        .expect("write");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    // A D, not the Z of a slow client: the request was refused whatever comes next.
+    assert!(
+        text.contains(":Dsorry, message is 999999999000 bytes, over the size limit of 1000 bytes"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_client_that_keeps_sending_a_refused_request_is_cut_off_at_the_drain_budget() {
+    let server = Server::start(&[
+        "--deliver",
+        "none",
+        "--databytes",
+        "1000",
+        "--drain-bytes",
+        "4000000",
+    ]);
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.set_write_timeout(Some(T)).expect("timeout");
+    s.write_all(b"1000000000000:999999999000:").expect("write");
+    // Keep sending: the server stops reading after its budget, answers and closes, and the
+    // writes fail (reset or broken pipe) instead of going on for a terabyte.
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent: u64 = 0;
+    let failed = loop {
+        match s.write(&chunk) {
+            Ok(n) => sent += n as u64,
+            Err(e) => break e,
+        }
+        assert!(
+            sent < 1 << 30,
+            "the server read a gigabyte of a refused request"
+        );
+    };
+    assert!(
+        !matches!(
+            failed.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "the server neither read on nor closed: {failed}"
+    );
+    let lines = server.wait_log_count(T, 1, |l| {
+        l.contains("nullq::session") && l.contains("answer=D ") && l.contains("over the size limit")
+    });
+    assert_eq!(lines.len(), 1, "{}", server.log_text());
 }
 
 #[test]
