@@ -73,7 +73,14 @@ impl Committer {
     /// poison the committer).
     pub(crate) fn for_dir(dir: PathBuf) -> Result<Committer> {
         let fd = crate::sys::open_dir(&dir)?;
-        Ok(Committer::with_sync(dir, move || fd.sync_all()))
+        let fault = crate::fault::DirFsyncFault::from_env();
+        Ok(Committer::with_sync(dir, move || {
+            let result = fd.sync_all();
+            match &fault {
+                Some(fault) if fault.hit() => Err(io::Error::from_raw_os_error(libc::EIO)),
+                _ => result,
+            }
+        }))
     }
 
     /// A committer whose "fsync" is `sync` (tests use a slow or failing one).
