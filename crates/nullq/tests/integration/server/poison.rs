@@ -54,12 +54,12 @@ fn delivered(maildir: &Path) -> HashMap<String, usize> {
     seen
 }
 
-fn serve_cmd(data: &Path, target: &str) -> Command {
+fn serve_cmd(data: &Path, target: &str, log_level: &str) -> Command {
     let mut cmd = Command::new(nullq());
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .args(["--error-delay", "0", "--hostname", "mx.test"])
-        .args(["--log-level", LOG_LEVEL, "--deliver", target]);
+        .args(["--log-level", log_level, "--deliver", target]);
     cmd
 }
 
@@ -69,7 +69,7 @@ fn a_failed_directory_fsync_stops_the_server_and_no_z_message_is_delivered() {
     let data = dir.path().join("data");
     let maildir = dir.path().join("maildir");
     let target = format!("maildir:{}", maildir.display());
-    let mut cmd = serve_cmd(&data, &target);
+    let mut cmd = serve_cmd(&data, &target, LOG_LEVEL);
     cmd.env(nullq_spool::fault::DIR_FSYNC, FAILING_FSYNC);
     let mut server = Server::launch(cmd, &data, &dir.path().join("faulty.log"));
     let armed = format!(
@@ -164,7 +164,7 @@ fn a_failed_directory_fsync_stops_the_server_and_no_z_message_is_delivered() {
 
     // Restart without the fault; everything still queued is delivered.
     let server = Server::launch(
-        serve_cmd(&data, &target),
+        serve_cmd(&data, &target, LOG_LEVEL),
         &data,
         &dir.path().join("clean.log"),
     );
@@ -202,4 +202,52 @@ fn a_failed_directory_fsync_stops_the_server_and_no_z_message_is_delivered() {
         k.len() + none.iter().filter(|s| seen.contains_key(**s)).count(),
         "nothing else in the Maildir"
     );
+}
+
+/// The safety net for a message whose announcement was lost: `nullq serve`'s runner rescans
+/// `queue/` every 60 s. A message committed behind its back (another process, no trigger
+/// pulled) is delivered by that rescan. Takes a minute.
+#[test]
+fn serve_rescans_the_queue_and_delivers_what_it_was_not_told_of() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let maildir = dir.path().join("maildir");
+    let target = format!("maildir:{}", maildir.display());
+    let cmd = serve_cmd(&data, &target, "info,nullq::delivery=debug");
+    let server = Server::launch(cmd, &data, &dir.path().join("serve.log"));
+    // After its start-up scan: only a rescan can find what is committed now.
+    assert!(server
+        .wait_log(Duration::from_secs(60), |l| l
+            .contains("delivery runner started"))
+        .is_some());
+    let spool = nullq_spool::Spool::attach(&data).expect("attach");
+    let mut incoming = spool.receive().expect("receive");
+    incoming
+        .write(b"Subject: behind its back\n\nhello\n")
+        .expect("write");
+    let envelope = nullq_spool::Envelope {
+        arrival: std::time::SystemTime::now(),
+        client_addr: "192.0.2.7:4711".into(),
+        client_host: String::new(),
+        sender: b"a@example.net".to_vec(),
+        recipients: vec![b"b@example.net".to_vec()],
+    };
+    let renamed = incoming.finish(&envelope).expect("finish");
+    spool.committer().commit(renamed).expect("commit");
+    let rescanned = server.wait_log(Duration::from_secs(90), |l| {
+        l.contains("queue rescanned (every 60s)")
+    });
+    assert!(
+        rescanned.is_some(),
+        "no rescan; the log:\n{}",
+        server.log_text()
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || delivered(&maildir)
+            .get("behind its back")
+            == Some(&1)),
+        "the rescan did not deliver it; the log:\n{}",
+        server.log_text()
+    );
+    assert!(queued_files(&data).is_empty());
 }
