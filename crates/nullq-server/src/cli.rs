@@ -357,8 +357,9 @@ async fn run_server(
     context.committed = runner.as_ref().map(delivery::Runner::notifier);
     let ctx = Arc::new(context);
     // Signals are handled before the ready line: whoever waits for it may send SIGTERM at once.
+    // A failed commit (the spool's directory fsync) stops the server the same way.
     let (trigger, stop) = shutdown::channel();
-    spawn_signal_handlers(trigger, Arc::clone(&access))?;
+    spawn_signal_handlers(trigger, Arc::clone(&access), Arc::clone(&ctx.poisoned))?;
     let bound: Vec<String> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -379,17 +380,27 @@ async fn run_server(
     };
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
     let delivering = runner.map(|r| tokio::spawn(r.run(stop.clone(), grace)));
+    let committer = ctx.committer.clone();
     let all_done = listener::serve(listeners, ctx, access, limits, stop, grace).await;
     if let Some(task) = delivering {
         let _ = task.await;
     }
+    if !all_done {
+        tracing::warn!(target: "nullq::server", "shut down with sessions still open after {}s; they got no answer", grace.as_secs());
+    }
+    if committer.is_poisoned() {
+        // Exit non-zero so that the supervisor sees a failure (and restarts us: Restart=on-failure).
+        tracing::error!(target: "nullq::server", "stopped after a failed commit; exit code {POISONED_EXIT}");
+        return Ok(POISONED_EXIT);
+    }
     if all_done {
         tracing::info!(target: "nullq::server", "shut down cleanly");
-    } else {
-        tracing::warn!(target: "nullq::server", "shut down with sessions still open after {}s; they got no answer", grace.as_secs());
     }
     Ok(0)
 }
+
+/// `nullq serve`'s exit code after a failed commit (qmail's "temporary failure").
+pub const POISONED_EXIT: i32 = 111;
 
 fn open_spool(config: &ServerConfig) -> Result<Spool, String> {
     let (spool, report) = Spool::open(&config.data_dir).map_err(|e| {
@@ -399,6 +410,9 @@ fn open_spool(config: &ServerConfig) -> Result<Spool, String> {
         )
     })?;
     tracing::info!(target: "nullq::spool", "recovery: {report}");
+    if let Some(n) = nullq_spool::fault::armed() {
+        tracing::warn!(target: "nullq::spool", "fault injection: {}={n}: directory fsync {n} of the queue will fail with EIO (a debug build, for tests)", nullq_spool::fault::DIR_FSYNC);
+    }
     for file in &report.corrupt {
         tracing::warn!(target: "nullq::spool", "recovery: {file}");
     }
@@ -432,8 +446,13 @@ fn attach_spool(config: &ServerConfig) -> Result<Spool, String> {
     }
 }
 
-/// SIGTERM and SIGINT start shutdown; SIGHUP reloads the access rules.
-fn spawn_signal_handlers(trigger: shutdown::Trigger, access: Arc<Access>) -> Result<(), String> {
+/// SIGTERM and SIGINT start shutdown, and so does `poisoned` (a failed commit, already logged);
+/// SIGHUP reloads the access rules.
+fn spawn_signal_handlers(
+    trigger: shutdown::Trigger,
+    access: Arc<Access>,
+    poisoned: Arc<tokio::sync::Notify>,
+) -> Result<(), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("signals: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("signals: {e}"))?;
@@ -442,6 +461,7 @@ fn spawn_signal_handlers(trigger: shutdown::Trigger, access: Arc<Access>) -> Res
         tokio::select! {
             _ = term.recv() => tracing::info!(target: "nullq::server", "SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!(target: "nullq::server", "SIGINT: shutting down"),
+            _ = poisoned.notified() => tracing::info!(target: "nullq::server", "a commit failed: shutting down"),
         }
         trigger.fire();
     });
@@ -535,7 +555,9 @@ fn deliver(args: DeliverArgs) -> Result<i32, String> {
         let policy = Arc::new(Policy::from_config(&config.policy)?);
         let runner = delivery::Runner::new(&config, spool, policy, true)?;
         let (trigger, stop) = shutdown::channel();
-        spawn_signal_handlers(trigger, Arc::new(Access::allow_all()))?;
+        // No sessions here, so nothing commits: the notify is never notified.
+        let never = Arc::new(tokio::sync::Notify::new());
+        spawn_signal_handlers(trigger, Arc::new(Access::allow_all()), never)?;
         runner
             .run(stop, Duration::from_secs(config.shutdown_timeout_secs))
             .await;

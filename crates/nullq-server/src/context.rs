@@ -1,11 +1,14 @@
 //! What every session needs and nobody changes while it runs: the spool, the committer, the
 //! limits and the server's name. Built once from the configuration and shared behind an `Arc`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nullq_config::server::ServerConfig;
 use nullq_proto::qmqp::Limits;
-use nullq_spool::{Committer, Spool};
+use nullq_spool::{Committer, Spool, SpoolError, Step};
+use tokio::sync::Notify;
 
 /// The shared, read-only state of all sessions.
 #[derive(Debug)]
@@ -32,6 +35,11 @@ pub struct Context {
     /// Where a committed message's id is announced, so the delivery runner starts at once
     /// (`None` when no runner runs in this process, as under `nullq qmqpd`).
     pub committed: Option<tokio::sync::mpsc::UnboundedSender<nullq_spool::QueueId>>,
+    /// Notified (once) when a directory fsync of the spool failed: the committer refuses every
+    /// commit from then on, and `nullq serve` stops (see [`Context::commit_failed`]).
+    pub poisoned: Arc<Notify>,
+    /// Whether the failure has been logged.
+    reported: AtomicBool,
 }
 
 impl Context {
@@ -54,6 +62,37 @@ impl Context {
             local_name: config.local_name(),
             policy: std::sync::Arc::new(crate::policy::Policy::permissive()),
             committed: None,
+            poisoned: Arc::new(Notify::new()),
+            reported: AtomicBool::new(false),
         }
+    }
+
+    /// A session's spool operation failed with `e`. If it is the directory fsync (this batch's,
+    /// or an earlier one's: the committer is poisoned), log it at ERROR, once per process, and
+    /// notify [`Context::poisoned`]. Other failures (a full disk, one file's fdatasync) concern
+    /// one message and are in the session's own log line.
+    pub fn commit_failed(&self, e: &SpoolError) {
+        if e.step() != Step::DirFsync || self.reported.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let errno = e
+            .io_error()
+            .and_then(std::io::Error::raw_os_error)
+            .map_or_else(|| "-".to_owned(), |n| n.to_string());
+        let cause = e
+            .io_error()
+            .map_or_else(|| e.to_string(), std::io::Error::to_string);
+        tracing::error!(
+            target: "nullq::spool",
+            step = %e.step(),
+            path = %e.path().display(),
+            errno = %errno,
+            "spool commit failed: {} of {}: {cause}; every later commit is refused (answered Z, \
+             nothing more is written to the queue) and the server stops: check the disk, then \
+             restart (the restart re-checks the queue)",
+            e.step(),
+            e.path().display(),
+        );
+        self.poisoned.notify_one();
     }
 }

@@ -18,7 +18,11 @@
 //!    that closes its side early gets the `D` at once. qmail-qmqpd, too, reads the whole message
 //!    before it answers.
 //! 3. otherwise the file is finished (envelope, trailer, fdatasync), renamed into `queue/`, and the
-//!    group committer fsyncs the directory; only then is `K` written. A spool failure is a `Z`.
+//!    group committer fsyncs the directory; only then is `K` written. A spool failure is a `Z`,
+//!    and a refused commit has unlinked its file from `queue/` again: a message answered `Z` is
+//!    never delivered. A failed directory fsync (or a commit refused since one failed) is also
+//!    logged at ERROR, once, and stops `nullq serve` ([`Context::commit_failed`]); from then on
+//!    the spool creates no file at all, so the sessions still open get `Z` without writing.
 //!
 //! A client that vanishes halfway gets nothing, and its tmp file goes with the dropped
 //! [`Incoming`]. Spool calls run on tokio's blocking pool: they fsync.
@@ -397,7 +401,10 @@ async fn spill(ctx: &Arc<Context>, r: &mut Receiving) -> Result<(), Stop> {
             r.buffer = buffer;
             Ok(())
         }
-        Ok(Err(e)) => Err(spool_failure(&e)),
+        Ok(Err(e)) => {
+            ctx.commit_failed(&e);
+            Err(spool_failure(&e))
+        }
         Err(e) => Err(Stop::TempFail(format!(
             "sorry, internal error (#4.3.0): {e}"
         ))),
@@ -426,7 +433,10 @@ async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<
             }
             Ok(id.to_string())
         }
-        Ok(Err(e)) => Err(spool_failure(&e)),
+        Ok(Err(e)) => {
+            ctx.commit_failed(&e);
+            Err(spool_failure(&e))
+        }
         Err(e) => Err(Stop::TempFail(format!(
             "sorry, internal error (#4.3.0): {e}"
         ))),

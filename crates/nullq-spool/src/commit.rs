@@ -8,9 +8,16 @@
 //!
 //! A failed directory fsync fails its whole batch and poisons the committer: the kernel may have
 //! dropped the directory's dirty metadata, and a later fsync that "succeeds" would not bring it
-//! back. The renamed files are kept (a duplicate is acceptable, a loss is not) and the next
-//! start checks the queue.
+//! back. Every refused commit unlinks its file from `queue/` again before returning the error,
+//! so that a message whose client is told `Z` is not delivered as well (the client sends it
+//! again, elsewhere: leaving it would make a duplicate). From then on nothing new is renamed
+//! into `queue/` ([`crate::Spool::receive`] and [`crate::Incoming::finish`] refuse too).
+//!
+//! The committer also knows which renames are not committed yet
+//! ([`Committer::is_uncommitted`]), so that a delivery runner in the same process does not
+//! deliver a message whose client may still be told `Z`.
 
+use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -34,6 +41,8 @@ struct Shared {
     sync: SyncFn,
     gens: Mutex<Generations>,
     done: Condvar,
+    /// Messages renamed into `dir` (or being renamed) whose commit has not returned yet.
+    uncommitted: Mutex<HashSet<QueueId>>,
 }
 
 #[derive(Default)]
@@ -64,7 +73,14 @@ impl Committer {
     /// poison the committer).
     pub(crate) fn for_dir(dir: PathBuf) -> Result<Committer> {
         let fd = crate::sys::open_dir(&dir)?;
-        Ok(Committer::with_sync(dir, move || fd.sync_all()))
+        let fault = crate::fault::DirFsyncFault::from_env();
+        Ok(Committer::with_sync(dir, move || {
+            let result = fd.sync_all();
+            match &fault {
+                Some(fault) if fault.hit() => Err(io::Error::from_raw_os_error(libc::EIO)),
+                _ => result,
+            }
+        }))
     }
 
     /// A committer whose "fsync" is `sync` (tests use a slow or failing one).
@@ -77,6 +93,7 @@ impl Committer {
             sync: Box::new(sync),
             gens: Mutex::default(),
             done: Condvar::new(),
+            uncommitted: Mutex::default(),
         };
         Committer {
             shared: Arc::new(shared),
@@ -87,8 +104,10 @@ impl Committer {
     /// then returns its id: only now may the client be told `K`.
     ///
     /// Errors: the fsync failed (for this batch), or an earlier one did
-    /// ([`SpoolError::is_poisoned`]). Either way the file stays in `queue/` and may be
-    /// delivered, but the client must be told `Z`.
+    /// ([`SpoolError::is_poisoned`]). Either way the file has been unlinked from `queue/`
+    /// again (then `queue/` fsynced, best effort) and the client must be told `Z`. A message of
+    /// the batch whose fsync failed may still come back after a crash (that fsync may have
+    /// written the rename, the unlink may not be durable): a duplicate, never a loss.
     pub fn commit(&self, r: Renamed) -> Result<QueueId> {
         // A Renamed from another spool needs its own directory fsynced, not ours.
         let shared = if Arc::ptr_eq(&self.shared, &r.committer.shared) {
@@ -96,8 +115,41 @@ impl Committer {
         } else {
             &r.committer.shared
         };
-        shared.wait_durable()?;
+        if let Err(e) = shared.wait_durable() {
+            // Unlinked before `r` is dropped (which forgets it as uncommitted), so a runner's
+            // scan in between finds the file gone rather than deliverable.
+            let _ = std::fs::remove_file(shared.dir.join(r.id.to_string()));
+            let _ = crate::sys::fsync_dir(&shared.dir);
+            return Err(e);
+        }
         Ok(r.id)
+    }
+
+    /// True while the message `id` is renamed into `queue/` but its commit has not returned:
+    /// its client has not been told anything yet, and may be told `Z` (then the file is
+    /// unlinked). A delivery runner sharing this spool skips such messages in its scans; it
+    /// learns of the committed ones when they are.
+    pub fn is_uncommitted(&self, id: &QueueId) -> bool {
+        self.shared.uncommitted().contains(id)
+    }
+
+    /// The error for a commit refused now, if the committer is poisoned: receiving and renaming
+    /// stop as well, so that nothing more reaches `queue/` once commits cannot succeed.
+    pub(crate) fn refusal(&self) -> Option<SpoolError> {
+        let g = self.shared.lock();
+        g.failed
+            .as_ref()
+            .map(|(_, e)| SpoolError::poisoned(&self.shared.dir, e))
+    }
+
+    /// `id` is about to be renamed into the directory: uncommitted until [`Self::settled`].
+    pub(crate) fn renaming(&self, id: QueueId) {
+        self.shared.uncommitted().insert(id);
+    }
+
+    /// The commit of `id` returned (or its rename failed, or it was dropped uncommitted).
+    pub(crate) fn settled(&self, id: &QueueId) {
+        self.shared.uncommitted().remove(id);
     }
 
     /// `(directory fsyncs started, successful commits)`: with concurrent callers the first is
@@ -122,6 +174,13 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Generations> {
         // Nothing panics while holding the lock, so the counters are consistent even if poisoned.
         self.gens.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn uncommitted(&self) -> MutexGuard<'_, HashSet<QueueId>> {
+        // Only inserts and removes happen under this lock; a panic cannot leave it half done.
+        self.uncommitted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn wait_durable(&self) -> Result<()> {

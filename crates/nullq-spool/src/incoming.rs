@@ -32,8 +32,9 @@ pub struct Incoming {
 }
 
 /// A message renamed into `queue/ID` (state *renamed*) whose rename is not durable yet: hand it
-/// to [`Committer::commit`] before answering `K`. Dropping it leaves the message queued, to be
-/// delivered, without an acknowledgement (the client may send it again: a duplicate, not a loss).
+/// to [`Committer::commit`] before answering `K` (a refused commit unlinks the file again).
+/// Dropping it leaves the message queued, to be delivered, without an acknowledgement (the
+/// client may send it again: a duplicate, not a loss).
 #[derive(Debug)]
 #[must_use = "a renamed message is not durable until committed"]
 pub struct Renamed {
@@ -45,6 +46,12 @@ impl Renamed {
     /// The message's id.
     pub fn id(&self) -> &QueueId {
         &self.id
+    }
+}
+
+impl Drop for Renamed {
+    fn drop(&mut self) {
+        self.committer.settled(&self.id);
     }
 }
 
@@ -104,6 +111,8 @@ impl Incoming {
     /// durable until [`Committer::commit`]: that directory fsync is shared between callers.
     ///
     /// On error the file is deleted (from `tmp/` or `queue/`); a failed fsync is never retried.
+    /// Once the committer is poisoned ([`SpoolError::is_poisoned`]) nothing is renamed: the
+    /// commit could only be refused.
     pub fn finish(mut self, envelope: &Envelope) -> Result<Renamed> {
         let env = envelope.encode();
         self.put(&env)?;
@@ -124,14 +133,21 @@ impl Incoming {
         // 0.4 ms instead of 0.7 ms a file on ext4). The file is whole before it is renamed, so
         // nothing partial is ever visible in queue/; it is just not yet durable, and no `K` is
         // sent until it is.
+        if let Some(e) = self.committer.refusal() {
+            drop(file);
+            return Err(e); // Drop deletes tmp/ID
+        }
+        self.committer.renaming(self.id);
         if let Err(e) = sys::rename_noreplace(&self.path, &self.queue_path) {
             drop(file);
+            self.committer.settled(&self.id);
             return Err(e); // Drop deletes tmp/ID
         }
         self.renamed = true;
         if let Err(e) = sys::sync_and_close(file, &self.queue_path) {
             // Its pages may be lost: it must not be delivered. The client is told `Z`.
             let _ = std::fs::remove_file(&self.queue_path);
+            self.committer.settled(&self.id);
             return Err(e);
         }
         Ok(Renamed {

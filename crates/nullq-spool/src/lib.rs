@@ -22,6 +22,7 @@
 //!   a temporary failure (QMQP `Z`) for the caller, so it is not classified further, except
 //!   [`SpoolError::is_full`] (disk or quota full) for a better log line and reply text.
 //! - [`pull_trigger`] (`trigger.rs`): `ROOT/trigger`, waking the runner without signals.
+//! - [`fault`]: a failing directory fsync on demand, for tests; debug builds only.
 //! - `sys.rs`: the system calls durability rests on (fdatasync, checked close, directory fsync,
 //!   `renameat2(RENAME_NOREPLACE)`, flock).
 //!
@@ -75,6 +76,7 @@
 
 mod commit;
 mod error;
+pub mod fault;
 mod format;
 mod id;
 mod incoming;

@@ -132,8 +132,12 @@ impl Spool {
         self.inner.committer.clone()
     }
 
-    /// Starts receiving a message: creates `tmp/ID` (`O_CREAT|O_EXCL`, mode 0600).
+    /// Starts receiving a message: creates `tmp/ID` (`O_CREAT|O_EXCL`, mode 0600). Refused,
+    /// creating nothing, once the committer is poisoned ([`SpoolError::is_poisoned`]).
     pub fn receive(&self) -> Result<Incoming> {
+        if let Some(e) = self.inner.committer.refusal() {
+            return Err(e);
+        }
         let d = &self.inner.dirs;
         Incoming::create(&d.tmp, &d.queue, self.committer())
     }
@@ -232,5 +236,102 @@ impl Spool {
             }
             Err(e) => Err(SpoolError::io(Step::Read, &path, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A spool whose directory fsync `n` (1-based) fails with EIO.
+    fn failing_spool(root: &Path, n: u64) -> Spool {
+        let (spool, _) = Spool::open(root).expect("open");
+        let Ok(inner) = Arc::try_unwrap(spool.inner) else {
+            panic!("a fresh spool has one owner")
+        };
+        let calls = AtomicU64::new(0);
+        let committer = Committer::with_sync(inner.dirs.queue.clone(), move || {
+            if calls.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                Ok(())
+            }
+        });
+        Spool {
+            inner: Arc::new(Inner { committer, ..inner }),
+        }
+    }
+
+    fn envelope() -> Envelope {
+        Envelope {
+            arrival: std::time::SystemTime::now(),
+            client_addr: "192.0.2.7:4711".into(),
+            client_host: String::new(),
+            sender: b"a@b".to_vec(),
+            recipients: vec![b"c@d".to_vec()],
+        }
+    }
+
+    fn count(dir: &Path) -> usize {
+        std::fs::read_dir(dir).expect("read_dir").count()
+    }
+
+    #[test]
+    fn a_refused_commit_leaves_nothing_in_the_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("spool");
+        let spool = failing_spool(&root, 2);
+        let committer = spool.committer();
+        let receive = |body: &[u8]| {
+            let mut incoming = spool.receive().expect("receive");
+            incoming.write(body).expect("write");
+            incoming
+        };
+
+        let a = receive(b"a").finish(&envelope()).expect("finish a");
+        let a_id = *a.id();
+        assert!(committer.is_uncommitted(&a_id));
+        assert_eq!(committer.commit(a).ok(), Some(a_id), "fsync 1 succeeds");
+        assert!(!committer.is_uncommitted(&a_id));
+
+        // Still receiving when the commit fails: it must not reach queue/.
+        let mid_receive = receive(b"mid");
+        let b = receive(b"b").finish(&envelope()).expect("finish b");
+        let c = receive(b"c").finish(&envelope()).expect("finish c");
+        let (b_id, c_id) = (*b.id(), *c.id());
+        assert_eq!(count(&root.join("queue")), 3);
+
+        // Fsync 2 fails: b's batch. c renamed before it too, but commits after: refused.
+        let e = committer.commit(b).err();
+        assert!(
+            matches!(&e, Some(e) if e.step() == Step::DirFsync && !e.is_poisoned()),
+            "{e:?}"
+        );
+        assert!(committer.is_poisoned());
+        let e = committer.commit(c).err();
+        assert!(matches!(&e, Some(e) if e.is_poisoned()), "{e:?}");
+        assert!(!committer.is_uncommitted(&b_id) && !committer.is_uncommitted(&c_id));
+        assert_eq!(
+            spool.list().expect("list"),
+            vec![a_id],
+            "only the K'd one stays"
+        );
+
+        let e = mid_receive.finish(&envelope()).err();
+        assert!(matches!(&e, Some(e) if e.is_poisoned()), "{e:?}");
+        let e = spool.receive().err();
+        assert!(matches!(&e, Some(e) if e.is_poisoned()), "{e:?}");
+        assert_eq!(
+            count(&root.join("tmp")),
+            0,
+            "nothing received after the failure"
+        );
+        assert_eq!(spool.list().expect("list"), vec![a_id]);
+        assert_eq!(
+            committer.stats(),
+            (2, 1),
+            "no fsync is tried after the failure"
+        );
     }
 }

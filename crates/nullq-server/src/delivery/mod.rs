@@ -877,6 +877,7 @@ async fn scan(
     in_flight: &HashSet<QueueId>,
 ) -> usize {
     let spool = shared.spool.clone();
+    let committer = spool.committer();
     let skip: HashSet<QueueId> = in_flight.clone();
     let found = tokio::task::spawn_blocking(move || {
         let ids = match spool.list() {
@@ -888,7 +889,10 @@ async fn scan(
         };
         let mut due = Vec::with_capacity(ids.len());
         for id in ids {
-            if skip.contains(&id) {
+            // In flight here, or renamed by a session of this process whose commit has not
+            // returned: it may yet be refused (answered Z and unlinked); if committed, the
+            // session announces it.
+            if skip.contains(&id) || committer.is_uncommitted(&id) {
                 continue;
             }
             match spool.load(&id) {
