@@ -422,6 +422,9 @@ pub struct DeliveryConfig {
     /// For `nullq deliver` beside `nullq qmqpd`: how often to look for new messages, in
     /// milliseconds. Default 500. (`nullq serve` is told at once.)
     pub poll_interval_ms: u64,
+    /// How often the runner rescans the whole queue in seconds, the safety net for a message
+    /// whose announcement was lost (a missed trigger, a commit by another process). Default 60.
+    pub rescan_secs: u64,
     /// Test knob: queue time runs this many times faster than real time (retry delays, queue
     /// lifetime, warnings). Default 1. Only for tests; never set it in production.
     pub time_scale: u32,
@@ -445,6 +448,7 @@ impl Default for DeliveryConfig {
             delay_warning_secs: 0,
             postmaster: None,
             poll_interval_ms: 500,
+            rescan_secs: 60,
             time_scale: 1,
             smtp: SmtpConfig::default(),
             cgp: CgpConfig::default(),
@@ -588,6 +592,7 @@ impl DeliveryConfig {
             ("delivery.queue_lifetime_secs", self.queue_lifetime_secs),
             ("delivery.retry_min_secs", self.retry_min_secs),
             ("delivery.poll_interval_ms", self.poll_interval_ms),
+            ("delivery.rescan_secs", self.rescan_secs),
             ("delivery.time_scale", u64::from(self.time_scale)),
             ("delivery.smtp.timeout_secs", self.smtp.timeout_secs),
             (

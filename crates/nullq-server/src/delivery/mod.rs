@@ -53,10 +53,6 @@ use stats::Stats;
 /// sender that fails is dropped, never bounced again. Backends that speak SMTP send it as `<>`.
 pub const DOUBLE_BOUNCE_SENDER: &[u8] = b"#@[]";
 
-/// How often the runner rescans the whole queue (real time), whatever the clock's scale: it
-/// picks up what changed behind its back when a wake-up through `DATA/trigger` was lost.
-pub const RESCAN: Duration = Duration::from_secs(60);
-
 /// The pid file earlier versions kept in the spool root (and signalled); removed at start.
 const OLD_PID_FILE: &str = "deliver.pid";
 
@@ -564,6 +560,9 @@ pub struct Runner {
     inbox: mpsc::UnboundedReceiver<QueueId>,
     concurrency: usize,
     poll: Option<Duration>,
+    /// How often the whole queue is rescanned (real time, whatever the clock's scale), so that
+    /// a wake-up through `DATA/trigger` that was lost only delays: `delivery.rescan_secs`.
+    rescan: Duration,
     /// SIGUSR1, registered when the runner is made (before the server says it is ready), so
     /// that the signal never finds the default action (death).
     usr1: Option<tokio::signal::unix::Signal>,
@@ -613,6 +612,7 @@ impl Runner {
             inbox,
             concurrency: d.concurrency.max(1),
             poll: poll.then(|| Duration::from_millis(d.poll_interval_ms)),
+            rescan: Duration::from_secs(d.rescan_secs.max(1)),
             // SIGUSR1 meant "rescan" before the trigger socket existed: an operator's habit
             // (or an old `nullq queue`) must not kill the server, so it still asks for one.
             usr1: tokio::runtime::Handle::try_current().ok().and_then(|_| {
@@ -645,12 +645,12 @@ impl Runner {
             Ok(s) => match tokio::net::UnixDatagram::from_std(s) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    tracing::warn!(target: "nullq::delivery", "trigger: {e} (nullq queue retry cannot wake the runner; it rescans every {}s)", RESCAN.as_secs());
+                    tracing::warn!(target: "nullq::delivery", "trigger: {e} (nullq queue retry cannot wake the runner; it rescans every {}s)", self.rescan.as_secs());
                     None
                 }
             },
             Err(e) => {
-                tracing::warn!(target: "nullq::delivery", "trigger: {e} (nullq queue retry cannot wake the runner; it rescans every {}s)", RESCAN.as_secs());
+                tracing::warn!(target: "nullq::delivery", "trigger: {e} (nullq queue retry cannot wake the runner; it rescans every {}s)", self.rescan.as_secs());
                 None
             }
         };
@@ -687,7 +687,8 @@ impl Runner {
             targets = %shared.routes.backends.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>().join(","),
             "delivery runner started"
         );
-        let mut rescan = tokio::time::interval_at(tokio::time::Instant::now() + RESCAN, RESCAN);
+        let every = self.rescan;
+        let mut rescan = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut poll = tokio::time::interval(self.poll.unwrap_or(Duration::from_secs(3600)));
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
@@ -753,7 +754,7 @@ impl Runner {
                 }
                 _ = rescan.tick() => {
                     let n = scan(&shared, &mut schedule, &in_flight).await;
-                    tracing::debug!(target: "nullq::delivery", queued = n, "queue rescanned (every {}s)", RESCAN.as_secs());
+                    tracing::debug!(target: "nullq::delivery", queued = n, "queue rescanned (every {}s)", every.as_secs());
                 }
                 _ = housekeeping.tick() => {
                     ticks += 1;

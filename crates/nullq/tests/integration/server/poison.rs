@@ -205,15 +205,17 @@ fn a_failed_directory_fsync_stops_the_server_and_no_z_message_is_delivered() {
 }
 
 /// The safety net for a message whose announcement was lost: `nullq serve`'s runner rescans
-/// `queue/` every 60 s. A message committed behind its back (another process, no trigger
-/// pulled) is delivered by that rescan. Takes a minute.
+/// `queue/` every `delivery.rescan_secs` (60; 1 here). A message committed behind its back
+/// (another process, no trigger pulled) is delivered by that rescan.
 #[test]
 fn serve_rescans_the_queue_and_delivers_what_it_was_not_told_of() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let maildir = dir.path().join("maildir");
     let target = format!("maildir:{}", maildir.display());
-    let cmd = serve_cmd(&data, &target, "info,nullq::delivery=debug");
+    let cfg = crate::support::write_file(dir.path(), "nullq.toml", "[delivery]\nrescan_secs = 1\n");
+    let mut cmd = serve_cmd(&data, &target, "info,nullq::delivery=debug");
+    cmd.arg("--config").arg(&cfg);
     let server = Server::launch(cmd, &data, &dir.path().join("serve.log"));
     // After its start-up scan: only a rescan can find what is committed now.
     assert!(server
@@ -235,7 +237,7 @@ fn serve_rescans_the_queue_and_delivers_what_it_was_not_told_of() {
     let renamed = incoming.finish(&envelope).expect("finish");
     spool.committer().commit(renamed).expect("commit");
     let rescanned = server.wait_log(Duration::from_secs(90), |l| {
-        l.contains("queue rescanned (every 60s)")
+        l.contains("queue rescanned (every 1s)")
     });
     assert!(
         rescanned.is_some(),
