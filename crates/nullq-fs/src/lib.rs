@@ -329,30 +329,43 @@ pub fn close(file: File) -> io::Result<()> {
 
 /// Rename `from` (directory fd, its path for messages, name) to `to`, replacing an existing
 /// `to` only when asked.
-fn rename_between(
-    from: (&OwnedFd, &Path, &str),
-    to: (&OwnedFd, &Path, &str),
+fn rename_between<F, T, N>(
+    from: (F, &Path, N),
+    to: (T, &Path, N),
     replace: bool,
-) -> Result<(), Error> {
+) -> Result<(), Error>
+where
+    F: std::os::fd::AsFd,
+    T: std::os::fd::AsFd,
+    N: rustix::path::Arg + AsRef<Path> + Copy,
+{
     let (from_fd, from_dir, from_name) = from;
     let (to_fd, to_dir, to_name) = to;
     let target = to_dir.join(to_name);
     if replace {
-        return rustix::fs::renameat(from_fd, from_name, to_fd, to_name)
+        return rustix::fs::renameat(&from_fd, from_name, &to_fd, to_name)
             .map_err(|e| Error::new(Step::Rename, &target, e));
     }
-    match rustix::fs::renameat_with(from_fd, from_name, to_fd, to_name, RenameFlags::NOREPLACE) {
+    match rustix::fs::renameat_with(&from_fd, from_name, &to_fd, to_name, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(()),
         // A filesystem without RENAME_NOREPLACE: link(2) fails if the name exists, as qmail
         // relies on.
         Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
-            rustix::fs::linkat(from_fd, from_name, to_fd, to_name, AtFlags::empty())
+            rustix::fs::linkat(&from_fd, from_name, &to_fd, to_name, AtFlags::empty())
                 .map_err(|e| Error::new(Step::Rename, &target, e))?;
-            rustix::fs::unlinkat(from_fd, from_name, AtFlags::empty())
+            rustix::fs::unlinkat(&from_fd, from_name, AtFlags::empty())
                 .map_err(|e| Error::new(Step::Rename, from_dir.join(from_name), e))
         }
         Err(e) => Err(Error::new(Step::Rename, &target, e)),
     }
+}
+
+/// Rename the path `from` to `to` without replacing anything called `to` (`EEXIST` then, step
+/// [`Step::Rename`]), and without fsyncing a directory: for a caller that makes many renames
+/// durable with one directory fsync of its own (the spool's group commit).
+pub fn rename_noreplace(from: &Path, to: &Path) -> Result<(), Error> {
+    let none = Path::new("");
+    rename_between((CWD, none, from), (CWD, none, to), false)
 }
 
 /// Why [`open_planted`] did not open a file.

@@ -185,21 +185,21 @@ impl Spool {
     /// state would survive a crash; on error the old state stands.
     pub fn save_state(&self, id: &QueueId, state: &DeliveryState) -> Result<()> {
         let d = &self.inner.dirs;
-        let tmp = d.tmp.join(format!("{id}.state.{}", QueueId::generate()));
-        let dest = self.state_path(id);
-        let result = (|| {
-            let mut file =
-                sys::create_new(&tmp).map_err(|e| SpoolError::io(Step::Create, &tmp, e))?;
-            file.write_all(&state.encode())
-                .map_err(|e| SpoolError::io(Step::Write, &tmp, e))?;
-            sys::sync_and_close(file, &tmp)?;
-            std::fs::rename(&tmp, &dest).map_err(|e| SpoolError::io(Step::Rename, &dest, e))
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result?;
-        sys::fsync_dir(&d.state)
+        // Written aside in tmp/, replacing state/ID atomically, state/ fsynced: the project's
+        // one durable write.
+        let options = nullq_fs::Options {
+            replace: true,
+            ..nullq_fs::Options::default()
+        };
+        nullq_fs::publish_to(
+            &d.tmp,
+            &format!("{id}.state.{}", QueueId::generate()),
+            &d.state,
+            &id.to_string(),
+            &options,
+            |file| file.write_all(&state.encode()),
+        )
+        .map_err(sys::from_fs)
     }
 
     /// Removes a message whose recipients are all done (the caller checks

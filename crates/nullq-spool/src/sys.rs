@@ -1,10 +1,12 @@
 //! The few system calls the spool's promises rest on, each returning a [`SpoolError`] that names
-//! its step and path. Everything else is `std::fs`.
+//! its step and path. The careful ones (directory fsync, checked close, no-replace rename) are
+//! `nullq-fs`'s, the project's one copy; this module maps their errors to the spool's steps.
+//! Everything else is `std::fs`.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::os::unix::io::{AsRawFd, IntoRawFd};
+use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use crate::error::{Result, SpoolError, Step};
@@ -38,9 +40,22 @@ pub(crate) fn open_dir(path: &Path) -> Result<File> {
 
 /// `fsync` of a directory: makes the creations, renames and unlinks in it durable.
 pub(crate) fn fsync_dir(path: &Path) -> Result<()> {
-    open_dir(path)?
-        .sync_all()
-        .map_err(|e| SpoolError::io(Step::DirFsync, path, e))
+    nullq_fs::sync_dir(path).map_err(from_fs)
+}
+
+/// A `nullq-fs` error as the spool's: the same path and cause, the step in the spool's words.
+pub(crate) fn from_fs(e: nullq_fs::Error) -> SpoolError {
+    use nullq_fs::Step as F;
+    let step = match e.step {
+        F::OpenDir => Step::Open,
+        F::Write => Step::Write,
+        F::Sync => Step::Fdatasync,
+        F::Close => Step::Close,
+        F::Rename => Step::Rename,
+        F::SyncDir => Step::DirFsync,
+        _ => Step::Create,
+    };
+    SpoolError::io(step, e.path, e.source)
 }
 
 /// `fdatasync` then `close`, checking both. On error the descriptor is gone and the caller must
@@ -49,53 +64,14 @@ pub(crate) fn fsync_dir(path: &Path) -> Result<()> {
 pub(crate) fn sync_and_close(file: File, path: &Path) -> Result<()> {
     file.sync_data()
         .map_err(|e| SpoolError::io(Step::Fdatasync, path, e))?;
-    let fd = file.into_raw_fd();
-    // SAFETY: `into_raw_fd` gave up ownership of `fd`, so nothing else closes or uses it; it is
-    // closed exactly once, here. (`File`'s own drop ignores close errors, hence doing it by hand.)
-    if unsafe { libc::close(fd) } == -1 {
-        return Err(SpoolError::io(
-            Step::Close,
-            path,
-            io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    // `File`'s own drop ignores close errors; this one reports them.
+    nullq_fs::close(file).map_err(|e| SpoolError::io(Step::Close, path, e))
 }
 
-/// Renames `from` to `to`, failing with `EEXIST` rather than replacing `to`.
+/// Renames `from` to `to`, failing with `EEXIST` rather than replacing `to` (no directory
+/// fsync: the committer makes a batch of renames durable at once).
 pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
-    let err = |e| SpoolError::io(Step::Rename, to, e);
-    #[cfg(target_os = "linux")]
-    {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
-        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|e| err(e.into()));
-        let (cfrom, cto) = (c(from)?, c(to)?);
-        // SAFETY: both pointers are NUL-terminated strings that outlive the call, which only
-        // reads them. The raw syscall avoids depending on the libc version having the wrapper.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_renameat2,
-                libc::AT_FDCWD,
-                cfrom.as_ptr(),
-                libc::AT_FDCWD,
-                cto.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        // Old kernels (ENOSYS) and some filesystems (EINVAL) lack it; fall back to qmail's way.
-        if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
-            return Err(err(e));
-        }
-    }
-    std::fs::hard_link(from, to).map_err(err)?;
-    // The message is in place once linked; a leftover link in tmp/ is removed at the next start.
-    let _ = std::fs::remove_file(from);
-    Ok(())
+    nullq_fs::rename_noreplace(from, to).map_err(from_fs)
 }
 
 /// Unlinks `path`; true if it existed.
