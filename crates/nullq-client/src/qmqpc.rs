@@ -262,12 +262,17 @@ fn attempt(
         Ok(()) => read_response(&mut stream, deadline)?,
         // The server stopped reading: a server that refuses at the length prefix (an older
         // nullq, or past its drain budget) may have answered `D` before closing, and the answer
-        // may already wait in the socket. Read it (bounded by the read timeout); without one,
-        // the write's failure is what happened.
-        Err(AttemptError::Broken(why)) => match read_response(&mut stream, deadline) {
-            Ok(response) => response,
-            Err(_) => return Err(AttemptError::Broken(why)),
-        },
+        // then already waits in the socket. Read only what is there (a short wait, not a second
+        // full timeout on a stalled server), and believe only a refusal: a `K` to a request
+        // that was not sent whole cannot be true. Without one, the write's failure stands.
+        Err(AttemptError::Broken(why)) => {
+            let _ = stream.set_read_timeout(Some(ANSWER_AFTER_FAILED_WRITE));
+            let soon = Instant::now() + ANSWER_AFTER_FAILED_WRITE;
+            match read_response(&mut stream, soon.min(deadline)) {
+                Ok(response) if response.status != Status::Ok => response,
+                _ => return Err(AttemptError::Broken(why)),
+            }
+        }
         Err(e) => return Err(e),
     };
     match response.status {
@@ -337,6 +342,9 @@ fn stream_message(
 
 /// Read the one response netstring; EOF, a timeout or a malformed answer is a broken
 /// conversation ("a response the client did not receive means temporary failure").
+/// How long to look for a refusal already sent after a write failed.
+const ANSWER_AFTER_FAILED_WRITE: Duration = Duration::from_secs(1);
+
 fn read_response(stream: &mut TcpStream, deadline: Instant) -> Result<Response, AttemptError> {
     let mut buf: Vec<u8> = Vec::with_capacity(256);
     let mut chunk = [0u8; 1024];

@@ -49,7 +49,7 @@ impl Limits {
     /// necessarily breaks one of the limits; it is refused ([`ErrorKind::RequestTooBig`] until
     /// the limit it breaks is found) and read on, discarded, to its end.
     pub fn max_request(&self) -> u64 {
-        let field = |len: u64| len + 22; // 20 digits, ':' and ','
+        let field = |len: u64| len.saturating_add(22); // 20 digits, ':' and ','
         let addresses = (self.max_recipients as u64).saturating_add(1);
         field(self.max_message)
             .saturating_add(addresses.saturating_mul(field(self.max_address_len as u64)))

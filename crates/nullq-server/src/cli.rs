@@ -390,7 +390,8 @@ async fn run_server(
     }
     if committer.is_poisoned() {
         // Exit non-zero so that the supervisor sees a failure (and restarts us: Restart=on-failure).
-        tracing::error!(target: "nullq::server", "stopped after a failed commit; exit code {POISONED_EXIT}");
+        // The failure itself was the one ERROR line; this says what followed.
+        tracing::warn!(target: "nullq::server", "stopped after a failed commit; exit code {POISONED_EXIT}");
         return Ok(POISONED_EXIT);
     }
     if all_done {

@@ -4,7 +4,7 @@
 //! the delivery runner takes for an attempt, so neither overwrites the other's state. After
 //! `retry` they wake the runner through the spool's trigger socket (`DATA/trigger`, see
 //! [`nullq_spool::pull_trigger`]) to rescan the queue; without a runner, or should the wake-up
-//! be lost, its periodic rescan ([`crate::delivery::RESCAN`]) or its next start picks it up.
+//! be lost, its periodic rescan (`delivery.rescan_secs`) or its next start picks it up.
 //!
 //! Started as root on a spool that belongs to another user (the server's `--user`), they
 //! first become that user (its uid and gid, no supplementary groups; see

@@ -612,7 +612,8 @@ impl Runner {
             inbox,
             concurrency: d.concurrency.max(1),
             poll: poll.then(|| Duration::from_millis(d.poll_interval_ms)),
-            rescan: Duration::from_secs(d.rescan_secs.max(1)),
+            // A day at most: the interval is added to an Instant, which must not overflow.
+            rescan: Duration::from_secs(d.rescan_secs.clamp(1, 86_400)),
             // SIGUSR1 meant "rescan" before the trigger socket existed: an operator's habit
             // (or an old `nullq queue`) must not kill the server, so it still asks for one.
             usr1: tokio::runtime::Handle::try_current().ok().and_then(|_| {

@@ -98,7 +98,7 @@ fn a_failed_directory_fsync_stops_the_server_and_no_z_message_is_delivered() {
                         b"load@example.net",
                         &[b"sink@example.net".to_vec()],
                     );
-                    let got = answer(&exchange(addr, &request, Duration::from_secs(10)));
+                    let got = answer(&exchange(addr, &request, Duration::from_secs(60)));
                     answers.lock().expect("lock").insert(subject, got);
                 }
             })
@@ -251,5 +251,6 @@ fn serve_rescans_the_queue_and_delivers_what_it_was_not_told_of() {
         "the rescan did not deliver it; the log:\n{}",
         server.log_text()
     );
-    assert!(queued_files(&data).is_empty());
+    // Delivered into the Maildir first, then removed from the queue: wait for the removal.
+    assert!(wait_for(Duration::from_secs(30), || queued_files(&data).is_empty()));
 }
