@@ -360,6 +360,7 @@ async fn run_server(
     // A failed commit (the spool's directory fsync) stops the server the same way.
     let (trigger, stop) = shutdown::channel();
     spawn_signal_handlers(trigger, Arc::clone(&access), Arc::clone(&ctx.poisoned))?;
+    spawn_poison_watch(Arc::clone(&ctx));
     let bound: Vec<String> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -445,6 +446,27 @@ fn attach_spool(config: &ServerConfig) -> Result<Spool, String> {
         }
         Err(e) => Err(describe(e)),
     }
+}
+
+/// A commit that failed outside a session (the runner queueing a bounce or a delay warning)
+/// poisons the committer too, with no session to report it: look once a second, and report it
+/// as a session would (the ERROR line, then the stop). The spool refuses to receive once
+/// poisoned, and that refusal carries the first failure.
+fn spawn_poison_watch(ctx: Arc<Context>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            if ctx.committer.is_poisoned() {
+                match ctx.spool.receive() {
+                    Err(e) => ctx.commit_failed(&e),
+                    // Not expected; still stop rather than take mail on a poisoned spool.
+                    Ok(_) => ctx.poisoned.notify_one(),
+                }
+                return;
+            }
+        }
+    });
 }
 
 /// SIGTERM and SIGINT start shutdown, and so does `poisoned` (a failed commit, already logged);

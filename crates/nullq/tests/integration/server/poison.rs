@@ -204,6 +204,39 @@ fn a_failed_directory_fsync_stops_the_server_and_no_z_message_is_delivered() {
     );
 }
 
+/// The runner's own commit can fail too (here: the bounce of a message the pipe refused, the
+/// committer's second directory fsync). No session is there to see it: the server still says
+/// so at ERROR and stops with 111, without waiting for a client.
+#[test]
+fn a_failed_commit_of_the_runner_stops_the_server_without_any_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut cmd = serve_cmd(&data, "pipe:/bin/false", LOG_LEVEL);
+    cmd.env(nullq_spool::fault::DIR_FSYNC, "2");
+    let mut server = Server::launch(cmd, &data, &dir.path().join("bounce.log"));
+    let request = encode_request(
+        b"Subject: refused by the pipe\n\nx\n",
+        b"jason@example.net",
+        &[b"bob@example.net".to_vec()],
+    );
+    let got = answer(&exchange(server.addr, &request, Duration::from_secs(60)));
+    assert_eq!(
+        got,
+        Answer::K,
+        "the first commit is fine; {}",
+        server.log_text()
+    );
+    let status = wait_child(&mut server.child, Duration::from_secs(60));
+    server.kill();
+    let log = server.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(111), "{log}");
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("spool commit failed"))
+        .count();
+    assert_eq!(errors, 1, "{log}");
+}
+
 /// The safety net for a message whose announcement was lost: `nullq serve`'s runner rescans
 /// `queue/` every `delivery.rescan_secs` (60; 1 here). A message committed behind its back
 /// (another process, no trigger pulled) is delivered by that rescan.
