@@ -260,9 +260,9 @@ mod tests {
                 .cloned()
         }
 
-        /// Wait (up to 5 s) for a line containing every one of `parts`.
+        /// Wait (up to 60 s: the machine may be loaded) for a line containing every one of `parts`.
         async fn wait_for(&self, parts: &[&str]) -> (String, String) {
-            for _ in 0..500 {
+            for _ in 0..6000 {
                 if let Some(found) = self.find(parts) {
                     return found;
                 }
