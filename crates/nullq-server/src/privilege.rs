@@ -80,7 +80,8 @@ pub fn resolve(user: &str, group: Option<&str>, groups: &[String]) -> Result<Ide
     })
 }
 
-fn group_id(g: &str) -> Result<u32, String> {
+/// A group name or number as its gid (getgrnam_r: safe while other threads run).
+pub(crate) fn group_id(g: &str) -> Result<u32, String> {
     if let Ok(gid) = g.parse::<u32>() {
         return Ok(gid);
     }

@@ -27,7 +27,6 @@
 //! [`clean_stale_tmp`] removes the `ID.tmp` files a killed writer of ours left.
 
 use std::collections::HashSet;
-use std::ffi::CString;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -56,23 +55,12 @@ impl Cgp {
         let mode = config
             .mode_bits()
             .ok_or_else(|| format!("bad file mode {:?}", config.mode))?;
-        let gid = match &config.group {
-            None => None,
-            Some(g) => Some(match g.parse::<libc::gid_t>() {
-                Ok(gid) => gid,
-                Err(_) => {
-                    let name = CString::new(g.as_str()).map_err(|_| format!("bad group {g:?}"))?;
-                    // SAFETY: `name` is NUL-terminated; getgrnam returns NULL or a pointer to a
-                    // static record that is read at once.
-                    let gr = unsafe { libc::getgrnam(name.as_ptr()) };
-                    if gr.is_null() {
-                        return Err(format!("unknown group {g:?}"));
-                    }
-                    // SAFETY: checked non-null just above.
-                    unsafe { (*gr).gr_gid }
-                }
-            }),
-        };
+        // The same reentrant look-up as the privilege drop (the runtime's threads are running).
+        let gid = config
+            .group
+            .as_deref()
+            .map(crate::privilege::group_id)
+            .transpose()?;
         Ok(Cgp {
             dir,
             mode,
@@ -109,8 +97,7 @@ impl Cgp {
 }
 
 fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// The fields CommuniGate Pro takes the envelope from, wherever they stand in the header, and
