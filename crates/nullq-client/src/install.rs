@@ -333,15 +333,24 @@ impl Installer {
         }
         let (p, c) = (path.to_path_buf(), content.to_owned());
         self.change(format!("write {}", path.display()), move || {
-            let tmp = p.with_file_name(format!(
-                ".{}.nullq-new",
-                p.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
-            fs::write(&tmp, c.as_bytes())?;
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
-            fs::rename(&tmp, &p)
+            // The project's one durable write: a temporary beside it (never through a planted
+            // name), mode on the descriptor, fsync, rename over the old file, fsync the folder.
+            let (Some(dir), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str()))
+            else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{}: not a file name", p.display()),
+                ));
+            };
+            let options = nullq_fs::Options {
+                mode,
+                replace: true,
+                ..nullq_fs::Options::default()
+            };
+            nullq_fs::publish(dir, &format!(".{name}.nullq-new"), name, &options, |f| {
+                f.write_all(c.as_bytes())
+            })
+            .map_err(io::Error::from)
         });
     }
 }
