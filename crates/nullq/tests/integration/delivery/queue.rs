@@ -176,6 +176,22 @@ fn queue_tools_on_a_running_server() {
     assert!(!server.data.join("deliver.pid").exists());
 }
 
+/// `nullq serve` as nobody on `data`, delivering to a dead smarthost (mail stays queued).
+fn server_as_nobody(data: &Path, dead: &RefusedPort) -> Server {
+    let target = format!("smtp://127.0.0.1:{}", dead.port());
+    Server::start_in(
+        data,
+        &[
+            "--user",
+            "nobody",
+            "--group",
+            "nogroup",
+            "--deliver",
+            &target,
+        ],
+    )
+}
+
 /// A directory in which nobody may create the spool (mode 1777, as /tmp).
 fn open_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -233,16 +249,7 @@ fn queue_retry_and_delete_as_root_leave_the_server_delivering_and_restartable() 
     let dir = open_dir();
     let data = dir.path().join("data");
     let dead = RefusedPort::new();
-    let target = format!("smtp://127.0.0.1:{}", dead.port());
-    let args = [
-        "--user",
-        "nobody",
-        "--group",
-        "nogroup",
-        "--deliver",
-        &target,
-    ];
-    let mut server = Server::start_in(&data, &args);
+    let mut server = server_as_nobody(&data, &dead);
     for subject in ["first", "second"] {
         assert!(is_k(&send(
             server.addr,
@@ -284,7 +291,7 @@ fn queue_retry_and_delete_as_root_leave_the_server_delivering_and_restartable() 
 
     // A restart on the same spool starts, serves, and still has the retried message.
     assert_eq!(server.terminate(T).and_then(|s| s.code()), Some(0));
-    let server = Server::start_in(&data, &args);
+    let server = server_as_nobody(&data, &dead);
     assert!(is_k(&send(
         server.addr,
         "jason@example.net",
@@ -317,16 +324,7 @@ fn a_state_file_the_server_cannot_read_does_not_stop_it_starting() {
     let dir = open_dir();
     let data = dir.path().join("data");
     let dead = RefusedPort::new();
-    let target = format!("smtp://127.0.0.1:{}", dead.port());
-    let args = [
-        "--user",
-        "nobody",
-        "--group",
-        "nogroup",
-        "--deliver",
-        &target,
-    ];
-    let mut server = Server::start_in(&data, &args);
+    let mut server = server_as_nobody(&data, &dead);
     assert!(is_k(&send(
         server.addr,
         "jason@example.net",
@@ -344,7 +342,7 @@ fn a_state_file_the_server_cannot_read_does_not_stop_it_starting() {
     std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     std::os::unix::fs::chown(&planted, Some(0), Some(0)).expect("chown");
 
-    let server = Server::start_in(&data, &args);
+    let server = server_as_nobody(&data, &dead);
     let name = planted.display().to_string();
     let line = server.wait_log(T, |l| l.contains("ERROR") && l.contains(&name));
     assert!(line.is_some(), "{}", server.log_text());

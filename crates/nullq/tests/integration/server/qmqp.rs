@@ -327,6 +327,16 @@ fn a_client_that_keeps_sending_a_refused_request_is_cut_off_at_the_drain_budget(
     assert_eq!(lines.len(), 1, "{}", server.log_text());
 }
 
+/// Send the first `n` bytes of `request`, then nothing more, and read what the server says.
+fn answer_to_a_partial_request(server: &Server, request: &[u8], n: usize) -> String {
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.write_all(&request[..n]).expect("write");
+    s.set_read_timeout(Some(T)).expect("timeout");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 #[test]
 fn a_slow_client_hits_the_read_timeout() {
     let server = Server::start(&["--deliver", "none", "--read-timeout", "1"]);
@@ -335,12 +345,7 @@ fn a_slow_client_hits_the_read_timeout() {
         b"a@example.net",
         &[b"b@example.net".to_vec()],
     );
-    let mut s = TcpStream::connect(server.addr).expect("connect");
-    s.write_all(&request[..10]).expect("write");
-    s.set_read_timeout(Some(T)).expect("timeout");
-    let mut answer = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
-    let text = String::from_utf8_lossy(&answer);
+    let text = answer_to_a_partial_request(&server, &request, 10);
     assert!(
         text.contains(":Zsorry, read timeout of 1s exceeded"),
         "{text}"
@@ -366,12 +371,7 @@ fn a_slow_client_hits_the_session_time_limit() {
         b"a@example.net",
         &[b"b@example.net".to_vec()],
     );
-    let mut s = TcpStream::connect(server.addr).expect("connect");
-    s.write_all(&request[..10]).expect("write");
-    s.set_read_timeout(Some(T)).expect("timeout");
-    let mut answer = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut s, &mut answer);
-    let text = String::from_utf8_lossy(&answer);
+    let text = answer_to_a_partial_request(&server, &request, 10);
     assert!(
         text.contains(":Zsorry, session time limit of 2s exceeded (#4.4.2)"),
         "{text}"
