@@ -113,7 +113,9 @@ echo "# nullq:      $NULLQ_BIN"
 echo
 echo "== (a) nullq serve, $conns idle connections"
 port=$(free_port)
-nullq_start "$top/nullq-idle" "$port" --max-sessions 2000 --max-sessions-per-ip 2000 --read-timeout 600
+# Idle on purpose: without a long first-byte timeout they would be closed after 10 s.
+nullq_start "$top/nullq-idle" "$port" --max-sessions 2000 --max-sessions-per-ip 2000 --read-timeout 600 \
+    --first-byte-timeout 600
 sleep 1
 echo "before:  VmRSS $(mb "$(proc_kb "$NULLQ_PID" VmRSS)"), VmHWM $(mb "$(proc_kb "$NULLQ_PID" VmHWM)"), threads $(proc_kb "$NULLQ_PID" Threads)"
 max_rss=0

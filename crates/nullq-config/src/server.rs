@@ -99,8 +99,23 @@ pub struct Limits {
     pub read_timeout_secs: u64,
     /// Seconds a whole session may last. Default 3600, qmail-qmqpd's `alarm(3600)`.
     pub session_timeout_secs: u64,
-    /// The most connections served at once; more wait to be accepted. Default 1000. Mirrors
-    /// `tcpserver -c` (40 by default there) and Postfix's `default_process_limit`.
+    /// Seconds a new connection may take to send its first byte, and the start of the time
+    /// `min_data_rate` allows. Default 10: a QMQP client sends its request as soon as it is
+    /// connected, so a connection that says nothing for this long is only holding a slot.
+    /// Separate from `read_timeout_secs`, which bounds a pause in a transfer under way; never
+    /// more, in effect, than `session_timeout_secs`.
+    pub first_byte_timeout_secs: u64,
+    /// The least average rate, in bytes a second, at which a request must arrive: a session
+    /// may take `first_byte_timeout_secs` plus one second for every `min_data_rate` bytes
+    /// received so far (never more than `session_timeout_secs`), and when every slot is taken,
+    /// the session furthest below this rate gives its slot to a new connection (it is answered
+    /// `Z`). Default 500, Postfix's `smtpd_min_data_rate`. So a client sending a byte every two
+    /// seconds holds a slot for about `first_byte_timeout_secs`, not for the session's hour.
+    pub min_data_rate: u64,
+    /// The most sessions at once; a connection over it is refused with `Z`, unless a session
+    /// below `min_data_rate` can give up its slot. Default 1000. Mirrors `tcpserver -c` (40
+    /// by default there) and Postfix's `default_process_limit`. Lowered at start, with a
+    /// warning, when the file descriptor limit (raised to its hard limit) cannot serve it.
     pub max_sessions: usize,
     /// The most connections at once from one IP address; more are refused. Default 100.
     /// Mirrors Postfix's `smtpd_client_connection_count_limit` (tcpserver has none).
@@ -119,6 +134,8 @@ impl Default for Limits {
             drain_bytes: 104_857_600,
             read_timeout_secs: 300,
             session_timeout_secs: 3600,
+            first_byte_timeout_secs: 10,
+            min_data_rate: 500,
             max_sessions: 1000,
             max_sessions_per_ip: 100,
             error_delay_secs: 1,
@@ -1018,6 +1035,8 @@ impl ServerConfig {
             ("limits.drain_bytes", l.drain_bytes),
             ("limits.read_timeout_secs", l.read_timeout_secs),
             ("limits.session_timeout_secs", l.session_timeout_secs),
+            ("limits.first_byte_timeout_secs", l.first_byte_timeout_secs),
+            ("limits.min_data_rate", l.min_data_rate),
             ("limits.max_sessions", l.max_sessions as u64),
             ("limits.max_sessions_per_ip", l.max_sessions_per_ip as u64),
         ] {

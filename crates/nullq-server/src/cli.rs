@@ -85,6 +85,13 @@ struct CommonArgs {
     /// Seconds a whole session may take [default: 3600].
     #[arg(long, value_name = "SECS")]
     session_timeout: Option<u64>,
+    /// Seconds a new connection may take to send its first byte [default: 10].
+    #[arg(long, value_name = "SECS")]
+    first_byte_timeout: Option<u64>,
+    /// Least average rate of a request, in bytes a second, after the first-byte timeout
+    /// [default: 500].
+    #[arg(long, value_name = "BYTES")]
+    min_data_rate: Option<u64>,
     /// Seconds to pause before a permanent refusal [default: 1].
     #[arg(long, value_name = "SECS")]
     error_delay: Option<u64>,
@@ -184,6 +191,12 @@ fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
     }
     if let Some(v) = common.session_timeout {
         limits.session_timeout_secs = v;
+    }
+    if let Some(v) = common.first_byte_timeout {
+        limits.first_byte_timeout_secs = v;
+    }
+    if let Some(v) = common.min_data_rate {
+        limits.min_data_rate = v;
     }
     if let Some(v) = common.error_delay {
         limits.error_delay_secs = v;
@@ -299,9 +312,10 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
         config.limits.max_sessions_per_ip = v;
     }
     set_target(&mut config, args.deliver.as_deref())?;
-    let Some(config) = ready(config, args.common.print_config)? else {
+    let Some(mut config) = ready(config, args.common.print_config)? else {
         return Ok(0);
     };
+    fit_sessions_to_descriptors(&mut config);
     // 1. Bind while we may still be root (port 628), and before any thread exists.
     let mut bound = Vec::new();
     for text in &config.listen {
@@ -317,6 +331,50 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
     // 3. Only now the runtime and its threads.
     let runtime = runtime(true)?;
     runtime.block_on(run_server(config, bound))
+}
+
+/// File descriptors kept for everything but sessions: listeners, logs, the spool's
+/// directories and lock, the trigger socket, and a few for each delivery at once.
+fn reserved_descriptors(config: &ServerConfig) -> u64 {
+    64 + 8 * config.delivery.concurrency as u64
+}
+
+/// Raise the soft limit on open files to the hard one (the usual soft limit, 1024, is far too
+/// few for a thousand sessions), then lower `limits.max_sessions` if even that cannot serve it,
+/// saying so: running out of descriptors would fail accepts and spool files at random instead.
+fn fit_sessions_to_descriptors(config: &mut ServerConfig) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit = raised,
+            Err(e) => tracing::warn!(
+                target: "nullq::server",
+                "cannot raise the open file limit (RLIMIT_NOFILE) from {:?} to {:?}: {e}",
+                limit.current,
+                limit.maximum
+            ),
+        }
+    }
+    let Some(nofile) = limit.current else { return };
+    let reserved = reserved_descriptors(config);
+    let most = listener::sessions_for(nofile, reserved).max(1);
+    if config.limits.max_sessions > most {
+        tracing::warn!(
+            target: "nullq::server",
+            "limits.max_sessions lowered from {} to {most}: the open file limit \
+             (RLIMIT_NOFILE) is {nofile}, and each session may need {} descriptors beside {reserved} \
+             for the rest; raise it (LimitNOFILE= in systemd, ulimit -n) to serve more",
+            config.limits.max_sessions,
+            listener::FDS_PER_SESSION,
+        );
+        config.limits.max_sessions = most;
+        config.limits.max_sessions_per_ip = config.limits.max_sessions_per_ip.min(most);
+    }
 }
 
 /// Become the configured user (`user`, `group`, `groups`), if one is: see [`privilege`].
@@ -534,8 +592,8 @@ fn qmqpd(args: CommonArgs) -> Result<i32, String> {
         let mut context = Context::new(&config, spool);
         context.policy = Arc::new(Policy::from_config(&config.policy)?);
         let ctx = Arc::new(context);
-        let io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-        let outcome = session::run(io, &peer, ctx).await;
+        let mut io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+        let outcome = session::run(&mut io, &peer, ctx, &session::Progress::new()).await;
         outcome.log(&peer);
         Ok(0)
     })

@@ -23,6 +23,11 @@ pub struct Context {
     pub read_timeout: Duration,
     /// Longest whole session.
     pub session_timeout: Duration,
+    /// Longest wait for a new connection's first byte, and the start of the time
+    /// `min_data_rate` allows (see [`crate::session::Progress`]).
+    pub first_byte_timeout: Duration,
+    /// The least average rate of a request, in bytes a second.
+    pub min_data_rate: u64,
     /// The most bytes of a refused request read (and thrown away) before its `D` is answered:
     /// `limits.drain_bytes`, but never less than the largest request the limits allow.
     pub drain_limit: u64,
@@ -58,6 +63,12 @@ impl Context {
             limits: decoding,
             read_timeout: Duration::from_secs(limits.read_timeout_secs),
             session_timeout: Duration::from_secs(limits.session_timeout_secs),
+            first_byte_timeout: Duration::from_secs(
+                limits
+                    .first_byte_timeout_secs
+                    .min(limits.session_timeout_secs),
+            ),
+            min_data_rate: limits.min_data_rate.max(1),
             error_delay: Duration::from_secs(limits.error_delay_secs),
             local_name: config.local_name(),
             policy: std::sync::Arc::new(crate::policy::Policy::permissive()),

@@ -3,12 +3,20 @@
 //!
 //! A refused client is told nothing about our rules: a denied address is logged and the socket
 //! closed before a byte is read (as tcpserver does); a client over a session limit gets a `Z` so
-//! its null client tries the next server or later.
+//! its null client tries the next server or later, and what it sends is then read and thrown
+//! away until it closes ([`session::linger`], bounded), so that it reads the `Z` instead of a
+//! connection reset.
+//!
+//! When every slot is taken, a new connection is not refused at once: the session furthest
+//! below the minimum data rate (if any is) is asked to give up its slot, answered `Z`, and the
+//! newcomer takes the slot. So slow connections, however many, cannot keep a client that sends
+//! at a normal pace out; a client over its per-address limit is refused without that.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nullq_proto::qmqp::{Response, Status};
 use tokio::io::AsyncWriteExt;
@@ -17,8 +25,18 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::access::Access;
 use crate::context::Context;
-use crate::session::{self, Peer};
+use crate::session::{self, Peer, Progress};
 use crate::shutdown::{Drain, SessionGuard, Shutdown};
+
+/// How long a new connection waits for the slot of the session it had evicted.
+const EVICTION_WAIT: Duration = Duration::from_secs(2);
+
+/// Connections refused or answered, being read until they close, for each session slot.
+const LINGERING_PER_SESSION: usize = 2;
+
+/// File descriptors a session slot may need: its socket, its spool file, and its share of
+/// lingering connections.
+pub const FDS_PER_SESSION: u64 = 2 + LINGERING_PER_SESSION as u64;
 
 /// Connection limits of the listener.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +91,69 @@ impl Drop for PerIpGuard {
     }
 }
 
+/// The [`Progress`] of every open session, for choosing one to evict.
+#[derive(Debug, Default)]
+struct OpenSessions {
+    table: Mutex<HashMap<u64, Arc<Progress>>>,
+    next: AtomicU64,
+}
+
+/// A session's entry in [`OpenSessions`], removed when dropped.
+struct Registered {
+    sessions: Arc<OpenSessions>,
+    key: u64,
+    progress: Arc<Progress>,
+}
+
+impl OpenSessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Progress>>> {
+        match self.table.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn register(sessions: &Arc<OpenSessions>, progress: Progress) -> Registered {
+        let key = sessions.next.fetch_add(1, Ordering::Relaxed);
+        let progress = Arc::new(progress);
+        sessions.lock().insert(key, Arc::clone(&progress));
+        Registered {
+            sessions: Arc::clone(sessions),
+            key,
+            progress,
+        }
+    }
+
+    /// Ask the session furthest below `rate` to give up its slot. Whether one was asked.
+    fn evict_slowest(&self, rate: u64) -> bool {
+        let now = Instant::now();
+        let slowest = self
+            .lock()
+            .values()
+            .filter_map(|p| p.behind(rate, now).map(|behind| (behind, Arc::clone(p))))
+            .max_by_key(|(behind, _)| *behind);
+        slowest.is_some_and(|(_, progress)| progress.evict())
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.sessions.lock().remove(&self.key);
+    }
+}
+
+/// What every accept loop shares.
+struct Front {
+    ctx: Arc<Context>,
+    access: Arc<Access>,
+    limits: ConnectionLimits,
+    slots: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    open: Arc<OpenSessions>,
+    /// Connections being read until they close after their answer ([`session::linger`]).
+    lingering: Arc<Semaphore>,
+}
+
 /// Accept on every listener until `shutdown`, then wait up to `grace` for open sessions.
 /// Returns whether every session finished within `grace`.
 pub async fn serve(
@@ -83,15 +164,11 @@ pub async fn serve(
     shutdown: Shutdown,
     grace: Duration,
 ) -> bool {
-    let sessions = Arc::new(Semaphore::new(limits.max_sessions));
-    let per_ip = Arc::new(PerIp::default());
+    let front = Arc::new(Front::new(ctx, access, limits));
     let drain = Drain::new();
     let mut accepting = Vec::new();
     for listener in listeners {
-        let ctx = Arc::clone(&ctx);
-        let access = Arc::clone(&access);
-        let sessions = Arc::clone(&sessions);
-        let per_ip = Arc::clone(&per_ip);
+        let front = Arc::clone(&front);
         let Some(guard) = drain.guard() else { break };
         let mut shutdown = shutdown.clone();
         accepting.push(tokio::spawn(async move {
@@ -99,14 +176,21 @@ pub async fn serve(
                 tokio::select! {
                     _ = shutdown.recv() => break,
                     accepted = listener.accept() => match accepted {
-                        Ok((stream, addr)) => {
-                            let admitted = admit(stream, addr, &access, &sessions, &per_ip, limits);
-                            if let Some((stream, peer, permit, ip_guard)) = admitted {
-                                let ctx = Arc::clone(&ctx);
-                                let guard = guard.clone();
-                                tokio::spawn(run_one(stream, peer, ctx, permit, ip_guard, guard));
+                        Ok((stream, addr)) => match front.admit(stream, addr) {
+                            Admission::Refused => {}
+                            Admission::Now(admitted) => {
+                                tokio::spawn(run_one(Arc::clone(&front), admitted, guard.clone()));
                             }
-                        }
+                            Admission::AfterEviction(waiting) => {
+                                let front = Arc::clone(&front);
+                                let guard = guard.clone();
+                                tokio::spawn(async move {
+                                    if let Some(admitted) = front.take_evicted_slot(waiting).await {
+                                        run_one(front, admitted, guard).await;
+                                    }
+                                });
+                            }
+                        },
                         Err(e) => {
                             // Out of file descriptors and the like: back off instead of spinning.
                             tracing::warn!(target: "nullq::listener", "accept failed: {e}");
@@ -125,100 +209,205 @@ pub async fn serve(
     drain.wait(grace).await
 }
 
-async fn run_one(
-    stream: TcpStream,
-    peer: Peer,
-    ctx: Arc<Context>,
-    permit: OwnedSemaphorePermit,
-    ip_guard: PerIpGuard,
-    guard: SessionGuard,
-) {
-    let outcome = session::run(stream, &peer, ctx).await;
+async fn run_one(front: Arc<Front>, admitted: Admitted, guard: SessionGuard) {
+    let Admitted {
+        mut stream,
+        peer,
+        permit,
+        ip_guard,
+    } = admitted;
+    let registered = OpenSessions::register(&front.open, Progress::new());
+    let ctx = Arc::clone(&front.ctx);
+    let outcome = session::run(&mut stream, &peer, ctx, &registered.progress).await;
     // The order matters: the connection slot (the session permit and the per-address count) is
     // given back before the session's log line is written, so whoever has seen that line (a
     // monitor, a test) knows the slot is free and may connect again without being refused as
-    // over a limit. The shutdown guard goes last: a draining server waits for the line.
-    drop((permit, ip_guard));
+    // over a limit. The shutdown guard goes after the line: a draining server waits for it.
+    drop((registered, permit, ip_guard));
     outcome.log(&peer);
     drop(guard);
-}
-
-type Admitted = (TcpStream, Peer, OwnedSemaphorePermit, PerIpGuard);
-
-/// Decide on a new connection from `addr`; refused ones are logged and answered here, admitted
-/// ones logged (debug) while their slot is held, before the session reads a byte.
-fn admit(
-    stream: TcpStream,
-    addr: SocketAddr,
-    access: &Access,
-    sessions: &Arc<Semaphore>,
-    per_ip: &Arc<PerIp>,
-    limits: ConnectionLimits,
-) -> Option<Admitted> {
-    // IPv4-mapped IPv6 addresses (an IPv6 socket accepting IPv4) are IPv4 clients.
-    let ip = addr.ip();
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    let decision = access.check(ip, None);
-    if !decision.allow {
-        tracing::info!(
-            target: "nullq::session",
-            client = %ip,
-            rule = %decision.matched.as_deref().unwrap_or("-"),
-            answer = "-",
-            reason = "denied by access rules; connection closed",
-        );
-        return None;
+    if matches!(outcome.answer, Some(Status::TempFail | Status::PermFail)) {
+        // Refused before the client had sent everything, maybe: read the rest (outside the
+        // slot) so that the answer is read, not reset.
+        front.linger(stream).await;
     }
-    let Ok(permit) = Arc::clone(sessions).try_acquire_owned() else {
-        refuse(
-            stream,
-            ip,
-            format!(
-                "sorry, too many sessions ({} at once), try again later (#4.3.2)",
-                limits.max_sessions
-            ),
-        );
-        return None;
-    };
-    let Some(ip_guard) = PerIp::enter(per_ip, ip, limits.max_sessions_per_ip) else {
-        refuse(
-            stream,
-            ip,
-            format!(
-                "sorry, too many sessions from your address ({} at once), try again later (#4.3.2)",
-                limits.max_sessions_per_ip
-            ),
-        );
-        return None;
-    };
-    // With the port, so that a client can find the line of its own connection.
-    tracing::debug!(
-        target: "nullq::session",
-        client = %SocketAddr::new(ip, addr.port()),
-        "admitted"
-    );
-    let peer = Peer {
-        ip: Some(ip),
-        host: "unknown".to_owned(),
-        env: decision.env,
-    };
-    Some((stream, peer, permit, ip_guard))
 }
 
-/// Answer `Z` and close, without reading: the client should try another server or later.
-fn refuse(mut stream: TcpStream, ip: IpAddr, text: String) {
-    tracing::info!(target: "nullq::session", client = %ip, answer = "Z", reason = %text);
-    tokio::spawn(async move {
-        let wire = Response::new(Status::TempFail, text).encode();
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            stream.write_all(&wire).await?;
-            stream.shutdown().await
-        })
-        .await;
-    });
+/// A connection given a slot, before its session has read a byte.
+struct Admitted {
+    stream: TcpStream,
+    peer: Peer,
+    permit: OwnedSemaphorePermit,
+    ip_guard: PerIpGuard,
+}
+
+/// A connection waiting for the slot of a session asked to give it up.
+struct Waiting {
+    stream: TcpStream,
+    client: SocketAddr,
+    peer: Peer,
+    ip_guard: PerIpGuard,
+}
+
+enum Admission {
+    /// Refused, and handled (logged, answered or closed).
+    Refused,
+    /// Admitted to a free slot.
+    Now(Admitted),
+    /// Every slot was taken; a slow session was asked to give up its own.
+    AfterEviction(Waiting),
+}
+
+impl Front {
+    fn new(ctx: Arc<Context>, access: Arc<Access>, limits: ConnectionLimits) -> Front {
+        Front {
+            ctx,
+            access,
+            limits,
+            slots: Arc::new(Semaphore::new(limits.max_sessions)),
+            per_ip: Arc::new(PerIp::default()),
+            open: Arc::new(OpenSessions::default()),
+            lingering: Arc::new(Semaphore::new(
+                limits.max_sessions.saturating_mul(LINGERING_PER_SESSION),
+            )),
+        }
+    }
+
+    /// Decide on a new connection from `addr`; refused ones are logged and answered here,
+    /// admitted ones logged (debug) while their slot is held, before the session reads a byte.
+    fn admit(self: &Arc<Self>, stream: TcpStream, addr: SocketAddr) -> Admission {
+        // IPv4-mapped IPv6 addresses (an IPv6 socket accepting IPv4) are IPv4 clients.
+        let ip = addr.ip();
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let client = SocketAddr::new(ip, addr.port());
+        let decision = self.access.check(ip, None);
+        if !decision.allow {
+            tracing::info!(
+                target: "nullq::session",
+                client = %ip,
+                rule = %decision.matched.as_deref().unwrap_or("-"),
+                answer = "-",
+                reason = "denied by access rules; connection closed",
+            );
+            return Admission::Refused;
+        }
+        let Some(ip_guard) = PerIp::enter(&self.per_ip, ip, self.limits.max_sessions_per_ip) else {
+            self.refuse(
+                stream,
+                ip,
+                format!(
+                    "sorry, too many sessions from your address ({} at once), try again later (#4.3.2)",
+                    self.limits.max_sessions_per_ip
+                ),
+            );
+            return Admission::Refused;
+        };
+        let peer = Peer {
+            ip: Some(ip),
+            host: "unknown".to_owned(),
+            env: decision.env,
+        };
+        match Arc::clone(&self.slots).try_acquire_owned() {
+            Ok(permit) => {
+                log_admitted(client);
+                Admission::Now(Admitted {
+                    stream,
+                    peer,
+                    permit,
+                    ip_guard,
+                })
+            }
+            Err(_) if self.open.evict_slowest(self.ctx.min_data_rate) => {
+                Admission::AfterEviction(Waiting {
+                    stream,
+                    client,
+                    peer,
+                    ip_guard,
+                })
+            }
+            Err(_) => {
+                drop(ip_guard);
+                self.refuse(stream, ip, self.full());
+                Admission::Refused
+            }
+        }
+    }
+
+    /// Wait for the slot a slow session is giving up (it answers `Z` and ends at once); if it
+    /// does not come within [`EVICTION_WAIT`], refuse after all.
+    async fn take_evicted_slot(self: &Arc<Self>, waiting: Waiting) -> Option<Admitted> {
+        let slot = tokio::time::timeout(EVICTION_WAIT, Arc::clone(&self.slots).acquire_owned());
+        match slot.await {
+            Ok(Ok(permit)) => {
+                log_admitted(waiting.client);
+                Some(Admitted {
+                    stream: waiting.stream,
+                    peer: waiting.peer,
+                    permit,
+                    ip_guard: waiting.ip_guard,
+                })
+            }
+            _ => {
+                drop(waiting.ip_guard);
+                self.refuse(waiting.stream, waiting.client.ip(), self.full());
+                None
+            }
+        }
+    }
+
+    fn full(&self) -> String {
+        format!(
+            "sorry, too many sessions ({} at once), try again later (#4.3.2)",
+            self.limits.max_sessions
+        )
+    }
+
+    /// Answer `Z` and close after reading what the client sends: it should try another server
+    /// or later.
+    fn refuse(self: &Arc<Self>, mut stream: TcpStream, ip: IpAddr, text: String) {
+        tracing::info!(target: "nullq::session", client = %ip, answer = "Z", reason = %text);
+        let front = Arc::clone(self);
+        tokio::spawn(async move {
+            let wire = Response::new(Status::TempFail, text).encode();
+            let written = tokio::time::timeout(front.ctx.read_timeout, async {
+                stream.write_all(&wire).await?;
+                stream.shutdown().await
+            })
+            .await;
+            if matches!(written, Ok(Ok(()))) {
+                front.linger(stream).await;
+            }
+        });
+    }
+
+    /// Read `stream` until the client closes ([`session::linger`]), if a lingering place is
+    /// free; else take what has arrived already and close.
+    async fn linger(&self, mut stream: TcpStream) {
+        match Arc::clone(&self.lingering).try_acquire_owned() {
+            Ok(_place) => session::linger(&mut stream, &self.ctx).await,
+            Err(_) => {
+                let mut buf = [0u8; 4096];
+                for _ in 0..16 {
+                    if !matches!(stream.try_read(&mut buf), Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// With the port, so that a client can find the line of its own connection.
+fn log_admitted(client: SocketAddr) {
+    tracing::debug!(target: "nullq::session", client = %client, "admitted");
+}
+
+/// How many sessions `nofile` file descriptors serve, beside `reserved` for everything else.
+pub fn sessions_for(nofile: u64, reserved: u64) -> usize {
+    usize::try_from(nofile.saturating_sub(reserved) / FDS_PER_SESSION).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -329,8 +518,8 @@ mod tests {
     }
 
     /// The slots in use: free session permits, and sessions counted for 127.0.0.1.
-    fn slots(sessions: &Arc<Semaphore>, per_ip: &Arc<PerIp>) -> Probe {
-        let (sessions, per_ip) = (Arc::clone(sessions), Arc::clone(per_ip));
+    fn slots(front: &Front) -> Probe {
+        let (sessions, per_ip) = (Arc::clone(&front.slots), Arc::clone(&front.per_ip));
         Arc::new(move || {
             let counted = per_ip
                 .counts
@@ -373,18 +562,21 @@ mod tests {
         String::from_utf8_lossy(&got).into_owned()
     }
 
+    fn front(dir: &std::path::Path) -> Arc<Front> {
+        Arc::new(Front::new(context(dir), Arc::new(Access::allow_all()), ONE))
+    }
+
     #[test]
     fn admitted_is_logged_at_debug_with_the_port_while_the_slot_is_held() {
-        let sessions = Arc::new(Semaphore::new(1));
-        let per_ip = Arc::new(PerIp::default());
-        let capture = Capture::new(slots(&sessions, &per_ip));
+        let dir = tempfile::tempdir().unwrap();
+        let front = front(dir.path());
+        let capture = Capture::new(slots(&front));
         let _log = log_into(&capture);
         rt().block_on(async {
             let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
             let (_client, server, addr) = connection(&listener).await;
-            let access = Access::allow_all();
-            let admitted = admit(server, addr, &access, &sessions, &per_ip, ONE);
-            assert!(admitted.is_some());
+            let admitted = front.admit(server, addr);
+            assert!(matches!(admitted, Admission::Now(_)));
             let client = format!("client={addr}");
             let (line, probed) = capture
                 .find(&["DEBUG", "nullq::session", "admitted", &client])
@@ -394,7 +586,7 @@ mod tests {
 
             // Over the limit: refused, and not logged as admitted.
             let (_client2, server2, addr2) = connection(&listener).await;
-            assert!(admit(server2, addr2, &access, &sessions, &per_ip, ONE).is_none());
+            assert!(matches!(front.admit(server2, addr2), Admission::Refused));
             assert!(capture.find(&["admitted", &format!("{addr2}")]).is_none());
         });
     }
@@ -402,20 +594,18 @@ mod tests {
     #[test]
     fn the_slot_is_free_when_the_session_line_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let sessions = Arc::new(Semaphore::new(1));
-        let per_ip = Arc::new(PerIp::default());
-        let capture = Capture::new(slots(&sessions, &per_ip));
+        let front = front(dir.path());
+        let capture = Capture::new(slots(&front));
         let _log = log_into(&capture);
         rt().block_on(async {
-            let ctx = context(dir.path());
             let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
             let (mut client, server, addr) = connection(&listener).await;
-            let access = Access::allow_all();
-            let (stream, peer, permit, ip_guard) =
-                admit(server, addr, &access, &sessions, &per_ip, ONE).unwrap();
+            let Admission::Now(admitted) = front.admit(server, addr) else {
+                panic!("not admitted");
+            };
             let drain = Drain::new();
             let guard = drain.guard().unwrap();
-            let session = tokio::spawn(run_one(stream, peer, ctx, permit, ip_guard, guard));
+            let session = tokio::spawn(run_one(Arc::clone(&front), admitted, guard));
             client.write_all(REQUEST).await.unwrap();
             let got = answer(&mut client).await;
             assert!(got.contains(":K"), "{got}");

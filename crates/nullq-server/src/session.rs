@@ -26,15 +26,24 @@
 //!
 //! A client that vanishes halfway gets nothing, and its tmp file goes with the dropped
 //! [`Incoming`]. Spool calls run on tokio's blocking pool: they fsync.
+//!
+//! Time is bounded three ways, so that slow clients cannot hold the slots: a request must
+//! arrive at [`Context::min_data_rate`] on average after a grace of
+//! [`Context::first_byte_timeout`] (which is also all a silent connection gets), a pause in a
+//! transfer may last [`Context::read_timeout`], and the whole session
+//! [`Context::session_timeout`]. When every slot is taken, the listener may ask the session
+//! furthest below the rate to give its slot up ([`Progress::evict`]): it is answered `Z`.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use nullq_proto::qmqp::{self, Event, RequestDecoder, Response, Status};
 use nullq_proto::DecodeError;
 use nullq_spool::{Envelope, Incoming, SpoolError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 
 use crate::context::Context;
 use crate::received;
@@ -50,6 +59,86 @@ const READ_BUFFER: usize = 16 * 1024;
 /// The read buffer of a session before its first bytes: most of a thousand open sessions are
 /// idle at any moment, and an idle one should not hold 16 KiB.
 const FIRST_READ: usize = 512;
+
+/// The read buffer of a connection being drained after its answer ([`linger`]).
+const LINGER_BUFFER: usize = 4096;
+
+/// How soon after it was accepted a session may be asked to give up its slot: a client that
+/// has just connected has not had the time to send anything yet.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
+
+/// The answer of a session that gave its slot to a new connection.
+const EVICTED: &str =
+    "sorry, every session is taken and this one is the slowest, try again later (#4.3.2)";
+
+/// How far a session's request has come: shared with the listener, which asks the session
+/// furthest behind [`Context::min_data_rate`] to give up its slot when every slot is taken.
+#[derive(Debug)]
+pub struct Progress {
+    accepted: Instant,
+    received: AtomicU64,
+    /// Until the request is whole: a session that is committing or answering is not evicted.
+    reading: AtomicBool,
+    evicted: AtomicBool,
+    evict: Notify,
+}
+
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress::new()
+    }
+}
+
+impl Progress {
+    /// A session accepted now.
+    pub fn new() -> Progress {
+        Progress {
+            accepted: Instant::now(),
+            received: AtomicU64::new(0),
+            reading: AtomicBool::new(true),
+            evicted: AtomicBool::new(false),
+            evict: Notify::new(),
+        }
+    }
+
+    /// How many bytes of request the session is behind `rate` (bytes a second), if it may be
+    /// evicted: still reading its request, accepted at least [`EVICTABLE_AFTER`] ago, not
+    /// already asked, and behind at all.
+    pub fn behind(&self, rate: u64, now: Instant) -> Option<u64> {
+        let age = now.saturating_duration_since(self.accepted);
+        if age < EVICTABLE_AFTER
+            || !self.reading.load(Ordering::Relaxed)
+            || self.evicted.load(Ordering::Relaxed)
+        {
+            return None;
+        }
+        let due = (u128::from(rate) * age.as_millis() / 1000).min(u128::from(u64::MAX)) as u64;
+        let received = self.received.load(Ordering::Relaxed);
+        (received < due).then(|| due - received)
+    }
+
+    /// Ask the session to answer `Z` and end. Whether this call was the one that asked.
+    pub fn evict(&self) -> bool {
+        if self.evicted.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        // notify_one keeps the wake-up for a session not waiting in a read right now.
+        self.evict.notify_one();
+        true
+    }
+
+    fn add(&self, n: usize) {
+        self.received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// When the request must be whole at the present count: the grace, then one second for
+    /// every `rate` bytes received.
+    fn allowed_until(&self, grace: Duration, rate: u64) -> tokio::time::Instant {
+        let received = self.received.load(Ordering::Relaxed);
+        let earned = Duration::from_millis(received.saturating_mul(1000) / rate.max(1));
+        tokio::time::Instant::from_std(self.accepted) + grace + earned
+    }
+}
 
 /// Who is on the other end, as far as the front end knows.
 #[derive(Debug, Clone)]
@@ -141,7 +230,8 @@ enum Stop {
 }
 
 /// Run one session on `io` for `peer`. Never panics on input; always returns what happened.
-pub async fn run<S>(mut io: S, peer: &Peer, ctx: Arc<Context>) -> Outcome
+/// `progress` is updated as bytes arrive; its [`Progress::evict`] ends the session with `Z`.
+pub async fn run<S>(io: &mut S, peer: &Peer, ctx: Arc<Context>, progress: &Progress) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -154,7 +244,8 @@ where
         reason: String::new(),
         started: Instant::now(),
     };
-    let result = receive(&mut io, peer, &ctx, &mut outcome).await;
+    let result = receive(io, peer, &ctx, &mut outcome, progress).await;
+    progress.reading.store(false, Ordering::Relaxed);
     let response = match result {
         Ok(response) => response,
         Err(Stop::Refuse(text)) => {
@@ -195,6 +286,7 @@ async fn receive<S>(
     peer: &Peer,
     ctx: &Arc<Context>,
     outcome: &mut Outcome,
+    progress: &Progress,
 ) -> Result<Response, Stop>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -219,7 +311,7 @@ where
                 return Err(refusal(e.clone()));
             }
         }
-        let n = match read(io, &mut buf, deadline, ctx).await {
+        let n = match read(io, &mut buf, deadline, ctx, progress).await {
             Ok(n) => n,
             // A refused request whose client went quiet is answered what it was going to get.
             Err(Stop::TempFail(why)) => match decoder.rejection() {
@@ -228,6 +320,7 @@ where
             },
             Err(stop) => return Err(stop),
         };
+        progress.add(n);
         if n == buf.len() && buf.len() < READ_BUFFER {
             // The client is sending in earnest: read in bigger pieces from now on.
             buf.resize(READ_BUFFER, 0);
@@ -285,6 +378,7 @@ where
                 }
                 Event::Rejected(e) => return Err(refusal(e)),
                 Event::End => {
+                    progress.reading.store(false, Ordering::Relaxed);
                     if !input.is_empty() {
                         return Err(Stop::Refuse(
                             "sorry, data after the end of the request (#5.5.2)".to_owned(),
@@ -319,32 +413,94 @@ where
     }
 }
 
-/// Read into `buf`, bounded by the per-read timeout and the session's deadline. The answer to
-/// a timeout names the configured limit that was hit (not the time that was left of it).
+/// Read into `buf`, bounded by the per-read timeout, the session's deadline and the time the
+/// bytes received so far have earned ([`Progress`]); an eviction ends the wait at once. The
+/// answer to a timeout names the configured limit that was hit (not the time left of it).
 async fn read<S>(
     io: &mut S,
     buf: &mut [u8],
     deadline: tokio::time::Instant,
     ctx: &Context,
+    progress: &Progress,
 ) -> Result<usize, Stop>
 where
     S: AsyncRead + Unpin,
 {
     let now = tokio::time::Instant::now();
     let session_left = deadline.saturating_duration_since(now);
-    let (limit, what, configured) = if session_left < ctx.read_timeout {
-        (session_left, "session time limit", ctx.session_timeout)
+    let earned_left = progress
+        .allowed_until(ctx.first_byte_timeout, ctx.min_data_rate)
+        .saturating_duration_since(now);
+    let received = progress.received.load(Ordering::Relaxed);
+    let (limit, why) = if session_left <= ctx.read_timeout && session_left <= earned_left {
+        (
+            session_left,
+            format!(
+                "session time limit of {}s exceeded",
+                ctx.session_timeout.as_secs()
+            ),
+        )
+    } else if earned_left < ctx.read_timeout && received == 0 {
+        (
+            earned_left,
+            format!(
+                "no request within the first-byte timeout of {}s",
+                ctx.first_byte_timeout.as_secs()
+            ),
+        )
+    } else if earned_left < ctx.read_timeout {
+        (
+            earned_left,
+            format!(
+                "the request is arriving too slowly ({received} bytes in {}s, under {} bytes a \
+                 second after the first {}s)",
+                progress.accepted.elapsed().as_secs(),
+                ctx.min_data_rate,
+                ctx.first_byte_timeout.as_secs()
+            ),
+        )
     } else {
-        (ctx.read_timeout, "read timeout", ctx.read_timeout)
+        (
+            ctx.read_timeout,
+            format!("read timeout of {}s exceeded", ctx.read_timeout.as_secs()),
+        )
     };
-    match tokio::time::timeout(limit, io.read(buf)).await {
-        Ok(Ok(n)) => Ok(n),
-        Ok(Err(e)) => Err(Stop::Hangup(format!("read error: {e}"))),
-        // The client is too slow: it is most likely gone, but say why in case it is not.
-        Err(_) => Err(Stop::TempFail(format!(
-            "sorry, {what} of {}s exceeded (#4.4.2)",
-            configured.as_secs()
-        ))),
+    tokio::select! {
+        read = tokio::time::timeout(limit, io.read(buf)) => match read {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(e)) => Err(Stop::Hangup(format!("read error: {e}"))),
+            // The client is too slow: it is most likely gone, but say why in case it is not.
+            Err(_) => Err(Stop::TempFail(format!("sorry, {why} (#4.4.2)"))),
+        },
+        () = progress.evict.notified() => Err(Stop::TempFail(EVICTED.to_owned())),
+    }
+}
+
+/// After a refusal, read (and throw away) what the client still sends until it closes, so that
+/// closing does not reset the connection: a socket closed with unread bytes sends RST, and a
+/// client that gets RST may never read the answer sitting in its buffer. Bounded as a request
+/// is: [`Context::drain_limit`] bytes, [`Context::min_data_rate`] after the first-byte timeout,
+/// and the read timeout for each pause.
+pub async fn linger<S>(io: &mut S, ctx: &Context)
+where
+    S: AsyncRead + Unpin,
+{
+    let progress = Progress::new();
+    let mut buf = vec![0u8; LINGER_BUFFER];
+    let mut got: u64 = 0;
+    while got <= ctx.drain_limit {
+        let now = tokio::time::Instant::now();
+        let left = progress
+            .allowed_until(ctx.first_byte_timeout, ctx.min_data_rate)
+            .saturating_duration_since(now)
+            .min(ctx.read_timeout);
+        match tokio::time::timeout(left, io.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                got += n as u64;
+                progress.add(n);
+            }
+            _ => return,
+        }
     }
 }
 

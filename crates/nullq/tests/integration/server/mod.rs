@@ -1,5 +1,6 @@
 //! Receiving: `nullq serve` and `nullq qmqpd` take QMQP requests into the spool.
 
+mod flood;
 mod poison;
 mod powercut;
 mod qmqp;

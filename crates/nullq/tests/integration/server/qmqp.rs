@@ -4,13 +4,13 @@
 //! loopback port with its own spool.
 
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 
 use nullq_proto::qmqp::encode_request;
 use nullq_spool::Spool;
 
-use crate::support::qmqp::{decode, exchange, qmqp_source, queue_id, Recorder};
+use crate::support::qmqp::{decode, exchange, exchange_from, qmqp_source, queue_id, Recorder};
 use crate::support::server::{tmp_files, Server};
 
 const T: Duration = Duration::from_secs(60);
@@ -416,22 +416,32 @@ fn sessions_over_the_limit_get_z_and_the_limit_frees_up() {
         "2",
         "--read-timeout",
         "30",
+        "--first-byte-timeout",
+        "30",
+        // Both holders stay above a byte a second for 50 s: neither is evicted.
+        "--min-data-rate",
+        "1",
     ]);
     let request = encode_request(
         b"Subject: x\n\n",
         b"a@example.net",
         &[b"b@example.net".to_vec()],
     );
+    // Held back: the last byte, so each holder has sent 50 bytes or more.
+    assert!(request.len() > 50, "{}", request.len());
+    let held = request.len() - 1;
     // Two sessions that have started but not finished hold both slots.
-    let holders: Vec<TcpStream> = (0..2).map(|_| hold(&server, &request, 5)).collect();
-    let third = String::from_utf8_lossy(&exchange(server.addr, &request, T)).into_owned();
+    let holders: Vec<TcpStream> = (0..2).map(|_| hold(&server, &request, held)).collect();
+    // From another address: the same one would be over its own limit (2) first.
+    let third = exchange_from(Ipv4Addr::new(127, 0, 0, 2), server.addr, &request, T);
+    let third = String::from_utf8_lossy(&third).into_owned();
     assert!(
         third.contains(":Zsorry, too many sessions (2 at once)"),
         "{third}"
     );
     // Finish the two held sessions: both get K, and a new session is admitted again.
     for s in holders {
-        let a = finish(s, &request, 5);
+        let a = finish(s, &request, held);
         assert!(a.contains(":Kok"), "{a}");
     }
     assert_eq!(session_lines(&server, "K", 2), 2, "{}", server.log_text());
@@ -448,6 +458,8 @@ fn per_address_limit() {
         "--max-sessions-per-ip",
         "1",
         "--read-timeout",
+        "30",
+        "--first-byte-timeout",
         "30",
     ]);
     let request = encode_request(b"x\n", b"a@example.net", &[b"b@example.net".to_vec()]);
@@ -471,6 +483,9 @@ fn denied_clients_are_closed_before_reading_and_sighup_reloads() {
         "none",
         "--rules",
         rules.to_str().expect("utf8"),
+        // A session is held open across a reload below.
+        "--first-byte-timeout",
+        "60",
     ]);
     let request = encode_request(b"x\n", b"a@example.net", &[b"b@example.net".to_vec()]);
     let answer = exchange(server.addr, &request, T);
@@ -517,7 +532,14 @@ fn denied_clients_are_closed_before_reading_and_sighup_reloads() {
 
 #[test]
 fn sigterm_finishes_open_sessions_and_exits_zero() {
-    let mut server = Server::start(&["--deliver", "none", "--read-timeout", "30"]);
+    let mut server = Server::start(&[
+        "--deliver",
+        "none",
+        "--read-timeout",
+        "30",
+        "--first-byte-timeout",
+        "60",
+    ]);
     let request = encode_request(
         b"Subject: late\n\n",
         b"a@example.net",

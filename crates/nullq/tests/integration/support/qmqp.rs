@@ -18,15 +18,47 @@ use super::run_bounded;
 /// Send `request` on a new connection, then read until the server closes (bounded).
 /// Returns what the server answered (empty if it closed without answering).
 pub fn exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> Vec<u8> {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, limit) else {
-        return Vec::new();
-    };
+    match TcpStream::connect_timeout(&addr, limit) {
+        Ok(stream) => exchange_on(stream, request, limit),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// [`exchange`] from the local address `from` (another client, by address).
+pub fn exchange_from(
+    from: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    request: &[u8],
+    limit: Duration,
+) -> Vec<u8> {
+    match connect_from(from, addr) {
+        Ok(stream) => exchange_on(stream, request, limit),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn exchange_on(mut stream: TcpStream, request: &[u8], limit: Duration) -> Vec<u8> {
     let _ = stream.set_read_timeout(Some(limit));
     let _ = stream.set_write_timeout(Some(limit));
     let _ = stream.write_all(request);
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     answer
+}
+
+/// A connection to `to` from the local address `from` (any of 127.0.0.0/8 is this host's, so a
+/// test can be several clients by address). Close-on-exec, as std's own sockets are.
+pub fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::net::bind(&fd, &SocketAddr::from((from, 0)))?;
+    rustix::net::connect(&fd, &to)?;
+    Ok(TcpStream::from(fd))
 }
 
 /// Send one QMQP request; returns the answer as text (`Kok ...`, `D...`, `Z...`, or empty).
