@@ -203,6 +203,8 @@ fn admit(
     let peer = Peer {
         ip: Some(ip),
         host: "unknown".to_owned(),
+        ip_text: None,
+        info: None,
         env: decision.env,
     };
     Some((stream, peer, permit, ip_guard))

@@ -3,5 +3,6 @@
 mod poison;
 mod powercut;
 mod qmqp;
+mod qmqpd_cases;
 mod setup;
 mod tcpserver;
