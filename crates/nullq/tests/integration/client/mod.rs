@@ -6,5 +6,6 @@ mod install;
 mod postfix;
 mod programs;
 mod qmqpc;
+mod qmqpc_cases;
 mod sendmail;
 mod to_server;
