@@ -1,6 +1,7 @@
 //! The null client: the programs `nullq install` links, talking to QMQP servers.
 
 mod fallback;
+mod forward_cases;
 mod inject;
 mod install;
 mod postfix;
