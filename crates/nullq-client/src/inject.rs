@@ -502,7 +502,12 @@ pub fn inject<R: Read>(opts: &InjectOptions, input: R) -> Result<(), InjectError
     let len = file.stream_position().map_err(InjectError::Write)?;
     file.seek(SeekFrom::Start(0)).map_err(InjectError::Write)?;
     match opts.env.get("QMAILQUEUE") {
-        Some(program) => run_qmail_queue(opts, OsStr::from_bytes(program), file, &envelope),
+        Some(program) => run_qmail_queue(
+            opts.control.home(),
+            OsStr::from_bytes(program),
+            file,
+            &envelope,
+        ),
         None => crate::qmqpc::queue_file(&mut file, len, &envelope).map_err(|e| {
             let (permanent, text) = queue_reply(i32::from(e.code()), None);
             InjectError::Queue { text, permanent }
@@ -512,9 +517,9 @@ pub fn inject<R: Read>(opts: &InjectOptions, input: R) -> Result<(), InjectError
 
 /// Run `program` with the qmail-queue interface (qmail's `qmail_open`/`qmail_close`): the
 /// message on fd 0, the envelope written to fd 1, a custom reply readable on fd 6; started in
-/// the qmail home directory, as qmail does.
-fn run_qmail_queue(
-    opts: &InjectOptions,
+/// the qmail home directory `home`, as qmail does. Also forward's way to `$QMAILQUEUE`.
+pub(crate) fn run_qmail_queue(
+    home: &std::path::Path,
     program: &OsStr,
     message: File,
     envelope: &Envelope,
@@ -523,7 +528,6 @@ fn run_qmail_queue(
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
-    let home = opts.control.home();
     if !home.is_dir() {
         let (permanent, text) = queue_reply(61, None);
         return Err(InjectError::Queue { text, permanent });

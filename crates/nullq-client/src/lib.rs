@@ -16,6 +16,7 @@ pub mod qmqpc;
 pub mod sendmail;
 pub mod showctl;
 pub mod smtp_stdio;
+pub mod startfds;
 
 use std::ffi::OsString;
 

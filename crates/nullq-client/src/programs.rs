@@ -129,8 +129,9 @@ fn spool(head: &[u8], input: &mut impl Read) -> io::Result<(File, u64)> {
 }
 
 /// `forward ADDR...` (from a .qmail file or a pipe): queue stdin for ADDRs with the envelope
-/// sender `$NEWSENDER`, with `$DTLINE` (qmail-local's Delivered-To line) in front when set. No
-/// address rewriting, as in qmail: this is qmail-queue, not qmail-inject.
+/// sender `$NEWSENDER`, with `$DTLINE` (qmail-local's Delivered-To line) in front when set,
+/// through `$QMAILQUEUE` when set. No address rewriting, as in qmail: this is qmail-queue, not
+/// qmail-inject.
 ///
 /// qmail's forward also insists on DTLINE; a mini-qmail host has no qmail-local to set it, so
 /// nullq's only adds it when present.
@@ -153,14 +154,29 @@ pub fn forward(args: &[OsString]) -> i32 {
         sender: sender.as_bytes().to_vec(),
         recipients: args.iter().skip(1).map(|a| a.as_bytes().to_vec()).collect(),
     };
-    match qmqpc::queue_file(&mut file, len, &envelope) {
+    // As qmail's forward (qmail_open): `$QMAILQUEUE` when set, else the QMQP client.
+    let queued = match std::env::var_os("QMAILQUEUE") {
+        Some(program) => {
+            let control = nullq_config::control::ControlDir::from_env();
+            crate::inject::run_qmail_queue(control.home(), &program, file, &envelope).map_err(|e| {
+                match e {
+                    crate::inject::InjectError::Queue { text, permanent } => (permanent, text),
+                    other => (false, other.to_string()),
+                }
+            })
+        }
+        None => qmqpc::queue_file(&mut file, len, &envelope)
+            .map_err(|code| crate::inject::queue_reply(i32::from(code.code()), None)),
+    };
+    match queued {
         Ok(()) => {
             eprintln!("forward: qp {}", std::process::id());
             0
         }
-        Err(code) => {
-            eprintln!("forward: fatal: {code}");
-            if code.is_permanent() {
+        Err((permanent, text)) => {
+            // qmail's texts for qmail-queue's codes (qmail_close), as qmail's forward says them.
+            eprintln!("forward: fatal: {text}");
+            if permanent {
                 EXIT_PERM
             } else {
                 EXIT_TEMP

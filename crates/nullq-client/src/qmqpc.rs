@@ -529,6 +529,12 @@ fn run_main() -> Result<(), QueueExit> {
         return Err(QueueExit::ConfigError);
     }
     // The message first, to its end: the writer may fill the fd 0 pipe before writing fd 1.
+    // A descriptor closed at start is unreadable, as for qmail-qmqpc (54), not the /dev/null
+    // Rust's runtime opened in its place.
+    if crate::startfds::closed_at_start(0) {
+        eprintln!("qmail-qmqpc: unable to read the message: descriptor 0 is closed");
+        return Err(QueueExit::ReadError);
+    }
     let (mut file, offset, len) = spool_stdin().map_err(|e| {
         eprintln!("qmail-qmqpc: unable to read the message: {e}");
         QueueExit::ReadError
@@ -579,24 +585,39 @@ pub(crate) fn copy_all(from: &mut impl Read, to: &mut File) -> io::Result<u64> {
     }
 }
 
-/// The envelope from fd 1, read as a file (qmail-queue(8): fd 1 is the envelope's read end).
+/// The envelope from fd 1, read as a file (qmail-queue(8): fd 1 is the envelope's read end), up
+/// to its final NUL: like qmail-qmqpc, what follows is never read, so a writer that keeps fd 1
+/// open after the envelope does not hold the client up.
 fn read_envelope() -> Result<Envelope, QueueExit> {
-    let stdout = io::stdout();
-    let owned = stdout.as_fd().try_clone_to_owned().map_err(|e| {
+    let unreadable = |e: io::Error| {
         eprintln!("qmail-qmqpc: unable to read the envelope: {e}");
         QueueExit::ReadError
-    })?;
+    };
+    if crate::startfds::closed_at_start(1) {
+        return Err(unreadable(io::Error::from_raw_os_error(libc::EBADF)));
+    }
+    let stdout = io::stdout();
+    let mut fd1 = File::from(stdout.as_fd().try_clone_to_owned().map_err(unreadable)?);
     let mut bytes = Vec::new();
-    File::from(owned)
-        .take(MAX_ENVELOPE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| {
-            eprintln!("qmail-qmqpc: unable to read the envelope: {e}");
-            QueueExit::ReadError
-        })?;
-    if bytes.len() as u64 > MAX_ENVELOPE {
-        eprintln!("qmail-qmqpc: envelope longer than {MAX_ENVELOPE} bytes");
-        return Err(QueueExit::EnvelopeFormat);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match fd1.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(unreadable(e)),
+        };
+        let scanned = bytes.len().saturating_sub(1);
+        bytes.extend_from_slice(&chunk[..n]);
+        // Fields start with F or T, so the empty field that ends the envelope is a NUL at the
+        // very start (a format error) or two NULs in a row.
+        let ended = bytes.first() == Some(&0) || bytes[scanned..].windows(2).any(|w| w == [0, 0]);
+        if ended || n == 0 {
+            break;
+        }
+        if bytes.len() as u64 > MAX_ENVELOPE {
+            eprintln!("qmail-qmqpc: envelope longer than {MAX_ENVELOPE} bytes");
+            return Err(QueueExit::EnvelopeFormat);
+        }
     }
     Envelope::parse(&bytes).map_err(|e| {
         eprintln!("qmail-qmqpc: {e}");

@@ -22,7 +22,8 @@ pub struct Envelope {
 /// Why an envelope was refused; each maps to qmail-queue's exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvelopeError {
-    /// The envelope ended before its final NUL (qmail-queue exits 54: unable to read).
+    /// The envelope ended before its final NUL: exit 91, as qmail-qmqpc (the qmail-queue of a
+    /// null client) exits; qmail's own qmail-queue says 54 there.
     Truncated,
     /// Not in the format above (exit 91).
     Format,
@@ -35,8 +36,7 @@ impl EnvelopeError {
     pub fn exit(self) -> crate::exit::QueueExit {
         use crate::exit::QueueExit;
         match self {
-            EnvelopeError::Truncated => QueueExit::ReadError,
-            EnvelopeError::Format => QueueExit::EnvelopeFormat,
+            EnvelopeError::Truncated | EnvelopeError::Format => QueueExit::EnvelopeFormat,
             EnvelopeError::AddressTooLong => QueueExit::AddressTooLong,
         }
     }
@@ -55,9 +55,15 @@ impl fmt::Display for EnvelopeError {
 impl std::error::Error for EnvelopeError {}
 
 impl Envelope {
-    /// Parse a complete envelope. Bytes after the final NUL are a format error, as in qmail-queue,
-    /// which reads exactly the envelope and then expects end of file.
+    /// Parse a complete envelope. Bytes after the final NUL are ignored: qmail-queue and
+    /// qmail-qmqpc both stop reading at the final NUL and never look at what follows.
     pub fn parse(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        Envelope::parse_prefix(bytes).map(|(envelope, _)| envelope)
+    }
+
+    /// Parse the envelope at the start of `bytes`; returns it and how many bytes it took (up to
+    /// and with its final NUL).
+    pub fn parse_prefix(bytes: &[u8]) -> Result<(Envelope, usize), EnvelopeError> {
         let (first, mut rest) = take_field(bytes)?;
         let sender = match first {
             [b'F', address @ ..] => check_length(address)?.to_vec(),
@@ -67,8 +73,10 @@ impl Envelope {
         loop {
             let (field, after) = take_field(rest)?;
             match field {
-                [] if after.is_empty() => return Ok(Envelope { sender, recipients }),
-                [] => return Err(EnvelopeError::Format),
+                [] => {
+                    let used = bytes.len() - after.len();
+                    return Ok((Envelope { sender, recipients }, used));
+                }
                 [b'T', address @ ..] => recipients.push(check_length(address)?.to_vec()),
                 _ => return Err(EnvelopeError::Format),
             }
@@ -146,7 +154,16 @@ mod tests {
             Envelope::parse(b"Fa@b\0Xc@d\0\0"),
             Err(EnvelopeError::Format)
         );
-        assert_eq!(Envelope::parse(b"Fa@b\0\0junk"), Err(EnvelopeError::Format));
+        assert_eq!(
+            Envelope::parse_prefix(b"Fa@b\0\0junk"),
+            Ok((
+                Envelope {
+                    sender: b"a@b".to_vec(),
+                    recipients: Vec::new()
+                },
+                6
+            ))
+        );
         let long = [b"F".to_vec(), vec![b'a'; 1002], b"\0\0".to_vec()].concat();
         assert_eq!(Envelope::parse(&long), Err(EnvelopeError::AddressTooLong));
     }

@@ -580,9 +580,12 @@ fn qmqpd(args: CommonArgs) -> Result<i32, String> {
         }
     }
     if config.hostname.is_none() {
-        config.hostname = std::env::var("TCPLOCALHOST")
-            .or_else(|_| std::env::var("TCPLOCALIP"))
-            .ok();
+        // qmail-qmqpd: TCPLOCALHOST, else TCPLOCALIP, else `unknown`.
+        config.hostname = Some(
+            tcp_env("TCPLOCALHOST")
+                .or_else(|| tcp_env("TCPLOCALIP"))
+                .unwrap_or_else(|| "unknown".to_owned()),
+        );
     }
     // tcpserver -u/-g usually dropped root already; a configured user is applied as well.
     drop_privileges(&config)?;
@@ -599,19 +602,41 @@ fn qmqpd(args: CommonArgs) -> Result<i32, String> {
     })
 }
 
-/// The client as tcpserver describes it: TCPREMOTEIP, TCPREMOTEHOST (else `unknown`), and the
-/// variables its rule set, which are ordinary environment variables by now.
+/// The client as tcpserver describes it: TCPREMOTEIP, TCPREMOTEHOST (else `unknown`),
+/// TCPREMOTEINFO, and the variables its rule set, which are ordinary environment variables by
+/// now.
 fn peer_from_env() -> Peer {
-    let ip = std::env::var("TCPREMOTEIP")
-        .ok()
-        .and_then(|s| s.parse().ok());
-    let host = std::env::var("TCPREMOTEHOST").unwrap_or_else(|_| "unknown".to_owned());
+    let ip_text = tcp_env("TCPREMOTEIP");
+    let ip = ip_text.as_deref().and_then(|s| s.parse().ok());
+    let host = tcp_env("TCPREMOTEHOST").unwrap_or_else(|| "unknown".to_owned());
+    let info = tcp_env("TCPREMOTEINFO");
     // The variables the policy reads (tcprules set them for this client).
     let env = crate::policy::ENV_VARS
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
         .collect();
-    Peer { ip, host, env }
+    Peer {
+        ip,
+        host,
+        ip_text,
+        info,
+        env,
+    }
+}
+
+/// A variable tcpserver set, byte by byte: ASCII as it is, every other byte as `?`. qmail-qmqpd
+/// takes these values as bytes and writes each unsafe byte as `?`, so a name that is not UTF-8
+/// is not lost (as `unknown`) but shows the same `?` qmail's Received line would.
+fn tcp_env(name: &str) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let value = std::env::var_os(name)?;
+    Some(
+        value
+            .as_bytes()
+            .iter()
+            .map(|&b| if b.is_ascii() { char::from(b) } else { '?' })
+            .collect(),
+    )
 }
 
 /// `nullq deliver`: the delivery runner alone, on a spool that `nullq qmqpd` sessions fill.

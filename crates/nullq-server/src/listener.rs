@@ -308,6 +308,8 @@ impl Front {
         let peer = Peer {
             ip: Some(ip),
             host: "unknown".to_owned(),
+            ip_text: None,
+            info: None,
             env: decision.env,
         };
         match Arc::clone(&self.slots).try_acquire_owned() {

@@ -427,6 +427,8 @@ mod tests {
         Peer {
             ip: ip.parse().ok(),
             host: "unknown".into(),
+            ip_text: None,
+            info: None,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

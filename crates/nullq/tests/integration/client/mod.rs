@@ -1,10 +1,12 @@
 //! The null client: the programs `nullq install` links, talking to QMQP servers.
 
 mod fallback;
+mod forward_cases;
 mod inject;
 mod install;
 mod postfix;
 mod programs;
 mod qmqpc;
+mod qmqpc_cases;
 mod sendmail;
 mod to_server;

@@ -4,5 +4,6 @@ mod flood;
 mod poison;
 mod powercut;
 mod qmqp;
+mod qmqpd_cases;
 mod setup;
 mod tcpserver;

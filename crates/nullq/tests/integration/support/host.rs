@@ -249,7 +249,8 @@ pub fn run_queue(
     (code, String::from_utf8_lossy(&err).into_owned())
 }
 
-fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+/// A pipe (read end, write end), both ends close-on-exec.
+pub fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
     let mut fds = [0i32; 2];
     // Close-on-exec: a child that inherited the write end would never see the envelope end.
     // SAFETY: pipe2 writes two new descriptors into the array, which we then own.

@@ -253,6 +253,9 @@ pub enum Answer {
     Silence,
     /// `Z` for a message containing these bytes, `K` (recorded) for any other.
     TempFailContaining(&'static str),
+    /// Read the request, record it, write these bytes as they are (not made a netstring:
+    /// garbage, a cut answer, or nothing), and close.
+    Raw(&'static [u8]),
 }
 
 /// A QMQP server on 127.0.0.1 that decodes each request with nullq-proto, records it, and
@@ -360,6 +363,11 @@ fn serve(
         }
     }
     let response = match answer {
+        Answer::Raw(bytes) => {
+            got.lock().expect("lock").push(rec);
+            let _ = stream.write_all(bytes);
+            return None;
+        }
         Answer::Accept => Response::new(Status::Ok, "ok test"),
         Answer::TempFail => Response::new(Status::TempFail, "try later"),
         Answer::PermFail => Response::new(Status::PermFail, "go away"),
