@@ -316,15 +316,24 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
         return Ok(0);
     };
     fit_sessions_to_descriptors(&mut config);
-    // 1. Bind while we may still be root (port 628), and before any thread exists.
-    let mut bound = Vec::new();
-    for text in &config.listen {
-        let addr: SocketAddr = text
-            .parse()
-            .map_err(|e| format!("bad listen address {text:?}: {e}"))?;
-        let listener =
-            privilege::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        bound.push(listener);
+    // 1. Bind while we may still be root (port 628), and before any thread exists; or take
+    //    the sockets systemd passed (socket activation: then no privilege is needed at all).
+    let mut bound = crate::systemd::inherited_listeners()?;
+    if bound.is_empty() {
+        for text in &config.listen {
+            let addr: SocketAddr = text
+                .parse()
+                .map_err(|e| format!("bad listen address {text:?}: {e}"))?;
+            let listener =
+                privilege::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            bound.push(listener);
+        }
+    } else {
+        tracing::info!(
+            target: "nullq::server",
+            "socket activation: {} listening socket(s) passed by systemd; `listen` is not used",
+            bound.len()
+        );
     }
     // 2. Drop privileges: still one thread, no spool opened, no client byte read.
     drop_privileges(&config)?;
@@ -418,7 +427,8 @@ async fn run_server(
     // A failed commit (the spool's directory fsync) stops the server the same way.
     let (trigger, stop) = shutdown::channel();
     spawn_signal_handlers(trigger, Arc::clone(&access), Arc::clone(&ctx.poisoned))?;
-    spawn_poison_watch(Arc::clone(&ctx));
+    let watchdog = runner.is_none().then(crate::systemd::Watchdog::from_env);
+    spawn_poison_watch(Arc::clone(&ctx), watchdog);
     let bound: Vec<String> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -432,6 +442,7 @@ async fn run_server(
         databytes = config.limits.databytes,
         "nullq serve ready"
     );
+    crate::systemd::ready(&format!("accepting QMQP on {}", bound.join(",")));
 
     let limits = ConnectionLimits {
         max_sessions: config.limits.max_sessions,
@@ -509,12 +520,16 @@ fn attach_spool(config: &ServerConfig) -> Result<Spool, String> {
 /// A commit that failed outside a session (the runner queueing a bounce or a delay warning)
 /// poisons the committer too, with no session to report it: look once a second, and report it
 /// as a session would (the ERROR line, then the stop). The spool refuses to receive once
-/// poisoned, and that refusal carries the first failure.
-fn spawn_poison_watch(ctx: Arc<Context>) {
+/// poisoned, and that refusal carries the first failure. With no delivery runner (every
+/// target `none`), this loop keeps systemd's watchdog alive instead.
+fn spawn_poison_watch(ctx: Arc<Context>, mut watchdog: Option<crate::systemd::Watchdog>) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             every.tick().await;
+            if let Some(w) = watchdog.as_mut() {
+                w.pet();
+            }
             if ctx.committer.is_poisoned() {
                 match ctx.spool.receive() {
                     Err(e) => ctx.commit_failed(&e),

@@ -12,7 +12,8 @@
 //! - [`access`]: tcprules-based access control, reloaded on SIGHUP;
 //! - [`received`]: the Received lines put on every message;
 //! - [`shutdown`]: graceful shutdown as values handed around;
-//! - [`logging`], [`privilege`]: log destinations; dropping root after binding.
+//! - [`logging`], [`privilege`]: log destinations; dropping root after binding;
+//! - [`systemd`]: sockets inherited by socket activation, readiness and watchdog notifications.
 //!
 //! Errors inside the server are answers: a problem with the client's request is a QMQP `D`, a
 //! problem on our side a `Z`. Only start-up problems end the process.
@@ -29,3 +30,4 @@ pub mod queue_tools;
 pub mod received;
 pub mod session;
 pub mod shutdown;
+pub mod systemd;

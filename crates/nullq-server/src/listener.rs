@@ -206,6 +206,7 @@ pub async fn serve(
         let _ = task.await;
     }
     tracing::info!(target: "nullq::listener", "stopped accepting; waiting up to {}s for open sessions", grace.as_secs());
+    crate::systemd::stopping();
     drain.wait(grace).await
 }
 

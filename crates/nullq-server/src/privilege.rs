@@ -229,7 +229,7 @@ fn verify(id: &Identity) -> Result<(), String> {
 }
 
 /// How many threads this process has (`None` where `/proc` cannot tell).
-fn threads() -> Option<usize> {
+pub(crate) fn threads() -> Option<usize> {
     std::fs::read_dir("/proc/self/task")
         .ok()
         .map(Iterator::count)

@@ -566,6 +566,9 @@ pub struct Runner {
     /// SIGUSR1, registered when the runner is made (before the server says it is ready), so
     /// that the signal never finds the default action (death).
     usr1: Option<tokio::signal::unix::Signal>,
+    /// systemd's watchdog (`WatchdogSec=`), kept alive from the runner's loop: if the loop
+    /// stalls (a hung disk, a deadlock), the keep-alives stop and systemd restarts the service.
+    watchdog: crate::systemd::Watchdog,
 }
 
 /// What an attempt leaves for the schedule.
@@ -621,6 +624,7 @@ impl Runner {
                     .map_err(|e| tracing::warn!(target: "nullq::delivery", "SIGUSR1: {e}"))
                     .ok()
             }),
+            watchdog: crate::systemd::Watchdog::from_env(),
         })
     }
 
@@ -693,6 +697,11 @@ impl Runner {
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut poll = tokio::time::interval(self.poll.unwrap_or(Duration::from_secs(3600)));
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        let mut watchdog = tokio::time::interval(
+            self.watchdog
+                .interval()
+                .unwrap_or(Duration::from_secs(3600)),
+        );
         let mut ticks: u64 = 0;
         let mut seen_bad: HashSet<PathBuf> = HashSet::new();
         loop {
@@ -757,6 +766,7 @@ impl Runner {
                     let n = scan(&shared, &mut schedule, &in_flight).await;
                     tracing::debug!(target: "nullq::delivery", queued = n, "queue rescanned (every {}s)", every.as_secs());
                 }
+                _ = watchdog.tick() => self.watchdog.pet(),
                 _ = housekeeping.tick() => {
                     ticks += 1;
                     let shared2 = Arc::clone(&shared);

@@ -6,4 +6,5 @@ mod powercut;
 mod qmqp;
 mod qmqpd_cases;
 mod setup;
+mod systemd;
 mod tcpserver;

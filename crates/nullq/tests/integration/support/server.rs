@@ -93,7 +93,8 @@ impl Server {
 
     /// Spawn `cmd` with its stderr going to `log` and to memory, and wait for a log line
     /// containing `ready` (panicking with the log if it exits or times out first).
-    fn spawn_until(mut cmd: Command, data: &Path, log: &Path, ready: &str) -> Server {
+    /// `addr` and `addrs` mean nothing until the test sets them.
+    pub fn spawn_until(mut cmd: Command, data: &Path, log: &Path, ready: &str) -> Server {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
