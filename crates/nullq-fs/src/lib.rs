@@ -23,6 +23,23 @@
 //! [`open_planted`] opens a file for reading with `O_NOFOLLOW|O_NONBLOCK` (a symlink or a FIFO
 //! can neither redirect nor block the reader), then checks with `fstat` that it is a regular
 //! file owned by the expected user.
+//!
+//! # Temporaries judged by their lock
+//! A file being written in a `tmp/` directory is alive exactly as long as its writer holds an
+//! exclusive `flock` on it ([`Options::lock`], [`create_locked`]); a clean-up removes only a
+//! temporary whose lock it can take ([`Cleaning::remove_if_unlocked`]). Not the pid in its
+//! name: pids repeat after a reboot and differ between pid namespaces, a lock dies with its
+//! writer. `flock` rather than an OFD lock (`F_OFD_SETLK`): both belong to the open file
+//! description, so both survive the writer's own threads and die with its last descriptor;
+//! `flock` needs no byte range and is what `flock(1)` takes, so an operator (and a test) can
+//! hold or probe one from the shell.
+//!
+//! The one gap such a scheme has is between `open(O_CREAT|O_EXCL)` and `flock`: a clean-up
+//! looking at that moment would find a new, unlocked file. It is closed with a second lock, on
+//! the directory itself: a writer holds it shared from before the `open` until after its
+//! `flock`, a clean-up holds it exclusively for its whole scan. Every temporary a clean-up sees
+//! is therefore either locked by a live writer or abandoned. (Writers that do not know this
+//! protocol, e.g. another MDA in a shared Maildir, are not judged by lock at all.)
 
 #![deny(missing_docs)]
 
@@ -31,8 +48,9 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, CWD};
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, RenameFlags, CWD};
 use rustix::process::{Gid, Uid};
 
 /// The step of a durable write that failed.
@@ -60,6 +78,10 @@ pub enum Step {
     Rename,
     /// `fsync` of the directory.
     SyncDir,
+    /// Taking a lock: the directory's creation lock, or a temporary's own.
+    Lock,
+    /// Removing a leftover temporary (after taking its lock).
+    Remove,
 }
 
 impl Step {
@@ -75,6 +97,8 @@ impl Step {
             Step::Close => "close",
             Step::Rename => "rename to",
             Step::SyncDir => "fsync directory",
+            Step::Lock => "lock",
+            Step::Remove => "remove leftover",
         }
     }
 }
@@ -140,6 +164,10 @@ pub struct Options {
     /// Whether an existing file under the final name may be replaced. Default: no, the rename
     /// fails with `EEXIST` instead.
     pub replace: bool,
+    /// Whether the temporary is created already locked ([`create_locked`]) and kept locked
+    /// until it has its final name, so that a clean-up of its directory
+    /// ([`Cleaning::remove_if_unlocked`]) leaves it alone. Default: no.
+    pub lock: bool,
 }
 
 impl Default for Options {
@@ -148,6 +176,7 @@ impl Default for Options {
             mode: 0o600,
             owner: None,
             replace: false,
+            lock: false,
         }
     }
 }
@@ -186,6 +215,20 @@ pub fn publish_to(
     let final_ref = final_fd.as_ref().unwrap_or(&tmp_fd);
     let tmp = tmp_dir.join(tmp_name);
     let file = create_in(&tmp_fd, tmp_dir, tmp_name, options)?;
+    // The lock belongs to the open file description, so a second descriptor on it keeps the
+    // temporary locked after the checked close, until the rename has taken it out of tmp/.
+    let held = if options.lock {
+        match file.try_clone() {
+            Ok(held) => Some(held),
+            Err(e) => {
+                drop(file);
+                let _ = rustix::fs::unlinkat(&tmp_fd, tmp_name, AtFlags::empty());
+                return Err(Error::new(Step::Lock, &tmp, e));
+            }
+        }
+    } else {
+        None
+    };
     let result = fill_and_close(file, &tmp, fill)
         .and_then(|()| {
             rename_between(
@@ -195,6 +238,7 @@ pub fn publish_to(
             )
         })
         .and_then(|()| {
+            drop(held);
             rustix::fs::fsync(final_ref).map_err(|e| Error::new(Step::SyncDir, final_dir, e))
         });
     if let Err(e) = &result {
@@ -220,8 +264,9 @@ pub fn move_to(from_dir: &Path, from: &str, to_dir: &Path, to: &str) -> Result<(
 }
 
 /// Create `name` in the directory `dirfd` (path `dir`, for messages) for writing, with
-/// `O_CREAT|O_EXCL|O_NOFOLLOW`, after removing a stale regular file of ours under that name.
-/// Mode and owner are set on the descriptor. For callers that fill and place the file
+/// `O_CREAT|O_EXCL|O_NOFOLLOW`, after removing a stale regular file of ours under that name
+/// (with [`Options::lock`]: created locked instead, and nothing is removed). Mode and owner are
+/// set on the descriptor. For callers that fill and place the file
 /// themselves; [`publish`] is this plus the rest.
 pub fn create_in(
     dirfd: &OwnedFd,
@@ -230,18 +275,15 @@ pub fn create_in(
     options: &Options,
 ) -> Result<File, Error> {
     let path = dir.join(name);
-    remove_own_stale(dirfd, dir, name)?;
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mode = Mode::from_raw_mode(options.mode & 0o7777);
-    let fd = rustix::fs::openat(dirfd, name, flags, mode).map_err(|e| {
-        // EEXIST here means someone planted the name between our check and the open.
-        let step = if e == rustix::io::Errno::EXIST {
-            Step::Planted
-        } else {
-            Step::Create
-        };
-        Error::new(step, &path, e)
-    })?;
+    let fd = if options.lock {
+        // A locking writer's names are unique: a file in the way may be another writer's, in
+        // use, and only a clean-up that takes its lock may remove it.
+        create_locked(dirfd, dir, name, options.mode)?.into()
+    } else {
+        remove_own_stale(dirfd, dir, name)?;
+        create_exclusive(dirfd, &path, name, mode)?
+    };
     let set = || -> rustix::io::Result<()> {
         rustix::fs::fchmod(&fd, mode)?;
         if let Some((uid, gid)) = options.owner {
@@ -254,6 +296,174 @@ pub fn create_in(
         return Err(Error::new(Step::Permissions, &path, e));
     }
     Ok(File::from(fd))
+}
+
+/// `openat(O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW)`: a new file, never a planted name.
+fn create_exclusive(
+    dirfd: &OwnedFd,
+    path: &Path,
+    name: &str,
+    mode: Mode,
+) -> Result<OwnedFd, Error> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(dirfd, name, flags, mode).map_err(|e| {
+        // EEXIST here means someone planted the name (or took it) before our open.
+        let step = if e == rustix::io::Errno::EXIST {
+            Step::Planted
+        } else {
+            Step::Create
+        };
+        Error::new(step, path, e)
+    })
+}
+
+/// How long a writer waits for a clean-up's scan of the directory to end (a clean-up for
+/// writers in their create step) before giving up: either takes milliseconds, so only a
+/// stopped or stuck process reaches this.
+const DIR_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// The creation lock of directory `dirfd` (see the crate docs), shared for a writer and
+/// exclusive for a clean-up, held until the returned descriptor is dropped. It is taken on a
+/// descriptor of its own: a `flock` belongs to the open file description, and two threads
+/// sharing one would release each other's lock.
+fn lock_dir(dirfd: &OwnedFd, dir: &Path, exclusive: bool) -> Result<OwnedFd, Error> {
+    let own = rustix::fs::openat(
+        dirfd,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::new(Step::OpenDir, dir, e))?;
+    let op = if exclusive {
+        FlockOperation::NonBlockingLockExclusive
+    } else {
+        FlockOperation::NonBlockingLockShared
+    };
+    // Polled rather than blocking, so that a process that stopped while holding it delays
+    // us by DIR_LOCK_WAIT instead of forever.
+    let deadline = Instant::now() + DIR_LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(&own, op) {
+            Ok(()) => return Ok(own),
+            Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let why = io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "its creation lock is held by another process for over {}s",
+                        DIR_LOCK_WAIT.as_secs()
+                    ),
+                );
+                return Err(Error::new(Step::Lock, dir, why));
+            }
+            Err(e) => return Err(Error::new(Step::Lock, dir, e)),
+        }
+    }
+}
+
+/// Create `dir/name` (the directory open as `dirfd`) with `O_CREAT|O_EXCL|O_NOFOLLOW` and
+/// `mode` (less the umask), holding an exclusive `flock` on it before any clean-up can see it
+/// (the directory's creation lock is held shared across the open and the `flock`). The file
+/// stays locked while the returned descriptor, or a clone of it, is open: a clean-up of `dir`
+/// ([`Cleaning::remove_if_unlocked`]) leaves it alone until then.
+pub fn create_locked(dirfd: &OwnedFd, dir: &Path, name: &str, mode: u32) -> Result<File, Error> {
+    let path = dir.join(name);
+    let creating = lock_dir(dirfd, dir, false)?;
+    let fd = create_exclusive(dirfd, &path, name, Mode::from_raw_mode(mode & 0o7777))?;
+    // New and ours alone: only a process that opened it meanwhile, outside the protocol,
+    // could hold its lock.
+    if let Err(e) = rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        drop(fd);
+        let _ = rustix::fs::unlinkat(dirfd, name, AtFlags::empty());
+        return Err(Error::new(Step::Lock, &path, e));
+    }
+    drop(creating);
+    Ok(File::from(fd))
+}
+
+/// A clean-up of one `tmp/` directory in progress: while it lives, no writer is between
+/// creating a temporary and locking it (it holds the directory's creation lock
+/// exclusively), so a temporary it finds unlocked is abandoned.
+#[derive(Debug)]
+pub struct Cleaning {
+    dirfd: OwnedFd,
+    dir: PathBuf,
+    _creations: OwnedFd,
+}
+
+/// What [`Cleaning::remove_if_unlocked`] did with a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftover {
+    /// Nobody held its lock: removed.
+    Removed,
+    /// Its writer holds its lock: left alone.
+    InUse,
+    /// Gone meanwhile (renamed to its final name, removed), or replaced by another file.
+    Gone,
+    /// Not a regular file (it says what it is): never opened, left to the caller.
+    NotRegular(&'static str),
+}
+
+impl Cleaning {
+    /// Start cleaning `dir`: open it (never through a symlink) and take its creation lock
+    /// exclusively, waiting a few seconds at most for writers in their create step.
+    pub fn start(dir: &Path) -> Result<Cleaning, Error> {
+        let dirfd = open_dir(dir)?;
+        let creations = lock_dir(&dirfd, dir, true)?;
+        Ok(Cleaning {
+            dirfd,
+            dir: dir.to_owned(),
+            _creations: creations,
+        })
+    }
+
+    /// Remove the regular file `name` if its lock can be taken at once (its writer is gone, or
+    /// never locked it); leave it if the lock is held. Never follows a symlink and never opens
+    /// anything but a regular file (a FIFO or a device is reported, not touched). The removal
+    /// happens while holding the file's lock, and only if the name still is the file locked.
+    pub fn remove_if_unlocked(&self, name: &std::ffi::OsStr) -> Result<Leftover, Error> {
+        let path = self.dir.join(name);
+        let before = match rustix::fs::statat(&self.dirfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) => return Ok(Leftover::Gone),
+            Err(e) => return Err(Error::new(Step::Lock, &path, e)),
+        };
+        let kind = FileType::from_raw_mode(before.st_mode);
+        if kind != FileType::RegularFile {
+            return Ok(Leftover::NotRegular(describe(kind)));
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&self.dirfd, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            // Renamed away, or replaced by a symlink, since the stat.
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::LOOP) => return Ok(Leftover::Gone),
+            Err(e) => return Err(Error::new(Step::Lock, &path, e)),
+        };
+        let same = |st: &rustix::fs::Stat| st.st_dev == before.st_dev && st.st_ino == before.st_ino;
+        let opened = rustix::fs::fstat(&fd).map_err(|e| Error::new(Step::Lock, &path, e))?;
+        if !same(&opened) {
+            return Ok(Leftover::Gone);
+        }
+        match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(Leftover::InUse),
+            Err(e) => return Err(Error::new(Step::Lock, &path, e)),
+        }
+        // Still the file we locked? A writer renames its temporary only while holding the lock
+        // we now hold, so a change here is a name reused by someone else: leave it.
+        match rustix::fs::statat(&self.dirfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if same(&st) => {}
+            Ok(_) | Err(rustix::io::Errno::NOENT) => return Ok(Leftover::Gone),
+            Err(e) => return Err(Error::new(Step::Remove, &path, e)),
+        }
+        match rustix::fs::unlinkat(&self.dirfd, name, AtFlags::empty()) {
+            Ok(()) => Ok(Leftover::Removed),
+            Err(rustix::io::Errno::NOENT) => Ok(Leftover::Gone),
+            Err(e) => Err(Error::new(Step::Remove, &path, e)),
+        }
+    }
 }
 
 /// Open `dir` as a directory (for [`create_in`] and its relatives), never through a symlink.
@@ -572,6 +782,64 @@ mod tests {
             .is_symlink());
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert_eq!(std::fs::read(new.join("b")).unwrap(), b"msg b");
+    }
+
+    #[test]
+    fn a_clean_up_removes_unlocked_temporaries_and_keeps_locked_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let dirfd = open_dir(d.path()).unwrap();
+        let writing = create_locked(&dirfd, d.path(), "writing", 0o600).unwrap();
+        // A file of a writer that is gone: nothing holds its lock.
+        std::fs::write(d.path().join("abandoned"), b"half").unwrap();
+        let outside = d.path().join("outside");
+        std::fs::write(&outside, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&outside, d.path().join("link")).unwrap();
+
+        let cleaning = Cleaning::start(d.path()).unwrap();
+        let judge = |name: &str| cleaning.remove_if_unlocked(name.as_ref()).unwrap();
+        assert_eq!(judge("writing"), Leftover::InUse);
+        assert_eq!(judge("abandoned"), Leftover::Removed);
+        assert_eq!(judge("link"), Leftover::NotRegular("a symlink"));
+        assert_eq!(judge("none"), Leftover::Gone);
+        drop(cleaning);
+        assert!(d.path().join("writing").exists());
+        assert!(!d.path().join("abandoned").exists());
+        assert_eq!(std::fs::read(&outside).unwrap(), b"keep me");
+
+        // The lock goes with the writer's descriptor.
+        drop(writing);
+        let cleaning = Cleaning::start(d.path()).unwrap();
+        assert_eq!(
+            cleaning.remove_if_unlocked("writing".as_ref()).unwrap(),
+            Leftover::Removed
+        );
+    }
+
+    #[test]
+    fn a_locked_publish_holds_its_temporary_locked_and_releases_it_after() {
+        let d = tempfile::tempdir().unwrap();
+        let (tmp, new) = (d.path().join("tmp"), d.path().join("new"));
+        std::fs::create_dir(&tmp).unwrap();
+        std::fs::create_dir(&new).unwrap();
+        let opts = Options {
+            lock: true,
+            ..Options::default()
+        };
+        publish_to(&tmp, "m", &new, "m", &opts, |f| {
+            // Anyone probing the lock now (a clean-up in another process) finds it held.
+            let other = open_dir(&tmp).unwrap();
+            let probe = rustix::fs::openat(&other, "m", OFlags::RDONLY, Mode::empty()).unwrap();
+            assert_eq!(
+                rustix::fs::flock(&probe, FlockOperation::NonBlockingLockExclusive),
+                Err(rustix::io::Errno::WOULDBLOCK)
+            );
+            f.write_all(b"mail")
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(new.join("m")).unwrap(), b"mail");
+        // The delivered file is not left locked.
+        let done = std::fs::File::open(new.join("m")).unwrap();
+        rustix::fs::flock(&done, FlockOperation::NonBlockingLockExclusive).unwrap();
     }
 
     #[test]

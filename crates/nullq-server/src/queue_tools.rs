@@ -395,6 +395,10 @@ fn stats(spool: &Spool, config: &ServerConfig, as_json: bool) -> Result<i32, Str
             }
         }
     }
+    // Files set aside (at start-up or when the runner found them bad), each logged once at
+    // the time: counted here so that they are not forgotten.
+    let corrupt_dir = spool.root().join("corrupt");
+    let corrupt = std::fs::read_dir(&corrupt_dir).map_or(0, |rd| rd.count());
     let runner = Stats::read(spool.root());
     if as_json {
         println!(
@@ -407,6 +411,7 @@ fn stats(spool: &Spool, config: &ServerConfig, as_json: bool) -> Result<i32, Str
                     "age_secs": now.duration_since(q.envelope.arrival).map_or(0, |d| d.as_secs()),
                 })),
                 "cgp_bad_files": bad_files,
+                "corrupt_files": corrupt,
                 "runner": runner,
             })
         );
@@ -422,6 +427,10 @@ fn stats(spool: &Spool, config: &ServerConfig, as_json: bool) -> Result<i32, Str
         ),
         None => println!("oldest:     -"),
     }
+    println!(
+        "corrupt:    {corrupt} files in {} (set aside, never delivered; the log says why)",
+        corrupt_dir.display()
+    );
     if !bad_files.is_empty() {
         println!("CommuniGate Pro .bad files: {}", bad_files.len());
         for f in &bad_files {

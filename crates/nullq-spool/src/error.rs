@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Step {
-    /// Taking the `flock` on `ROOT/lock` (another process holds the spool).
+    /// Taking a lock: the `flock` on `ROOT/lock` (another process holds the spool), or the
+    /// creation lock of `tmp/` (held for a moment by receivers, for a scan by recovery).
     Lock,
     /// Creating a spool directory.
     Mkdir,
@@ -134,6 +135,22 @@ impl SpoolError {
     /// The file or directory does not exist (e.g. [`crate::Spool::load`] of a removed id).
     pub fn is_not_found(&self) -> bool {
         matches!(&self.cause, Cause::Io(e) if e.kind() == io::ErrorKind::NotFound)
+    }
+
+    /// The file's content is not what the spool writes (torn, a bad checksum, a bad envelope or
+    /// state): trying again cannot help, the file belongs in `corrupt/`
+    /// ([`crate::Spool::set_aside`]). Every other error is the system's (EIO, EMFILE, EACCES),
+    /// and may pass.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self.cause, Cause::Invalid(_))
+    }
+
+    /// What is wrong with the file's content, for an error with [`SpoolError::is_corrupt`].
+    pub(crate) fn invalid_reason(&self) -> Option<&str> {
+        match &self.cause {
+            Cause::Invalid(why) => Some(why),
+            _ => None,
+        }
     }
 
     /// The [`crate::Committer`] refuses all commits since a directory fsync failed; only a

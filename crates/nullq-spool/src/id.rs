@@ -51,7 +51,9 @@ impl QueueId {
         }
     }
 
-    /// The process that made the id (and, while it is in `tmp/`, is receiving it).
+    /// The process that made the id. Only a name: whether a `tmp/` file's writer still runs is
+    /// told by the file's lock (recovery never looks at this pid, which may be another
+    /// process's after a reboot or in another pid namespace).
     pub fn pid(&self) -> u32 {
         self.pid
     }

@@ -1,4 +1,5 @@
-//! Receiving one message into `tmp/ID`, then renaming it into `queue/ID`.
+//! Receiving one message into `tmp/ID` (locked while it is written), then renaming it into
+//! `queue/ID`.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -62,16 +63,23 @@ impl Incoming {
         queue_dir: &std::path::Path,
         committer: Committer,
     ) -> Result<Incoming> {
+        // Created locked, and locked until the file has left tmp/ (renamed, then closed, in
+        // `finish`; or unlinked by Drop): a `Spool::open` in another process (`nullq deliver`
+        // starting beside `nullq qmqpd` sessions) removes a tmp/ file only if it can take that
+        // lock, so a file is judged by whether its writer still has it open, not by the pid in
+        // its name (pids repeat after a reboot and differ between namespaces). nullq-fs creates
+        // it under tmp/'s creation lock, so no clean-up ever sees it unlocked in between.
+        let tmp_fd = nullq_fs::open_dir(tmp_dir).map_err(sys::from_fs)?;
         // Ids are unique by construction; O_EXCL still refuses to share a file, so on EEXIST
         // (a restored backup, a clock gone wild) just take the next id.
         let mut tries = 0;
         let (id, path, file) = loop {
             let id = QueueId::generate();
-            let path = tmp_dir.join(id.to_string());
-            match sys::create_new(&path) {
-                Ok(file) => break (id, path, file),
+            let name = id.to_string();
+            match nullq_fs::create_locked(&tmp_fd, tmp_dir, &name, 0o600) {
+                Ok(file) => break (id, tmp_dir.join(name), file),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 3 => tries += 1,
-                Err(e) => return Err(SpoolError::io(Step::Create, path, e)),
+                Err(e) => return Err(sys::from_fs(e)),
             }
         };
         let mut incoming = Incoming {

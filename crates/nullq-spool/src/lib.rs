@@ -16,7 +16,8 @@
 //! - [`Envelope`] and the message file format (`format.rs`, no I/O); [`MessageReader`] and
 //!   the checks on reading (`reader.rs`).
 //! - [`DeliveryState`] (`state.rs`): per-recipient state and its file format.
-//! - [`RecoveryReport`] (`recover.rs`): what `open` cleaned up.
+//! - [`RecoveryReport`] (`recover.rs`): what `open` cleaned up; the one move to `corrupt/`,
+//!   also behind [`Spool::set_aside`] for a file found bad at run time ([`Spool::verify`]).
 //! - [`QueueId`] (`id.rs`): unique ids that sort by arrival.
 //! - [`SpoolError`] (`error.rs`): one type, naming the step and the path. Every spool error is
 //!   a temporary failure (QMQP `Z`) for the caller, so it is not classified further, except
@@ -29,17 +30,20 @@
 //! # Layout (a contract; see also `docs/spool.md`)
 //! ```text
 //! ROOT/
-//!   tmp/        files being received, and state updates being written; all deleted at open
+//!   tmp/        files being received, and state updates being written, each flock'd by its
+//!               writer until it leaves tmp/; deleted at open unless their lock is held
 //!   queue/ID    committed messages: one self-checking file each, immutable once committed
 //!   state/ID    per-recipient delivery state, replaced atomically; absent = all pending
-//!   corrupt/    files that failed the check at open, moved here (never silently deleted)
+//!   corrupt/    files that failed the check at open or when loaded for delivery, moved here
+//!               (never silently deleted)
 //!   lock        flock'd by the process that opened the spool
 //!   trigger     a Unix datagram socket its delivery runner reads: a datagram = rescan
 //! ```
 //!
 //! # The life of a message
 //! 1. **receiving**: `tmp/ID` is being written ([`Spool::receive`], [`Incoming::write`]).
-//!    Crash or drop: the file is deleted; the client had no `K` and sends again.
+//!    Crash or drop: the file is deleted (a crash's at the next open, which finds its lock
+//!    free); the client had no `K` and sends again.
 //! 2. **written**: envelope and trailer appended ([`Incoming::finish`]). Still in `tmp/`: a
 //!    crash deletes it.
 //! 3. **renamed**: `tmp/ID` → `queue/ID` without replacing, then `fdatasync`ed and closed

@@ -1,6 +1,7 @@
-//! What [`crate::Spool::open`] does before accepting anything: clean `tmp/`, check `queue/`,
-//! match `state/` to `queue/`. Nothing is deleted that might hold an acknowledged message:
-//! `tmp/` never does (no `K` is sent before the rename), and bad queue files go to `corrupt/`.
+//! What [`crate::Spool::open`] does before accepting anything: clean `tmp/` (by lock: files
+//! whose writer still holds them stay), check `queue/`, match `state/` to `queue/`. Nothing is
+//! deleted that might hold an acknowledged message: `tmp/` never does (no `K` is sent before
+//! the rename), and bad queue files go to `corrupt/`.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -14,6 +15,7 @@ use crate::reader::{MessageFile, ReadError};
 use crate::spool::Dirs;
 use crate::state::DeliveryState;
 use crate::sys;
+use nullq_fs::Leftover;
 
 /// What [`crate::Spool::open`] found and did. `Display` gives one line for the log; log each
 /// of [`RecoveryReport::corrupt`] too.
@@ -22,7 +24,8 @@ pub struct RecoveryReport {
     /// Files deleted from `tmp/`: messages being received (never acknowledged) and unfinished
     /// state updates.
     pub tmp_removed: Vec<PathBuf>,
-    /// Files in `tmp/` left alone because the process receiving them is still running.
+    /// Files in `tmp/` left alone because their writer holds their lock: a running process is
+    /// still receiving them (or writing a state update).
     pub tmp_in_use: Vec<PathBuf>,
     /// Files moved out of `queue/` and `state/` into `corrupt/` (their old paths).
     pub corrupt_moved: Vec<PathBuf>,
@@ -89,6 +92,13 @@ fn is_denied(e: &SpoolError) -> bool {
     )
 }
 
+impl RecoveryReport {
+    fn push(&mut self, moved: CorruptFile) {
+        self.corrupt_moved.push(moved.from.clone());
+        self.corrupt.push(moved);
+    }
+}
+
 impl fmt::Display for RecoveryReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -109,7 +119,7 @@ impl fmt::Display for RecoveryReport {
         if !self.tmp_in_use.is_empty() {
             write!(
                 f,
-                "; left {} files in tmp/ that running processes are receiving",
+                "; left {} files in tmp/ that running processes hold locked",
                 self.tmp_in_use.len()
             )?;
         }
@@ -117,45 +127,16 @@ impl fmt::Display for RecoveryReport {
     }
 }
 
-/// Whether process `pid` exists (signal 0 checks without sending anything; EPERM means it
-/// exists under another user).
-fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 || pid == std::process::id() as libc::pid_t {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for the process; it has no memory effects.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
     let mut report = RecoveryReport::default();
-
-    for (path, name, kind) in entries(&d.tmp)? {
-        // `nullq qmqpd` sessions (one process each, under tcpserver) receive into the same tmp/
-        // while a `nullq deliver` starts: a file whose maker is still running is theirs, not a
-        // leftover. A recycled pid only keeps a leftover until the next start.
-        let maker = name.to_str().and_then(|n| n.parse::<QueueId>().ok());
-        if maker.is_some_and(|id| kind.is_file() && process_alive(id.pid())) {
-            report.tmp_in_use.push(path);
-            continue;
-        }
-        let removed = if kind.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        removed.map_err(|e| SpoolError::io(Step::Unlink, &path, e))?;
-        report.tmp_removed.push(path);
-    }
+    clean_tmp(d, &mut report)?;
 
     // Recipient count of every whole message, to check state files against.
     let mut good: HashMap<QueueId, usize> = HashMap::new();
     // Messages whose file may not be read: present, so their state files are not orphans.
     let mut unchecked: HashSet<QueueId> = HashSet::new();
+    // Messages moved to corrupt/: their state files follow them.
+    let mut moved: HashSet<QueueId> = HashSet::new();
     let mut queue_changed = false;
     for (path, name, kind) in entries(&d.queue)? {
         let bad = match name.to_str().and_then(|n| n.parse::<QueueId>().ok()) {
@@ -179,7 +160,10 @@ pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
             },
         };
         if let Some(reason) = bad {
-            move_to_corrupt(d, &path, &name, "", reason, &mut report)?;
+            report.push(move_to_corrupt(d, &path, &name, "", reason)?);
+            if let Some(id) = name.to_str().and_then(|n| n.parse::<QueueId>().ok()) {
+                moved.insert(id);
+            }
             queue_changed = true;
         }
     }
@@ -193,6 +177,9 @@ pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
         }
         let bad = match id.map(|id| good.get(&id)) {
             None => Some("the name is not a queue id".to_string()),
+            Some(None) if id.is_some_and(|id| moved.contains(&id)) => {
+                Some("its message was moved to corrupt/".to_string())
+            }
             Some(None) => {
                 sys::unlink(&path)?;
                 report.orphan_states_removed.push(path);
@@ -222,7 +209,7 @@ pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
             }
         };
         if let Some(reason) = bad {
-            move_to_corrupt(d, &path, &name, ".state", reason, &mut report)?;
+            report.push(move_to_corrupt(d, &path, &name, ".state", reason)?);
             state_changed = true;
         }
     }
@@ -240,9 +227,49 @@ pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
     Ok(report)
 }
 
+/// Removes the leftovers in `tmp/`: every file whose lock nobody holds, and anything that is
+/// not a regular file (the spool writes only regular files there). `nullq qmqpd` sessions (one
+/// process each, under tcpserver) and `nullq queue` tools write into the same tmp/ while a
+/// `nullq deliver` starts: their files are locked by their writers (see `incoming.rs`) and are
+/// left alone. Judged by lock, not by the pid in the name: a pid may belong to another process
+/// after a reboot, or to none in another pid namespace; a lock is released by the kernel when
+/// its writer dies. The scan holds tmp/'s creation lock, so no writer is between creating its
+/// file and locking it meanwhile: an unlocked file is abandoned.
+fn clean_tmp(d: &Dirs, report: &mut RecoveryReport) -> Result<()> {
+    let cleaning = nullq_fs::Cleaning::start(&d.tmp).map_err(sys::from_fs)?;
+    for (path, name, kind) in entries(&d.tmp)? {
+        if kind.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(|e| SpoolError::io(Step::Unlink, &path, e))?;
+            report.tmp_removed.push(path);
+            continue;
+        }
+        match cleaning.remove_if_unlocked(&name) {
+            Ok(Leftover::Removed) => report.tmp_removed.push(path),
+            Ok(Leftover::InUse) => report.tmp_in_use.push(path),
+            // Renamed into queue/ by a receiver that just finished, or removed by its writer.
+            Ok(Leftover::Gone) => {}
+            // A symlink, a FIFO: never opened, removed as the entry it is.
+            Ok(Leftover::NotRegular(_)) => {
+                if sys::unlink(&path)? {
+                    report.tmp_removed.push(path);
+                }
+            }
+            // The spool's processes all run as its owner: a file its owner may not even open
+            // was not written by one of them, and holds no lock of theirs.
+            Err(e) if matches!(e.source.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+                if sys::unlink(&path)? {
+                    report.tmp_removed.push(path);
+                }
+            }
+            Err(e) => return Err(sys::from_fs(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Checks a message file completely (lengths, magic, checksum, envelope); returns its number of
 /// recipients.
-fn check_message(path: &Path) -> Result<usize, ReadError> {
+pub(crate) fn check_message(path: &Path) -> Result<usize, ReadError> {
     let file = MessageFile::open(path)?;
     file.check_crc()?;
     Ok(file.envelope()?.recipients.len())
@@ -277,15 +304,15 @@ fn entries(dir: &Path) -> Result<Vec<(PathBuf, OsString, FileType)>> {
 }
 
 /// Moves `from` to `corrupt/NAME{suffix}`, adding `.1`, `.2`, ... rather than replacing a file
-/// already there.
-fn move_to_corrupt(
+/// already there. No directory fsync: the caller makes the batch durable (`corrupt/` first). The
+/// one move to `corrupt/`, for recovery at open and for [`crate::Spool::set_aside`] at run time.
+pub(crate) fn move_to_corrupt(
     d: &Dirs,
     from: &Path,
     name: &OsStr,
     suffix: &str,
     reason: String,
-    report: &mut RecoveryReport,
-) -> Result<()> {
+) -> Result<CorruptFile> {
     for n in 0..1000 {
         let mut to_name = name.to_owned();
         to_name.push(suffix);
@@ -295,13 +322,11 @@ fn move_to_corrupt(
         let to = d.corrupt.join(to_name);
         match sys::rename_noreplace(from, &to) {
             Ok(()) => {
-                report.corrupt_moved.push(from.to_owned());
-                report.corrupt.push(CorruptFile {
+                return Ok(CorruptFile {
                     from: from.to_owned(),
                     to,
                     reason,
-                });
-                return Ok(());
+                })
             }
             Err(e) if e.io_error().and_then(std::io::Error::raw_os_error) == Some(libc::EEXIST) => {
                 continue

@@ -172,6 +172,61 @@ impl Spool {
         })
     }
 
+    /// Checks a committed message's file completely, as [`Spool::open`] does: size, header,
+    /// trailer, the checksum over message and envelope, the envelope. Reads the whole file. A
+    /// file found bad gives an error with [`SpoolError::is_corrupt`]: move it aside with
+    /// [`Spool::set_aside`] rather than trying it again.
+    pub fn verify(&self, id: &QueueId) -> Result<()> {
+        let path = self.queue_path(id);
+        recover::check_message(&path)
+            .map(|_| ())
+            .map_err(|e| e.into_spool(&path))
+    }
+
+    /// Moves what `err` found corrupt (an error of [`Spool::load`] or [`Spool::verify`] with
+    /// [`SpoolError::is_corrupt`]) into `corrupt/`, as [`Spool::open`] does with what it finds
+    /// bad, and makes the moves durable (`corrupt/` fsynced first). A bad message file goes with
+    /// its state file (`corrupt/ID`, `corrupt/ID.state`): the message is no longer queued. A bad
+    /// state file goes alone (`corrupt/ID.state`): the message stays queued with every recipient
+    /// pending again, which repeats deliveries and loses none. Returns the moves, for the log;
+    /// the caller holds the message's lock.
+    pub fn set_aside(&self, id: &QueueId, err: &SpoolError) -> Result<Vec<recover::CorruptFile>> {
+        let d = &self.inner.dirs;
+        let (queue_path, state_path) = (self.queue_path(id), self.state_path(id));
+        let name = std::ffi::OsString::from(id.to_string());
+        let reason = err
+            .invalid_reason()
+            .unwrap_or("not a whole queue file")
+            .to_owned();
+        let mut moved = Vec::new();
+        if err.path() != state_path {
+            moved.push(recover::move_to_corrupt(d, &queue_path, &name, "", reason)?);
+            let why = "its message was moved to corrupt/".to_string();
+            match recover::move_to_corrupt(d, &state_path, &name, ".state", why) {
+                Ok(m) => moved.push(m),
+                // No state yet: every recipient was pending.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            moved.push(recover::move_to_corrupt(
+                d,
+                &state_path,
+                &name,
+                ".state",
+                reason,
+            )?);
+        }
+        sys::fsync_dir(&d.corrupt)?;
+        if moved.iter().any(|m| m.from == queue_path) {
+            sys::fsync_dir(&d.queue)?;
+        }
+        if moved.iter().any(|m| m.from == state_path) {
+            sys::fsync_dir(&d.state)?;
+        }
+        Ok(moved)
+    }
+
     /// A reader over exactly the message bytes of a committed message, streamed from disk.
     pub fn message(&self, id: &QueueId) -> Result<MessageReader> {
         let path = self.queue_path(id);
@@ -186,9 +241,11 @@ impl Spool {
     pub fn save_state(&self, id: &QueueId, state: &DeliveryState) -> Result<()> {
         let d = &self.inner.dirs;
         // Written aside in tmp/, replacing state/ID atomically, state/ fsynced: the project's
-        // one durable write.
+        // one durable write. Locked while in tmp/, like a message being received, so another
+        // process's recovery leaves it alone (a `nullq queue` tool writes these too).
         let options = nullq_fs::Options {
             replace: true,
+            lock: true,
             ..nullq_fs::Options::default()
         };
         nullq_fs::publish_to(

@@ -20,15 +20,6 @@ pub(crate) fn mkdir(path: &Path) -> Result<bool> {
     }
 }
 
-/// Creates a new file for writing: `O_CREAT|O_EXCL`, mode 0600 (never opens an existing one).
-pub(crate) fn create_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-}
-
 /// Opens a directory so that it can be fsynced.
 pub(crate) fn open_dir(path: &Path) -> Result<File> {
     OpenOptions::new()
@@ -53,6 +44,8 @@ pub(crate) fn from_fs(e: nullq_fs::Error) -> SpoolError {
         F::Close => Step::Close,
         F::Rename => Step::Rename,
         F::SyncDir => Step::DirFsync,
+        F::Lock => Step::Lock,
+        F::Remove => Step::Unlink,
         _ => Step::Create,
     };
     SpoolError::io(step, e.path, e.source)

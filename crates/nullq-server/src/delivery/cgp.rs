@@ -86,6 +86,8 @@ impl Cgp {
             // Group only: the owner stays our own user.
             owner: self.gid.map(|gid| (euid(), gid)),
             replace: false,
+            // `ID.tmp` names are ours alone and judged as they always were (clean_stale_tmp).
+            lock: false,
         };
         let dir = self.dir.clone();
         let job2 = job.clone();

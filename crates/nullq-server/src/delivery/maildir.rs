@@ -9,7 +9,12 @@
 //! A write cut short (`kill -9`, a crash, a power cut) leaves its file in `tmp/`; the message is
 //! delivered again under a new name after the restart. [`clean_tmp`], run once per Maildir when
 //! the runner starts, removes such leftovers: files of ours whose writer is gone, and (the
-//! Maildir convention) any file in `tmp/` untouched for 36 hours.
+//! Maildir convention) any file in `tmp/` untouched for 36 hours. Whether a writer is gone is
+//! told by a lock, not by the pid in the name (pids repeat after a reboot and differ between
+//! namespaces): the writer holds an exclusive `flock` on its `tmp/` file from its creation until
+//! its rename into `new/` (nullq-fs `Options::lock`), and the clean-up removes a file of ours
+//! only if it can take that lock (nullq-fs `Cleaning`, which also holds `tmp/`'s creation lock
+//! for the scan, so no writer is caught between creating its file and locking it).
 
 use std::fs::DirBuilder;
 use std::io::Write;
@@ -82,7 +87,8 @@ fn unique_name() -> String {
 const STALE_AFTER: Duration = Duration::from_secs(36 * 3600);
 
 /// The writer's pid if `name` is exactly a name [`unique_name`] makes on the host whose name
-/// part is `host`: `{secs}.M{usec}P{pid}Q{seq}.{host}`, each number plain decimal digits.
+/// part is `host`: `{secs}.M{usec}P{pid}Q{seq}.{host}`, each number plain decimal digits. Only
+/// whether the name is ours counts; the pid says nothing about whether its writer lives.
 fn our_writer(name: &str, host: &str) -> Option<libc::pid_t> {
     /// Decimal digits without a sign or a leading zero (as `format!` writes them), up to `end`.
     fn number(text: &str, end: char) -> Option<(u64, &str)> {
@@ -106,44 +112,41 @@ fn our_writer(name: &str, host: &str) -> Option<libc::pid_t> {
     libc::pid_t::try_from(pid).ok().filter(|&p| p > 0)
 }
 
-/// Whether process `pid` exists: `kill(pid, 0)` fails with ESRCH only when it does not (EPERM
-/// means it exists under another user).
-fn process_alive(pid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 sends nothing; it only checks that the process exists. `pid` is > 0, so
-    // it names one process, never a group.
-    if unsafe { libc::kill(pid, 0) } == 0 {
-        return true;
-    }
-    std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
-
 /// Why a file in `tmp/` is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leftover {
-    /// Ours, and its writer (this pid) no longer runs.
-    WriterGone(libc::pid_t),
-    /// Ours with our own pid: at start we have written nothing yet, so an earlier process with
-    /// the same pid wrote it.
-    OwnPid,
+    /// A regular file under our name: removed only if its lock is free (its writer is gone).
+    Unlocked,
+    /// Not a regular file under our name (we write only regular files): removed as the entry.
+    NotOurs,
     /// Untouched for [`STALE_AFTER`] (any name).
     Stale,
 }
 
 /// Remove the leftovers of interrupted deliveries from `dir/tmp/` (see the module
 /// documentation). Blocking; run once per Maildir when the runner starts, before it delivers.
-/// A file whose writer still runs (another `nullq deliver` or server on this Maildir) is never
-/// removed; symlinks are not followed (a symlink is judged and removed as the entry it is);
-/// directories and other special files are left alone. Errors are logged per file.
+/// A file whose writer still holds it (another `nullq deliver` or server on this Maildir) is
+/// never removed; symlinks are not followed (a symlink is judged and removed as the entry it
+/// is); directories and other special files are left alone. Errors are logged per file.
 pub fn clean_tmp(dir: &Path) {
-    clean_tmp_at(dir, SystemTime::now(), &host_part(), std::process::id());
+    clean_tmp_at(dir, SystemTime::now(), &host_part());
 }
 
-fn clean_tmp_at(dir: &Path, now: SystemTime, host: &str, own_pid: u32) {
-    remove_leftovers(&dir.join("tmp"), "maildir", |name, meta| {
-        Some(match leftover(name, meta, now, host, own_pid)? {
-            Leftover::WriterGone(pid) => format!("its writer (pid {pid}) is gone"),
-            Leftover::OwnPid => "left by an earlier process with our pid".to_owned(),
-            Leftover::Stale => "untouched for 36 hours".to_owned(),
+fn clean_tmp_at(dir: &Path, now: SystemTime, host: &str) {
+    let tmp = dir.join("tmp");
+    let cleaning = match nullq_fs::Cleaning::start(&tmp) {
+        Ok(cleaning) => Some(cleaning),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            tracing::warn!(target: "nullq::delivery", path = %tmp.display(), "maildir: {e}; files of ours are left for the next start, only the 36-hour rule applies now");
+            None
+        }
+    };
+    remove_leftovers_with(&tmp, "maildir", cleaning.as_ref(), |name, meta| {
+        Some(match leftover(name, meta, now, host)? {
+            Leftover::Unlocked => ("its writer no longer holds its lock".to_owned(), true),
+            Leftover::NotOurs => ("not a file we write, under our name".to_owned(), false),
+            Leftover::Stale => ("untouched for 36 hours".to_owned(), false),
         })
     });
 }
@@ -156,6 +159,19 @@ pub(super) fn remove_leftovers(
     dir: &Path,
     target: &str,
     mut judge: impl FnMut(&std::ffi::OsStr, &std::fs::Metadata) -> Option<String>,
+) {
+    remove_leftovers_with(dir, target, None, |name, meta| {
+        judge(name, meta).map(|why| (why, false))
+    });
+}
+
+/// [`remove_leftovers`] where `judge` may also ask for a removal only if the file's lock is
+/// free (`true` with the reason): done through `cleaning`, and skipped without one.
+fn remove_leftovers_with(
+    dir: &Path,
+    target: &str,
+    cleaning: Option<&nullq_fs::Cleaning>,
+    mut judge: impl FnMut(&std::ffi::OsStr, &std::fs::Metadata) -> Option<(String, bool)>,
 ) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -184,9 +200,26 @@ pub(super) fn remove_leftovers(
                 continue;
             }
         };
-        let Some(why) = judge(&entry.file_name(), &meta) else {
+        let Some((why, if_unlocked)) = judge(&entry.file_name(), &meta) else {
             continue;
         };
+        if if_unlocked {
+            let Some(cleaning) = cleaning else { continue };
+            match cleaning.remove_if_unlocked(&entry.file_name()) {
+                Ok(nullq_fs::Leftover::Removed) => {
+                    tracing::info!(target: "nullq::delivery", path = %path.display(), "{target}: removed an interrupted delivery: {why}");
+                }
+                Ok(nullq_fs::Leftover::InUse) => {
+                    tracing::debug!(target: "nullq::delivery", path = %path.display(), "{target}: left in tmp/: its writer holds its lock");
+                }
+                // Renamed into new/ meanwhile, or no longer a regular file: not ours to judge.
+                Ok(nullq_fs::Leftover::Gone | nullq_fs::Leftover::NotRegular(_)) => {}
+                Err(e) => {
+                    tracing::warn!(target: "nullq::delivery", path = %path.display(), "{target}: cannot clean: {e}");
+                }
+            }
+            continue;
+        }
         match std::fs::remove_file(&path) {
             Ok(()) => {
                 tracing::info!(target: "nullq::delivery", path = %path.display(), "{target}: removed an interrupted delivery: {why}");
@@ -215,21 +248,18 @@ fn leftover(
     meta: &std::fs::Metadata,
     now: SystemTime,
     host: &str,
-    own_pid: u32,
 ) -> Option<Leftover> {
     let kind = meta.file_type();
     if !kind.is_file() && !kind.is_symlink() {
         return None;
     }
-    if let Some(pid) = name.to_str().and_then(|n| our_writer(n, host)) {
-        return if u32::try_from(pid).is_ok_and(|p| p == own_pid) {
-            Some(Leftover::OwnPid)
-        } else if !process_alive(pid) {
-            Some(Leftover::WriterGone(pid))
+    if name.to_str().and_then(|n| our_writer(n, host)).is_some() {
+        // By its lock alone: a file its writer still holds is never removed, however old.
+        return Some(if kind.is_file() {
+            Leftover::Unlocked
         } else {
-            // Its writer runs: never removed, however old.
-            None
-        };
+            Leftover::NotOurs
+        });
     }
     // Untouched: the later of the last read and the last write.
     (idle(meta, now)? >= STALE_AFTER).then_some(Leftover::Stale)
@@ -252,8 +282,11 @@ fn write(dir: &Path, job: &Job) -> std::io::Result<String> {
     // tmp/ may be writable by others (a shared Maildir): nullq-fs never opens a planted name,
     // sets the mode on the descriptor, fsyncs, checks close, renames without replacing into
     // new/ and fsyncs new/.
+    // Locked from its creation until its rename into new/, so that a clean-up at another
+    // runner's start leaves it alone while we write it.
     let options = nullq_fs::Options {
         mode: 0o600,
+        lock: true,
         ..nullq_fs::Options::default()
     };
     nullq_fs::publish_to(
@@ -413,28 +446,68 @@ mod tests {
         }
     }
 
+    /// A child process holding an exclusive `flock` on a file (util-linux's `flock(1)`), as
+    /// another runner writing into this Maildir holds its tmp/ file, until dropped.
+    struct Holder {
+        child: Child,
+        stdin: Option<std::process::ChildStdin>,
+    }
+
+    impl Holder {
+        /// Returns once the lock is held: the command run under it says so on stdout.
+        fn lock(path: &Path) -> Holder {
+            use std::io::BufRead;
+            let mut child = Command::new("flock")
+                .arg("--exclusive")
+                .arg(path)
+                .args(["sh", "-c", "echo locked; read x"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("flock(1) from util-linux");
+            let mut line = String::new();
+            let out = child.stdout.take().expect("piped stdout");
+            std::io::BufReader::new(out)
+                .read_line(&mut line)
+                .expect("read");
+            assert_eq!(line, "locked\n", "flock(1) did not take the lock");
+            let stdin = child.stdin.take();
+            Holder { child, stdin }
+        }
+    }
+
+    impl Drop for Holder {
+        /// Closing stdin ends the command; flock(1) waits for it, so once it is reaped the lock
+        /// is free.
+        fn drop(&mut self) {
+            drop(self.stdin.take());
+            let _ = self.child.wait();
+        }
+    }
+
     #[test]
-    fn leftovers_of_gone_writers_and_stale_files_are_removed() {
+    fn leftovers_are_judged_by_lock_and_stale_files_by_age() {
         let (_dir, tmp) = maildir();
         let host = host_part();
-        let own = std::process::id();
         let live = live_pid();
         let dead = dead_pid();
         let now = SystemTime::now();
 
-        let dead_ours = put(&tmp, &name_for(dead, &host));
-        let live_ours = put(&tmp, &name_for(live.0.id(), &host));
-        // Its writer runs: kept even when old.
-        let live_old = put(&tmp, &format!("1600000000.M1P{}Q1.{host}", live.0.id()));
-        age(&live_old, Duration::from_secs(40 * 3600));
-        let parent_ours = put(&tmp, &name_for(std::os::unix::process::parent_id(), &host));
-        let own_ours = put(&tmp, &name_for(own, &host));
+        // Named after a running process, but nobody holds it: a leftover (a recycled pid).
+        let live_unlocked = put(&tmp, &name_for(live.0.id(), &host));
+        let own_unlocked = put(&tmp, &name_for(std::process::id(), &host));
+        // Named after a dead process, but held by a live writer: kept, even when old.
+        let dead_locked = put(&tmp, &name_for(dead, &host));
+        let dead_locked_old = put(&tmp, &format!("1600000000.M1P{dead}Q1.{host}"));
+        age(&dead_locked_old, Duration::from_secs(40 * 3600));
+        let _holders = [Holder::lock(&dead_locked), Holder::lock(&dead_locked_old)];
+        let dead_unlocked = put(&tmp, &format!("1700000000.M1P{dead}Q2.{host}"));
         let foreign_fresh = put(&tmp, "1700000000.12345_1.mail.example.net");
         let foreign_old = put(&tmp, "1700000000.12345_2.mail.example.net");
         age(&foreign_old, Duration::from_secs(37 * 3600));
         let foreign_35h = put(&tmp, "1700000000.12345_3.mail.example.net");
         age(&foreign_35h, Duration::from_secs(35 * 3600));
-        // Another host's name with our format and a dead pid: its writer may run over NFS.
+        // Another host's name with our format: its writer may run over NFS, judged by age only.
         let other_host = put(&tmp, &name_for(dead, "other.example.net"));
         // Digits first, but not our whole pattern.
         let digits_only = put(&tmp, &format!("{dead}"));
@@ -445,13 +518,22 @@ mod tests {
         std::fs::create_dir(&old_dir).expect("mkdir");
         age(&old_dir, Duration::from_secs(40 * 3600));
 
-        clean_tmp_at(tmp.parent().expect("parent"), now, &host, own);
+        clean_tmp_at(tmp.parent().expect("parent"), now, &host);
 
-        assert!(!dead_ours.exists(), "dead writer's file removed");
-        assert!(live_ours.exists(), "live writer's file kept");
-        assert!(live_old.exists(), "live writer's old file kept");
-        assert!(parent_ours.exists(), "parent's file kept");
-        assert!(!own_ours.exists(), "own pid's file removed");
+        assert!(
+            !live_unlocked.exists(),
+            "unlocked file of a live pid removed"
+        );
+        assert!(
+            !own_unlocked.exists(),
+            "unlocked file of our own pid removed"
+        );
+        assert!(
+            !dead_unlocked.exists(),
+            "unlocked file of a dead pid removed"
+        );
+        assert!(dead_locked.exists(), "locked file kept");
+        assert!(dead_locked_old.exists(), "locked old file kept");
         assert!(foreign_fresh.exists(), "fresh foreign file kept");
         assert!(!foreign_old.exists(), "37 h old foreign file removed");
         assert!(foreign_35h.exists(), "35 h old foreign file kept");
@@ -461,6 +543,30 @@ mod tests {
             subdir.is_dir() && old_dir.is_dir(),
             "directories left alone"
         );
+    }
+
+    #[test]
+    fn our_own_delivery_in_progress_is_locked() {
+        let (dir, tmp) = maildir();
+        let job = Job {
+            id: "00061a8f3c2b7d10.00003039.00000007".parse().expect("id"),
+            sender: b"a@example.net".to_vec(),
+            recipients: vec![b"b@example.net".to_vec()],
+            message: super::super::Message::from_bytes(b"Subject: x\n\nbody\n".to_vec()),
+        };
+        // A clean-up while a writer is mid-file (its file open and locked, as `write` creates
+        // it; a flock conflicts between open files of one process as of two).
+        let name = unique_name();
+        let tmp_fd = nullq_fs::open_dir(&tmp).expect("open tmp");
+        let writing = nullq_fs::create_locked(&tmp_fd, &tmp, &name, 0o600).expect("create");
+        clean_tmp_at(dir.path(), SystemTime::now(), &host_part());
+        assert!(tmp.join(&name).exists(), "a file being written is kept");
+        drop(writing);
+        clean_tmp_at(dir.path(), SystemTime::now(), &host_part());
+        assert!(!tmp.join(&name).exists(), "its writer gone, it is removed");
+        // And write() itself leaves nothing behind.
+        write(dir.path(), &job).expect("write");
+        assert_eq!(std::fs::read_dir(&tmp).expect("tmp").count(), 0);
     }
 
     #[test]
@@ -484,7 +590,7 @@ mod tests {
         let dangling = tmp.join(name_for(std::process::id(), &host));
         std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).expect("symlink");
 
-        clean_tmp_at(dir.path(), SystemTime::now(), &host, std::process::id());
+        clean_tmp_at(dir.path(), SystemTime::now(), &host);
 
         let present = |p: &Path| std::fs::symlink_metadata(p).is_ok();
         assert!(present(&fresh_link), "fresh link kept");

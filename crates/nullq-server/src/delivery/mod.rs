@@ -13,8 +13,10 @@
 //!   tests), [`lock`] (one writer per message, shared with `nullq queue`), [`stats`].
 //!
 //! The order of an attempt is what makes a crash repeat work rather than skip it:
-//! 1. lock `queue/ID`, load envelope, state and the message's header (the body is streamed
-//!    from the queue file by each backend: see [`Message`]);
+//! 1. lock `queue/ID`, check the whole file (its checksum), load envelope, state and the
+//!    message's header (the body is streamed from the queue file by each backend: see
+//!    [`Message`]); a file found corrupt goes to `corrupt/` with its state (one ERROR line) and
+//!    is not tried again, an I/O error is tried again later;
 //! 2. deliver every due recipient (a crash here: delivered again after restart);
 //! 3. queue the bounce for those that failed for good (a new spool message, committed);
 //! 4. only then write the new state (`save_state`: delivered / failed / next attempt);
@@ -967,7 +969,11 @@ enum LoadResult {
     Ready(Box<Loaded>),
     Gone,
     Busy,
+    /// An I/O error (EIO, EMFILE, EACCES...): the message is tried again later.
     Failed(String),
+    /// The file's content was wrong: moved to `corrupt/` (the ERROR line, whether the message
+    /// is still queued).
+    SetAside(String, bool),
 }
 
 /// Where the header in `buf` ends, by the rule of `policy::split_header` (which the rewriting
@@ -1038,9 +1044,13 @@ fn load(spool: &Spool, id: &QueueId) -> LoadResult {
         Err(LockError::Busy) => return LoadResult::Busy,
         Err(e) => return LoadResult::Failed(e.to_string()),
     };
-    let queued = match spool.load(id) {
+    // The whole file is checked (its checksum, as at start-up) before anything of it is
+    // delivered: a file that turned bad since its commit goes to corrupt/, not to recipients.
+    // One more read of a file that is usually in the page cache.
+    let queued = match spool.verify(id).and_then(|()| spool.load(id)) {
         Ok(q) => q,
         Err(e) if e.is_not_found() => return LoadResult::Gone,
+        Err(e) if e.is_corrupt() => return set_aside(spool, id, &e),
         Err(e) => return LoadResult::Failed(e.to_string()),
     };
     // Only the header is read here; backends read the body from the file as they send it.
@@ -1055,6 +1065,42 @@ fn load(spool: &Spool, id: &QueueId) -> LoadResult {
     }
 }
 
+/// Move what `err` found corrupt to `corrupt/` (the spool's one move, as at start-up), under
+/// the message's lock; the line to log says what moved where and why.
+fn set_aside(spool: &Spool, id: &QueueId, err: &nullq_spool::SpoolError) -> LoadResult {
+    let moved = match spool.set_aside(id, err) {
+        Ok(moved) => moved,
+        Err(e) => {
+            return LoadResult::Failed(format!("{err}; and moving it to corrupt/ failed: {e}"))
+        }
+    };
+    let queue_file = spool.root().join("queue").join(id.to_string());
+    let still_queued = !moved.iter().any(|m| m.from == queue_file);
+    let mut line = String::new();
+    for (i, m) in moved.iter().enumerate() {
+        if i == 0 {
+            line = format!(
+                "found corrupt: moved {} to {}: {}",
+                m.from.display(),
+                m.to.display(),
+                m.reason
+            );
+        } else {
+            line.push_str(&format!(
+                "; moved {} to {} with it",
+                m.from.display(),
+                m.to.display()
+            ));
+        }
+    }
+    line.push_str(if still_queued {
+        "; the message stays queued, every recipient pending again"
+    } else {
+        "; not delivered, not retried"
+    });
+    LoadResult::SetAside(line, still_queued)
+}
+
 /// One attempt at one message: deliver its due recipients, bounce what failed, save the state.
 async fn attempt(shared: &Arc<Shared>, id: QueueId) -> Next {
     let spool = shared.spool.clone();
@@ -1063,8 +1109,16 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId) -> Next {
         Ok(LoadResult::Gone) => return Next::Done,
         Ok(LoadResult::Busy) => return Next::Busy,
         Ok(LoadResult::Failed(e)) => {
-            tracing::error!(target: "nullq::delivery", id = %id, "cannot read the message: {e}");
+            tracing::error!(target: "nullq::delivery", id = %id, "cannot read the message (will try again): {e}");
             return Next::At(shared.clock.now() + shared.retry_min);
+        }
+        Ok(LoadResult::SetAside(line, still_queued)) => {
+            tracing::error!(target: "nullq::delivery", id = %id, "{line}");
+            return if still_queued {
+                Next::At(shared.clock.now())
+            } else {
+                Next::Done
+            };
         }
         Err(e) => {
             tracing::error!(target: "nullq::delivery", id = %id, "internal error: {e}");

@@ -28,15 +28,21 @@ fn dropping_an_incoming_deletes_its_file() {
 fn open_deletes_tmp_leftovers_and_reports_them() {
     let (_dir, spool) = spool();
     let tmp = spool.root().join("tmp");
-    // A receive cut short by a "crash" (no Drop runs), a finished-but-not-renamed file, and junk.
-    let mut cut = spool.receive().unwrap();
-    cut.write(b"half a message").unwrap();
-    std::mem::forget(cut);
+    // What a killed receiver leaves (its file, no longer locked by anyone), junk, a symlink.
+    let abandoned = format!("0000000000000001.{:08x}.00000001", std::process::id());
+    std::fs::write(tmp.join(&abandoned), b"half a message").unwrap();
     std::fs::write(tmp.join("stray"), b"x").unwrap();
     std::fs::create_dir(tmp.join("dir")).unwrap();
     std::fs::write(tmp.join("dir/inner"), b"x").unwrap();
+    std::os::unix::fs::symlink(spool.root().join("lock"), tmp.join("link")).unwrap();
+    // A receive whose writer still has it open (here: forgotten, its descriptor never closed):
+    // locked, so in use.
+    let mut receiving = spool.receive().unwrap();
+    receiving.write(b"half a message").unwrap();
+    let receiving_path = tmp.join(receiving.id().to_string());
+    std::mem::forget(receiving);
     let kept = queue(&spool, b"kept", &envelope(1));
-    assert_eq!(names(&tmp).len(), 3);
+    assert_eq!(names(&tmp).len(), 5);
 
     let (spool, report) = reopen(spool);
     let mut removed: Vec<_> = report
@@ -45,18 +51,30 @@ fn open_deletes_tmp_leftovers_and_reports_them() {
         .map(|p| p.strip_prefix(&tmp).unwrap().to_owned())
         .collect();
     removed.sort();
-    assert_eq!(removed.len(), 3, "{report:?}");
-    assert!(
-        removed.contains(&Path::new("stray").to_owned())
-            && removed.contains(&Path::new("dir").to_owned())
+    let expected: Vec<_> = [abandoned.as_str(), "dir", "link", "stray"]
+        .iter()
+        .map(|n| Path::new(n).to_owned())
+        .collect();
+    assert_eq!(removed, expected, "{report:?}");
+    assert_eq!(report.tmp_in_use, vec![receiving_path.clone()]);
+    assert_eq!(
+        names(&tmp),
+        vec![receiving_path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()]
     );
-    assert!(names(&tmp).is_empty());
+    assert!(
+        spool.root().join("lock").exists(),
+        "a symlink is not followed"
+    );
     assert_eq!(report.queued, 1);
     assert!(report.corrupt_moved.is_empty());
     assert_eq!(spool.list().unwrap(), vec![kept]);
     let line = report.to_string();
     assert!(
-        line.contains("1 messages queued") && line.contains("removed 3 unfinished"),
+        line.contains("1 messages queued") && line.contains("removed 4 unfinished"),
         "{line}"
     );
 }
@@ -237,33 +255,215 @@ fn attach_needs_an_existing_spool() {
         .is_not_found());
 }
 
-/// `nullq qmqpd` processes receive into tmp/ while `nullq deliver` may start: a file whose maker
-/// is still running is left alone; one whose maker is gone is a leftover.
+/// A child process holding an exclusive `flock` on a file (util-linux's `flock(1)`, as a
+/// receiving `nullq qmqpd` holds its tmp/ file) until dropped.
+struct Holder {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl Holder {
+    /// Returns once the lock is held: the command flock(1) runs under it says so on stdout.
+    /// The command then waits for its stdin to close.
+    fn lock(path: &Path) -> Holder {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("flock")
+            .arg("--exclusive")
+            .arg(path)
+            .args(["sh", "-c", "echo locked; read x"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("flock(1) from util-linux");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("piped stdout");
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        assert_eq!(line, "locked\n", "flock(1) did not take the lock");
+        let stdin = child.stdin.take();
+        Holder { child, stdin }
+    }
+}
+
+impl Drop for Holder {
+    /// Closing stdin ends the command; flock(1) waits for it, so once flock(1) is reaped no
+    /// process holds the lock any more.
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// A made-up id naming process `pid` as its maker.
+fn id_of_pid(pid: u32, seq: u32) -> String {
+    format!("0000000000000001.{pid:08x}.{seq:08x}")
+}
+
+/// `nullq qmqpd` processes receive into tmp/ while `nullq deliver` may start: a file is judged
+/// by its lock, never by the pid in its name. A file nobody holds is removed even though the
+/// process its name names is running (a recycled pid, another pid namespace).
 #[test]
-fn open_keeps_tmp_files_of_running_receivers() {
+fn open_removes_an_unlocked_tmp_file_whose_named_maker_runs() {
     let (_dir, spool) = spool();
     let tmp = spool.root().join("tmp");
-    // A live maker: a child process of ours that is still running.
-    let mut child = std::process::Command::new("sleep")
-        .arg("30")
+    let mut live = std::process::Command::new("sleep")
+        .arg("600")
         .spawn()
         .unwrap();
-    let live = format!("0000000000000001.{:08x}.00000001", child.id());
-    // A dead maker: a child that has exited and been reaped.
-    let mut done = std::process::Command::new("true").spawn().unwrap();
-    done.wait().unwrap();
-    let dead = format!("0000000000000001.{:08x}.00000002", done.id());
-    std::fs::write(tmp.join(&live), b"receiving").unwrap();
-    std::fs::write(tmp.join(&dead), b"abandoned").unwrap();
+    let by_live = id_of_pid(live.id(), 1);
+    let by_us = id_of_pid(std::process::id(), 2);
+    std::fs::write(tmp.join(&by_live), b"abandoned").unwrap();
+    std::fs::write(tmp.join(&by_us), b"abandoned").unwrap();
 
     let (_spool, report) = reopen(spool);
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(names(&tmp), vec![live.clone()], "{report:?}");
-    assert_eq!(report.tmp_in_use, vec![tmp.join(&live)]);
-    assert_eq!(report.tmp_removed, vec![tmp.join(&dead)]);
+    let _ = live.kill();
+    let _ = live.wait();
+    assert_eq!(names(&tmp), Vec::<String>::new(), "{report:?}");
+    let mut expected = vec![tmp.join(&by_live), tmp.join(&by_us)];
+    expected.sort();
+    assert_eq!(report.tmp_removed, expected);
+    assert!(report.tmp_in_use.is_empty(), "{report:?}");
+}
+
+/// A file another live process holds locked is kept, even though its name carries the pid of
+/// a process that is gone.
+#[test]
+fn open_keeps_a_tmp_file_another_process_holds_locked() {
+    let (_dir, spool) = spool();
+    let tmp = spool.root().join("tmp");
+    let mut done = std::process::Command::new("true").spawn().unwrap();
+    done.wait().unwrap();
+    let held = id_of_pid(done.id(), 1);
+    let abandoned = id_of_pid(done.id(), 2);
+    std::fs::write(tmp.join(&held), b"receiving").unwrap();
+    std::fs::write(tmp.join(&abandoned), b"abandoned").unwrap();
+    let holder = Holder::lock(&tmp.join(&held));
+
+    let (spool, report) = reopen(spool);
+    assert_eq!(names(&tmp), vec![held.clone()], "{report:?}");
+    assert_eq!(report.tmp_in_use, vec![tmp.join(&held)]);
+    assert_eq!(report.tmp_removed, vec![tmp.join(&abandoned)]);
     assert!(
-        report.to_string().contains("left 1 files in tmp/"),
+        report
+            .to_string()
+            .contains("left 1 files in tmp/ that running processes hold locked"),
         "{report}"
+    );
+    // Once its writer is gone, it is a leftover.
+    drop(holder);
+    let (_spool, report) = reopen(spool);
+    assert_eq!(report.tmp_removed, vec![tmp.join(&held)], "{report:?}");
+    assert!(names(&tmp).is_empty());
+}
+
+/// The spool's own receivers and state updates lock their tmp/ files from creation until they
+/// leave tmp/: an open elsewhere meanwhile keeps them.
+#[test]
+fn a_receiving_message_and_its_lock_last_until_it_leaves_tmp() {
+    let (_dir, spool) = spool();
+    let tmp = spool.root().join("tmp");
+    let mut incoming = spool.receive().unwrap();
+    incoming.write(b"Subject: x\n\nbody\n").unwrap();
+    let path = tmp.join(incoming.id().to_string());
+    // Probed as another process's recovery would: the lock is held.
+    let probe = std::fs::File::open(&path).unwrap();
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor `probe` keeps open for the call.
+    let rc = unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(rc, -1, "the receiver's tmp/ file is not locked");
+    let id = spool
+        .committer()
+        .commit(incoming.finish(&envelope(1)).unwrap())
+        .unwrap();
+    assert!(names(&tmp).is_empty());
+    // SAFETY: as above; the file is in queue/ now and its writer has closed it.
+    let rc = unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(rc, 0, "the queued file is still locked");
+    assert_eq!(message(&spool, &id), b"Subject: x\n\nbody\n");
+}
+
+/// Flips one byte of the message in `queue/ID`, as bit rot or a stray write would.
+fn flip_body_byte(spool: &Spool, id: &QueueId) {
+    let path = spool.root().join("queue").join(id.to_string());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// A queue file that turns bad while the spool is open: `verify` says it is corrupt (not an
+/// I/O error), and `set_aside` moves it and its state file to corrupt/, as open would.
+#[test]
+fn a_message_found_corrupt_while_running_is_set_aside_with_its_state() {
+    let (_dir, spool) = spool();
+    let id = queue(&spool, b"Subject: rot\n\nbody body body\n", &envelope(2));
+    let other = queue(&spool, b"Subject: fine\n\nbody\n", &envelope(1));
+    let mut state = DeliveryState::all_pending(2);
+    state.recipients[0].status = Status::Delivered;
+    spool.save_state(&id, &state).unwrap();
+    spool.verify(&id).unwrap();
+    flip_body_byte(&spool, &id);
+    // Only the checksum over the whole file can tell.
+    assert!(spool.load(&id).is_ok());
+    let err = spool.verify(&id).unwrap_err();
+    assert!(err.is_corrupt(), "{err}");
+    assert!(err.to_string().contains("checksum"), "{err}");
+
+    let moved = spool.set_aside(&id, &err).unwrap();
+    let corrupt = spool.root().join("corrupt");
+    assert_eq!(names(&corrupt), vec![id.to_string(), format!("{id}.state")]);
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert_eq!(
+        moved[0].from,
+        spool.root().join("queue").join(id.to_string())
+    );
+    assert_eq!(moved[0].to, corrupt.join(id.to_string()));
+    assert!(moved[0].reason.contains("checksum"), "{}", moved[0]);
+    assert_eq!(moved[1].to, corrupt.join(format!("{id}.state")));
+    assert_eq!(spool.list().unwrap(), vec![other]);
+    spool.verify(&other).unwrap();
+    // Gone is not corrupt.
+    let gone = spool.verify(&id).unwrap_err();
+    assert!(gone.is_not_found() && !gone.is_corrupt(), "{gone}");
+    // Nothing is left for the next open to find.
+    let (_spool, report) = reopen(spool);
+    assert_eq!((report.queued, report.corrupt.len()), (1, 0), "{report:?}");
+}
+
+/// A state file found bad while running goes alone; the message stays, all pending.
+#[test]
+fn a_state_found_corrupt_while_running_is_set_aside_alone() {
+    let (_dir, spool) = spool();
+    let id = queue(&spool, b"m", &envelope(2));
+    let state_path = spool.root().join("state").join(id.to_string());
+    std::fs::write(&state_path, b"nullq-state 1\ngarbage\nend 1\n").unwrap();
+    let err = spool.load(&id).unwrap_err();
+    assert!(err.is_corrupt() && err.path() == state_path, "{err}");
+    let moved = spool.set_aside(&id, &err).unwrap();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(
+        names(&spool.root().join("corrupt")),
+        vec![format!("{id}.state")]
+    );
+    assert_eq!(
+        spool.load(&id).unwrap().state,
+        DeliveryState::all_pending(2)
+    );
+}
+
+/// At open too, a corrupt message's state file follows it into corrupt/ (not deleted as an
+/// orphan): the operator sees which recipients were done.
+#[test]
+fn open_moves_the_state_of_a_corrupt_message_with_it() {
+    let (_dir, spool) = spool();
+    let id = queue(&spool, b"Subject: rot\n\nbody body body\n", &envelope(1));
+    spool
+        .save_state(&id, &DeliveryState::all_pending(1))
+        .unwrap();
+    flip_body_byte(&spool, &id);
+    let (spool, report) = reopen(spool);
+    assert_eq!(report.corrupt.len(), 2, "{report:?}");
+    assert!(report.orphan_states_removed.is_empty(), "{report:?}");
+    assert_eq!(
+        names(&spool.root().join("corrupt")),
+        vec![id.to_string(), format!("{id}.state")]
     );
 }

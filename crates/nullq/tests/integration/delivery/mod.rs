@@ -1,7 +1,9 @@
-//! Delivering: from the spool to each target, through crashes, full disks and the queue tools.
+//! Delivering: from the spool to each target, through crashes, full disks, leftovers and
+//! corrupt files, and the queue tools.
 
 mod backends;
 mod crash;
+mod leftovers;
 mod maildir;
 mod memory;
 mod policy;

@@ -116,6 +116,47 @@ impl Drop for Killed {
     }
 }
 
+/// Another process holding an exclusive `flock` on a file, as a live writer (a `nullq qmqpd`
+/// receiving, another runner writing a Maildir) holds its tmp/ file: util-linux's `flock(1)`
+/// running a command that says when it holds the lock, then waits for its stdin to close.
+pub struct Flocked {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl Flocked {
+    /// Returns once the lock on `path` is held (no sleeping: the command's "locked" line says so).
+    pub fn hold(path: &Path) -> Flocked {
+        use std::io::BufRead;
+        let mut child = Command::new("flock")
+            .arg("--exclusive")
+            .arg(path)
+            .args(["sh", "-c", "echo locked; read x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("flock(1) from util-linux");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("piped stdout");
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+        assert_eq!(
+            line, "locked\n",
+            "flock(1) did not take the lock on {path:?}"
+        );
+        let stdin = child.stdin.take();
+        Flocked { child, stdin }
+    }
+}
+
+impl Drop for Flocked {
+    /// Closing stdin ends the command; flock(1) waits for it, so once flock(1) is reaped no
+    /// process holds the lock.
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
 /// Whether a program (or any file) is installed at `path`.
 pub fn have(path: &str) -> bool {
     Path::new(path).exists()
