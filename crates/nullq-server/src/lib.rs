@@ -12,6 +12,7 @@
 //! - [`access`]: tcprules-based access control, reloaded on SIGHUP;
 //! - [`received`]: the Received lines put on every message;
 //! - [`shutdown`]: graceful shutdown as values handed around;
+//! - [`metrics`]: the Prometheus endpoint (`--metrics-listen`) and the counters behind it;
 //! - [`logging`], [`privilege`]: log destinations; dropping root after binding.
 //!
 //! Errors inside the server are answers: a problem with the client's request is a QMQP `D`, a
@@ -23,6 +24,7 @@ pub mod context;
 pub mod delivery;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod privilege;
 pub mod queue_tools;

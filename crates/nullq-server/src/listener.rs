@@ -224,6 +224,8 @@ async fn run_one(front: Arc<Front>, admitted: Admitted, guard: SessionGuard) {
     // monitor, a test) knows the slot is free and may connect again without being refused as
     // over a limit. The shutdown guard goes after the line: a draining server waits for it.
     drop((registered, permit, ip_guard));
+    // Counted before the log line, so that whoever has seen the line sees the count.
+    front.ctx.metrics.session(outcome.answer);
     outcome.log(&peer);
     drop(guard);
     if matches!(outcome.answer, Some(Status::TempFail | Status::PermFail)) {
@@ -292,6 +294,7 @@ impl Front {
                 answer = "-",
                 reason = "denied by access rules; connection closed",
             );
+            self.ctx.metrics.session(None);
             return Admission::Refused;
         }
         let Some(ip_guard) = PerIp::enter(&self.per_ip, ip, self.limits.max_sessions_per_ip) else {
@@ -368,6 +371,7 @@ impl Front {
     /// Answer `Z` and close after reading what the client sends: it should try another server
     /// or later.
     fn refuse(self: &Arc<Self>, mut stream: TcpStream, ip: IpAddr, text: String) {
+        self.ctx.metrics.session(Some(Status::TempFail));
         tracing::info!(target: "nullq::session", client = %ip, answer = "Z", reason = %text);
         let front = Arc::clone(self);
         tokio::spawn(async move {

@@ -500,7 +500,7 @@ pub fn handle_bad_files(
                 path.display()
             );
             let shown = path.display().to_string();
-            stats.update(|s| s.cgp_bad_files.push(shown));
+            stats.bad_file(shown);
             if done {
                 let to = dir.join(format!("{name}.done"));
                 if let Err(e) = std::fs::rename(&path, &to) {
