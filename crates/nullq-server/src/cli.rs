@@ -1,4 +1,5 @@
-//! The server's command line: `nullq serve`, `nullq qmqpd`, `nullq deliver`, and `nullq queue`.
+//! The server's command line: `nullq serve`, `nullq qmqpd`, `nullq deliver`, `nullq queue` and
+//! `nullq health`.
 //!
 //! Settings come from the embedded defaults, then the TOML file (`--config`), then flags: the
 //! flag wins. Every subcommand returns an exit code; errors are one line on stderr saying what
@@ -43,6 +44,9 @@ enum Command {
     Deliver(DeliverArgs),
     /// Look at or change the queue: list, show, retry, delete, stats.
     Queue(crate::queue_tools::QueueArgs),
+    /// Check the queue and the spool like a Nagios plugin: one line, exit 0 OK, 1 WARNING,
+    /// 2 CRITICAL, 3 UNKNOWN.
+    Health(crate::health::HealthArgs),
 }
 
 /// `nullq deliver`'s flags.
@@ -148,7 +152,13 @@ pub fn main(args: &[OsString]) -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 100 } else { 0 };
+            // A monitoring system reads a plugin's bad flags as UNKNOWN (3), not as a state.
+            let health = args.get(1).and_then(|a| a.to_str()) == Some("health");
+            return match (e.use_stderr(), health) {
+                (false, _) => 0,
+                (true, true) => crate::health::UNKNOWN,
+                (true, false) => 100,
+            };
         }
     };
     let result = match cli.command {
@@ -156,6 +166,7 @@ pub fn main(args: &[OsString]) -> i32 {
         Command::Qmqpd(args) => qmqpd(args),
         Command::Deliver(args) => deliver(args),
         Command::Queue(args) => crate::queue_tools::run(args),
+        Command::Health(args) => return crate::health::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -704,7 +715,7 @@ mod tests {
             Command::Serve(a) => a.common,
             Command::Qmqpd(a) => a,
             Command::Deliver(a) => a.common,
-            Command::Queue(_) => panic!("queue has no common options"),
+            Command::Queue(_) | Command::Health(_) => panic!("no common options"),
         }
     }
 

@@ -13,6 +13,7 @@
 //! - [`received`]: the Received lines put on every message;
 //! - [`shutdown`]: graceful shutdown as values handed around;
 //! - [`metrics`]: the Prometheus endpoint (`--metrics-listen`) and the counters behind it;
+//!   [`health`]: `nullq health`, a Nagios-style check of the spool;
 //! - [`logging`], [`privilege`]: log destinations; dropping root after binding.
 //!
 //! Errors inside the server are answers: a problem with the client's request is a QMQP `D`, a
@@ -22,6 +23,7 @@ pub mod access;
 pub mod cli;
 pub mod context;
 pub mod delivery;
+pub mod health;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -2,6 +2,7 @@
 
 mod backends;
 mod crash;
+mod health;
 mod maildir;
 mod memory;
 mod policy;
