@@ -287,6 +287,7 @@ impl Front {
         let client = SocketAddr::new(ip, addr.port());
         let decision = self.access.check(ip, None);
         if !decision.allow {
+            self.ctx.metrics.session(None);
             tracing::info!(
                 target: "nullq::session",
                 client = %ip,
@@ -294,7 +295,6 @@ impl Front {
                 answer = "-",
                 reason = "denied by access rules; connection closed",
             );
-            self.ctx.metrics.session(None);
             return Admission::Refused;
         }
         let Some(ip_guard) = PerIp::enter(&self.per_ip, ip, self.limits.max_sessions_per_ip) else {

@@ -174,3 +174,57 @@ fn without_the_flag_there_is_no_endpoint() {
         .expect("ready line");
     assert!(ready.contains(" metrics=- "), "{ready}");
 }
+
+#[test]
+fn a_connection_closed_without_an_answer_is_counted_as_none() {
+    let server = Server::start(&["--deliver", "none", "--metrics-listen", "127.0.0.1:0"]);
+    drop(std::net::TcpStream::connect(server.addr).expect("connect"));
+    wait_sessions(&server, 1, "-");
+    let text = scrape(&server);
+    assert_eq!(
+        sample(&text, "nullq_qmqp_sessions_total{answer=\"none\"}").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "nullq_qmqp_sessions_total{answer=\"K\"}").as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
+fn a_bad_file_in_the_submitted_folder_is_counted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let submitted = dir.path().join("Submitted");
+    std::fs::create_dir(&submitted).expect("mkdir");
+    let config = dir.path().join("nullq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[delivery]\ntarget = \"cgp:{}\"\n[delivery.cgp]\non_bad = \"keep\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+            submitted.display()
+        ),
+    )
+    .expect("config");
+    // The key in the file, not the flag, turns the endpoint on here.
+    let server = Server::start(&["--config", config.to_str().expect("utf-8")]);
+    std::fs::write(
+        submitted.join("00061a8f3c2b7d10.00003039.00000007.bad"),
+        "Return-Path: <a@example.net>\nEnvelope-To: b@example.net\n\nhello\n",
+    )
+    .expect("bad file");
+    // The runner looks every 10 s; the count comes before the line.
+    assert!(
+        server
+            .wait_log(T, |l| l.contains("CommuniGate Pro could not process"))
+            .is_some(),
+        "{}",
+        server.log_text()
+    );
+    let text = scrape(&server);
+    assert_eq!(
+        sample(&text, "nullq_cgp_bad_files_total").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+}
