@@ -202,6 +202,15 @@ impl Metrics {
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, spool: Spool, mut stop: Shutdown) {
     let turns = Arc::new(Semaphore::new(CONNECTIONS));
     loop {
+        // A turn first, then a connection: while every turn is taken, new connections wait in
+        // the backlog; either wait ends at shutdown.
+        let turn = tokio::select! {
+            turn = Arc::clone(&turns).acquire_owned() => match turn {
+                Ok(t) => t,
+                Err(_) => return,
+            },
+            () = stop.recv() => return,
+        };
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -213,9 +222,6 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, spool: Spool, m
                 }
             },
             () = stop.recv() => return,
-        };
-        let Ok(turn) = Arc::clone(&turns).acquire_owned().await else {
-            return;
         };
         let metrics = Arc::clone(&metrics);
         let spool = spool.clone();
