@@ -56,6 +56,19 @@ pub struct ServerConfig {
     pub delivery: DeliveryConfig,
     /// What each client may send (senders, relaying) and how addresses are rewritten.
     pub policy: PolicyConfig,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: `nullq serve`'s Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `nullq serve` answers `GET /metrics` in the Prometheus text format, `IP:PORT`
+    /// (`--metrics-listen`). Default: unset, meaning no metrics endpoint. It has no access
+    /// rules of its own: give a loopback or management address. Mirrors Postfix's (none) and
+    /// the usual exporters' `--web.listen-address`.
+    pub listen: Option<String>,
 }
 
 /// Access control: which clients may connect.
@@ -809,6 +822,7 @@ impl Default for ServerConfig {
             shutdown_timeout_secs: 30,
             delivery: DeliveryConfig::default(),
             policy: PolicyConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -980,6 +994,14 @@ impl ServerConfig {
                 return Err(invalid(
                     "listen",
                     format!("{addr:?} is not IP:PORT (write \"0.0.0.0:628\" or \"[::]:628\")"),
+                ));
+            }
+        }
+        if let Some(addr) = &self.metrics.listen {
+            if addr.parse::<SocketAddr>().is_err() {
+                return Err(invalid(
+                    "metrics.listen",
+                    format!("{addr:?} is not IP:PORT (write \"127.0.0.1:9628\" or \"[::1]:9628\")"),
                 ));
             }
         }
@@ -1196,6 +1218,7 @@ mod tests {
                 "limits.read_timeout_secs",
             ),
             ("[log]\nlevel = \"\"", "log.level"),
+            ("[metrics]\nlisten = \"localhost:9628\"", "metrics.listen"),
         ];
         for (text, want) in cases {
             match ServerConfig::from_toml_str(text) {
@@ -1314,7 +1337,12 @@ mod tests {
             ..Default::default()
         };
         c.delivery.target = Some(Target::Maildir(PathBuf::from("/var/mail/x")));
+        c.metrics.listen = Some("127.0.0.1:9628".into());
         let text = c.to_toml_string();
+        assert!(
+            text.contains("[metrics]\nlisten = \"127.0.0.1:9628\""),
+            "{text}"
+        );
         assert_eq!(ServerConfig::from_toml_str(&text).unwrap(), c);
         // The defaults print every key that has a value.
         let text = ServerConfig::default().to_toml_string();

@@ -1,4 +1,5 @@
-//! The server's command line: `nullq serve`, `nullq qmqpd`, and the later subcommands.
+//! The server's command line: `nullq serve`, `nullq qmqpd`, `nullq deliver`, `nullq queue` and
+//! `nullq health`.
 //!
 //! Settings come from the embedded defaults, then the TOML file (`--config`), then flags: the
 //! flag wins. Every subcommand returns an exit code; errors are one line on stderr saying what
@@ -17,6 +18,7 @@ use nullq_spool::Spool;
 use crate::access::Access;
 use crate::context::Context;
 use crate::listener::{self, ConnectionLimits};
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::session::{self, Peer};
 use crate::{delivery, logging, privilege, shutdown};
@@ -42,6 +44,9 @@ enum Command {
     Deliver(DeliverArgs),
     /// Look at or change the queue: list, show, retry, delete, stats.
     Queue(crate::queue_tools::QueueArgs),
+    /// Check the queue and the spool like a Nagios plugin: one line, exit 0 OK, 1 WARNING,
+    /// 2 CRITICAL, 3 UNKNOWN.
+    Health(crate::health::HealthArgs),
 }
 
 /// `nullq deliver`'s flags.
@@ -135,6 +140,10 @@ struct ServeArgs {
     /// pipe:'COMMAND ARGS', qmail-queue:PATH or none [default: maildir:DATA/delivered].
     #[arg(long, value_name = "TARGET")]
     deliver: Option<String>,
+    /// Serve GET /metrics (Prometheus text format) on this address, e.g. 127.0.0.1:9628;
+    /// overrides metrics.listen [default: none, no metrics endpoint].
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<String>,
 }
 
 /// Run the server CLI on `args` (argv\[0\] included); returns the exit code.
@@ -143,7 +152,13 @@ pub fn main(args: &[OsString]) -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 100 } else { 0 };
+            // A monitoring system reads a plugin's bad flags as UNKNOWN (3), not as a state.
+            let health = args.get(1).and_then(|a| a.to_str()) == Some("health");
+            return match (e.use_stderr(), health) {
+                (false, _) => 0,
+                (true, true) => crate::health::UNKNOWN,
+                (true, false) => 100,
+            };
         }
     };
     let result = match cli.command {
@@ -151,6 +166,7 @@ pub fn main(args: &[OsString]) -> i32 {
         Command::Qmqpd(args) => qmqpd(args),
         Command::Deliver(args) => deliver(args),
         Command::Queue(args) => crate::queue_tools::run(args),
+        Command::Health(args) => return crate::health::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -311,6 +327,9 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
     if let Some(v) = args.max_sessions_per_ip {
         config.limits.max_sessions_per_ip = v;
     }
+    if args.metrics_listen.is_some() {
+        config.metrics.listen.clone_from(&args.metrics_listen);
+    }
     set_target(&mut config, args.deliver.as_deref())?;
     let Some(mut config) = ready(config, args.common.print_config)? else {
         return Ok(0);
@@ -335,11 +354,22 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
             bound.len()
         );
     }
+    let metrics_bound = match &config.metrics.listen {
+        Some(text) => {
+            let addr: SocketAddr = text
+                .parse()
+                .map_err(|e| format!("bad metrics address {text:?}: {e}"))?;
+            let listener = privilege::bind(addr)
+                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+            Some(listener)
+        }
+        None => None,
+    };
     // 2. Drop privileges: still one thread, no spool opened, no client byte read.
     drop_privileges(&config)?;
     // 3. Only now the runtime and its threads.
     let runtime = runtime(true)?;
-    runtime.block_on(run_server(config, bound))
+    runtime.block_on(run_server(config, bound, metrics_bound))
 }
 
 /// File descriptors kept for everything but sessions: listeners, logs, the spool's
@@ -403,12 +433,17 @@ fn drop_privileges(config: &ServerConfig) -> Result<(), String> {
 async fn run_server(
     config: ServerConfig,
     bound: Vec<std::net::TcpListener>,
+    metrics_bound: Option<std::net::TcpListener>,
 ) -> Result<i32, String> {
     let listeners = bound
         .into_iter()
         .map(tokio::net::TcpListener::from_std)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot listen: {e}"))?;
+    let metrics_listener = metrics_bound
+        .map(tokio::net::TcpListener::from_std)
+        .transpose()
+        .map_err(|e| format!("cannot listen for metrics: {e}"))?;
     // 4. Open the spool: this is where crash leftovers are cleaned.
     let spool = open_spool(&config)?;
     let access = Arc::new(
@@ -417,10 +452,18 @@ async fn run_server(
     );
     // 5. The delivery runner, told of every commit through the context.
     let policy = Arc::new(Policy::from_config(&config.policy)?);
-    let runner = delivery::Runner::new(&config, spool.clone(), Arc::clone(&policy), false)?;
+    let metrics = Arc::new(Metrics::new());
+    let runner = delivery::Runner::new(
+        &config,
+        spool.clone(),
+        Arc::clone(&policy),
+        Arc::clone(&metrics),
+        false,
+    )?;
     let runner = (!runner.holds_everything()).then_some(runner);
     let mut context = Context::new(&config, spool);
     context.policy = policy;
+    context.metrics = Arc::clone(&metrics);
     context.committed = runner.as_ref().map(delivery::Runner::notifier);
     let ctx = Arc::new(context);
     // Signals are handled before the ready line: whoever waits for it may send SIGTERM at once.
@@ -434,9 +477,20 @@ async fn run_server(
         .filter_map(|l| l.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
+    // Serving before the ready line, which names its address (port 0 gets one of its own).
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = metrics_listener {
+        tokio::spawn(crate::metrics::serve(
+            l,
+            metrics,
+            ctx.spool.clone(),
+            stop.clone(),
+        ));
+    }
     tracing::info!(
         target: "nullq::server",
         listen = %bound.join(","),
+        metrics = %crate::metrics::describe(metrics_addr),
         data = %config.data_dir.display(),
         access = %access.describe(),
         databytes = config.limits.databytes,
@@ -674,7 +728,9 @@ fn deliver(args: DeliverArgs) -> Result<i32, String> {
     runtime.block_on(async {
         let spool = open_spool(&config)?;
         let policy = Arc::new(Policy::from_config(&config.policy)?);
-        let runner = delivery::Runner::new(&config, spool, policy, true)?;
+        // Counted for nothing: only `nullq serve` has a metrics endpoint.
+        let metrics = Arc::new(Metrics::new());
+        let runner = delivery::Runner::new(&config, spool, policy, metrics, true)?;
         let (trigger, stop) = shutdown::channel();
         // No sessions here, so nothing commits: the notify is never notified.
         let never = Arc::new(tokio::sync::Notify::new());
@@ -699,7 +755,7 @@ mod tests {
             Command::Serve(a) => a.common,
             Command::Qmqpd(a) => a,
             Command::Deliver(a) => a.common,
-            Command::Queue(_) => panic!("queue has no common options"),
+            Command::Queue(_) | Command::Health(_) => panic!("no common options"),
         }
     }
 

@@ -43,6 +43,8 @@ pub struct Context {
     /// Notified (once) when a directory fsync of the spool failed: the committer refuses every
     /// commit from then on, and `nullq serve` stops (see [`Context::commit_failed`]).
     pub poisoned: Arc<Notify>,
+    /// The process's counters (served by `--metrics-listen`, else only kept).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Whether the failure has been logged.
     reported: AtomicBool,
 }
@@ -74,6 +76,7 @@ impl Context {
             policy: std::sync::Arc::new(crate::policy::Policy::permissive()),
             committed: None,
             poisoned: Arc::new(Notify::new()),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             reported: AtomicBool::new(false),
         }
     }

@@ -12,6 +12,8 @@
 //! - [`access`]: tcprules-based access control, reloaded on SIGHUP;
 //! - [`received`]: the Received lines put on every message;
 //! - [`shutdown`]: graceful shutdown as values handed around;
+//! - [`metrics`]: the Prometheus endpoint (`--metrics-listen`) and the counters behind it;
+//!   [`health`]: `nullq health`, a Nagios-style check of the spool;
 //! - [`logging`], [`privilege`]: log destinations; dropping root after binding;
 //! - [`systemd`]: sockets inherited by socket activation, readiness and watchdog notifications.
 //!
@@ -22,8 +24,10 @@ pub mod access;
 pub mod cli;
 pub mod context;
 pub mod delivery;
+pub mod health;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod privilege;
 pub mod queue_tools;

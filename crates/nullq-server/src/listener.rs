@@ -225,6 +225,8 @@ async fn run_one(front: Arc<Front>, admitted: Admitted, guard: SessionGuard) {
     // monitor, a test) knows the slot is free and may connect again without being refused as
     // over a limit. The shutdown guard goes after the line: a draining server waits for it.
     drop((registered, permit, ip_guard));
+    // Counted before the log line, so that whoever has seen the line sees the count.
+    front.ctx.metrics.session(outcome.answer);
     outcome.log(&peer);
     drop(guard);
     if matches!(outcome.answer, Some(Status::TempFail | Status::PermFail)) {
@@ -286,6 +288,7 @@ impl Front {
         let client = SocketAddr::new(ip, addr.port());
         let decision = self.access.check(ip, None);
         if !decision.allow {
+            self.ctx.metrics.session(None);
             tracing::info!(
                 target: "nullq::session",
                 client = %ip,
@@ -371,6 +374,7 @@ impl Front {
     /// Answer `Z` and close after reading what the client sends: it should try another server
     /// or later.
     fn refuse(self: &Arc<Self>, mut stream: TcpStream, ip: IpAddr, text: String) {
+        self.ctx.metrics.session(Some(Status::TempFail));
         tracing::info!(target: "nullq::session", client = %ip, answer = "Z", reason = %text);
         let front = Arc::clone(self);
         tokio::spawn(async move {

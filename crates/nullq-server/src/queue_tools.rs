@@ -117,7 +117,7 @@ fn unix(t: SystemTime) -> f64 {
 }
 
 /// `3d4h`, `12m`, `45s`: an age or a wait for people.
-fn human(d: Duration) -> String {
+pub(crate) fn human(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..=59 => format!("{s}s"),
@@ -189,17 +189,107 @@ fn recipient_lines(q: &QueuedMessage, now: SystemTime) -> String {
     out
 }
 
-fn load_all(spool: &Spool) -> Result<Vec<QueuedMessage>, String> {
+/// Every queued message that can be loaded; one that cannot is handed to `unreadable` (the
+/// tools print it, the server logs it) and left out.
+fn load_all_with(
+    spool: &Spool,
+    mut unreadable: impl FnMut(&QueueId, &nullq_spool::SpoolError),
+) -> Result<Vec<QueuedMessage>, String> {
     let mut out = Vec::new();
     for id in spool.list().map_err(|e| e.to_string())? {
         match spool.load(&id) {
             Ok(q) => out.push(q),
             // Delivered and removed between list and load.
             Err(e) if e.is_not_found() => {}
-            Err(e) => eprintln!("nullq queue: {id}: {e}"),
+            Err(e) => unreadable(&id, &e),
         }
     }
     Ok(out)
+}
+
+fn load_all(spool: &Spool) -> Result<Vec<QueuedMessage>, String> {
+    load_all_with(spool, |id, e| eprintln!("nullq queue: {id}: {e}"))
+}
+
+/// What `nullq queue stats`, `nullq health` and the metrics' queue gauges tell of the queue:
+/// one scan, so that the three never disagree.
+#[derive(Debug, Clone, Default)]
+pub struct QueueSummary {
+    /// Messages in `queue/`.
+    pub messages: usize,
+    /// The message that arrived first, and when (its envelope's arrival time).
+    pub oldest: Option<(QueueId, SystemTime)>,
+}
+
+impl QueueSummary {
+    /// Summarize `all`.
+    fn of(all: &[QueuedMessage]) -> QueueSummary {
+        QueueSummary {
+            messages: all.len(),
+            oldest: all
+                .iter()
+                .min_by_key(|q| q.envelope.arrival)
+                .map(|q| (q.id, q.envelope.arrival)),
+        }
+    }
+
+    /// Scan the queue (the envelopes, not the messages); `unreadable` is told of a message
+    /// that cannot be loaded, which is then not counted.
+    pub fn scan(
+        spool: &Spool,
+        unreadable: impl FnMut(&QueueId, &nullq_spool::SpoolError),
+    ) -> Result<QueueSummary, String> {
+        Ok(QueueSummary::of(&load_all_with(spool, unreadable)?))
+    }
+
+    /// How long the oldest message has waited at `now` (zero for an empty queue, or an arrival
+    /// in the future of a clock set back).
+    pub fn oldest_age(&self, now: SystemTime) -> Duration {
+        self.oldest
+            .and_then(|(_, t)| now.duration_since(t).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// The CommuniGate Pro Submitted folders among the configured targets (the default one and
+/// the routes'), each once.
+pub fn cgp_folders(config: &ServerConfig) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let default_target = config.delivery.effective_target(&config.data_dir);
+    let targets = config
+        .delivery
+        .routes
+        .values()
+        .chain(std::iter::once(&default_target));
+    for t in targets {
+        if let Target::Cgp(dir) = t {
+            if !dirs.contains(dir) {
+                dirs.push(dir.clone());
+            }
+        }
+    }
+    dirs
+}
+
+/// The `ID.bad` files (a submission CommuniGate Pro could not process, not yet handled) in the
+/// configured Submitted folders, as paths. A folder that cannot be read has none to show.
+pub fn cgp_bad_files(config: &ServerConfig) -> Vec<String> {
+    let mut bad_files = Vec::new();
+    for dir in &cgp_folders(config) {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name
+                    .strip_suffix(".bad")
+                    .is_some_and(|s| s.parse::<QueueId>().is_ok())
+                {
+                    bad_files.push(e.path().display().to_string());
+                }
+            }
+        }
+    }
+    bad_files.sort();
+    bad_files
 }
 
 fn list(spool: &Spool, as_json: bool) -> Result<i32, String> {
@@ -366,35 +456,9 @@ fn stats(spool: &Spool, config: &ServerConfig, as_json: bool) -> Result<i32, Str
             }
         }
     }
-    let oldest = all.iter().min_by_key(|q| q.envelope.arrival);
-    let mut cgp_dirs: Vec<PathBuf> = Vec::new();
-    let default_target = config.delivery.effective_target(&config.data_dir);
-    let targets = config
-        .delivery
-        .routes
-        .values()
-        .chain(std::iter::once(&default_target));
-    for t in targets {
-        if let Target::Cgp(dir) = t {
-            if !cgp_dirs.contains(dir) {
-                cgp_dirs.push(dir.clone());
-            }
-        }
-    }
-    let mut bad_files = Vec::new();
-    for dir in &cgp_dirs {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name
-                    .strip_suffix(".bad")
-                    .is_some_and(|s| s.parse::<QueueId>().is_ok())
-                {
-                    bad_files.push(e.path().display().to_string());
-                }
-            }
-        }
-    }
+    let summary = QueueSummary::of(&all);
+    let oldest = summary.oldest;
+    let bad_files = cgp_bad_files(config);
     // Files set aside (at start-up or when the runner found them bad), each logged once at
     // the time: counted here so that they are not forgotten.
     let corrupt_dir = spool.root().join("corrupt");
@@ -406,9 +470,9 @@ fn stats(spool: &Spool, config: &ServerConfig, as_json: bool) -> Result<i32, Str
             json!({
                 "messages": all.len(),
                 "recipients": { "pending": pending, "delivered": delivered, "failed": failed },
-                "oldest": oldest.map(|q| json!({
-                    "id": q.id.to_string(),
-                    "age_secs": now.duration_since(q.envelope.arrival).map_or(0, |d| d.as_secs()),
+                "oldest": oldest.map(|(id, _)| json!({
+                    "id": id.to_string(),
+                    "age_secs": summary.oldest_age(now).as_secs(),
                 })),
                 "cgp_bad_files": bad_files,
                 "corrupt_files": corrupt,
@@ -420,11 +484,7 @@ fn stats(spool: &Spool, config: &ServerConfig, as_json: bool) -> Result<i32, Str
     println!("messages:   {}", all.len());
     println!("recipients: {pending} pending, {delivered} delivered, {failed} failed (of queued messages)");
     match oldest {
-        Some(q) => println!(
-            "oldest:     {} ({} old)",
-            q.id,
-            human(now.duration_since(q.envelope.arrival).unwrap_or_default())
-        ),
+        Some((id, _)) => println!("oldest:     {id} ({} old)", human(summary.oldest_age(now))),
         None => println!("oldest:     -"),
     }
     println!(

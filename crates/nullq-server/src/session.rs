@@ -592,11 +592,13 @@ async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<
         };
         file.write(&r.buffer)?;
         let renamed = file.finish(&envelope)?;
-        committer.commit(renamed)
+        let started = Instant::now();
+        committer.commit(renamed).map(|id| (id, started.elapsed()))
     })
     .await;
     match joined {
-        Ok(Ok(id)) => {
+        Ok(Ok((id, took))) => {
+            ctx.metrics.commit_took(took);
             // Tell the delivery runner at once (no polling delay on the happy path).
             if let Some(tx) = &ctx.committed {
                 let _ = tx.send(id);

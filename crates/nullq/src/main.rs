@@ -3,7 +3,7 @@
 //! Called as `sendmail`, `qmail-inject`, `qmail-qmqpc`, ... (through symlinks), or as
 //! `nullq sendmail ...`, it runs that client program from `nullq-client` without starting any
 //! runtime; otherwise it hands the command line to the server's CLI (`serve`, `qmqpd`, `deliver`,
-//! `queue`). This file only picks; the programs live in the crates.
+//! `queue`, `health`). This file only picks; the programs live in the crates.
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -24,6 +24,10 @@ fn shipped_example_loads() {
     assert_eq!(c.log.format, LogFormat::Syslog);
     assert_eq!(c.log.level, "info");
     assert_eq!(c.delivery, nullq_config::server::DeliveryConfig::default());
+    assert_eq!(
+        c.metrics.listen, None,
+        "no metrics endpoint unless asked for"
+    );
     // The example's limits are the defaults, as its comments say.
     assert_eq!(c.limits, ServerConfig::default().limits);
 }

@@ -493,6 +493,8 @@ pub fn handle_bad_files(
                 }
                 Err(BadError::Kept(e)) => (false, format!("kept: {e}")),
             };
+            // Counted before the line, so that whoever has seen the line sees the count.
+            stats.bad_file(path.display().to_string());
             tracing::error!(
                 target: "nullq::delivery",
                 id = %id,
@@ -501,8 +503,6 @@ pub fn handle_bad_files(
                 "CommuniGate Pro could not process {} (see its log; the message left our queue when it was submitted): {what}",
                 path.display()
             );
-            let shown = path.display().to_string();
-            stats.update(|s| s.cgp_bad_files.push(shown));
             if done {
                 let to = dir.join(format!("{name}.done"));
                 if let Err(e) = std::fs::rename(&path, &to) {

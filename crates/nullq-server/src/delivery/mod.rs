@@ -51,6 +51,8 @@ use clock::Clock;
 use lock::{LockError, MessageLock};
 use stats::Stats;
 
+use crate::metrics::{DeliveryResult, Metrics};
+
 /// The sender of a double bounce sent to the postmaster (qmail's `#@[]`): a message with this
 /// sender that fails is dropped, never bounced again. Backends that speak SMTP send it as `<>`.
 pub const DOUBLE_BOUNCE_SENDER: &[u8] = b"#@[]";
@@ -585,19 +587,20 @@ enum Next {
 }
 
 impl Runner {
-    /// A runner for `spool` as `config` says. `poll`: look for new messages in the queue
+    /// A runner for `spool` as `config` says, counting in `metrics`. `poll`: look for new messages in the queue
     /// directory every `delivery.poll_interval_ms` (for `nullq deliver`, whose messages come
     /// from other processes); `nullq serve` is told of each commit instead.
     pub fn new(
         config: &ServerConfig,
         spool: Spool,
         policy: Arc<Policy>,
+        metrics: Arc<Metrics>,
         poll: bool,
     ) -> Result<Runner, String> {
         let d = &config.delivery;
         let routes = Routes::new(config)?;
         let (notify, inbox) = mpsc::unbounded_channel();
-        let stats = Stats::new(spool.root());
+        let stats = Stats::new(spool.root(), metrics);
         Ok(Runner {
             shared: Arc::new(Shared {
                 spool,
@@ -1215,13 +1218,13 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId) -> Next {
                     Verdict::Delivered => {
                         r.status = Status::Delivered;
                         r.next_attempt = None;
-                        shared.stats.count(label, |c| c.delivered += 1);
+                        shared.stats.count(label, DeliveryResult::Delivered);
                     }
                     Verdict::Retry if age < shared.lifetime => {
                         r.next_attempt = Some(
                             now + retry::backoff(r.attempts, shared.retry_min, shared.retry_max),
                         );
-                        shared.stats.count(label, |c| c.deferred += 1);
+                        shared.stats.count(label, DeliveryResult::Deferred);
                     }
                     Verdict::Retry => {
                         let days = shared.lifetime.as_secs_f64() / 86400.0;
@@ -1234,7 +1237,7 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId) -> Next {
                             ),
                             expired: true,
                         });
-                        shared.stats.count(label, |c| c.failed += 1);
+                        shared.stats.count(label, DeliveryResult::Failed);
                     }
                     Verdict::Bounce => {
                         failures.push(bounce::Failure {
@@ -1243,7 +1246,7 @@ async fn attempt(shared: &Arc<Shared>, id: QueueId) -> Next {
                             text: answer.text,
                             expired: false,
                         });
-                        shared.stats.count(label, |c| c.failed += 1);
+                        shared.stats.count(label, DeliveryResult::Failed);
                     }
                 }
             }

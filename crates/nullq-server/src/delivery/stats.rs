@@ -1,14 +1,17 @@
 //! Counters since the runner started (deliveries, deferrals, bounces per backend; CommuniGate
 //! Pro `.bad` files), kept in memory and written to `DATA/deliver-stats.json` (write a
 //! temporary file, rename) so that `nullq queue stats` can show them from another process.
-//! They are statistics, not state: a crash may lose the last second of counts.
+//! They are statistics, not state: a crash may lose the last second of counts. Each count also
+//! goes to the process's [`Metrics`] (`nullq_deliveries_total`, `nullq_cgp_bad_files_total`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::metrics::{DeliveryResult, Metrics};
 
 /// The file name of the counters in the spool root.
 pub const STATS_FILE: &str = "deliver-stats.json";
@@ -48,11 +51,12 @@ pub struct Snapshot {
 pub struct Stats {
     inner: Mutex<(Snapshot, bool)>,
     path: PathBuf,
+    metrics: Arc<Metrics>,
 }
 
 impl Stats {
-    /// Counters for the spool at `root`, starting now.
-    pub fn new(root: &Path) -> Stats {
+    /// Counters for the spool at `root`, starting now, also counted in `metrics`.
+    pub fn new(root: &Path, metrics: Arc<Metrics>) -> Stats {
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -66,6 +70,7 @@ impl Stats {
                 true,
             )),
             path: root.join(STATS_FILE),
+            metrics,
         }
     }
 
@@ -77,9 +82,26 @@ impl Stats {
         g.1 = true;
     }
 
-    /// Count one recipient's result for `backend`.
-    pub fn count(&self, backend: &str, f: impl FnOnce(&mut Counts)) {
-        self.update(|s| f(s.backends.entry(backend.to_owned()).or_default()));
+    /// Count one recipient's result through `backend` (a target as text, `smtp://HOST:PORT`):
+    /// in the file by target, in the metrics by kind (the scheme: `smtp`, `cgp`, ...), which
+    /// keeps the metric's labels few and free of paths and commands.
+    pub fn count(&self, backend: &str, result: DeliveryResult) {
+        self.update(|s| {
+            let c = s.backends.entry(backend.to_owned()).or_default();
+            match result {
+                DeliveryResult::Delivered => c.delivered += 1,
+                DeliveryResult::Deferred => c.deferred += 1,
+                DeliveryResult::Failed => c.failed += 1,
+            }
+        });
+        let kind = backend.split(':').next().unwrap_or(backend);
+        self.metrics.delivery(kind, result);
+    }
+
+    /// Count a CommuniGate Pro `.bad` file found at `path`.
+    pub fn bad_file(&self, path: String) {
+        self.update(|s| s.cgp_bad_files.push(path));
+        self.metrics.cgp_bad_file();
     }
 
     /// A copy of the counters.

@@ -3,6 +3,7 @@
 
 mod backends;
 mod crash;
+mod health;
 mod leftovers;
 mod maildir;
 mod memory;

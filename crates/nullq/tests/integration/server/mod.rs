@@ -1,6 +1,7 @@
 //! Receiving: `nullq serve` and `nullq qmqpd` take QMQP requests into the spool.
 
 mod flood;
+mod metrics;
 mod poison;
 mod powercut;
 mod qmqp;

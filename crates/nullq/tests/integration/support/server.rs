@@ -137,6 +137,19 @@ impl Server {
         self.addr.port()
     }
 
+    /// The metrics endpoint's address, from the ready line's `metrics=` (`None` without
+    /// `--metrics-listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let ready = self.wait_log(START, |l| l.contains("nullq serve ready"))?;
+        ready
+            .split("metrics=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
