@@ -5,6 +5,7 @@ mod forward_cases;
 mod inject;
 mod install;
 mod postfix;
+mod predate_cases;
 mod programs;
 mod qmqpc;
 mod qmqpc_cases;
