@@ -4,6 +4,7 @@ mod fallback;
 mod forward_cases;
 mod inject;
 mod install;
+mod maildir_cases;
 mod postfix;
 mod predate_cases;
 mod programs;
