@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::clock;
+use crate::errstr::Qmail;
 
 const EXIT_PERM: i32 = 100;
 const EXIT_TEMP: i32 = 111;
@@ -29,25 +30,34 @@ const WATCH_INTERVAL_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
 /// maildirwatch shows this many bytes of subject and body.
 const WATCH_TEXT: usize = 158;
 
-/// `maildirmake DIR`: create DIR and DIR/tmp, DIR/new, DIR/cur, mode 700.
+/// `maildirmake DIR`: create DIR and DIR/tmp, DIR/new, DIR/cur, mode 700 whatever the umask
+/// (qmail sets umask 077 first); fails if DIR exists.
 pub fn maildirmake(args: &[OsString]) -> i32 {
     let Some(dir) = args.get(1) else {
         eprintln!("maildirmake: usage: maildirmake name");
         return EXIT_PERM;
     };
-    let dir = Path::new(dir);
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let mut builder = DirBuilder::new();
     builder.mode(0o700);
-    for path in [
-        dir.to_path_buf(),
-        dir.join("tmp"),
-        dir.join("new"),
-        dir.join("cur"),
-    ] {
-        if let Err(e) = builder.create(&path) {
+    let show = Path::new(dir).display();
+    if let Err(e) = builder.create(dir) {
+        eprintln!("maildirmake: fatal: unable to mkdir {show}: {}", Qmail(&e));
+        return EXIT_TEMP;
+    }
+    // From inside, as qmail does: `DIR/tmp` may be longer than a path may be.
+    if let Err(e) = std::env::set_current_dir(dir) {
+        eprintln!(
+            "maildirmake: fatal: unable to chdir to {show}: {}",
+            Qmail(&e)
+        );
+        return EXIT_TEMP;
+    }
+    for sub in ["tmp", "new", "cur"] {
+        if let Err(e) = builder.create(sub) {
             eprintln!(
-                "maildirmake: fatal: unable to mkdir {}: {e}",
-                path.display()
+                "maildirmake: fatal: unable to mkdir {show}/{sub}: {}",
+                Qmail(&e)
             );
             return EXIT_TEMP;
         }
@@ -62,22 +72,22 @@ struct Found {
     mtime: i64,
 }
 
-/// `$MAILDIR`, or an error message.
-fn maildir_from_env() -> Result<PathBuf, String> {
+/// maildir.c's maildir_chdir: make `$MAILDIR` the working directory, so that its subdirectories,
+/// and a relative `$MAIL` or `$MAILTMP`, are found from there as in qmail.
+fn maildir_chdir() -> Result<(), String> {
     let dir = std::env::var_os("MAILDIR").ok_or("MAILDIR not set")?;
-    let dir = PathBuf::from(dir);
-    if !dir.is_dir() {
-        return Err(format!(
-            "unable to chdir to {}: not a directory",
-            dir.display()
-        ));
-    }
-    Ok(dir)
+    std::env::set_current_dir(&dir).map_err(|e| {
+        format!(
+            "unable to chdir to {}: {}",
+            Path::new(&dir).display(),
+            Qmail(&e)
+        )
+    })
 }
 
 /// maildir.c's maildir_clean: remove stale files from tmp/.
-fn clean_tmp(maildir: &Path) {
-    let Ok(entries) = fs::read_dir(maildir.join("tmp")) else {
+fn clean_tmp() {
+    let Ok(entries) = fs::read_dir("tmp") else {
         return;
     };
     let now = clock::now();
@@ -85,9 +95,10 @@ fn clean_tmp(maildir: &Path) {
         if dotfile(&entry.file_name()) {
             continue;
         }
-        if let Ok(meta) = fs::metadata(entry.path()) {
+        let path = Path::new("tmp").join(entry.file_name());
+        if let Ok(meta) = fs::metadata(&path) {
             if now > meta.atime() + TMP_STALE_SECS {
-                let _ = fs::remove_file(entry.path());
+                let _ = fs::remove_file(&path);
             }
         }
     }
@@ -99,24 +110,25 @@ fn dotfile(name: &std::ffi::OsStr) -> bool {
     name.as_bytes().first() == Some(&b'.')
 }
 
-/// maildir.c's maildir_scan: messages in new/ (and cur/), oldest first, skipping those of this
-/// very second ("don't want to mix up the order").
-fn scan(maildir: &Path, subdirs: &[&str]) -> Result<Vec<Found>, String> {
+/// maildir.c's maildir_scan, in the maildir: messages in new/ (and cur/), named `new/NAME`,
+/// oldest first, skipping those of this very second ("don't want to mix up the order").
+fn scan(subdirs: &[&str]) -> Result<Vec<Found>, String> {
     let now = clock::now();
     let mut found = Vec::new();
     for sub in subdirs {
-        let dir = maildir.join(sub);
-        let entries =
-            fs::read_dir(&dir).map_err(|e| format!("unable to scan $MAILDIR/{sub}: {e}"))?;
+        let entries = fs::read_dir(sub)
+            .map_err(|e| format!("unable to scan $MAILDIR/{sub}: {}", Qmail(&e)))?;
         for entry in entries {
-            let entry = entry.map_err(|e| format!("unable to read $MAILDIR/{sub}: {e}"))?;
+            let entry =
+                entry.map_err(|e| format!("unable to read $MAILDIR/{sub}: {}", Qmail(&e)))?;
             if dotfile(&entry.file_name()) {
                 continue;
             }
-            if let Ok(meta) = fs::metadata(entry.path()) {
+            let path = Path::new(sub).join(entry.file_name());
+            if let Ok(meta) = fs::metadata(&path) {
                 if meta.mtime() < now {
                     found.push(Found {
-                        path: entry.path(),
+                        path,
                         mtime: meta.mtime(),
                     });
                 }
@@ -129,6 +141,7 @@ fn scan(maildir: &Path, subdirs: &[&str]) -> Result<Vec<Found>, String> {
 
 /// `maildir2mbox`: move the messages of `$MAILDIR` into the mbox `$MAIL`, through `$MAILTMP`.
 pub fn maildir2mbox(_args: &[OsString]) -> i32 {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     match convert() {
         Ok(()) => 0,
         Err(why) => {
@@ -141,9 +154,9 @@ pub fn maildir2mbox(_args: &[OsString]) -> i32 {
 fn convert() -> Result<(), String> {
     let mbox = PathBuf::from(std::env::var_os("MAIL").ok_or("MAIL not set")?);
     let mboxtmp = PathBuf::from(std::env::var_os("MAILTMP").ok_or("MAILTMP not set")?);
-    let maildir = maildir_from_env()?;
-    clean_tmp(&maildir);
-    let messages = scan(&maildir, &["new", "cur"])?;
+    maildir_chdir()?;
+    clean_tmp();
+    let messages = scan(&["new", "cur"])?;
     if messages.is_empty() {
         return Ok(()); // nothing new
     }
@@ -155,40 +168,70 @@ fn convert() -> Result<(), String> {
         .create(true)
         .mode(0o600)
         .open(&mbox)
-        .map_err(|e| format!("unable to lock {mshow}: {e}"))?;
-    lock_exclusive(&lock).map_err(|e| format!("unable to lock {mshow}: {e}"))?;
-    let mut old = File::open(&mbox).map_err(|e| format!("unable to read {mshow}: {e}"))?;
+        .map_err(|e| format!("unable to lock {mshow}: {}", Qmail(&e)))?;
+    lock_exclusive(&lock).map_err(|e| format!("unable to lock {mshow}: {}", Qmail(&e)))?;
+    let mut old =
+        File::open(&mbox).map_err(|e| format!("unable to read {mshow}: {}", Qmail(&e)))?;
     let new = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(0o644)
         .open(&mboxtmp)
-        .map_err(|e| format!("unable to create {tshow}: {e}"))?;
+        .map_err(|e| format!("unable to create {tshow}: {}", Qmail(&e)))?;
     let mut out = BufWriter::new(new);
-    let werr = |e: io::Error| format!("unable to write to {tshow}: {e}");
-    io::copy(&mut old, &mut out)
-        .map_err(|e| format!("unable to read {mshow} or write {tshow}: {e}"))?;
+    let werr = |e: io::Error| format!("unable to write to {tshow}: {}", Qmail(&e));
+    let rerr = |path: &Path, e: io::Error| {
+        format!("unable to read $MAILDIR/{}: {}", path.display(), Qmail(&e))
+    };
+    copy(&mut old, &mut out).map_err(|e| match e {
+        Failed::Read(e) => format!("unable to read {mshow}: {}", Qmail(&e)),
+        Failed::Write(e) => werr(e),
+    })?;
     for m in &messages {
-        let file =
-            File::open(&m.path).map_err(|e| format!("unable to read {}: {e}", m.path.display()))?;
-        append_message(&mut BufReader::new(file), m.mtime, &mut out)
-            .map_err(|e| format!("unable to copy {} to {tshow}: {e}", m.path.display()))?;
+        let file = File::open(&m.path).map_err(|e| rerr(&m.path, e))?;
+        append_message(&mut BufReader::new(file), m.mtime, &mut out).map_err(|e| match e {
+            Failed::Read(e) => rerr(&m.path, e),
+            Failed::Write(e) => werr(e),
+        })?;
     }
     let new = out.into_inner().map_err(|e| werr(e.into_error()))?;
     new.sync_all().map_err(werr)?;
     drop(new);
-    fs::rename(&mboxtmp, &mbox).map_err(|e| format!("unable to move {tshow} to {mshow}: {e}"))?;
+    fs::rename(&mboxtmp, &mbox)
+        .map_err(|e| format!("unable to move {tshow} to {mshow}: {}", Qmail(&e)))?;
     for m in &messages {
         if let Err(e) = fs::remove_file(&m.path) {
             eprintln!(
-                "maildir2mbox: warning: {} will be delivered twice; unable to unlink: {e}",
-                m.path.display()
+                "maildir2mbox: warning: $MAILDIR/{} will be delivered twice; unable to unlink: {}",
+                m.path.display(),
+                Qmail(&e)
             );
         }
     }
     drop(lock);
     Ok(())
+}
+
+/// Which side of a copy failed: qmail names the file read or the file written.
+#[derive(Debug)]
+enum Failed {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copy all of `input` to `out`, telling a read error from a write error.
+fn copy(input: &mut impl io::Read, out: &mut impl Write) -> Result<(), Failed> {
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Failed::Read(e)),
+        };
+        out.write_all(&buf[..n]).map_err(Failed::Write)?;
+    }
 }
 
 fn lock_exclusive(file: &File) -> io::Result<()> {
@@ -237,23 +280,31 @@ pub fn from_line(first: &[u8], mtime: i64) -> Vec<u8> {
 
 /// Append one message in mbox form: `From_` line, lines quoted with `>` where needed, a final
 /// newline if the message lacked one, then the blank separator line.
-fn append_message(input: &mut impl BufRead, mtime: i64, out: &mut impl Write) -> io::Result<()> {
+///
+/// qmail's maildir2mbox drops a last line that has no newline (the whole message, when its
+/// first line has none); nullq keeps it and ends it with one (maildir2mbox(1)).
+fn append_message(
+    input: &mut impl BufRead,
+    mtime: i64,
+    out: &mut impl Write,
+) -> Result<(), Failed> {
     let mut line = Vec::new();
-    input.read_until(b'\n', &mut line)?;
-    out.write_all(&from_line(&line, mtime))?;
+    input.read_until(b'\n', &mut line).map_err(Failed::Read)?;
+    out.write_all(&from_line(&line, mtime))
+        .map_err(Failed::Write)?;
     while !line.is_empty() {
         if needs_quoting(&line) {
-            out.write_all(b">")?;
+            out.write_all(b">").map_err(Failed::Write)?;
         }
-        out.write_all(&line)?;
+        out.write_all(&line).map_err(Failed::Write)?;
         if !line.ends_with(b"\n") {
-            out.write_all(b"\n")?;
+            out.write_all(b"\n").map_err(Failed::Write)?;
             break;
         }
         line.clear();
-        input.read_until(b'\n', &mut line)?;
+        input.read_until(b'\n', &mut line).map_err(Failed::Read)?;
     }
-    out.write_all(b"\n")
+    out.write_all(b"\n").map_err(Failed::Write)
 }
 
 /// `maildirwatch [-1]`: show a summary of the new messages in `$MAILDIR` (who from, to whom,
@@ -267,16 +318,13 @@ pub fn maildirwatch(args: &[OsString]) -> i32 {
         .and_then(|v| v.parse::<u64>().ok())
         .map(|v| v.clamp(*WATCH_INTERVAL_RANGE.start(), *WATCH_INTERVAL_RANGE.end()))
         .unwrap_or(WATCH_INTERVAL);
-    let maildir = match maildir_from_env() {
-        Ok(dir) => dir,
-        Err(why) => {
-            eprintln!("maildirwatch: fatal: {why}");
-            return EXIT_TEMP;
-        }
-    };
+    if let Err(why) = maildir_chdir() {
+        eprintln!("maildirwatch: fatal: {why}");
+        return EXIT_TEMP;
+    }
     loop {
-        clean_tmp(&maildir);
-        let messages = match scan(&maildir, &["new"]) {
+        clean_tmp();
+        let messages = match scan(&["new"]) {
             Ok(messages) => messages,
             Err(why) => {
                 eprintln!("maildirwatch: fatal: {why}");
@@ -446,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn mbox_form_of_a_message() -> io::Result<()> {
+    fn mbox_form_of_a_message() -> Result<(), Failed> {
         let mut out = Vec::new();
         append_message(
             &mut &b"Return-Path: <a@b>\nSubject: x\n\nFrom here\n>From there\nend"[..],

@@ -7,16 +7,20 @@
 //! `mailsubj` runs qmail-inject) nullq calls that program's code, in this process or by running
 //! its own binary under the other name, never a fixed path under /var/qmail.
 
+use std::ffi::OsStr;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, Stdio};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 
 use nullq_proto::envelope::Envelope;
 
 use crate::clock;
+use crate::errstr::Qmail;
 use crate::qmqpc;
 
 /// Exit codes of these programs: qmail-inject's convention.
@@ -38,9 +42,10 @@ pub fn predate(args: &[OsString]) -> i32 {
         eprintln!("predate: usage: predate child");
         return EXIT_PERM;
     };
+    let rest = &args[2..];
     let mut command = Command::new(child);
-    command.args(&args[2..]);
-    run_with_date(command, &child.to_string_lossy(), "predate")
+    command.args(rest);
+    run_with_date(command, Some((child, rest)), "predate")
 }
 
 /// `datemail [SENDMAIL ARGS]`: `predate sendmail ARGS`, for mail programs that write no Date
@@ -49,22 +54,63 @@ pub fn datemail(args: &[OsString]) -> i32 {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
-            eprintln!("datemail: fatal: unable to find the nullq binary: {e}");
+            eprintln!(
+                "datemail: fatal: unable to find the nullq binary: {}",
+                Qmail(&e)
+            );
             return EXIT_TEMP;
         }
     };
     let mut command = Command::new(exe);
     command.arg0("sendmail").args(args.get(1..).unwrap_or(&[]));
-    run_with_date(command, "sendmail", "datemail")
+    run_with_date(command, None, "datemail")
+}
+
+/// Where execvp(3) finds `name`: itself if it has a slash, else the first executable file of
+/// that name in `$PATH` (glibc's default path when unset).
+fn find_in_path(name: &OsStr) -> Option<PathBuf> {
+    if name.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(name));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Start `command`, or, when the kernel cannot execute the file (no `#!` line) and `program` is
+/// given, run it with `/bin/sh` as qmail's execvp does.
+fn spawn(command: &mut Command, program: Option<(&OsString, &[OsString])>) -> io::Result<Child> {
+    match command.spawn() {
+        Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
+            let Some(script) = program.and_then(|(name, _)| find_in_path(name)) else {
+                return Err(e);
+            };
+            let args = program.map(|(_, rest)| rest).unwrap_or(&[]);
+            Command::new("/bin/sh")
+                .arg(script)
+                .args(args)
+                .stdin(Stdio::piped())
+                .spawn()
+        }
+        other => other,
+    }
 }
 
 /// Run `command` with `Date: ...\n` + our stdin on its stdin; its exit code, or 111 if it
-/// could not run or crashed (the one exit-code mapping of predate and datemail).
-fn run_with_date(mut command: Command, child_name: &str, me: &str) -> i32 {
-    let mut child = match command.stdin(Stdio::piped()).spawn() {
+/// could not run or crashed (the one exit-code mapping of predate and datemail). `program` is
+/// the child's name and arguments as given, for the `/bin/sh` fallback of [`spawn`].
+fn run_with_date(mut command: Command, program: Option<(&OsString, &[OsString])>, me: &str) -> i32 {
+    let child_name = program.map_or_else(
+        || "sendmail".to_owned(),
+        |(name, _)| name.to_string_lossy().into_owned(),
+    );
+    let mut child = match spawn(command.stdin(Stdio::piped()), program) {
         Ok(child) => child,
         Err(e) => {
-            eprintln!("{me}: fatal: unable to run {child_name}: {e}");
+            eprintln!("{me}: fatal: unable to run {child_name}: {}", Qmail(&e));
             return EXIT_TEMP;
         }
     };
@@ -79,13 +125,12 @@ fn run_with_date(mut command: Command, child_name: &str, me: &str) -> i32 {
         Ok(status) => match status.code() {
             Some(code) => code,
             None => {
-                let signal = status.signal().unwrap_or(0);
-                eprintln!("{me}: fatal: child crashed (signal {signal})");
+                eprintln!("{me}: fatal: child crashed");
                 EXIT_TEMP
             }
         },
         Err(e) => {
-            eprintln!("{me}: fatal: wait failed: {e}");
+            eprintln!("{me}: fatal: wait failed: {}", Qmail(&e));
             EXIT_TEMP
         }
     }
