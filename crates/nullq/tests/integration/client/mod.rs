@@ -4,6 +4,7 @@ mod fallback;
 mod forward_cases;
 mod inject;
 mod install;
+mod mailname;
 mod postfix;
 mod programs;
 mod qmqpc;

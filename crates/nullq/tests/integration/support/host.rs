@@ -265,3 +265,42 @@ pub fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
         )
     }
 }
+
+/// Program `name` of `host` in a mount namespace of its own, where each `(target, source)` of
+/// `binds` has `source` bind-mounted over the system path `target` (`/etc/mailname`,
+/// `/dev/log`): the program sees the test's file at the real path, and nothing outside the
+/// namespace changes. A target that does not exist is made in an overlay of its folder whose
+/// upper layer lies in the host's temporary directory. Needs root (`unshare -m`).
+pub fn in_namespace(host: &Host, name: &str, binds: &[(&str, &Path)]) -> Command {
+    super::require_root("a mount namespace");
+    const SCRIPT: &str = r#"set -e
+while [ "$1" != -- ]; do
+    target=$1 source=$2
+    shift 2
+    if [ ! -e "$target" ]; then
+        layer=$(mktemp -d)
+        mkdir "$layer/upper" "$layer/work"
+        parent=$(dirname "$target")
+        mount -t overlay overlay -o "lowerdir=$parent,upperdir=$layer/upper,workdir=$layer/work" "$parent"
+        : > "$target"
+    fi
+    mount --bind "$source" "$target"
+done
+shift
+exec "$@""#;
+    let template = host.cmd(name);
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", SCRIPT, "sh"]);
+    for (target, source) in binds {
+        cmd.arg(target).arg(source);
+    }
+    cmd.arg("--").arg(template.get_program());
+    cmd.env_clear();
+    for (k, v) in template.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.current_dir(host.dir.path());
+    cmd
+}
