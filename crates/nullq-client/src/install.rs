@@ -3,7 +3,8 @@
 //!
 //! This module owns the installed layout (mini-qmail's, from the seed):
 //! - `ROOT/var/qmail/bin/NAME` → the nullq binary, for every program name of the client;
-//! - `ROOT/var/qmail/control/me` (the host's name) when absent, `qmqpservers` from `--server`,
+//! - `ROOT/var/qmail/control/me` (the host's name) when absent and `/etc/mailname` names no
+//!   host (that file is then me's default), `qmqpservers` from `--server`,
 //!   `fallbackqueue` from `--fallback` (and that queue's directories, with the modes of
 //!   [`crate::fallback::LAYOUT`]: an older layout's modes are fixed);
 //! - the man pages under `ROOT/usr/share/man/man1` and `man8`;
@@ -380,8 +381,15 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
     }
 
     let me_path = control.join("me");
+    // Debian's /etc/mailname is me's default (nullq_config::control::ControlDir::me): a host
+    // that has one keeps it the one place its name is set.
+    let mailname = nullq_config::control::read_first_line(&under(nullq_config::control::MAILNAME))
+        .ok()
+        .flatten()
+        .filter(|name| !name.trim_ascii().is_empty());
     match (&opts.me, me_path.exists()) {
         (Some(me), _) => inst.file(&me_path, &format!("{me}\n"), 0o644),
+        (None, false) if mailname.is_some() => {}
         (None, false) => match hostname() {
             Some(me) => inst.file(&me_path, &format!("{me}\n"), 0o644),
             None => {
