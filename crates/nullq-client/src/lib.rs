@@ -17,6 +17,7 @@ pub mod sendmail;
 pub mod showctl;
 pub mod smtp_stdio;
 pub mod startfds;
+pub mod syslog;
 
 use std::ffi::OsString;
 

@@ -10,4 +10,5 @@ mod programs;
 mod qmqpc;
 mod qmqpc_cases;
 mod sendmail;
+mod syslog;
 mod to_server;

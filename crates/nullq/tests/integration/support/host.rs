@@ -219,8 +219,17 @@ pub fn run_queue(
     envelope: &[u8],
     limit: Duration,
 ) -> (i32, String) {
+    run_queue_cmd(host.cmd(name), message, envelope, limit)
+}
+
+/// [`run_queue`] for any command (a program in a namespace of its own, say).
+pub fn run_queue_cmd(
+    mut cmd: Command,
+    message: &[u8],
+    envelope: &[u8],
+    limit: Duration,
+) -> (i32, String) {
     let (env_read, env_write) = pipe();
-    let mut cmd = host.cmd(name);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::from(env_read))
         .stderr(Stdio::piped());
