@@ -95,6 +95,27 @@ pub const MAN_PAGES: &[ManPage] = &[
 const USAGE: &str =
     "nullq install: usage: nullq install [--root DIR] [--server ADDR]... [--me NAME] [--fallback DIR] [--dry-run]";
 
+/// `nullq install --help`.
+const HELP: &str = "\
+Lay out a mini-qmail host that runs on the nullq binary: /var/qmail/bin links for every
+program name, control/me, control/qmqpservers, control/fallbackqueue, the man pages, and
+/usr/sbin/sendmail, /usr/lib/sendmail. Every change is printed; a second run changes nothing.
+
+Usage: nullq install [--root DIR] [--server ADDR]... [--me NAME] [--fallback DIR] [--dry-run]
+
+Options:
+  --root DIR      install under DIR, as DESTDIR (links name the installed paths) [default: /]
+  --server ADDR   a QMQP server for control/qmqpservers (IPv4, [IPv6] or host name, with an
+                  optional :PORT); repeat for more, in order
+  --me NAME       this host's name for control/me [default: the host name, when control/me
+                  is absent and /etc/mailname names no host]
+  --fallback DIR  control/fallbackqueue, and the queue's directories
+  -n, --dry-run   print what would change, change nothing
+  -h, --help      print this help
+
+Exit status: 0 everything is in place, 100 usage error, 111 some step failed. See
+nullq-install(8).";
+
 /// The parsed command line.
 #[derive(Debug, Default)]
 struct Options {
@@ -103,6 +124,7 @@ struct Options {
     me: Option<String>,
     fallback: Option<String>,
     dry_run: bool,
+    help: bool,
 }
 
 /// Why install stops; mapped to an exit code in [`main`] only.
@@ -154,6 +176,7 @@ fn parse(args: &[OsString]) -> Result<Options, Failure> {
             Some("--me") => opts.me = Some(value("--me", &mut words)?),
             Some("--fallback") => opts.fallback = Some(value("--fallback", &mut words)?),
             Some("--dry-run" | "-n") => opts.dry_run = true,
+            Some("--help" | "-h") => opts.help = true,
             _ => {
                 return Err(Failure::Usage(format!(
                     "unknown argument {}",
@@ -358,6 +381,10 @@ impl Installer {
 
 fn run(args: &[OsString]) -> Result<(), Failure> {
     let opts = parse(args)?;
+    if opts.help {
+        let _ = writeln!(io::stdout(), "{HELP}");
+        return Ok(());
+    }
     let exe = std::env::current_exe()
         .and_then(|p| p.canonicalize())
         .map_err(|e| Failure::Usage(format!("unable to find the nullq binary: {e}")))?;

@@ -563,6 +563,20 @@ fn fail(control: &ControlDir, code: QueueExit, why: &str) -> QueueExit {
     code
 }
 
+/// `nullq flush --help`.
+const FLUSH_HELP: &str = "\
+Send what waits in the fallback queue (control/fallbackqueue) to the QMQP servers.
+
+Usage: nullq flush [-v]
+
+Options:
+  -v          say what was done (sent, failed, waiting, busy, skipped) on stderr
+  -h, --help  print this help
+
+Exit status: 0 the queue is empty (or there is none), 100 a message was refused permanently
+(moved to failed/), 111 messages still wait (no server took them), 55 the control files are
+unreadable. Each message sent or given up is logged to syslog. See nullq-flush(8).";
+
 /// `qmail-qmqpc` / `qmail-queue`: message on fd 0, envelope on fd 1; exit with qmail-queue's codes.
 pub fn main(_args: &[OsString]) -> i32 {
     match run_main() {
@@ -703,6 +717,10 @@ pub fn flush(args: &[OsString]) -> i32 {
     for arg in args.iter().skip(1) {
         match arg.to_str() {
             Some("-v") => verbose = true,
+            Some("-h" | "--help") => {
+                let _ = writeln!(io::stdout(), "{FLUSH_HELP}");
+                return 0;
+            }
             _ => {
                 eprintln!("nullq flush: usage: nullq flush [-v]");
                 return 100;

@@ -2,6 +2,7 @@
 
 mod fallback;
 mod forward_cases;
+mod help;
 mod inject;
 mod install;
 mod mailname;
