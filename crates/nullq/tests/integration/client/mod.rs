@@ -6,6 +6,7 @@ mod help;
 mod inject;
 mod install;
 mod mailname;
+mod man;
 mod postfix;
 mod programs;
 mod qmqpc;
