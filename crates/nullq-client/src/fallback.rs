@@ -473,7 +473,20 @@ impl FallbackQueue {
             len: header.message_len,
         };
         let step = match qmqpc::send(config, &mut spooled, &envelope) {
-            Ok(_) => {
+            Ok(accepted) => {
+                crate::syslog::log(
+                    config.syslog,
+                    crate::syslog::Severity::Info,
+                    &format!(
+                        "sent from the fallback queue {} ({id}) to {} answer K{}: from=<{}> rcpts={} size={}",
+                        self.dir.display(),
+                        accepted.server,
+                        accepted.text,
+                        String::from_utf8_lossy(&envelope.sender),
+                        envelope.recipients.len(),
+                        header.message_len
+                    ),
+                );
                 let removed = fs::remove_file(&path)
                     .and_then(|()| nullq_fs::sync_dir(&self.sub("new")).map_err(io::Error::from));
                 if let Err(e) = removed {
@@ -486,6 +499,14 @@ impl FallbackQueue {
             }
             Err(err) if err.exit.is_permanent() || err.exit == QueueExit::PermanentRefusal => {
                 let why = format!("refused permanently: {}", err.log.join("; "));
+                crate::syslog::log(
+                    config.syslog,
+                    crate::syslog::Severity::Err,
+                    &format!(
+                        "failed in the fallback queue {} ({id}), moved to failed/: {why}",
+                        self.dir.display()
+                    ),
+                );
                 self.give_up(id, &why, report);
                 Step::Failed
             }

@@ -18,8 +18,23 @@ pub mod sendmail;
 pub mod showctl;
 pub mod smtp_stdio;
 pub mod startfds;
+pub mod syslog;
 
 use std::ffi::OsString;
+
+/// The subcommands of `nullq` that are client programs (dispatched before the server's CLI),
+/// with the line `nullq --help` shows for each; `nullq help NAME` and `nullq NAME --help` print
+/// each one's own help.
+pub const SUBCOMMANDS: &[(&str, &str)] = &[
+    (
+        "install",
+        "Lay out a mini-qmail host: /var/qmail/bin links, control files, man pages",
+    ),
+    (
+        "flush",
+        "Send what waits in the client's fallback queue to the QMQP servers",
+    ),
+];
 
 /// The entry point of one client program: its whole argv (argv\[0\] included), returns the exit code.
 pub type Program = fn(&[OsString]) -> i32;

@@ -29,6 +29,7 @@ use nullq_proto::exit::QueueExit;
 use nullq_proto::qmqp::{request_frame, Response, Status, MAX_RESPONSE};
 
 use crate::fallback::{FallbackQueue, FlushLimit};
+use crate::syslog::{self, Severity};
 
 /// qmail-qmqpc's connect timeout, used when `control/timeoutconnect` is absent.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +55,8 @@ pub struct Config {
     pub fallback: Option<FallbackQueue>,
     /// Lines of `qmqpservers` that could not be read, with the reason (reported, then skipped).
     pub bad_lines: Vec<String>,
+    /// Whether each message's fate goes to syslog ([`crate::syslog`], `control/syslog`).
+    pub syslog: bool,
 }
 
 impl Config {
@@ -92,6 +95,7 @@ impl Config {
             remote_timeout,
             fallback,
             bad_lines,
+            syslog: syslog::enabled(control),
         })
     }
 }
@@ -450,10 +454,7 @@ pub fn queue_file(message: &mut File, len: u64, envelope: &Envelope) -> Result<(
     let control = ControlDir::from_env();
     let config = match Config::load(&control) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("qmail-qmqpc: {e}");
-            return Err(QueueExit::ConfigError);
-        }
+        Err(e) => return Err(fail(&control, QueueExit::ConfigError, &e)),
     };
     queue_with(
         &config,
@@ -472,12 +473,28 @@ pub fn queue_with(
     message: &mut Spooled<'_>,
     envelope: &Envelope,
 ) -> Result<(), QueueExit> {
+    let about = describe(envelope, message.len);
     if envelope.recipients.is_empty() {
         // qmail-queue queues such a message and qmail-send drops it; QMQP cannot carry it at all.
+        syslog::log(
+            config.syslog,
+            Severity::Info,
+            &format!("dropped: no recipient, nothing to send: {about}"),
+        );
         return Ok(());
     }
     match deliver(config, message, envelope) {
-        Ok(Delivered::Sent(_)) => Ok(()),
+        Ok(Delivered::Sent(accepted)) => {
+            syslog::log(
+                config.syslog,
+                Severity::Info,
+                &format!(
+                    "sent to {} answer K{}: {about}",
+                    accepted.server, accepted.text
+                ),
+            );
+            Ok(())
+        }
         Ok(Delivered::Deferred { id, log }) => {
             // The one line a person sees: the mail is safe but not yet sent, and why.
             let why = log
@@ -485,16 +502,80 @@ pub fn queue_with(
                 .map(String::as_str)
                 .unwrap_or("no server answered");
             eprintln!("qmail-qmqpc: deferred: no QMQP server took the message ({why}); kept in the fallback queue as {id}, `nullq flush` sends it");
+            let dir = config
+                .fallback
+                .as_ref()
+                .map(|q| q.dir().display().to_string())
+                .unwrap_or_default();
+            syslog::log(
+                config.syslog,
+                Severity::Info,
+                &format!("queued in the fallback queue {dir} as {id} ({why}): {about}"),
+            );
             Ok(())
         }
         Err(err) => {
             for line in &err.log {
                 eprintln!("qmail-qmqpc: {line}");
             }
+            syslog::log(
+                config.syslog,
+                Severity::Err,
+                &format!(
+                    "failed (exit {}): {}: {about}",
+                    program_exit(err.exit),
+                    err.log.join("; ")
+                ),
+            );
             Err(err.exit)
         }
     }
 }
+
+/// The message in a log line: `from=<SENDER> rcpts=N size=BYTES`.
+fn describe(envelope: &Envelope, len: u64) -> String {
+    format!(
+        "from=<{}> rcpts={} size={len}",
+        String::from_utf8_lossy(&envelope.sender),
+        envelope.recipients.len()
+    )
+}
+
+/// The exit code the running program turns a queue failure into: qmail-qmqpc's own, or
+/// qmail-inject's 100/111 for every program that queues in this process.
+fn program_exit(code: QueueExit) -> i32 {
+    match syslog::program_name().as_str() {
+        "qmail-qmqpc" | "qmail-queue" => i32::from(code.code()),
+        _ if code.is_permanent() => 100,
+        _ => 111,
+    }
+}
+
+/// Report a failure that came before any server was tried: on stderr, and as the message's
+/// syslog line (the control files may be what is wrong, so `control/syslog` is read alone).
+fn fail(control: &ControlDir, code: QueueExit, why: &str) -> QueueExit {
+    eprintln!("qmail-qmqpc: {why}");
+    syslog::log(
+        syslog::enabled(control),
+        Severity::Err,
+        &format!("failed (exit {}): {why}", program_exit(code)),
+    );
+    code
+}
+
+/// `nullq flush --help`.
+const FLUSH_HELP: &str = "\
+Send what waits in the fallback queue (control/fallbackqueue) to the QMQP servers.
+
+Usage: nullq flush [-v]
+
+Options:
+  -v          say what was done (sent, failed, waiting, busy, skipped) on stderr
+  -h, --help  print this help
+
+Exit status: 0 the queue is empty (or there is none), 100 a message was refused permanently
+(moved to failed/), 111 messages still wait (no server took them), 55 the control files are
+unreadable. Each message sent or given up is logged to syslog. See nullq-flush(8).";
 
 /// `qmail-qmqpc` / `qmail-queue`: message on fd 0, envelope on fd 1; exit with qmail-queue's codes.
 pub fn main(_args: &[OsString]) -> i32 {
@@ -507,39 +588,39 @@ pub fn main(_args: &[OsString]) -> i32 {
 fn run_main() -> Result<(), QueueExit> {
     let control = ControlDir::from_env();
     if !control.home().is_dir() {
-        eprintln!(
-            "qmail-qmqpc: unable to use the qmail home directory {}",
+        let why = format!(
+            "unable to use the qmail home directory {}",
             control.home().display()
         );
-        return Err(QueueExit::HomeDir);
+        return Err(fail(&control, QueueExit::HomeDir, &why));
     }
     // qmail-qmqpc reads qmqpservers before the message: a host with no servers fails fast.
     let config = match Config::load(&control) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("qmail-qmqpc: {e}");
-            return Err(QueueExit::ConfigError);
-        }
+        Err(e) => return Err(fail(&control, QueueExit::ConfigError, &e)),
     };
     if config.servers.is_empty() {
-        eprintln!(
-            "qmail-qmqpc: {} names no server",
-            control.path("qmqpservers").display()
-        );
-        return Err(QueueExit::ConfigError);
+        let why = format!("{} names no server", control.path("qmqpservers").display());
+        return Err(fail(&control, QueueExit::ConfigError, &why));
     }
     // The message first, to its end: the writer may fill the fd 0 pipe before writing fd 1.
     // A descriptor closed at start is unreadable, as for qmail-qmqpc (54), not the /dev/null
     // Rust's runtime opened in its place.
     if crate::startfds::closed_at_start(0) {
-        eprintln!("qmail-qmqpc: unable to read the message: descriptor 0 is closed");
-        return Err(QueueExit::ReadError);
+        let why = "unable to read the message: descriptor 0 is closed";
+        return Err(fail(&control, QueueExit::ReadError, why));
     }
     let (mut file, offset, len) = spool_stdin().map_err(|e| {
-        eprintln!("qmail-qmqpc: unable to read the message: {e}");
-        QueueExit::ReadError
+        let why = format!("unable to read the message: {e}");
+        fail(&control, QueueExit::ReadError, &why)
     })?;
-    let envelope = read_envelope()?;
+    let envelope = read_envelope().inspect_err(|code| {
+        syslog::log(
+            config.syslog,
+            Severity::Err,
+            &format!("failed (exit {}): unable to read the envelope", code.code()),
+        );
+    })?;
     queue_with(
         &config,
         &mut Spooled {
@@ -636,6 +717,10 @@ pub fn flush(args: &[OsString]) -> i32 {
     for arg in args.iter().skip(1) {
         match arg.to_str() {
             Some("-v") => verbose = true,
+            Some("-h" | "--help") => {
+                let _ = writeln!(io::stdout(), "{FLUSH_HELP}");
+                return 0;
+            }
             _ => {
                 eprintln!("nullq flush: usage: nullq flush [-v]");
                 return 100;

@@ -4,7 +4,9 @@
 //! flags onto qmail-inject's (`-t` → `-H`, else `-a`; `-f`/`-r` → `-f`; `-F` → `$MAILNAME`), accepts
 //! and ignores the flags that make no sense for a null client, and runs qmail-inject *in this
 //! process* (no fork, no exec; the environment changes go to qmail-inject's snapshot of it). `-bp` and the name `mailq` list the fallback queue; `-bs` speaks
-//! SMTP on stdin/stdout ([`crate::smtp_stdio`]); `newaliases` is refused, as in qmail.
+//! SMTP on stdin/stdout ([`crate::smtp_stdio`]); `newaliases` and `-bi` succeed and do nothing: a null
+//! client has no aliases, and Debian's maintainer scripts call newaliases (nullmailer and
+//! msmtp-mta make it the same silent no-op; qmail's refusal with 100 broke them).
 //!
 //! The flags are one table, [`FLAGS`]: letter, whether it takes an argument, what it does, and
 //! the text of the man page; the parser is qmail's getopt (`subgetopt.c`): options cluster
@@ -37,8 +39,8 @@ pub enum Action {
     Sender,
     /// `-F NAME`: the full name of a generated From field.
     FullName,
-    /// `-b MODE`: `-bm` send (the default), `-bp` list the queue, `-bs` SMTP; anything else is a
-    /// usage error.
+    /// `-b MODE`: `-bm` send (the default), `-bp` list the queue, `-bs` SMTP, `-bi` rebuild the
+    /// aliases (nothing to do); anything else is a usage error.
     Mode,
     /// `-E`, `-J` (Sony NEWS-OS): skip the rest of this word, an optional argument.
     SkipRest,
@@ -88,7 +90,7 @@ pub const FLAGS: &[Flag] = &[
         letter: b'b',
         takes_arg: true,
         action: Action::Mode,
-        doc: "-bm: send (default); -bp: list the fallback queue; -bs: SMTP on stdin/stdout",
+        doc: "-bm: send (default); -bp: list the fallback queue; -bs: SMTP on stdin/stdout; -bi: newaliases (nothing to do)",
     },
     Flag {
         letter: b'o',
@@ -167,6 +169,8 @@ pub enum Mode {
     ListQueue,
     /// Speak SMTP on stdin/stdout (`-bs`).
     Smtp,
+    /// Rebuild the alias database (`-bi`, or the name `newaliases`): there is none, so nothing.
+    NewAliases,
 }
 
 /// A parsed command line.
@@ -251,6 +255,10 @@ pub fn parse(argv: &[OsString]) -> Result<Invocation, UsageError> {
                         inv.mode = Mode::Smtp;
                         break 'words;
                     }
+                    Some(b'i') => {
+                        inv.mode = Mode::NewAliases;
+                        break 'words;
+                    }
                     _ => return Err(UsageError::BadMode(a)),
                 },
                 (Action::SkipRest, _) => pos = word.len(),
@@ -313,7 +321,6 @@ pub fn environment(inv: &Invocation) -> Vec<(&'static str, Option<OsString>)> {
 /// Why sendmail stops; the one place its exit codes are decided ([`exit_code`]).
 enum Failure {
     Usage(UsageError),
-    NewAliases,
     Home(String),
     Queue(String),
     /// qmail-inject's own exit code (it printed its message).
@@ -324,7 +331,7 @@ enum Failure {
 
 fn exit_code(f: &Failure) -> i32 {
     match f {
-        Failure::Usage(_) | Failure::NewAliases => 100,
+        Failure::Usage(_) => 100,
         Failure::Home(_) | Failure::Queue(_) | Failure::Smtp(_) => 111,
         Failure::Inject(code) => *code,
     }
@@ -349,9 +356,6 @@ pub fn main(args: &[OsString]) -> i32 {
                         UsageError::BadMode(_) => Ok(()),
                     };
                     let _ = writeln!(err, "{USAGE}");
-                }
-                Failure::NewAliases => {
-                    eprintln!("sendmail: fatal: please use fastforward/newaliases instead")
                 }
                 Failure::Home(why) | Failure::Queue(why) | Failure::Smtp(why) => {
                     eprintln!("sendmail: fatal: {why}")
@@ -383,9 +387,10 @@ fn run(args: &[OsString], name: &str) -> Result<(), Failure> {
         inv.mode = Mode::ListQueue;
     }
     if name == "newaliases" && inv.mode == Mode::Send {
-        return Err(Failure::NewAliases);
+        inv.mode = Mode::NewAliases;
     }
     match inv.mode {
+        Mode::NewAliases => Ok(()),
         Mode::ListQueue => list_queue(&control),
         Mode::Smtp => crate::smtp_stdio::serve_stdio().map_err(|e| Failure::Smtp(e.to_string())),
         Mode::Send => {
@@ -554,7 +559,7 @@ mod tests {
         assert_eq!(ok(&["-bs"]).mode, Mode::Smtp);
         // Like qmail, -bp and -bs act at once: what follows is not parsed.
         assert_eq!(ok(&["-bp", "-Q"]).mode, Mode::ListQueue);
-        assert_eq!(parse(&argv(&["-bi"])), Err(UsageError::BadMode("i".into())));
+        assert_eq!(ok(&["-bi"]).mode, Mode::NewAliases);
         assert_eq!(parse(&argv(&["-bd"])), Err(UsageError::BadMode("d".into())));
         assert_eq!(
             parse(&argv(&["-b"])),

@@ -19,7 +19,9 @@ use std::io::{self, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime};
 
-use nullq_config::control::{self, ControlDir, InjectControls, ServerAddr, Setting, Source};
+use nullq_config::control::{
+    self, ControlDir, InjectControls, MeSource, ServerAddr, Setting, Source, MAILNAME,
+};
 use nullq_mail::inject::{Injector, Settings};
 
 use crate::inject::{self, Env, InjectOptions};
@@ -205,9 +207,13 @@ pub fn report<W: Write>(opts: &InjectOptions, check: bool, out: &mut W) -> io::R
     let file = |name: &str| control.readline(name).ok().flatten();
 
     r.line("")?;
-    match &controls.me {
-        Some(me) => r.line(&format!("me: My name is {}.", safe(me)))?,
-        None => r.line("me: (Default.) My name is undefined! Uh-oh.")?,
+    match (&controls.me, controls.me_source) {
+        (Some(me), Some(MeSource::Mailname)) => r.line(&format!(
+            "me: (Default: {MAILNAME}.) My name is {}.",
+            safe(me)
+        ))?,
+        (Some(me), _) => r.line(&format!("me: My name is {}.", safe(me)))?,
+        (None, _) => r.line("me: (Default.) My name is undefined! Uh-oh.")?,
     }
     r.line("  The default of defaulthost, defaultdomain, plusdomain and idhost.")?;
     match &controls.me {
@@ -216,7 +222,9 @@ pub fn report<W: Write>(opts: &InjectOptions, check: bool, out: &mut W) -> io::R
                 r.warn(&format!("the me value `{}`: {p}", safe(me)))?;
             }
         }
-        None => r.warn("no control/me: the other files fall back to qmail's placeholder words")?,
+        None => r.warn(&format!(
+            "no control/me and no {MAILNAME}: the other files fall back to qmail's placeholder words"
+        ))?,
     }
     show_setting(
         &mut r,

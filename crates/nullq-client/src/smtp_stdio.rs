@@ -230,9 +230,11 @@ fn read_data(input: &mut impl BufRead, out: &mut impl Write) -> io::Result<bool>
 pub fn serve_stdio() -> io::Result<()> {
     let control = ControlDir::from_env();
     let hostname = control
-        .line("me")
+        .me()
         .ok()
         .flatten()
+        .map(|(me, _)| String::from_utf8_lossy(&me).trim().to_owned())
+        .filter(|me| !me.is_empty())
         .unwrap_or_else(|| "localhost".to_owned());
     let stdin = io::stdin();
     let mut input = stdin.lock();

@@ -12,6 +12,10 @@
 //! addresses like `jason@example.`); [`ControlDir::readfile`] is `control_readfile` (every
 //! non-empty, non-`#` line). [`ControlDir::inject_controls`] applies qmail-inject's defaults
 //! (`me`, then a built-in word) and environment overrides.
+//!
+//! One default is Debian's, not qmail's: when `control/me` does not exist, the first line of
+//! [`MAILNAME`] (`/etc/mailname`, the host's mail name that Debian's MTAs share) is `me`, so a
+//! host configured for Debian needs no `control/me` at all ([`ControlDir::me`]).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -21,6 +25,18 @@ use std::path::{Path, PathBuf};
 
 /// The qmail home directory of a stock mini-qmail installation.
 pub const DEFAULT_HOME: &str = "/var/qmail";
+
+/// Debian's mail name of the host: the default of `control/me` ([`ControlDir::me`]).
+pub const MAILNAME: &str = "/etc/mailname";
+
+/// Where `me` came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeSource {
+    /// `control/me`.
+    ControlFile,
+    /// [`MAILNAME`], since `control/me` does not exist.
+    Mailname,
+}
 
 /// A qmail home directory and its `control/` folder.
 #[derive(Debug, Clone)]
@@ -93,15 +109,43 @@ impl ControlDir {
         }))
     }
 
+    /// The host's name, `me`: qmail's `control_readline` of `control/me` when the file exists
+    /// (even empty, as in qmail), else the first line of [`MAILNAME`] with its blanks cut when
+    /// that holds a value; `None` when neither does.
+    pub fn me(&self) -> io::Result<Option<(Vec<u8>, MeSource)>> {
+        self.me_with(Path::new(MAILNAME))
+    }
+
+    fn me_with(&self, mailname: &Path) -> io::Result<Option<(Vec<u8>, MeSource)>> {
+        if let Some(me) = self.readline("me")? {
+            return Ok(Some((me, MeSource::ControlFile)));
+        }
+        let name = read_first_line(mailname)?.map(|line| line.trim_ascii().to_vec());
+        Ok(name
+            .filter(|n| !n.is_empty())
+            .map(|n| (n, MeSource::Mailname)))
+    }
+
     /// The values qmail-inject reads (`getcontrols` in qmail-inject.c), with `env` looking up
     /// environment variables (see [`process_env`]): each of defaultdomain, defaulthost,
     /// plusdomain and idhost is the environment override if set, else the control file's first
-    /// line, else `me`, else the file's own name (qmail's built-in default).
+    /// line, else `me` ([`ControlDir::me`]), else the file's own name (qmail's built-in default).
     pub fn inject_controls(
         &self,
         env: &dyn Fn(&str) -> Option<Vec<u8>>,
     ) -> io::Result<InjectControls> {
-        let me = self.readline("me")?;
+        self.inject_controls_with(env, Path::new(MAILNAME))
+    }
+
+    fn inject_controls_with(
+        &self,
+        env: &dyn Fn(&str) -> Option<Vec<u8>>,
+        mailname: &Path,
+    ) -> io::Result<InjectControls> {
+        let (me, me_source) = match self.me_with(mailname)? {
+            Some((me, source)) => (Some(me), Some(source)),
+            None => (None, None),
+        };
         let get = |file: &'static str, var: &'static str| -> io::Result<Setting> {
             if let Some(value) = env(var) {
                 return Ok(Setting {
@@ -132,6 +176,7 @@ impl ControlDir {
             plusdomain: get("plusdomain", "QMAILPLUSDOMAIN")?,
             idhost: get("idhost", "QMAILIDHOST")?,
             me,
+            me_source,
         })
     }
 }
@@ -143,7 +188,7 @@ pub enum Source {
     Env(&'static str),
     /// Its own control file.
     File,
-    /// `control/me`, the default of every other file.
+    /// `me` (`control/me`, or [`MAILNAME`] without it), the default of every other file.
     Me,
     /// qmail's built-in default: the name of the file itself (e.g. `defaulthost`), which makes
     /// addresses like `bob@defaulthost` that show the file is missing.
@@ -162,8 +207,10 @@ pub struct Setting {
 /// The control values of qmail-inject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectControls {
-    /// `control/me`, if present.
+    /// `me`: `control/me`, else [`MAILNAME`]'s name, if either is there.
     pub me: Option<Vec<u8>>,
+    /// Which of the two `me` came from.
+    pub me_source: Option<MeSource>,
     /// Appended to hosts without a dot.
     pub defaultdomain: Setting,
     /// Appended to addresses without `@`.
@@ -509,7 +556,8 @@ mod tests {
         );
 
         let bare = ControlDir::new("/nonexistent-nullq-home");
-        let c = bare.inject_controls(&|_| None).unwrap();
+        let nowhere = Path::new("/nonexistent-nullq-home/mailname");
+        let c = bare.inject_controls_with(&|_| None, nowhere).unwrap();
         assert_eq!(c.me, None);
         assert_eq!(
             c.defaulthost,
@@ -517,6 +565,30 @@ mod tests {
                 value: b"defaulthost".to_vec(),
                 source: Source::Builtin
             }
+        );
+    }
+
+    #[test]
+    fn mailname_is_me_without_control_me() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir(home.path().join("control")).unwrap();
+        let dir = ControlDir::new(home.path());
+        let mailname = home.path().join("mailname");
+        std::fs::write(&mailname, "  host2.example.net \nsecond line\n").unwrap();
+        let c = dir.inject_controls_with(&|_| None, &mailname).unwrap();
+        assert_eq!(c.me.as_deref(), Some(&b"host2.example.net"[..]));
+        assert_eq!(c.me_source, Some(MeSource::Mailname));
+        assert_eq!(c.defaulthost.value, b"host2.example.net");
+        assert_eq!(c.defaulthost.source, Source::Me);
+        // An empty mailname names nothing: qmail's placeholders, as with no file.
+        std::fs::write(&mailname, "\n").unwrap();
+        assert_eq!(dir.me_with(&mailname).unwrap(), None);
+        // control/me wins, even empty (qmail's reading of it).
+        std::fs::write(&mailname, "host2.example.net\n").unwrap();
+        std::fs::write(dir.path("me"), "").unwrap();
+        assert_eq!(
+            dir.me_with(&mailname).unwrap(),
+            Some((Vec::new(), MeSource::ControlFile))
         );
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use nullq_config::server::{LogFormat, ServerConfig};
 use nullq_spool::Spool;
 
@@ -148,7 +148,28 @@ struct ServeArgs {
 
 /// Run the server CLI on `args` (argv\[0\] included); returns the exit code.
 pub fn main(args: &[OsString]) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    main_with(args, &[], "")
+}
+
+/// [`main`], with `nullq --help` also listing `others`, the subcommands the caller runs itself
+/// before this CLI sees them (the client's `install` and `flush`: name, one line), and ending
+/// with `after_help`.
+pub fn main_with(
+    args: &[OsString],
+    others: &[(&'static str, &'static str)],
+    after_help: &str,
+) -> i32 {
+    let mut command = Cli::command();
+    for (name, about) in others {
+        command = command.subcommand(clap::Command::new(*name).about(*about));
+    }
+    if !after_help.is_empty() {
+        command = command.after_help(after_help.to_owned());
+    }
+    let parsed = command
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

@@ -161,6 +161,25 @@ fn dry_run_changes_nothing() {
     assert_eq!(fs::read_dir(r).expect("root").count(), 0, "nothing created");
 }
 
+/// On a host with /etc/mailname, that file stays the one place the host's name is set: no
+/// control/me is written unless --me asks for it.
+#[test]
+fn mailname_is_left_to_name_the_host() {
+    let root = tempfile::tempdir().expect("root");
+    let r = root.path();
+    fs::create_dir_all(r.join("etc")).expect("etc");
+    fs::write(r.join("etc/mailname"), "host9.example.org\n").expect("mailname");
+    let (code, out, err) = install(r, &["--server", "10.0.0.1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!r.join("var/qmail/control/me").exists(), "{out}");
+    let (code, _, err) = install(r, &["--me", "host1.example.net"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        fs::read_to_string(r.join("var/qmail/control/me")).expect("me"),
+        "host1.example.net\n"
+    );
+}
+
 #[test]
 fn existing_aside_copy_is_never_overwritten() {
     let root = tempfile::tempdir().expect("root");

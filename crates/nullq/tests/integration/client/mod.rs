@@ -2,13 +2,17 @@
 
 mod fallback;
 mod forward_cases;
+mod help;
 mod inject;
 mod install;
 mod maildir_cases;
+mod mailname;
+mod man;
 mod postfix;
 mod predate_cases;
 mod programs;
 mod qmqpc;
 mod qmqpc_cases;
 mod sendmail;
+mod syslog;
 mod to_server;

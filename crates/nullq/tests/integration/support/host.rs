@@ -219,8 +219,17 @@ pub fn run_queue(
     envelope: &[u8],
     limit: Duration,
 ) -> (i32, String) {
+    run_queue_cmd(host.cmd(name), message, envelope, limit)
+}
+
+/// [`run_queue`] for any command (a program in a namespace of its own, say).
+pub fn run_queue_cmd(
+    mut cmd: Command,
+    message: &[u8],
+    envelope: &[u8],
+    limit: Duration,
+) -> (i32, String) {
     let (env_read, env_write) = pipe();
-    let mut cmd = host.cmd(name);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::from(env_read))
         .stderr(Stdio::piped());
@@ -264,4 +273,43 @@ pub fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
             std::os::fd::OwnedFd::from_raw_fd(fds[1]),
         )
     }
+}
+
+/// Program `name` of `host` in a mount namespace of its own, where each `(target, source)` of
+/// `binds` has `source` bind-mounted over the system path `target` (`/etc/mailname`,
+/// `/dev/log`): the program sees the test's file at the real path, and nothing outside the
+/// namespace changes. A target that does not exist is made in an overlay of its folder whose
+/// upper layer lies in the host's temporary directory. Needs root (`unshare -m`).
+pub fn in_namespace(host: &Host, name: &str, binds: &[(&str, &Path)]) -> Command {
+    super::require_root("a mount namespace");
+    const SCRIPT: &str = r#"set -e
+while [ "$1" != -- ]; do
+    target=$1 source=$2
+    shift 2
+    if [ ! -e "$target" ]; then
+        layer=$(mktemp -d)
+        mkdir "$layer/upper" "$layer/work"
+        parent=$(dirname "$target")
+        mount -t overlay overlay -o "lowerdir=$parent,upperdir=$layer/upper,workdir=$layer/work" "$parent"
+        : > "$target"
+    fi
+    mount --bind "$source" "$target"
+done
+shift
+exec "$@""#;
+    let template = host.cmd(name);
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", SCRIPT, "sh"]);
+    for (target, source) in binds {
+        cmd.arg(target).arg(source);
+    }
+    cmd.arg("--").arg(template.get_program());
+    cmd.env_clear();
+    for (k, v) in template.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.current_dir(host.dir.path());
+    cmd
 }
