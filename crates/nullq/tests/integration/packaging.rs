@@ -1,6 +1,8 @@
-//! The systemd units in the repository (`packaging/systemd/`): `systemd-analyze verify`
-//! accepts every unit, and nullq.service keeps the hardening it promises and its exposure
-//! score.
+//! The systemd units and Debian package metadata in the repository (`packaging/`,
+//! `[package.metadata.deb]`): `systemd-analyze verify` accepts every unit, nullq.service keeps
+//! the hardening it promises and its exposure score, and the client package links every
+//! program of the null client. The packages themselves are built, linted, installed and
+//! purged by `scripts/test-packages`, which `scripts/test` runs after this suite.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -160,5 +162,26 @@ fn security_exposure_stays_where_the_readme_quotes_it() {
     ] {
         let level = exposure(dir.path(), unit);
         assert!(level <= most, "{unit}: exposure {level} > {most}");
+    }
+}
+
+#[test]
+fn the_client_package_links_every_program_and_man_page() {
+    let manifest = fs::read_to_string(repo().join("crates/nullq/Cargo.toml")).expect("manifest");
+    for program in nullq_client::install::PROGRAMS {
+        let link =
+            format!(r#"{{ dest = "var/qmail/bin/{program}", link_name = "/usr/bin/nullq" }}"#);
+        assert!(manifest.contains(&link), "the nullq package lacks {link}");
+    }
+    // The package takes man/*.1 and man/*.8 by glob: each page must be in the section its
+    // name says, as `nullq install` writes it.
+    for page in nullq_client::install::MAN_PAGES {
+        let section = page.name.rsplit('.').next().unwrap_or_default();
+        assert_eq!(page.dir, format!("man{section}"), "{}", page.name);
+        assert!(
+            repo().join("man").join(page.name).is_file(),
+            "man/{}",
+            page.name
+        );
     }
 }
