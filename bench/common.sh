@@ -1,7 +1,7 @@
 # bench/common.sh: helpers shared by the benchmark scripts (sourced, not run).
 #
-#   nullq_binary        build `nullq` (cargo build --release -p nullq) unless $NULLQ names a
-#                       binary already; prints its path
+#   nullq_binary        build `nullq` (cargo build --profile $NULLQ_PROFILE -p nullq) unless
+#                       $NULLQ names a binary already; prints its path
 #   nullq_start D P ... start `nullq serve` on 127.0.0.1:P with its spool in D (more flags after);
 #                       sets NULLQ_PID; the log goes to D.log
 #   nullq_stop          SIGTERM it and wait (at most 30 s)
@@ -10,7 +10,8 @@
 #   machine_info        nproc, CPU model, kernel, filesystem of a directory, load, date
 #   proc_kb PID FIELD   a field of /proc/PID/status in kB (VmRSS, VmHWM, ...)
 #
-# Environment: NULLQ (a prebuilt nullq binary), BENCH_TMP (where temporary directories go,
+# Environment: NULLQ (a prebuilt nullq binary), NULLQ_PROFILE (the cargo profile built when NULLQ
+# is unset: release, the default, has no debug info; profiling keeps symbols for perf), BENCH_TMP (where temporary directories go,
 # default /var/tmp), CARGO_TARGET_DIR (honoured when building).
 
 BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,8 +23,9 @@ nullq_binary() {
         echo "$NULLQ"
         return
     fi
-    (cd "$BENCH_ROOT" && cargo build --release -p nullq >&2)
-    echo "${CARGO_TARGET_DIR:-$BENCH_ROOT/target}/release/nullq"
+    local profile=${NULLQ_PROFILE:-release}
+    (cd "$BENCH_ROOT" && cargo build --profile "$profile" -p nullq >&2)
+    echo "${CARGO_TARGET_DIR:-$BENCH_ROOT/target}/$profile/nullq"
 }
 
 free_port() {

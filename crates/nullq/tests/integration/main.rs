@@ -7,7 +7,8 @@
 //! - [`server`]: receiving over QMQP into the spool (`nullq serve`, `nullq qmqpd`);
 //! - [`delivery`]: from the spool to Maildir, CommuniGate Pro, SMTP, pipe and qmail-queue
 //!   targets, and the queue tools;
-//! - [`client`]: the null client (`sendmail`, `qmail-inject`, `qmail-qmqpc`, ...) and `install`.
+//! - [`client`]: the null client (`sendmail`, `qmail-inject`, `qmail-qmqpc`, ...) and `install`;
+//! - [`packaging`]: the systemd units and the Debian packages' metadata.
 //!
 //! Run one group with `cargo test -p nullq --test integration server::`. Tests that need root
 //! (mounts, private Postfix instances) fail rather than skip without it: `scripts/test` is the
@@ -17,4 +18,5 @@ mod support;
 
 mod client;
 mod delivery;
+mod packaging;
 mod server;
