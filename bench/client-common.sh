@@ -5,7 +5,8 @@
 #
 #   client_home DIR PORT   a qmail home for nullq's client: DIR/control/{me,defaulthost,
 #                          qmqpservers = 127.0.0.1:PORT} and DIR/bin/{sendmail,mailq,
-#                          qmail-inject,qmail-qmqpc} -> $NULLQ_BIN
+#                          qmail-inject,qmail-qmqpc} -> $NULLQ_BIN; with CLIENT_SYSLOG=off,
+#                          also control/syslog = off (no syslog line per message)
 #   pf_hold                the number of messages in the private Postfix's hold queue
 #   pf_wait_hold N SECS    wait (at most SECS) until N messages are on hold; 0 if so, 1 if not
 #   secs_since T0          seconds since $EPOCHREALTIME was T0, to the millisecond
@@ -21,6 +22,9 @@ client_home() {
     echo client.example.net > "$dir/control/me"
     echo example.net > "$dir/control/defaulthost"
     echo "127.0.0.1:$port" > "$dir/control/qmqpservers"
+    if [[ ${CLIENT_SYSLOG:-} == off ]]; then
+        echo off > "$dir/control/syslog"
+    fi
     for name in sendmail mailq qmail-inject qmail-qmqpc; do
         ln -sfn "$NULLQ_BIN" "$dir/bin/$name"
     done

@@ -75,6 +75,7 @@ macro_rules! man {
 pub const MAN_PAGES: &[ManPage] = &[
     man!("sendmail.8", "man8"),
     man!("mailq.8", "man8"),
+    man!("newaliases.8", "man8"),
     man!("qmail-inject.8", "man8"),
     man!("qmail-showctl.8", "man8"),
     man!("qmail-qmqpc.8", "man8"),
@@ -87,6 +88,7 @@ pub const MAN_PAGES: &[ManPage] = &[
     man!("nullq-deliver.8", "man8"),
     man!("nullq-queue.8", "man8"),
     man!("nullq-health.8", "man8"),
+    man!("nullq-server.8", "man8"),
     man!("nullq.toml.5", "man5"),
     man!("predate.1", "man1"),
     man!("datemail.1", "man1"),

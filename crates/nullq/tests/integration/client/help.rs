@@ -47,7 +47,7 @@ fn client_subcommands_have_help() {
     }
     let (code, out, _) = nullq(&["help", "newaliases"]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("see sendmail(8)"), "{out}");
+    assert!(out.contains("see newaliases(8)"), "{out}");
     let (code, out, _) = nullq(&["help", "serve"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("--listen"), "{out}");
