@@ -368,9 +368,15 @@ fn lock_dir(dirfd: &OwnedFd, dir: &Path, exclusive: bool) -> Result<OwnedFd, Err
 /// (the directory's creation lock is held shared across the open and the `flock`). The file
 /// stays locked while the returned descriptor, or a clone of it, is open: a clean-up of `dir`
 /// ([`Cleaning::remove_if_unlocked`]) leaves it alone until then.
+///
+/// Without the creation lock (a `tmp/` this process may write and search but not read, as a
+/// drop-box Maildir's; or a lock someone else holds past the wait) the file is still created
+/// and locked: the only risk is a clean-up running in the instant between the two, which
+/// removes the new file, and then the writer's rename fails and it tries again later. Nothing
+/// written is lost that way, and a reader of `tmp/` cannot stop deliveries by holding its lock.
 pub fn create_locked(dirfd: &OwnedFd, dir: &Path, name: &str, mode: u32) -> Result<File, Error> {
     let path = dir.join(name);
-    let creating = lock_dir(dirfd, dir, false)?;
+    let creating = lock_dir(dirfd, dir, false).ok();
     let fd = create_exclusive(dirfd, &path, name, Mode::from_raw_mode(mode & 0o7777))?;
     // New and ours alone: only a process that opened it meanwhile, outside the protocol,
     // could hold its lock.
@@ -813,6 +819,24 @@ mod tests {
             cleaning.remove_if_unlocked("writing".as_ref()).unwrap(),
             Leftover::Removed
         );
+    }
+
+    #[test]
+    fn a_held_creation_lock_delays_a_writer_but_does_not_stop_it() {
+        // Someone who may read tmp/ holds its lock (as a clean-up would, but for ever): the
+        // writer waits DIR_LOCK_WAIT, then creates and locks its file all the same.
+        let d = tempfile::tempdir().unwrap();
+        let dirfd = open_dir(d.path()).unwrap();
+        let _held = Cleaning::start(d.path()).unwrap();
+        let started = Instant::now();
+        let file = create_locked(&dirfd, d.path(), "mine", 0o600).unwrap();
+        assert!(started.elapsed() >= DIR_LOCK_WAIT);
+        assert!(d.path().join("mine").exists());
+        // And it is locked: another descriptor cannot take the lock.
+        let other = std::fs::File::open(d.path().join("mine")).unwrap();
+        assert!(rustix::fs::flock(&other, FlockOperation::NonBlockingLockExclusive).is_err());
+        drop(file);
+        assert!(rustix::fs::flock(&other, FlockOperation::NonBlockingLockExclusive).is_ok());
     }
 
     #[test]

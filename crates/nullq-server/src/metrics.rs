@@ -88,6 +88,10 @@ pub struct Metrics {
     commit_duration: Histogram,
     queue_messages: Gauge,
     queue_oldest_age: Gauge<f64, AtomicU64>,
+    /// One queue scan at a time: a scraper that gives up (a timeout shorter than the scan)
+    /// leaves its scan running on the blocking pool, and scans piling up would compete with
+    /// the sessions' commits for the disk and the pool.
+    scanning: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Default for Metrics {
@@ -151,6 +155,7 @@ impl Metrics {
             commit_duration,
             queue_messages,
             queue_oldest_age,
+            scanning: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -242,6 +247,13 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, spool: Spool, m
     }
 }
 
+impl Metrics {
+    /// Wait for the right to scan the queue (one scan at a time).
+    async fn scanning_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        Arc::clone(&self.scanning).lock_owned().await
+    }
+}
+
 /// The answer to one request: the metrics for `GET /metrics`, 404 or 405 otherwise, 500 when
 /// the queue cannot be scanned (so the scrape fails visibly rather than showing stale gauges).
 async fn answer(
@@ -263,9 +275,14 @@ async fn answer(
             "GET /metrics\n".into(),
         ));
     }
+    // Held until the scan ends, even if this request is dropped meanwhile (the guard moves
+    // into the blocking task).
+    let turn = metrics.scanning_turn().await;
     let scanned = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        // At debug: every scrape would repeat it; `nullq health` reports unreadable messages.
         QueueSummary::scan(&spool, |id, e| {
-            tracing::warn!(target: "nullq::metrics", id = %id, "not counted: {e}");
+            tracing::debug!(target: "nullq::metrics", id = %id, "not counted: {e}");
         })
         .map(|q| (q, SystemTime::now()))
     })

@@ -63,6 +63,10 @@ const FIRST_READ: usize = 512;
 /// The read buffer of a connection being drained after its answer ([`linger`]).
 const LINGER_BUFFER: usize = 4096;
 
+/// The longest a connection is drained after its answer ([`linger`]), unless the first-byte
+/// timeout is longer.
+const LINGER_LIMIT: Duration = Duration::from_secs(60);
+
 /// How soon after it was accepted a session may be asked to give up its slot: a client that
 /// has just connected has not had the time to send anything yet.
 const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
@@ -500,12 +504,21 @@ where
     S: AsyncRead + Unpin,
 {
     let progress = Progress::new();
+    // In all, a minute (or the first-byte timeout, if longer): a client still sending at a
+    // normal pace is done by then, and one trickling at the minimum rate must not keep a
+    // lingering place for the hours its drain budget would allow.
+    let end = tokio::time::Instant::now()
+        + ctx
+            .first_byte_timeout
+            .max(LINGER_LIMIT)
+            .min(ctx.session_timeout);
     let mut buf = vec![0u8; LINGER_BUFFER];
     let mut got: u64 = 0;
     while got <= ctx.drain_limit {
         let now = tokio::time::Instant::now();
         let left = progress
             .allowed_until(ctx.first_byte_timeout, ctx.min_data_rate)
+            .min(end)
             .saturating_duration_since(now)
             .min(ctx.read_timeout);
         match tokio::time::timeout(left, io.read(&mut buf)).await {

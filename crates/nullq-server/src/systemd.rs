@@ -8,12 +8,12 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sd_notify::NotifyState;
 
 /// The listening sockets systemd passed, if any (an empty list without socket activation).
-/// `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` are removed from the environment, so that
+/// `LISTEN_PID` and `LISTEN_FDS` are removed from the environment, so that
 /// delivery programs do not think they were passed sockets. Each must be a listening TCP
 /// socket.
 ///
@@ -79,19 +79,19 @@ pub fn stopping() {
 }
 
 /// Keep-alives for `WatchdogSec=`: [`Watchdog::pet`] is called from a loop that stalls when
-/// the work stalls (the delivery runner's), and sends `WATCHDOG=1` at half the interval.
+/// the work stalls (the delivery runner's), every third of the interval, and sends `WATCHDOG=1`
+/// each time: no "is it due yet" check, which a timer's jitter would turn into skipped
+/// keep-alives and a gap of a whole interval.
 #[derive(Debug)]
 pub struct Watchdog {
     every: Option<Duration>,
-    last: Option<Instant>,
 }
 
 impl Watchdog {
     /// The watchdog systemd asked for (`WATCHDOG_USEC` for this process), if any.
     pub fn from_env() -> Watchdog {
         Watchdog {
-            every: sd_notify::watchdog_enabled().map(|d| d / 2),
-            last: None,
+            every: sd_notify::watchdog_enabled().map(|d| d / 3),
         }
     }
 
@@ -100,16 +100,10 @@ impl Watchdog {
         self.every
     }
 
-    /// Send `WATCHDOG=1` if half the interval has passed since the last one.
+    /// Send `WATCHDOG=1`, if systemd asked for keep-alives.
     pub fn pet(&mut self) {
-        let Some(every) = self.every else { return };
-        let now = Instant::now();
-        if self
-            .last
-            .is_none_or(|last| now.duration_since(last) >= every)
-        {
+        if self.every.is_some() {
             notify(&[NotifyState::Watchdog]);
-            self.last = Some(now);
         }
     }
 }

@@ -261,7 +261,9 @@ fn clean_tmp(d: &Dirs, report: &mut RecoveryReport) -> Result<()> {
                     report.tmp_removed.push(path);
                 }
             }
-            Err(e) => return Err(sys::from_fs(e)),
+            // Its lock could not be tested (ENOLCK, or flock emulated on NFS): keep it, as
+            // if in use; a start-up that fails here would leave the server down after a crash.
+            Err(_) => report.tmp_in_use.push(path),
         }
     }
     Ok(())

@@ -103,7 +103,7 @@ fn the_socket_activated_service_is_hardened_and_without_capabilities() {
         "Type=notify",
         "Requires=nullq.socket",
         "ExecReload=/bin/kill -HUP $MAINPID",
-        "WatchdogSec=30",
+        "WatchdogSec=120",
         "Restart=on-failure",
         "User=nullq",
         "NoNewPrivileges=yes",
