@@ -17,8 +17,6 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use clap::Args;
-use nullq_config::server::ServerConfig;
-use nullq_spool::Spool;
 use serde_json::{json, Value};
 
 use crate::queue_tools::{cgp_bad_files, human, QueueSummary};
@@ -128,23 +126,8 @@ pub fn run(args: &HealthArgs) -> i32 {
 }
 
 fn check(args: &HealthArgs) -> Result<Findings, String> {
-    let mut config = match &args.config {
-        Some(p) => ServerConfig::load(p).map_err(|e| e.to_string())?,
-        None => ServerConfig::default(),
-    };
-    if let Some(d) = &args.data {
-        config.data_dir.clone_from(d);
-    }
-    // As root, judge (and read) as the spool's owner, the user the server writes as.
-    if let Some(owner) = crate::privilege::spool_owner(&config.data_dir)? {
-        crate::privilege::drop_to(&owner)?;
-    }
-    let spool = Spool::attach(&config.data_dir).map_err(|e| {
-        format!(
-            "cannot read the spool in {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
+    let (config, spool) =
+        crate::queue_tools::attach_as_owner(args.config.as_deref(), args.data.as_deref(), "read")?;
     let mut unreadable = 0;
     let queue = QueueSummary::scan(&spool, |_, _| unreadable += 1)
         .map_err(|e| format!("cannot read the queue: {e}"))?;

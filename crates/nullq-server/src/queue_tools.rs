@@ -71,26 +71,37 @@ enum Action {
     Stats,
 }
 
-/// Run `nullq queue ...`; returns the exit code (0 done, 1 no such message, 111 trouble).
-pub fn run(args: QueueArgs) -> Result<i32, String> {
-    let mut config = match &args.config {
+/// The configuration (`--config`, `--data`) and its spool, attached as the spool's owner: as
+/// root, the tools become that user before touching anything, so that a state file written by
+/// `retry` is one the server can read, and `health` judges "writable" as the server would
+/// (no runtime yet, one thread). `verb` says, in the error, what the caller wanted of it.
+pub fn attach_as_owner(
+    config: Option<&std::path::Path>,
+    data: Option<&std::path::Path>,
+    verb: &str,
+) -> Result<(ServerConfig, Spool), String> {
+    let mut config = match config {
         Some(p) => ServerConfig::load(p).map_err(|e| e.to_string())?,
         None => ServerConfig::default(),
     };
-    if let Some(d) = &args.data {
-        config.data_dir.clone_from(d);
+    if let Some(d) = data {
+        config.data_dir = d.to_path_buf();
     }
-    // The spool has one owner: as root, become it before touching anything, so that a state
-    // file written by `retry` is one the server can read (no runtime, one thread).
     if let Some(owner) = crate::privilege::spool_owner(&config.data_dir)? {
         crate::privilege::drop_to(&owner)?;
     }
     let spool = Spool::attach(&config.data_dir).map_err(|e| {
         format!(
-            "cannot open the spool in {}: {e}",
+            "cannot {verb} the spool in {}: {e}",
             config.data_dir.display()
         )
     })?;
+    Ok((config, spool))
+}
+
+/// Run `nullq queue ...`; returns the exit code (0 done, 1 no such message, 111 trouble).
+pub fn run(args: QueueArgs) -> Result<i32, String> {
+    let (config, spool) = attach_as_owner(args.config.as_deref(), args.data.as_deref(), "open")?;
     match &args.action {
         Action::List => list(&spool, args.json),
         Action::Show { id } => show(&spool, &parse_id(id)?, args.json),
