@@ -52,7 +52,10 @@ pfd_start() {
     local dir=$1 port=$2 sink=$3
     PFD=$dir
     mkdir -p "$dir/conf"
-    chmod 0755 "$dir" "$(dirname "$dir")"
+    # Search permission added to the parent, never its mode replaced: the parent may be /var/tmp
+    # itself (sticky, 1777), which 0755 would break for every other user.
+    chmod 0755 "$dir"
+    chmod a+x "$(dirname "$dir")"
     install -d -o root -g root -m 0755 "$dir/queue"
     install -d -o postfix -g postfix -m 0700 "$dir/data"
     cat > "$dir/conf/main.cf" <<EOF2

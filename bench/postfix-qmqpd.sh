@@ -42,7 +42,10 @@ pf_start() {
     mkdir -p "$dir/conf"
     # Postfix's daemons run as postfix and must reach queue/ and data/: every directory above
     # them must be searchable by others (mktemp -d makes 0700 directories).
-    chmod 0755 "$dir" "$(dirname "$dir")"
+    # Search permission added to the parent, never its mode replaced: the parent may be /var/tmp
+    # itself (sticky, 1777), which 0755 would break for every other user.
+    chmod 0755 "$dir"
+    chmod a+x "$(dirname "$dir")"
     # queue_directory must be owned by root; Postfix creates its subdirectories (postfix:postdrop).
     install -d -o root -g root -m 0755 "$dir/queue"
     install -d -o postfix -g postfix -m 0700 "$dir/data"

@@ -35,7 +35,8 @@ impl SmtpSink {
             .arg(dump)
             .status();
         if let Some(parent) = dump.parent() {
-            let _ = Command::new("chmod").arg("0755").arg(parent).status();
+            // Search permission added, the mode kept (the parent may be a shared directory).
+            let _ = Command::new("chmod").arg("a+x").arg(parent).status();
         }
         let template = format!("{}/%Y%m%d%H%M%S.", dump.display());
         let (out, err) = match output {
