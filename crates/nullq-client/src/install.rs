@@ -485,7 +485,7 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
 
 /// This host's name (gethostname(2)), for control/me.
 fn hostname() -> Option<String> {
-    nullq_config::server::machine_hostname()
+    nullq_fs::host::machine_hostname()
 }
 
 #[cfg(test)]

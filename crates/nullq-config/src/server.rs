@@ -1100,25 +1100,9 @@ impl ServerConfig {
     pub fn local_name(&self) -> String {
         match &self.hostname {
             Some(h) => h.clone(),
-            None => machine_hostname().unwrap_or_else(|| "localhost".to_owned()),
+            None => nullq_fs::host::machine_hostname().unwrap_or_else(|| "localhost".to_owned()),
         }
     }
-}
-
-/// The machine's host name from `gethostname(2)`; `None` on failure or when empty or not
-/// UTF-8.
-pub fn machine_hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is a valid, writable buffer of `buf.len()` bytes for the whole call;
-    // gethostname writes at most that many bytes into it and does not keep the pointer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast::<libc::c_char>(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    // POSIX leaves truncated names possibly unterminated: take up to the first NUL, if any.
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = std::str::from_utf8(&buf[..end]).ok()?.trim();
-    (!name.is_empty()).then(|| name.to_owned())
 }
 
 #[cfg(test)]
@@ -1380,7 +1364,7 @@ mod tests {
     fn local_name() {
         let mut c = ServerConfig::default();
         assert!(!c.local_name().is_empty());
-        if let Some(h) = machine_hostname() {
+        if let Some(h) = nullq_fs::host::machine_hostname() {
             assert_eq!(c.local_name(), h);
         }
         c.hostname = Some("qmqp.example.net".into());

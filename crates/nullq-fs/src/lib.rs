@@ -24,6 +24,8 @@
 //! can neither redirect nor block the reader), then checks with `fstat` that it is a regular
 //! file owned by the expected user.
 //!
+//! [`host`] holds the one fact about the machine that client and server share (its host name).
+//!
 //! # Temporaries judged by their lock
 //! A file being written in a `tmp/` directory is alive exactly as long as its writer holds an
 //! exclusive `flock` on it ([`Options::lock`], [`create_locked`]); a clean-up removes only a
@@ -42,6 +44,8 @@
 //! protocol, e.g. another MDA in a shared Maildir, are not judged by lock at all.)
 
 #![deny(missing_docs)]
+
+pub mod host;
 
 use std::fmt;
 use std::fs::File;

@@ -60,7 +60,7 @@ impl Maildir {
 /// This machine's part of a Maildir name: the host name, `/` and `:` escaped as the Maildir
 /// convention says.
 fn host_part() -> String {
-    nullq_config::server::machine_hostname()
+    nullq_fs::host::machine_hostname()
         .unwrap_or_else(|| "localhost".into())
         .replace('/', "\\057")
         .replace(':', "\\072")
