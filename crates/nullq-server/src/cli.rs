@@ -20,6 +20,7 @@ use crate::context::Context;
 use crate::listener::{self, ConnectionLimits};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::rewriting::Rewriting;
 use crate::session::{self, Peer};
 use crate::{delivery, logging, privilege, shutdown};
 
@@ -477,7 +478,7 @@ async fn run_server(
     let runner = delivery::Runner::new(
         &config,
         spool.clone(),
-        Arc::clone(&policy),
+        Arc::clone(policy.rewriting()),
         Arc::clone(&metrics),
         false,
     )?;
@@ -748,10 +749,10 @@ fn deliver(args: DeliverArgs) -> Result<i32, String> {
     let runtime = runtime(true)?;
     runtime.block_on(async {
         let spool = open_spool(&config)?;
-        let policy = Arc::new(Policy::from_config(&config.policy)?);
+        let rewriting = Arc::new(Rewriting::from_config(&config.policy)?);
         // Counted for nothing: only `nullq serve` has a metrics endpoint.
         let metrics = Arc::new(Metrics::new());
-        let runner = delivery::Runner::new(&config, spool, policy, metrics, true)?;
+        let runner = delivery::Runner::new(&config, spool, rewriting, metrics, true)?;
         let (trigger, stop) = shutdown::channel();
         // No sessions here, so nothing commits: the notify is never notified.
         let never = Arc::new(tokio::sync::Notify::new());

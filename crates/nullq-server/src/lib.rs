@@ -32,6 +32,7 @@ pub mod policy;
 pub mod privilege;
 pub mod queue_tools;
 pub mod received;
+pub mod rewriting;
 pub mod session;
 pub mod shutdown;
 pub mod systemd;

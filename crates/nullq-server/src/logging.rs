@@ -181,6 +181,20 @@ impl Datagram {
     }
 }
 
+/// Show address bytes safely in a log line or an answer: printable ASCII as is, the rest as
+/// `\xNN`, so a hostile address cannot forge log lines.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_graphic() || b == b' ' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

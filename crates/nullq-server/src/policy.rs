@@ -21,30 +21,20 @@
 //!    message will really go). Else `D` (#5.7.1).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use nullq_config::server::{parse_network, PolicyConfig};
-use nullq_mail::rewrite::RewriteRules;
 use nullq_mail::token822::{self, Token};
 
-use crate::session::{escape, Peer};
+use crate::logging::escape;
+use crate::rewriting::{split_header, Rewriting};
+use crate::session::Peer;
 
 /// The tcprules variables the policy reads (`nullq qmqpd` copies them from its environment).
 pub const ENV_VARS: &[&str] = &["NULLQ_POLICY", "NULLQ_SENDERS", "NULLQ_HOST", "RELAYCLIENT"];
 
 /// How much of the message's start a session keeps for the header `From:` check.
 pub const HEAD_LIMIT: usize = 64 * 1024;
-
-/// The header fields whose addresses are rewritten.
-const ADDRESS_FIELDS: &[&str] = &[
-    "from",
-    "to",
-    "cc",
-    "reply-to",
-    "resent-from",
-    "resent-to",
-    "resent-cc",
-    "resent-reply-to",
-];
 
 #[derive(Debug, Clone)]
 struct Class {
@@ -58,7 +48,7 @@ struct Class {
 /// The policy of a server, built from `[policy]`.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    rules: RewriteRules,
+    rewriting: Arc<Rewriting>,
     local_domains: Vec<String>,
     default: Class,
     clients: Vec<Class>,
@@ -118,7 +108,7 @@ impl Policy {
     /// Everyone may send anything anywhere, nothing is rewritten (the seed's setup).
     pub fn permissive() -> Policy {
         Policy {
-            rules: RewriteRules::default(),
+            rewriting: Arc::new(Rewriting::none()),
             local_domains: Vec::new(),
             default: Class {
                 name: None,
@@ -133,7 +123,7 @@ impl Policy {
 
     /// The policy `[policy]` describes (reads `rewrite_file`).
     pub fn from_config(config: &PolicyConfig) -> Result<Policy, String> {
-        let rules = config.rewrite_rules().map_err(|e| e.to_string())?;
+        let rewriting = Arc::new(Rewriting::from_config(config)?);
         let relay_default = config.local_domains.is_empty();
         let default = Class {
             name: None,
@@ -158,7 +148,7 @@ impl Policy {
             });
         }
         Ok(Policy {
-            rules,
+            rewriting,
             local_domains: config
                 .local_domains
                 .iter()
@@ -167,6 +157,11 @@ impl Policy {
             default,
             clients,
         })
+    }
+
+    /// The site's address rewriting (shared with the delivery runner, which applies it).
+    pub fn rewriting(&self) -> &Arc<Rewriting> {
+        &self.rewriting
     }
 
     /// Does any class check the header `From:` (so sessions must keep the message's start)?
@@ -264,7 +259,7 @@ impl Policy {
         let relay = class.relay || env(peer, "RELAYCLIENT").is_some();
         if !self.local_domains.is_empty() && !relay {
             for r in recipients {
-                let rewritten = self.rewrite_address(r);
+                let rewritten = self.rewriting.rewrite_address(r);
                 let local = domain_of(&rewritten).is_some_and(|d| self.is_local(&d));
                 if !local {
                     return Err(format!(
@@ -276,110 +271,6 @@ impl Policy {
         }
         Ok(())
     }
-
-    /// True when there are rewriting records.
-    pub fn rewrites(&self) -> bool {
-        !self.rules.is_empty()
-    }
-
-    /// An envelope address after rewriting (unchanged when no record matches).
-    pub fn rewrite_address(&self, addr: &[u8]) -> Vec<u8> {
-        if addr.is_empty() {
-            return Vec::new();
-        }
-        self.rules
-            .rewrite_bytes(addr)
-            .unwrap_or_else(|| addr.to_vec())
-    }
-
-    /// The message with the addresses of its address fields rewritten, or `None` when nothing
-    /// changed (no records, or no address matched). Only changed fields are re-written (in
-    /// qmail's token form, folded at 80 columns); every other byte stays as it was.
-    pub fn rewrite_header(&self, message: &[u8]) -> Option<Vec<u8>> {
-        if self.rules.is_empty() {
-            return None;
-        }
-        let (fields, body_at) = split_header(message);
-        let mut out: Option<Vec<u8>> = None;
-        let mut copied = 0;
-        for (start, end) in fields {
-            let field = &message[start..end];
-            let Some(new) = self.rewrite_field(field) else {
-                continue;
-            };
-            let o = out.get_or_insert_with(|| Vec::with_capacity(message.len() + 64));
-            o.extend_from_slice(&message[copied..start]);
-            o.extend_from_slice(&new);
-            copied = end;
-        }
-        let mut o = out?;
-        o.extend_from_slice(&message[copied..body_at]);
-        o.extend_from_slice(&message[body_at..]);
-        Some(o)
-    }
-
-    fn rewrite_field(&self, field: &[u8]) -> Option<Vec<u8>> {
-        let name_end = field.iter().position(|&b| b == b':')?;
-        let name = String::from_utf8_lossy(&field[..name_end])
-            .trim()
-            .to_ascii_lowercase();
-        if !ADDRESS_FIELDS.contains(&name.as_str()) {
-            return None;
-        }
-        let tokens = token822::parse(field).ok()?;
-        let mut changed = false;
-        let out = token822::addrlist(&tokens, |reversed: &mut Vec<Token>| {
-            let mut forward = reversed.clone();
-            forward.reverse();
-            let addr = token822::unquote(&forward);
-            if let Some(new) = self.rules.rewrite_bytes(&addr) {
-                if let Ok(mut toks) = token822::parse_envelope_address(&new) {
-                    toks.reverse();
-                    *reversed = toks;
-                    changed = true;
-                }
-            }
-        })
-        .ok()?;
-        changed.then(|| token822::unparse(&out, 80))
-    }
-}
-
-/// Byte ranges of the header fields (each with its continuation lines and final newline), and
-/// where the body starts (after the empty line).
-fn split_header(message: &[u8]) -> (Vec<(usize, usize)>, usize) {
-    let mut fields = Vec::new();
-    let mut pos = 0;
-    let mut current: Option<usize> = None;
-    while pos < message.len() {
-        let end = message[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(message.len(), |n| pos + n + 1);
-        let line = &message[pos..end];
-        if line == b"\n" || line == b"\r\n" {
-            if let Some(s) = current.take() {
-                fields.push((s, pos));
-            }
-            return (fields, pos);
-        }
-        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-        if !continuation {
-            if let Some(s) = current.take() {
-                fields.push((s, pos));
-            }
-            if !line.contains(&b':') {
-                // Not a header line: the header ended without an empty line.
-                return (fields, pos);
-            }
-            current = Some(pos);
-        }
-        pos = end;
-    }
-    if let Some(s) = current {
-        fields.push((s, message.len()));
-    }
-    (fields, message.len())
 }
 
 /// The addresses in the header fields called `name` (lowercase) of `head`.
@@ -440,26 +331,31 @@ mod tests {
     fn seed_records_rewrite_envelope_and_header() {
         let p = seed_policy();
         assert_eq!(
-            p.rewrite_address(b"postmaster@host1.example.net"),
+            p.rewriting()
+                .rewrite_address(b"postmaster@host1.example.net"),
             b"user@example.net"
         );
         assert_eq!(
-            p.rewrite_address(b"jason@host1.example.net"),
+            p.rewriting().rewrite_address(b"jason@host1.example.net"),
             b"jason@example.net"
         );
         assert_eq!(
-            p.rewrite_address(b"bob@elsewhere.org"),
+            p.rewriting().rewrite_address(b"bob@elsewhere.org"),
             b"bob@elsewhere.org"
         );
-        assert_eq!(p.rewrite_address(b""), b"");
+        assert_eq!(p.rewriting().rewrite_address(b""), b"");
         let msg = b"Received: from x\n  by y\nFrom: \"Jason M\" <jason@host1.example.net>\nTo: postmaster@host1.example.net,\n  bob@elsewhere.org\nSubject: to: jason@host1.example.net\n\nFrom: jason@host1.example.net\n";
-        let out = p.rewrite_header(msg).unwrap();
+        let out = p.rewriting().rewrite_header(msg).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
             "Received: from x\n  by y\nFrom: \"Jason M\" <jason@example.net>\nTo: user@example.net, bob@elsewhere.org\nSubject: to: jason@host1.example.net\n\nFrom: jason@host1.example.net\n"
         );
-        assert_eq!(p.rewrite_header(b"To: bob@elsewhere.org\n\nhi\n"), None);
+        assert_eq!(
+            p.rewriting()
+                .rewrite_header(b"To: bob@elsewhere.org\n\nhi\n"),
+            None
+        );
     }
 
     #[test]

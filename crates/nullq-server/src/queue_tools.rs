@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::delivery::lock::MessageLock;
 use crate::delivery::stats::Stats;
-use crate::session::escape;
+use crate::logging::escape;
 
 /// How long a change waits for a delivery in progress to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -159,6 +159,7 @@ fn message_json(q: &QueuedMessage, now: SystemTime) -> Value {
                 "attempts": r.attempts,
                 "next_attempt": r.next_attempt.map(unix),
                 "last_result": r.last_result,
+                "warned": r.warned,
             })
         })
         .collect();
@@ -185,7 +186,7 @@ fn recipient_lines(q: &QueuedMessage, now: SystemTime) -> String {
             _ => String::new(),
         };
         out.push_str(&format!(
-            "    {:<9} {:>3} tries  {:<14} <{}>{}\n",
+            "    {:<9} {:>3} tries  {:<14} <{}>{}{}\n",
             status_word(r.status),
             r.attempts,
             next,
@@ -194,7 +195,8 @@ fn recipient_lines(q: &QueuedMessage, now: SystemTime) -> String {
                 String::new()
             } else {
                 format!("  {}", r.last_result)
-            }
+            },
+            if r.warned { "  (delay warning sent)" } else { "" }
         ));
     }
     out

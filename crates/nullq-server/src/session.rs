@@ -46,6 +46,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use crate::context::Context;
+use crate::logging::escape;
 use crate::received;
 
 /// How many message bytes are gathered before one write to the spool file: large enough that a
@@ -221,20 +222,6 @@ impl Outcome {
             reason = %self.reason,
         );
     }
-}
-
-/// Show address bytes safely in a log line or an answer: printable ASCII as is, the rest as
-/// `\xNN`, so a hostile address cannot forge log lines.
-pub fn escape(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
-        if b.is_ascii_graphic() || b == b' ' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
 }
 
 /// Why a session ended without an answer or with a refusal, before the spool was involved.

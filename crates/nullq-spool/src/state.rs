@@ -1,19 +1,27 @@
 //! Per-recipient delivery state and its file, `state/ID`.
 //!
 //! ```text
-//! nullq-state 1
-//! STATUS ATTEMPTS NEXT LAST_RESULT        one line per recipient, in envelope order
-//! end N                                   N = number of recipient lines
+//! nullq-state 2
+//! STATUS ATTEMPTS NEXT FLAGS LAST_RESULT   one line per recipient, in envelope order
+//! end N                                    N = number of recipient lines
 //! ```
 //! `STATUS` is `pending`, `delivered` or `failed`; `ATTEMPTS` a decimal; `NEXT` the next attempt
-//! as `SECS.NNNNNNNNN` (unix time) or `-`; `LAST_RESULT` the remote answer or reason,
-//! percent-escaped (every byte outside `!`..`~`, and `%` itself, as `%XX`) so that spaces,
-//! newlines or any other bytes round-trip. The `end` line tells a whole file from a cut one,
-//! though the file is only ever replaced by rename after `fdatasync`.
+//! as `SECS.NNNNNNNNN` (unix time) or `-`; `FLAGS` is `-` or `warned` (a delay warning went out
+//! for this recipient); `LAST_RESULT` the remote answer or reason, percent-escaped (every byte
+//! outside `!`..`~`, and `%` itself, as `%XX`) so that spaces, newlines or any other bytes
+//! round-trip. The `end` line tells a whole file from a cut one, though the file is only ever
+//! replaced by rename after `fdatasync`.
+//!
+//! Version 1 files (written before the flag had a field) are still read: they have no `FLAGS`
+//! field and marked a sent warning by the prefix `[warned] ` on `LAST_RESULT`, which is taken
+//! off and becomes the flag. Every file written is version 2.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const VERSION_LINE: &str = "nullq-state 1";
+const VERSION_LINE: &str = "nullq-state 2";
+const VERSION_1_LINE: &str = "nullq-state 1";
+/// How version 1 marked a recipient whose delay warning was sent.
+const VERSION_1_WARNED: &str = "[warned] ";
 
 /// Where one recipient of a message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +55,8 @@ pub struct RecipientState {
     pub next_attempt: Option<SystemTime>,
     /// The last remote answer or failure reason (any text).
     pub last_result: String,
+    /// A delay warning was sent for this recipient (it is sent once).
+    pub warned: bool,
 }
 
 impl RecipientState {
@@ -57,6 +67,7 @@ impl RecipientState {
             attempts: 0,
             next_attempt: None,
             last_result: String::new(),
+            warned: false,
         }
     }
 }
@@ -96,10 +107,11 @@ impl DeliveryState {
                 }
             };
             out.push_str(&format!(
-                "{} {} {} {}\n",
+                "{} {} {} {} {}\n",
                 r.status.word(),
                 r.attempts,
                 next,
+                if r.warned { "warned" } else { "-" },
                 escape(&r.last_result)
             ));
         }
@@ -116,9 +128,11 @@ impl DeliveryState {
         let [first, rest @ .., last] = lines.as_slice() else {
             return Err("cut short".into());
         };
-        if *first != VERSION_LINE {
-            return Err(format!("first line is not {VERSION_LINE:?}"));
-        }
+        let version = match *first {
+            VERSION_LINE => 2,
+            VERSION_1_LINE => 1,
+            _ => return Err(format!("first line is not {VERSION_LINE:?}")),
+        };
         let count = last.strip_prefix("end ").ok_or("no end line: cut short")?;
         if number(count) != Some(rest.len() as u64) {
             return Err(format!(
@@ -129,22 +143,19 @@ impl DeliveryState {
         let recipients = rest
             .iter()
             .enumerate()
-            .map(|(n, line)| decode_line(line).map_err(|e| format!("line {}: {e}", n + 2)))
+            .map(|(n, line)| decode_line(line, version).map_err(|e| format!("line {}: {e}", n + 2)))
             .collect::<Result<_, _>>()?;
         Ok(DeliveryState { recipients })
     }
 }
 
-fn decode_line(line: &str) -> Result<RecipientState, String> {
-    let mut parts = line.split(' ');
-    let (Some(status), Some(attempts), Some(next), Some(last), None) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return Err("want 4 fields".into());
+fn decode_line(line: &str, version: u8) -> Result<RecipientState, String> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let (status, attempts, next, flags, last) = match (version, fields.as_slice()) {
+        (2, [status, attempts, next, flags, last]) => (*status, *attempts, *next, *flags, *last),
+        (1, [status, attempts, next, last]) => (*status, *attempts, *next, "-", *last),
+        (2, _) => return Err("want 5 fields".into()),
+        _ => return Err("want 4 fields".into()),
     };
     let status = match status {
         "pending" => Status::Pending,
@@ -160,11 +171,24 @@ fn decode_line(line: &str) -> Result<RecipientState, String> {
     } else {
         Some(time(next).ok_or("bad next attempt time")?)
     };
+    let mut warned = match flags {
+        "-" => false,
+        "warned" => true,
+        other => return Err(format!("unknown flags {other:?}")),
+    };
+    let mut last_result = unescape(last)?;
+    if version == 1 {
+        if let Some(rest) = last_result.strip_prefix(VERSION_1_WARNED) {
+            last_result = rest.to_owned();
+            warned = true;
+        }
+    }
     Ok(RecipientState {
         status,
         attempts,
         next_attempt,
-        last_result: unescape(last)?,
+        last_result,
+        warned,
     })
 }
 
@@ -229,18 +253,21 @@ mod tests {
                     attempts: 3,
                     next_attempt: Some(UNIX_EPOCH + Duration::new(1_700_000_000, 5)),
                     last_result: "250 2.0.0 ok: queued as 12345".into(),
+                    warned: false,
                 },
                 RecipientState {
                     status: Status::Failed,
                     attempts: u32::MAX,
                     next_attempt: Some(UNIX_EPOCH),
                     last_result: "550 no\r\nend 2\n% %41 \0 \u{7f} ünïcødé 🦀 - ".into(),
+                    warned: true,
                 },
                 RecipientState {
                     status: Status::Pending,
                     attempts: 1,
                     next_attempt: None,
                     last_result: "-".into(),
+                    warned: true,
                 },
             ],
         }
@@ -276,16 +303,19 @@ mod tests {
     #[test]
     fn rejects_bad_lines() {
         for line in [
-            "pending 0 -",
-            "pending 0 - a b",
-            "waiting 0 - x",
-            "pending -1 - x",
-            "pending 01 - x",
-            "pending 4294967296 - x",
-            "pending 0 1.5 x",
-            "pending 0 - %4",
-            "pending 0 - %zz",
-            "pending 0 - %FF",
+            "pending 0 - -",
+            "pending 0 - - a b",
+            "pending 0 - x",
+            "waiting 0 - - x",
+            "pending -1 - - x",
+            "pending 01 - - x",
+            "pending 4294967296 - - x",
+            "pending 0 1.5 - x",
+            "pending 0 - warn x",
+            "pending 0 - Warned x",
+            "pending 0 - - %4",
+            "pending 0 - - %zz",
+            "pending 0 - - %FF",
         ] {
             let file = format!("{VERSION_LINE}\n{line}\nend 1\n");
             assert!(
@@ -293,8 +323,30 @@ mod tests {
                 "accepted {line:?}"
             );
         }
-        assert!(DeliveryState::decode(b"nullq-state 2\nend 0\n").is_err());
-        assert!(DeliveryState::decode(b"nullq-state 1\nend 1\n").is_err());
+        assert!(DeliveryState::decode(b"nullq-state 3\nend 0\n").is_err());
+        assert!(DeliveryState::decode(b"nullq-state 2\nend 1\n").is_err());
+        assert!(DeliveryState::decode(b"nullq-state 1\npending 0 - - x\nend 1\n").is_err());
+    }
+
+    #[test]
+    fn reads_version_1_and_turns_its_warned_prefix_into_the_flag() {
+        let v1 = b"nullq-state 1\n\
+                   pending 2 1700000000.000000005 [warned]%20451%20later\n\
+                   failed 1 - 550%20no\n\
+                   delivered 3 - [warned]x\n\
+                   end 3\n";
+        let s = DeliveryState::decode(v1).unwrap();
+        let flags: Vec<bool> = s.recipients.iter().map(|r| r.warned).collect();
+        assert_eq!(flags, [true, false, false]);
+        assert_eq!(s.recipients[0].last_result, "451 later");
+        assert_eq!(s.recipients[0].attempts, 2);
+        assert_eq!(s.recipients[2].last_result, "[warned]x");
+        // Written back as version 2, and read back the same.
+        let v2 = s.encode();
+        assert!(
+            v2.starts_with(b"nullq-state 2\npending 2 1700000000.000000005 warned 451%20later\n")
+        );
+        assert_eq!(DeliveryState::decode(&v2), Ok(s));
     }
 
     #[test]

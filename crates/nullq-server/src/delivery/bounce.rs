@@ -12,28 +12,12 @@ use std::time::SystemTime;
 
 use nullq_spool::{DeliveryState, Envelope, QueueId, QueuedMessage, Spool, SpoolError};
 
-use super::DOUBLE_BOUNCE_SENDER;
-
-/// Prefix put on a recipient's last result once a delay warning went out for it, so that the
-/// warning is sent once (the state file has no other place for the mark).
-pub const WARNED: &str = "[warned] ";
+use crate::delivery::decide::{BounceTo, Failure};
+use crate::delivery::job::DOUBLE_BOUNCE_SENDER;
 
 /// How much of the original message a bounce looks at for its header (the runner keeps this
 /// much of each message's start in memory, the rest stays in the spool file).
 pub const ORIGINAL_HEADER_MAX: usize = 64 * 1024;
-
-/// A recipient that failed for good.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// Its index in the envelope.
-    pub index: usize,
-    /// The address as the sender wrote it.
-    pub recipient: Vec<u8>,
-    /// Why: the remote answer or exit status.
-    pub text: String,
-    /// Failed because the queue lifetime ran out.
-    pub expired: bool,
-}
 
 /// What [`queue_bounce`] did.
 #[derive(Debug)]
@@ -58,28 +42,23 @@ impl fmt::Display for Queued {
     }
 }
 
-/// Queue the bounce for `failures` of `original` (durably: it is committed when this returns).
-/// `message`: the start of the original message, at least its first [`ORIGINAL_HEADER_MAX`]
-/// bytes (or all of it), from which the header is taken.
+/// Queue the bounce for `failures` of `original` to `to` (durably: it is committed when this
+/// returns; [`BounceTo::Nobody`] queues nothing). `message`: the start of the original message,
+/// at least its first [`ORIGINAL_HEADER_MAX`] bytes (or all of it), from which the header is
+/// taken.
 pub fn queue_bounce(
     spool: &Spool,
     local_name: &str,
     original: &QueuedMessage,
     message: &[u8],
     failures: &[Failure],
-    postmaster: Option<&[u8]>,
+    to: &BounceTo,
     now: SystemTime,
 ) -> Result<Queued, SpoolError> {
-    let sender = &original.envelope.sender;
-    let (from, to, double) = if sender.is_empty() {
-        match postmaster {
-            Some(pm) => (DOUBLE_BOUNCE_SENDER.to_vec(), pm.to_vec(), true),
-            None => return Ok(Queued::Dropped),
-        }
-    } else if sender == DOUBLE_BOUNCE_SENDER {
-        return Ok(Queued::Dropped);
-    } else {
-        (Vec::new(), sender.clone(), false)
+    let (from, to, double) = match to {
+        BounceTo::Sender(sender) => (Vec::new(), sender.clone(), false),
+        BounceTo::Postmaster(pm) => (DOUBLE_BOUNCE_SENDER.to_vec(), pm.clone(), true),
+        BounceTo::Nobody => return Ok(Queued::Dropped),
     };
     let items: Vec<Item> = failures
         .iter()

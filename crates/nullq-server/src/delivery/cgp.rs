@@ -13,7 +13,7 @@
 //!   message's own `Envelope-To:`, `Envelope-Ignore:` and `Return-Path:` fields are renamed
 //!   to `X-Original-...` before ours are written ([`neutralize`]), and the envelope addresses
 //!   are written in RFC 5322 form, a local part that is no dot-atom quoted ([`header_address`]).
-//!   A header longer than [`super::HEAD_MAX`] cannot be checked in memory: such a message is
+//!   A header longer than [`HEAD_MAX`] cannot be checked in memory: such a message is
 //!   refused for good (a bounce), never submitted unchecked.
 //!
 //! If a `.sub` of ours is already there (an attempt that crashed after the rename but before
@@ -35,10 +35,15 @@ use std::time::{Duration, SystemTime};
 use nullq_config::server::{CgpConfig, OnBad};
 use nullq_spool::{DeliveryState, Envelope, QueueId, QueuedMessage, Spool};
 
-use super::lock::MessageLock;
-use super::maildir::{idle, remove_leftovers, smtp_sender};
-use super::stats::Stats;
-use super::{bounce, Answer, Job, HEAD_MAX};
+use crate::delivery::backend::{Backend, Delivery};
+use crate::delivery::bounce;
+use crate::delivery::decide::{bounce_to, Failure};
+use crate::delivery::handover::smtp_sender;
+use crate::delivery::job::{Answer, Job};
+use crate::delivery::lock::MessageLock;
+use crate::delivery::maildir::{idle, remove_leftovers};
+use crate::delivery::message::{Message, HEAD_MAX};
+use crate::delivery::stats::Stats;
 
 /// A Submitted folder target.
 #[derive(Debug)]
@@ -80,7 +85,7 @@ impl Cgp {
     }
 
     /// Submit one file for all of `job`'s recipients.
-    pub async fn deliver(&self, job: &Job) -> Vec<Answer> {
+    async fn send(&self, job: &Job) -> Vec<Answer> {
         let options = nullq_fs::Options {
             mode: self.mode,
             // Group only: the owner stays our own user.
@@ -95,6 +100,20 @@ impl Cgp {
             Ok(answers) => answers,
             Err(e) => vec![Answer::retry(format!("internal error: {e}")); job.recipients.len()],
         }
+    }
+}
+
+impl Backend for Cgp {
+    fn deliver<'a>(&'a self, job: &'a Job) -> Delivery<'a> {
+        Box::pin(self.send(job))
+    }
+
+    fn clean_leftovers(&self, spool_root: &Path) {
+        clean_stale_tmp(&self.dir, spool_root);
+    }
+
+    fn bad_files(&self) -> Option<(PathBuf, OnBad)> {
+        Some((self.dir.clone(), self.on_bad))
     }
 }
 
@@ -333,12 +352,7 @@ fn our_sub(sub: &Path) -> Result<bool, String> {
     }
 }
 
-fn write_sub(
-    dir: &Path,
-    options: &nullq_fs::Options,
-    id: QueueId,
-    message: &super::Message,
-) -> Answer {
+fn write_sub(dir: &Path, options: &nullq_fs::Options, id: QueueId, message: &Message) -> Answer {
     let sub = dir.join(format!("{id}.sub"));
     match our_sub(&sub) {
         Ok(true) => return Answer::delivered(format!("cgp: {} already submitted", sub.display())),
@@ -589,11 +603,12 @@ fn bounce_bad(
         "cgp: CommuniGate Pro could not process the submission ({}); see its System Log",
         path.display()
     );
-    let failures: Vec<bounce::Failure> = bad
+    let to = bounce_to(&original.envelope.sender, bouncer.postmaster);
+    let failures: Vec<Failure> = bad
         .recipients
         .into_iter()
         .enumerate()
-        .map(|(index, recipient)| bounce::Failure {
+        .map(|(index, recipient)| Failure {
             index,
             recipient,
             text: text.clone(),
@@ -608,7 +623,7 @@ fn bounce_bad(
         &original,
         &header,
         &failures,
-        bouncer.postmaster,
+        &to,
         SystemTime::now(),
     )
     .map_err(|e| BadError::Later(format!("cannot queue the bounce, will try again: {e}")))?;
@@ -621,8 +636,8 @@ fn bounce_bad(
 
 #[cfg(test)]
 mod tests {
-    use super::super::Message;
     use super::*;
+    use crate::delivery::job::Verdict;
     use std::os::unix::fs::PermissionsExt;
 
     fn job(sender: &[u8], rcpts: &[&[u8]], message: &[u8]) -> Job {
@@ -703,11 +718,7 @@ mod tests {
         let answers = submit(dir.path(), &opts(), &j);
         assert_eq!(
             answers.iter().map(|a| a.verdict).collect::<Vec<_>>(),
-            [
-                super::super::Verdict::Delivered,
-                super::super::Verdict::Delivered,
-                super::super::Verdict::Bounce
-            ]
+            [Verdict::Delivered, Verdict::Delivered, Verdict::Bounce]
         );
         let sub = dir.path().join(format!("{}.sub", j.id));
         assert_eq!(
@@ -720,7 +731,11 @@ mod tests {
         let again = submit(dir.path(), &opts(), &j);
         assert!(again[0].text.contains("already submitted"), "{again:?}");
         // The double bounce marker and the null sender are written as <>.
-        let d = job(super::super::DOUBLE_BOUNCE_SENDER, &[b"pm@x"], b"A: b\n\n");
+        let d = job(
+            crate::delivery::job::DOUBLE_BOUNCE_SENDER,
+            &[b"pm@x"],
+            b"A: b\n\n",
+        );
         let dir2 = tempfile::tempdir().expect("tempdir");
         submit(dir2.path(), &opts(), &d);
         let text = std::fs::read_to_string(dir2.path().join(format!("{}.sub", d.id))).expect("sub");
@@ -734,9 +749,9 @@ mod tests {
     fn a_header_too_long_to_check_is_bounced_not_submitted() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut j = job(b"a@x", &[b"b@x"], b"");
-        j.message = super::super::Message::unchecked_for_test(b"Envelope-To: e@x\n\n".to_vec());
+        j.message = Message::unchecked_for_test(b"Envelope-To: e@x\n\n".to_vec());
         let answers = submit(dir.path(), &opts(), &j);
-        assert_eq!(answers[0].verdict, super::super::Verdict::Bounce);
+        assert_eq!(answers[0].verdict, Verdict::Bounce);
         assert!(answers[0].text.contains("longer than"), "{answers:?}");
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
     }
@@ -754,11 +769,7 @@ mod tests {
             let link = folder.join(format!("{}.{planted}", j.id));
             std::os::unix::fs::symlink(&victim, &link).expect("symlink");
             let answers = submit(&folder, &opts(), &j);
-            assert_eq!(
-                answers[0].verdict,
-                super::super::Verdict::Retry,
-                "{planted}"
-            );
+            assert_eq!(answers[0].verdict, Verdict::Retry, "{planted}");
             assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
             let mode = std::fs::metadata(&victim)
                 .expect("meta")

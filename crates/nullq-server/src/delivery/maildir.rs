@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Answer, Job};
+use crate::delivery::backend::{Backend, Delivery};
+use crate::delivery::handover::envelope_head;
+use crate::delivery::job::{Answer, Job};
 
 /// A Maildir target.
 #[derive(Debug)]
@@ -45,7 +47,7 @@ impl Maildir {
     }
 
     /// Deliver one copy for all of `job`'s recipients.
-    pub async fn deliver(&self, job: &Job) -> Vec<Answer> {
+    async fn send(&self, job: &Job) -> Vec<Answer> {
         let dir = self.dir.clone();
         let job2 = job.clone();
         let answer = match tokio::task::spawn_blocking(move || write(&dir, &job2)).await {
@@ -54,6 +56,16 @@ impl Maildir {
             Err(e) => Answer::retry(format!("internal error: {e}")),
         };
         vec![answer; job.recipients.len()]
+    }
+}
+
+impl Backend for Maildir {
+    fn deliver<'a>(&'a self, job: &'a Job) -> Delivery<'a> {
+        Box::pin(self.send(job))
+    }
+
+    fn clean_leftovers(&self, _spool_root: &Path) {
+        clean_tmp(&self.dir);
     }
 }
 
@@ -304,34 +316,6 @@ fn write(dir: &Path, job: &Job) -> std::io::Result<String> {
     Ok(name)
 }
 
-/// The envelope written as header fields above a message that is handed over as a file:
-/// `Return-Path: <sender>`, then `FIELD: recipient` for each recipient (`Delivered-To` for a
-/// Maildir), the addresses as they are, as qmail-local writes them. CommuniGate Pro's
-/// Submitted folder needs them quoted and its header checked: see `cgp.rs`.
-pub fn envelope_head(sender: &[u8], recipients: &[Vec<u8>], field: &str) -> Vec<u8> {
-    let mut head = Vec::with_capacity(64 + recipients.len() * 40);
-    head.extend_from_slice(b"Return-Path: <");
-    head.extend_from_slice(smtp_sender(sender));
-    head.extend_from_slice(b">\n");
-    for r in recipients {
-        head.extend_from_slice(field.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(r);
-        head.push(b'\n');
-    }
-    head
-}
-
-/// The sender as it goes into `Return-Path:` and `MAIL FROM`: the double-bounce marker is
-/// written as the null sender.
-pub fn smtp_sender(sender: &[u8]) -> &[u8] {
-    if sender == super::DOUBLE_BOUNCE_SENDER {
-        b""
-    } else {
-        sender
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,7 +536,9 @@ mod tests {
             id: "00061a8f3c2b7d10.00003039.00000007".parse().expect("id"),
             sender: b"a@example.net".to_vec(),
             recipients: vec![b"b@example.net".to_vec()],
-            message: super::super::Message::from_bytes(b"Subject: x\n\nbody\n".to_vec()),
+            message: crate::delivery::message::Message::from_bytes(
+                b"Subject: x\n\nbody\n".to_vec(),
+            ),
         };
         // A clean-up while a writer is mid-file (its file open and locked, as `write` creates
         // it; a flock conflicts between open files of one process as of two).
@@ -608,7 +594,9 @@ mod tests {
             id: "00061a8f3c2b7d10.00003039.00000007".parse().expect("id"),
             sender: b"a@example.net".to_vec(),
             recipients: vec![b"b@example.net".to_vec()],
-            message: super::super::Message::from_bytes(b"Subject: x\n\nbody\n".to_vec()),
+            message: crate::delivery::message::Message::from_bytes(
+                b"Subject: x\n\nbody\n".to_vec(),
+            ),
         };
         let name = write(dir.path(), &job).expect("write");
         let path = dir.path().join("new").join(&name);

@@ -25,8 +25,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
-use super::maildir::smtp_sender;
-use super::{Answer, Job, Message};
+use crate::delivery::backend::{Backend, Delivery};
+use crate::delivery::handover::smtp_sender;
+use crate::delivery::job::{Answer, Job};
+use crate::delivery::message::Message;
 
 /// How much of a child's stderr is kept for the log and the bounce.
 const STDERR_KEPT: usize = 2000;
@@ -191,7 +193,7 @@ impl Pipe {
     }
 
     /// Run the command once for all of `job`'s recipients that may be passed to it.
-    pub async fn deliver(&self, job: &Job) -> Vec<Answer> {
+    async fn send(&self, job: &Job) -> Vec<Answer> {
         refuse_options(job, "pipe", |job| self.run_once(job)).await
     }
 
@@ -282,6 +284,12 @@ where
             }
         })
         .collect()
+}
+
+impl Backend for Pipe {
+    fn deliver<'a>(&'a self, job: &'a Job) -> Delivery<'a> {
+        Box::pin(self.send(job))
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! (bounce); any other status, a signal or a timeout is temporary (retry), so an unknown code
 //! never loses a message ([`nullq_proto::exit::QueueExit::is_permanent`]). Addresses that
 //! begin with `-` are bounced before the program runs, as for `pipe:`
-//! ([`super::pipe::refuse_options`]): a wrapper that turns the envelope into argv must never
+//! ([`crate::delivery::pipe::refuse_options`]): a wrapper that turns the envelope into argv must never
 //! meet one.
 
 use std::fs::File;
@@ -18,8 +18,10 @@ use nullq_proto::envelope::Envelope;
 use nullq_proto::exit::QueueExit;
 use tokio::process::Command;
 
-use super::maildir::smtp_sender;
-use super::{pipe, Answer, Job};
+use crate::delivery::backend::{Backend, Delivery};
+use crate::delivery::handover::smtp_sender;
+use crate::delivery::job::{Answer, Job};
+use crate::delivery::pipe;
 
 /// A qmail-queue program target.
 #[derive(Debug)]
@@ -46,7 +48,7 @@ impl QmailQueue {
     }
 
     /// Queue the message once for all of `job`'s recipients.
-    pub async fn deliver(&self, job: &Job) -> Vec<Answer> {
+    async fn send(&self, job: &Job) -> Vec<Answer> {
         pipe::refuse_options(job, "qmail-queue", |job| self.deliver_all(job)).await
     }
 
@@ -91,5 +93,11 @@ impl QmailQueue {
         // If the child never read it, the write fails with EPIPE once the child is gone.
         let _ = writer.await;
         end
+    }
+}
+
+impl Backend for QmailQueue {
+    fn deliver<'a>(&'a self, job: &'a Job) -> Delivery<'a> {
+        Box::pin(self.send(job))
     }
 }

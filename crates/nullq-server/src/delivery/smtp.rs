@@ -29,8 +29,9 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
-use super::maildir::smtp_sender;
-use super::{Answer, Job};
+use crate::delivery::backend::{Backend, Delivery};
+use crate::delivery::handover::smtp_sender;
+use crate::delivery::job::{Answer, Job};
 
 /// The system's CA bundle (Debian's ca-certificates), used when `ca_file` is not set.
 const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -578,7 +579,7 @@ impl Smtp {
     }
 
     /// Deliver `job` over one connection (reused or new); one answer per recipient.
-    pub async fn deliver(&self, job: &Job) -> Vec<Answer> {
+    async fn send(&self, job: &Job) -> Vec<Answer> {
         // A reused connection may have been closed by the server meanwhile: then, and only
         // before anything was accepted, try once more on a fresh one.
         if let Some(mut conn) = self.take_idle() {
@@ -716,7 +717,9 @@ impl Smtp {
         // dropped, so the server discards what it got instead of delivering a cut message.
         let mut chunks = job.message.chunks();
         let mut stuffer = DotStuffer::new();
-        let mut out = Vec::with_capacity(super::CHUNK + super::CHUNK / 8);
+        let mut out = Vec::with_capacity(
+            crate::delivery::message::CHUNK + crate::delivery::message::CHUNK / 8,
+        );
         while let Some(chunk) = chunks.recv().await {
             let chunk =
                 chunk.map_err(|e| (ConnError(format!("reading the queued message: {e}")), true))?;
@@ -738,6 +741,12 @@ impl Smtp {
             },
         );
         Ok(answers.into_iter().flatten().collect())
+    }
+}
+
+impl Backend for Smtp {
+    fn deliver<'a>(&'a self, job: &'a Job) -> Delivery<'a> {
+        Box::pin(self.send(job))
     }
 }
 

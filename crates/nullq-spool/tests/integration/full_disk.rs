@@ -135,6 +135,7 @@ fn a_full_disk_fails_with_is_full_and_leaves_nothing_behind() {
         attempts: 1,
         next_attempt: None,
         last_result: "x".repeat(64 * 1024),
+        warned: false,
     };
     let err = spool
         .save_state(

@@ -14,18 +14,21 @@ fn odd_state() -> DeliveryState {
                 attempts: 1,
                 next_attempt: None,
                 last_result: "250 ok\r\nend 0\n%%41 \0\u{1b}[31m 🦀".into(),
+                warned: false,
             },
             RecipientState {
                 status: Status::Pending,
                 attempts: 7,
                 next_attempt: Some(UNIX_EPOCH + Duration::new(1_800_000_000, 999_999_999)),
                 last_result: "421 4.7.0 try again later".into(),
+                warned: true,
             },
             RecipientState {
                 status: Status::Failed,
                 attempts: 2,
                 next_attempt: None,
                 last_result: String::new(),
+                warned: false,
             },
         ],
     }

@@ -1,0 +1,418 @@
+//! One attempt at one message, in the order that makes a crash repeat work rather than skip
+//! it: lock and load ([`load`]), deliver the due recipients, [`decide`], queue the bounce and
+//! the warning the decision asks for, and only then save the new state (or remove the message
+//! when nothing is pending). [`Deliverer`] holds what every attempt needs.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use nullq_spool::{QueueId, QueuedMessage, Spool, Status};
+use tokio::sync::mpsc;
+
+use crate::delivery::backend;
+use crate::delivery::bounce;
+use crate::delivery::clock::Clock;
+use crate::delivery::decide::{decide, BounceTo, Decision, Outcome, Rules};
+use crate::delivery::job::{Job, DOUBLE_BOUNCE_SENDER};
+use crate::delivery::lock::{LockError, MessageLock};
+use crate::delivery::message::{read_head, Head, Message, HEAD_MAX};
+use crate::delivery::retry;
+use crate::delivery::routes::Routes;
+use crate::delivery::schedule::next_due;
+use crate::delivery::stats::Stats;
+use crate::logging::escape;
+use crate::metrics::DeliveryResult;
+use crate::rewriting::Rewriting;
+
+/// What every attempt of one runner needs, shared by them all.
+pub struct Deliverer {
+    pub(crate) spool: Spool,
+    pub(crate) routes: Routes,
+    pub(crate) rewriting: Arc<Rewriting>,
+    pub(crate) clock: Clock,
+    pub(crate) rules: Rules,
+    pub(crate) local_name: String,
+    pub(crate) stats: Stats,
+    /// Where new messages (our bounces) are announced: the runner's own inbox.
+    pub(crate) notify: mpsc::UnboundedSender<QueueId>,
+}
+
+/// What an attempt leaves for the schedule.
+#[derive(Debug)]
+pub enum Next {
+    /// The message is gone (delivered, failed and bounced, deleted).
+    Done,
+    /// Try again at this queue time.
+    At(SystemTime),
+    /// Someone else holds the message (a `nullq queue` tool): try again shortly.
+    Busy,
+}
+
+/// A message ready for an attempt: its lock, envelope, state, and the start of its bytes.
+struct Loaded {
+    lock: MessageLock,
+    queued: QueuedMessage,
+    head: Head,
+}
+
+/// One due recipient of an attempt: which backend had it, as what address, and what came of
+/// it.
+struct Tried {
+    index: usize,
+    backend: usize,
+    rcpt: Vec<u8>,
+    outcome: Outcome,
+}
+
+enum LoadResult {
+    Ready(Box<Loaded>),
+    Gone,
+    Busy,
+    /// An I/O error (EIO, EMFILE, EACCES...): the message is tried again later.
+    Failed(String),
+    /// The file's content was wrong: moved to `corrupt/` (the ERROR line, whether the message
+    /// is still queued).
+    SetAside(String, bool),
+}
+
+fn load(spool: &Spool, id: &QueueId) -> LoadResult {
+    let lock = match MessageLock::try_lock(spool.root(), id) {
+        Ok(l) => l,
+        Err(LockError::Gone) => return LoadResult::Gone,
+        Err(LockError::Busy) => return LoadResult::Busy,
+        Err(e) => return LoadResult::Failed(e.to_string()),
+    };
+    // The whole file is checked (its checksum, as at start-up) before anything of it is
+    // delivered: a file that turned bad since its commit goes to corrupt/, not to recipients.
+    // One more read of a file that is usually in the page cache.
+    let queued = match spool.verify(id).and_then(|()| spool.load(id)) {
+        Ok(q) => q,
+        Err(e) if e.is_not_found() => return LoadResult::Gone,
+        Err(e) if e.is_corrupt() => return set_aside(spool, id, &e),
+        Err(e) => return LoadResult::Failed(e.to_string()),
+    };
+    // Only the header is read here; backends read the body from the file as they send it.
+    let read = match spool.message(id) {
+        Ok(mut r) => read_head(&mut r).map_err(|e| e.to_string()),
+        Err(e) if e.is_not_found() => return LoadResult::Gone,
+        Err(e) => Err(e.to_string()),
+    };
+    match read {
+        Ok(head) => LoadResult::Ready(Box::new(Loaded { lock, queued, head })),
+        Err(e) => LoadResult::Failed(e),
+    }
+}
+
+/// Move what `err` found corrupt to `corrupt/` (the spool's one move, as at start-up), under
+/// the message's lock; the line to log says what moved where and why.
+fn set_aside(spool: &Spool, id: &QueueId, err: &nullq_spool::SpoolError) -> LoadResult {
+    let moved = match spool.set_aside(id, err) {
+        Ok(moved) => moved,
+        Err(e) => {
+            return LoadResult::Failed(format!("{err}; and moving it to corrupt/ failed: {e}"))
+        }
+    };
+    let queue_file = spool.root().join("queue").join(id.to_string());
+    let still_queued = !moved.iter().any(|m| m.from == queue_file);
+    let mut line = String::new();
+    for (i, m) in moved.iter().enumerate() {
+        if i == 0 {
+            line = format!(
+                "found corrupt: moved {} to {}: {}",
+                m.from.display(),
+                m.to.display(),
+                m.reason
+            );
+        } else {
+            line.push_str(&format!(
+                "; moved {} to {} with it",
+                m.from.display(),
+                m.to.display()
+            ));
+        }
+    }
+    line.push_str(if still_queued {
+        "; the message stays queued, every recipient pending again"
+    } else {
+        "; not delivered, not retried"
+    });
+    LoadResult::SetAside(line, still_queued)
+}
+
+impl Deliverer {
+    /// One attempt at message `id`: deliver its due recipients, bounce what failed, save the
+    /// state. Returns when it is due again.
+    pub async fn attempt(self: &Arc<Self>, id: QueueId) -> Next {
+        let spool = self.spool.clone();
+        let loaded = match tokio::task::spawn_blocking(move || load(&spool, &id)).await {
+            Ok(LoadResult::Ready(l)) => l,
+            Ok(LoadResult::Gone) => return Next::Done,
+            Ok(LoadResult::Busy) => return Next::Busy,
+            Ok(LoadResult::Failed(e)) => {
+                tracing::error!(target: "nullq::delivery", id = %id, "cannot read the message (will try again): {e}");
+                return self.later();
+            }
+            Ok(LoadResult::SetAside(line, still_queued)) => {
+                tracing::error!(target: "nullq::delivery", id = %id, "{line}");
+                return if still_queued {
+                    Next::At(self.clock.now())
+                } else {
+                    Next::Done
+                };
+            }
+            Err(e) => {
+                tracing::error!(target: "nullq::delivery", id = %id, "internal error: {e}");
+                return self.later();
+            }
+        };
+        let Loaded { lock, queued, head } = *loaded;
+        let now = self.clock.now();
+        let tried = self
+            .deliver_due(&queued, head.header.clone(), &head, now)
+            .await;
+        let outcomes: Vec<(usize, Outcome)> =
+            tried.iter().map(|t| (t.index, t.outcome.clone())).collect();
+        let decision = decide(
+            &queued.envelope,
+            &queued.state,
+            &outcomes,
+            now,
+            &self.rules,
+            retry::jitter(),
+        );
+        self.log_and_count(&queued, &tried, &decision, now);
+
+        let this = Arc::clone(self);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let (result, state, new_ids) = this.record(&queued, &head.start, decision);
+            drop(lock);
+            (result, state, new_ids)
+        })
+        .await;
+        let (result, state, new_ids) = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(target: "nullq::delivery", id = %id, "internal error: {e}");
+                return self.later();
+            }
+        };
+        for new in new_ids {
+            let _ = self.notify.send(new);
+        }
+        if let Err(e) = result {
+            tracing::error!(target: "nullq::delivery", id = %id, "cannot record the results (the attempt will be repeated): {e}");
+            return self.later();
+        }
+        if !state.any_pending() {
+            return Next::Done;
+        }
+        Next::At(next_due(&state).unwrap_or_else(|| self.clock.now()))
+    }
+
+    /// After an error on our side: again in `retry_min`.
+    fn later(&self) -> Next {
+        Next::At(self.clock.now() + self.rules.retry_min)
+    }
+
+    /// Hand every due recipient of `queued` to its backend (rewritten, grouped by backend, in
+    /// envelope order inside a group); one outcome per due recipient.
+    async fn deliver_due(
+        &self,
+        queued: &QueuedMessage,
+        header: Vec<u8>,
+        head: &Head,
+        now: SystemTime,
+    ) -> Vec<Tried> {
+        let env = &queued.envelope;
+        let due: Vec<usize> = queued
+            .state
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.status == Status::Pending && r.next_attempt.is_none_or(|t| t <= now))
+            .map(|(i, _)| i)
+            .collect();
+        let mut tried = Vec::with_capacity(due.len());
+        if due.is_empty() {
+            return tried;
+        }
+        let sender = if env.sender.is_empty() || env.sender == DOUBLE_BOUNCE_SENDER {
+            env.sender.clone()
+        } else {
+            self.rewriting.rewrite_address(&env.sender)
+        };
+        if head.too_long && self.rewriting.rewrites() {
+            tracing::warn!(target: "nullq::delivery", id = %queued.id, "header longer than {HEAD_MAX} bytes: delivered as received, its addresses not rewritten");
+        }
+        let header = self.rewriting.rewrite_header(&header).unwrap_or(header);
+        let message = Message::spooled(
+            header,
+            !head.too_long,
+            self.spool.clone(),
+            queued.id,
+            head.body_at,
+            queued.message_len,
+        );
+        let mut groups: Vec<(usize, Vec<usize>, Vec<Vec<u8>>)> = Vec::new();
+        for &i in &due {
+            let rcpt = self.rewriting.rewrite_address(&env.recipients[i]);
+            let b = self.routes.route(&rcpt);
+            match groups.iter_mut().find(|g| g.0 == b) {
+                Some(g) => {
+                    g.1.push(i);
+                    g.2.push(rcpt);
+                }
+                None => groups.push((b, vec![i], vec![rcpt])),
+            }
+        }
+        for (b, indexes, recipients) in groups {
+            let (_, backend) = self.routes.backend(b);
+            let answers = if backend.holds() {
+                vec![Outcome::Held; recipients.len()]
+            } else {
+                let job = Job {
+                    id: queued.id,
+                    sender: sender.clone(),
+                    recipients: recipients.clone(),
+                    message: message.clone(),
+                };
+                let answers = backend::deliver(backend, &job).await;
+                answers.into_iter().map(Outcome::Answered).collect()
+            };
+            for ((index, rcpt), outcome) in indexes.into_iter().zip(recipients).zip(answers) {
+                tried.push(Tried {
+                    index,
+                    backend: b,
+                    rcpt,
+                    outcome,
+                });
+            }
+        }
+        tried
+    }
+
+    /// One log line and one count per answer (after the decision: it says which temporary
+    /// failure became a bounce, and how many attempts each recipient has had).
+    fn log_and_count(
+        &self,
+        queued: &QueuedMessage,
+        tried: &[Tried],
+        decision: &Decision,
+        now: SystemTime,
+    ) {
+        let age = now
+            .duration_since(queued.envelope.arrival)
+            .unwrap_or_default();
+        for t in tried {
+            let Outcome::Answered(answer) = &t.outcome else {
+                continue;
+            };
+            let Some(r) = decision.state.recipients.get(t.index) else {
+                continue;
+            };
+            let label = self.routes.backend(t.backend).0;
+            tracing::info!(
+                target: "nullq::delivery",
+                id = %queued.id,
+                rcpt = %escape(&t.rcpt),
+                backend = %label,
+                result = answer.verdict.word(),
+                attempt = r.attempts,
+                delay = age.as_secs(),
+                "{}",
+                answer.text
+            );
+            let result = decision
+                .results
+                .iter()
+                .find(|(j, _)| *j == t.index)
+                .map_or(DeliveryResult::Deferred, |(_, r)| *r);
+            self.stats.count(label, result);
+        }
+    }
+
+    /// Queue the bounce and the warning `decision` asks for, tell it how that went, then save
+    /// the new state, or remove the message when nothing is pending (blocking). Returns the
+    /// result of the save, the state, and the ids of the messages queued.
+    fn record(
+        &self,
+        queued: &QueuedMessage,
+        start: &[u8],
+        mut decision: Decision,
+    ) -> (
+        Result<(), nullq_spool::SpoolError>,
+        nullq_spool::DeliveryState,
+        Vec<QueueId>,
+    ) {
+        let now = self.clock.now();
+        let mut new_ids = Vec::new();
+        if !decision.bounce.is_empty() {
+            match bounce::queue_bounce(
+                &self.spool,
+                &self.local_name,
+                queued,
+                start,
+                &decision.bounce,
+                &decision.bounce_to,
+                now,
+            ) {
+                Ok(outcome) => {
+                    match &outcome {
+                        bounce::Queued::Bounce(id) => {
+                            self.stats.update(|s| s.bounces_queued += 1);
+                            new_ids.push(*id);
+                        }
+                        bounce::Queued::DoubleBounce(id) => {
+                            self.stats.update(|s| s.double_bounces += 1);
+                            new_ids.push(*id);
+                        }
+                        bounce::Queued::Dropped => self.stats.update(|s| s.double_bounces += 1),
+                    }
+                    debug_assert_eq!(
+                        matches!(outcome, bounce::Queued::Dropped),
+                        decision.bounce_to == BounceTo::Nobody
+                    );
+                    tracing::info!(target: "nullq::delivery", id = %queued.id, failed = decision.bounce.len(), "{outcome}");
+                    decision.bounce_queued();
+                }
+                Err(e) => {
+                    // Not marked failed: they stay pending and fail again at the next attempt.
+                    tracing::error!(target: "nullq::delivery", id = %queued.id, "cannot queue the bounce, will try again: {e}");
+                    decision.bounce_not_queued();
+                }
+            }
+        }
+        if !decision.warn.is_empty() {
+            match bounce::queue_warning(
+                &self.spool,
+                &self.local_name,
+                queued,
+                start,
+                &decision.state,
+                &decision.warn,
+                now,
+            ) {
+                Ok(id) => {
+                    self.stats.update(|s| s.warnings_queued += 1);
+                    new_ids.push(id);
+                    decision.warning_queued();
+                }
+                Err(e) => {
+                    tracing::error!(target: "nullq::delivery", id = %queued.id, "cannot queue the delay warning: {e}")
+                }
+            }
+        }
+        let state = decision.state;
+        let result = if state.any_pending() {
+            if state == queued.state {
+                Ok(())
+            } else {
+                self.spool.save_state(&queued.id, &state)
+            }
+        } else {
+            // Nothing pending: removal alone records that (a crash before it repeats work).
+            self.spool.remove(&queued.id)
+        };
+        (result, state, new_ids)
+    }
+}

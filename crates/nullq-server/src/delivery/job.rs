@@ -1,0 +1,79 @@
+//! What a backend is handed and what it answers: a [`Job`] (one message, some recipients) and
+//! one [`Answer`] per recipient. The types every backend, the decision and the runner share.
+
+use nullq_spool::QueueId;
+
+use crate::delivery::message::Message;
+
+/// The sender of a double bounce sent to the postmaster (qmail's `#@[]`): a message with this
+/// sender that fails is dropped, never bounced again. Backends that speak SMTP send it as `<>`.
+pub const DOUBLE_BOUNCE_SENDER: &[u8] = b"#@[]";
+
+/// What a backend is asked to deliver: one message to some of its recipients.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The message's queue id (for file names and logs).
+    pub id: QueueId,
+    /// The envelope sender after rewriting (empty: the null sender).
+    pub sender: Vec<u8>,
+    /// The recipients for this backend, after rewriting.
+    pub recipients: Vec<Vec<u8>>,
+    /// The message, header rewritten (LF line ends, as received): read it with
+    /// [`Message::open`] or [`Message::chunks`].
+    pub message: Message,
+}
+
+/// What became of one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered: done.
+    Delivered,
+    /// Not now: try again later (until the queue lifetime ends).
+    Retry,
+    /// Never: bounce.
+    Bounce,
+}
+
+impl Verdict {
+    /// The word in log lines.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry => "deferred",
+            Verdict::Bounce => "failed",
+        }
+    }
+}
+
+/// A backend's answer for one recipient: the verdict and the remote answer or exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// What to do with the recipient.
+    pub verdict: Verdict,
+    /// The remote answer (`250 2.0.0 Ok`), exit status and stderr, or our own reason.
+    pub text: String,
+}
+
+impl Answer {
+    /// Delivered, with this text.
+    pub fn delivered(text: impl Into<String>) -> Answer {
+        Answer {
+            verdict: Verdict::Delivered,
+            text: text.into(),
+        }
+    }
+    /// Try again later, because of this.
+    pub fn retry(text: impl Into<String>) -> Answer {
+        Answer {
+            verdict: Verdict::Retry,
+            text: text.into(),
+        }
+    }
+    /// Failed for good, because of this.
+    pub fn bounce(text: impl Into<String>) -> Answer {
+        Answer {
+            verdict: Verdict::Bounce,
+            text: text.into(),
+        }
+    }
+}
