@@ -4,7 +4,7 @@
 //! - `nullq_qmqp_sessions_total{answer="K|Z|D|none"}`: every connection, by what it was
 //!   answered (`none`: closed without an answer: access denied, client gone, timeout);
 //! - `nullq_queue_messages`, `nullq_queue_oldest_message_age_seconds`: the queue as scanned at
-//!   each scrape ([`crate::queue_tools::QueueSummary`], the scan `nullq queue stats` and
+//!   each scrape ([`crate::admin::queue_scan::QueueSummary`], the scan `nullq queue stats` and
 //!   `nullq health` use), so they are never a count taken while files move;
 //! - `nullq_deliveries_total{backend,result}`: each recipient's attempt, by backend kind and
 //!   `delivered`, `deferred` or `failed`;
@@ -35,8 +35,8 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::queue_tools::QueueSummary;
-use crate::shutdown::Shutdown;
+use crate::admin::queue_scan::QueueSummary;
+use crate::process::shutdown::Shutdown;
 
 /// Scrapes served at once; more wait for a turn (Prometheus sends one at a time).
 const CONNECTIONS: usize = 8;

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    exit(nullq_server::cli::main_with(
+    exit(nullq_server::process::cli::main_with(
         &args,
         nullq_client::SUBCOMMANDS,
         &programs_help(),

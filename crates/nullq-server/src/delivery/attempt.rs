@@ -20,8 +20,8 @@ use crate::delivery::retry;
 use crate::delivery::routes::Routes;
 use crate::delivery::schedule::next_due;
 use crate::delivery::stats::Stats;
-use crate::logging::escape;
 use crate::metrics::DeliveryResult;
+use crate::process::logging::escape;
 use crate::rewriting::Rewriting;
 
 /// What every attempt of one runner needs, shared by them all.

@@ -14,10 +14,7 @@ use nullq_spool::{DeliveryState, Envelope, QueueId, QueuedMessage, Spool, SpoolE
 
 use crate::delivery::decide::{BounceTo, Failure};
 use crate::delivery::job::DOUBLE_BOUNCE_SENDER;
-
-/// How much of the original message a bounce looks at for its header (the runner keeps this
-/// much of each message's start in memory, the rest stays in the spool file).
-pub const ORIGINAL_HEADER_MAX: usize = 64 * 1024;
+use crate::delivery::message::ORIGINAL_HEADER_MAX;
 
 /// What [`queue_bounce`] did.
 #[derive(Debug)]

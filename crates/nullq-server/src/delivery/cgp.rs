@@ -42,7 +42,7 @@ use crate::delivery::handover::smtp_sender;
 use crate::delivery::job::{Answer, Job};
 use crate::delivery::lock::MessageLock;
 use crate::delivery::maildir::{idle, remove_leftovers};
-use crate::delivery::message::{Message, HEAD_MAX};
+use crate::delivery::message::{Message, HEAD_MAX, ORIGINAL_HEADER_MAX};
 use crate::delivery::stats::Stats;
 
 /// A Submitted folder target.
@@ -64,7 +64,7 @@ impl Cgp {
         let gid = config
             .group
             .as_deref()
-            .map(crate::privilege::group_id)
+            .map(crate::process::privilege::group_id)
             .transpose()?;
         Ok(Cgp {
             dir,
@@ -576,7 +576,7 @@ fn bounce_bad(
     }
     let mut start = Vec::new();
     (&mut file)
-        .take((HEAD_MAX + bounce::ORIGINAL_HEADER_MAX) as u64)
+        .take((HEAD_MAX + ORIGINAL_HEADER_MAX) as u64)
         .read_to_end(&mut start)
         .map_err(|e| BadError::Later(format!("cannot read it: {e}")))?;
     let bad = parse_bad(&start).ok_or("not bounced: no Return-Path or envelope field to read")?;

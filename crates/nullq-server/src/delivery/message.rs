@@ -7,11 +7,13 @@ use std::sync::Arc;
 use nullq_spool::{MessageReader, QueueId, Spool};
 use tokio::sync::mpsc;
 
-use crate::delivery::bounce;
-
 /// Most of a message's header kept in memory for rewriting. A header that does not end within
 /// this many bytes is delivered as received (not rewritten), streamed with the body.
 pub const HEAD_MAX: usize = 1 << 20;
+
+/// How much of the original message a bounce looks at for its header (the runner keeps this
+/// much of each message's start in memory, the rest stays in the spool file).
+pub const ORIGINAL_HEADER_MAX: usize = 64 * 1024;
 
 /// The size of the buffers a message is streamed through (and of each chunk).
 pub const CHUNK: usize = 64 * 1024;
@@ -263,7 +265,7 @@ pub(crate) struct Head {
     pub(crate) body_at: u64,
     /// The header did not end within [`HEAD_MAX`] bytes.
     pub(crate) too_long: bool,
-    /// The first [`bounce::ORIGINAL_HEADER_MAX`] bytes of the message, from which a bounce
+    /// The first [`ORIGINAL_HEADER_MAX`] bytes of the message, from which a bounce
     /// takes the original's header.
     pub(crate) start: Vec<u8>,
 }
@@ -304,7 +306,7 @@ pub(crate) fn read_head(reader: &mut impl Read) -> std::io::Result<Head> {
             end = header_end(&buf, &mut scanned, eof);
         }
         let enough = match end {
-            Some(_) => buf.len() >= bounce::ORIGINAL_HEADER_MAX,
+            Some(_) => buf.len() >= ORIGINAL_HEADER_MAX,
             None => buf.len() > HEAD_MAX,
         };
         if eof || enough {
@@ -316,7 +318,7 @@ pub(crate) fn read_head(reader: &mut impl Read) -> std::io::Result<Head> {
         buf.truncate(old + n);
         eof = n < CHUNK;
     }
-    let start = buf[..buf.len().min(bounce::ORIGINAL_HEADER_MAX)].to_vec();
+    let start = buf[..buf.len().min(ORIGINAL_HEADER_MAX)].to_vec();
     let too_long = end.is_none();
     let end = end.unwrap_or(0);
     buf.truncate(end);
@@ -368,7 +370,7 @@ mod tests {
         let h = head_of(&message);
         assert!(h.header.is_empty() && h.too_long);
         assert_eq!(h.body_at, 0);
-        assert_eq!(h.start, &message[..bounce::ORIGINAL_HEADER_MAX]);
+        assert_eq!(h.start, &message[..ORIGINAL_HEADER_MAX]);
     }
 
     #[test]

@@ -20,9 +20,9 @@ use crate::delivery::routes::Routes;
 use crate::delivery::schedule::{next_due, Schedule};
 use crate::delivery::stats::Stats;
 use crate::metrics::Metrics;
+use crate::process::shutdown::Shutdown;
+use crate::process::systemd::Watchdog;
 use crate::rewriting::Rewriting;
-use crate::shutdown::Shutdown;
-use crate::systemd::Watchdog;
 
 /// The pid file earlier versions kept in the spool root (and signalled); removed at start.
 const OLD_PID_FILE: &str = "deliver.pid";

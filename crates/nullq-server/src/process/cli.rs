@@ -15,14 +15,16 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use nullq_config::server::{LogFormat, ServerConfig};
 use nullq_spool::Spool;
 
-use crate::access::Access;
-use crate::context::Context;
-use crate::listener::{self, ConnectionLimits};
+use crate::delivery;
+use crate::inbound::access::Access;
+use crate::inbound::context::Context;
+use crate::inbound::listener::{self, ConnectionLimits};
+use crate::inbound::peer::Peer;
+use crate::inbound::policy::Policy;
+use crate::inbound::session;
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::process::{logging, privilege, shutdown};
 use crate::rewriting::Rewriting;
-use crate::session::{self, Peer};
-use crate::{delivery, logging, privilege, shutdown};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,10 +46,10 @@ enum Command {
     /// Deliver the queue (for sites that receive with `nullq qmqpd`); `serve` delivers itself.
     Deliver(DeliverArgs),
     /// Look at or change the queue: list, show, retry, delete, stats.
-    Queue(crate::queue_tools::QueueArgs),
+    Queue(crate::admin::queue_tools::QueueArgs),
     /// Check the queue and the spool like a Nagios plugin: one line, exit 0 OK, 1 WARNING,
     /// 2 CRITICAL, 3 UNKNOWN.
-    Health(crate::health::HealthArgs),
+    Health(crate::admin::health::HealthArgs),
 }
 
 /// `nullq deliver`'s flags.
@@ -178,7 +180,7 @@ pub fn main_with(
             let health = args.get(1).and_then(|a| a.to_str()) == Some("health");
             return match (e.use_stderr(), health) {
                 (false, _) => 0,
-                (true, true) => crate::health::UNKNOWN,
+                (true, true) => crate::admin::health::UNKNOWN,
                 (true, false) => 100,
             };
         }
@@ -187,8 +189,8 @@ pub fn main_with(
         Command::Serve(args) => serve(args),
         Command::Qmqpd(args) => qmqpd(args),
         Command::Deliver(args) => deliver(args),
-        Command::Queue(args) => crate::queue_tools::run(args),
-        Command::Health(args) => return crate::health::run(&args),
+        Command::Queue(args) => crate::admin::queue_tools::run(args),
+        Command::Health(args) => return crate::admin::health::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -359,7 +361,7 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
     fit_sessions_to_descriptors(&mut config);
     // 1. Bind while we may still be root (port 628), and before any thread exists; or take
     //    the sockets systemd passed (socket activation: then no privilege is needed at all).
-    let mut bound = crate::systemd::inherited_listeners()?;
+    let mut bound = crate::process::systemd::inherited_listeners()?;
     if bound.is_empty() {
         for text in &config.listen {
             let addr: SocketAddr = text
@@ -492,7 +494,9 @@ async fn run_server(
     // A failed commit (the spool's directory fsync) stops the server the same way.
     let (trigger, stop) = shutdown::channel();
     spawn_signal_handlers(trigger, Arc::clone(&access), Arc::clone(&ctx.poisoned))?;
-    let watchdog = runner.is_none().then(crate::systemd::Watchdog::from_env);
+    let watchdog = runner
+        .is_none()
+        .then(crate::process::systemd::Watchdog::from_env);
     spawn_poison_watch(Arc::clone(&ctx), watchdog);
     let bound: Vec<String> = listeners
         .iter()
@@ -518,7 +522,7 @@ async fn run_server(
         databytes = config.limits.databytes,
         "nullq serve ready"
     );
-    crate::systemd::ready(&format!("accepting QMQP on {}", bound.join(",")));
+    crate::process::systemd::ready(&format!("accepting QMQP on {}", bound.join(",")));
 
     let limits = ConnectionLimits {
         max_sessions: config.limits.max_sessions,
@@ -598,7 +602,7 @@ fn attach_spool(config: &ServerConfig) -> Result<Spool, String> {
 /// as a session would (the ERROR line, then the stop). The spool refuses to receive once
 /// poisoned, and that refusal carries the first failure. With no delivery runner (every
 /// target `none`), this loop keeps systemd's watchdog alive instead.
-fn spawn_poison_watch(ctx: Arc<Context>, mut watchdog: Option<crate::systemd::Watchdog>) {
+fn spawn_poison_watch(ctx: Arc<Context>, mut watchdog: Option<crate::process::systemd::Watchdog>) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -702,7 +706,7 @@ fn peer_from_env() -> Peer {
     let host = tcp_env("TCPREMOTEHOST").unwrap_or_else(|| "unknown".to_owned());
     let info = tcp_env("TCPREMOTEINFO");
     // The variables the policy reads (tcprules set them for this client).
-    let env = crate::policy::ENV_VARS
+    let env = crate::inbound::policy::ENV_VARS
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
         .collect();

@@ -8,7 +8,7 @@
 //!
 //! Started as root on a spool that belongs to another user (the server's `--user`), they
 //! first become that user (its uid and gid, no supplementary groups; see
-//! [`crate::privilege::spool_owner`]): every file they write belongs to the spool's owner.
+//! [`crate::process::privilege::spool_owner`]): every file they write belongs to the spool's owner.
 //! As any other user they refuse, naming the owner.
 //!
 //! Output is aligned text for people, or JSON with `--json` for scripts.
@@ -18,13 +18,14 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
-use nullq_config::server::{ServerConfig, Target};
+use nullq_config::server::ServerConfig;
 use nullq_spool::{QueueId, QueuedMessage, Spool, Status};
 use serde_json::{json, Value};
 
+use crate::admin::queue_scan::{cgp_bad_files, human, load_all_with, QueueSummary};
 use crate::delivery::lock::MessageLock;
 use crate::delivery::stats::Stats;
-use crate::logging::escape;
+use crate::process::logging::escape;
 
 /// How long a change waits for a delivery in progress to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -87,8 +88,8 @@ pub fn attach_as_owner(
     if let Some(d) = data {
         config.data_dir = d.to_path_buf();
     }
-    if let Some(owner) = crate::privilege::spool_owner(&config.data_dir)? {
-        crate::privilege::drop_to(&owner)?;
+    if let Some(owner) = crate::process::privilege::spool_owner(&config.data_dir)? {
+        crate::process::privilege::drop_to(&owner)?;
     }
     let spool = Spool::attach(&config.data_dir).map_err(|e| {
         format!(
@@ -125,17 +126,6 @@ fn parse_id(text: &str) -> Result<QueueId, String> {
 fn unix(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// `3d4h`, `12m`, `45s`: an age or a wait for people.
-pub(crate) fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{}s", s / 60, s % 60),
-        3600..=86399 => format!("{}h{}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
-    }
 }
 
 fn status_word(s: Status) -> &'static str {
@@ -196,113 +186,18 @@ fn recipient_lines(q: &QueuedMessage, now: SystemTime) -> String {
             } else {
                 format!("  {}", r.last_result)
             },
-            if r.warned { "  (delay warning sent)" } else { "" }
+            if r.warned {
+                "  (delay warning sent)"
+            } else {
+                ""
+            }
         ));
     }
     out
 }
 
-/// Every queued message that can be loaded; one that cannot is handed to `unreadable` (the
-/// tools print it, the server logs it) and left out.
-fn load_all_with(
-    spool: &Spool,
-    mut unreadable: impl FnMut(&QueueId, &nullq_spool::SpoolError),
-) -> Result<Vec<QueuedMessage>, String> {
-    let mut out = Vec::new();
-    for id in spool.list().map_err(|e| e.to_string())? {
-        match spool.load(&id) {
-            Ok(q) => out.push(q),
-            // Delivered and removed between list and load.
-            Err(e) if e.is_not_found() => {}
-            Err(e) => unreadable(&id, &e),
-        }
-    }
-    Ok(out)
-}
-
 fn load_all(spool: &Spool) -> Result<Vec<QueuedMessage>, String> {
     load_all_with(spool, |id, e| eprintln!("nullq queue: {id}: {e}"))
-}
-
-/// What `nullq queue stats`, `nullq health` and the metrics' queue gauges tell of the queue:
-/// one scan, so that the three never disagree.
-#[derive(Debug, Clone, Default)]
-pub struct QueueSummary {
-    /// Messages in `queue/`.
-    pub messages: usize,
-    /// The message that arrived first, and when (its envelope's arrival time).
-    pub oldest: Option<(QueueId, SystemTime)>,
-}
-
-impl QueueSummary {
-    /// Summarize `all`.
-    fn of(all: &[QueuedMessage]) -> QueueSummary {
-        QueueSummary {
-            messages: all.len(),
-            oldest: all
-                .iter()
-                .min_by_key(|q| q.envelope.arrival)
-                .map(|q| (q.id, q.envelope.arrival)),
-        }
-    }
-
-    /// Scan the queue (the envelopes, not the messages); `unreadable` is told of a message
-    /// that cannot be loaded, which is then not counted.
-    pub fn scan(
-        spool: &Spool,
-        unreadable: impl FnMut(&QueueId, &nullq_spool::SpoolError),
-    ) -> Result<QueueSummary, String> {
-        Ok(QueueSummary::of(&load_all_with(spool, unreadable)?))
-    }
-
-    /// How long the oldest message has waited at `now` (zero for an empty queue, or an arrival
-    /// in the future of a clock set back).
-    pub fn oldest_age(&self, now: SystemTime) -> Duration {
-        self.oldest
-            .and_then(|(_, t)| now.duration_since(t).ok())
-            .unwrap_or_default()
-    }
-}
-
-/// The CommuniGate Pro Submitted folders among the configured targets (the default one and
-/// the routes'), each once.
-pub fn cgp_folders(config: &ServerConfig) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    let default_target = config.delivery.effective_target(&config.data_dir);
-    let targets = config
-        .delivery
-        .routes
-        .values()
-        .chain(std::iter::once(&default_target));
-    for t in targets {
-        if let Target::Cgp(dir) = t {
-            if !dirs.contains(dir) {
-                dirs.push(dir.clone());
-            }
-        }
-    }
-    dirs
-}
-
-/// The `ID.bad` files (a submission CommuniGate Pro could not process, not yet handled) in the
-/// configured Submitted folders, as paths. A folder that cannot be read has none to show.
-pub fn cgp_bad_files(config: &ServerConfig) -> Vec<String> {
-    let mut bad_files = Vec::new();
-    for dir in &cgp_folders(config) {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name
-                    .strip_suffix(".bad")
-                    .is_some_and(|s| s.parse::<QueueId>().is_ok())
-                {
-                    bad_files.push(e.path().display().to_string());
-                }
-            }
-        }
-    }
-    bad_files.sort();
-    bad_files
 }
 
 fn list(spool: &Spool, as_json: bool) -> Result<i32, String> {

@@ -23,10 +23,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::access::Access;
-use crate::context::Context;
-use crate::session::{self, Peer, Progress};
-use crate::shutdown::{Drain, SessionGuard, Shutdown};
+use crate::inbound::access::Access;
+use crate::inbound::context::Context;
+use crate::inbound::peer::Peer;
+use crate::inbound::session::{self, Progress};
+use crate::process::shutdown::{Drain, SessionGuard, Shutdown};
 
 /// How long a new connection waits for the slot of the session it had evicted.
 const EVICTION_WAIT: Duration = Duration::from_secs(2);
@@ -206,7 +207,7 @@ pub async fn serve(
         let _ = task.await;
     }
     tracing::info!(target: "nullq::listener", "stopped accepting; waiting up to {}s for open sessions", grace.as_secs());
-    crate::systemd::stopping();
+    crate::process::systemd::stopping();
     drain.wait(grace).await
 }
 
@@ -637,7 +638,7 @@ mod tests {
             let ctx = context(dir.path());
             let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
             let at = listener.local_addr().unwrap();
-            let (trigger, stop) = crate::shutdown::channel();
+            let (trigger, stop) = crate::process::shutdown::channel();
             let server = tokio::spawn(serve(
                 vec![listener],
                 ctx,

@@ -24,7 +24,7 @@ pub struct Context {
     /// Longest whole session.
     pub session_timeout: Duration,
     /// Longest wait for a new connection's first byte, and the start of the time
-    /// `min_data_rate` allows (see [`crate::session::Progress`]).
+    /// `min_data_rate` allows (see [`crate::inbound::session::Progress`]).
     pub first_byte_timeout: Duration,
     /// The least average rate of a request, in bytes a second.
     pub min_data_rate: u64,
@@ -36,7 +36,7 @@ pub struct Context {
     /// The server's own name, in the Received lines.
     pub local_name: String,
     /// The site policy checked at the end of each request, before the commit.
-    pub policy: std::sync::Arc<crate::policy::Policy>,
+    pub policy: std::sync::Arc<crate::inbound::policy::Policy>,
     /// Where a committed message's id is announced, so the delivery runner starts at once
     /// (`None` when no runner runs in this process, as under `nullq qmqpd`).
     pub committed: Option<tokio::sync::mpsc::UnboundedSender<nullq_spool::QueueId>>,
@@ -73,7 +73,7 @@ impl Context {
             min_data_rate: limits.min_data_rate.max(1),
             error_delay: Duration::from_secs(limits.error_delay_secs),
             local_name: config.local_name(),
-            policy: std::sync::Arc::new(crate::policy::Policy::permissive()),
+            policy: std::sync::Arc::new(crate::inbound::policy::Policy::permissive()),
             committed: None,
             poisoned: Arc::new(Notify::new()),
             metrics: Arc::new(crate::metrics::Metrics::new()),

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::queue_tools::{cgp_bad_files, human, QueueSummary};
+use crate::admin::queue_scan::{cgp_bad_files, human, QueueSummary};
 
 /// Exit code: all is well.
 pub const OK: i32 = 0;
@@ -126,8 +126,11 @@ pub fn run(args: &HealthArgs) -> i32 {
 }
 
 fn check(args: &HealthArgs) -> Result<Findings, String> {
-    let (config, spool) =
-        crate::queue_tools::attach_as_owner(args.config.as_deref(), args.data.as_deref(), "read")?;
+    let (config, spool) = crate::admin::queue_tools::attach_as_owner(
+        args.config.as_deref(),
+        args.data.as_deref(),
+        "read",
+    )?;
     let mut unreadable = 0;
     let queue = QueueSummary::scan(&spool, |_, _| unreadable += 1)
         .map_err(|e| format!("cannot read the queue: {e}"))?;

@@ -26,9 +26,9 @@ use std::sync::Arc;
 use nullq_config::server::{parse_network, PolicyConfig};
 use nullq_mail::token822::{self, Token};
 
-use crate::logging::escape;
+use crate::inbound::peer::Peer;
+use crate::process::logging::escape;
 use crate::rewriting::{split_header, Rewriting};
-use crate::session::Peer;
 
 /// The tcprules variables the policy reads (`nullq qmqpd` copies them from its environment).
 pub const ENV_VARS: &[&str] = &["NULLQ_POLICY", "NULLQ_SENDERS", "NULLQ_HOST", "RELAYCLIENT"];

@@ -34,7 +34,6 @@
 //! [`Context::session_timeout`]. When every slot is taken, the listener may ask the session
 //! furthest below the rate to give its slot up ([`Progress::evict`]): it is answered `Z`.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -45,9 +44,10 @@ use nullq_spool::{Envelope, Incoming, SpoolError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::context::Context;
-use crate::logging::escape;
-use crate::received;
+use crate::inbound::context::Context;
+use crate::inbound::peer::Peer;
+use crate::inbound::received;
+use crate::process::logging::escape;
 
 /// How many message bytes are gathered before one write to the spool file: large enough that a
 /// typical message is written in one blocking call, small enough that a thousand sessions
@@ -142,39 +142,6 @@ impl Progress {
         let received = self.received.load(Ordering::Relaxed);
         let earned = Duration::from_millis(received.saturating_mul(1000) / rate.max(1));
         tokio::time::Instant::from_std(self.accepted) + grace + earned
-    }
-}
-
-/// Who is on the other end, as far as the front end knows.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// The client's IP address, if known (it is not under tcpserver without TCPREMOTEIP).
-    pub ip: Option<IpAddr>,
-    /// The client's host name: tcpserver's TCPREMOTEHOST, or `unknown` as in qmail-qmqpd.
-    pub host: String,
-    /// The client's IP address as tcpserver wrote it in TCPREMOTEIP (qmail-qmqpd puts that text,
-    /// not a parsed address, in its Received line); `None` for `nullq serve`, which knows [`ip`].
-    ///
-    /// [`ip`]: Peer::ip
-    pub ip_text: Option<String>,
-    /// The remote user name from ident, tcpserver's TCPREMOTEINFO: the `info@` of the Received
-    /// line, as in qmail-qmqpd.
-    pub info: Option<String>,
-    /// Variables set by the access rule that let the client in (`RELAYCLIENT`, ...).
-    pub env: Vec<(String, String)>,
-}
-
-impl Peer {
-    /// The client's address as text for logs and the spool (`unknown` when not known).
-    pub fn addr_text(&self) -> String {
-        self.ip
-            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
-    }
-
-    /// The client's address as the Received line gives it: TCPREMOTEIP as it was set, else
-    /// [`addr_text`](Peer::addr_text).
-    pub fn received_ip(&self) -> String {
-        self.ip_text.clone().unwrap_or_else(|| self.addr_text())
     }
 }
 
@@ -356,8 +323,8 @@ where
                 }
                 Event::Message(bytes) => {
                     outcome.size += bytes.len() as u64;
-                    if keep_head && head.len() < crate::policy::HEAD_LIMIT {
-                        let room = crate::policy::HEAD_LIMIT - head.len();
+                    if keep_head && head.len() < crate::inbound::policy::HEAD_LIMIT {
+                        let room = crate::inbound::policy::HEAD_LIMIT - head.len();
                         head.extend_from_slice(&bytes[..bytes.len().min(room)]);
                     }
                     if let Some(r) = receiving.as_mut() {

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use nullq_mail::received::{queue_received, received};
 
-use crate::session::Peer;
+use crate::inbound::peer::Peer;
 
 /// The Received lines for a message from `peer`, arriving at `when`.
 pub fn header(peer: &Peer, local_name: &str, when: SystemTime) -> String {

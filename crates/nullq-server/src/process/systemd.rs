@@ -19,7 +19,7 @@ use sd_notify::NotifyState;
 ///
 /// Call it while the process has one thread (before the runtime): it changes the environment.
 pub fn inherited_listeners() -> Result<Vec<std::net::TcpListener>, String> {
-    if crate::privilege::threads().is_some_and(|n| n > 1) {
+    if crate::process::privilege::threads().is_some_and(|n| n > 1) {
         return Err("internal error: socket activation read after threads started".to_owned());
     }
     // SAFETY: the process has one thread (checked just above), so nothing reads the

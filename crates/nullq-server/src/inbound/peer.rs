@@ -1,0 +1,38 @@
+//! Who is on the other end of a session, as far as the front end knows: what the listener
+//! (`nullq serve`) or tcpserver's environment (`nullq qmqpd`) says about the client, read by the
+//! access rules, the policy and the Received line.
+
+use std::net::IpAddr;
+
+/// Who is on the other end, as far as the front end knows.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's IP address, if known (it is not under tcpserver without TCPREMOTEIP).
+    pub ip: Option<IpAddr>,
+    /// The client's host name: tcpserver's TCPREMOTEHOST, or `unknown` as in qmail-qmqpd.
+    pub host: String,
+    /// The client's IP address as tcpserver wrote it in TCPREMOTEIP (qmail-qmqpd puts that text,
+    /// not a parsed address, in its Received line); `None` for `nullq serve`, which knows [`ip`].
+    ///
+    /// [`ip`]: Peer::ip
+    pub ip_text: Option<String>,
+    /// The remote user name from ident, tcpserver's TCPREMOTEINFO: the `info@` of the Received
+    /// line, as in qmail-qmqpd.
+    pub info: Option<String>,
+    /// Variables set by the access rule that let the client in (`RELAYCLIENT`, ...).
+    pub env: Vec<(String, String)>,
+}
+
+impl Peer {
+    /// The client's address as text for logs and the spool (`unknown` when not known).
+    pub fn addr_text(&self) -> String {
+        self.ip
+            .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    }
+
+    /// The client's address as the Received line gives it: TCPREMOTEIP as it was set, else
+    /// [`addr_text`](Peer::addr_text).
+    pub fn received_ip(&self) -> String {
+        self.ip_text.clone().unwrap_or_else(|| self.addr_text())
+    }
+}
