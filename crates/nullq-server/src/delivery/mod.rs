@@ -49,6 +49,7 @@ pub mod routes;
 pub mod runner;
 pub mod schedule;
 pub mod smtp;
+pub mod smtp_conn;
 pub mod stats;
 
 pub use runner::Runner;
