@@ -2,7 +2,7 @@
 //! defaults, and the checks a loaded file must pass.
 //!
 //! This module owns the file's shape only. The access rules a file names are read by
-//! [`crate::tcprules`]; `[delivery]` ([`DeliveryConfig`]: targets, routes, retries, bounces)
+//! `nullq-tcprules`; `[delivery]` ([`DeliveryConfig`]: targets, routes, retries, bounces)
 //! and `[policy]` ([`PolicyConfig`]: senders, relaying, rewriting) are typed here and applied by
 //! the server's delivery runner and policy. Every key is optional: an empty file is the default
 //! configuration, and `docs/nullq.toml.example` lists every key with its default. Unknown keys
@@ -76,9 +76,9 @@ pub struct MetricsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AccessConfig {
     /// A rules file in ucspi-tcp's format: rules text (`/etc/qmqp.tcp`) or the cdb `tcprules`
-    /// compiles from it (`/etc/qmqp.cdb`); see [`crate::tcprules::Rules::load`] for how the
+    /// compiles from it (`/etc/qmqp.cdb`); see `nullq_tcprules::Rules::load` for how the
     /// two are told apart. Default: unset, meaning allow 127.0.0.0/8 and `::1` and deny the
-    /// rest ([`crate::tcprules::Rules::loopback_only`]). Mirrors `tcpserver -x
+    /// rest (`nullq_tcprules::Rules::loopback_only`). Mirrors `tcpserver -x
     /// /etc/qmqp.cdb` and Postfix's `qmqpd_authorized_clients`.
     pub rules: Option<PathBuf>,
 }
