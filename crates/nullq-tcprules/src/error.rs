@@ -133,7 +133,7 @@ pub enum RulesError {
     },
     /// A line of a rules text is wrong.
     Line {
-        /// The file, when read by [`Rules::load`].
+        /// The file, when read by [`Rules::load`](crate::Rules::load).
         path: Option<PathBuf>,
         /// The line number, from 1.
         line: usize,
@@ -151,14 +151,14 @@ pub enum RulesError {
     },
     /// The cdb is corrupt.
     Cdb {
-        /// The file, when read by [`Rules::load`].
+        /// The file, when read by [`Rules::load`](crate::Rules::load).
         path: Option<PathBuf>,
         /// What is wrong.
         source: CdbError,
     },
     /// A cdb rule sets a variable whose name or value is not UTF-8.
     CdbValue {
-        /// The file, when read by [`Rules::load`].
+        /// The file, when read by [`Rules::load`](crate::Rules::load).
         path: Option<PathBuf>,
         /// The rule's key, with bad bytes replaced.
         key: String,
