@@ -1,12 +1,11 @@
 //! Configuration, one source per module:
 //! - [`control`]: the qmail control files of the null client (`/var/qmail/control/*`) with qmail's
 //!   defaults and environment overrides;
-//! - [`tcprules`]: ucspi-tcp access rules (text and cdb), the server's access control,
-//!   looked up in tcpserver's order;
-//! - [`cdb`]: a reader for the constant database `tcprules` compiles rules into;
-//! - [`server`]: the server's TOML file, its defaults and validation.
+//! - [`server`]: the server's TOML file (`nullq.toml`), one module per section, its defaults
+//!   and validation.
+//!
+//! The access rules a server's file names (ucspi-tcp's tcprules, text and cdb) are the
+//! `nullq-tcprules` crate's.
 
-pub mod cdb;
 pub mod control;
 pub mod server;
-pub mod tcprules;

@@ -13,7 +13,7 @@ fn example_path() -> PathBuf {
 #[test]
 fn shipped_example_loads() {
     let c = ServerConfig::load(&example_path()).expect("the example is valid");
-    assert_eq!(c.listen, ["0.0.0.0:628"]);
+    assert_eq!(c.listen, ["0.0.0.0:628".parse().unwrap()]);
     assert_eq!(c.data_dir, PathBuf::from("/var/spool/nullq"));
     assert_eq!(c.hostname.as_deref(), Some("mail.ncac.gwu.edu"));
     assert_eq!(c.local_name(), "mail.ncac.gwu.edu");

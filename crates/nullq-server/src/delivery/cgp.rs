@@ -57,9 +57,6 @@ pub struct Cgp {
 impl Cgp {
     /// The Submitted folder `dir`, files written with `config`'s mode and group.
     pub fn new(dir: PathBuf, config: &CgpConfig) -> Result<Cgp, String> {
-        let mode = config
-            .mode_bits()
-            .ok_or_else(|| format!("bad file mode {:?}", config.mode))?;
         // The same reentrant look-up as the privilege drop (the runtime's threads are running).
         let gid = config
             .group
@@ -68,7 +65,7 @@ impl Cgp {
             .transpose()?;
         Ok(Cgp {
             dir,
-            mode,
+            mode: config.mode,
             gid,
             on_bad: config.on_bad,
         })

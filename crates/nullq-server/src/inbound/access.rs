@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use nullq_config::tcprules::{Decision, Rules, RulesError};
+use nullq_tcprules::{Decision, Rules, RulesError};
 
 /// The current access rules and where they come from.
 #[derive(Debug)]

@@ -20,10 +20,9 @@
 //!    those domains (or below them), judged on each recipient *after* rewriting (where the
 //!    message will really go). Else `D` (#5.7.1).
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use nullq_config::server::{parse_network, PolicyConfig};
+use nullq_config::server::{Cidr, PolicyConfig};
 use nullq_mail::token822::{self, Token};
 
 use crate::inbound::peer::Peer;
@@ -39,7 +38,7 @@ pub const HEAD_LIMIT: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 struct Class {
     name: Option<String>,
-    networks: Vec<(IpAddr, u8)>,
+    networks: Vec<Cidr>,
     senders: Vec<String>,
     header_from: bool,
     relay: bool,
@@ -72,24 +71,6 @@ pub fn matches(pattern: &[u8], addr: &[u8]) -> bool {
     let addr = &addr[prefix.len()..];
     // Try every split point for the star (patterns are short, addresses under 1000 bytes).
     (0..=addr.len()).any(|i| matches(rest, &addr[i..]))
-}
-
-fn in_network(ip: IpAddr, (net, prefix): (IpAddr, u8)) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
 }
 
 fn domain_of(addr: &[u8]) -> Option<String> {
@@ -134,14 +115,9 @@ impl Policy {
         };
         let mut clients = Vec::new();
         for c in &config.clients {
-            let networks = c
-                .networks
-                .iter()
-                .map(|n| parse_network(n))
-                .collect::<Result<Vec<_>, _>>()?;
             clients.push(Class {
                 name: c.name.clone(),
-                networks,
+                networks: c.networks.clone(),
                 senders: c.senders.clone(),
                 header_from: c.header_from,
                 relay: c.relay.or(config.relay).unwrap_or(relay_default),
@@ -183,7 +159,7 @@ impl Policy {
             if let Some(c) = self
                 .clients
                 .iter()
-                .find(|c| c.networks.iter().any(|&n| in_network(ip, n)))
+                .find(|c| c.networks.iter().any(|n| n.contains(ip)))
             {
                 return c;
             }
@@ -376,7 +352,7 @@ mod tests {
             local_domains: vec!["example.net".into()],
             senders: vec!["*@example.net".into(), "*@%h".into()],
             clients: vec![nullq_config::server::ClientPolicy {
-                networks: vec!["10.1.0.0/16".into()],
+                networks: vec!["10.1.0.0/16".parse().unwrap()],
                 senders: vec!["*@host1.example.net".into()],
                 relay: Some(true),
                 ..Default::default()

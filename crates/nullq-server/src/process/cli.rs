@@ -6,13 +6,12 @@
 //! failed and why.
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use nullq_config::server::{LogFormat, ServerConfig};
+use nullq_config::server::ServerConfig;
 use nullq_spool::Spool;
 
 use crate::delivery;
@@ -254,16 +253,7 @@ fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
         config.log.level.clone_from(level);
     }
     if let Some(format) = &common.log {
-        config.log.format = match format.as_str() {
-            "stderr" => LogFormat::Stderr,
-            "syslog" => LogFormat::Syslog,
-            "journald" => LogFormat::Journald,
-            other => {
-                return Err(format!(
-                    "unknown log format {other:?} (stderr, syslog, journald)"
-                ))
-            }
-        };
+        config.log.format = format.parse()?;
     }
     Ok(config)
 }
@@ -342,8 +332,14 @@ fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, String> {
 
 fn serve(args: ServeArgs) -> Result<i32, String> {
     let mut config = configure(&args.common)?;
+    set_target(&mut config, args.deliver.as_deref())?;
     if !args.listen.is_empty() {
-        config.listen.clone_from(&args.listen);
+        config.listen = args
+            .listen
+            .iter()
+            .map(|text| nullq_config::server::parse_listen(text))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
     }
     if let Some(v) = args.max_sessions {
         config.limits.max_sessions = v;
@@ -351,10 +347,10 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
     if let Some(v) = args.max_sessions_per_ip {
         config.limits.max_sessions_per_ip = v;
     }
-    if args.metrics_listen.is_some() {
-        config.metrics.listen.clone_from(&args.metrics_listen);
+    if let Some(text) = &args.metrics_listen {
+        config.metrics.listen =
+            Some(nullq_config::server::parse_metrics_listen(text).map_err(|e| e.to_string())?);
     }
-    set_target(&mut config, args.deliver.as_deref())?;
     let Some(mut config) = ready(config, args.common.print_config)? else {
         return Ok(0);
     };
@@ -363,10 +359,7 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
     //    the sockets systemd passed (socket activation: then no privilege is needed at all).
     let mut bound = crate::process::systemd::inherited_listeners()?;
     if bound.is_empty() {
-        for text in &config.listen {
-            let addr: SocketAddr = text
-                .parse()
-                .map_err(|e| format!("bad listen address {text:?}: {e}"))?;
+        for &addr in &config.listen {
             let listener =
                 privilege::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             bound.push(listener);
@@ -378,11 +371,8 @@ fn serve(args: ServeArgs) -> Result<i32, String> {
             bound.len()
         );
     }
-    let metrics_bound = match &config.metrics.listen {
-        Some(text) => {
-            let addr: SocketAddr = text
-                .parse()
-                .map_err(|e| format!("bad metrics address {text:?}: {e}"))?;
+    let metrics_bound = match config.metrics.listen {
+        Some(addr) => {
             let listener = privilege::bind(addr)
                 .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
             Some(listener)

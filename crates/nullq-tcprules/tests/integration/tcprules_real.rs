@@ -1,4 +1,4 @@
-//! Proves `nullq_config::tcprules` against ucspi-tcp itself (Debian package `ucspi-tcp`):
+//! Proves `nullq_tcprules` against ucspi-tcp itself (Debian package `ucspi-tcp`):
 //! the real `tcprules` compiles the rules, and the real `tcprulescheck` (which runs
 //! tcpserver's own `rules.c` lookup) says what tcpserver would decide. Our text parser, our
 //! cdb reader and our lookup order must all agree with it.
@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use nullq_config::tcprules::{Decision, Rules, RulesError};
+use nullq_tcprules::{Decision, Rules, RulesError};
 
 const MISSING: &str = "the ucspi-tcp programs are needed for these tests (tcprules, \
      tcprulescheck): apt-get install ucspi-tcp";
