@@ -22,7 +22,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use nullq_config::control::{self, ControlDir};
+use crate::control::{self, ControlDir};
 use nullq_mail::headerbody::{self, HeaderError};
 use nullq_mail::inject::{self as engine, Flags, Injector, Settings};
 use nullq_mail::rewrite::{self, RewriteRules};

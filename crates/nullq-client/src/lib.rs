@@ -7,6 +7,7 @@
 //! binary picks it by `argv[0]` (see [`program`]).
 
 pub mod clock;
+pub mod control;
 pub mod errstr;
 pub mod fallback;
 pub mod inject;

@@ -202,7 +202,7 @@ pub fn forward(args: &[OsString]) -> i32 {
     // As qmail's forward (qmail_open): `$QMAILQUEUE` when set, else the QMQP client.
     let queued = match std::env::var_os("QMAILQUEUE") {
         Some(program) => {
-            let control = nullq_config::control::ControlDir::from_env();
+            let control = crate::control::ControlDir::from_env();
             crate::inject::run_qmail_queue(control.home(), &program, file, &envelope).map_err(|e| {
                 match e {
                     crate::inject::InjectError::Queue { text, permanent } => (permanent, text),

@@ -23,7 +23,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use nullq_config::control::{parse_server, ControlDir, ServerAddr};
+use crate::control::{parse_server, ControlDir, ServerAddr};
 use nullq_proto::envelope::Envelope;
 use nullq_proto::exit::QueueExit;
 use nullq_proto::qmqp::{request_frame, Response, Status, MAX_RESPONSE};

@@ -17,7 +17,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-use nullq_config::control::ControlDir;
+use crate::control::ControlDir;
 
 use crate::clock;
 use crate::fallback::FallbackQueue;

@@ -19,7 +19,7 @@ use std::io::{self, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime};
 
-use nullq_config::control::{
+use crate::control::{
     self, ControlDir, InjectControls, MeSource, ServerAddr, Setting, Source, MAILNAME,
 };
 use nullq_mail::inject::{Injector, Settings};

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStringExt;
 
-use nullq_config::control::ControlDir;
+use crate::control::ControlDir;
 
 /// The longest command line read (RFC 5321 says 512 octets; be generous, but bounded).
 pub const MAX_COMMAND: u64 = 4096;

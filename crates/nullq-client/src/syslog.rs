@@ -13,7 +13,7 @@
 
 use std::os::unix::net::UnixDatagram;
 
-use nullq_config::control::ControlDir;
+use crate::control::ControlDir;
 
 use crate::clock::{self, Civil};
 
