@@ -20,6 +20,7 @@ pub mod showctl;
 pub mod smtp_stdio;
 pub mod startfds;
 pub mod syslog;
+pub mod transport;
 
 use std::ffi::OsString;
 

@@ -405,7 +405,7 @@ fn run(args: &[OsString], name: &str) -> Result<(), Failure> {
 /// `mailq` / `sendmail -bp`: the fallback queue in qmail-qread's format:
 /// `26 Nov 2026 11:46:00 GMT  #ID  SIZE  <SENDER>` then a `\tremote\tRECIPIENT` line each.
 fn list_queue(control: &ControlDir) -> Result<(), Failure> {
-    let config = Config::load(control).map_err(Failure::Queue)?;
+    let config = Config::load(control).map_err(|e| Failure::Queue(e.to_string()))?;
     let Some(queue) = config.fallback else {
         return Ok(()); // no queue: nothing ever waits on this host
     };

@@ -26,6 +26,7 @@ use nullq_mail::inject::{Injector, Settings};
 
 use crate::inject::{self, Env, InjectOptions};
 use crate::qmqpc;
+use crate::transport;
 
 /// How long `--check` waits for each server's TCP connection (qmail-qmqpc's connect timeout).
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -415,10 +416,10 @@ fn show_transport<W: Write>(
 
     let config = qmqpc::Config::load(control);
     let (connect, remote) = match &config {
-        Ok(c) => (c.connect_timeout, c.remote_timeout),
+        Ok(c) => (c.transport.connect_timeout, c.transport.remote_timeout),
         Err(_) => (
-            qmqpc::DEFAULT_CONNECT_TIMEOUT,
-            qmqpc::DEFAULT_REMOTE_TIMEOUT,
+            transport::DEFAULT_CONNECT_TIMEOUT,
+            transport::DEFAULT_REMOTE_TIMEOUT,
         ),
     };
     for (name, value, what) in [
@@ -437,7 +438,7 @@ fn show_transport<W: Write>(
         ))?;
     }
     if let Err(e) = &config {
-        r.warn(e)?;
+        r.warn(&e.to_string())?;
     }
 
     r.line("")?;
