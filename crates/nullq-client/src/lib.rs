@@ -6,14 +6,14 @@
 //! Each program is one module with one entry point, `main(args) -> exit code`, and the multi-call
 //! binary picks it by `argv[0]` (see [`program`]).
 
-pub mod clock;
+pub mod calendar;
 pub mod control;
 pub mod errstr;
 pub mod fallback;
-pub mod inject;
 pub mod install;
-pub mod maildir;
+pub mod maildir_tools;
 pub mod programs;
+pub mod qmail_inject;
 pub mod qmqpc;
 pub mod sendmail;
 pub mod showctl;
@@ -48,7 +48,7 @@ pub type Program = fn(&[OsString]) -> i32;
 pub fn program(name: &str) -> Option<Program> {
     Some(match name {
         "sendmail" | "mailq" | "newaliases" => sendmail::main,
-        "qmail-inject" => inject::main,
+        "qmail-inject" => qmail_inject::main,
         "qmail-qmqpc" | "qmail-queue" => qmqpc::main,
         "qmail-showctl" => showctl::main,
         "predate" => programs::predate,
@@ -56,9 +56,9 @@ pub fn program(name: &str) -> Option<Program> {
         "mailsubj" => programs::mailsubj,
         "forward" => programs::forward,
         "elq" | "pinq" | "qail" => programs::mua_wrapper,
-        "maildirmake" => maildir::maildirmake,
-        "maildir2mbox" => maildir::maildir2mbox,
-        "maildirwatch" => maildir::maildirwatch,
+        "maildirmake" => maildir_tools::maildirmake,
+        "maildir2mbox" => maildir_tools::maildir2mbox,
+        "maildirwatch" => maildir_tools::maildirwatch,
         "flush" => qmqpc::flush,
         "install" => install::main,
         _ => return None,

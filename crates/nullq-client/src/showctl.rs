@@ -22,9 +22,9 @@ use std::time::{Duration, SystemTime};
 use crate::control::{
     self, ControlDir, InjectControls, MeSource, ServerAddr, Setting, Source, MAILNAME,
 };
-use nullq_mail::inject::{Injector, Settings};
+use nullq_mail::injector::{Injector, Settings};
 
-use crate::inject::{self, Env, InjectOptions};
+use crate::qmail_inject::{self, Env, InjectOptions};
 use crate::qmqpc;
 use crate::transport;
 
@@ -280,7 +280,7 @@ pub fn report<W: Write>(opts: &InjectOptions, check: bool, out: &mut W) -> io::R
 
 fn show_rewrite<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Result<()> {
     r.line("")?;
-    match inject::site_rules(control) {
+    match qmail_inject::site_rules(control) {
         Ok(rules) if rules.is_empty() && !control.path("rewrite").exists() => {
             r.line("rewrite: (Default.) No site rewriting.")?;
         }
@@ -308,8 +308,8 @@ fn show_rewrite<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Re
 /// Run the real rules over sample addresses and show (and check) what comes out.
 fn show_examples<W: Write>(r: &mut Report<'_, W>, opts: &InjectOptions) -> io::Result<()> {
     // A broken rewrite file has been reported above; show what qmail's rules do without it.
-    let rules = inject::site_rules(&opts.control).unwrap_or_default();
-    let mut settings: Settings = match inject::address_settings(opts) {
+    let rules = qmail_inject::site_rules(&opts.control).unwrap_or_default();
+    let mut settings: Settings = match qmail_inject::address_settings(opts) {
         Ok(s) => s,
         Err(e) => {
             r.line("")?;
@@ -321,7 +321,7 @@ fn show_examples<W: Write>(r: &mut Report<'_, W>, opts: &InjectOptions) -> io::R
     settings.rules = rules;
     r.line("")?;
     r.line("What qmail-inject makes of addresses here (this environment included):")?;
-    let set: Vec<String> = inject::ENV_VARS
+    let set: Vec<String> = qmail_inject::ENV_VARS
         .iter()
         .filter(|v| !matches!(**v, "NULLQ_HOME" | "TZ" | "HOME" | "QMAILQUEUE"))
         .filter_map(|v| opts.env.get(v).map(|val| format!("{v}={}", safe(val))))

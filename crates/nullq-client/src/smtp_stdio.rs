@@ -245,7 +245,7 @@ pub fn serve_stdio() -> io::Result<()> {
         argv.push(OsString::from_vec(tx.sender.clone().unwrap_or_default()));
         argv.push("--".into());
         argv.extend(tx.recipients.iter().map(|r| OsString::from_vec(r.clone())));
-        crate::sendmail::run_inject(&argv, &[], &mut *file)
+        crate::qmail_inject::run(&argv, &[], &mut *file)
     };
     serve(&mut input, &mut output, &hostname, &mut inject).map(|_| ())
 }

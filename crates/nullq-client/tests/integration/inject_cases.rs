@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, UNIX_EPOCH};
 
 use nullq_client::control::ControlDir;
-use nullq_client::inject::{prepare, Env, InjectOptions};
+use nullq_client::qmail_inject::{prepare, Env, InjectOptions};
 
 struct Case {
     name: &'static str,

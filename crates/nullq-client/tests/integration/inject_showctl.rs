@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nullq_client::control::ControlDir;
-use nullq_client::inject::{Env, InjectOptions};
+use nullq_client::qmail_inject::{Env, InjectOptions};
 use nullq_client::showctl::{report, Summary};
 
 fn show(home: &Path, env: &[(&str, &str)], check: bool) -> (String, Summary) {
