@@ -18,7 +18,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -631,9 +631,4 @@ pub fn run(argv: &[OsString], changes: &[(&str, Option<OsString>)], input: impl 
             e.exit_code()
         }
     }
-}
-
-/// The byte form of an OS string argument (for callers building [`InjectOptions::args`]).
-pub fn arg_bytes(s: OsString) -> Vec<u8> {
-    s.into_vec()
 }
