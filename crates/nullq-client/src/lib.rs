@@ -1,10 +1,31 @@
 //! The null client: everything that runs on a host that sends mail, on the left of the data path
-//! (`cron/mutt/Pine → sendmail → inject → qmqp client ══QMQP══▶ server`).
+//! (`cron/mutt/Pine → sendmail → qmail-inject → qmail-qmqpc ══QMQP══▶ server`).
 //!
 //! Synchronous on purpose: cron starts one of these per message on every host, so there is no
 //! async runtime, no thread pool and no configuration parsing beyond the qmail control files.
 //! Each program is one module with one entry point, `main(args) -> exit code`, and the multi-call
 //! binary picks it by `argv[0]` (see [`program`]).
+//!
+//! The programs, one module each:
+//! - [`sendmail`]: `sendmail`, `mailq`, `newaliases` (qmail's wrapper), with [`smtp_stdio`] for
+//!   `sendmail -bs`;
+//! - [`qmail_inject`]: `qmail-inject`, the program around `nullq_mail::injector`'s rewriting;
+//! - [`qmqpc`]: `qmail-qmqpc`/`qmail-queue` (the qmail-queue interface) and `nullq flush`;
+//! - [`showctl`]: `qmail-showctl`, the configuration and what it will do;
+//! - [`programs`]: `predate`, `datemail`, `mailsubj`, `forward`, `elq`, `pinq`, `qail`;
+//! - [`maildir_tools`]: `maildirmake`, `maildir2mbox`, `maildirwatch`;
+//! - [`install`]: `nullq install`, the mini-qmail layout.
+//!
+//! What they share, below them:
+//! - [`transport`]: one message offered to the QMQP servers in turn (`send`);
+//! - [`fallback`]: the fallback queue a message waits in when every server fails;
+//! - [`control`]: the qmail control files, with qmail's defaults and environment overrides;
+//! - [`syslog`], [`calendar`], [`errstr`], [`startfds`]: the log line, dates, qmail's error
+//!   words, the descriptors closed at start.
+//!
+//! Errors are typed where a module hands them to another (`transport::ConfigError`,
+//! `control::ServerLineError`, `qmail_inject::InjectError`); each program turns them into
+//! qmail's exit codes at its edge.
 
 pub mod calendar;
 pub mod control;
