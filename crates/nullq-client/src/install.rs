@@ -22,7 +22,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nullq_config::control::parse_server;
+use crate::control::parse_server;
 
 /// The qmail home directory on the installed system.
 pub const HOME: &str = "/var/qmail";
@@ -418,9 +418,9 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
     }
 
     let me_path = control.join("me");
-    // Debian's /etc/mailname is me's default (nullq_config::control::ControlDir::me): a host
+    // Debian's /etc/mailname is me's default (crate::control::ControlDir::me): a host
     // that has one keeps it the one place its name is set.
-    let mailname = nullq_config::control::read_first_line(&under(nullq_config::control::MAILNAME))
+    let mailname = crate::control::read_first_line(&under(crate::control::MAILNAME))
         .ok()
         .flatten()
         .filter(|name| !name.trim_ascii().is_empty());

@@ -1,24 +1,47 @@
 //! The null client: everything that runs on a host that sends mail, on the left of the data path
-//! (`cron/mutt/Pine → sendmail → inject → qmqp client ══QMQP══▶ server`).
+//! (`cron/mutt/Pine → sendmail → qmail-inject → qmail-qmqpc ══QMQP══▶ server`).
 //!
 //! Synchronous on purpose: cron starts one of these per message on every host, so there is no
 //! async runtime, no thread pool and no configuration parsing beyond the qmail control files.
 //! Each program is one module with one entry point, `main(args) -> exit code`, and the multi-call
 //! binary picks it by `argv[0]` (see [`program`]).
+//!
+//! The programs, one module each:
+//! - [`sendmail`]: `sendmail`, `mailq`, `newaliases` (qmail's wrapper), with [`smtp_stdio`] for
+//!   `sendmail -bs`;
+//! - [`qmail_inject`]: `qmail-inject`, the program around `nullq_mail::injector`'s rewriting;
+//! - [`qmqpc`]: `qmail-qmqpc`/`qmail-queue` (the qmail-queue interface) and `nullq flush`;
+//! - [`showctl`]: `qmail-showctl`, the configuration and what it will do;
+//! - [`programs`]: `predate`, `datemail`, `mailsubj`, `forward`, `elq`, `pinq`, `qail`;
+//! - [`maildir_tools`]: `maildirmake`, `maildir2mbox`, `maildirwatch`;
+//! - [`install`]: `nullq install`, the mini-qmail layout.
+//!
+//! What they share, below them:
+//! - [`transport`]: one message offered to the QMQP servers in turn (`send`);
+//! - [`fallback`]: the fallback queue a message waits in when every server fails;
+//! - [`control`]: the qmail control files, with qmail's defaults and environment overrides;
+//! - [`syslog`], [`calendar`], [`errstr`], [`startfds`]: the log line, dates, qmail's error
+//!   words, the descriptors closed at start.
+//!
+//! Errors are typed where a module hands them to another (`transport::ConfigError`,
+//! `control::ServerLineError`, `qmail_inject::InjectError`); each program turns them into
+//! qmail's exit codes at its edge.
 
-pub mod clock;
+pub mod calendar;
+pub mod control;
 pub mod errstr;
 pub mod fallback;
-pub mod inject;
 pub mod install;
-pub mod maildir;
+pub mod maildir_tools;
 pub mod programs;
+pub mod qmail_inject;
 pub mod qmqpc;
 pub mod sendmail;
 pub mod showctl;
 pub mod smtp_stdio;
 pub mod startfds;
 pub mod syslog;
+pub mod transport;
 
 use std::ffi::OsString;
 
@@ -46,7 +69,7 @@ pub type Program = fn(&[OsString]) -> i32;
 pub fn program(name: &str) -> Option<Program> {
     Some(match name {
         "sendmail" | "mailq" | "newaliases" => sendmail::main,
-        "qmail-inject" => inject::main,
+        "qmail-inject" => qmail_inject::main,
         "qmail-qmqpc" | "qmail-queue" => qmqpc::main,
         "qmail-showctl" => showctl::main,
         "predate" => programs::predate,
@@ -54,9 +77,9 @@ pub fn program(name: &str) -> Option<Program> {
         "mailsubj" => programs::mailsubj,
         "forward" => programs::forward,
         "elq" | "pinq" | "qail" => programs::mua_wrapper,
-        "maildirmake" => maildir::maildirmake,
-        "maildir2mbox" => maildir::maildir2mbox,
-        "maildirwatch" => maildir::maildirwatch,
+        "maildirmake" => maildir_tools::maildirmake,
+        "maildir2mbox" => maildir_tools::maildir2mbox,
+        "maildirwatch" => maildir_tools::maildirwatch,
         "flush" => qmqpc::flush,
         "install" => install::main,
         _ => return None,

@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 
 use nullq_proto::envelope::Envelope;
 
-use crate::clock;
+use crate::calendar;
 use crate::errstr::Qmail;
 use crate::qmqpc;
 
@@ -115,7 +115,7 @@ fn run_with_date(mut command: Command, program: Option<(&OsString, &[OsString])>
         }
     };
     if let Some(mut pipe) = child.stdin.take() {
-        let date = format!("Date: {}\n", clock::rfc822_local(clock::now()));
+        let date = format!("Date: {}\n", calendar::rfc822_local(calendar::now()));
         // A child that stops reading early is its own business: predate ignores SIGPIPE and
         // reports the child's exit code, so write errors are not ours to report.
         let _ = pipe.write_all(date.as_bytes());
@@ -159,7 +159,7 @@ pub fn mailsubj(args: &[OsString]) -> i32 {
             return EXIT_TEMP;
         }
     };
-    crate::sendmail::run_inject(&["qmail-inject".into()], &[], file)
+    crate::qmail_inject::run(&["qmail-inject".into()], &[], file)
 }
 
 /// `head` then all of `input` in an anonymous temporary file, rewound; and its length.
@@ -202,16 +202,18 @@ pub fn forward(args: &[OsString]) -> i32 {
     // As qmail's forward (qmail_open): `$QMAILQUEUE` when set, else the QMQP client.
     let queued = match std::env::var_os("QMAILQUEUE") {
         Some(program) => {
-            let control = nullq_config::control::ControlDir::from_env();
-            crate::inject::run_qmail_queue(control.home(), &program, file, &envelope).map_err(|e| {
-                match e {
-                    crate::inject::InjectError::Queue { text, permanent } => (permanent, text),
+            let control = crate::control::ControlDir::from_env();
+            crate::qmail_inject::run_qmail_queue(control.home(), &program, file, &envelope).map_err(
+                |e| match e {
+                    crate::qmail_inject::InjectError::Queue { text, permanent } => {
+                        (permanent, text)
+                    }
                     other => (false, other.to_string()),
-                }
-            })
+                },
+            )
         }
         None => qmqpc::queue_file(&mut file, len, &envelope)
-            .map_err(|code| crate::inject::queue_reply(i32::from(code.code()), None)),
+            .map_err(|code| crate::qmail_inject::queue_reply(i32::from(code.code()), None)),
     };
     match queued {
         Ok(()) => {
@@ -241,7 +243,7 @@ pub fn mua_wrapper(args: &[OsString]) -> i32 {
         _ => &["elm"],
     };
     if std::env::var_os("MAILDIR").is_some() {
-        let code = crate::maildir::maildir2mbox(&["maildir2mbox".into()]);
+        let code = crate::maildir_tools::maildir2mbox(&["maildir2mbox".into()]);
         if code != 0 {
             return code;
         }

@@ -1,10 +1,11 @@
 //! `qmail-qmqpc` (and `qmail-queue`, its mini-qmail symlink): the QMQP client with server failover.
 //!
-//! This module owns the transport half of the null client: reading the qmail-queue interface
-//! (message on fd 0, envelope on fd 1, qmail-queue(8)), spooling the message to a temporary file so
-//! that a 50 MB message is streamed and never held in memory, and handing it to the first server in
-//! `control/qmqpservers` that accepts it (cr.yp.to/proto/qmqp.html). [`queue_file`] is the same
-//! thing for callers in this process (qmail-inject, sendmail, forward).
+//! This module owns the qmail-queue interface of the null client: reading it (message on fd 0,
+//! envelope on fd 1, qmail-queue(8)), spooling the message to a temporary file so that a 50 MB
+//! message is streamed and never held in memory, handing it to [`crate::transport`] (the first
+//! server in `control/qmqpservers` that accepts it, cr.yp.to/proto/qmqp.html), and, when every
+//! server fails, to [`crate::fallback`]. [`queue_file`] is the same thing for callers in this
+//! process (qmail-inject, sendmail, forward); `nullq flush` ([`flush`]) lives here too.
 //!
 //! Where it differs from qmail-qmqpc, on purpose:
 //! - a `Z` answer or a broken conversation moves on to the next server (qmail-qmqpc stops at `Z`),
@@ -18,371 +19,46 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
 
-use nullq_config::control::{parse_server, ControlDir, ServerAddr};
 use nullq_proto::envelope::Envelope;
 use nullq_proto::exit::QueueExit;
-use nullq_proto::qmqp::{request_frame, Response, Status, MAX_RESPONSE};
 
+use crate::control::ControlDir;
 use crate::fallback::{FallbackQueue, FlushLimit};
 use crate::syslog::{self, Severity};
+use crate::transport::{
+    self, Accepted, ConfigError, SendError, Spooled, Transport, CHUNK, MAX_ENVELOPE,
+};
 
-/// qmail-qmqpc's connect timeout, used when `control/timeoutconnect` is absent.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// qmail-qmqpc's read/write timeout, used when `control/timeoutremote` is absent.
-pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(60);
-/// QMQP: "a session should take at most 1 hour".
-pub const SESSION_LIMIT: Duration = Duration::from_secs(3600);
-/// The longest envelope read from fd 1 (thousands of recipients fit; a runaway writer does not).
-pub const MAX_ENVELOPE: u64 = 64 * 1024 * 1024;
-/// The chunk in which a message is streamed from its file to the socket.
-const CHUNK: usize = 64 * 1024;
-
-/// Where and how to send: the client's control files, read once per run.
+/// Where and how to send, and what to do when sending fails: the client's control files, read
+/// once per run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The servers of `control/qmqpservers`, in file order.
-    pub servers: Vec<ServerAddr>,
-    /// Bound on one TCP connect.
-    pub connect_timeout: Duration,
-    /// Bound on each read and write once connected.
-    pub remote_timeout: Duration,
+    /// The servers and timeouts.
+    pub transport: Transport,
     /// The fallback queue, when `control/fallbackqueue` names one.
     pub fallback: Option<FallbackQueue>,
-    /// Lines of `qmqpservers` that could not be read, with the reason (reported, then skipped).
-    pub bad_lines: Vec<String>,
     /// Whether each message's fate goes to syslog ([`crate::syslog`], `control/syslog`).
     pub syslog: bool,
 }
 
 impl Config {
     /// Read the control files under `control`. Unreadable files are a configuration error (55);
-    /// an empty or missing `qmqpservers` is not an error here, but [`send`] then fails with 55.
-    pub fn load(control: &ControlDir) -> Result<Config, String> {
-        let lines = control.lines("qmqpservers").map_err(|e| {
-            format!(
-                "unable to read {}: {e}",
-                control.path("qmqpservers").display()
-            )
-        })?;
-        let mut servers = Vec::new();
-        let mut bad_lines = Vec::new();
-        for line in &lines {
-            match parse_server(line) {
-                Ok(server) => servers.push(server),
-                Err(e) => bad_lines.push(e),
-            }
-        }
-        let connect_timeout = seconds(control, "timeoutconnect", DEFAULT_CONNECT_TIMEOUT)?;
-        let remote_timeout = seconds(control, "timeoutremote", DEFAULT_REMOTE_TIMEOUT)?;
+    /// an empty or missing `qmqpservers` is not an error here, but sending then fails with 55.
+    pub fn load(control: &ControlDir) -> Result<Config, ConfigError> {
+        let transport = Transport::load(control)?;
         let fallback = match control.line("fallbackqueue") {
             Ok(Some(dir)) => Some(FallbackQueue::new(control.home().join(dir))),
             Ok(None) => None,
-            Err(e) => {
-                return Err(format!(
-                    "unable to read {}: {e}",
-                    control.path("fallbackqueue").display()
-                ))
-            }
+            Err(e) => return Err(ConfigError::unreadable(control, "fallbackqueue", e)),
         };
         Ok(Config {
-            servers,
-            connect_timeout,
-            remote_timeout,
+            transport,
             fallback,
-            bad_lines,
             syslog: syslog::enabled(control),
         })
-    }
-}
-
-/// A timeout control file in whole seconds; 0 or garbage is a configuration error, since a
-/// silently ignored typo would turn "10" into "forever".
-fn seconds(control: &ControlDir, name: &str, default: Duration) -> Result<Duration, String> {
-    match control.line(name) {
-        Ok(None) => Ok(default),
-        Ok(Some(value)) => match value.parse::<u64>() {
-            Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
-            _ => Err(format!(
-                "control/{name}: not a positive number of seconds: {value}"
-            )),
-        },
-        Err(e) => Err(format!(
-            "unable to read {}: {e}",
-            control.path(name).display()
-        )),
-    }
-}
-
-/// The outcome of one attempt at one server that did not end in `K`.
-#[derive(Debug)]
-pub enum AttemptError {
-    /// The connection timed out (72).
-    ConnectTimeout,
-    /// The connection was refused or could not be made (73).
-    ConnectRejected(String),
-    /// Connected, then the conversation broke: a read or write failed or timed out, or the
-    /// answer was not a QMQP response (74).
-    Broken(String),
-    /// The server answered `Z` (71).
-    Temporary(String),
-    /// The server answered `D` (31): no other server is tried.
-    Permanent(String),
-    /// The message file could not be read (54): a local problem, no other server is tried.
-    Local(String),
-}
-
-impl AttemptError {
-    /// The qmail-queue exit code of this error.
-    pub fn exit(&self) -> QueueExit {
-        match self {
-            AttemptError::ConnectTimeout => QueueExit::ConnectTimeout,
-            AttemptError::ConnectRejected(_) => QueueExit::ConnectRejected,
-            AttemptError::Broken(_) => QueueExit::CommFailed,
-            AttemptError::Temporary(_) => QueueExit::TempRefusal,
-            AttemptError::Permanent(_) => QueueExit::PermanentRefusal,
-            AttemptError::Local(_) => QueueExit::ReadError,
-        }
-    }
-
-    /// Whether trying the next server may help.
-    fn try_next(&self) -> bool {
-        !matches!(self, AttemptError::Permanent(_) | AttemptError::Local(_))
-    }
-}
-
-impl std::fmt::Display for AttemptError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AttemptError::ConnectTimeout => write!(f, "connection timed out"),
-            AttemptError::ConnectRejected(why) => write!(f, "connection failed: {why}"),
-            AttemptError::Broken(why) => write!(f, "conversation failed: {why}"),
-            AttemptError::Temporary(text) => write!(f, "temporary failure: Z{text}"),
-            AttemptError::Permanent(text) => write!(f, "permanent failure: D{text}"),
-            AttemptError::Local(why) => write!(f, "unable to read the message: {why}"),
-        }
-    }
-}
-
-/// A message on disk, ready to be sent: `len` bytes from `offset` of `file`.
-pub struct Spooled<'a> {
-    /// The file holding the message.
-    pub file: &'a mut File,
-    /// Where the message starts in it.
-    pub offset: u64,
-    /// How many bytes it has.
-    pub len: u64,
-}
-
-/// Why [`send`] failed: the exit code and, per server tried, what happened.
-#[derive(Debug)]
-pub struct SendError {
-    /// The qmail-queue exit code: that of the last error, or 55 when no server was configured.
-    pub exit: QueueExit,
-    /// One line per failed attempt (`server: reason`) and per unreadable `qmqpservers` line.
-    pub log: Vec<String>,
-}
-
-/// Which server took the message, and what it said.
-#[derive(Debug)]
-pub struct Accepted {
-    /// The server, in `qmqpservers` spelling.
-    pub server: String,
-    /// The text after `K`.
-    pub text: String,
-}
-
-/// Offer the message to each configured server in turn until one answers `K` (or `D`).
-pub fn send(
-    config: &Config,
-    message: &mut Spooled<'_>,
-    envelope: &Envelope,
-) -> Result<Accepted, SendError> {
-    let mut log: Vec<String> = config
-        .bad_lines
-        .iter()
-        .map(|e| format!("control/qmqpservers: skipped: {e}"))
-        .collect();
-    if config.servers.is_empty() {
-        log.push("control/qmqpservers names no server".to_owned());
-        return Err(SendError {
-            exit: QueueExit::ConfigError,
-            log,
-        });
-    }
-    let (prefix, suffix) = request_frame(message.len, &envelope.sender, &envelope.recipients);
-    let mut last = QueueExit::ConfigError;
-    for server in &config.servers {
-        match attempt(config, server, message, &prefix, &suffix) {
-            Ok(text) => {
-                return Ok(Accepted {
-                    server: server.to_string(),
-                    text,
-                })
-            }
-            Err(e) => {
-                log.push(format!("{server}: {e}"));
-                last = e.exit();
-                if !e.try_next() {
-                    break;
-                }
-            }
-        }
-    }
-    Err(SendError { exit: last, log })
-}
-
-/// One conversation with one server (all its addresses, for a host name).
-fn attempt(
-    config: &Config,
-    server: &ServerAddr,
-    message: &mut Spooled<'_>,
-    prefix: &[u8],
-    suffix: &[u8],
-) -> Result<String, AttemptError> {
-    let addrs = server
-        .socket_addrs()
-        .map_err(|e| AttemptError::ConnectRejected(format!("unable to resolve: {e}")))?;
-    let mut stream = connect(&addrs, config.connect_timeout)?;
-    let deadline = Instant::now() + SESSION_LIMIT;
-    let broken = |what: &str, e: io::Error| AttemptError::Broken(format!("{what}: {e}"));
-    stream
-        .set_write_timeout(Some(config.remote_timeout))
-        .map_err(|e| broken("setting the write timeout", e))?;
-    stream
-        .set_read_timeout(Some(config.remote_timeout))
-        .map_err(|e| broken("setting the read timeout", e))?;
-    let sent = (|| {
-        stream.write_all(prefix).map_err(|e| broken("write", e))?;
-        stream_message(message, &mut stream, deadline)?;
-        stream.write_all(suffix).map_err(|e| broken("write", e))?;
-        stream.flush().map_err(|e| broken("write", e))
-    })();
-    let response = match sent {
-        Ok(()) => read_response(&mut stream, deadline)?,
-        // The server stopped reading: a server that refuses at the length prefix (an older
-        // nullq, or past its drain budget) may have answered `D` before closing, and the answer
-        // then already waits in the socket. Read only what is there (a short wait, not a second
-        // full timeout on a stalled server), and believe only a refusal: a `K` to a request
-        // that was not sent whole cannot be true. Without one, the write's failure stands.
-        Err(AttemptError::Broken(why)) => {
-            let _ = stream.set_read_timeout(Some(ANSWER_AFTER_FAILED_WRITE));
-            let soon = Instant::now() + ANSWER_AFTER_FAILED_WRITE;
-            match read_response(&mut stream, soon.min(deadline)) {
-                Ok(response) if response.status != Status::Ok => response,
-                _ => return Err(AttemptError::Broken(why)),
-            }
-        }
-        Err(e) => return Err(e),
-    };
-    match response.status {
-        Status::Ok => Ok(response.text),
-        Status::TempFail => Err(AttemptError::Temporary(response.text)),
-        Status::PermFail => Err(AttemptError::Permanent(response.text)),
-    }
-}
-
-/// Connect to the first address that answers; the last address's error decides 72 or 73.
-fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, AttemptError> {
-    let mut last = AttemptError::ConnectRejected("the host name has no address".to_owned());
-    for addr in addrs {
-        match TcpStream::connect_timeout(addr, timeout) {
-            Ok(stream) => return Ok(stream),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                last = AttemptError::ConnectTimeout
-            }
-            Err(e) => last = AttemptError::ConnectRejected(e.to_string()),
-        }
-    }
-    Err(last)
-}
-
-/// Copy exactly `message.len` bytes from the file to the socket in fixed chunks (the RSS of the
-/// client does not grow with the message).
-fn stream_message(
-    message: &mut Spooled<'_>,
-    out: &mut TcpStream,
-    deadline: Instant,
-) -> Result<(), AttemptError> {
-    let local = |e: io::Error| AttemptError::Local(e.to_string());
-    message
-        .file
-        .seek(SeekFrom::Start(message.offset))
-        .map_err(local)?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut left = message.len;
-    while left > 0 {
-        let want = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
-        let n = match message.file.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(AttemptError::Local(
-                    "the message file is shorter than announced".into(),
-                ))
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(local(e)),
-        };
-        if Instant::now() > deadline {
-            return Err(AttemptError::Broken(
-                "session took longer than an hour".into(),
-            ));
-        }
-        out.write_all(&buf[..n])
-            .map_err(|e| AttemptError::Broken(format!("write: {e}")))?;
-        left -= n as u64;
-    }
-    Ok(())
-}
-
-/// Read the one response netstring; EOF, a timeout or a malformed answer is a broken
-/// conversation ("a response the client did not receive means temporary failure").
-/// How long to look for a refusal already sent after a write failed.
-const ANSWER_AFTER_FAILED_WRITE: Duration = Duration::from_secs(1);
-
-fn read_response(stream: &mut TcpStream, deadline: Instant) -> Result<Response, AttemptError> {
-    let mut buf: Vec<u8> = Vec::with_capacity(256);
-    let mut chunk = [0u8; 1024];
-    loop {
-        match Response::decode(&buf) {
-            Ok(Some((response, _))) => return Ok(response),
-            Ok(None) => {}
-            Err(e) => return Err(AttemptError::Broken(format!("bad response: {e}"))),
-        }
-        if buf.len() as u64 > MAX_RESPONSE + 16 || Instant::now() > deadline {
-            return Err(AttemptError::Broken("no complete response".into()));
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                return Err(AttemptError::Broken(if buf.is_empty() {
-                    "connection closed without a response".into()
-                } else {
-                    "connection closed in the middle of the response".into()
-                }))
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(AttemptError::Broken(
-                    "timed out waiting for the response".into(),
-                ))
-            }
-            Err(e) => return Err(AttemptError::Broken(format!("read: {e}"))),
-        }
     }
 }
 
@@ -407,13 +83,17 @@ pub fn deliver(
     message: &mut Spooled<'_>,
     envelope: &Envelope,
 ) -> Result<Delivered, SendError> {
-    match send(config, message, envelope) {
+    match transport::send(&config.transport, message, envelope) {
         Ok(accepted) => {
             if let Some(queue) = &config.fallback {
                 // Opportunistic: servers answer again, so what waits can go now. Bounded, it
                 // never waits for a lock another flush holds, and it never changes this
                 // message's outcome; what it found wrong goes to stderr, a line each.
-                let report = queue.flush(config, FlushLimit::opportunistic());
+                let report = queue.flush(
+                    &config.transport,
+                    config.syslog,
+                    FlushLimit::opportunistic(),
+                );
                 for line in report.log.iter().chain(report.error.as_ref()) {
                     eprintln!("qmail-qmqpc: fallback queue: {line}");
                 }
@@ -454,7 +134,7 @@ pub fn queue_file(message: &mut File, len: u64, envelope: &Envelope) -> Result<(
     let control = ControlDir::from_env();
     let config = match Config::load(&control) {
         Ok(config) => config,
-        Err(e) => return Err(fail(&control, QueueExit::ConfigError, &e)),
+        Err(e) => return Err(fail(&control, QueueExit::ConfigError, &e.to_string())),
     };
     queue_with(
         &config,
@@ -597,9 +277,9 @@ fn run_main() -> Result<(), QueueExit> {
     // qmail-qmqpc reads qmqpservers before the message: a host with no servers fails fast.
     let config = match Config::load(&control) {
         Ok(config) => config,
-        Err(e) => return Err(fail(&control, QueueExit::ConfigError, &e)),
+        Err(e) => return Err(fail(&control, QueueExit::ConfigError, &e.to_string())),
     };
-    if config.servers.is_empty() {
+    if config.transport.servers.is_empty() {
         let why = format!("{} names no server", control.path("qmqpservers").display());
         return Err(fail(&control, QueueExit::ConfigError, &why));
     }
@@ -741,7 +421,7 @@ pub fn flush(args: &[OsString]) -> i32 {
         }
         return 0;
     };
-    let report = queue.flush(&config, FlushLimit::all());
+    let report = queue.flush(&config.transport, config.syslog, FlushLimit::all());
     for line in &report.log {
         eprintln!("nullq flush: {line}");
     }

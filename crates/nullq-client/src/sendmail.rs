@@ -14,14 +14,14 @@
 //! and so does the first word that does not start with `-` (a lone `-` is an argument).
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
-use nullq_config::control::ControlDir;
+use crate::control::ControlDir;
 
-use crate::clock;
+use crate::calendar;
 use crate::fallback::FallbackQueue;
-use crate::inject;
+use crate::qmail_inject;
 use crate::qmqpc::Config;
 
 /// qmail's usage line, printed on stderr with exit 100 for any option it does not know.
@@ -394,7 +394,7 @@ fn run(args: &[OsString], name: &str) -> Result<(), Failure> {
         Mode::ListQueue => list_queue(&control),
         Mode::Smtp => crate::smtp_stdio::serve_stdio().map_err(|e| Failure::Smtp(e.to_string())),
         Mode::Send => {
-            match run_inject(&inject_argv(&inv), &environment(&inv), io::stdin().lock()) {
+            match qmail_inject::run(&inject_argv(&inv), &environment(&inv), io::stdin().lock()) {
                 0 => Ok(()),
                 code => Err(Failure::Inject(code)),
             }
@@ -405,7 +405,7 @@ fn run(args: &[OsString], name: &str) -> Result<(), Failure> {
 /// `mailq` / `sendmail -bp`: the fallback queue in qmail-qread's format:
 /// `26 Nov 2026 11:46:00 GMT  #ID  SIZE  <SENDER>` then a `\tremote\tRECIPIENT` line each.
 fn list_queue(control: &ControlDir) -> Result<(), Failure> {
-    let config = Config::load(control).map_err(Failure::Queue)?;
+    let config = Config::load(control).map_err(|e| Failure::Queue(e.to_string()))?;
     let Some(queue) = config.fallback else {
         return Ok(()); // no queue: nothing ever waits on this host
     };
@@ -424,7 +424,7 @@ pub fn print_queue(queue: &FallbackQueue, out: &mut impl Write) -> io::Result<()
                 writeln!(
                     out,
                     "{}  #{}  {}  <{}>{mark}",
-                    clock::qread_date(entry.time),
+                    calendar::qread_date(entry.time),
                     entry.id,
                     entry.size,
                     String::from_utf8_lossy(&env.sender)
@@ -436,45 +436,12 @@ pub fn print_queue(queue: &FallbackQueue, out: &mut impl Write) -> io::Result<()
             Err(e) => writeln!(
                 out,
                 "{}  #{}  unreadable: {e}{mark}",
-                clock::qread_date(entry.time),
+                calendar::qread_date(entry.time),
                 entry.id
             )?,
         }
     }
     out.flush()
-}
-
-/// Run qmail-inject in this process: `argv` is its command line, `changes` are applied to
-/// (a snapshot of) the environment it sees, `input` is the message. Returns its exit code
-/// (0, 100, 111), having printed its `fatal:` message on failure.
-///
-/// Used by sendmail itself, by `-bs` (one message per DATA), and by the small programs that
-/// build a message (mailsubj). The process's own environment and fd 0 are left alone.
-pub fn run_inject(
-    argv: &[OsString],
-    changes: &[(&str, Option<OsString>)],
-    input: impl Read,
-) -> i32 {
-    let mut env = inject::Env::from_process();
-    for (name, value) in changes {
-        match value {
-            Some(v) => env.set(name, v.as_bytes()),
-            None => env.remove(name),
-        };
-    }
-    let mut opts = inject::InjectOptions::new(env);
-    match opts
-        .parse_args(argv)
-        .and_then(|()| inject::inject(&opts, input))
-    {
-        Ok(()) => 0,
-        Err(e) => {
-            let mut err = io::stderr().lock();
-            let _ = err.write_all(&e.message());
-            let _ = err.flush();
-            e.exit_code()
-        }
-    }
 }
 
 #[cfg(test)]

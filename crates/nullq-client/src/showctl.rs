@@ -19,13 +19,14 @@ use std::io::{self, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime};
 
-use nullq_config::control::{
+use crate::control::{
     self, ControlDir, InjectControls, MeSource, ServerAddr, Setting, Source, MAILNAME,
 };
-use nullq_mail::inject::{Injector, Settings};
+use nullq_mail::injector::{Injector, Settings};
 
-use crate::inject::{self, Env, InjectOptions};
+use crate::qmail_inject::{self, Env, InjectOptions};
 use crate::qmqpc;
+use crate::transport;
 
 /// How long `--check` waits for each server's TCP connection (qmail-qmqpc's connect timeout).
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -279,7 +280,7 @@ pub fn report<W: Write>(opts: &InjectOptions, check: bool, out: &mut W) -> io::R
 
 fn show_rewrite<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Result<()> {
     r.line("")?;
-    match inject::site_rules(control) {
+    match qmail_inject::site_rules(control) {
         Ok(rules) if rules.is_empty() && !control.path("rewrite").exists() => {
             r.line("rewrite: (Default.) No site rewriting.")?;
         }
@@ -307,8 +308,8 @@ fn show_rewrite<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Re
 /// Run the real rules over sample addresses and show (and check) what comes out.
 fn show_examples<W: Write>(r: &mut Report<'_, W>, opts: &InjectOptions) -> io::Result<()> {
     // A broken rewrite file has been reported above; show what qmail's rules do without it.
-    let rules = inject::site_rules(&opts.control).unwrap_or_default();
-    let mut settings: Settings = match inject::address_settings(opts) {
+    let rules = qmail_inject::site_rules(&opts.control).unwrap_or_default();
+    let mut settings: Settings = match qmail_inject::address_settings(opts) {
         Ok(s) => s,
         Err(e) => {
             r.line("")?;
@@ -320,7 +321,7 @@ fn show_examples<W: Write>(r: &mut Report<'_, W>, opts: &InjectOptions) -> io::R
     settings.rules = rules;
     r.line("")?;
     r.line("What qmail-inject makes of addresses here (this environment included):")?;
-    let set: Vec<String> = inject::ENV_VARS
+    let set: Vec<String> = qmail_inject::ENV_VARS
         .iter()
         .filter(|v| !matches!(**v, "NULLQ_HOME" | "TZ" | "HOME" | "QMAILQUEUE"))
         .filter_map(|v| opts.env.get(v).map(|val| format!("{v}={}", safe(val))))
@@ -415,10 +416,10 @@ fn show_transport<W: Write>(
 
     let config = qmqpc::Config::load(control);
     let (connect, remote) = match &config {
-        Ok(c) => (c.connect_timeout, c.remote_timeout),
+        Ok(c) => (c.transport.connect_timeout, c.transport.remote_timeout),
         Err(_) => (
-            qmqpc::DEFAULT_CONNECT_TIMEOUT,
-            qmqpc::DEFAULT_REMOTE_TIMEOUT,
+            transport::DEFAULT_CONNECT_TIMEOUT,
+            transport::DEFAULT_REMOTE_TIMEOUT,
         ),
     };
     for (name, value, what) in [
@@ -437,7 +438,7 @@ fn show_transport<W: Write>(
         ))?;
     }
     if let Err(e) = &config {
-        r.warn(e)?;
+        r.warn(&e.to_string())?;
     }
 
     r.line("")?;

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStringExt;
 
-use nullq_config::control::ControlDir;
+use crate::control::ControlDir;
 
 /// The longest command line read (RFC 5321 says 512 octets; be generous, but bounded).
 pub const MAX_COMMAND: u64 = 4096;
@@ -245,7 +245,7 @@ pub fn serve_stdio() -> io::Result<()> {
         argv.push(OsString::from_vec(tx.sender.clone().unwrap_or_default()));
         argv.push("--".into());
         argv.extend(tx.recipients.iter().map(|r| OsString::from_vec(r.clone())));
-        crate::sendmail::run_inject(&argv, &[], &mut *file)
+        crate::qmail_inject::run(&argv, &[], &mut *file)
     };
     serve(&mut input, &mut output, &hostname, &mut inject).map(|_| ())
 }

@@ -13,9 +13,9 @@
 
 use std::os::unix::net::UnixDatagram;
 
-use nullq_config::control::ControlDir;
+use crate::control::ControlDir;
 
-use crate::clock::{self, Civil};
+use crate::calendar::{self, Civil};
 
 /// The local syslog socket, as glibc's syslog(3) uses it (journald and rsyslog listen there).
 pub const SOCKET: &str = "/dev/log";
@@ -68,7 +68,7 @@ pub fn program_name() -> String {
 /// `<PRI>Mmm dd hh:mm:ss PROGRAM[PID]: TEXT`. Control characters (a server's answer is not
 /// ours to trust) become `?`.
 pub fn format_line(severity: Severity, program: &str, pid: u32, t: Civil, text: &str) -> String {
-    let month = clock::MONTHS
+    let month = calendar::MONTHS
         .get(t.month.saturating_sub(1) as usize)
         .copied()
         .unwrap_or("Jan");
@@ -99,7 +99,7 @@ pub fn log(enabled: bool, severity: Severity, text: &str) {
         severity,
         &program_name(),
         std::process::id(),
-        clock::local(clock::now()).0,
+        calendar::local(calendar::now()).0,
         text,
     );
     if let Ok(socket) = UnixDatagram::unbound() {
@@ -115,13 +115,13 @@ mod tests {
 
     #[test]
     fn lines_are_glibcs() {
-        let t = clock::utc(1_733_000_000);
+        let t = calendar::utc(1_733_000_000);
         let line = format_line(Severity::Info, "sendmail", 42, t, "sent\nX: y");
         assert_eq!(line, "<22>Nov 30 20:53:20 sendmail[42]: sent?X: y");
-        let line = format_line(Severity::Err, "qmail-qmqpc", 7, clock::utc(0), "failed");
+        let line = format_line(Severity::Err, "qmail-qmqpc", 7, calendar::utc(0), "failed");
         assert_eq!(line, "<19>Jan  1 00:00:00 qmail-qmqpc[7]: failed");
         let long = "x".repeat(5000);
-        let line = format_line(Severity::Err, "p", 1, clock::utc(0), &long);
+        let line = format_line(Severity::Err, "p", 1, calendar::utc(0), &long);
         assert!(
             line.len() < 2100 && line.ends_with("x..."),
             "{}",

@@ -1,11 +1,9 @@
-//! Configuration, one source per module:
-//! - [`control`]: the qmail control files of the null client (`/var/qmail/control/*`) with qmail's
-//!   defaults and environment overrides;
-//! - [`server`]: the server's TOML file (`nullq.toml`), one module per section, its defaults
-//!   and validation.
+//! The server's configuration, `nullq.toml` ([`server`]): one module per section, each value
+//! (addresses, networks, modes, targets) typed as it is read, the defaults and the checks on
+//! the finished configuration. Its only user is `nullq-server`.
 //!
-//! The access rules a server's file names (ucspi-tcp's tcprules, text and cdb) are the
+//! The qmail control files of the null client live with the client (`nullq_client::control`);
+//! the access rules a server's file names (ucspi-tcp's tcprules, text and cdb) are the
 //! `nullq-tcprules` crate's.
 
-pub mod control;
 pub mod server;

@@ -3,7 +3,7 @@
 //! This module owns field recognition: [`known`] says which of qmail-inject's fields a raw
 //! field is (case-insensitively, blanks allowed before the colon), [`valid`] whether a line can
 //! start a header field at all. Which fields hold addresses, and which are removed, is decided
-//! by the caller ([`crate::inject`]).
+//! by the caller (qmail-inject's rewriting, the `injector` module).
 
 /// The header fields qmail-inject treats specially (qmail's `H_*`, same order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -8,7 +8,7 @@
 //! - [`quote`]: quoting of envelope addresses for header text;
 //! - [`hfield`]: the header field names qmail-inject knows;
 //! - [`headerbody`]: the header/body split, header bounded in memory, body streamed;
-//! - [`inject`]: qmail-inject's rewriting of header and envelope;
+//! - [`injector`]: qmail-inject's rewriting of header and envelope;
 //! - [`rewrite`]: address rewriting rules in CommuniGate Pro Router syntax;
 //! - [`date`]: qmail's date and Message-ID formats;
 //! - [`received`]: the `Received` fields of a QMQP server.
@@ -17,7 +17,7 @@
 //! qmail's exit codes and messages at their edge.
 //!
 //! ```
-//! use nullq_mail::inject::{Injector, Settings};
+//! use nullq_mail::injector::{Injector, Settings};
 //! use std::time::UNIX_EPOCH;
 //!
 //! let mut s = Settings::new(b"jason", UNIX_EPOCH, 1);
@@ -34,7 +34,7 @@
 pub mod date;
 pub mod headerbody;
 pub mod hfield;
-pub mod inject;
+pub mod injector;
 pub mod quote;
 pub mod received;
 pub mod rewrite;

@@ -1,6 +1,6 @@
 //! Quoting of envelope addresses for header text, as qmail's `quote.c` does it.
 //!
-//! This module owns the reverse of [`crate::token822::unquote`]: an envelope address such as
+//! This module owns the reverse of token822's `unquote`: an envelope address such as
 //! `a b@example.net` becomes `"a b"@example.net` when written into a header or parsed back into
 //! tokens. Only the local part (before the last `@`) is ever quoted, and only when it must be.
 

@@ -20,7 +20,7 @@ fn is_safe(ch: u8) -> bool {
 
 /// `s` with every byte outside `[A-Za-z0-9.@%+/=:\-\[\]]` replaced by `?` (qmail's `safeput`),
 /// so that a peer's name cannot forge header lines.
-pub fn safe(s: &str) -> String {
+fn safe(s: &str) -> String {
     s.bytes()
         .map(|b| if is_safe(b) { b as char } else { '?' })
         .collect()
@@ -65,29 +65,6 @@ pub fn queue_received(pid: u32, invoked: &str, time: SystemTime) -> String {
     )
 }
 
-/// The two fields a qmail QMQP server puts on top of a message, in message order: qmail-queue's
-/// `Received: (qmail PID invoked from network); DATE`, then qmail-qmqpd's
-/// `Received: from HOST (IP)\n  by LOCAL with QMQP; DATE`.
-pub fn qmqp_received(
-    remote_host: &str,
-    remote_ip: &str,
-    local_host: &str,
-    pid: u32,
-    time: SystemTime,
-) -> String {
-    let mut s = queue_received(pid, "from network", time);
-    s.push_str(&received(
-        "QMQP",
-        local_host,
-        remote_ip,
-        remote_host,
-        None,
-        None,
-        time,
-    ));
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,14 +73,20 @@ mod tests {
     #[test]
     fn seed_example() {
         let t = UNIX_EPOCH + Duration::from_secs(1_053_567_702);
-        assert_eq!(
-            qmqp_received(
-                "lou.example.net",
-                "128.164.26.3",
+        // The two fields a qmail QMQP server puts on top, in message order: qmail-queue's, then
+        // qmail-qmqpd's.
+        let fields = queue_received(35693, "from network", t)
+            + &received(
+                "QMQP",
                 "mail.example.net",
-                35693,
-                t
-            ),
+                "128.164.26.3",
+                "lou.example.net",
+                None,
+                None,
+                t,
+            );
+        assert_eq!(
+            fields,
             "Received: (qmail 35693 invoked from network); 22 May 2003 01:41:42 -0000\n\
              Received: from lou.example.net (128.164.26.3)\n  by mail.example.net with QMQP; \
              22 May 2003 01:41:42 -0000\n"

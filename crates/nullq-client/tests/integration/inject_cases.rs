@@ -12,8 +12,8 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, UNIX_EPOCH};
 
-use nullq_client::inject::{prepare, Env, InjectOptions};
-use nullq_config::control::ControlDir;
+use nullq_client::control::ControlDir;
+use nullq_client::qmail_inject::{prepare, Env, InjectOptions};
 
 struct Case {
     name: &'static str,

@@ -6,8 +6,8 @@
 use std::ffi::OsString;
 use std::time::{Duration, UNIX_EPOCH};
 
-use nullq_client::inject::{prepare, Env, InjectError, InjectOptions, HEADER_LIMIT};
-use nullq_config::control::ControlDir;
+use nullq_client::control::ControlDir;
+use nullq_client::qmail_inject::{prepare, Env, InjectError, InjectOptions, HEADER_LIMIT};
 
 /// The seed's Router records, and a host whose defaulthost is the workstation itself.
 const SEED_RULES: &str = "\

@@ -6,9 +6,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use nullq_client::inject::{Env, InjectOptions};
+use nullq_client::control::ControlDir;
+use nullq_client::qmail_inject::{Env, InjectOptions};
 use nullq_client::showctl::{report, Summary};
-use nullq_config::control::ControlDir;
 
 fn show(home: &Path, env: &[(&str, &str)], check: bool) -> (String, Summary) {
     let mut e = Env::empty();
@@ -129,7 +129,7 @@ fn missing_me_shows_qmails_placeholders() {
     // Without control/me, /etc/mailname names the host (Debian's rule); this test is about the
     // host that has neither. The one with /etc/mailname is tested in a mount namespace
     // (the nullq crate's client::showctl tests).
-    if Path::new(nullq_config::control::MAILNAME).exists() {
+    if Path::new(nullq_client::control::MAILNAME).exists() {
         eprintln!("skipped: this host has /etc/mailname");
         return;
     }

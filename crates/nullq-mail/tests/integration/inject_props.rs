@@ -4,7 +4,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use nullq_mail::inject::{Flags, Injector, Settings};
+use nullq_mail::injector::{Flags, Injector, Settings};
 use nullq_mail::rewrite::parse_rules;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;

@@ -1,6 +1,6 @@
 //! `qmail-inject`: prepare a message and hand it to the queue (qmail-inject(8)).
 //!
-//! This module owns the program around [`nullq_mail::inject`]: the command line (`-a -h -A -H
+//! This module owns the program around [`nullq_mail::injector`]: the command line (`-a -h -A -H
 //! -n -N -f SENDER`), the environment (QMAILINJECT, QMAILUSER, ..., QMAILMFTFILE), the control
 //! files (`me`, `defaulthost`, `defaultdomain`, `plusdomain`, `idhost`, and nullq's
 //! `rewrite`), reading the header into memory (bounded by [`HEADER_LIMIT`]) and streaming the
@@ -18,13 +18,13 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use nullq_config::control::{self, ControlDir};
+use crate::control::{self, ControlDir};
 use nullq_mail::headerbody::{self, HeaderError};
-use nullq_mail::inject::{self as engine, Flags, Injector, Settings};
+use nullq_mail::injector::{self as engine, Flags, Injector, Settings};
 use nullq_mail::rewrite::{self, RewriteRules};
 use nullq_proto::envelope::Envelope;
 
@@ -604,11 +604,25 @@ fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
 
 /// `qmail-inject [-aAhHnN] [-f SENDER] [--] [ARG...]`: exit 0, 100 or 111.
 pub fn main(args: &[OsString]) -> i32 {
-    let mut opts = InjectOptions::new(Env::from_process());
-    let result = opts
-        .parse_args(args)
-        .and_then(|()| inject(&opts, io::stdin().lock()));
-    match result {
+    run(args, &[], io::stdin().lock())
+}
+
+/// Run qmail-inject in this process: `argv` is its command line, `changes` are applied to
+/// (a snapshot of) the environment it sees, `input` is the message. Returns its exit code
+/// (0, 100, 111), having printed its `fatal:` message on failure.
+///
+/// Used by sendmail itself, by `-bs` (one message per DATA), and by the small programs that
+/// build a message (mailsubj). The process's own environment and fd 0 are left alone.
+pub fn run(argv: &[OsString], changes: &[(&str, Option<OsString>)], input: impl Read) -> i32 {
+    let mut env = Env::from_process();
+    for (name, value) in changes {
+        match value {
+            Some(v) => env.set(name, v.as_bytes()),
+            None => env.remove(name),
+        };
+    }
+    let mut opts = InjectOptions::new(env);
+    match opts.parse_args(argv).and_then(|()| inject(&opts, input)) {
         Ok(()) => 0,
         Err(e) => {
             let mut err = io::stderr().lock();
@@ -617,9 +631,4 @@ pub fn main(args: &[OsString]) -> i32 {
             e.exit_code()
         }
     }
-}
-
-/// The byte form of an OS string argument (for callers building [`InjectOptions::args`]).
-pub fn arg_bytes(s: OsString) -> Vec<u8> {
-    s.into_vec()
 }

@@ -21,10 +21,8 @@
 //! `nullq install` (which also fixes the modes of an older 01733 layout), or by the first store
 //! when it is absent.
 //!
-//! A file is one line `nullq-fallback 2 UID ENVLEN MSGLEN\n` (UID: the sender's, who owns the
-//! file), then the envelope in qmail-queue's format (ENVLEN bytes), then the message (MSGLEN
-//! bytes). Version 1 files (no UID, written before this layout) are still read. IDs are
-//! `SECONDS.NANOS.PID`: they sort by arrival and no two processes make the same one.
+//! A file holds the sender's uid, the envelope and the message ([`file`] owns the format). IDs
+//! are `SECONDS.NANOS.PID`: they sort by arrival and no two processes make the same one.
 //!
 //! What a flush touches. Anyone can put anything in `new/`, so a flush trusts no name there:
 //! it looks at each entry without following it (`lstat`), opens only regular files, with
@@ -53,7 +51,7 @@
 //! twice, never lose". A lock dies with its process, so nothing is ever stuck behind a dead one.
 
 use std::fs::{self, DirBuilder, File};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -61,12 +59,11 @@ use std::path::{Path, PathBuf};
 use nullq_proto::envelope::Envelope;
 use nullq_proto::exit::QueueExit;
 
-use crate::qmqpc::{self, Config, Spooled};
+mod file;
 
-/// The first words of every fallback file: the format version follows.
-const MAGIC: &str = "nullq-fallback ";
-/// The longest header line accepted when reading a file back.
-const MAX_HEADER: usize = 100;
+use crate::syslog::{self, Severity};
+use crate::transport::{self, Spooled, Transport};
+use file::{read_envelope, read_header, write_message};
 
 /// The queue's directories (relative to it, `""` itself) and their modes. `nullq install`
 /// creates them so, and fixes an older layout.
@@ -139,15 +136,6 @@ pub struct Entry {
     pub envelope: Result<Envelope, String>,
     /// Whether a server refused it permanently.
     pub failed: bool,
-}
-
-/// A file's header: who wrote it, where the envelope and the message are.
-struct Header {
-    /// The writer's uid (version 2); `None` for a version 1 file.
-    uid: Option<u32>,
-    header_len: u64,
-    envelope_len: u64,
-    message_len: u64,
 }
 
 /// The effective uid of this process: who owns the files it creates.
@@ -227,7 +215,7 @@ impl FallbackQueue {
             ..nullq_fs::Options::default()
         };
         let result = nullq_fs::publish_to(&tmp, &id, &new, &id, &options, |file| {
-            write_message(file, message, envelope)
+            write_message(file, message, envelope, euid())
         });
         match result {
             Ok(()) => Ok(id),
@@ -345,8 +333,9 @@ impl FallbackQueue {
     /// Offer waiting messages to the servers, oldest first, each on its own: one that fails
     /// temporarily stays and the flush goes on. It stops at the limit, on a configuration
     /// problem, or when no server could even be reached (the rest waits for the next flush
-    /// rather than each costing a round of timeouts).
-    pub fn flush(&self, config: &Config, limit: FlushLimit) -> FlushReport {
+    /// rather than each costing a round of timeouts). Each message sent or given up is logged
+    /// to syslog when `use_syslog` is set (`control/syslog`).
+    pub fn flush(&self, transport: &Transport, use_syslog: bool, limit: FlushLimit) -> FlushReport {
         let mut report = FlushReport::default();
         let me = euid();
         if let Err(e) = self.check_dirs(me) {
@@ -366,7 +355,7 @@ impl FallbackQueue {
                 report.waiting += ids.len() - i;
                 break;
             }
-            match self.flush_one(config, id, me, &mut report) {
+            match self.flush_one(transport, use_syslog, id, me, &mut report) {
                 Step::Sent => report.sent += 1,
                 Step::Failed => report.failed += 1,
                 Step::Waiting => report.waiting += 1,
@@ -384,7 +373,14 @@ impl FallbackQueue {
         report
     }
 
-    fn flush_one(&self, config: &Config, id: &str, me: u32, report: &mut FlushReport) -> Step {
+    fn flush_one(
+        &self,
+        transport: &Transport,
+        use_syslog: bool,
+        id: &str,
+        me: u32,
+        report: &mut FlushReport,
+    ) -> Step {
         let path = self.sub("new").join(id);
         // Look before opening, without following: a FIFO, a symlink or a device is never opened.
         let meta = match fs::symlink_metadata(&path) {
@@ -472,11 +468,11 @@ impl FallbackQueue {
             offset: header.header_len + header.envelope_len,
             len: header.message_len,
         };
-        let step = match qmqpc::send(config, &mut spooled, &envelope) {
+        let step = match transport::send(transport, &mut spooled, &envelope) {
             Ok(accepted) => {
-                crate::syslog::log(
-                    config.syslog,
-                    crate::syslog::Severity::Info,
+                syslog::log(
+                    use_syslog,
+                    Severity::Info,
                     &format!(
                         "sent from the fallback queue {} ({id}) to {} answer K{}: from=<{}> rcpts={} size={}",
                         self.dir.display(),
@@ -499,9 +495,9 @@ impl FallbackQueue {
             }
             Err(err) if err.exit.is_permanent() || err.exit == QueueExit::PermanentRefusal => {
                 let why = format!("refused permanently: {}", err.log.join("; "));
-                crate::syslog::log(
-                    config.syslog,
-                    crate::syslog::Severity::Err,
+                syslog::log(
+                    use_syslog,
+                    Severity::Err,
                     &format!(
                         "failed in the fallback queue {} ({id}), moved to failed/: {why}",
                         self.dir.display()
@@ -603,27 +599,6 @@ fn now_nanos() -> u128 {
         .unwrap_or(0)
 }
 
-/// Write a fallback file: header (with our uid), envelope, message.
-fn write_message(
-    file: &mut File,
-    message: &mut Spooled<'_>,
-    envelope: &Envelope,
-) -> io::Result<()> {
-    let env = envelope.encode();
-    let header = format!("{MAGIC}2 {} {} {}\n", euid(), env.len(), message.len);
-    file.write_all(header.as_bytes())?;
-    file.write_all(&env)?;
-    message.file.seek(SeekFrom::Start(message.offset))?;
-    let copied = io::copy(&mut (&mut *message.file).take(message.len), file)?;
-    if copied != message.len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "message file shorter than announced",
-        ));
-    }
-    Ok(())
-}
-
 enum Step {
     Sent,
     Failed,
@@ -645,53 +620,6 @@ fn id_key(id: &str) -> (u64, u64, u64, String) {
         parts.next().unwrap_or(0),
         id.to_owned(),
     )
-}
-
-/// Read a header line: version 2 (`nullq-fallback 2 UID ENVLEN MSGLEN`) or 1 (no UID).
-fn read_header(reader: &mut impl BufRead) -> io::Result<Header> {
-    let mut line = Vec::new();
-    reader
-        .take(MAX_HEADER as u64)
-        .read_until(b'\n', &mut line)?;
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "not a nullq fallback file");
-    let text = std::str::from_utf8(&line).map_err(|_| bad())?;
-    let rest = text
-        .strip_prefix(MAGIC)
-        .and_then(|r| r.strip_suffix('\n'))
-        .ok_or_else(bad)?;
-    let words: Vec<&str> = rest.split(' ').collect();
-    let number = |w: &str| -> io::Result<u64> {
-        if w.is_empty() || !w.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        w.parse::<u64>().map_err(|_| bad())
-    };
-    let (uid, envelope_len, message_len) = match words.as_slice() {
-        ["1", env, msg] => (None, number(env)?, number(msg)?),
-        ["2", uid, env, msg] => {
-            let uid = u32::try_from(number(uid)?).map_err(|_| bad())?;
-            (Some(uid), number(env)?, number(msg)?)
-        }
-        _ => return Err(bad()),
-    };
-    Ok(Header {
-        uid,
-        header_len: line.len() as u64,
-        envelope_len,
-        message_len,
-    })
-}
-
-fn read_envelope(reader: &mut impl Read, header: &Header) -> io::Result<Envelope> {
-    if header.envelope_len > qmqpc::MAX_ENVELOPE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "envelope too long",
-        ));
-    }
-    let mut bytes = Vec::new();
-    reader.take(header.envelope_len).read_to_end(&mut bytes)?;
-    Envelope::parse(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when another process holds it.
@@ -767,46 +695,6 @@ mod tests {
             ids,
             vec!["9.000000001.9", "9.000000002.7", "10.000000001.5"]
         );
-    }
-
-    #[test]
-    fn header_is_strict() {
-        let ok = read_header(&mut &b"nullq-fallback 1 10 20\nrest"[..]);
-        assert!(matches!(
-            ok,
-            Ok(Header {
-                uid: None,
-                header_len: 23,
-                envelope_len: 10,
-                message_len: 20
-            })
-        ));
-        let ok = read_header(&mut &b"nullq-fallback 2 1000 10 20\nrest"[..]);
-        assert!(matches!(
-            ok,
-            Ok(Header {
-                uid: Some(1000),
-                header_len: 28,
-                envelope_len: 10,
-                message_len: 20
-            })
-        ));
-        for bad in [
-            &b"nullq-fallback 2 1 2\n"[..],
-            b"nullq-fallback 3 1 2 3\n",
-            b"nullq-fallback 2 99999999999 1 2\n",
-            b"nullq-fallback 2 +1 1 2\n",
-            b"nullq-fallback 1  1 2\n",
-            b"nullq-fallback 1 1\n",
-            b"garbage",
-            b"nullq-fallback 1 1 2 3\n",
-        ] {
-            assert!(
-                read_header(&mut &bad[..]).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
     }
 
     #[test]

@@ -328,21 +328,22 @@ impl fmt::Display for ServerAddr {
 /// of the bracketed/IPv4/name forms with an optional `:PORT` (1..=65535, default [`QMQP_PORT`]).
 /// qmail-qmqpc silently skips lines it cannot read; nullq reports them (the error names the
 /// problem) so qmail-showctl can warn and the client can skip them knowingly.
-pub fn parse_server(line: &str) -> Result<ServerAddr, String> {
+pub fn parse_server(line: &str) -> Result<ServerAddr, ServerLineError> {
     let line = line.trim();
+    let bad = |problem| Err(ServerLineError::new(line, problem));
     if line.is_empty() {
-        return Err("empty server line".to_owned());
+        return bad(ServerProblem::Empty);
     }
     if let Some(rest) = line.strip_prefix('[') {
         let Some(end) = rest.find(']') else {
-            return Err(format!("{line}: missing ] after IPv6 address"));
+            return bad(ServerProblem::NoClosingBracket);
         };
         let inside = &rest[..end];
         let ip: IpAddr = match inside.parse::<Ipv6Addr>() {
             Ok(ip) => IpAddr::V6(ip),
             Err(_) => match inside.parse::<Ipv4Addr>() {
                 Ok(ip) => IpAddr::V4(ip),
-                Err(_) => return Err(format!("{line}: not an IP address inside [ ]")),
+                Err(_) => return bad(ServerProblem::NotIpInBrackets),
             },
         };
         let after = &rest[end + 1..];
@@ -351,7 +352,7 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, String> {
         } else if let Some(p) = after.strip_prefix(':') {
             parse_port(line, p)?
         } else {
-            return Err(format!("{line}: unexpected text after ]"));
+            return bad(ServerProblem::TextAfterBracket);
         };
         return Ok(ServerAddr {
             host: ServerHost::Ip(ip),
@@ -365,9 +366,7 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, String> {
                 host: ServerHost::Ip(IpAddr::V6(ip)),
                 port: QMQP_PORT,
             }),
-            Err(_) => Err(format!(
-                "{line}: not an IPv6 address (write [addr]:port for a port)"
-            )),
+            Err(_) => bad(ServerProblem::NotIpv6),
         };
     }
     let (host, port) = match line.split_once(':') {
@@ -375,7 +374,7 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, String> {
         None => (line, QMQP_PORT),
     };
     if host.is_empty() {
-        return Err(format!("{line}: no host before the port"));
+        return bad(ServerProblem::NoHost);
     }
     if let Ok(ip) = host.parse::<Ipv4Addr>() {
         return Ok(ServerAddr {
@@ -385,7 +384,7 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, String> {
     }
     // Something made of digits and dots that is not an IPv4 address is a typo, not a name.
     if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(format!("{line}: not a valid IPv4 address"));
+        return bad(ServerProblem::NotIpv4);
     }
     let name_ok = host
         .bytes()
@@ -394,7 +393,7 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, String> {
         && !host.starts_with('-')
         && !host.contains("..");
     if !name_ok {
-        return Err(format!("{line}: not an IP address or host name"));
+        return bad(ServerProblem::NotHost);
     }
     Ok(ServerAddr {
         host: ServerHost::Name(host.to_owned()),
@@ -402,15 +401,87 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, String> {
     })
 }
 
-fn parse_port(line: &str, p: &str) -> Result<u16, String> {
+fn parse_port(line: &str, p: &str) -> Result<u16, ServerLineError> {
     if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{line}: port is not a number"));
+        return Err(ServerLineError::new(line, ServerProblem::PortNotNumber));
     }
     match p.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("{line}: port out of range 1-65535")),
+        Ok(0) | Err(_) => Err(ServerLineError::new(line, ServerProblem::PortOutOfRange)),
         Ok(port) => Ok(port),
     }
 }
+
+/// A `qmqpservers` line [`parse_server`] cannot read: the line, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLineError {
+    /// The line, trimmed.
+    pub line: String,
+    /// What is wrong with it.
+    pub problem: ServerProblem,
+}
+
+/// What is wrong with a `qmqpservers` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerProblem {
+    /// Nothing but blanks.
+    Empty,
+    /// `[` without `]`.
+    NoClosingBracket,
+    /// Between `[` and `]`, no IP address.
+    NotIpInBrackets,
+    /// After `]`, something other than `:PORT`.
+    TextAfterBracket,
+    /// Two or more colons, no brackets, and not an IPv6 address.
+    NotIpv6,
+    /// `:PORT` with nothing before it.
+    NoHost,
+    /// Digits and dots that are not an IPv4 address.
+    NotIpv4,
+    /// Neither an address nor a host name.
+    NotHost,
+    /// The port is not a number.
+    PortNotNumber,
+    /// The port is 0 or over 65535.
+    PortOutOfRange,
+}
+
+impl ServerLineError {
+    fn new(line: &str, problem: ServerProblem) -> ServerLineError {
+        ServerLineError {
+            line: line.to_owned(),
+            problem,
+        }
+    }
+}
+
+impl fmt::Display for ServerProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerProblem::Empty => "empty server line",
+            ServerProblem::NoClosingBracket => "missing ] after IPv6 address",
+            ServerProblem::NotIpInBrackets => "not an IP address inside [ ]",
+            ServerProblem::TextAfterBracket => "unexpected text after ]",
+            ServerProblem::NotIpv6 => "not an IPv6 address (write [addr]:port for a port)",
+            ServerProblem::NoHost => "no host before the port",
+            ServerProblem::NotIpv4 => "not a valid IPv4 address",
+            ServerProblem::NotHost => "not an IP address or host name",
+            ServerProblem::PortNotNumber => "port is not a number",
+            ServerProblem::PortOutOfRange => "port out of range 1-65535",
+        })
+    }
+}
+
+impl fmt::Display for ServerLineError {
+    /// `LINE: PROBLEM`; an empty line has nothing to show, so only the problem.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.problem {
+            ServerProblem::Empty => write!(f, "{}", self.problem),
+            _ => write!(f, "{}: {}", self.line, self.problem),
+        }
+    }
+}
+
+impl std::error::Error for ServerLineError {}
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::clock;
+use crate::calendar;
 use crate::errstr::Qmail;
 
 const EXIT_PERM: i32 = 100;
@@ -90,7 +90,7 @@ fn clean_tmp() {
     let Ok(entries) = fs::read_dir("tmp") else {
         return;
     };
-    let now = clock::now();
+    let now = calendar::now();
     for entry in entries.flatten() {
         if dotfile(&entry.file_name()) {
             continue;
@@ -113,7 +113,7 @@ fn dotfile(name: &std::ffi::OsStr) -> bool {
 /// maildir.c's maildir_scan, in the maildir: messages in new/ (and cur/), named `new/NAME`,
 /// oldest first, skipping those of this very second ("don't want to mix up the order").
 fn scan(subdirs: &[&str]) -> Result<Vec<Found>, String> {
-    let now = clock::now();
+    let now = calendar::now();
     let mut found = Vec::new();
     for sub in subdirs {
         let entries = fs::read_dir(sub)
@@ -273,7 +273,7 @@ pub fn from_line(first: &[u8], mtime: i64) -> Vec<u8> {
         }
         None => out.extend_from_slice(b"XXX "),
     }
-    out.extend_from_slice(clock::ctime_utc(mtime).as_bytes());
+    out.extend_from_slice(calendar::ctime_utc(mtime).as_bytes());
     out.push(b'\n');
     out
 }

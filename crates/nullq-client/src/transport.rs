@@ -1,0 +1,406 @@
+//! The QMQP transport of the null client: one message, already on disk, offered to each server
+//! of `control/qmqpservers` in turn until one answers `K` (cr.yp.to/proto/qmqp.html).
+//!
+//! This module owns the conversation and the failover rule, and nothing about where the message
+//! came from: qmail-qmqpc (the `qmqpc` module) sends what it read from the qmail-queue interface
+//! (and what qmail-inject, sendmail and forward queue in this process), the fallback queue (the
+//! `fallback` module) what waits in it; both call [`send`], neither calls the other back. Each server gets one conversation, streamed from the file in fixed
+//! chunks; a `Z` answer or a broken conversation moves on to the next server, a `D` answer or an
+//! unreadable message file stops. The exit code of a failure is that of the last error (71 `Z`,
+//! 72 connect timeout, 73 connect refused, 74 broken, 31 `D`, 54 unreadable, 55 no server).
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nullq_proto::envelope::Envelope;
+use nullq_proto::exit::QueueExit;
+use nullq_proto::qmqp::{request_frame, Response, Status, MAX_RESPONSE};
+
+use crate::control::{parse_server, ControlDir, ServerAddr, ServerLineError};
+
+/// qmail-qmqpc's connect timeout, used when `control/timeoutconnect` is absent.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// qmail-qmqpc's read/write timeout, used when `control/timeoutremote` is absent.
+pub const DEFAULT_REMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// QMQP: "a session should take at most 1 hour".
+pub const SESSION_LIMIT: Duration = Duration::from_secs(3600);
+/// The longest envelope the client handles, read from fd 1 or from a fallback file (thousands of
+/// recipients fit; a runaway writer does not).
+pub const MAX_ENVELOPE: u64 = 64 * 1024 * 1024;
+/// The chunk in which a message is streamed from its file to the socket.
+pub(crate) const CHUNK: usize = 64 * 1024;
+
+/// Where and how to send: the servers and timeouts of the control files, read once per run.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    /// The servers of `control/qmqpservers`, in file order.
+    pub servers: Vec<ServerAddr>,
+    /// Bound on one TCP connect.
+    pub connect_timeout: Duration,
+    /// Bound on each read and write once connected.
+    pub remote_timeout: Duration,
+    /// Lines of `qmqpservers` that could not be read, with the reason (reported, then skipped).
+    pub bad_lines: Vec<ServerLineError>,
+}
+
+impl Transport {
+    /// Read `qmqpservers`, `timeoutconnect` and `timeoutremote` under `control`. Unreadable
+    /// files are a configuration error (55); an empty or missing `qmqpservers` is not an error
+    /// here, but [`send`] then fails with 55.
+    pub fn load(control: &ControlDir) -> Result<Transport, ConfigError> {
+        let lines = control
+            .lines("qmqpservers")
+            .map_err(|e| ConfigError::unreadable(control, "qmqpservers", e))?;
+        let mut servers = Vec::new();
+        let mut bad_lines = Vec::new();
+        for line in &lines {
+            match parse_server(line) {
+                Ok(server) => servers.push(server),
+                Err(e) => bad_lines.push(e),
+            }
+        }
+        let connect_timeout = seconds(control, "timeoutconnect", DEFAULT_CONNECT_TIMEOUT)?;
+        let remote_timeout = seconds(control, "timeoutremote", DEFAULT_REMOTE_TIMEOUT)?;
+        Ok(Transport {
+            servers,
+            connect_timeout,
+            remote_timeout,
+            bad_lines,
+        })
+    }
+}
+
+/// Why the client's control files could not be used (qmail-queue's exit 55).
+#[derive(Debug)]
+pub enum ConfigError {
+    /// A control file exists but could not be read.
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// A timeout file does not hold a positive number of seconds.
+    NotSeconds {
+        /// The control file's name (`timeoutconnect`, `timeoutremote`).
+        name: String,
+        /// What it holds.
+        value: String,
+    },
+}
+
+impl ConfigError {
+    /// `control/NAME` under `control` could not be read.
+    pub fn unreadable(control: &ControlDir, name: &str, error: io::Error) -> ConfigError {
+        ConfigError::Unreadable {
+            path: control.path(name),
+            error,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Unreadable { path, error } => {
+                write!(f, "unable to read {}: {error}", path.display())
+            }
+            ConfigError::NotSeconds { name, value } => {
+                write!(
+                    f,
+                    "control/{name}: not a positive number of seconds: {value}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A timeout control file in whole seconds; 0 or garbage is a configuration error, since a
+/// silently ignored typo would turn "10" into "forever".
+fn seconds(control: &ControlDir, name: &str, default: Duration) -> Result<Duration, ConfigError> {
+    match control.line(name) {
+        Ok(None) => Ok(default),
+        Ok(Some(value)) => match value.parse::<u64>() {
+            Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+            _ => Err(ConfigError::NotSeconds {
+                name: name.to_owned(),
+                value,
+            }),
+        },
+        Err(e) => Err(ConfigError::unreadable(control, name, e)),
+    }
+}
+
+/// The outcome of one attempt at one server that did not end in `K`.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// The connection timed out (72).
+    ConnectTimeout,
+    /// The connection was refused or could not be made (73).
+    ConnectRejected(String),
+    /// Connected, then the conversation broke: a read or write failed or timed out, or the
+    /// answer was not a QMQP response (74).
+    Broken(String),
+    /// The server answered `Z` (71).
+    Temporary(String),
+    /// The server answered `D` (31): no other server is tried.
+    Permanent(String),
+    /// The message file could not be read (54): a local problem, no other server is tried.
+    Local(String),
+}
+
+impl AttemptError {
+    /// The qmail-queue exit code of this error.
+    pub fn exit(&self) -> QueueExit {
+        match self {
+            AttemptError::ConnectTimeout => QueueExit::ConnectTimeout,
+            AttemptError::ConnectRejected(_) => QueueExit::ConnectRejected,
+            AttemptError::Broken(_) => QueueExit::CommFailed,
+            AttemptError::Temporary(_) => QueueExit::TempRefusal,
+            AttemptError::Permanent(_) => QueueExit::PermanentRefusal,
+            AttemptError::Local(_) => QueueExit::ReadError,
+        }
+    }
+
+    /// Whether trying the next server may help.
+    fn try_next(&self) -> bool {
+        !matches!(self, AttemptError::Permanent(_) | AttemptError::Local(_))
+    }
+}
+
+impl fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptError::ConnectTimeout => write!(f, "connection timed out"),
+            AttemptError::ConnectRejected(why) => write!(f, "connection failed: {why}"),
+            AttemptError::Broken(why) => write!(f, "conversation failed: {why}"),
+            AttemptError::Temporary(text) => write!(f, "temporary failure: Z{text}"),
+            AttemptError::Permanent(text) => write!(f, "permanent failure: D{text}"),
+            AttemptError::Local(why) => write!(f, "unable to read the message: {why}"),
+        }
+    }
+}
+
+/// A message on disk, ready to be sent: `len` bytes from `offset` of `file`.
+pub struct Spooled<'a> {
+    /// The file holding the message.
+    pub file: &'a mut File,
+    /// Where the message starts in it.
+    pub offset: u64,
+    /// How many bytes it has.
+    pub len: u64,
+}
+
+/// Why [`send`] failed: the exit code and, per server tried, what happened.
+#[derive(Debug)]
+pub struct SendError {
+    /// The qmail-queue exit code: that of the last error, or 55 when no server was configured.
+    pub exit: QueueExit,
+    /// One line per failed attempt (`server: reason`) and per unreadable `qmqpservers` line.
+    pub log: Vec<String>,
+}
+
+/// Which server took the message, and what it said.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The server, in `qmqpservers` spelling.
+    pub server: String,
+    /// The text after `K`.
+    pub text: String,
+}
+
+/// Offer the message to each configured server in turn until one answers `K` (or `D`).
+pub fn send(
+    transport: &Transport,
+    message: &mut Spooled<'_>,
+    envelope: &Envelope,
+) -> Result<Accepted, SendError> {
+    let mut log: Vec<String> = transport
+        .bad_lines
+        .iter()
+        .map(|e| format!("control/qmqpservers: skipped: {e}"))
+        .collect();
+    if transport.servers.is_empty() {
+        log.push("control/qmqpservers names no server".to_owned());
+        return Err(SendError {
+            exit: QueueExit::ConfigError,
+            log,
+        });
+    }
+    let (prefix, suffix) = request_frame(message.len, &envelope.sender, &envelope.recipients);
+    let mut last = QueueExit::ConfigError;
+    for server in &transport.servers {
+        match attempt(transport, server, message, &prefix, &suffix) {
+            Ok(text) => {
+                return Ok(Accepted {
+                    server: server.to_string(),
+                    text,
+                })
+            }
+            Err(e) => {
+                log.push(format!("{server}: {e}"));
+                last = e.exit();
+                if !e.try_next() {
+                    break;
+                }
+            }
+        }
+    }
+    Err(SendError { exit: last, log })
+}
+
+/// One conversation with one server (all its addresses, for a host name).
+fn attempt(
+    transport: &Transport,
+    server: &ServerAddr,
+    message: &mut Spooled<'_>,
+    prefix: &[u8],
+    suffix: &[u8],
+) -> Result<String, AttemptError> {
+    let addrs = server
+        .socket_addrs()
+        .map_err(|e| AttemptError::ConnectRejected(format!("unable to resolve: {e}")))?;
+    let mut stream = connect(&addrs, transport.connect_timeout)?;
+    let deadline = Instant::now() + SESSION_LIMIT;
+    let broken = |what: &str, e: io::Error| AttemptError::Broken(format!("{what}: {e}"));
+    stream
+        .set_write_timeout(Some(transport.remote_timeout))
+        .map_err(|e| broken("setting the write timeout", e))?;
+    stream
+        .set_read_timeout(Some(transport.remote_timeout))
+        .map_err(|e| broken("setting the read timeout", e))?;
+    let sent = (|| {
+        stream.write_all(prefix).map_err(|e| broken("write", e))?;
+        stream_message(message, &mut stream, deadline)?;
+        stream.write_all(suffix).map_err(|e| broken("write", e))?;
+        stream.flush().map_err(|e| broken("write", e))
+    })();
+    let response = match sent {
+        Ok(()) => read_response(&mut stream, deadline)?,
+        // The server stopped reading: a server that refuses at the length prefix (an older
+        // nullq, or past its drain budget) may have answered `D` before closing, and the answer
+        // then already waits in the socket. Read only what is there (a short wait, not a second
+        // full timeout on a stalled server), and believe only a refusal: a `K` to a request
+        // that was not sent whole cannot be true. Without one, the write's failure stands.
+        Err(AttemptError::Broken(why)) => {
+            let _ = stream.set_read_timeout(Some(ANSWER_AFTER_FAILED_WRITE));
+            let soon = Instant::now() + ANSWER_AFTER_FAILED_WRITE;
+            match read_response(&mut stream, soon.min(deadline)) {
+                Ok(response) if response.status != Status::Ok => response,
+                _ => return Err(AttemptError::Broken(why)),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    match response.status {
+        Status::Ok => Ok(response.text),
+        Status::TempFail => Err(AttemptError::Temporary(response.text)),
+        Status::PermFail => Err(AttemptError::Permanent(response.text)),
+    }
+}
+
+/// Connect to the first address that answers; the last address's error decides 72 or 73.
+fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, AttemptError> {
+    let mut last = AttemptError::ConnectRejected("the host name has no address".to_owned());
+    for addr in addrs {
+        match TcpStream::connect_timeout(addr, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                last = AttemptError::ConnectTimeout
+            }
+            Err(e) => last = AttemptError::ConnectRejected(e.to_string()),
+        }
+    }
+    Err(last)
+}
+
+/// Copy exactly `message.len` bytes from the file to the socket in fixed chunks (the RSS of the
+/// client does not grow with the message).
+fn stream_message(
+    message: &mut Spooled<'_>,
+    out: &mut TcpStream,
+    deadline: Instant,
+) -> Result<(), AttemptError> {
+    let local = |e: io::Error| AttemptError::Local(e.to_string());
+    message
+        .file
+        .seek(SeekFrom::Start(message.offset))
+        .map_err(local)?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = message.len;
+    while left > 0 {
+        let want = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
+        let n = match message.file.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(AttemptError::Local(
+                    "the message file is shorter than announced".into(),
+                ))
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(local(e)),
+        };
+        if Instant::now() > deadline {
+            return Err(AttemptError::Broken(
+                "session took longer than an hour".into(),
+            ));
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| AttemptError::Broken(format!("write: {e}")))?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// How long to look for a refusal already sent after a write failed.
+const ANSWER_AFTER_FAILED_WRITE: Duration = Duration::from_secs(1);
+
+/// Read the one response netstring; EOF, a timeout or a malformed answer is a broken
+/// conversation ("a response the client did not receive means temporary failure").
+fn read_response(stream: &mut TcpStream, deadline: Instant) -> Result<Response, AttemptError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        match Response::decode(&buf) {
+            Ok(Some((response, _))) => return Ok(response),
+            Ok(None) => {}
+            Err(e) => return Err(AttemptError::Broken(format!("bad response: {e}"))),
+        }
+        if buf.len() as u64 > MAX_RESPONSE + 16 || Instant::now() > deadline {
+            return Err(AttemptError::Broken("no complete response".into()));
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(AttemptError::Broken(if buf.is_empty() {
+                    "connection closed without a response".into()
+                } else {
+                    "connection closed in the middle of the response".into()
+                }))
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(AttemptError::Broken(
+                    "timed out waiting for the response".into(),
+                ))
+            }
+            Err(e) => return Err(AttemptError::Broken(format!("read: {e}"))),
+        }
+    }
+}
