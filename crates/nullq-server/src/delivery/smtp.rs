@@ -31,11 +31,12 @@ use tokio_rustls::TlsConnector;
 use crate::delivery::backend::{Backend, Delivery};
 use crate::delivery::handover::smtp_sender;
 use crate::delivery::job::{Answer, Job};
-use crate::delivery::smtp_conn::{base64, Caps, Conn, ConnError, DotStuffer, Reply, Result, Stream};
+use crate::delivery::smtp_conn::{
+    base64, Caps, Conn, ConnError, DotStuffer, Reply, Result, Stream,
+};
 
 /// The system's CA bundle (Debian's ca-certificates), used when `ca_file` is not set.
 const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
 
 /// An SMTP smarthost target and its idle connections.
 pub struct Smtp {
@@ -487,4 +488,3 @@ impl Backend for Smtp {
         Box::pin(self.send(job))
     }
 }
-

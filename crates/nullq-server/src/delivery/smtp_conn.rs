@@ -270,7 +270,6 @@ impl DotStuffer {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,4 +369,3 @@ mod tests {
         assert_eq!(stream(&[]), b".\r\n");
     }
 }
-

@@ -1,0 +1,266 @@
+//! `nullq serve`: bind (or take systemd's sockets), drop privileges, start the runtime, open
+//! the spool, start the delivery runner and the metrics endpoint, say ready, serve until told
+//! to stop, then shut down gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use nullq_config::server::ServerConfig;
+
+use crate::delivery;
+use crate::inbound::access::Access;
+use crate::inbound::context::Context;
+use crate::inbound::listener::{self, ConnectionLimits};
+use crate::inbound::policy::Policy;
+use crate::metrics::Metrics;
+use crate::process::settings::{configure, ready, set_target, CommonArgs};
+use crate::process::start::{drop_privileges, open_spool, runtime, spawn_signal_handlers};
+use crate::process::{privilege, shutdown};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) common: CommonArgs,
+    /// Address to listen on, IPv4 or [IPv6] with a port; repeat for more [default: 127.0.0.1:6628].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) listen: Vec<String>,
+    /// Most sessions at once [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_sessions: Option<usize>,
+    /// Most sessions at once from one address [default: 100].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_sessions_per_ip: Option<usize>,
+    /// Where messages go: maildir:DIR, cgp:DIR, smtp://HOST:PORT, smtps://HOST:PORT,
+    /// pipe:'COMMAND ARGS', qmail-queue:PATH or none [default: maildir:DATA/delivered].
+    #[arg(long, value_name = "TARGET")]
+    pub(crate) deliver: Option<String>,
+    /// Serve GET /metrics (Prometheus text format) on this address, e.g. 127.0.0.1:9628;
+    /// overrides metrics.listen [default: none, no metrics endpoint].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) metrics_listen: Option<String>,
+}
+
+pub(crate) fn serve(args: ServeArgs) -> Result<i32, String> {
+    let mut config = configure(&args.common)?;
+    set_target(&mut config, args.deliver.as_deref())?;
+    if !args.listen.is_empty() {
+        config.listen = args
+            .listen
+            .iter()
+            .map(|text| nullq_config::server::parse_listen(text))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(v) = args.max_sessions {
+        config.limits.max_sessions = v;
+    }
+    if let Some(v) = args.max_sessions_per_ip {
+        config.limits.max_sessions_per_ip = v;
+    }
+    if let Some(text) = &args.metrics_listen {
+        config.metrics.listen =
+            Some(nullq_config::server::parse_metrics_listen(text).map_err(|e| e.to_string())?);
+    }
+    let Some(mut config) = ready(config, args.common.print_config)? else {
+        return Ok(0);
+    };
+    fit_sessions_to_descriptors(&mut config);
+    // 1. Bind while we may still be root (port 628), and before any thread exists; or take
+    //    the sockets systemd passed (socket activation: then no privilege is needed at all).
+    let mut bound = crate::process::systemd::inherited_listeners()?;
+    if bound.is_empty() {
+        for &addr in &config.listen {
+            let listener =
+                privilege::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            bound.push(listener);
+        }
+    } else {
+        tracing::info!(
+            target: "nullq::server",
+            "socket activation: {} listening socket(s) passed by systemd; `listen` is not used",
+            bound.len()
+        );
+    }
+    let metrics_bound = match config.metrics.listen {
+        Some(addr) => {
+            let listener = privilege::bind(addr)
+                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+            Some(listener)
+        }
+        None => None,
+    };
+    // 2. Drop privileges: still one thread, no spool opened, no client byte read.
+    drop_privileges(&config)?;
+    // 3. Only now the runtime and its threads.
+    let runtime = runtime(true)?;
+    runtime.block_on(run_server(config, bound, metrics_bound))
+}
+
+/// File descriptors kept for everything but sessions: listeners, logs, the spool's
+/// directories and lock, the trigger socket, and a few for each delivery at once.
+fn reserved_descriptors(config: &ServerConfig) -> u64 {
+    64 + 8 * config.delivery.concurrency as u64
+}
+
+/// Raise the soft limit on open files to the hard one (the usual soft limit, 1024, is far too
+/// few for a thousand sessions), then lower `limits.max_sessions` if even that cannot serve it,
+/// saying so: running out of descriptors would fail accepts and spool files at random instead.
+fn fit_sessions_to_descriptors(config: &mut ServerConfig) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit = raised,
+            Err(e) => tracing::warn!(
+                target: "nullq::server",
+                "cannot raise the open file limit (RLIMIT_NOFILE) from {:?} to {:?}: {e}",
+                limit.current,
+                limit.maximum
+            ),
+        }
+    }
+    let Some(nofile) = limit.current else { return };
+    let reserved = reserved_descriptors(config);
+    let most = listener::sessions_for(nofile, reserved).max(1);
+    if config.limits.max_sessions > most {
+        tracing::warn!(
+            target: "nullq::server",
+            "limits.max_sessions lowered from {} to {most}: the open file limit \
+             (RLIMIT_NOFILE) is {nofile}, and each session may need {} descriptors beside {reserved} \
+             for the rest; raise it (LimitNOFILE= in systemd, ulimit -n) to serve more",
+            config.limits.max_sessions,
+            listener::FDS_PER_SESSION,
+        );
+        config.limits.max_sessions = most;
+        config.limits.max_sessions_per_ip = config.limits.max_sessions_per_ip.min(most);
+    }
+}
+
+async fn run_server(
+    config: ServerConfig,
+    bound: Vec<std::net::TcpListener>,
+    metrics_bound: Option<std::net::TcpListener>,
+) -> Result<i32, String> {
+    let listeners = bound
+        .into_iter()
+        .map(tokio::net::TcpListener::from_std)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot listen: {e}"))?;
+    let metrics_listener = metrics_bound
+        .map(tokio::net::TcpListener::from_std)
+        .transpose()
+        .map_err(|e| format!("cannot listen for metrics: {e}"))?;
+    // 4. Open the spool: this is where crash leftovers are cleaned.
+    let spool = open_spool(&config)?;
+    let access = Arc::new(
+        Access::load(config.access.rules.clone())
+            .map_err(|e| format!("cannot load access rules: {e}"))?,
+    );
+    // 5. The delivery runner, told of every commit through the context.
+    let policy = Arc::new(Policy::from_config(&config.policy)?);
+    let metrics = Arc::new(Metrics::new());
+    let runner = delivery::Runner::new(
+        &config,
+        spool.clone(),
+        Arc::clone(policy.rewriting()),
+        Arc::clone(&metrics),
+        false,
+    )?;
+    let runner = (!runner.holds_everything()).then_some(runner);
+    let mut context = Context::new(&config, spool);
+    context.policy = policy;
+    context.metrics = Arc::clone(&metrics);
+    context.committed = runner.as_ref().map(delivery::Runner::notifier);
+    let ctx = Arc::new(context);
+    // Signals are handled before the ready line: whoever waits for it may send SIGTERM at once.
+    // A failed commit (the spool's directory fsync) stops the server the same way.
+    let (trigger, stop) = shutdown::channel();
+    spawn_signal_handlers(trigger, Arc::clone(&access), Arc::clone(&ctx.poisoned))?;
+    let watchdog = runner
+        .is_none()
+        .then(crate::process::systemd::Watchdog::from_env);
+    spawn_poison_watch(Arc::clone(&ctx), watchdog);
+    let bound: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    // Serving before the ready line, which names its address (port 0 gets one of its own).
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(l) = metrics_listener {
+        tokio::spawn(crate::metrics::serve(
+            l,
+            metrics,
+            ctx.spool.clone(),
+            stop.clone(),
+        ));
+    }
+    tracing::info!(
+        target: "nullq::server",
+        listen = %bound.join(","),
+        metrics = %crate::metrics::describe(metrics_addr),
+        data = %config.data_dir.display(),
+        access = %access.describe(),
+        databytes = config.limits.databytes,
+        "nullq serve ready"
+    );
+    crate::process::systemd::ready(&format!("accepting QMQP on {}", bound.join(",")));
+
+    let limits = ConnectionLimits {
+        max_sessions: config.limits.max_sessions,
+        max_sessions_per_ip: config.limits.max_sessions_per_ip,
+    };
+    let grace = Duration::from_secs(config.shutdown_timeout_secs);
+    let delivering = runner.map(|r| tokio::spawn(r.run(stop.clone(), grace)));
+    let committer = ctx.committer.clone();
+    let all_done = listener::serve(listeners, ctx, access, limits, stop, grace).await;
+    if let Some(task) = delivering {
+        let _ = task.await;
+    }
+    if !all_done {
+        tracing::warn!(target: "nullq::server", "shut down with sessions still open after {}s; they got no answer", grace.as_secs());
+    }
+    if committer.is_poisoned() {
+        // Exit non-zero so that the supervisor sees a failure (and restarts us: Restart=on-failure).
+        // The failure itself was the one ERROR line; this says what followed.
+        tracing::warn!(target: "nullq::server", "stopped after a failed commit; exit code {POISONED_EXIT}");
+        return Ok(POISONED_EXIT);
+    }
+    if all_done {
+        tracing::info!(target: "nullq::server", "shut down cleanly");
+    }
+    Ok(0)
+}
+
+/// `nullq serve`'s exit code after a failed commit (qmail's "temporary failure").
+pub const POISONED_EXIT: i32 = 111;
+
+/// A commit that failed outside a session (the runner queueing a bounce or a delay warning)
+/// poisons the committer too, with no session to report it: look once a second, and report it
+/// as a session would (the ERROR line, then the stop). The spool refuses to receive once
+/// poisoned, and that refusal carries the first failure. With no delivery runner (every
+/// target `none`), this loop keeps systemd's watchdog alive instead.
+fn spawn_poison_watch(ctx: Arc<Context>, mut watchdog: Option<crate::process::systemd::Watchdog>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            if let Some(w) = watchdog.as_mut() {
+                w.pet();
+            }
+            if ctx.committer.is_poisoned() {
+                match ctx.spool.receive() {
+                    Err(e) => ctx.commit_failed(&e),
+                    // Not expected; still stop rather than take mail on a poisoned spool.
+                    Ok(_) => ctx.poisoned.notify_one(),
+                }
+                return;
+            }
+        }
+    });
+}

@@ -1,0 +1,93 @@
+//! The start-up steps the server programs share, in the order they must come: drop root while
+//! the process has one thread, then build the runtime, then open the spool; and the signal
+//! handlers (SIGTERM and SIGINT stop, SIGHUP reloads the access rules).
+
+use std::sync::Arc;
+
+use nullq_config::server::ServerConfig;
+use nullq_spool::Spool;
+
+use crate::inbound::access::Access;
+use crate::process::{privilege, shutdown};
+
+/// The tokio runtime: multi-threaded for the server and the runner, one thread for a `qmqpd`
+/// session (one connection per process: more threads would only cost start-up time).
+pub(crate) fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, String> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// Become the configured user (`user`, `group`, `groups`), if one is: see [`privilege`].
+/// Called before the runtime is built, while the process has one thread.
+pub(crate) fn drop_privileges(config: &ServerConfig) -> Result<(), String> {
+    let id = privilege::configured(
+        config.user.as_deref(),
+        config.group.as_deref(),
+        &config.groups,
+    )?;
+    match id {
+        Some(id) => privilege::drop_to(&id),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn open_spool(config: &ServerConfig) -> Result<Spool, String> {
+    let (spool, report) = Spool::open(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot open the spool in {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    tracing::info!(target: "nullq::spool", "recovery: {report}");
+    if let Some(n) = nullq_spool::fault::armed() {
+        tracing::warn!(target: "nullq::spool", "fault injection: {}={n}: directory fsync {n} of the queue will fail with EIO (a debug build, for tests)", nullq_spool::fault::DIR_FSYNC);
+    }
+    for file in &report.corrupt {
+        tracing::warn!(target: "nullq::spool", "recovery: {file}");
+    }
+    for file in &report.unreadable {
+        tracing::error!(target: "nullq::spool", "recovery: {file}");
+    }
+    Ok(spool)
+}
+
+/// SIGTERM and SIGINT start shutdown, and so does `poisoned` (a failed commit, already logged);
+/// SIGHUP reloads the access rules.
+pub(crate) fn spawn_signal_handlers(
+    trigger: shutdown::Trigger,
+    access: Arc<Access>,
+    poisoned: Arc<tokio::sync::Notify>,
+) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("signals: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("signals: {e}"))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("signals: {e}"))?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!(target: "nullq::server", "SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!(target: "nullq::server", "SIGINT: shutting down"),
+            _ = poisoned.notified() => tracing::info!(target: "nullq::server", "a commit failed: shutting down"),
+        }
+        trigger.fire();
+    });
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match access.reload() {
+                Ok(()) => {
+                    tracing::info!(target: "nullq::server", "SIGHUP: access rules reloaded from {}", access.describe())
+                }
+                Err(e) => {
+                    tracing::error!(target: "nullq::server", "SIGHUP: access rules NOT reloaded, keeping the old ones: {e}")
+                }
+            }
+        }
+    });
+    Ok(())
+}
