@@ -3,11 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nullq_proto::envelope::Envelope;
+use nullq_proto::envelope::QmailEnvelope;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((envelope, used)) = Envelope::parse_prefix(data) {
+    if let Ok((envelope, used)) = QmailEnvelope::parse_prefix(data) {
         assert_eq!(envelope.encode(), &data[..used]);
-        assert_eq!(Envelope::parse(data), Ok(envelope));
+        assert_eq!(QmailEnvelope::parse(data), Ok(envelope));
     }
 });

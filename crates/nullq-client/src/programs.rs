@@ -17,7 +17,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use nullq_proto::envelope::Envelope;
+use nullq_proto::envelope::QmailEnvelope;
 
 use crate::calendar;
 use crate::errstr::Qmail;
@@ -195,7 +195,7 @@ pub fn forward(args: &[OsString]) -> i32 {
             return EXIT_TEMP;
         }
     };
-    let envelope = Envelope {
+    let envelope = QmailEnvelope {
         sender: sender.as_bytes().to_vec(),
         recipients: args.iter().skip(1).map(|a| a.as_bytes().to_vec()).collect(),
     };

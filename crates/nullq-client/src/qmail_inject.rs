@@ -26,7 +26,7 @@ use crate::control::{self, ControlDir};
 use nullq_mail::headerbody::{self, HeaderError};
 use nullq_mail::injector::{self as engine, Flags, Injector, Settings};
 use nullq_mail::rewrite::{self, RewriteRules};
-use nullq_proto::envelope::Envelope;
+use nullq_proto::envelope::QmailEnvelope;
 
 /// The most header bytes held in memory; a longer header is refused (exit 100). Enough for
 /// tens of thousands of Bcc recipients, small enough to keep the client's memory bounded.
@@ -423,7 +423,7 @@ pub fn prepare<R: Read, W: Write>(
     opts: &InjectOptions,
     input: R,
     out: &mut W,
-) -> Result<Envelope, InjectError> {
+) -> Result<QmailEnvelope, InjectError> {
     let mut msg = Injector::new(settings(opts)?)?;
     if let Some(sender) = &opts.sender {
         msg.set_sender(sender)?;
@@ -447,7 +447,7 @@ pub fn prepare<R: Read, W: Write>(
     out.write_all(&top).map_err(InjectError::Write)?;
     copy_body(&mut input, out, &header.body_start)?;
     out.flush().map_err(InjectError::Write)?;
-    Ok(Envelope {
+    Ok(QmailEnvelope {
         sender: msg.sender().unwrap_or_default().to_vec(),
         recipients: msg.recipients(source != RecipientSource::Args),
     })
@@ -522,7 +522,7 @@ pub(crate) fn run_qmail_queue(
     home: &std::path::Path,
     program: &OsStr,
     message: File,
-    envelope: &Envelope,
+    envelope: &QmailEnvelope,
 ) -> Result<(), InjectError> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;

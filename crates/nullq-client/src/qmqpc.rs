@@ -22,7 +22,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsFd;
 
-use nullq_proto::envelope::Envelope;
+use nullq_proto::envelope::QmailEnvelope;
 use nullq_proto::exit::QueueExit;
 
 use crate::control::ControlDir;
@@ -81,7 +81,7 @@ pub enum Delivered {
 pub fn deliver(
     config: &Config,
     message: &mut Spooled<'_>,
-    envelope: &Envelope,
+    envelope: &QmailEnvelope,
 ) -> Result<Delivered, SendError> {
     match transport::send(&config.transport, message, envelope) {
         Ok(accepted) => {
@@ -130,7 +130,7 @@ pub fn deliver(
 /// printed, on stderr, one line per server tried; the caller maps the [`QueueExit`] to its own
 /// exit code (`is_permanent()` → 100, else 111). An envelope with no recipient is accepted and
 /// sent nowhere, as qmail-queue does.
-pub fn queue_file(message: &mut File, len: u64, envelope: &Envelope) -> Result<(), QueueExit> {
+pub fn queue_file(message: &mut File, len: u64, envelope: &QmailEnvelope) -> Result<(), QueueExit> {
     let control = ControlDir::from_env();
     let config = match Config::load(&control) {
         Ok(config) => config,
@@ -151,7 +151,7 @@ pub fn queue_file(message: &mut File, len: u64, envelope: &Envelope) -> Result<(
 pub fn queue_with(
     config: &Config,
     message: &mut Spooled<'_>,
-    envelope: &Envelope,
+    envelope: &QmailEnvelope,
 ) -> Result<(), QueueExit> {
     let about = describe(envelope, message.len);
     if envelope.recipients.is_empty() {
@@ -213,7 +213,7 @@ pub fn queue_with(
 }
 
 /// The message in a log line: `from=<SENDER> rcpts=N size=BYTES`.
-fn describe(envelope: &Envelope, len: u64) -> String {
+fn describe(envelope: &QmailEnvelope, len: u64) -> String {
     format!(
         "from=<{}> rcpts={} size={len}",
         String::from_utf8_lossy(&envelope.sender),
@@ -349,7 +349,7 @@ pub(crate) fn copy_all(from: &mut impl Read, to: &mut File) -> io::Result<u64> {
 /// The envelope from fd 1, read as a file (qmail-queue(8): fd 1 is the envelope's read end), up
 /// to its final NUL: like qmail-qmqpc, what follows is never read, so a writer that keeps fd 1
 /// open after the envelope does not hold the client up.
-fn read_envelope() -> Result<Envelope, QueueExit> {
+fn read_envelope() -> Result<QmailEnvelope, QueueExit> {
     let unreadable = |e: io::Error| {
         eprintln!("qmail-qmqpc: unable to read the envelope: {e}");
         QueueExit::ReadError
@@ -380,7 +380,7 @@ fn read_envelope() -> Result<Envelope, QueueExit> {
             return Err(QueueExit::EnvelopeFormat);
         }
     }
-    Envelope::parse(&bytes).map_err(|e| {
+    QmailEnvelope::parse(&bytes).map_err(|e| {
         eprintln!("qmail-qmqpc: {e}");
         e.exit()
     })

@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nullq_proto::envelope::Envelope;
+use nullq_proto::envelope::QmailEnvelope;
 use nullq_proto::exit::QueueExit;
 use nullq_proto::qmqp::{request_frame, Response, Status, MAX_RESPONSE};
 
@@ -219,7 +219,7 @@ pub struct Accepted {
 pub fn send(
     transport: &Transport,
     message: &mut Spooled<'_>,
-    envelope: &Envelope,
+    envelope: &QmailEnvelope,
 ) -> Result<Accepted, SendError> {
     let mut log: Vec<String> = transport
         .bad_lines

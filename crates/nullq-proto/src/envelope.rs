@@ -12,7 +12,7 @@ pub const MAX_ADDRESS: usize = 1003;
 
 /// An envelope: the sender (empty for bounces) and the recipients.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Envelope {
+pub struct QmailEnvelope {
     /// The envelope sender; empty is the null sender.
     pub sender: Vec<u8>,
     /// The envelope recipients, in order.
@@ -54,16 +54,16 @@ impl fmt::Display for EnvelopeError {
 
 impl std::error::Error for EnvelopeError {}
 
-impl Envelope {
+impl QmailEnvelope {
     /// Parse a complete envelope. Bytes after the final NUL are ignored: qmail-queue and
     /// qmail-qmqpc both stop reading at the final NUL and never look at what follows.
-    pub fn parse(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-        Envelope::parse_prefix(bytes).map(|(envelope, _)| envelope)
+    pub fn parse(bytes: &[u8]) -> Result<QmailEnvelope, EnvelopeError> {
+        QmailEnvelope::parse_prefix(bytes).map(|(envelope, _)| envelope)
     }
 
     /// Parse the envelope at the start of `bytes`; returns it and how many bytes it took (up to
     /// and with its final NUL).
-    pub fn parse_prefix(bytes: &[u8]) -> Result<(Envelope, usize), EnvelopeError> {
+    pub fn parse_prefix(bytes: &[u8]) -> Result<(QmailEnvelope, usize), EnvelopeError> {
         let (first, mut rest) = take_field(bytes)?;
         let sender = match first {
             [b'F', address @ ..] => check_length(address)?.to_vec(),
@@ -75,7 +75,7 @@ impl Envelope {
             match field {
                 [] => {
                     let used = bytes.len() - after.len();
-                    return Ok((Envelope { sender, recipients }, used));
+                    return Ok((QmailEnvelope { sender, recipients }, used));
                 }
                 [b'T', address @ ..] => recipients.push(check_length(address)?.to_vec()),
                 _ => return Err(EnvelopeError::Format),
@@ -122,10 +122,10 @@ mod tests {
 
     #[test]
     fn parses_the_man_page_example() {
-        let env = Envelope::parse(b"Fjason@example.net\0Tbob@example.net\0\0");
+        let env = QmailEnvelope::parse(b"Fjason@example.net\0Tbob@example.net\0\0");
         assert_eq!(
             env,
-            Ok(Envelope {
+            Ok(QmailEnvelope {
                 sender: b"jason@example.net".to_vec(),
                 recipients: vec![b"bob@example.net".to_vec()],
             })
@@ -134,30 +134,33 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let env = Envelope {
+        let env = QmailEnvelope {
             sender: Vec::new(),
             recipients: vec![b"a@b".to_vec(), b"c@d".to_vec()],
         };
-        assert_eq!(Envelope::parse(&env.encode()), Ok(env));
+        assert_eq!(QmailEnvelope::parse(&env.encode()), Ok(env));
     }
 
     #[test]
     fn refuses_broken_envelopes() {
-        assert_eq!(Envelope::parse(b""), Err(EnvelopeError::Truncated));
+        assert_eq!(QmailEnvelope::parse(b""), Err(EnvelopeError::Truncated));
         assert_eq!(
-            Envelope::parse(b"Fa@b\0Tc@d\0"),
+            QmailEnvelope::parse(b"Fa@b\0Tc@d\0"),
             Err(EnvelopeError::Truncated)
         );
-        assert_eq!(Envelope::parse(b"Fa@b"), Err(EnvelopeError::Truncated));
-        assert_eq!(Envelope::parse(b"Xa@b\0\0"), Err(EnvelopeError::Format));
+        assert_eq!(QmailEnvelope::parse(b"Fa@b"), Err(EnvelopeError::Truncated));
         assert_eq!(
-            Envelope::parse(b"Fa@b\0Xc@d\0\0"),
+            QmailEnvelope::parse(b"Xa@b\0\0"),
             Err(EnvelopeError::Format)
         );
         assert_eq!(
-            Envelope::parse_prefix(b"Fa@b\0\0junk"),
+            QmailEnvelope::parse(b"Fa@b\0Xc@d\0\0"),
+            Err(EnvelopeError::Format)
+        );
+        assert_eq!(
+            QmailEnvelope::parse_prefix(b"Fa@b\0\0junk"),
             Ok((
-                Envelope {
+                QmailEnvelope {
                     sender: b"a@b".to_vec(),
                     recipients: Vec::new()
                 },
@@ -165,6 +168,9 @@ mod tests {
             ))
         );
         let long = [b"F".to_vec(), vec![b'a'; 1002], b"\0\0".to_vec()].concat();
-        assert_eq!(Envelope::parse(&long), Err(EnvelopeError::AddressTooLong));
+        assert_eq!(
+            QmailEnvelope::parse(&long),
+            Err(EnvelopeError::AddressTooLong)
+        );
     }
 }

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 
-use nullq_proto::envelope::Envelope;
+use nullq_proto::envelope::QmailEnvelope;
 
 use crate::transport::{Spooled, MAX_ENVELOPE};
 
@@ -31,7 +31,7 @@ pub(crate) struct Header {
 pub(crate) fn write_message(
     file: &mut File,
     message: &mut Spooled<'_>,
-    envelope: &Envelope,
+    envelope: &QmailEnvelope,
     uid: u32,
 ) -> io::Result<()> {
     let env = envelope.encode();
@@ -84,7 +84,7 @@ pub(crate) fn read_header(reader: &mut impl BufRead) -> io::Result<Header> {
     })
 }
 
-pub(crate) fn read_envelope(reader: &mut impl Read, header: &Header) -> io::Result<Envelope> {
+pub(crate) fn read_envelope(reader: &mut impl Read, header: &Header) -> io::Result<QmailEnvelope> {
     if header.envelope_len > MAX_ENVELOPE {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -93,7 +93,8 @@ pub(crate) fn read_envelope(reader: &mut impl Read, header: &Header) -> io::Resu
     }
     let mut bytes = Vec::new();
     reader.take(header.envelope_len).read_to_end(&mut bytes)?;
-    Envelope::parse(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    QmailEnvelope::parse(&bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nullq_proto::envelope::Envelope;
+use nullq_proto::envelope::QmailEnvelope;
 use nullq_proto::exit::QueueExit;
 
 mod file;
@@ -133,7 +133,7 @@ pub struct Entry {
     /// Message size in bytes.
     pub size: u64,
     /// The envelope, or why it could not be read.
-    pub envelope: Result<Envelope, String>,
+    pub envelope: Result<QmailEnvelope, String>,
     /// Whether a server refused it permanently.
     pub failed: bool,
 }
@@ -197,7 +197,7 @@ impl FallbackQueue {
 
     /// Store `message` for `envelope` durably; returns its id. When this returns `Ok`, the message
     /// survives a crash or a power cut; when it returns `Err`, nothing of it stays queued.
-    pub fn store(&self, message: &mut Spooled<'_>, envelope: &Envelope) -> io::Result<String> {
+    pub fn store(&self, message: &mut Spooled<'_>, envelope: &QmailEnvelope) -> io::Result<String> {
         self.create_missing()?;
         // The same rule as a flush's: real directories (no symlink), owned by root or by us,
         // so that a queue another user controls never holds our message.
@@ -645,8 +645,8 @@ fn with_path(e: io::Error, step: &str, path: &Path) -> io::Error {
 mod tests {
     use super::*;
 
-    fn envelope() -> Envelope {
-        Envelope {
+    fn envelope() -> QmailEnvelope {
+        QmailEnvelope {
             sender: b"jason@example.net".to_vec(),
             recipients: vec![b"bob@example.net".to_vec(), b"eve@example.net".to_vec()],
         }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use nullq_proto::envelope::Envelope;
+use nullq_proto::envelope::QmailEnvelope;
 use nullq_proto::exit::QueueExit;
 use tokio::process::Command;
 
@@ -75,7 +75,7 @@ impl QmailQueue {
     }
 
     async fn run(&self, job: &Job) -> std::io::Result<pipe::ChildEnd> {
-        let envelope = Envelope {
+        let envelope = QmailEnvelope {
             sender: smtp_sender(&job.sender).to_vec(),
             recipients: job.recipients.clone(),
         }
