@@ -597,7 +597,6 @@ async fn spill(ctx: &Arc<Context>, r: &mut Receiving) -> Result<(), Stop> {
 /// Write what is left, finish the file and commit it (group fsync). Returns the queue id.
 async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<String, Stop> {
     let spool = ctx.spool.clone();
-    let committer = ctx.committer.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let mut file = match r.file {
             Some(f) => f,
@@ -606,7 +605,7 @@ async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<
         file.write(&r.buffer)?;
         let renamed = file.finish(&envelope)?;
         let started = Instant::now();
-        committer.commit(renamed).map(|id| (id, started.elapsed()))
+        renamed.commit().map(|id| (id, started.elapsed()))
     })
     .await;
     match joined {

@@ -1,4 +1,6 @@
 //! Group commit: one `fsync` of `queue/` makes durable every rename done before it started.
+//! Owns the [`Committer`] and the typestate step [`Renamed`] → [`QueueId`]: a renamed message
+//! commits through the committer of the spool it was received in, and no other.
 //!
 //! Leader/follower, as in database group commit. A caller arrives after its rename and needs
 //! an fsync that *starts* later: generation `started + 1`. If no fsync is running it becomes
@@ -24,7 +26,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use crate::error::{copy_io, Result, SpoolError, Step};
 use crate::id::QueueId;
-use crate::incoming::Renamed;
 
 type SyncFn = Box<dyn Fn() -> io::Result<()> + Send + Sync>;
 
@@ -100,31 +101,6 @@ impl Committer {
         }
     }
 
-    /// Blocks until the rename of `r` is durable (one directory fsync that started after it),
-    /// then returns its id: only now may the client be told `K`.
-    ///
-    /// Errors: the fsync failed (for this batch), or an earlier one did
-    /// ([`SpoolError::is_poisoned`]). Either way the file has been unlinked from `queue/`
-    /// again (then `queue/` fsynced, best effort) and the client must be told `Z`. A message of
-    /// the batch whose fsync failed may still come back after a crash (that fsync may have
-    /// written the rename, the unlink may not be durable): a duplicate, never a loss.
-    pub fn commit(&self, r: Renamed) -> Result<QueueId> {
-        // A Renamed from another spool needs its own directory fsynced, not ours.
-        let shared = if Arc::ptr_eq(&self.shared, &r.committer.shared) {
-            &self.shared
-        } else {
-            &r.committer.shared
-        };
-        if let Err(e) = shared.wait_durable() {
-            // Unlinked before `r` is dropped (which forgets it as uncommitted), so a runner's
-            // scan in between finds the file gone rather than deliverable.
-            let _ = std::fs::remove_file(shared.dir.join(r.id.to_string()));
-            let _ = crate::sys::fsync_dir(&shared.dir);
-            return Err(e);
-        }
-        Ok(r.id)
-    }
-
     /// True while the message `id` is renamed into `queue/` but its commit has not returned:
     /// its client has not been told anything yet, and may be told `Z` (then the file is
     /// unlinked). A delivery runner sharing this spool skips such messages in its scans; it
@@ -167,6 +143,56 @@ impl Committer {
     #[cfg(test)]
     pub(crate) fn wait_durable(&self) -> Result<()> {
         self.shared.wait_durable()
+    }
+}
+
+/// A message renamed into `queue/ID` (state *renamed*) whose rename is not durable yet: commit
+/// it ([`Renamed::commit`]) before answering `K` (a refused commit unlinks the file again).
+/// Dropping it leaves the message queued, to be delivered, without an acknowledgement (the
+/// client may send it again: a duplicate, not a loss).
+#[derive(Debug)]
+#[must_use = "a renamed message is not durable until committed"]
+pub struct Renamed {
+    id: QueueId,
+    committer: Committer,
+}
+
+impl Renamed {
+    /// Called by [`crate::Incoming::finish`] once `id` is in `queue/`, registered with
+    /// [`Committer::renaming`].
+    pub(crate) fn new(id: QueueId, committer: Committer) -> Renamed {
+        Renamed { id, committer }
+    }
+
+    /// The message's id.
+    pub fn id(&self) -> &QueueId {
+        &self.id
+    }
+
+    /// Blocks until the rename is durable (one directory fsync that started after it), then
+    /// returns the id: only now may the client be told `K`.
+    ///
+    /// Errors: the fsync failed (for this batch), or an earlier one did
+    /// ([`SpoolError::is_poisoned`]). Either way the file has been unlinked from `queue/`
+    /// again (then `queue/` fsynced, best effort) and the client must be told `Z`. A message of
+    /// the batch whose fsync failed may still come back after a crash (that fsync may have
+    /// written the rename, the unlink may not be durable): a duplicate, never a loss.
+    pub fn commit(self) -> Result<QueueId> {
+        let shared = &self.committer.shared;
+        if let Err(e) = shared.wait_durable() {
+            // Unlinked before `self` is dropped (which forgets it as uncommitted), so a
+            // runner's scan in between finds the file gone rather than deliverable.
+            let _ = std::fs::remove_file(shared.dir.join(self.id.to_string()));
+            let _ = crate::sys::fsync_dir(&shared.dir);
+            return Err(e);
+        }
+        Ok(self.id)
+    }
+}
+
+impl Drop for Renamed {
+    fn drop(&mut self) {
+        self.committer.settled(&self.id);
     }
 }
 
