@@ -603,11 +603,19 @@ async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<
             None => spool.receive()?,
         };
         file.write(&r.buffer)?;
-        let renamed = file.finish(&envelope)?;
-        let started = Instant::now();
-        renamed.commit().map(|id| (id, started.elapsed()))
+        file.finish(&envelope)
     })
     .await;
+    // The group fsync is awaited here, not in the blocking pool: a thousand sessions waiting
+    // for it hold no thread, and the runner's file reads are not queued behind them.
+    let joined = match joined {
+        Ok(Ok(renamed)) => {
+            let started = Instant::now();
+            Ok(renamed.submit().await.map(|id| (id, started.elapsed())))
+        }
+        Ok(Err(e)) => Ok(Err(e)),
+        Err(e) => Err(e),
+    };
     match joined {
         Ok(Ok((id, took))) => {
             ctx.metrics.commit_took(took);
