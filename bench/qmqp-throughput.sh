@@ -31,12 +31,22 @@
 # -L: put the spools on a new ext4 filesystem (with a journal, as production ext4 has) made for
 # this run in a sparse file under $BENCH_TMP and loop-mounted; unmounted and removed on exit.
 #
+# -D: delivery under load, nullq only (the Postfix peer holds everything). `nullq serve` delivers
+# to its default Maildir (DATA/delivered) while qmqp-source sends; bench/delivery_progress.py
+# counts queue/ and delivered/new/ every 0.1 s. Per run: receiving time and rate, how many were
+# delivered by the time receiving ended, the longest stall (the delivered count not growing while
+# messages were queued) during receiving, the time to drain afterwards, end-to-end msgs/s, and
+# the server's largest thread count while receiving (tokio's blocking pool grows up to 512).
+# The server gets --max-sessions and --max-sessions-per-ip of SESSIONS + 100 (qmqp-source
+# reconnects at once). Defaults with -D: -s 1000 -l 1024 -m1 20000. Bounded: qmqp-source 120 s,
+# the sampler 240 s; a run that did not deliver everything is FAIL.
+#
 # Run (as root: Postfix needs it):
 #   bench/qmqp-throughput.sh                    # builds nullq (cargo build --release -p nullq)
 #   NULLQ=/path/to/nullq bench/qmqp-throughput.sh -r 3 -s "1 10 50" -l "1024 102400"
 # Options: -L (spools on a fresh loop-mounted ext4, see above), -r REPS (3), -s "SESSIONS..." ("1 10 50"), -l "SIZES..." ("1024 102400"),
 #          -m1 MSGS for sizes < 10 KB (10000), -m2 MSGS for larger sizes (2000),
-#          -o FILE (also write the raw results and the summary there).
+#          -o FILE (also write the raw results and the summary there), -D (delivery, see above).
 # Output: machine facts, one line per run (with the server's CPU time per message: user + system
 # of the nullq process, or of every process of the Postfix instance), then a Markdown table of
 # medians.
@@ -49,25 +59,36 @@ source "$here/common.sh"
 source "$here/postfix-qmqpd.sh"
 
 reps=3
-sessions_list="1 10 50"
-sizes_list="1024 102400"
-msgs_small=10000
+sessions_list=""
+sizes_list=""
+msgs_small=""
 msgs_large=2000
 out=""
 loopfs=0
+deliver=0
 while (($#)); do
     case $1 in
         -L) loopfs=1; shift ;;
+        -D) deliver=1; shift ;;
         -r) reps=$2; shift 2 ;;
         -s) sessions_list=$2; shift 2 ;;
         -l) sizes_list=$2; shift 2 ;;
         -m1) msgs_small=$2; shift 2 ;;
         -m2) msgs_large=$2; shift 2 ;;
         -o) out=$2; shift 2 ;;
-        *) echo "usage: $0 [-L] [-r REPS] [-s SESSIONS] [-l SIZES] [-m1 N] [-m2 N] [-o FILE]" >&2; exit 100 ;;
+        *) echo "usage: $0 [-L] [-D] [-r REPS] [-s SESSIONS] [-l SIZES] [-m1 N] [-m2 N] [-o FILE]" >&2; exit 100 ;;
     esac
 done
 ((reps >= 1 && reps <= 20)) || { echo "qmqp-throughput: -r must be 1..20" >&2; exit 100; }
+if ((deliver)); then
+    # The defaults of -D (the 1,000-session case of issue 12), unless given.
+    sessions_list=${sessions_list:-1000}
+    sizes_list=${sizes_list:-1024}
+    msgs_small=${msgs_small:-20000}
+fi
+sessions_list=${sessions_list:-1 10 50}
+sizes_list=${sizes_list:-1024 102400}
+msgs_small=${msgs_small:-10000}
 
 top=$(mktemp -d "$BENCH_TMP/nullq-bench-throughput.XXXXXX")
 spools=$top # where the spools go: $top, or the loop-mounted filesystem (-L)
@@ -169,13 +190,90 @@ run_one() {
         "$msgs" "$secs" "$rate" "$cpu_ms" "$status" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$results"
 }
 
+# run_deliver SESSIONS SIZE MSGS REP: one run of -D (see the top); appends a line to $results.
+run_deliver() {
+    local sessions=$1 size=$2 msgs=$3 rep=$4 port rc=0 t0 t1 cpu0 cpu1 sampler
+    local dir=$spools/deliver-$rep-$sessions-$size
+    port=$(free_port)
+    nullq_start "$dir" "$port" --max-sessions $((sessions + 100)) \
+        --max-sessions-per-ip $((sessions + 100))
+    sync
+    python3 "$here/delivery_progress.py" "$dir/queue" "$dir/delivered/new" "$msgs" 240 \
+        "$dir.progress" "$NULLQ_PID" &
+    sampler=$!
+    cpu0=$(server_cpu nullq)
+    t0=$EPOCHREALTIME
+    timeout 120 qmqp-source -s "$sessions" -m "$msgs" -l "$size" "127.0.0.1:$port" \
+        > "$top/qmqp-source.out" 2>&1 || rc=$?
+    t1=$EPOCHREALTIME
+    wait "$sampler" || true # ends when all are delivered, or after 240 s
+    cpu1=$(server_cpu nullq)
+    nullq_stop
+    ((rc == 0)) || sed 's/^/  qmqp-source: /' "$top/qmqp-source.out" | head -5 >&2
+    python3 - "$dir.progress" "$t0" "$t1" "$msgs" "$rc" $((cpu1 - cpu0)) "$(getconf CLK_TCK)" \
+        "$sessions" "$size" "$rep" "$(cut -d' ' -f1 /proc/loadavg)" <<'PY' | tee -a "$results"
+import sys
+path, t0, t1, msgs, rc, ticks, hz, sess, size, rep, load = sys.argv[1:]
+t0, t1, msgs, rc, ticks, hz = float(t0), float(t1), int(msgs), int(rc), int(ticks), int(hz)
+rows = [tuple(float(x) for x in line.split()) for line in open(path) if line.strip()]
+# During receiving: the longest time the delivered count stood still while something was queued.
+stall, since, last = 0.0, None, None
+for t, q, d, _ in rows:
+    if t < t0 or t > t1:
+        continue
+    if last is None or d > last or q == 0:
+        since, last = t, d
+    else:
+        stall = max(stall, t - since)
+at_end = max([d for t, q, d, _ in rows if t <= t1], default=0)
+done = [t for t, q, d, _ in rows if d >= msgs and q == 0]
+threads = max([n for t, q, d, n in rows if t0 <= t <= t1], default=0)
+final_q, final_d = (rows[-1][1], rows[-1][2]) if rows else (-1, -1)
+ok = rc == 0 and done and final_d == msgs
+recv = t1 - t0
+drain = f"{done[0] - t1:.2f}" if done else "-"
+e2e = f"{msgs / (done[0] - t0):.0f}" if done else "-"
+status = "ok" if ok else f"FAIL(rc={rc},queued={final_q:.0f},delivered={final_d:.0f})"
+print("\t".join(["nullq-deliver", sess, size, rep, str(msgs), f"{recv:.3f}", f"{msgs / recv:.0f}",
+    f"{at_end:.0f}", f"{at_end / recv:.0f}", f"{stall:.2f}", drain, e2e, f"{threads:.0f}",
+    f"{ticks * 1000 / hz / msgs:.3f}", status, load]))
+PY
+}
+
 # The facts at the start of the run, printed now and again in the -o file.
 header=$(
-    echo "# bench/qmqp-throughput.sh$( ((loopfs)) && echo ' -L') -r $reps -s \"$sessions_list\" -l \"$sizes_list\" -m1 $msgs_small -m2 $msgs_large"
+    echo "# bench/qmqp-throughput.sh$( ((loopfs)) && echo ' -L')$( ((deliver)) && echo ' -D') -r $reps -s \"$sessions_list\" -l \"$sizes_list\" -m1 $msgs_small -m2 $msgs_large"
     machine_info "$spools" | sed 's/^/# /'
     echo "# nullq:      $NULLQ_BIN"
 )
 echo "$header"
+if ((deliver)); then
+    printf 'server\tsessions\tbytes\trep\tmsgs\trecv_s\trecv_msgs/s\tdelivered_at_recv_end\tdelivered/s_receiving\tmax_stall_s\tdrain_s\te2e_msgs/s\tmax_threads\tcpu_ms/msg\tstatus\tload1\n' | tee "$results"
+    for ((rep = 1; rep <= reps; rep++)); do
+        for size in $sizes_list; do
+            msgs=$msgs_small
+            ((size >= 10240)) && msgs=$msgs_large
+            for sessions in $sessions_list; do
+                run_deliver "$sessions" "$size" "$msgs" "$rep"
+            done
+        done
+    done
+    summary=$(python3 - "$results" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+print("| message | sessions | msgs | receiving s | received msgs/s | delivered when receiving ended | delivered/s while receiving | longest delivery stall while receiving, s | drain after, s | end-to-end msgs/s | server threads, max | runs ok |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+for size, sess in sorted({(int(r["bytes"]), int(r["sessions"])) for r in rows}):
+    rs = [r for r in rows if int(r["bytes"]) == size and int(r["sessions"]) == sess]
+    ok = [r for r in rs if r["status"] == "ok"]
+    med = lambda c: statistics.median(float(r[c]) for r in ok) if ok else float("nan")
+    label = f"{size // 1024} KB" if size % 1024 == 0 else f"{size} B"
+    print(f"| {label} | {sess} | {rs[0]['msgs']} | {med('recv_s'):.2f} | {med('recv_msgs/s'):.0f} | {med('delivered_at_recv_end'):.0f} | {med('delivered/s_receiving'):.0f} | {med('max_stall_s'):.2f} | {med('drain_s'):.2f} | {med('e2e_msgs/s'):.0f} | {med('max_threads'):.0f} | {len(ok)} of {len(rs)} |")
+print()
+print("(medians of the runs that delivered everything; each run's line is above)")
+EOF
+)
+else
 printf 'server\tsessions\tbytes\trep\tmsgs\tseconds\tmsgs/s\tcpu_ms/msg\tstatus\tload1\n' | tee "$results"
 
 for ((rep = 1; rep <= reps; rep++)); do
@@ -214,6 +312,7 @@ for size, sess in keys:
     print(f"| {label} | {sess} | {fmt(n)} | {fmt(p)} | {ratio} | {', '.join(nr)} | {', '.join(pr)} | {cpu} |")
 EOF
 )
+fi
 echo
 echo "$summary"
 if [[ -n $out ]]; then

@@ -1,14 +1,15 @@
 //! Receiving one message into `tmp/ID` (locked while it is written), then renaming it into
-//! `queue/ID`.
+//! `queue/ID`: the [`Incoming`] that ends as a [`Renamed`], which `commit.rs` takes from there.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use crate::commit::Committer;
+use crate::commit::{Committer, Renamed};
 use crate::error::{Result, SpoolError, Step};
 use crate::format::{Envelope, Trailer, HEADER};
 use crate::id::QueueId;
+use crate::layout::Dirs;
 use crate::sys;
 
 /// Writes are gathered to this size: the QMQP decoder hands over whatever the socket gave.
@@ -32,37 +33,10 @@ pub struct Incoming {
     renamed: bool,
 }
 
-/// A message renamed into `queue/ID` (state *renamed*) whose rename is not durable yet: hand it
-/// to [`Committer::commit`] before answering `K` (a refused commit unlinks the file again).
-/// Dropping it leaves the message queued, to be delivered, without an acknowledgement (the
-/// client may send it again: a duplicate, not a loss).
-#[derive(Debug)]
-#[must_use = "a renamed message is not durable until committed"]
-pub struct Renamed {
-    pub(crate) id: QueueId,
-    pub(crate) committer: Committer,
-}
-
-impl Renamed {
-    /// The message's id.
-    pub fn id(&self) -> &QueueId {
-        &self.id
-    }
-}
-
-impl Drop for Renamed {
-    fn drop(&mut self) {
-        self.committer.settled(&self.id);
-    }
-}
-
 impl Incoming {
     /// Creates `tmp/ID` and writes the header. Called by [`crate::Spool::receive`].
-    pub(crate) fn create(
-        tmp_dir: &std::path::Path,
-        queue_dir: &std::path::Path,
-        committer: Committer,
-    ) -> Result<Incoming> {
+    pub(crate) fn create(dirs: &Dirs, committer: Committer) -> Result<Incoming> {
+        let tmp_dir = &dirs.tmp;
         // Created locked, and locked until the file has left tmp/ (renamed, then closed, in
         // `finish`; or unlinked by Drop): a `Spool::open` in another process (`nullq deliver`
         // starting beside `nullq qmqpd` sessions) removes a tmp/ file only if it can take that
@@ -83,7 +57,7 @@ impl Incoming {
             }
         };
         let mut incoming = Incoming {
-            queue_path: queue_dir.join(id.to_string()),
+            queue_path: dirs.queue_file(&id),
             id,
             path,
             committer,
@@ -116,7 +90,7 @@ impl Incoming {
 
     /// Appends the envelope and trailer, renames `tmp/ID` to `queue/ID` without replacing
     /// anything, then `fdatasync`s and closes the file (checking both). The rename is not
-    /// durable until [`Committer::commit`]: that directory fsync is shared between callers.
+    /// durable until [`Renamed::commit`]: that directory fsync is shared between callers.
     ///
     /// On error the file is deleted (from `tmp/` or `queue/`); a failed fsync is never retried.
     /// Once the committer is poisoned ([`SpoolError::is_poisoned`]) nothing is renamed: the
@@ -158,10 +132,7 @@ impl Incoming {
             self.committer.settled(&self.id);
             return Err(e);
         }
-        Ok(Renamed {
-            id: self.id,
-            committer: self.committer.clone(),
-        })
+        Ok(Renamed::new(self.id, self.committer.clone()))
     }
 
     /// Writes bytes that count towards the checksum.

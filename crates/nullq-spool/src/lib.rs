@@ -4,15 +4,17 @@
 //! client ══QMQP══▶ session ─▶ [ spool ] ─▶ delivery
 //! ```
 //! The server receives a message into the spool (from `spawn_blocking`: this crate is plain
-//! blocking `std` + `libc`, no tokio), answers `K` only once it is durable, and the delivery
+//! blocking `std` + `libc`, no tokio), awaits its commit (a future that needs no runtime, so
+//! no thread waits for the group fsync), answers `K` only once it is durable, and the delivery
 //! runner and `nullq queue` tools read it back, record per-recipient results, and remove it.
 //!
 //! # Map
-//! - [`Spool`] (`spool.rs`): the directories; open with recovery, list, load, message,
-//!   save_state, remove.
-//! - [`Incoming`], [`Renamed`] (`incoming.rs`): receiving into `tmp/ID` and renaming into
-//!   `queue/ID`.
-//! - [`Committer`] (`commit.rs`): group commit, one `queue/` fsync for every waiting caller.
+//! - [`Spool`] (`spool.rs`): open with recovery, list, load, message, save_state, remove.
+//! - `layout.rs`: the names of the directories and files under `ROOT`, and their paths.
+//! - [`Incoming`] (`incoming.rs`): receiving into `tmp/ID` and renaming into `queue/ID`.
+//! - [`Committer`], [`Renamed`], [`PendingCommit`] (`commit.rs`): group commit, one `queue/`
+//!   fsync for every waiting caller, by one committer thread per spool; a caller waits blocking
+//!   or awaits the answer (`reply.rs`: the one-shot channel it comes on, plain `std`).
 //! - [`Envelope`] and the message file format (`format.rs`, no I/O); [`MessageReader`] and
 //!   the checks on reading (`reader.rs`).
 //! - [`DeliveryState`] (`state.rs`): per-recipient state and its file format.
@@ -49,7 +51,8 @@
 //! 3. **renamed**: `tmp/ID` → `queue/ID` without replacing, then `fdatasync`ed and closed
 //!    ([`Renamed`]). A crash may keep it (whole or, before the fdatasync, torn: moved to
 //!    `corrupt/` at open) or lose it; no `K` was sent either way.
-//! 4. **committed**: `queue/` fsynced ([`Committer::commit`]). Now, and only now, answer `K`.
+//! 4. **committed**: `queue/` fsynced ([`Renamed::commit`], or [`Renamed::submit`] awaited).
+//!    Now, and only now, answer `K`.
 //!    No `state/ID` yet: every recipient pending.
 //! 5. **delivering**: `state/ID` records each result ([`Spool::save_state`]) before it is acted
 //!    upon; a crash repeats a delivery at worst, never skips one.
@@ -72,7 +75,7 @@
 //!     sender: b"me@example.org".to_vec(),
 //!     recipients: vec![b"you@example.org".to_vec()],
 //! };
-//! let id = spool.committer().commit(incoming.finish(&envelope)?)?; // now answer K
+//! let id = incoming.finish(&envelope)?.commit()?; // now answer K
 //! assert!(spool.load(&id)?.state.any_pending());
 //! # Ok(()) }
 //! ```
@@ -84,18 +87,20 @@ pub mod fault;
 mod format;
 mod id;
 mod incoming;
+mod layout;
 mod reader;
 mod recover;
+mod reply;
 mod spool;
 mod state;
 mod sys;
 mod trigger;
 
-pub use commit::Committer;
+pub use commit::{Committer, PendingCommit, Renamed};
 pub use error::{SpoolError, Step};
 pub use format::Envelope;
 pub use id::{BadQueueId, QueueId};
-pub use incoming::{Incoming, Renamed};
+pub use incoming::Incoming;
 pub use reader::MessageReader;
 pub use recover::{CorruptFile, RecoveryReport, UnreadableFile};
 pub use spool::{QueuedMessage, Spool};
@@ -113,6 +118,7 @@ mod tests {
         shared::<crate::Committer>();
         sent::<crate::Incoming>();
         sent::<crate::Renamed>();
+        sent::<crate::PendingCommit>();
         sent::<crate::MessageReader>();
         sent::<crate::SpoolError>();
     }

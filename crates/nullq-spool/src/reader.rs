@@ -191,10 +191,7 @@ mod tests {
             sender: b"a@b".to_vec(),
             recipients: vec![b"c@d".to_vec()],
         };
-        let id = spool
-            .committer()
-            .commit(incoming.finish(&env).unwrap())
-            .unwrap();
+        let id = incoming.finish(&env).unwrap().commit().unwrap();
 
         let mut r = spool.message(&id).unwrap();
         assert_eq!(r.skip(12), 12);

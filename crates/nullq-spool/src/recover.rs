@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, SpoolError, Step};
 use crate::id::QueueId;
+use crate::layout::Dirs;
 use crate::reader::{MessageFile, ReadError};
-use crate::spool::Dirs;
 use crate::state::DeliveryState;
 use crate::sys;
 use nullq_fs::Leftover;

@@ -1,4 +1,5 @@
-//! The spool: its directories, and the operations on committed messages.
+//! The spool: opening it (directories, lock, recovery) and the operations on committed
+//! messages (list, load, verify, set aside, read, save state, remove).
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -10,6 +11,7 @@ use crate::error::{Result, SpoolError, Step};
 use crate::format::Envelope;
 use crate::id::QueueId;
 use crate::incoming::Incoming;
+use crate::layout::Dirs;
 use crate::reader::{MessageFile, MessageReader};
 use crate::recover::{self, RecoveryReport};
 use crate::state::DeliveryState;
@@ -27,28 +29,6 @@ struct Inner {
     committer: Committer,
     /// Holds the `flock` on `ROOT/lock` for as long as the spool is open (None when attached).
     _lock: Option<File>,
-}
-
-/// The spool's directories.
-#[derive(Debug, Clone)]
-pub(crate) struct Dirs {
-    pub root: PathBuf,
-    pub tmp: PathBuf,
-    pub queue: PathBuf,
-    pub state: PathBuf,
-    pub corrupt: PathBuf,
-}
-
-impl Dirs {
-    fn new(root: &Path) -> Dirs {
-        Dirs {
-            root: root.to_owned(),
-            tmp: root.join("tmp"),
-            queue: root.join("queue"),
-            state: root.join("state"),
-            corrupt: root.join("corrupt"),
-        }
-    }
 }
 
 /// What [`Spool::load`] returns: a committed message's envelope and delivery state.
@@ -73,13 +53,13 @@ impl Spool {
     pub fn open(root: impl AsRef<Path>) -> Result<(Spool, RecoveryReport)> {
         let dirs = Dirs::new(root.as_ref());
         let mut created = sys::mkdir(&dirs.root)?;
-        for dir in [&dirs.tmp, &dirs.queue, &dirs.state, &dirs.corrupt] {
+        for dir in dirs.subdirs() {
             created |= sys::mkdir(dir)?;
         }
         if created {
             sys::fsync_dir(&dirs.root)?;
         }
-        let lock = sys::lock_file(&dirs.root.join("lock"))?;
+        let lock = sys::lock_file(&dirs.lock())?;
         let report = recover::recover(&dirs)?;
         let committer = Committer::for_dir(dirs.queue.clone())?;
         Ok((
@@ -98,7 +78,7 @@ impl Spool {
     /// change the queue of a running server. The directories must exist.
     pub fn attach(root: impl AsRef<Path>) -> Result<Spool> {
         let dirs = Dirs::new(root.as_ref());
-        for dir in [&dirs.tmp, &dirs.queue, &dirs.state, &dirs.corrupt] {
+        for dir in dirs.subdirs() {
             sys::open_dir(dir)?;
         }
         let committer = Committer::for_dir(dirs.queue.clone())?;
@@ -138,8 +118,7 @@ impl Spool {
         if let Some(e) = self.inner.committer.refusal() {
             return Err(e);
         }
-        let d = &self.inner.dirs;
-        Incoming::create(&d.tmp, &d.queue, self.committer())
+        Incoming::create(&self.inner.dirs, self.committer())
     }
 
     /// Ids of the committed messages, oldest first. Names in `queue/` that are not ids are
@@ -276,11 +255,11 @@ impl Spool {
     }
 
     fn queue_path(&self, id: &QueueId) -> PathBuf {
-        self.inner.dirs.queue.join(id.to_string())
+        self.inner.dirs.queue_file(id)
     }
 
     fn state_path(&self, id: &QueueId) -> PathBuf {
-        self.inner.dirs.state.join(id.to_string())
+        self.inner.dirs.state_file(id)
     }
 
     fn read_state(&self, id: &QueueId, recipients: usize) -> Result<DeliveryState> {
@@ -349,7 +328,7 @@ mod tests {
         let a = receive(b"a").finish(&envelope()).expect("finish a");
         let a_id = *a.id();
         assert!(committer.is_uncommitted(&a_id));
-        assert_eq!(committer.commit(a).ok(), Some(a_id), "fsync 1 succeeds");
+        assert_eq!(a.commit().ok(), Some(a_id), "fsync 1 succeeds");
         assert!(!committer.is_uncommitted(&a_id));
 
         // Still receiving when the commit fails: it must not reach queue/.
@@ -360,13 +339,13 @@ mod tests {
         assert_eq!(count(&root.join("queue")), 3);
 
         // Fsync 2 fails: b's batch. c renamed before it too, but commits after: refused.
-        let e = committer.commit(b).err();
+        let e = b.commit().err();
         assert!(
             matches!(&e, Some(e) if e.step() == Step::DirFsync && !e.is_poisoned()),
             "{e:?}"
         );
         assert!(committer.is_poisoned());
-        let e = committer.commit(c).err();
+        let e = c.commit().err();
         assert!(matches!(&e, Some(e) if e.is_poisoned()), "{e:?}");
         assert!(!committer.is_uncommitted(&b_id) && !committer.is_uncommitted(&c_id));
         assert_eq!(

@@ -273,7 +273,7 @@ pub fn enqueue(
         sender: sender.to_vec(),
         recipients: vec![to.to_vec()],
     };
-    spool.committer().commit(incoming.finish(&envelope)?)
+    incoming.finish(&envelope)?.commit()
 }
 
 #[cfg(test)]

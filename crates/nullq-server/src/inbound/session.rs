@@ -551,18 +551,25 @@ async fn spill(ctx: &Arc<Context>, r: &mut Receiving) -> Result<(), Stop> {
 /// Write what is left, finish the file and commit it (group fsync). Returns the queue id.
 async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<String, Stop> {
     let spool = ctx.spool.clone();
-    let committer = ctx.committer.clone();
     let joined = tokio::task::spawn_blocking(move || {
         let mut file = match r.file {
             Some(f) => f,
             None => spool.receive()?,
         };
         file.write(&r.buffer)?;
-        let renamed = file.finish(&envelope)?;
-        let started = Instant::now();
-        committer.commit(renamed).map(|id| (id, started.elapsed()))
+        file.finish(&envelope)
     })
     .await;
+    // The group fsync is awaited here, not in the blocking pool: a thousand sessions waiting
+    // for it hold no thread, and the runner's file reads are not queued behind them.
+    let joined = match joined {
+        Ok(Ok(renamed)) => {
+            let started = Instant::now();
+            Ok(renamed.submit().await.map(|id| (id, started.elapsed())))
+        }
+        Ok(Err(e)) => Ok(Err(e)),
+        Err(e) => Err(e),
+    };
     match joined {
         Ok(Ok((id, took))) => {
             ctx.metrics.commit_took(took);

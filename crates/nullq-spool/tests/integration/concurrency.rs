@@ -10,10 +10,7 @@ use crate::support::{envelope, spool};
 fn commit_one(spool: &Spool, body: &[u8]) -> QueueId {
     let mut incoming = spool.receive().unwrap();
     incoming.write(body).unwrap();
-    spool
-        .committer()
-        .commit(incoming.finish(&envelope(1)).unwrap())
-        .unwrap()
+    incoming.finish(&envelope(1)).unwrap().commit().unwrap()
 }
 
 #[test]

@@ -124,10 +124,7 @@ fn a_full_disk_fails_with_is_full_and_leaves_nothing_behind() {
     std::fs::remove_file(&filler).unwrap();
     let mut incoming = spool.receive().unwrap();
     incoming.write(b"ok").unwrap();
-    let id = spool
-        .committer()
-        .commit(incoming.finish(&envelope(1)).unwrap())
-        .unwrap();
+    let id = incoming.finish(&envelope(1)).unwrap().commit().unwrap();
     assert_eq!(spool.list().unwrap(), vec![id]);
     fill(&filler);
     let long = RecipientState {

@@ -370,10 +370,7 @@ fn a_receiving_message_and_its_lock_last_until_it_leaves_tmp() {
     // SAFETY: flock on a descriptor `probe` keeps open for the call.
     let rc = unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     assert_eq!(rc, -1, "the receiver's tmp/ file is not locked");
-    let id = spool
-        .committer()
-        .commit(incoming.finish(&envelope(1)).unwrap())
-        .unwrap();
+    let id = incoming.finish(&envelope(1)).unwrap().commit().unwrap();
     assert!(names(&tmp).is_empty());
     // SAFETY: as above; the file is in queue/ now and its writer has closed it.
     let rc = unsafe { libc::flock(probe.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };

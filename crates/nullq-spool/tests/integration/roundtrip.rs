@@ -22,7 +22,7 @@ fn a_message_written_in_many_chunks_reads_back_exactly() {
     let renamed = incoming.finish(&env).unwrap();
     assert_eq!(renamed.id(), &id);
     assert!(names(&spool.root().join("tmp")).is_empty());
-    assert_eq!(spool.committer().commit(renamed).unwrap(), id);
+    assert_eq!(renamed.commit().unwrap(), id);
 
     assert_eq!(spool.list().unwrap(), vec![id]);
     let loaded = spool.load(&id).unwrap();
@@ -62,10 +62,7 @@ fn a_20_mb_message_streams_in_and_out() {
         chunk(i, &mut buf);
         incoming.write(&buf).unwrap();
     }
-    let id = spool
-        .committer()
-        .commit(incoming.finish(&envelope(1)).unwrap())
-        .unwrap();
+    let id = incoming.finish(&envelope(1)).unwrap().commit().unwrap();
 
     let file_len = std::fs::metadata(spool.root().join("queue").join(id.to_string()))
         .unwrap()

@@ -37,7 +37,7 @@ pub fn queue(spool: &Spool, message: &[u8], env: &Envelope) -> QueueId {
     let mut incoming = spool.receive().expect("receive");
     incoming.write(message).expect("write");
     let renamed = incoming.finish(env).expect("finish");
-    spool.committer().commit(renamed).expect("commit")
+    renamed.commit().expect("commit")
 }
 
 /// The message bytes of a queued message.

@@ -38,7 +38,7 @@ fn queue_message(data: &Path, age: Duration) -> QueueId {
         recipients: vec![b"b@example.net".to_vec()],
     };
     let renamed = incoming.finish(&envelope).expect("finish");
-    spool.committer().commit(renamed).expect("commit")
+    renamed.commit().expect("commit")
 }
 
 /// `nullq health ARGS`: (exit code, stdout).

@@ -156,9 +156,10 @@ fn nullq_deliver_delivers_what_qmqpd_sessions_queue() {
         sender: b"a@example.net".to_vec(),
         recipients: vec![b"c@example.net".to_vec()],
     };
-    spool
-        .committer()
-        .commit(incoming.finish(&env).expect("finish"))
+    incoming
+        .finish(&env)
+        .expect("finish")
+        .commit()
         .expect("commit");
     let ok2 = wait_for(T, || maildir_messages(&maildir).len() == 2);
     drop(deliver);

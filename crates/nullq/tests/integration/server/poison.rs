@@ -268,7 +268,7 @@ fn serve_rescans_the_queue_and_delivers_what_it_was_not_told_of() {
         recipients: vec![b"b@example.net".to_vec()],
     };
     let renamed = incoming.finish(&envelope).expect("finish");
-    spool.committer().commit(renamed).expect("commit");
+    renamed.commit().expect("commit");
     let rescanned = server.wait_log(Duration::from_secs(90), |l| {
         l.contains("queue rescanned (every 1s)")
     });
