@@ -16,6 +16,8 @@
 
 mod support;
 
+mod architecture;
+
 mod client;
 mod delivery;
 mod packaging;
