@@ -2,7 +2,7 @@
 //! shares with it. Standard library only; no I/O beyond the readers and writers handed in.
 //!
 //! Where it sits: `sendmail → qmail-inject [this crate rewrites] → qmail-qmqpc ══QMQP══▶ server`;
-//! the server reuses [`received`] for its trace fields and [`rewrite`] for its address policy.
+//! the server reuses [`trace`] for its Received fields and [`rewrite`] for its address policy.
 //!
 //! - [`token822`]: RFC 822 tokens of address fields, parsed, walked and re-emitted as qmail does;
 //! - [`quote`]: quoting of envelope addresses for header text;
@@ -11,7 +11,7 @@
 //! - [`injector`]: qmail-inject's rewriting of header and envelope;
 //! - [`rewrite`]: address rewriting rules in CommuniGate Pro Router syntax;
 //! - [`date`]: qmail's date and Message-ID formats;
-//! - [`received`]: the `Received` fields of a QMQP server.
+//! - [`trace`]: the trace fields (`Received`) of a QMQP server, as qmail writes them.
 //!
 //! Errors are typed per module (a parse error is not an I/O error); the programs map them to
 //! qmail's exit codes and messages at their edge.
@@ -36,6 +36,6 @@ pub mod headerbody;
 pub mod hfield;
 pub mod injector;
 pub mod quote;
-pub mod received;
 pub mod rewrite;
 pub mod token822;
+pub mod trace;

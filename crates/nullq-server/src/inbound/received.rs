@@ -1,7 +1,7 @@
 //! The Received lines the server puts on top of every message, as qmail does.
 //!
 //! qmail-qmqpd writes `Received: from HOST (INFO@IP)\n  by LOCALHOST with QMQP; DATE` (qmail's
-//! `received()`, in `nullq_mail::received`) and the qmail-queue it runs adds
+//! `received()`, in `nullq_mail::trace`) and the qmail-queue it runs adds
 //! `Received: (qmail PID invoked from network); DATE` above it; nullq does both jobs, so it writes
 //! both, in the same order, with `nullq` for `qmail`. Names come from the network or the
 //! environment, so every byte outside qmail-qmqpd's safe set is replaced by `?`, as qmail-qmqpd
@@ -9,7 +9,7 @@
 
 use std::time::SystemTime;
 
-use nullq_mail::received::{queue_received, received};
+use nullq_mail::trace::{queue_received, received};
 
 use crate::inbound::peer::Peer;
 
