@@ -100,15 +100,6 @@ impl ControlDir {
         read_value_lines(&self.path(name))
     }
 
-    /// qmail's `control_readint`: the number at the start of the first line, or `None` when
-    /// the file does not exist or does not start with a digit (qmail then uses its default).
-    pub fn readint(&self, name: &str) -> io::Result<Option<u64>> {
-        Ok(self.readline(name)?.and_then(|l| {
-            let digits: Vec<u8> = l.iter().copied().take_while(u8::is_ascii_digit).collect();
-            std::str::from_utf8(&digits).ok()?.parse().ok()
-        }))
-    }
-
     /// The host's name, `me`: qmail's `control_readline` of `control/me` when the file exists
     /// (even empty, as in qmail), else the first line of [`MAILNAME`] with its blanks cut when
     /// that holds a value; `None` when neither does.
@@ -577,8 +568,6 @@ mod tests {
         put("me", "host1.example.net \n# comment\n");
         put("defaultdomain", "");
         put("plusdomain", "  example.net\t\nignored\n");
-        put("timeoutconnect", "30 seconds\n");
-        put("timeoutremote", "soon\n");
         put("list", "# c\n\na \n  b\n#d\n");
         assert_eq!(
             dir.readline("me").unwrap(),
@@ -586,8 +575,6 @@ mod tests {
         );
         assert_eq!(dir.readline("defaultdomain").unwrap(), Some(Vec::new()));
         assert_eq!(dir.readline("nothere").unwrap(), None);
-        assert_eq!(dir.readint("timeoutconnect").unwrap(), Some(30));
-        assert_eq!(dir.readint("timeoutremote").unwrap(), None);
         assert_eq!(
             dir.readfile("list").unwrap(),
             Some(vec![b"a".to_vec(), b"  b".to_vec()])

@@ -258,11 +258,6 @@ impl FallbackQueue {
         Ok(ids)
     }
 
-    /// Whether any message waits (cheap: one directory read).
-    pub fn has_waiting(&self) -> bool {
-        self.ids("new").map(|ids| !ids.is_empty()).unwrap_or(false)
-    }
-
     /// Every waiting message, then every failed one, for `mailq`: all of them for root, a
     /// user's own for anyone else. Entries that are not regular files are not shown (and never
     /// opened).
@@ -666,7 +661,6 @@ mod tests {
             },
             &envelope(),
         )?;
-        assert!(queue.has_waiting());
         let list = queue.list()?;
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].id, id);
