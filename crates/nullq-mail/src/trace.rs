@@ -1,5 +1,5 @@
-//! The trace fields (`Received`) the QMQP server adds, exactly as qmail-qmqpd and qmail-queue write them
-//! (qmail's `received.c` and `qmail-queue.c`).
+//! The trace fields (`Received`) the QMQP server adds, exactly as qmail-qmqpd and qmail-queue
+//! write them (qmail's `received.c` and `qmail-queue.c`).
 //!
 //! This module owns their text only; the server decides when to add them. The seed's example:
 //!
