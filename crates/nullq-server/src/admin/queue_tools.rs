@@ -88,8 +88,10 @@ pub fn attach_as_owner(
     if let Some(d) = data {
         config.data_dir = d.to_path_buf();
     }
-    if let Some(owner) = crate::process::privilege::spool_owner(&config.data_dir)? {
-        crate::process::privilege::drop_to(&owner)?;
+    if let Some(owner) =
+        crate::process::privilege::spool_owner(&config.data_dir).map_err(|e| e.to_string())?
+    {
+        crate::process::privilege::drop_to(&owner).map_err(|e| e.to_string())?;
     }
     let spool = Spool::attach(&config.data_dir).map_err(|e| {
         format!(

@@ -62,7 +62,8 @@ impl Cgp {
             .group
             .as_deref()
             .map(crate::process::privilege::group_id)
-            .transpose()?;
+            .transpose()
+            .map_err(|e| e.to_string())?;
         Ok(Cgp {
             dir,
             mode: config.mode,

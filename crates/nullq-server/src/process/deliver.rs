@@ -37,8 +37,10 @@ pub fn deliver(args: DeliverArgs) -> Result<i32, String> {
     // read). Before the runtime, while there is one thread.
     if config.user.is_some() {
         drop_privileges(&config)?;
-    } else if let Some(owner) = privilege::spool_owner(&config.data_dir)? {
-        privilege::drop_to(&owner)?;
+    } else if let Some(owner) =
+        privilege::spool_owner(&config.data_dir).map_err(|e| e.to_string())?
+    {
+        privilege::drop_to(&owner).map_err(|e| e.to_string())?;
     }
     let runtime = runtime(true)?;
     runtime.block_on(async {

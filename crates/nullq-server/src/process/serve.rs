@@ -68,7 +68,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<i32, String> {
     fit_sessions_to_descriptors(&mut config);
     // 1. Bind while we may still be root (port 628), and before any thread exists; or take
     //    the sockets systemd passed (socket activation: then no privilege is needed at all).
-    let mut bound = crate::process::systemd::inherited_listeners()?;
+    let mut bound = crate::process::systemd::inherited_listeners().map_err(|e| e.to_string())?;
     if bound.is_empty() {
         for &addr in &config.listen {
             let listener =

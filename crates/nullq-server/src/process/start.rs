@@ -31,9 +31,10 @@ pub(crate) fn drop_privileges(config: &ServerConfig) -> Result<(), String> {
         config.user.as_deref(),
         config.group.as_deref(),
         &config.groups,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     match id {
-        Some(id) => privilege::drop_to(&id),
+        Some(id) => privilege::drop_to(&id).map_err(|e| e.to_string()),
         None => Ok(()),
     }
 }
