@@ -48,7 +48,8 @@ pub fn deliver(args: DeliverArgs) -> Result<i32, String> {
         let rewriting = Arc::new(Rewriting::from_config(&config.policy)?);
         // Counted for nothing: only `nullq serve` has a metrics endpoint.
         let metrics = Arc::new(Metrics::new());
-        let runner = delivery::Runner::new(&config, spool, rewriting, metrics, true)?;
+        let runner = delivery::Runner::new(&config, spool, rewriting, metrics, true)
+            .map_err(|e| e.to_string())?;
         let (trigger, stop) = shutdown::channel();
         // No sessions here, so nothing commits: the notify is never notified.
         let never = Arc::new(tokio::sync::Notify::new());

@@ -170,7 +170,8 @@ async fn run_server(
         Arc::clone(policy.rewriting()),
         Arc::clone(&metrics),
         false,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     let runner = (!runner.holds_everything()).then_some(runner);
     let mut context = Context::new(&config, spool);
     context.policy = policy;
