@@ -199,7 +199,7 @@ fn recipient_lines(q: &QueuedMessage, now: SystemTime) -> String {
 }
 
 fn load_all(spool: &Spool) -> Result<Vec<QueuedMessage>, String> {
-    load_all_with(spool, |id, e| eprintln!("nullq queue: {id}: {e}"))
+    load_all_with(spool, |id, e| eprintln!("nullq queue: {id}: {e}")).map_err(|e| e.to_string())
 }
 
 fn list(spool: &Spool, as_json: bool) -> Result<i32, String> {

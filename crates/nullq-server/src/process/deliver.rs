@@ -45,7 +45,8 @@ pub fn deliver(args: DeliverArgs) -> Result<i32, String> {
     let runtime = runtime(true)?;
     runtime.block_on(async {
         let spool = open_spool(&config)?;
-        let rewriting = Arc::new(Rewriting::from_config(&config.policy)?);
+        let rewriting =
+            Arc::new(Rewriting::from_config(&config.policy).map_err(|e| e.to_string())?);
         // Counted for nothing: only `nullq serve` has a metrics endpoint.
         let metrics = Arc::new(Metrics::new());
         let runner = delivery::Runner::new(&config, spool, rewriting, metrics, true)

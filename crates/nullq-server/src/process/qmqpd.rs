@@ -47,7 +47,7 @@ pub fn qmqpd(args: CommonArgs) -> Result<i32, String> {
     runtime.block_on(async {
         let spool = attach_spool(&config)?;
         let mut context = Context::new(&config, spool);
-        context.policy = Arc::new(Policy::from_config(&config.policy)?);
+        context.policy = Arc::new(Policy::from_config(&config.policy).map_err(|e| e.to_string())?);
         let ctx = Arc::new(context);
         let mut io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
         let outcome = session::run(&mut io, &peer, ctx, &session::Progress::new()).await;

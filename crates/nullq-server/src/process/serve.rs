@@ -162,7 +162,7 @@ async fn run_server(
             .map_err(|e| format!("cannot load access rules: {e}"))?,
     );
     // 5. The delivery runner, told of every commit through the context.
-    let policy = Arc::new(Policy::from_config(&config.policy)?);
+    let policy = Arc::new(Policy::from_config(&config.policy).map_err(|e| e.to_string())?);
     let metrics = Arc::new(Metrics::new());
     let runner = delivery::Runner::new(
         &config,
