@@ -78,7 +78,7 @@ pub fn main_with(
         Command::Serve(args) => serve::serve(args),
         Command::Qmqpd(args) => qmqpd::qmqpd(args),
         Command::Deliver(args) => deliver::deliver(args),
-        Command::Queue(args) => crate::admin::queue_tools::run(args),
+        Command::Queue(args) => crate::admin::queue_tools::run(args).map_err(|e| e.to_string()),
         Command::Health(args) => return crate::admin::health::run(&args),
     };
     match result {
