@@ -10,7 +10,7 @@ use crate::inbound::access::Access;
 use crate::metrics::Metrics;
 use crate::process::settings::{configure, ready, set_target, CommonArgs};
 use crate::process::start::{drop_privileges, open_spool, runtime, spawn_signal_handlers};
-use crate::process::{privilege, shutdown};
+use crate::process::{privilege, shutdown, StartError};
 use crate::rewriting::Rewriting;
 
 /// `nullq deliver`'s flags.
@@ -26,7 +26,7 @@ pub struct DeliverArgs {
 
 /// `nullq deliver`: the delivery runner alone, on a spool that `nullq qmqpd` sessions fill.
 /// It opens the spool (lock, recovery) and looks for new messages every `poll_interval_ms`.
-pub fn deliver(args: DeliverArgs) -> Result<i32, String> {
+pub fn deliver(args: DeliverArgs) -> Result<i32, StartError> {
     let mut config = configure(&args.common)?;
     set_target(&mut config, args.deliver.as_deref())?;
     let Some(config) = ready(config, args.common.print_config)? else {
@@ -37,20 +37,16 @@ pub fn deliver(args: DeliverArgs) -> Result<i32, String> {
     // read). Before the runtime, while there is one thread.
     if config.user.is_some() {
         drop_privileges(&config)?;
-    } else if let Some(owner) =
-        privilege::spool_owner(&config.data_dir).map_err(|e| e.to_string())?
-    {
-        privilege::drop_to(&owner).map_err(|e| e.to_string())?;
+    } else if let Some(owner) = privilege::spool_owner(&config.data_dir)? {
+        privilege::drop_to(&owner)?;
     }
     let runtime = runtime(true)?;
     runtime.block_on(async {
         let spool = open_spool(&config)?;
-        let rewriting =
-            Arc::new(Rewriting::from_config(&config.policy).map_err(|e| e.to_string())?);
+        let rewriting = Arc::new(Rewriting::from_config(&config.policy)?);
         // Counted for nothing: only `nullq serve` has a metrics endpoint.
         let metrics = Arc::new(Metrics::new());
-        let runner = delivery::Runner::new(&config, spool, rewriting, metrics, true)
-            .map_err(|e| e.to_string())?;
+        let runner = delivery::Runner::new(&config, spool, rewriting, metrics, true)?;
         let (trigger, stop) = shutdown::channel();
         // No sessions here, so nothing commits: the notify is never notified.
         let never = Arc::new(tokio::sync::Notify::new());

@@ -2,12 +2,14 @@
 //! ([`CommonArgs`]), and the configuration they make: the embedded defaults, then the TOML file
 //! (`--config`), then the flags (the flag wins), validated once it is finished.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use clap::Args;
 use nullq_config::server::ServerConfig;
 
 use crate::process::logging;
+use crate::process::StartError;
 
 /// Settings shared by `serve` and `qmqpd`; each overrides the config file.
 #[derive(Debug, Args)]
@@ -73,9 +75,9 @@ pub struct CommonArgs {
 }
 
 /// The configuration: defaults, then the file, then the flags.
-pub(crate) fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
+pub(crate) fn configure(common: &CommonArgs) -> Result<ServerConfig, StartError> {
     let mut config = match &common.config {
-        Some(path) => ServerConfig::load(path).map_err(|e| e.to_string())?,
+        Some(path) => ServerConfig::load(path)?,
         None => ServerConfig::default(),
     };
     if let Some(d) = &common.data {
@@ -125,14 +127,52 @@ pub(crate) fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
         config.log.level.clone_from(level);
     }
     if let Some(format) = &common.log {
-        config.log.format = format.parse()?;
+        config.log.format = format.parse().map_err(StartError::LogFormat)?;
     }
     Ok(config)
 }
 
 /// `--log-level`: see [`check_log_level`]; a bad value is a usage error.
-pub(crate) fn parse_log_level(text: &str) -> Result<String, String> {
+pub(crate) fn parse_log_level(text: &str) -> Result<String, LogLevelError> {
     check_log_level(text).map(|()| text.to_owned())
+}
+
+/// Why a log filter is refused ([`check_log_level`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LogLevelError {
+    /// Empty, or only spaces.
+    Empty,
+    /// tracing-subscriber does not parse it.
+    Filter(tracing_subscriber::filter::ParseError),
+    /// A bare word (this one) that is not a level: tracing-subscriber would take it for a
+    /// target.
+    BareWord(String),
+}
+
+impl fmt::Display for LogLevelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const HOW: &str = "write a level (error, warn, info, debug, trace, off) or directives \
+                           such as \"info,nullq::session=debug\"";
+        match self {
+            LogLevelError::Empty => write!(f, "empty: write \"info\" for the default"),
+            LogLevelError::Filter(e) => write!(f, "not a log filter ({e}): {HOW}"),
+            LogLevelError::BareWord(word) => write!(
+                f,
+                "not a log filter ({word:?} is not a level; a target is written \
+                 {word}=LEVEL): {HOW}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LogLevelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LogLevelError::Filter(e) => Some(e),
+            LogLevelError::Empty | LogLevelError::BareWord(_) => None,
+        }
+    }
 }
 
 /// A log filter the logger will take as meant: not empty, a filter that tracing-subscriber
@@ -140,14 +180,12 @@ pub(crate) fn parse_log_level(text: &str) -> Result<String, String> {
 /// `verbose` as a target name (everything from a module called `verbose`, nothing else), so a
 /// typo would silently log nothing; a target is written `TARGET=LEVEL`. Used for `--log-level`
 /// and for the file's `log.level`.
-pub fn check_log_level(text: &str) -> Result<(), String> {
-    const HOW: &str = "write a level (error, warn, info, debug, trace, off) or directives such \
-                       as \"info,nullq::session=debug\"";
+pub fn check_log_level(text: &str) -> Result<(), LogLevelError> {
     if text.trim().is_empty() {
-        return Err("empty: write \"info\" for the default".to_owned());
+        return Err(LogLevelError::Empty);
     }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(text) {
-        return Err(format!("not a log filter ({e}): {HOW}"));
+        return Err(LogLevelError::Filter(e));
     }
     // Directives are split at every comma, as tracing-subscriber splits them.
     for directive in text.split(',') {
@@ -157,19 +195,19 @@ pub fn check_log_level(text: &str) -> Result<(), String> {
                 .chars()
                 .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':'));
         if bare && word.parse::<tracing::level_filters::LevelFilter>().is_err() {
-            return Err(format!(
-                "not a log filter ({word:?} is not a level; a target is written \
-                 {word}=LEVEL): {HOW}"
-            ));
+            return Err(LogLevelError::BareWord(word.to_owned()));
         }
     }
     Ok(())
 }
 
 /// `--deliver TARGET`, when given, replaces the configured delivery target.
-pub(crate) fn set_target(config: &mut ServerConfig, deliver: Option<&str>) -> Result<(), String> {
+pub(crate) fn set_target(
+    config: &mut ServerConfig,
+    deliver: Option<&str>,
+) -> Result<(), StartError> {
     if let Some(t) = deliver {
-        config.delivery.target = Some(t.parse().map_err(|e| format!("--deliver: {e}"))?);
+        config.delivery.target = Some(t.parse().map_err(StartError::DeliverTarget)?);
     }
     Ok(())
 }
@@ -179,10 +217,10 @@ pub(crate) fn set_target(config: &mut ServerConfig, deliver: Option<&str>) -> Re
 pub(crate) fn ready(
     config: ServerConfig,
     print_config: bool,
-) -> Result<Option<ServerConfig>, String> {
-    config.validate().map_err(|e| e.to_string())?;
+) -> Result<Option<ServerConfig>, StartError> {
+    config.validate()?;
     // The file's log.level (a bad --log-level was refused by clap already).
-    check_log_level(&config.log.level).map_err(|e| format!("configuration: log.level: {e}"))?;
+    check_log_level(&config.log.level).map_err(StartError::LogLevel)?;
     if print_config {
         print!("{}", config.to_toml_masked());
         return Ok(None);
