@@ -104,7 +104,8 @@ fn finish<E: fmt::Display>(result: Result<i32, E>, exit_code: fn(&E) -> i32) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::settings::{check_log_level, configure, ready};
+    use crate::process::logging::check_log_level;
+    use crate::process::settings::{configure, ready};
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("nullq").chain(args.iter().copied()))

@@ -12,8 +12,8 @@ use nullq_spool::SpoolError;
 use nullq_tcprules::RulesError;
 
 use crate::delivery::routes::RoutesError;
+use crate::process::logging::LogLevelError;
 use crate::process::privilege::PrivilegeError;
-use crate::process::settings::LogLevelError;
 use crate::process::systemd::ActivationError;
 use crate::rewriting::RewritingError;
 

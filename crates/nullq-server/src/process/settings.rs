@@ -2,13 +2,12 @@
 //! ([`CommonArgs`]), and the configuration they make: the embedded defaults, then the TOML file
 //! (`--config`), then the flags (the flag wins), validated once it is finished.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use clap::Args;
 use nullq_config::server::ServerConfig;
 
-use crate::process::logging;
+use crate::process::logging::{self, check_log_level, LogLevelError};
 use crate::process::StartError;
 
 /// Settings shared by `serve` and `qmqpd`; each overrides the config file.
@@ -132,73 +131,9 @@ pub(crate) fn configure(common: &CommonArgs) -> Result<ServerConfig, StartError>
     Ok(config)
 }
 
-/// `--log-level`: see [`check_log_level`]; a bad value is a usage error.
+/// `--log-level`: see [`logging::check_log_level`]; a bad value is a usage error.
 pub(crate) fn parse_log_level(text: &str) -> Result<String, LogLevelError> {
     check_log_level(text).map(|()| text.to_owned())
-}
-
-/// Why a log filter is refused ([`check_log_level`]).
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum LogLevelError {
-    /// Empty, or only spaces.
-    Empty,
-    /// tracing-subscriber does not parse it.
-    Filter(tracing_subscriber::filter::ParseError),
-    /// A bare word (this one) that is not a level: tracing-subscriber would take it for a
-    /// target.
-    BareWord(String),
-}
-
-impl fmt::Display for LogLevelError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const HOW: &str = "write a level (error, warn, info, debug, trace, off) or directives \
-                           such as \"info,nullq::session=debug\"";
-        match self {
-            LogLevelError::Empty => write!(f, "empty: write \"info\" for the default"),
-            LogLevelError::Filter(e) => write!(f, "not a log filter ({e}): {HOW}"),
-            LogLevelError::BareWord(word) => write!(
-                f,
-                "not a log filter ({word:?} is not a level; a target is written \
-                 {word}=LEVEL): {HOW}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for LogLevelError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            LogLevelError::Filter(e) => Some(e),
-            LogLevelError::Empty | LogLevelError::BareWord(_) => None,
-        }
-    }
-}
-
-/// A log filter the logger will take as meant: not empty, a filter that tracing-subscriber
-/// parses, and no bare word that is not a level. tracing-subscriber reads a bare word such as
-/// `verbose` as a target name (everything from a module called `verbose`, nothing else), so a
-/// typo would silently log nothing; a target is written `TARGET=LEVEL`. Used for `--log-level`
-/// and for the file's `log.level`.
-pub fn check_log_level(text: &str) -> Result<(), LogLevelError> {
-    if text.trim().is_empty() {
-        return Err(LogLevelError::Empty);
-    }
-    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(text) {
-        return Err(LogLevelError::Filter(e));
-    }
-    // Directives are split at every comma, as tracing-subscriber splits them.
-    for directive in text.split(',') {
-        let word = directive.trim();
-        let bare = !word.is_empty()
-            && word
-                .chars()
-                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':'));
-        if bare && word.parse::<tracing::level_filters::LevelFilter>().is_err() {
-            return Err(LogLevelError::BareWord(word.to_owned()));
-        }
-    }
-    Ok(())
 }
 
 /// `--deliver TARGET`, when given, replaces the configured delivery target.
