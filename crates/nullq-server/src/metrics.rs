@@ -38,6 +38,43 @@ use tokio::sync::Semaphore;
 use crate::admin::queue_scan::QueueSummary;
 use crate::process::shutdown::Shutdown;
 
+/// The registry could not be written in the text format (a formatting error).
+#[derive(Debug)]
+pub struct EncodeError(pub std::fmt::Error);
+
+impl std::fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "encoding the metrics: {}", self.0)
+    }
+}
+
+impl std::error::Error for EncodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Why a scrape has no metrics to show (the 500 answer's text and the ERROR line).
+#[derive(Debug)]
+enum ScrapeError {
+    /// The blocking scan task panicked or was cancelled.
+    Task(tokio::task::JoinError),
+    /// The queue could not be listed.
+    Scan(nullq_spool::SpoolError),
+    /// The text could not be written.
+    Encode(EncodeError),
+}
+
+impl std::fmt::Display for ScrapeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScrapeError::Task(e) => e.fmt(f),
+            ScrapeError::Scan(e) => e.fmt(f),
+            ScrapeError::Encode(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Scrapes served at once; more wait for a turn (Prometheus sends one at a time).
 const CONNECTIONS: usize = 8;
 /// How long one connection may last, keep-alive included: a client that holds one open gets
@@ -191,14 +228,14 @@ impl Metrics {
     }
 
     /// Everything in the Prometheus text format, the queue gauges set from `queue` first.
-    pub fn encode(&self, queue: &QueueSummary, now: SystemTime) -> Result<String, String> {
+    pub fn encode(&self, queue: &QueueSummary, now: SystemTime) -> Result<String, EncodeError> {
         self.queue_messages
             .set(i64::try_from(queue.messages).unwrap_or(i64::MAX));
         self.queue_oldest_age
             .set(queue.oldest_age(now).as_secs_f64());
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
-            .map_err(|e| format!("encoding the metrics: {e}"))?;
+            .map_err(EncodeError)?;
         Ok(text)
     }
 }
@@ -287,9 +324,9 @@ async fn answer(
         .map(|q| (q, SystemTime::now()))
     })
     .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r)
-    .and_then(|(queue, now)| metrics.encode(&queue, now));
+    .map_err(ScrapeError::Task)
+    .and_then(|r| r.map_err(ScrapeError::Scan))
+    .and_then(|(queue, now)| metrics.encode(&queue, now).map_err(ScrapeError::Encode));
     Ok(match scanned {
         Ok(text) => {
             let mut r = Response::new(Full::new(Bytes::from(text)));

@@ -5,7 +5,9 @@
 //! rewritten recipient) and the delivery runner (which applies it to what it hands a backend:
 //! the spool keeps what the client sent).
 
-use nullq_config::server::PolicyConfig;
+use std::fmt;
+
+use nullq_config::server::{ConfigError, PolicyConfig};
 use nullq_mail::rewrite::RewriteRules;
 use nullq_mail::token822::{self, Token};
 
@@ -21,6 +23,24 @@ const ADDRESS_FIELDS: &[&str] = &[
     "resent-reply-to",
 ];
 
+/// Why the rewriting records could not be used: `[policy] rewrite_file` cannot be read, or a
+/// record in it cannot be parsed (the configuration's error, naming the file and line).
+#[derive(Debug)]
+pub struct RewritingError(pub ConfigError);
+
+impl fmt::Display for RewritingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for RewritingError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The text is the configuration error's own: what lies under it is its source.
+        std::error::Error::source(&self.0)
+    }
+}
+
 /// The rewriting records of a server (`[policy] rewrite_file`).
 #[derive(Debug, Clone, Default)]
 pub struct Rewriting {
@@ -34,8 +54,8 @@ impl Rewriting {
     }
 
     /// The records `[policy]` names (reads `rewrite_file`).
-    pub fn from_config(config: &PolicyConfig) -> Result<Rewriting, String> {
-        let rules = config.rewrite_rules().map_err(|e| e.to_string())?;
+    pub fn from_config(config: &PolicyConfig) -> Result<Rewriting, RewritingError> {
+        let rules = config.rewrite_rules().map_err(RewritingError)?;
         Ok(Rewriting { rules })
     }
 

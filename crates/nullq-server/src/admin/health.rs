@@ -13,13 +13,16 @@
 //! ([`QueueSummary`]): depth is the messages in `queue/`, age is the oldest envelope's
 //! arrival time, which a message keeps however often it is retried.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use clap::Args;
+use nullq_spool::SpoolError;
 use serde_json::{json, Value};
 
 use crate::admin::queue_scan::{cgp_bad_files, human, QueueSummary};
+use crate::admin::queue_tools::QueueToolError;
 
 /// Exit code: all is well.
 pub const OK: i32 = 0;
@@ -67,6 +70,45 @@ pub struct HealthArgs {
 const WARN_AGE: u64 = 3600;
 const WARN_DEPTH: u64 = 1000;
 
+/// Why the check could not be made: the UNKNOWN line's text.
+#[derive(Debug)]
+enum HealthError {
+    /// A warning threshold above its critical one (`--warn-age`, `--crit-age`, values).
+    Thresholds {
+        warn: (&'static str, u64),
+        crit: (&'static str, u64),
+    },
+    /// The configuration or the spool could not be had (as `nullq queue` says it).
+    Attach(QueueToolError),
+    /// The queue could not be listed.
+    Queue(SpoolError),
+}
+
+impl fmt::Display for HealthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HealthError::Thresholds { warn, crit } => write!(
+                f,
+                "{} {} is more than {} {}",
+                warn.0, warn.1, crit.0, crit.1
+            ),
+            HealthError::Attach(e) => e.fmt(f),
+            HealthError::Queue(e) => write!(f, "cannot read the queue: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HealthError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HealthError::Thresholds { .. } => None,
+            // Its text is the tool's error's own: what lies under it is that one's source.
+            HealthError::Attach(e) => std::error::Error::source(e),
+            HealthError::Queue(e) => Some(e),
+        }
+    }
+}
+
 /// The thresholds in force: a warning one left out is its default, lowered to the critical one
 /// so that `--crit-age 60` alone works; one given above its critical one is an error.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +120,7 @@ struct Thresholds {
 }
 
 impl Thresholds {
-    fn of(args: &HealthArgs) -> Result<Thresholds, String> {
+    fn of(args: &HealthArgs) -> Result<Thresholds, HealthError> {
         let t = Thresholds {
             warn_age: args.warn_age.unwrap_or(WARN_AGE.min(args.crit_age)),
             crit_age: args.crit_age,
@@ -86,16 +128,16 @@ impl Thresholds {
             crit_depth: args.crit_depth,
         };
         if t.warn_age > t.crit_age {
-            return Err(format!(
-                "--warn-age {} is more than --crit-age {}",
-                t.warn_age, t.crit_age
-            ));
+            return Err(HealthError::Thresholds {
+                warn: ("--warn-age", t.warn_age),
+                crit: ("--crit-age", t.crit_age),
+            });
         }
         if t.warn_depth > t.crit_depth {
-            return Err(format!(
-                "--warn-depth {} is more than --crit-depth {}",
-                t.warn_depth, t.crit_depth
-            ));
+            return Err(HealthError::Thresholds {
+                warn: ("--warn-depth", t.warn_depth),
+                crit: ("--crit-depth", t.crit_depth),
+            });
         }
         Ok(t)
     }
@@ -115,7 +157,7 @@ struct Findings {
 pub fn run(args: &HealthArgs) -> i32 {
     let verdict = match Thresholds::of(args).and_then(|t| Ok((t, check(args)?))) {
         Ok((t, findings)) => judge(&t, &findings),
-        Err(problem) => Verdict::unknown(problem),
+        Err(problem) => Verdict::unknown(&problem),
     };
     if args.json {
         println!("{}", verdict.json);
@@ -125,15 +167,15 @@ pub fn run(args: &HealthArgs) -> i32 {
     verdict.code
 }
 
-fn check(args: &HealthArgs) -> Result<Findings, String> {
+fn check(args: &HealthArgs) -> Result<Findings, HealthError> {
     let (config, spool) = crate::admin::queue_tools::attach_as_owner(
         args.config.as_deref(),
         args.data.as_deref(),
         "read",
-    )?;
+    )
+    .map_err(HealthError::Attach)?;
     let mut unreadable = 0;
-    let queue = QueueSummary::scan(&spool, |_, _| unreadable += 1)
-        .map_err(|e| format!("cannot read the queue: {e}"))?;
+    let queue = QueueSummary::scan(&spool, |_, _| unreadable += 1).map_err(HealthError::Queue)?;
     Ok(Findings {
         queue,
         unreadable,
@@ -165,7 +207,8 @@ struct Verdict {
 }
 
 impl Verdict {
-    fn unknown(problem: String) -> Verdict {
+    fn unknown(problem: &HealthError) -> Verdict {
+        let problem = problem.to_string();
         Verdict {
             code: UNKNOWN,
             line: format!("NULLQ UNKNOWN - {}", problem.replace('\n', " ")),
@@ -388,10 +431,7 @@ mod tests {
         let mut a = args();
         a.warn_age = Some(700);
         let e = Thresholds::of(&a).unwrap_err();
-        assert!(
-            e.contains("--warn-age 700 is more than --crit-age 600"),
-            "{e}"
-        );
+        assert_eq!(e.to_string(), "--warn-age 700 is more than --crit-age 600");
         a.warn_age = None;
         a.crit_age = 60;
         a.warn_depth = None;

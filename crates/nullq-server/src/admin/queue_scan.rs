@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use nullq_config::server::{ServerConfig, Target};
-use nullq_spool::{QueueId, QueuedMessage, Spool};
+use nullq_spool::{QueueId, QueuedMessage, Spool, SpoolError};
 
 /// Every queued message that can be loaded; one that cannot is handed to `unreadable` (the
 /// tools print it, the server logs it) and left out.
 pub fn load_all_with(
     spool: &Spool,
-    mut unreadable: impl FnMut(&QueueId, &nullq_spool::SpoolError),
-) -> Result<Vec<QueuedMessage>, String> {
+    mut unreadable: impl FnMut(&QueueId, &SpoolError),
+) -> Result<Vec<QueuedMessage>, SpoolError> {
     let mut out = Vec::new();
-    for id in spool.list().map_err(|e| e.to_string())? {
+    for id in spool.list()? {
         match spool.load(&id) {
             Ok(q) => out.push(q),
             // Delivered and removed between list and load.
@@ -52,8 +52,8 @@ impl QueueSummary {
     /// that cannot be loaded, which is then not counted.
     pub fn scan(
         spool: &Spool,
-        unreadable: impl FnMut(&QueueId, &nullq_spool::SpoolError),
-    ) -> Result<QueueSummary, String> {
+        unreadable: impl FnMut(&QueueId, &SpoolError),
+    ) -> Result<QueueSummary, SpoolError> {
         Ok(QueueSummary::of(&load_all_with(spool, unreadable)?))
     }
 

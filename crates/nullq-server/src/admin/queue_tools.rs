@@ -13,19 +13,133 @@
 //!
 //! Output is aligned text for people, or JSON with `--json` for scripts.
 
-use std::io::Read;
+use std::fmt;
+use std::io::{self, Read};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
-use nullq_config::server::ServerConfig;
-use nullq_spool::{QueueId, QueuedMessage, Spool, Status};
+use nullq_config::server::{ConfigError, ServerConfig};
+use nullq_spool::{BadQueueId, QueueId, QueuedMessage, Spool, SpoolError, Status};
 use serde_json::{json, Value};
 
 use crate::admin::queue_scan::{cgp_bad_files, human, load_all_with, QueueSummary};
-use crate::delivery::lock::MessageLock;
+use crate::delivery::lock::{LockError, MessageLock};
 use crate::delivery::stats::Stats;
 use crate::process::logging::escape;
+use crate::process::privilege::PrivilegeError;
+
+/// Why a queue tool could not do its job (`nullq: fatal: ...`, exit 111). A message that is
+/// not there is no error: the tools say so and exit 1.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum QueueToolError {
+    /// `--config` could not be read or used.
+    Config(ConfigError),
+    /// The spool's owner could not be become (or this process may not act for it).
+    Privilege(PrivilegeError),
+    /// The spool could not be attached.
+    Attach {
+        /// What the caller wanted of it (`open`, `read`).
+        verb: &'static str,
+        /// The spool directory.
+        dir: PathBuf,
+        /// The spool's error.
+        source: SpoolError,
+    },
+    /// An ID argument that is not a queue id.
+    BadId {
+        /// The argument.
+        text: String,
+        /// Why it is not one.
+        source: BadQueueId,
+    },
+    /// `queue retry` with neither an ID nor `--all`, or both.
+    RetryWhat,
+    /// The queue could not be listed, or a message loaded or opened.
+    Spool(SpoolError),
+    /// A message's header could not be read.
+    Read(io::Error),
+    /// A message could not be locked for a change.
+    Lock {
+        /// The message.
+        id: QueueId,
+        /// Why.
+        source: LockError,
+    },
+    /// A message could not be loaded, changed or removed under its lock.
+    Change {
+        /// The message.
+        id: QueueId,
+        /// The spool's error.
+        source: SpoolError,
+    },
+}
+
+impl fmt::Display for QueueToolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueToolError::Config(e) => e.fmt(f),
+            QueueToolError::Privilege(e) => e.fmt(f),
+            QueueToolError::Attach { verb, dir, source } => {
+                write!(f, "cannot {verb} the spool in {}: {source}", dir.display())
+            }
+            QueueToolError::BadId { text, source } => write!(f, "{text:?}: {source}"),
+            QueueToolError::RetryWhat => write!(f, "queue retry: give an ID or --all"),
+            QueueToolError::Spool(e) => e.fmt(f),
+            QueueToolError::Read(e) => e.fmt(f),
+            QueueToolError::Lock { id, source } => write!(f, "{id}: {source}"),
+            QueueToolError::Change { id, source } => write!(f, "{id}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for QueueToolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // These show the inner error's text as their own: what lies under it is its source.
+            QueueToolError::Config(e) => std::error::Error::source(e),
+            QueueToolError::Privilege(e) => std::error::Error::source(e),
+            QueueToolError::Spool(e) => std::error::Error::source(e),
+            QueueToolError::Read(e) => std::error::Error::source(e),
+            QueueToolError::Attach { source, .. } | QueueToolError::Change { source, .. } => {
+                Some(source)
+            }
+            QueueToolError::BadId { source, .. } => Some(source),
+            QueueToolError::Lock { source, .. } => Some(source),
+            QueueToolError::RetryWhat => None,
+        }
+    }
+}
+
+impl QueueToolError {
+    /// The exit code: 111, qmail's "temporary trouble", for every error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            QueueToolError::Config(_)
+            | QueueToolError::Privilege(_)
+            | QueueToolError::Attach { .. }
+            | QueueToolError::BadId { .. }
+            | QueueToolError::RetryWhat
+            | QueueToolError::Spool(_)
+            | QueueToolError::Read(_)
+            | QueueToolError::Lock { .. }
+            | QueueToolError::Change { .. } => 111,
+        }
+    }
+}
+
+impl From<PrivilegeError> for QueueToolError {
+    fn from(e: PrivilegeError) -> QueueToolError {
+        QueueToolError::Privilege(e)
+    }
+}
+
+impl From<SpoolError> for QueueToolError {
+    fn from(e: SpoolError) -> QueueToolError {
+        QueueToolError::Spool(e)
+    }
+}
 
 /// How long a change waits for a delivery in progress to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -79,10 +193,10 @@ enum Action {
 pub fn attach_as_owner(
     config: Option<&std::path::Path>,
     data: Option<&std::path::Path>,
-    verb: &str,
-) -> Result<(ServerConfig, Spool), String> {
+    verb: &'static str,
+) -> Result<(ServerConfig, Spool), QueueToolError> {
     let mut config = match config {
-        Some(p) => ServerConfig::load(p).map_err(|e| e.to_string())?,
+        Some(p) => ServerConfig::load(p).map_err(QueueToolError::Config)?,
         None => ServerConfig::default(),
     };
     if let Some(d) = data {
@@ -91,17 +205,16 @@ pub fn attach_as_owner(
     if let Some(owner) = crate::process::privilege::spool_owner(&config.data_dir)? {
         crate::process::privilege::drop_to(&owner)?;
     }
-    let spool = Spool::attach(&config.data_dir).map_err(|e| {
-        format!(
-            "cannot {verb} the spool in {}: {e}",
-            config.data_dir.display()
-        )
+    let spool = Spool::attach(&config.data_dir).map_err(|source| QueueToolError::Attach {
+        verb,
+        dir: config.data_dir.clone(),
+        source,
     })?;
     Ok((config, spool))
 }
 
 /// Run `nullq queue ...`; returns the exit code (0 done, 1 no such message, 111 trouble).
-pub fn run(args: QueueArgs) -> Result<i32, String> {
+pub fn run(args: QueueArgs) -> Result<i32, QueueToolError> {
     let (config, spool) = attach_as_owner(args.config.as_deref(), args.data.as_deref(), "open")?;
     match &args.action {
         Action::List => list(&spool, args.json),
@@ -109,8 +222,8 @@ pub fn run(args: QueueArgs) -> Result<i32, String> {
         Action::Retry { id, all } => {
             let ids = match (id, all) {
                 (Some(id), false) => vec![parse_id(id)?],
-                (None, true) => spool.list().map_err(|e| e.to_string())?,
-                _ => return Err("queue retry: give an ID or --all".into()),
+                (None, true) => spool.list()?,
+                _ => return Err(QueueToolError::RetryWhat),
             };
             retry(&spool, &ids, args.json)
         }
@@ -119,8 +232,11 @@ pub fn run(args: QueueArgs) -> Result<i32, String> {
     }
 }
 
-fn parse_id(text: &str) -> Result<QueueId, String> {
-    text.parse().map_err(|e| format!("{text:?}: {e}"))
+fn parse_id(text: &str) -> Result<QueueId, QueueToolError> {
+    text.parse().map_err(|source| QueueToolError::BadId {
+        text: text.to_owned(),
+        source,
+    })
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -196,11 +312,13 @@ fn recipient_lines(q: &QueuedMessage, now: SystemTime) -> String {
     out
 }
 
-fn load_all(spool: &Spool) -> Result<Vec<QueuedMessage>, String> {
-    load_all_with(spool, |id, e| eprintln!("nullq queue: {id}: {e}"))
+fn load_all(spool: &Spool) -> Result<Vec<QueuedMessage>, QueueToolError> {
+    Ok(load_all_with(spool, |id, e| {
+        eprintln!("nullq queue: {id}: {e}")
+    })?)
 }
 
-fn list(spool: &Spool, as_json: bool) -> Result<i32, String> {
+fn list(spool: &Spool, as_json: bool) -> Result<i32, QueueToolError> {
     let now = SystemTime::now();
     let all = load_all(spool)?;
     if as_json {
@@ -224,22 +342,21 @@ fn list(spool: &Spool, as_json: bool) -> Result<i32, String> {
     Ok(0)
 }
 
-fn show(spool: &Spool, id: &QueueId, as_json: bool) -> Result<i32, String> {
+fn show(spool: &Spool, id: &QueueId, as_json: bool) -> Result<i32, QueueToolError> {
     let q = match spool.load(id) {
         Ok(q) => q,
         Err(e) if e.is_not_found() => {
             eprintln!("nullq queue: {id}: no such message");
             return Ok(1);
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(QueueToolError::Spool(e)),
     };
     let mut head = Vec::new();
     spool
-        .message(id)
-        .map_err(|e| e.to_string())?
+        .message(id)?
         .take(256 * 1024)
         .read_to_end(&mut head)
-        .map_err(|e| e.to_string())?;
+        .map_err(QueueToolError::Read)?;
     let end = head
         .windows(2)
         .position(|w| w == b"\n\n")
@@ -272,7 +389,7 @@ fn show(spool: &Spool, id: &QueueId, as_json: bool) -> Result<i32, String> {
     Ok(0)
 }
 
-fn retry(spool: &Spool, ids: &[QueueId], as_json: bool) -> Result<i32, String> {
+fn retry(spool: &Spool, ids: &[QueueId], as_json: bool) -> Result<i32, QueueToolError> {
     let mut done = Vec::new();
     let mut missing = 0;
     for id in ids {
@@ -282,7 +399,7 @@ fn retry(spool: &Spool, ids: &[QueueId], as_json: bool) -> Result<i32, String> {
                 missing += 1;
                 continue;
             }
-            Err(e) => return Err(format!("{id}: {e}")),
+            Err(source) => return Err(QueueToolError::Lock { id: *id, source }),
         };
         let q = match spool.load(id) {
             Ok(q) => q,
@@ -290,7 +407,7 @@ fn retry(spool: &Spool, ids: &[QueueId], as_json: bool) -> Result<i32, String> {
                 missing += 1;
                 continue;
             }
-            Err(e) => return Err(format!("{id}: {e}")),
+            Err(source) => return Err(QueueToolError::Change { id: *id, source }),
         };
         let mut state = q.state.clone();
         for r in state
@@ -303,7 +420,7 @@ fn retry(spool: &Spool, ids: &[QueueId], as_json: bool) -> Result<i32, String> {
         if state != q.state {
             spool
                 .save_state(id, &state)
-                .map_err(|e| format!("{id}: {e}"))?;
+                .map_err(|source| QueueToolError::Change { id: *id, source })?;
         }
         done.push(id.to_string());
     }
@@ -332,16 +449,18 @@ fn retry(spool: &Spool, ids: &[QueueId], as_json: bool) -> Result<i32, String> {
     Ok(if ids.len() == 1 && missing == 1 { 1 } else { 0 })
 }
 
-fn delete(spool: &Spool, id: &QueueId, as_json: bool) -> Result<i32, String> {
+fn delete(spool: &Spool, id: &QueueId, as_json: bool) -> Result<i32, QueueToolError> {
     let lock = match MessageLock::lock_within(spool.root(), id, LOCK_WAIT) {
         Ok(l) => l,
         Err(crate::delivery::lock::LockError::Gone) => {
             eprintln!("nullq queue: {id}: no such message");
             return Ok(1);
         }
-        Err(e) => return Err(format!("{id}: {e}")),
+        Err(source) => return Err(QueueToolError::Lock { id: *id, source }),
     };
-    spool.remove(id).map_err(|e| format!("{id}: {e}"))?;
+    spool
+        .remove(id)
+        .map_err(|source| QueueToolError::Change { id: *id, source })?;
     drop(lock);
     if as_json {
         println!("{}", json!({ "deleted": id.to_string() }));
@@ -351,7 +470,7 @@ fn delete(spool: &Spool, id: &QueueId, as_json: bool) -> Result<i32, String> {
     Ok(0)
 }
 
-fn stats(spool: &Spool, config: &ServerConfig, as_json: bool) -> Result<i32, String> {
+fn stats(spool: &Spool, config: &ServerConfig, as_json: bool) -> Result<i32, QueueToolError> {
     let now = SystemTime::now();
     let all = load_all(spool)?;
     let (mut pending, mut delivered, mut failed) = (0u64, 0u64, 0u64);

@@ -8,12 +8,66 @@
 
 use std::fmt;
 use std::future::Future;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use nullq_config::server::OnBad;
+use tokio_rustls::rustls;
 
 use crate::delivery::job::{Answer, Job};
+use crate::process::privilege::PrivilegeError;
+
+/// Why a backend could not be built from its target and settings (at start-up).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// `[delivery.cgp] group` could not be looked up.
+    Group(PrivilegeError),
+    /// `[delivery.smtp] ca_file` could not be read.
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// The CA file (given, or the system's) holds a PEM section that cannot be decoded.
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// The PEM parser's error.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// rustls refused the TLS configuration.
+    Tls(rustls::Error),
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::Group(e) => write!(f, "{e}"),
+            BackendError::CaFile { path, source } => {
+                write!(f, "cannot read ca_file {}: {source}", path.display())
+            }
+            BackendError::Certificate { path, source } => {
+                write!(f, "{}: {source}", path.display())
+            }
+            BackendError::Tls(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Its text is the look-up's own: what lies under it is the look-up's source.
+            BackendError::Group(e) => std::error::Error::source(e),
+            BackendError::CaFile { source, .. } => Some(source),
+            BackendError::Certificate { source, .. } => Some(source),
+            BackendError::Tls(e) => Some(e),
+        }
+    }
+}
 
 /// What [`Backend::deliver`] returns: the answers, once the delivery is done.
 pub type Delivery<'a> = Pin<Box<dyn Future<Output = Vec<Answer>> + Send + 'a>>;

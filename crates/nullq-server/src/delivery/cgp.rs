@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 use nullq_config::server::{CgpConfig, OnBad};
 use nullq_spool::{DeliveryState, Envelope, QueueId, QueuedMessage, Spool};
 
-use crate::delivery::backend::{Backend, Delivery};
+use crate::delivery::backend::{Backend, BackendError, Delivery};
 use crate::delivery::bounce;
 use crate::delivery::decide::{bounce_to, Failure};
 use crate::delivery::handover::smtp_sender;
@@ -56,13 +56,14 @@ pub struct Cgp {
 
 impl Cgp {
     /// The Submitted folder `dir`, files written with `config`'s mode and group.
-    pub fn new(dir: PathBuf, config: &CgpConfig) -> Result<Cgp, String> {
+    pub fn new(dir: PathBuf, config: &CgpConfig) -> Result<Cgp, BackendError> {
         // The same reentrant look-up as the privilege drop (the runtime's threads are running).
         let gid = config
             .group
             .as_deref()
             .map(crate::process::privilege::group_id)
-            .transpose()?;
+            .transpose()
+            .map_err(BackendError::Group)?;
         Ok(Cgp {
             dir,
             mode: config.mode,
@@ -204,9 +205,9 @@ fn envelope_field_at(text: &[u8]) -> Option<(usize, &'static str)> {
 /// as it is when it is a dot-atom, else a quoted string with `"` and `\` escaped; the domain
 /// must be a dot-atom or a domain literal. An address with CR, LF or NUL, or whose domain is
 /// neither, cannot be written without breaking the header or changing its meaning: an error.
-pub fn header_address(addr: &[u8]) -> Result<Vec<u8>, String> {
+pub fn header_address(addr: &[u8]) -> Result<Vec<u8>, AddressError> {
     if addr.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
-        return Err("a line break or NUL in the address".into());
+        return Err(AddressError::LineBreak);
     }
     let (local, domain) = match addr.iter().rposition(|&b| b == b'@') {
         Some(at) => (&addr[..at], Some(&addr[at + 1..])),
@@ -226,10 +227,7 @@ pub fn header_address(addr: &[u8]) -> Result<Vec<u8>, String> {
                 .iter()
                 .all(|&b| b.is_ascii_graphic() && !matches!(b, b'[' | b']' | b'\\'));
         if !literal && !domain.split(|&b| b == b'.').all(atom) {
-            return Err(format!(
-                "the domain {:?} is neither a domain name nor an address literal",
-                String::from_utf8_lossy(domain)
-            ));
+            return Err(AddressError::Domain(domain.to_vec()));
         }
     }
     let mut out = nullq_mail::quote::quote(local);
@@ -239,6 +237,30 @@ pub fn header_address(addr: &[u8]) -> Result<Vec<u8>, String> {
     }
     Ok(out)
 }
+
+/// Why [`header_address`] cannot write an address (the bounce's text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressError {
+    /// A CR, LF or NUL in the address.
+    LineBreak,
+    /// The domain (these bytes) is neither a dot-atom nor a domain literal.
+    Domain(Vec<u8>),
+}
+
+impl std::fmt::Display for AddressError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AddressError::LineBreak => write!(f, "a line break or NUL in the address"),
+            AddressError::Domain(d) => write!(
+                f,
+                "the domain {:?} is neither a domain name nor an address literal",
+                String::from_utf8_lossy(d)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AddressError {}
 
 /// The reverse of [`header_address`] for one address as nullq writes it (`"a b"@example.net`
 /// → `a b@example.net`); `None` if it is not in that form.
@@ -698,6 +720,15 @@ mod tests {
         ] {
             assert!(header_address(bad).is_err(), "{bad:?}");
         }
+        // The texts the bounces carry.
+        assert_eq!(
+            header_address(b"a\n@x").unwrap_err().to_string(),
+            "a line break or NUL in the address"
+        );
+        assert_eq!(
+            header_address(b"a@x..y").unwrap_err().to_string(),
+            "the domain \"x..y\" is neither a domain name nor an address literal"
+        );
         for a in [&b"a b@example.net"[..], b"a\"b\\c@x", b"plain@x", b"\"\""] {
             let written = header_address(a).expect("ok");
             assert_eq!(parse_header_address(&written).as_deref(), Some(a));

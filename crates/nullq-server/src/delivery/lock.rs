@@ -37,6 +37,15 @@ impl std::fmt::Display for LockError {
     }
 }
 
+impl std::error::Error for LockError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LockError::Io(e) => Some(e),
+            LockError::Gone | LockError::Busy => None,
+        }
+    }
+}
+
 impl MessageLock {
     /// Try to lock message `id` of the spool at `root`, without waiting.
     pub fn try_lock(root: &Path, id: &QueueId) -> Result<MessageLock, LockError> {

@@ -3,19 +3,41 @@
 //! distinct target built once.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nullq_config::server::{OnBad, ServerConfig, Target};
 
-use crate::delivery::backend::Backend;
+use crate::delivery::backend::{Backend, BackendError};
 use crate::delivery::cgp::Cgp;
 use crate::delivery::hold::Hold;
 use crate::delivery::maildir::Maildir;
 use crate::delivery::pipe::Pipe;
 use crate::delivery::qmail_queue::QmailQueue;
 use crate::delivery::smtp::Smtp;
+
+/// A target whose backend could not be built: the target as written, and why.
+#[derive(Debug)]
+pub struct RoutesError {
+    /// The target's text (`smtp://mx.example.net:25`).
+    pub target: String,
+    /// Why its backend could not be built.
+    pub source: BackendError,
+}
+
+impl fmt::Display for RoutesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.target, self.source)
+    }
+}
+
+impl std::error::Error for RoutesError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
 
 /// Which backend each recipient domain goes to.
 #[derive(Debug)]
@@ -30,7 +52,7 @@ pub struct Routes {
 
 impl Routes {
     /// The routes of `config` (default target, then `[delivery.routes]`).
-    pub fn new(config: &ServerConfig) -> Result<Routes, String> {
+    pub fn new(config: &ServerConfig) -> Result<Routes, RoutesError> {
         let d = &config.delivery;
         let mut routes = Routes {
             backends: Vec::new(),
@@ -39,12 +61,20 @@ impl Routes {
             below: HashMap::new(),
         };
         let mut index: HashMap<String, usize> = HashMap::new();
-        let mut add = |t: &Target, routes: &mut Routes| -> Result<usize, String> {
+        let mut add = |t: &Target, routes: &mut Routes| -> Result<usize, RoutesError> {
             let label = t.to_string();
             if let Some(&i) = index.get(&label) {
                 return Ok(i);
             }
-            let backend = backend_for(t, config).map_err(|e| format!("{label}: {e}"))?;
+            let backend = match backend_for(t, config) {
+                Ok(b) => b,
+                Err(source) => {
+                    return Err(RoutesError {
+                        target: label,
+                        source,
+                    })
+                }
+            };
             routes.backends.push((label.clone(), backend));
             index.insert(label, routes.backends.len() - 1);
             Ok(routes.backends.len() - 1)
@@ -115,7 +145,7 @@ impl Routes {
 }
 
 /// The backend for `target`, with the settings of `config`.
-fn backend_for(target: &Target, config: &ServerConfig) -> Result<Arc<dyn Backend>, String> {
+fn backend_for(target: &Target, config: &ServerConfig) -> Result<Arc<dyn Backend>, BackendError> {
     let d = &config.delivery;
     let timeout = Duration::from_secs(d.program.timeout_secs);
     Ok(match target {

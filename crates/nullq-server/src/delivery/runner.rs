@@ -16,7 +16,7 @@ use crate::delivery::attempt::{Deliverer, Next};
 use crate::delivery::cgp;
 use crate::delivery::clock::Clock;
 use crate::delivery::decide::Rules;
-use crate::delivery::routes::Routes;
+use crate::delivery::routes::{Routes, RoutesError};
 use crate::delivery::schedule::{next_due, Schedule};
 use crate::delivery::stats::Stats;
 use crate::metrics::Metrics;
@@ -55,7 +55,7 @@ impl Runner {
         rewriting: Arc<Rewriting>,
         metrics: Arc<Metrics>,
         poll: bool,
-    ) -> Result<Runner, String> {
+    ) -> Result<Runner, RoutesError> {
         let d = &config.delivery;
         let routes = Routes::new(config)?;
         let (notify, inbox) = mpsc::unbounded_channel();

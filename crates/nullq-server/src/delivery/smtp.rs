@@ -28,7 +28,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
-use crate::delivery::backend::{Backend, Delivery};
+use crate::delivery::backend::{Backend, BackendError, Delivery};
 use crate::delivery::handover::smtp_sender;
 use crate::delivery::job::{Answer, Job};
 use crate::delivery::smtp_conn::{
@@ -120,7 +120,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
 
 fn tls_configs(
     config: &SmtpConfig,
-) -> std::result::Result<(rustls::ClientConfig, rustls::ClientConfig), String> {
+) -> std::result::Result<(rustls::ClientConfig, rustls::ClientConfig), BackendError> {
     use rustls::pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -131,22 +131,25 @@ fn tls_configs(
     match std::fs::read(&path) {
         Ok(pem) => {
             for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                let cert = cert.map_err(|source| BackendError::Certificate {
+                    path: path.clone(),
+                    source,
+                })?;
                 // A certificate the parser cannot use is skipped, as a browser would.
                 let _ = roots.add(cert);
             }
         }
-        Err(e) if must => return Err(format!("cannot read ca_file {}: {e}", path.display())),
+        Err(source) if must => return Err(BackendError::CaFile { path, source }),
         Err(_) => {}
     }
     let verified = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(BackendError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let unverified = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(BackendError::Tls)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
         .with_no_client_auth();
@@ -162,7 +165,7 @@ impl Smtp {
         implicit_tls: bool,
         config: &SmtpConfig,
         local_name: String,
-    ) -> std::result::Result<Smtp, String> {
+    ) -> std::result::Result<Smtp, BackendError> {
         let (verified, unverified) = tls_configs(config)?;
         Ok(Smtp {
             host,

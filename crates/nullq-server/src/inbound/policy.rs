@@ -27,7 +27,7 @@ use nullq_mail::token822::{self, Token};
 
 use crate::inbound::peer::Peer;
 use crate::process::logging::escape;
-use crate::rewriting::{split_header, Rewriting};
+use crate::rewriting::{split_header, Rewriting, RewritingError};
 
 /// The tcprules variables the policy reads (`nullq qmqpd` copies them from its environment).
 pub const ENV_VARS: &[&str] = &["NULLQ_POLICY", "NULLQ_SENDERS", "NULLQ_HOST", "RELAYCLIENT"];
@@ -103,7 +103,7 @@ impl Policy {
     }
 
     /// The policy `[policy]` describes (reads `rewrite_file`).
-    pub fn from_config(config: &PolicyConfig) -> Result<Policy, String> {
+    pub fn from_config(config: &PolicyConfig) -> Result<Policy, RewritingError> {
         let rewriting = Arc::new(Rewriting::from_config(config)?);
         let relay_default = config.local_domains.is_empty();
         let default = Class {

@@ -6,11 +6,13 @@
 //! failed and why.
 
 use std::ffi::OsString;
+use std::fmt;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::admin::queue_tools::QueueToolError;
 use crate::process::settings::CommonArgs;
-use crate::process::{deliver, qmqpd, serve};
+use crate::process::{deliver, qmqpd, serve, StartError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,18 +76,27 @@ pub fn main_with(
             };
         }
     };
-    let result = match cli.command {
-        Command::Serve(args) => serve::serve(args),
-        Command::Qmqpd(args) => qmqpd::qmqpd(args),
-        Command::Deliver(args) => deliver::deliver(args),
-        Command::Queue(args) => crate::admin::queue_tools::run(args),
-        Command::Health(args) => return crate::admin::health::run(&args),
-    };
+    match cli.command {
+        Command::Serve(args) => finish(serve::serve(args), StartError::exit_code),
+        Command::Qmqpd(args) => finish(qmqpd::qmqpd(args), StartError::exit_code),
+        Command::Deliver(args) => finish(deliver::deliver(args), StartError::exit_code),
+        Command::Queue(args) => finish(
+            crate::admin::queue_tools::run(args),
+            QueueToolError::exit_code,
+        ),
+        // A plugin's answer is its exit code, trouble included (UNKNOWN).
+        Command::Health(args) => crate::admin::health::run(&args),
+    }
+}
+
+/// A program's exit code: its own when it ran, else the one `exit_code` gives for its error,
+/// after one line on stderr, `nullq: fatal: ` and what failed.
+fn finish<E: fmt::Display>(result: Result<i32, E>, exit_code: fn(&E) -> i32) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("nullq: fatal: {e}");
-            111
+            exit_code(&e)
         }
     }
 }
@@ -93,7 +104,8 @@ pub fn main_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::settings::{check_log_level, configure, ready};
+    use crate::process::logging::check_log_level;
+    use crate::process::settings::{configure, ready};
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("nullq").chain(args.iter().copied()))
@@ -167,7 +179,7 @@ mod tests {
             "warn,[admitted{client}]=debug",
             "[span{a}]=trace",
         ] {
-            assert_eq!(check_log_level(good), Ok(()), "{good:?}");
+            assert!(check_log_level(good).is_ok(), "{good:?}");
         }
         for bad in [
             "verbose",
@@ -176,7 +188,7 @@ mod tests {
             "nullq::session",
             " loud ",
         ] {
-            let e = check_log_level(bad).unwrap_err();
+            let e = check_log_level(bad).unwrap_err().to_string();
             assert!(e.contains("is not a level"), "{bad:?}: {e}");
         }
         let e = parse(&["serve", "--log-level", "verbose"]).unwrap_err();
@@ -191,7 +203,7 @@ mod tests {
         let file = file.to_str().unwrap();
         for sub in ["serve", "qmqpd", "deliver"] {
             let c = common(parse(&[sub, "--config", file]).unwrap());
-            let e = ready(configure(&c).unwrap(), true).unwrap_err();
+            let e = ready(configure(&c).unwrap(), true).unwrap_err().to_string();
             assert!(
                 e.starts_with("configuration: log.level: not a log filter (\"verbose\""),
                 "{sub}: {e}"

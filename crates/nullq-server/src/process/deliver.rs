@@ -10,7 +10,7 @@ use crate::inbound::access::Access;
 use crate::metrics::Metrics;
 use crate::process::settings::{configure, ready, set_target, CommonArgs};
 use crate::process::start::{drop_privileges, open_spool, runtime, spawn_signal_handlers};
-use crate::process::{privilege, shutdown};
+use crate::process::{privilege, shutdown, StartError};
 use crate::rewriting::Rewriting;
 
 /// `nullq deliver`'s flags.
@@ -26,7 +26,7 @@ pub struct DeliverArgs {
 
 /// `nullq deliver`: the delivery runner alone, on a spool that `nullq qmqpd` sessions fill.
 /// It opens the spool (lock, recovery) and looks for new messages every `poll_interval_ms`.
-pub fn deliver(args: DeliverArgs) -> Result<i32, String> {
+pub fn deliver(args: DeliverArgs) -> Result<i32, StartError> {
     let mut config = configure(&args.common)?;
     set_target(&mut config, args.deliver.as_deref())?;
     let Some(config) = ready(config, args.common.print_config)? else {

@@ -1,7 +1,9 @@
 //! Where log lines go: stderr (the default, one line per event), syslog (`/dev/log`, RFC 3164,
 //! facility mail) or journald (its native socket). Lines are formatted by `tracing-subscriber`;
-//! this module only owns the destinations, so every destination carries the same text.
+//! this module only owns the destinations, so every destination carries the same text. It
+//! also says which filters it takes ([`check_log_level`]).
 
+use std::fmt;
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
@@ -10,6 +12,70 @@ use nullq_config::server::LogFormat;
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
+
+/// Why a log filter is refused ([`check_log_level`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LogLevelError {
+    /// Empty, or only spaces.
+    Empty,
+    /// tracing-subscriber does not parse it.
+    Filter(tracing_subscriber::filter::ParseError),
+    /// A bare word (this one) that is not a level: tracing-subscriber would take it for a
+    /// target.
+    BareWord(String),
+}
+
+impl fmt::Display for LogLevelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const HOW: &str = "write a level (error, warn, info, debug, trace, off) or directives \
+                           such as \"info,nullq::session=debug\"";
+        match self {
+            LogLevelError::Empty => write!(f, "empty: write \"info\" for the default"),
+            LogLevelError::Filter(e) => write!(f, "not a log filter ({e}): {HOW}"),
+            LogLevelError::BareWord(word) => write!(
+                f,
+                "not a log filter ({word:?} is not a level; a target is written \
+                 {word}=LEVEL): {HOW}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LogLevelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LogLevelError::Filter(e) => Some(e),
+            LogLevelError::Empty | LogLevelError::BareWord(_) => None,
+        }
+    }
+}
+
+/// A log filter the logger will take as meant: not empty, a filter that tracing-subscriber
+/// parses, and no bare word that is not a level. tracing-subscriber reads a bare word such as
+/// `verbose` as a target name (everything from a module called `verbose`, nothing else), so a
+/// typo would silently log nothing; a target is written `TARGET=LEVEL`. Used for `--log-level`
+/// and for the file's `log.level`.
+pub fn check_log_level(text: &str) -> Result<(), LogLevelError> {
+    if text.trim().is_empty() {
+        return Err(LogLevelError::Empty);
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(text) {
+        return Err(LogLevelError::Filter(e));
+    }
+    // Directives are split at every comma, as tracing-subscriber splits them.
+    for directive in text.split(',') {
+        let word = directive.trim();
+        let bare = !word.is_empty()
+            && word
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':'));
+        if bare && word.parse::<tracing::level_filters::LevelFilter>().is_err() {
+            return Err(LogLevelError::BareWord(word.to_owned()));
+        }
+    }
+    Ok(())
+}
 
 /// Set up logging for the process. `level` is a tracing filter (`info`, `nullq=debug`, ...).
 pub fn init(format: &LogFormat, level: &str) {

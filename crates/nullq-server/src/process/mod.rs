@@ -4,10 +4,11 @@
 //! [`start`] (the start-up steps they share, signals),
 //! [`logging`] (stderr, syslog, journald), [`privilege`] (dropping root after binding),
 //! [`shutdown`] (graceful shutdown as values), [`systemd`] (socket activation, readiness,
-//! watchdog).
+//! watchdog); [`StartError`], why a program could not start, and its exit code.
 
 pub mod cli;
 pub mod deliver;
+mod error;
 pub mod logging;
 pub mod privilege;
 pub mod qmqpd;
@@ -16,3 +17,5 @@ pub mod settings;
 pub mod shutdown;
 pub mod start;
 pub mod systemd;
+
+pub use error::StartError;

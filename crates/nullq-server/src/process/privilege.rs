@@ -22,10 +22,210 @@
 //!   supplementary groups are exactly those asked for, no capability is left (`CapEff`,
 //!   `CapPrm` in `/proc/self/status`), and `setuid(0)` fails.
 
+use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
+
+/// Why the identity to run as could not be found or taken.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PrivilegeError {
+    /// No such user name.
+    UnknownUser(String),
+    /// The user database could not be read.
+    UserLookup {
+        /// The name looked up.
+        user: String,
+        /// The system's error.
+        source: nix::Error,
+    },
+    /// The user is root (uid 0).
+    Root(String),
+    /// A numeric user, and no group given.
+    NumericUser(String),
+    /// No such group name.
+    UnknownGroup(String),
+    /// The group database could not be read.
+    GroupLookup {
+        /// The name looked up.
+        group: String,
+        /// The system's error.
+        source: nix::Error,
+    },
+    /// Group 0 as the group or among the supplementary groups.
+    RootGroup {
+        /// The user it was for.
+        user: String,
+    },
+    /// A group or groups without a user.
+    GroupWithoutUser,
+    /// The spool's directory could not be looked at.
+    SpoolUnreadable {
+        /// The spool's root.
+        root: PathBuf,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// The spool's root is not a directory.
+    SpoolNotDirectory(PathBuf),
+    /// The spool belongs to another user, and this process cannot become it.
+    SpoolOwner {
+        /// The spool's root.
+        root: PathBuf,
+        /// The spool's owner.
+        owner: u32,
+        /// This process's effective uid.
+        me: u32,
+    },
+    /// A step of the drop was refused.
+    Drop {
+        /// Whom the process was becoming.
+        name: String,
+        /// `setgroups`, `setgid`, `setuid` or `PR_SET_NO_NEW_PRIVS`.
+        step: &'static str,
+        /// The system's error.
+        source: nix::Error,
+    },
+    /// The check before or after the drop failed.
+    Check {
+        /// Whom the process was becoming.
+        name: String,
+        /// What the check found.
+        problem: CheckFailure,
+    },
+}
+
+impl fmt::Display for PrivilegeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrivilegeError::UnknownUser(user) => write!(f, "unknown user {user:?}"),
+            PrivilegeError::UserLookup { user, source } => {
+                write!(f, "cannot look up user {user:?}: {source}")
+            }
+            PrivilegeError::Root(user) => write!(
+                f,
+                "user {user:?} is root: leave user out to keep running as root"
+            ),
+            PrivilegeError::NumericUser(user) => {
+                write!(f, "user {user:?} is numeric: give the group too")
+            }
+            PrivilegeError::UnknownGroup(group) => write!(f, "unknown group {group:?}"),
+            PrivilegeError::GroupLookup { group, source } => {
+                write!(f, "cannot look up group {group:?}: {source}")
+            }
+            PrivilegeError::RootGroup { user } => write!(
+                f,
+                "group 0 (root's) for user {user:?}: give an unprivileged group"
+            ),
+            PrivilegeError::GroupWithoutUser => write!(f, "group and groups need user (--user)"),
+            PrivilegeError::SpoolUnreadable { root, source } => {
+                write!(f, "cannot look at the spool {}: {source}", root.display())
+            }
+            PrivilegeError::SpoolNotDirectory(root) => {
+                write!(f, "the spool {} is not a directory", root.display())
+            }
+            PrivilegeError::SpoolOwner { root, owner, me } => write!(
+                f,
+                "the spool {} belongs to uid {owner}, and this process runs as uid {me}: run as \
+                 that user (or as root, which becomes it)",
+                root.display()
+            ),
+            PrivilegeError::Drop { name, step, source } => {
+                write!(f, "cannot become {name}: {step}: {source}")
+            }
+            PrivilegeError::Check { name, problem } => {
+                write!(f, "cannot become {name}: check: {problem}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PrivilegeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PrivilegeError::UserLookup { source, .. }
+            | PrivilegeError::GroupLookup { source, .. }
+            | PrivilegeError::Drop { source, .. } => Some(source),
+            PrivilegeError::SpoolUnreadable { source, .. } => Some(source),
+            PrivilegeError::Check { problem, .. } => Some(problem),
+            _ => None,
+        }
+    }
+}
+
+/// What the check around the drop found wrong ([`drop_to`]; see the module docs).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CheckFailure {
+    /// More than one thread before the drop.
+    Threads(usize),
+    /// The ids could not be read back (`getresuid`, `getresgid`, `getgroups`).
+    Read {
+        /// The call.
+        call: &'static str,
+        /// The system's error.
+        source: nix::Error,
+    },
+    /// Real, effective or saved ids are not the new ones.
+    Ids {
+        /// Real, effective, saved uid.
+        uids: [u32; 3],
+        /// Real, effective, saved gid.
+        gids: [u32; 3],
+    },
+    /// The supplementary groups are not those asked for.
+    Groups {
+        /// The groups the process has (sorted, once each).
+        have: Vec<u32>,
+        /// The groups asked for (sorted, once each).
+        want: Vec<u32>,
+    },
+    /// `setuid(0)` worked.
+    RootAgain,
+    /// `PR_SET_NO_NEW_PRIVS` is not set.
+    NoNewPrivs,
+    /// A capability set is not empty.
+    Capabilities {
+        /// The `/proc/self/status` key (`CapEff:`).
+        key: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+impl fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckFailure::Threads(n) => write!(
+                f,
+                "{n} threads are running; privileges are dropped before any starts"
+            ),
+            CheckFailure::Read { call, source } => write!(f, "{call}: {source}"),
+            CheckFailure::Ids { uids, gids } => {
+                write!(f, "uids {uids:?}, gids {gids:?} after the change")
+            }
+            CheckFailure::Groups { have, want } => {
+                write!(f, "supplementary groups {have:?}, wanted {want:?}")
+            }
+            CheckFailure::RootAgain => write!(f, "could become root again"),
+            CheckFailure::NoNewPrivs => write!(f, "no_new_privs is not set"),
+            CheckFailure::Capabilities { key, value } => {
+                write!(f, "capabilities left: {key} {value}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CheckFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CheckFailure::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// A user, group and supplementary groups to run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,23 +243,30 @@ pub struct Identity {
 /// Resolve `user` (name or number), `group` (name or number; default: the user's group) and
 /// the supplementary `groups` (names or numbers; default none). A user that resolves to uid 0
 /// is refused: running as root is what leaving `user` out means.
-pub fn resolve(user: &str, group: Option<&str>, groups: &[String]) -> Result<Identity, String> {
+pub fn resolve(
+    user: &str,
+    group: Option<&str>,
+    groups: &[String],
+) -> Result<Identity, PrivilegeError> {
     let (uid, user_gid) = match user.parse::<u32>() {
         Ok(uid) => (uid, None),
         Err(_) => match User::from_name(user) {
             Ok(Some(u)) => (u.uid.as_raw(), Some(u.gid.as_raw())),
-            Ok(None) => return Err(format!("unknown user {user:?}")),
-            Err(e) => return Err(format!("cannot look up user {user:?}: {e}")),
+            Ok(None) => return Err(PrivilegeError::UnknownUser(user.to_owned())),
+            Err(source) => {
+                return Err(PrivilegeError::UserLookup {
+                    user: user.to_owned(),
+                    source,
+                })
+            }
         },
     };
     if uid == 0 {
-        return Err(format!(
-            "user {user:?} is root: leave user out to keep running as root"
-        ));
+        return Err(PrivilegeError::Root(user.to_owned()));
     }
     let gid = match group {
         Some(g) => group_id(g)?,
-        None => user_gid.ok_or_else(|| format!("user {user:?} is numeric: give the group too"))?,
+        None => user_gid.ok_or_else(|| PrivilegeError::NumericUser(user.to_owned()))?,
     };
     let groups = groups
         .iter()
@@ -68,9 +275,9 @@ pub fn resolve(user: &str, group: Option<&str>, groups: &[String]) -> Result<Ide
     // Group 0 (root's) owns much of the system; keeping it undoes the drop. A user whose own
     // group is 0 is refused for the same reason.
     if gid == 0 || groups.contains(&0) {
-        return Err(format!(
-            "group 0 (root's) for user {user:?}: give an unprivileged group"
-        ));
+        return Err(PrivilegeError::RootGroup {
+            user: user.to_owned(),
+        });
     }
     Ok(Identity {
         uid,
@@ -81,14 +288,17 @@ pub fn resolve(user: &str, group: Option<&str>, groups: &[String]) -> Result<Ide
 }
 
 /// A group name or number as its gid (getgrnam_r: safe while other threads run).
-pub(crate) fn group_id(g: &str) -> Result<u32, String> {
+pub(crate) fn group_id(g: &str) -> Result<u32, PrivilegeError> {
     if let Ok(gid) = g.parse::<u32>() {
         return Ok(gid);
     }
     match Group::from_name(g) {
         Ok(Some(gr)) => Ok(gr.gid.as_raw()),
-        Ok(None) => Err(format!("unknown group {g:?}")),
-        Err(e) => Err(format!("cannot look up group {g:?}: {e}")),
+        Ok(None) => Err(PrivilegeError::UnknownGroup(g.to_owned())),
+        Err(source) => Err(PrivilegeError::GroupLookup {
+            group: g.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -97,12 +307,10 @@ pub fn configured(
     user: Option<&str>,
     group: Option<&str>,
     groups: &[String],
-) -> Result<Option<Identity>, String> {
+) -> Result<Option<Identity>, PrivilegeError> {
     match user {
         Some(u) => resolve(u, group, groups).map(Some),
-        None if group.is_some() || !groups.is_empty() => {
-            Err("group and groups need user (--user)".into())
-        }
+        None if group.is_some() || !groups.is_empty() => Err(PrivilegeError::GroupWithoutUser),
         None => Ok(None),
     }
 }
@@ -112,15 +320,20 @@ pub fn configured(
 /// deliver` switch to, so that what they write stays readable by the server. `None`: stay as
 /// we are (not root, or a spool of root's, or no spool yet). As another user than the owner
 /// (and not root) this is an error that says so, instead of permission errors file by file.
-pub fn spool_owner(root: &Path) -> Result<Option<Identity>, String> {
+pub fn spool_owner(root: &Path) -> Result<Option<Identity>, PrivilegeError> {
     use std::os::unix::fs::MetadataExt;
     let meta = match std::fs::symlink_metadata(root) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot look at the spool {}: {e}", root.display())),
+        Err(source) => {
+            return Err(PrivilegeError::SpoolUnreadable {
+                root: root.to_path_buf(),
+                source,
+            })
+        }
     };
     if !meta.is_dir() {
-        return Err(format!("the spool {} is not a directory", root.display()));
+        return Err(PrivilegeError::SpoolNotDirectory(root.to_path_buf()));
     }
     let me = Uid::effective().as_raw();
     let owner = meta.uid();
@@ -128,11 +341,11 @@ pub fn spool_owner(root: &Path) -> Result<Option<Identity>, String> {
         return Ok(None);
     }
     if me != 0 {
-        return Err(format!(
-            "the spool {} belongs to uid {owner}, and this process runs as uid {me}: run as \
-             that user (or as root, which becomes it)",
-            root.display()
-        ));
+        return Err(PrivilegeError::SpoolOwner {
+            root: root.to_path_buf(),
+            owner,
+            me,
+        });
     }
     if owner == 0 {
         return Ok(None);
@@ -151,16 +364,20 @@ pub fn spool_owner(root: &Path) -> Result<Option<Identity>, String> {
 
 /// Become `id` for good: supplementary groups, group, user, no new privileges; then check all
 /// of it (see the module docs). Call it while the process has a single thread.
-pub fn drop_to(id: &Identity) -> Result<(), String> {
-    let fail =
-        |step: &str, e: &dyn std::fmt::Display| format!("cannot become {}: {step}: {e}", id.name);
-    match threads() {
-        Some(n) if n > 1 => {
-            return Err(fail(
-                "check",
-                &format!("{n} threads are running; privileges are dropped before any starts"),
-            ))
+pub fn drop_to(id: &Identity) -> Result<(), PrivilegeError> {
+    let fail = |step: &'static str| {
+        move |source: nix::Error| PrivilegeError::Drop {
+            name: id.name.clone(),
+            step,
+            source,
         }
+    };
+    let check = |problem| PrivilegeError::Check {
+        name: id.name.clone(),
+        problem,
+    };
+    match threads() {
+        Some(n) if n > 1 => return Err(check(CheckFailure::Threads(n))),
         _ => {}
     }
     let uid = Uid::from_raw(id.uid);
@@ -175,25 +392,26 @@ pub fn drop_to(id: &Identity) -> Result<(), String> {
     if !already {
         let groups: Vec<Gid> = id.groups.iter().copied().map(Gid::from_raw).collect();
         // Groups first: once the user is not root, setgroups and setgid are refused.
-        nix::unistd::setgroups(&groups).map_err(|e| fail("setgroups", &e))?;
-        nix::unistd::setgid(gid).map_err(|e| fail("setgid", &e))?;
-        nix::unistd::setuid(uid).map_err(|e| fail("setuid", &e))?;
+        nix::unistd::setgroups(&groups).map_err(fail("setgroups"))?;
+        nix::unistd::setgid(gid).map_err(fail("setgid"))?;
+        nix::unistd::setuid(uid).map_err(fail("setuid"))?;
     }
-    nix::sys::prctl::set_no_new_privs().map_err(|e| fail("PR_SET_NO_NEW_PRIVS", &e))?;
-    verify(id).map_err(|e| fail("check", &e))
+    nix::sys::prctl::set_no_new_privs().map_err(fail("PR_SET_NO_NEW_PRIVS"))?;
+    verify(id).map_err(check)
 }
 
 /// What [`drop_to`] promises, read back from the kernel.
-fn verify(id: &Identity) -> Result<(), String> {
-    let u = nix::unistd::getresuid().map_err(|e| format!("getresuid: {e}"))?;
-    let g = nix::unistd::getresgid().map_err(|e| format!("getresgid: {e}"))?;
+fn verify(id: &Identity) -> Result<(), CheckFailure> {
+    let read = |call: &'static str| move |source: nix::Error| CheckFailure::Read { call, source };
+    let u = nix::unistd::getresuid().map_err(read("getresuid"))?;
+    let g = nix::unistd::getresgid().map_err(read("getresgid"))?;
     let uids = [u.real, u.effective, u.saved].map(Uid::as_raw);
     let gids = [g.real, g.effective, g.saved].map(Gid::as_raw);
     if uids.iter().any(|&x| x != id.uid) || gids.iter().any(|&x| x != id.gid) {
-        return Err(format!("uids {uids:?}, gids {gids:?} after the change"));
+        return Err(CheckFailure::Ids { uids, gids });
     }
     let mut have: Vec<u32> = nix::unistd::getgroups()
-        .map_err(|e| format!("getgroups: {e}"))?
+        .map_err(read("getgroups"))?
         .into_iter()
         .map(Gid::as_raw)
         .collect();
@@ -203,13 +421,13 @@ fn verify(id: &Identity) -> Result<(), String> {
     want.sort_unstable();
     want.dedup();
     if have != want {
-        return Err(format!("supplementary groups {have:?}, wanted {want:?}"));
+        return Err(CheckFailure::Groups { have, want });
     }
     if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
-        return Err("could become root again".into());
+        return Err(CheckFailure::RootAgain);
     }
     if !nix::sys::prctl::get_no_new_privs().unwrap_or(false) {
-        return Err("no_new_privs is not set".into());
+        return Err(CheckFailure::NoNewPrivs);
     }
     // No capability survives setuid from root to another user (no SECBIT_KEEP_CAPS here).
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
@@ -220,7 +438,10 @@ fn verify(id: &Identity) -> Result<(), String> {
                 .map(str::trim);
             if let Some(v) = value {
                 if v.bytes().any(|b| b != b'0') {
-                    return Err(format!("capabilities left: {key} {v}"));
+                    return Err(CheckFailure::Capabilities {
+                        key,
+                        value: v.to_owned(),
+                    });
                 }
             }
         }
@@ -275,7 +496,8 @@ mod tests {
     fn refuses_roots_group() {
         for (group, groups) in [(Some("0"), vec![]), (Some("nogroup"), vec!["0".to_owned()])] {
             let e = resolve("nobody", group, &groups).unwrap_err();
-            assert!(e.contains("group 0"), "{e}");
+            assert!(matches!(e, PrivilegeError::RootGroup { .. }), "{e}");
+            assert!(e.to_string().contains("group 0"), "{e}");
         }
     }
 
@@ -285,18 +507,22 @@ mod tests {
         assert_eq!((id.uid, id.gid), (1009, 1002));
         assert_eq!(id.groups.len(), 2);
         assert_eq!(id.groups[0], 8);
-        assert!(resolve("1009", None, &[]).unwrap_err().contains("numeric"));
-        assert!(resolve("0", Some("0"), &[]).unwrap_err().contains("root"));
-        assert!(resolve("root", None, &[]).unwrap_err().contains("root"));
-        assert!(resolve("no-such-user-here", None, &[])
-            .unwrap_err()
-            .contains("unknown user"));
-        assert!(resolve("1009", Some("no-such-group-here"), &[])
-            .unwrap_err()
-            .contains("unknown group"));
-        assert!(configured(None, Some("mail"), &[]).is_err());
+        let text = |e: PrivilegeError| e.to_string();
+        assert!(text(resolve("1009", None, &[]).unwrap_err()).contains("numeric"));
+        assert!(text(resolve("0", Some("0"), &[]).unwrap_err()).contains("root"));
+        assert!(text(resolve("root", None, &[]).unwrap_err()).contains("root"));
+        assert!(text(resolve("no-such-user-here", None, &[]).unwrap_err())
+            .contains("unknown user \"no-such-user-here\""));
+        assert!(
+            text(resolve("1009", Some("no-such-group-here"), &[]).unwrap_err())
+                .contains("unknown group \"no-such-group-here\"")
+        );
+        assert!(matches!(
+            configured(None, Some("mail"), &[]),
+            Err(PrivilegeError::GroupWithoutUser)
+        ));
         assert!(configured(None, None, &["mail".into()]).is_err());
-        assert_eq!(configured(None, None, &[]), Ok(None));
+        assert!(matches!(configured(None, None, &[]), Ok(None)));
     }
 
     #[test]

@@ -14,17 +14,17 @@ use crate::inbound::policy::Policy;
 use crate::inbound::session;
 use crate::process::settings::{configure, ready, CommonArgs};
 use crate::process::start::{drop_privileges, runtime};
+use crate::process::StartError;
 
 /// `nullq qmqpd`: one session on stdin/stdout, the client described by tcpserver's environment.
-pub fn qmqpd(args: CommonArgs) -> Result<i32, String> {
+pub fn qmqpd(args: CommonArgs) -> Result<i32, StartError> {
     let Some(mut config) = ready(configure(&args)?, args.print_config)? else {
         return Ok(0);
     };
     let peer = peer_from_env();
     // tcpserver has applied its own rules (-x); rules in our config are checked as well.
     if config.access.rules.is_some() {
-        let access = Access::load(config.access.rules.clone())
-            .map_err(|e| format!("cannot load access rules: {e}"))?;
+        let access = Access::load(config.access.rules.clone())?;
         if let Some(ip) = peer.ip {
             let decision = access.check(ip, Some(&peer.host));
             if !decision.allow {
@@ -96,12 +96,10 @@ fn tcp_env(name: &str) -> Option<String> {
 /// The spool for one `qmqpd` session. Many of these run at once beside a `nullq deliver`, so it
 /// is attached without the lock and without recovery (which would delete the other sessions'
 /// files in `tmp/`); only a spool that does not exist yet is created, with `open`.
-fn attach_spool(config: &ServerConfig) -> Result<Spool, String> {
-    let describe = |e: nullq_spool::SpoolError| {
-        format!(
-            "cannot open the spool in {}: {e}",
-            config.data_dir.display()
-        )
+fn attach_spool(config: &ServerConfig) -> Result<Spool, StartError> {
+    let describe = |source| StartError::Spool {
+        dir: config.data_dir.clone(),
+        source,
     };
     match Spool::attach(&config.data_dir) {
         Ok(spool) => Ok(spool),

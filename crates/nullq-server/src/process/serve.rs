@@ -16,7 +16,7 @@ use crate::inbound::policy::Policy;
 use crate::metrics::Metrics;
 use crate::process::settings::{configure, ready, set_target, CommonArgs};
 use crate::process::start::{drop_privileges, open_spool, runtime, spawn_signal_handlers};
-use crate::process::{privilege, shutdown};
+use crate::process::{privilege, shutdown, StartError};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -41,7 +41,7 @@ pub struct ServeArgs {
     pub(crate) metrics_listen: Option<String>,
 }
 
-pub(crate) fn serve(args: ServeArgs) -> Result<i32, String> {
+pub(crate) fn serve(args: ServeArgs) -> Result<i32, StartError> {
     let mut config = configure(&args.common)?;
     set_target(&mut config, args.deliver.as_deref())?;
     if !args.listen.is_empty() {
@@ -49,8 +49,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<i32, String> {
             .listen
             .iter()
             .map(|text| nullq_config::server::parse_listen(text))
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+            .collect::<Result<_, _>>()?;
     }
     if let Some(v) = args.max_sessions {
         config.limits.max_sessions = v;
@@ -59,8 +58,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<i32, String> {
         config.limits.max_sessions_per_ip = v;
     }
     if let Some(text) = &args.metrics_listen {
-        config.metrics.listen =
-            Some(nullq_config::server::parse_metrics_listen(text).map_err(|e| e.to_string())?);
+        config.metrics.listen = Some(nullq_config::server::parse_metrics_listen(text)?);
     }
     let Some(mut config) = ready(config, args.common.print_config)? else {
         return Ok(0);
@@ -71,8 +69,10 @@ pub(crate) fn serve(args: ServeArgs) -> Result<i32, String> {
     let mut bound = crate::process::systemd::inherited_listeners()?;
     if bound.is_empty() {
         for &addr in &config.listen {
-            let listener =
-                privilege::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let listener = privilege::bind(addr).map_err(|source| StartError::Listen {
+                addr: Some(addr),
+                source,
+            })?;
             bound.push(listener);
         }
     } else {
@@ -84,8 +84,10 @@ pub(crate) fn serve(args: ServeArgs) -> Result<i32, String> {
     }
     let metrics_bound = match config.metrics.listen {
         Some(addr) => {
-            let listener = privilege::bind(addr)
-                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+            let listener = privilege::bind(addr).map_err(|source| StartError::MetricsListen {
+                addr: Some(addr),
+                source,
+            })?;
             Some(listener)
         }
         None => None,
@@ -145,22 +147,19 @@ async fn run_server(
     config: ServerConfig,
     bound: Vec<std::net::TcpListener>,
     metrics_bound: Option<std::net::TcpListener>,
-) -> Result<i32, String> {
+) -> Result<i32, StartError> {
     let listeners = bound
         .into_iter()
         .map(tokio::net::TcpListener::from_std)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot listen: {e}"))?;
+        .map_err(|source| StartError::Listen { addr: None, source })?;
     let metrics_listener = metrics_bound
         .map(tokio::net::TcpListener::from_std)
         .transpose()
-        .map_err(|e| format!("cannot listen for metrics: {e}"))?;
+        .map_err(|source| StartError::MetricsListen { addr: None, source })?;
     // 4. Open the spool: this is where crash leftovers are cleaned.
     let spool = open_spool(&config)?;
-    let access = Arc::new(
-        Access::load(config.access.rules.clone())
-            .map_err(|e| format!("cannot load access rules: {e}"))?,
-    );
+    let access = Arc::new(Access::load(config.access.rules.clone())?);
     // 5. The delivery runner, told of every commit through the context.
     let policy = Arc::new(Policy::from_config(&config.policy)?);
     let metrics = Arc::new(Metrics::new());

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use clap::Args;
 use nullq_config::server::ServerConfig;
 
-use crate::process::logging;
+use crate::process::logging::{self, check_log_level, LogLevelError};
+use crate::process::StartError;
 
 /// Settings shared by `serve` and `qmqpd`; each overrides the config file.
 #[derive(Debug, Args)]
@@ -73,9 +74,9 @@ pub struct CommonArgs {
 }
 
 /// The configuration: defaults, then the file, then the flags.
-pub(crate) fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
+pub(crate) fn configure(common: &CommonArgs) -> Result<ServerConfig, StartError> {
     let mut config = match &common.config {
-        Some(path) => ServerConfig::load(path).map_err(|e| e.to_string())?,
+        Some(path) => ServerConfig::load(path)?,
         None => ServerConfig::default(),
     };
     if let Some(d) = &common.data {
@@ -125,51 +126,23 @@ pub(crate) fn configure(common: &CommonArgs) -> Result<ServerConfig, String> {
         config.log.level.clone_from(level);
     }
     if let Some(format) = &common.log {
-        config.log.format = format.parse()?;
+        config.log.format = format.parse().map_err(StartError::LogFormat)?;
     }
     Ok(config)
 }
 
-/// `--log-level`: see [`check_log_level`]; a bad value is a usage error.
-pub(crate) fn parse_log_level(text: &str) -> Result<String, String> {
+/// `--log-level`: see [`logging::check_log_level`]; a bad value is a usage error.
+pub(crate) fn parse_log_level(text: &str) -> Result<String, LogLevelError> {
     check_log_level(text).map(|()| text.to_owned())
 }
 
-/// A log filter the logger will take as meant: not empty, a filter that tracing-subscriber
-/// parses, and no bare word that is not a level. tracing-subscriber reads a bare word such as
-/// `verbose` as a target name (everything from a module called `verbose`, nothing else), so a
-/// typo would silently log nothing; a target is written `TARGET=LEVEL`. Used for `--log-level`
-/// and for the file's `log.level`.
-pub fn check_log_level(text: &str) -> Result<(), String> {
-    const HOW: &str = "write a level (error, warn, info, debug, trace, off) or directives such \
-                       as \"info,nullq::session=debug\"";
-    if text.trim().is_empty() {
-        return Err("empty: write \"info\" for the default".to_owned());
-    }
-    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(text) {
-        return Err(format!("not a log filter ({e}): {HOW}"));
-    }
-    // Directives are split at every comma, as tracing-subscriber splits them.
-    for directive in text.split(',') {
-        let word = directive.trim();
-        let bare = !word.is_empty()
-            && word
-                .chars()
-                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ':'));
-        if bare && word.parse::<tracing::level_filters::LevelFilter>().is_err() {
-            return Err(format!(
-                "not a log filter ({word:?} is not a level; a target is written \
-                 {word}=LEVEL): {HOW}"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// `--deliver TARGET`, when given, replaces the configured delivery target.
-pub(crate) fn set_target(config: &mut ServerConfig, deliver: Option<&str>) -> Result<(), String> {
+pub(crate) fn set_target(
+    config: &mut ServerConfig,
+    deliver: Option<&str>,
+) -> Result<(), StartError> {
     if let Some(t) = deliver {
-        config.delivery.target = Some(t.parse().map_err(|e| format!("--deliver: {e}"))?);
+        config.delivery.target = Some(t.parse().map_err(StartError::DeliverTarget)?);
     }
     Ok(())
 }
@@ -179,10 +152,10 @@ pub(crate) fn set_target(config: &mut ServerConfig, deliver: Option<&str>) -> Re
 pub(crate) fn ready(
     config: ServerConfig,
     print_config: bool,
-) -> Result<Option<ServerConfig>, String> {
-    config.validate().map_err(|e| e.to_string())?;
+) -> Result<Option<ServerConfig>, StartError> {
+    config.validate()?;
     // The file's log.level (a bad --log-level was refused by clap already).
-    check_log_level(&config.log.level).map_err(|e| format!("configuration: log.level: {e}"))?;
+    check_log_level(&config.log.level).map_err(StartError::LogLevel)?;
     if print_config {
         print!("{}", config.to_toml_masked());
         return Ok(None);

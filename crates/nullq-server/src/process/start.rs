@@ -8,25 +8,23 @@ use nullq_config::server::ServerConfig;
 use nullq_spool::Spool;
 
 use crate::inbound::access::Access;
-use crate::process::{privilege, shutdown};
+use crate::process::privilege::{self, PrivilegeError};
+use crate::process::{shutdown, StartError};
 
 /// The tokio runtime: multi-threaded for the server and the runner, one thread for a `qmqpd`
 /// session (one connection per process: more threads would only cost start-up time).
-pub(crate) fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, String> {
+pub(crate) fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, StartError> {
     let mut builder = if multi_thread {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
     };
-    builder
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))
+    builder.enable_all().build().map_err(StartError::Runtime)
 }
 
 /// Become the configured user (`user`, `group`, `groups`), if one is: see [`privilege`].
 /// Called before the runtime is built, while the process has one thread.
-pub(crate) fn drop_privileges(config: &ServerConfig) -> Result<(), String> {
+pub(crate) fn drop_privileges(config: &ServerConfig) -> Result<(), PrivilegeError> {
     let id = privilege::configured(
         config.user.as_deref(),
         config.group.as_deref(),
@@ -38,12 +36,10 @@ pub(crate) fn drop_privileges(config: &ServerConfig) -> Result<(), String> {
     }
 }
 
-pub(crate) fn open_spool(config: &ServerConfig) -> Result<Spool, String> {
-    let (spool, report) = Spool::open(&config.data_dir).map_err(|e| {
-        format!(
-            "cannot open the spool in {}: {e}",
-            config.data_dir.display()
-        )
+pub(crate) fn open_spool(config: &ServerConfig) -> Result<Spool, StartError> {
+    let (spool, report) = Spool::open(&config.data_dir).map_err(|source| StartError::Spool {
+        dir: config.data_dir.clone(),
+        source,
     })?;
     tracing::info!(target: "nullq::spool", "recovery: {report}");
     if let Some(n) = nullq_spool::fault::armed() {
@@ -64,11 +60,11 @@ pub(crate) fn spawn_signal_handlers(
     trigger: shutdown::Trigger,
     access: Arc<Access>,
     poisoned: Arc<tokio::sync::Notify>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("signals: {e}"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("signals: {e}"))?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("signals: {e}"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signals)?;
     tokio::spawn(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!(target: "nullq::server", "SIGTERM: shutting down"),
