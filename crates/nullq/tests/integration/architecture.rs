@@ -178,7 +178,8 @@ fn tokens(code: &str) -> Vec<Token> {
 }
 
 /// The paths of a use tree or an inline path starting at `t[i]`: `a::b::{c, d::e}` gives
-/// `a::b::c` and `a::b::d::e`. Returns the paths and the index after them.
+/// `a::b::c` and `a::b::d::e`; `a::B as C` gives `a::C` (the name it is known by). Returns the
+/// paths and the index after them.
 fn path_tree(t: &[Token], mut i: usize, prefix: Vec<String>) -> (Vec<Vec<String>>, usize) {
     let mut path = prefix;
     loop {
@@ -208,20 +209,32 @@ fn path_tree(t: &[Token], mut i: usize, prefix: Vec<String>) -> (Vec<Vec<String>
         if t.get(i) == Some(&Token::Path) {
             i += 1;
         } else {
+            if let (Some(Token::Ident(word)), Some(Token::Ident(alias))) = (t.get(i), t.get(i + 1))
+            {
+                if word == "as" {
+                    path.pop();
+                    path.push(alias.clone());
+                    i += 2;
+                }
+            }
             return (vec![path], i);
         }
     }
 }
 
-/// The modules of the same crate that `m` uses.
-fn uses(m: &Module, known: &BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> {
+/// What a facade re-exports: (facade, name) → the module the name comes from.
+type Reexports = BTreeMap<(Vec<String>, String), Vec<String>>;
+
+/// The paths `m` names: every `pub use` of a facade when `reexports` is asked for, every other
+/// path otherwise.
+fn paths(m: &Module, known: &BTreeSet<Vec<String>>, reexports: bool) -> Vec<Vec<String>> {
     let t = tokens(&m.code);
     let children: BTreeSet<&str> = known
         .iter()
         .filter(|p| p.len() == m.path.len() + 1 && p.starts_with(&m.path))
         .map(|p| p[m.path.len()].as_str())
         .collect();
-    let mut found = BTreeSet::new();
+    let mut found = Vec::new();
     let mut i = 0;
     let mut statement_start = true;
     let mut skip_statement = false;
@@ -249,14 +262,8 @@ fn uses(m: &Module, known: &BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> {
                         || children.contains(first.as_str())) =>
             {
                 let (paths, next) = path_tree(&t, i, Vec::new());
-                if !skip_statement {
-                    for p in paths {
-                        if let Some(target) = resolve(&m.path, &p, known) {
-                            if target != m.path {
-                                found.insert(target);
-                            }
-                        }
-                    }
+                if skip_statement == reexports {
+                    found.extend(paths);
                 }
                 i = next.max(i + 1);
                 continue;
@@ -268,8 +275,24 @@ fn uses(m: &Module, known: &BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> {
     found
 }
 
-/// The module that `path`, written in module `at`, points into (the longest known prefix).
-fn resolve(at: &[String], path: &[String], known: &BTreeSet<Vec<String>>) -> Option<Vec<String>> {
+/// The modules of the same crate that `m` uses; a name a facade re-exports counts as a use of
+/// the module it comes from (so `crate::process::X` reaches where `X` is defined).
+fn uses(m: &Module, known: &BTreeSet<Vec<String>>, reexports: &Reexports) -> BTreeSet<Vec<String>> {
+    paths(m, known, false)
+        .iter()
+        .filter_map(|p| resolve(&m.path, p, known, reexports))
+        .filter(|target| *target != m.path)
+        .collect()
+}
+
+/// The module that `path`, written in module `at`, points into: the longest known prefix, or,
+/// when that is a facade and the next name is one it re-exports, the module it re-exports.
+fn resolve(
+    at: &[String],
+    path: &[String],
+    known: &BTreeSet<Vec<String>>,
+    reexports: &Reexports,
+) -> Option<Vec<String>> {
     let mut abs: Vec<String> = at.to_vec();
     let mut rest = path;
     match path.first().map(String::as_str) {
@@ -287,10 +310,17 @@ fn resolve(at: &[String], path: &[String], known: &BTreeSet<Vec<String>>) -> Opt
         _ => {}
     }
     abs.extend(rest.iter().filter(|s| *s != "self").cloned());
-    (0..=abs.len())
-        .rev()
-        .map(|n| abs[..n].to_vec())
-        .find(|p| known.contains(p))
+    let n = (0..=abs.len()).rev().find(|&n| known.contains(&abs[..n]))?;
+    let module = abs[..n].to_vec();
+    match abs.get(n) {
+        Some(name) => Some(
+            reexports
+                .get(&(module.clone(), name.clone()))
+                .cloned()
+                .unwrap_or(module),
+        ),
+        None => Some(module),
+    }
 }
 
 /// The circles (strongly connected components of more than one module) of `graph`.
@@ -328,9 +358,18 @@ fn circles(graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Vec<Vec<Vec<
 
 fn graph_of(modules: &[Module]) -> BTreeMap<Vec<String>, BTreeSet<Vec<String>>> {
     let known: BTreeSet<Vec<String>> = modules.iter().map(|m| m.path.clone()).collect();
+    let none = Reexports::new();
+    let mut reexports = Reexports::new();
+    for m in modules.iter().filter(|m| m.facade) {
+        for p in paths(m, &known, true) {
+            if let (Some(name), Some(target)) = (p.last(), resolve(&m.path, &p, &known, &none)) {
+                reexports.insert((m.path.clone(), name.clone()), target);
+            }
+        }
+    }
     modules
         .iter()
-        .map(|m| (m.path.clone(), uses(m, &known)))
+        .map(|m| (m.path.clone(), uses(m, &known, &reexports)))
         .collect()
 }
 
