@@ -8,7 +8,12 @@ use std::time::Duration;
 use nullq_config::server::ServerConfig;
 use nullq_proto::qmqp::Limits;
 use nullq_spool::{Committer, Spool, SpoolError, Step};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
+
+/// How many sessions may do blocking file work at once (of tokio's 512 blocking threads):
+/// plenty to keep a disk busy with writes and fdatasyncs in parallel, and leaving the rest to
+/// the delivery runner.
+pub const DISK_SLOTS: usize = 64;
 
 /// The shared, read-only state of all sessions.
 #[derive(Debug)]
@@ -45,6 +50,11 @@ pub struct Context {
     pub poisoned: Arc<Notify>,
     /// The process's counters (served by `--metrics-listen`, else only kept).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Slots for the sessions' blocking file work (writing, finishing the file): at most
+    /// [`DISK_SLOTS`] sessions at once hold a thread of tokio's blocking pool, so that a thousand
+    /// sessions cannot take the whole pool and queue the delivery runner's file reads behind
+    /// them.
+    pub disk_slots: Arc<Semaphore>,
     /// Whether the failure has been logged.
     reported: AtomicBool,
 }
@@ -77,6 +87,7 @@ impl Context {
             committed: None,
             poisoned: Arc::new(Notify::new()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            disk_slots: Arc::new(Semaphore::new(DISK_SLOTS)),
             reported: AtomicBool::new(false),
         }
     }

@@ -42,7 +42,7 @@ use nullq_proto::qmqp::{self, Event, RequestDecoder, Response, Status};
 use nullq_proto::DecodeError;
 use nullq_spool::{Envelope, Incoming, SpoolError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::inbound::context::Context;
 use crate::inbound::peer::Peer;
@@ -517,12 +517,24 @@ fn spool_failure(e: &SpoolError) -> Stop {
     }
 }
 
+/// One of the sessions' slots for blocking file work (see [`Context::disk_slots`]), held until
+/// the blocking task ends.
+async fn disk_slot(ctx: &Arc<Context>) -> Result<OwnedSemaphorePermit, Stop> {
+    Arc::clone(&ctx.disk_slots)
+        .acquire_owned()
+        .await
+        // Never closed; if it were, the server is stopping.
+        .map_err(|e| Stop::TempFail(format!("sorry, internal error (#4.3.0): {e}")))
+}
+
 /// Move the gathered bytes into the spool file, creating it on first use.
 async fn spill(ctx: &Arc<Context>, r: &mut Receiving) -> Result<(), Stop> {
     let spool = ctx.spool.clone();
+    let slot = disk_slot(ctx).await?;
     let file = r.file.take();
     let buffer = std::mem::take(&mut r.buffer);
     let joined = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let mut file = match file {
             Some(f) => f,
             None => spool.receive()?,
@@ -551,7 +563,9 @@ async fn spill(ctx: &Arc<Context>, r: &mut Receiving) -> Result<(), Stop> {
 /// Write what is left, finish the file and commit it (group fsync). Returns the queue id.
 async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<String, Stop> {
     let spool = ctx.spool.clone();
+    let slot = disk_slot(ctx).await?;
     let joined = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let mut file = match r.file {
             Some(f) => f,
             None => spool.receive()?,
