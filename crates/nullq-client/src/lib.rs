@@ -18,6 +18,7 @@
 //!
 //! What they share, below them:
 //! - [`transport`]: one message offered to the QMQP servers in turn (`send`);
+//! - [`server_memory`]: the host's memory of failed servers, which reorders that turn;
 //! - [`fallback`]: the fallback queue a message waits in when every server fails;
 //! - [`control`]: the qmail control files, with qmail's defaults and environment overrides;
 //! - [`syslog`], [`calendar`], [`errstr`], [`startfds`]: the log line, dates, qmail's error
@@ -37,6 +38,7 @@ pub mod programs;
 pub mod qmail_inject;
 pub mod qmqpc;
 pub mod sendmail;
+pub mod server_memory;
 pub mod showctl;
 pub mod smtp_stdio;
 pub mod startfds;

@@ -10,6 +10,9 @@
 //! the mistakes that produce broken addresses (a value ending in a dot, a bare name without a
 //! dot, an empty file: the seed's `From: "Jason Mader" <jason@example.>`), about missing or
 //! unreadable `qmqpservers` lines, and, with `--check`, about servers it cannot connect to.
+//! It also shows the memory of failed servers (`qmqpstate`, `qmqpbackoff`, `qmqpspread`,
+//! [`crate::server_memory`]): each server remembered, its failures in a row and until when it
+//! is tried last, and why the memory is not used when its directory is not trustworthy.
 //!
 //! Exit status: 0; with `--check`, 111 when there is a warning or an unreachable server (so it
 //! can gate an installation script); 111 when the home directory cannot be read.
@@ -24,15 +27,17 @@ use crate::control::{
 };
 use nullq_mail::injector::{Injector, Settings};
 
+use crate::calendar;
 use crate::qmail_inject::{self, Env, InjectOptions};
 use crate::qmqpc;
+use crate::server_memory;
 use crate::transport;
 
 /// How long `--check` waits for each server's TCP connection (qmail-qmqpc's connect timeout).
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The control files the client reads; any other file in `control/` is reported as unknown.
-pub const KNOWN_FILES: [&str; 10] = [
+pub const KNOWN_FILES: [&str; 13] = [
     "me",
     "defaulthost",
     "defaultdomain",
@@ -43,6 +48,9 @@ pub const KNOWN_FILES: [&str; 10] = [
     "timeoutremote",
     "fallbackqueue",
     "rewrite",
+    "qmqpstate",
+    "qmqpbackoff",
+    "qmqpspread",
 ];
 
 /// What a report found.
@@ -267,6 +275,7 @@ pub fn report<W: Write>(opts: &InjectOptions, check: bool, out: &mut W) -> io::R
     show_rewrite(&mut r, control)?;
     show_examples(&mut r, opts)?;
     show_transport(&mut r, control, check)?;
+    show_memory(&mut r, control)?;
     show_unknown(&mut r, control)?;
 
     r.line("")?;
@@ -498,6 +507,109 @@ fn connect_once(server: &ServerAddr) -> Result<std::net::SocketAddr, String> {
         }
     }
     Err(last)
+}
+
+/// `qmqpstate`, `qmqpbackoff`, `qmqpspread`, and what the memory of failed servers holds
+/// now ([`server_memory`]).
+fn show_memory<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Result<()> {
+    let servers = control
+        .lines("qmqpservers")
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|l| control::parse_server(l).ok())
+        .collect::<Vec<_>>();
+    r.line("")?;
+    let settings = match server_memory::Settings::load(control, servers.len()) {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return r.warn(&e.to_string()),
+        Err(e) => return r.warn(&format!("unable to read the server memory's files: {e}")),
+    };
+    let default = |name: &str| {
+        if control.path(name).exists() {
+            ""
+        } else {
+            "(Default.) "
+        }
+    };
+    let Some(dir) = &settings.dir else {
+        r.line("qmqpbackoff: Server memory is off: servers are tried in qmqpservers order.")?;
+        return Ok(());
+    };
+    let b = settings.backoff;
+    r.line(&format!(
+        "qmqpbackoff: {}A failed server is tried last for {} s, doubling to {} s, until it answers K.",
+        default("qmqpbackoff"),
+        b.first,
+        b.max
+    ))?;
+    r.line("")?;
+    r.line(&match servers.get(settings.start) {
+        Some(s) if settings.start > 0 => format!(
+            "qmqpspread: This host starts at server {} of the list: {s}.",
+            settings.start + 1
+        ),
+        _ => format!(
+            "qmqpspread: {}Every host starts at the first server.",
+            default("qmqpspread")
+        ),
+    })?;
+    r.line("")?;
+    r.line(&format!(
+        "qmqpstate: {}Server memory is in {}.",
+        default("qmqpstate"),
+        dir.display()
+    ))?;
+    let store = match server_memory::Store::open(dir, rustix::process::geteuid().as_raw()) {
+        Ok(store) => store,
+        Err(server_memory::Untrusted::Unopenable(e)) if e.kind() == io::ErrorKind::NotFound => {
+            return r.line(&format!(
+                "  No such directory: the memory is off (install -d -m 1777 {}).",
+                dir.display()
+            ));
+        }
+        Err(e) => {
+            return r.warn(&format!(
+                "{} is not used: {e}; servers are tried in qmqpservers order",
+                dir.display()
+            ))
+        }
+    };
+    let own = store.own_file();
+    if let Ok(Some(kind)) = nullq_fs::entry_kind(&own) {
+        let me = rustix::process::geteuid().as_raw();
+        if let Err(e) = nullq_fs::open_planted(&own, Some(me)) {
+            r.warn(&format!(
+                "{} ({kind}) is not this user's file: {e}; what this user's client sees is not recorded",
+                own.display()
+            ))?;
+        }
+    }
+    let now = server_memory::unix_now();
+    let memory = store.load(now, b.max);
+    let mut any = false;
+    for (server, rec) in memory.records() {
+        any = true;
+        let until = i64::try_from(rec.until).unwrap_or(i64::MAX);
+        let seen = i64::try_from(rec.seen).unwrap_or(i64::MAX);
+        r.line(&match (rec.failures, rec.remembered(now)) {
+            (0, _) => format!("  {server}: answered K at {}.", calendar::qread_date(seen)),
+            (n, true) => format!(
+                "  {server}: {n} failure{} in a row, tried last until {} (in {} s).",
+                if n == 1 { "" } else { "s" },
+                calendar::qread_date(until),
+                rec.until - now
+            ),
+            (n, false) => format!(
+                "  {server}: {n} failure{} in a row, backoff over since {}.",
+                if n == 1 { "" } else { "s" },
+                calendar::qread_date(until)
+            ),
+        })?;
+    }
+    if !any {
+        r.line("  No server is remembered.")?;
+    }
+    Ok(())
 }
 
 fn show_unknown<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Result<()> {

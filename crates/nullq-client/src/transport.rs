@@ -8,6 +8,11 @@
 //! chunks; a `Z` answer or a broken conversation moves on to the next server, a `D` answer or an
 //! unreadable message file stops. The exit code of a failure is that of the last error (71 `Z`,
 //! 72 connect timeout, 73 connect refused, 74 broken, 31 `D`, 54 unreadable, 55 no server).
+//!
+//! The turn is the file's order, reordered by the host's memory of failed servers
+//! ([`crate::server_memory`]): a server that failed recently is tried after the others, never
+//! left out. Each attempt's outcome is recorded there (a failure, or a `K` that ends one); a `D`
+//! and an unreadable message file are not the server's failure and record nothing.
 
 use std::fmt;
 use std::fs::File;
@@ -21,6 +26,7 @@ use nullq_proto::exit::QueueExit;
 use nullq_proto::qmqp::{request_frame, Response, Status, MAX_RESPONSE};
 
 use crate::control::{parse_server, ControlDir, ServerAddr, ServerLineError};
+use crate::server_memory::{self, SettingError, Settings};
 
 /// qmail-qmqpc's connect timeout, used when `control/timeoutconnect` is absent.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +51,9 @@ pub struct Transport {
     pub remote_timeout: Duration,
     /// Lines of `qmqpservers` that could not be read, with the reason (reported, then skipped).
     pub bad_lines: Vec<ServerLineError>,
+    /// The memory of failed servers ([`server_memory`]): where it is, its backoff, where the
+    /// list starts.
+    pub memory: Settings,
 }
 
 impl Transport {
@@ -65,11 +74,17 @@ impl Transport {
         }
         let connect_timeout = seconds(control, "timeoutconnect", DEFAULT_CONNECT_TIMEOUT)?;
         let remote_timeout = seconds(control, "timeoutremote", DEFAULT_REMOTE_TIMEOUT)?;
+        let memory = Settings::load(control, servers.len())
+            .map_err(|e| {
+                ConfigError::unreadable(control, "qmqpstate, qmqpbackoff or qmqpspread", e)
+            })?
+            .map_err(ConfigError::Memory)?;
         Ok(Transport {
             servers,
             connect_timeout,
             remote_timeout,
             bad_lines,
+            memory,
         })
     }
 }
@@ -91,6 +106,8 @@ pub enum ConfigError {
         /// What it holds.
         value: String,
     },
+    /// A control file of the server memory (`qmqpbackoff`, `qmqpspread`) holds garbage.
+    Memory(SettingError),
 }
 
 impl ConfigError {
@@ -115,6 +132,7 @@ impl fmt::Display for ConfigError {
                     "control/{name}: not a positive number of seconds: {value}"
                 )
             }
+            ConfigError::Memory(e) => write!(f, "{e}"),
         }
     }
 }
@@ -171,6 +189,12 @@ impl AttemptError {
     /// Whether trying the next server may help.
     fn try_next(&self) -> bool {
         !matches!(self, AttemptError::Permanent(_) | AttemptError::Local(_))
+    }
+
+    /// Whether the server failed (and is remembered as such): not for a `D`, which refuses one
+    /// message, nor for a message file of ours that could not be read.
+    fn is_server_failure(&self) -> bool {
+        self.try_next()
     }
 }
 
@@ -235,15 +259,30 @@ pub fn send(
     }
     let (prefix, suffix) = request_frame(message.len, &envelope.sender, &envelope.recipients);
     let mut last = QueueExit::ConfigError;
-    for server in &transport.servers {
-        match attempt(transport, server, message, &prefix, &suffix) {
+    let mut memory = server_memory::Session::start(&transport.memory, server_memory::unix_now());
+    let order = server_memory::order(
+        &transport.servers,
+        &memory.memory,
+        server_memory::unix_now(),
+        transport.memory.start,
+    );
+    let mut accepted = None;
+    for server in order.into_iter().filter_map(|i| transport.servers.get(i)) {
+        let result = attempt(transport, server, message, &prefix, &suffix);
+        let now = server_memory::unix_now();
+        match result {
             Ok(text) => {
-                return Ok(Accepted {
+                memory.succeeded(server, now);
+                accepted = Some(Accepted {
                     server: server.to_string(),
                     text,
-                })
+                });
+                break;
             }
             Err(e) => {
+                if e.is_server_failure() {
+                    memory.failed(server, now);
+                }
                 log.push(format!("{server}: {e}"));
                 last = e.exit();
                 if !e.try_next() {
@@ -252,7 +291,8 @@ pub fn send(
             }
         }
     }
-    Err(SendError { exit: last, log })
+    memory.finish(server_memory::unix_now());
+    accepted.ok_or(SendError { exit: last, log })
 }
 
 /// One conversation with one server (all its addresses, for a host name).

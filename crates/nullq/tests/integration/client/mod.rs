@@ -14,5 +14,6 @@ mod programs;
 mod qmqpc;
 mod qmqpc_cases;
 mod sendmail;
+mod server_memory;
 mod syslog;
 mod to_server;

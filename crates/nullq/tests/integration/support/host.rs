@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::thread;
@@ -34,7 +35,25 @@ impl Host {
         let host = Host { dir };
         host.control("me", "host1.example.net");
         host.control("defaulthost", "example.net");
+        // Each host its own memory of failed servers, laid out as on a real host (1777 root),
+        // so that no test's dead servers reorder another's.
+        let memory = host.memory_dir();
+        std::fs::create_dir(&memory).expect("server memory dir");
+        std::fs::set_permissions(&memory, std::fs::Permissions::from_mode(0o1777))
+            .expect("chmod server memory dir");
+        host.control("qmqpstate", "servers");
         host
+    }
+
+    /// The directory of the host's memory of failed servers (`control/qmqpstate`).
+    pub fn memory_dir(&self) -> PathBuf {
+        self.home().join("servers")
+    }
+
+    /// This user's file in it.
+    pub fn memory_file(&self) -> PathBuf {
+        self.memory_dir()
+            .join(rustix::process::geteuid().as_raw().to_string())
     }
 
     pub fn home(&self) -> PathBuf {

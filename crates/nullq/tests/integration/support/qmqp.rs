@@ -264,6 +264,7 @@ pub struct QmqpServer {
     pub addr: SocketAddr,
     pub got: Arc<Mutex<Vec<Received>>>,
     connections: Arc<Mutex<usize>>,
+    answer: Arc<Mutex<Answer>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -274,7 +275,13 @@ impl QmqpServer {
         let got = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(Mutex::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (g, c, s) = (got.clone(), connections.clone(), stop.clone());
+        let answer = Arc::new(Mutex::new(answer));
+        let (g, c, s, a) = (
+            got.clone(),
+            connections.clone(),
+            stop.clone(),
+            answer.clone(),
+        );
         thread::spawn(move || {
             let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
             for stream in listener.incoming() {
@@ -284,6 +291,7 @@ impl QmqpServer {
                 }
                 let Ok(stream) = stream else { continue };
                 *c.lock().expect("lock") += 1;
+                let answer = *a.lock().expect("lock");
                 let (g, held) = (g.clone(), held.clone());
                 thread::spawn(move || {
                     if let Some(open) = serve(stream, answer, g) {
@@ -296,8 +304,14 @@ impl QmqpServer {
             addr,
             got,
             connections,
+            answer,
             stop,
         }
+    }
+
+    /// Answer connections accepted from now on as `answer` (a server that recovers, or fails).
+    pub fn set_answer(&self, answer: Answer) {
+        *self.answer.lock().expect("lock") = answer;
     }
 
     pub fn received(&self) -> Vec<Received> {

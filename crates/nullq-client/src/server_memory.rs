@@ -1,0 +1,861 @@
+//! The client's memory of failed QMQP servers, shared by every client process on the host, so
+//! that a dead server costs one message its timeout instead of costing every message its timeout.
+//!
+//! A server that failed (connection refused, connect or read timeout, answered `Z`, broke the
+//! session) is remembered for a backoff that starts at `FIRST` seconds and doubles with each
+//! further failure up to `MAX` (`control/qmqpbackoff`, default `30 600`); its first `K` ends it.
+//! A `D` is the refusal of one message, not a failure of the server, and changes nothing.
+//! The memory only **reorders**: [`order`] puts the remembered servers after the others and never
+//! leaves one out, so every message is still offered to every server, and no message fails that
+//! the plain `qmqpservers` order would have delivered. With `control/qmqpspread` set to `1`, each
+//! host starts at its own place in the list ([`spread_start`], a hash of `me`), so a fleet spreads
+//! over the servers; off by default, since qmail's order is the file's.
+//!
+//! # Where
+//! One directory (`control/qmqpstate`, relative to the qmail home like `fallbackqueue`; default
+//! [`DEFAULT_DIR`], `/var/lib/nullq/servers`), one small file per local user in it, named by the
+//! user's numeric UID. Not under `/var/qmail/queue` (a null client has no queue of qmail's, and
+//! qmail's tools own that tree) and not in `/run` (a tmpfs that needs a tmpfiles.d rule to exist
+//! after a boot): `/var/lib` is where a program keeps state between runs, and the file is written
+//! only when a server fails or comes back, not per message. A reader merges every user's file
+//! (for each server, the newest observation wins), so a server root's cron found dead is tried
+//! last by everyone's mutt too.
+//!
+//! # Who may write what (the safety argument)
+//! Every local user's client must be able to record, and a local user can plant anything the
+//! directory lets them: so the directory is `1777 root` like `/tmp`, and:
+//! - **one file per user**: in a sticky directory nobody can rename over, or delete, another
+//!   user's file, so one user cannot wipe (or freeze) what the others recorded. A single shared
+//!   file cannot work there: the first writer would own it and every other user's `rename` over
+//!   it would fail with `EPERM`; without the sticky bit anyone could also delete anyone's file;
+//! - **the directory is checked first** ([`Store::open`]): opened with `O_NOFOLLOW`, it must be a
+//!   directory owned by root or by the user running the client, and if group or others may write
+//!   it, it must be sticky. Anything else (a symlink, a user's own directory that root's client
+//!   would then trust, `0777` without the sticky bit) and the memory is off for this run: plain
+//!   order, as before this module existed;
+//! - **reading never follows a name** (`nullq_fs::open_planted`: `O_NOFOLLOW|O_NONBLOCK`, so a
+//!   symlink is refused and a FIFO neither blocks nor is read); a file counts only if it is
+//!   regular, has one link, and is owned by the UID it is named after (a user may plant
+//!   `0`, never make root believe it); at most [`MAX_FILE`] bytes of it are read;
+//! - **writing never opens an existing name**: a temporary is created with
+//!   `O_CREAT|O_EXCL|O_NOFOLLOW` (`nullq_fs::create_in`, mode 0644 set on the descriptor), filled,
+//!   closed (checked), then renamed over the user's own file. `rename` replaces a *name*: a
+//!   symlink or FIFO planted there is replaced, its target never touched. A name another user
+//!   planted under our UID in the sticky directory cannot be replaced: that user's recording is
+//!   then off (plain order for what only they saw), and `qmail-showctl` says so;
+//! - **the contents are untrusted**: anyone may write their own file with any servers in it. The
+//!   worst it can do is reorder (never remove) servers for others, which is the point of the
+//!   memory, so a lie costs delay, never mail. A time in the future beyond one `MAX` is cut down
+//!   to it, so no planted line keeps a server last for longer than a real failure would.
+//!
+//! Concurrent clients of one user race on that user's file: each reads, updates and renames its
+//! own temporary into place, so the last writer wins and an observation may be lost, but no file
+//! is ever half-written. No `fsync`: the memory is advisory, a crash that loses it (or leaves an
+//! empty file after a power cut) costs at most one more timeout per server, and this file is
+//! written on the path of a message whose latency it exists to save.
+//!
+//! # The file format
+//! Text, one record a line, fields separated by one space:
+//!
+//! ```text
+//! nullq-servers 1
+//! 10.0.0.25:628 3 1796000240 1796000000
+//! [2001:db8::25]:628 0 0 1796000100
+//! ```
+//!
+//! The first line is the version; a file whose first line is not `nullq-servers 1` is ignored
+//! whole (a later format). Each other line is `SERVER FAILURES UNTIL SEEN`: the server as
+//! `qmqpservers` spells it canonically (`ServerAddr`'s `Display`), the number of failures in a row
+//! (0: its last attempt was a `K`), the Unix time until which it is tried last, and the Unix time
+//! of that observation. A line that does not read so is skipped, alone. Records not renewed for a
+//! day are dropped when the file is next written.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::control::{ControlDir, ServerAddr};
+
+/// The directory of the memory when `control/qmqpstate` does not name one.
+pub const DEFAULT_DIR: &str = "/var/lib/nullq/servers";
+/// The first line of every file of this format.
+pub const VERSION_LINE: &str = "nullq-servers 1";
+/// The backoff after a first failure, seconds (`control/qmqpbackoff`'s first number).
+pub const DEFAULT_FIRST: u64 = 30;
+/// The longest backoff, seconds (`control/qmqpbackoff`'s second number).
+pub const DEFAULT_MAX: u64 = 600;
+/// The most of one file that is read.
+pub const MAX_FILE: u64 = 64 * 1024;
+/// The most user files one client reads (its own first).
+pub const MAX_FILES: usize = 64;
+/// The most records one file keeps (the most recently seen).
+pub const MAX_RECORDS: usize = 256;
+/// Records not renewed for this long are dropped when the file is written.
+pub const FORGET_AFTER: u64 = 24 * 3600;
+
+/// What is known of one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// Failures in a row; 0 after a `K`.
+    pub failures: u32,
+    /// Unix time until which the server is tried after the others.
+    pub until: u64,
+    /// Unix time of the observation (the newest wins when files are merged).
+    pub seen: u64,
+}
+
+impl Record {
+    /// Whether the server is to be tried after the others at `now`.
+    pub fn remembered(&self, now: u64) -> bool {
+        self.failures > 0 && self.until > now
+    }
+}
+
+/// The backoff: `first` seconds after one failure, doubling with each further one, at most
+/// `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Seconds after the first failure.
+    pub first: u64,
+    /// The longest backoff, seconds.
+    pub max: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            first: DEFAULT_FIRST,
+            max: DEFAULT_MAX,
+        }
+    }
+}
+
+impl Backoff {
+    /// The backoff after `failures` failures in a row (at least 1).
+    pub fn after(&self, failures: u32) -> u64 {
+        let doublings = failures.saturating_sub(1).min(63);
+        self.first.saturating_mul(1u64 << doublings).min(self.max)
+    }
+}
+
+/// The memory: a record per server, by its canonical spelling.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    records: BTreeMap<String, Record>,
+}
+
+impl Memory {
+    /// Read one file's text. Garbage is skipped line by line; a first line that is not
+    /// [`VERSION_LINE`] gives an empty memory. Times more than `max` seconds past `now` are cut
+    /// to `now + max`, and records seen in the future are skipped.
+    pub fn parse(text: &[u8], now: u64, max: u64) -> Memory {
+        let mut memory = Memory::default();
+        let mut lines = text.split(|&b| b == b'\n');
+        if lines.next() != Some(VERSION_LINE.as_bytes()) {
+            return memory;
+        }
+        for line in lines {
+            let Ok(line) = std::str::from_utf8(line) else {
+                continue;
+            };
+            let Some((server, record)) = parse_record(line) else {
+                continue;
+            };
+            // A clock a little off between users is fine; a record from the far future is not.
+            if record.seen > now.saturating_add(max) {
+                continue;
+            }
+            let record = Record {
+                until: record.until.min(now.saturating_add(max)),
+                ..record
+            };
+            memory.merge_one(server, record);
+        }
+        memory
+    }
+
+    /// The file's text (see the module docs), the most recently seen [`MAX_RECORDS`] records.
+    pub fn render(&self) -> String {
+        let mut newest: Vec<(&String, &Record)> = self.records.iter().collect();
+        newest.sort_by(|a, b| b.1.seen.cmp(&a.1.seen).then(a.0.cmp(b.0)));
+        newest.truncate(MAX_RECORDS);
+        newest.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = format!("{VERSION_LINE}\n");
+        for (server, r) in newest {
+            let _ = writeln!(out, "{server} {} {} {}", r.failures, r.until, r.seen);
+        }
+        out
+    }
+
+    /// Take in another file's records: for each server the newest observation wins.
+    pub fn merge(&mut self, other: Memory) {
+        for (server, record) in other.records {
+            self.merge_one(server, record);
+        }
+    }
+
+    fn merge_one(&mut self, server: String, record: Record) {
+        match self.records.get(&server) {
+            Some(old) if old.seen > record.seen => {}
+            Some(old) if old.seen == record.seen && old.failures >= record.failures => {}
+            _ => {
+                self.records.insert(server, record);
+            }
+        }
+    }
+
+    /// What is known of `server` (its canonical spelling).
+    pub fn get(&self, server: &str) -> Option<&Record> {
+        self.records.get(server)
+    }
+
+    /// Every record, by server.
+    pub fn records(&self) -> impl Iterator<Item = (&str, &Record)> {
+        self.records.iter().map(|(s, r)| (s.as_str(), r))
+    }
+
+    /// Whether `server` is tried after the others at `now`.
+    pub fn remembered(&self, server: &str, now: u64) -> bool {
+        self.get(server).is_some_and(|r| r.remembered(now))
+    }
+
+    /// `server` failed at `now`: one more failure in a row, and the backoff that goes with it.
+    pub fn failed(&mut self, server: &str, now: u64, backoff: Backoff) {
+        let failures = self.get(server).map_or(0, |r| r.failures).saturating_add(1);
+        let record = Record {
+            failures,
+            until: now.saturating_add(backoff.after(failures)),
+            seen: now,
+        };
+        self.records.insert(server.to_owned(), record);
+    }
+
+    /// `server` answered `K` at `now`. Returns whether that changes what is remembered (a
+    /// server with no failure on record costs no write).
+    pub fn succeeded(&mut self, server: &str, now: u64) -> bool {
+        if self.get(server).is_none_or(|r| r.failures == 0) {
+            return false;
+        }
+        let record = Record {
+            failures: 0,
+            until: 0,
+            seen: now,
+        };
+        self.records.insert(server.to_owned(), record);
+        true
+    }
+
+    /// Drop records not renewed for [`FORGET_AFTER`].
+    pub fn forget_old(&mut self, now: u64) {
+        self.records
+            .retain(|_, r| r.seen.saturating_add(FORGET_AFTER) > now);
+    }
+}
+
+/// One `SERVER FAILURES UNTIL SEEN` line.
+fn parse_record(line: &str) -> Option<(String, Record)> {
+    let mut fields = line.split(' ');
+    let server = fields.next()?;
+    let number = |f: Option<&str>| -> Option<u64> {
+        let f = f?;
+        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        f.parse().ok()
+    };
+    let failures = u32::try_from(number(fields.next())?).ok()?;
+    let until = number(fields.next())?;
+    let seen = number(fields.next())?;
+    if fields.next().is_some() {
+        return None;
+    }
+    // Only a server `qmqpservers` could name, in the spelling this client writes.
+    let parsed = crate::control::parse_server(server).ok()?;
+    if parsed.to_string() != server {
+        return None;
+    }
+    Some((
+        server.to_owned(),
+        Record {
+            failures,
+            until,
+            seen,
+        },
+    ))
+}
+
+/// The order in which to try `servers` (indices into it): the list rotated to start at `start`
+/// ([`spread_start`], 0 for qmail's order), then the servers the memory remembers at `now` moved
+/// after the others, each group in that order. Every server is in it exactly once.
+pub fn order(servers: &[ServerAddr], memory: &Memory, now: u64, start: usize) -> Vec<usize> {
+    let n = servers.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let rotated = (0..n).map(|i| (i + start) % n);
+    let (fresh, remembered): (Vec<usize>, Vec<usize>) =
+        rotated.partition(|&i| !memory.remembered(&servers[i].to_string(), now));
+    fresh.into_iter().chain(remembered).collect()
+}
+
+/// Where a host starts in a list of `n` servers when spreading is on: FNV-1a (64 bits) of `me`,
+/// modulo `n`. The same on every run and every build, unlike `std`'s hasher.
+pub fn spread_start(me: &[u8], n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in me {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n as u64) as usize
+}
+
+/// Unix time now, in seconds (0 for a clock before 1970, which no record outlives).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// How the memory is configured: read once per run with the other control files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The directory of the files; `None` when the memory is off (`qmqpbackoff` is `0`).
+    pub dir: Option<PathBuf>,
+    /// The backoff.
+    pub backoff: Backoff,
+    /// Where the list starts: 0, or [`spread_start`] of `me` with `qmqpspread`.
+    pub start: usize,
+}
+
+/// Why a memory control file could not be used (the client's exit 55, as for the timeouts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    /// The control file.
+    pub name: &'static str,
+    /// What it holds.
+    pub value: String,
+    /// What it should hold.
+    pub expected: &'static str,
+}
+
+impl std::fmt::Display for SettingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "control/{}: not {}: {}",
+            self.name, self.expected, self.value
+        )
+    }
+}
+
+impl Settings {
+    /// Read `qmqpstate`, `qmqpbackoff` and `qmqpspread` (with `me`) under `control`, for a list
+    /// of `servers` servers. A file that cannot be read is an `io::Error`, one that holds
+    /// garbage a [`SettingError`].
+    pub fn load(
+        control: &ControlDir,
+        servers: usize,
+    ) -> io::Result<Result<Settings, SettingError>> {
+        let backoff = match control.line("qmqpbackoff")? {
+            None => Some(Backoff::default()),
+            Some(value) => match parse_backoff(&value) {
+                Some(b) => b,
+                None => {
+                    return Ok(Err(SettingError {
+                        name: "qmqpbackoff",
+                        value,
+                        expected: "`0` or `FIRST MAX` in seconds (FIRST <= MAX)",
+                    }))
+                }
+            },
+        };
+        let spread = match control.line("qmqpspread")?.as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(value) => {
+                return Ok(Err(SettingError {
+                    name: "qmqpspread",
+                    value: value.to_owned(),
+                    expected: "0 or 1",
+                }))
+            }
+        };
+        let start = if spread {
+            // `me` as qmail-inject reads it; without one there is nothing host-specific.
+            control
+                .me()?
+                .map_or(0, |(me, _)| spread_start(&me, servers))
+        } else {
+            0
+        };
+        let dir = match (backoff, control.line("qmqpstate")?) {
+            (None, _) => None,
+            (Some(_), Some(dir)) => Some(control.home().join(dir)),
+            (Some(_), None) => Some(PathBuf::from(DEFAULT_DIR)),
+        };
+        Ok(Ok(Settings {
+            dir,
+            backoff: backoff.unwrap_or_default(),
+            start,
+        }))
+    }
+
+    /// The memory off: qmail's order, nothing read or written.
+    pub fn off() -> Settings {
+        Settings {
+            dir: None,
+            backoff: Backoff::default(),
+            start: 0,
+        }
+    }
+}
+
+/// `0` (off) or `FIRST MAX`, seconds, 0 < FIRST <= MAX.
+fn parse_backoff(value: &str) -> Option<Option<Backoff>> {
+    if value == "0" {
+        return Some(None);
+    }
+    let mut words = value.split_ascii_whitespace();
+    let first: u64 = words.next()?.parse().ok()?;
+    let max: u64 = words.next()?.parse().ok()?;
+    if words.next().is_some() || first == 0 || first > max {
+        return None;
+    }
+    Some(Some(Backoff { first, max }))
+}
+
+/// Why a [`Store`] is not used (the memory is then off for this run).
+#[derive(Debug)]
+pub enum Untrusted {
+    /// The directory cannot be opened (missing, a symlink, not searchable).
+    Unopenable(nullq_fs::Error),
+    /// Owned by a user that is neither root nor the one running the client.
+    Owner(u32),
+    /// Group or others may write it and it is not sticky.
+    NotSticky(u32),
+    /// Not a directory.
+    NotDirectory,
+}
+
+impl std::fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Untrusted::Unopenable(e) => write!(f, "{e}"),
+            Untrusted::Owner(uid) => write!(f, "owned by uid {uid}, not by root or this user"),
+            Untrusted::NotSticky(mode) => write!(
+                f,
+                "mode {mode:04o}: writable by others without the sticky bit"
+            ),
+            Untrusted::NotDirectory => write!(f, "not a directory"),
+        }
+    }
+}
+
+/// The memory's directory, checked, for the user running the client.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    uid: u32,
+}
+
+impl Store {
+    /// Check `dir` (see the module docs) for the user `uid`.
+    pub fn open(dir: &Path, uid: u32) -> Result<Store, Untrusted> {
+        let fd = nullq_fs::open_dir(dir).map_err(Untrusted::Unopenable)?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| {
+            Untrusted::Unopenable(nullq_fs::Error {
+                step: nullq_fs::Step::OpenDir,
+                path: dir.to_owned(),
+                source: e.into(),
+            })
+        })?;
+        let mode = st.st_mode & 0o7777;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+            return Err(Untrusted::NotDirectory);
+        }
+        if st.st_uid != 0 && st.st_uid != uid {
+            return Err(Untrusted::Owner(st.st_uid));
+        }
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(Untrusted::NotSticky(mode));
+        }
+        Ok(Store {
+            dir: dir.to_owned(),
+            uid,
+        })
+    }
+
+    /// The file this user writes.
+    pub fn own_file(&self) -> PathBuf {
+        self.dir.join(self.uid.to_string())
+    }
+
+    /// Every user's file merged (this user's first, then up to [`MAX_FILES`] in all); what
+    /// cannot be read, or is not a regular file of the user it is named after, is left out.
+    pub fn load(&self, now: u64, max: u64) -> Memory {
+        let mut memory = read_user_file(&self.dir, self.uid, now, max).unwrap_or_default();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return memory;
+        };
+        let others = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().and_then(uid_name))
+            .filter(|&uid| uid != self.uid)
+            .take(MAX_FILES - 1);
+        for uid in others {
+            if let Some(theirs) = read_user_file(&self.dir, uid, now, max) {
+                memory.merge(theirs);
+            }
+        }
+        memory
+    }
+
+    /// Replace this user's file with `memory` (see the module docs for each step; no fsync).
+    pub fn save(&self, memory: &Memory) -> io::Result<()> {
+        let tmp = format!("tmp.{}.{}", self.uid, std::process::id());
+        let dirfd = nullq_fs::open_dir(&self.dir)?;
+        let options = nullq_fs::Options {
+            mode: 0o644,
+            ..nullq_fs::Options::default()
+        };
+        let mut file = nullq_fs::create_in(&dirfd, &self.dir, &tmp, &options)?;
+        let text = memory.render();
+        let written = file
+            .write_all(text.as_bytes())
+            .and_then(|()| nullq_fs::close(file))
+            // Replaces the name, whatever holds it (a planted symlink or FIFO included):
+            // rename(2) never follows the name it replaces.
+            .and_then(|()| std::fs::rename(self.dir.join(&tmp), self.own_file()));
+        if written.is_err() {
+            let _ = std::fs::remove_file(self.dir.join(&tmp));
+        }
+        written
+    }
+}
+
+/// The UID a file name stands for: digits only, no leading zero (`0` itself excepted).
+fn uid_name(name: &str) -> Option<u32> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if name.len() > 1 && name.starts_with('0') {
+        return None;
+    }
+    name.parse().ok()
+}
+
+/// One user's file, if it is a regular file with one link owned by that user.
+fn read_user_file(dir: &Path, uid: u32, now: u64, max: u64) -> Option<Memory> {
+    let file = nullq_fs::open_planted(&dir.join(uid.to_string()), Some(uid)).ok()?;
+    if file.metadata().ok()?.nlink() != 1 {
+        return None;
+    }
+    let mut text = Vec::new();
+    file.take(MAX_FILE).read_to_end(&mut text).ok()?;
+    Some(Memory::parse(&text, now, max))
+}
+
+/// The memory as one run of the client sees and updates it.
+#[derive(Debug, Default)]
+pub struct Session {
+    store: Option<Store>,
+    /// What is remembered (empty when the memory is off).
+    pub memory: Memory,
+    backoff: Backoff,
+    changed: bool,
+}
+
+impl Session {
+    /// Open and read the memory of `settings` for this user; off (empty, nothing saved) when
+    /// there is no usable directory.
+    pub fn start(settings: &Settings, now: u64) -> Session {
+        let uid = rustix::process::geteuid().as_raw();
+        let store = settings
+            .dir
+            .as_deref()
+            .and_then(|dir| Store::open(dir, uid).ok());
+        let memory = store
+            .as_ref()
+            .map(|s| s.load(now, settings.backoff.max))
+            .unwrap_or_default();
+        Session {
+            store,
+            memory,
+            backoff: settings.backoff,
+            changed: false,
+        }
+    }
+
+    /// Record a failure of `server` at `now`.
+    pub fn failed(&mut self, server: &ServerAddr, now: u64) {
+        if self.store.is_some() {
+            self.memory.failed(&server.to_string(), now, self.backoff);
+            self.changed = true;
+        }
+    }
+
+    /// Record a `K` from `server` at `now`.
+    pub fn succeeded(&mut self, server: &ServerAddr, now: u64) {
+        if self.store.is_some() && self.memory.succeeded(&server.to_string(), now) {
+            self.changed = true;
+        }
+    }
+
+    /// Write this user's file if anything changed. Failing to is not an error of the message:
+    /// the memory is advisory.
+    pub fn finish(mut self, now: u64) {
+        if let (Some(store), true) = (&self.store, self.changed) {
+            self.memory.forget_old(now);
+            let _ = store.save(&self.memory);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::parse_server;
+
+    fn servers(list: &[&str]) -> Vec<ServerAddr> {
+        list.iter().map(|s| parse_server(s).unwrap()).collect()
+    }
+
+    const NOW: u64 = 1_796_000_000;
+
+    #[test]
+    fn the_backoff_doubles_from_first_to_max() {
+        let b = Backoff::default();
+        let got: Vec<u64> = (1..=7).map(|n| b.after(n)).collect();
+        assert_eq!(got, [30, 60, 120, 240, 480, 600, 600]);
+        assert_eq!(b.after(u32::MAX), 600, "no overflow");
+        assert_eq!(Backoff { first: 1, max: 1 }.after(5), 1);
+    }
+
+    #[test]
+    fn a_file_reads_back_what_was_written() {
+        let mut m = Memory::default();
+        m.failed("10.0.0.25:628", NOW, Backoff::default());
+        m.failed("10.0.0.25:628", NOW + 40, Backoff::default());
+        m.failed("[2001:db8::25]:628", NOW, Backoff::default());
+        let text = m.render();
+        assert_eq!(
+            text,
+            "nullq-servers 1\n10.0.0.25:628 2 1796000100 1796000040\n[2001:db8::25]:628 1 1796000030 1796000000\n"
+        );
+        assert_eq!(Memory::parse(text.as_bytes(), NOW + 40, 600), m);
+    }
+
+    #[test]
+    fn garbage_is_skipped_line_by_line() {
+        let text = b"nullq-servers 1\n\
+            10.0.0.25:628 2 1796000100 1796000040\n\
+            \xff\xfe binary\n\
+            10.0.0.26:628 two 1796000100 1796000040\n\
+            10.0.0.27:628 1 1796000100\n\
+            10.0.0.28:628 1 1796000100 1796000040 extra\n\
+            10.0.0.29 1 1796000100 1796000040\n\
+            not_a server 1 1 1\n\
+            10.0.0.30:628 -1 1796000100 1796000040\n\
+            10.0.0.31:628 99999999999 1796000100 1796000040\n\
+            \n\
+            host.example.net:628 1 1796000100 1796000040";
+        let m = Memory::parse(text, NOW, 600);
+        let names: Vec<&str> = m.records().map(|(s, _)| s).collect();
+        // `10.0.0.29` is not the canonical spelling (no port) that this client writes.
+        assert_eq!(names, ["10.0.0.25:628", "host.example.net:628"]);
+    }
+
+    #[test]
+    fn another_version_is_ignored_whole() {
+        for first in [
+            "nullq-servers 2",
+            "",
+            "10.0.0.25:628 2 1796000100 1796000040",
+        ] {
+            let text = format!("{first}\n10.0.0.25:628 2 1796000100 1796000040\n");
+            assert_eq!(Memory::parse(text.as_bytes(), NOW, 600), Memory::default());
+        }
+    }
+
+    #[test]
+    fn times_from_the_far_future_are_cut_or_dropped() {
+        let text = b"nullq-servers 1\n10.0.0.25:628 1 99999999999 1796000000\n10.0.0.26:628 1 99999999999 99999999999\n";
+        let m = Memory::parse(text, NOW, 600);
+        assert_eq!(m.get("10.0.0.25:628").map(|r| r.until), Some(NOW + 600));
+        assert_eq!(m.get("10.0.0.26:628"), None);
+    }
+
+    #[test]
+    fn merging_keeps_the_newest_observation() {
+        let mut root = Memory::default();
+        root.failed("10.0.0.25:628", NOW, Backoff::default());
+        let mut user = Memory::default();
+        user.failed("10.0.0.25:628", NOW - 100, Backoff::default());
+        user.failed("10.0.0.26:628", NOW, Backoff::default());
+        assert!(user.succeeded("10.0.0.26:628", NOW + 1));
+        let mut merged = root.clone();
+        merged.merge(user.clone());
+        assert_eq!(merged.get("10.0.0.25:628"), root.get("10.0.0.25:628"));
+        assert_eq!(merged.get("10.0.0.26:628").map(|r| r.failures), Some(0));
+        // And the other way round, the same.
+        user.merge(root);
+        assert_eq!(user, merged);
+    }
+
+    #[test]
+    fn success_ends_the_backoff_and_costs_no_write_otherwise() {
+        let mut m = Memory::default();
+        assert!(!m.succeeded("10.0.0.25:628", NOW), "nothing to forget");
+        m.failed("10.0.0.25:628", NOW, Backoff::default());
+        assert!(m.remembered("10.0.0.25:628", NOW + 29));
+        assert!(!m.remembered("10.0.0.25:628", NOW + 30));
+        assert!(m.succeeded("10.0.0.25:628", NOW + 5));
+        assert!(!m.remembered("10.0.0.25:628", NOW + 6));
+        assert!(!m.succeeded("10.0.0.25:628", NOW + 7));
+        m.failed("10.0.0.25:628", NOW + 8, Backoff::default());
+        assert_eq!(
+            m.get("10.0.0.25:628").map(|r| r.failures),
+            Some(1),
+            "counted afresh"
+        );
+    }
+
+    #[test]
+    fn old_records_are_forgotten() {
+        let mut m = Memory::default();
+        m.failed("10.0.0.25:628", NOW, Backoff::default());
+        m.failed("10.0.0.26:628", NOW + FORGET_AFTER, Backoff::default());
+        m.forget_old(NOW + FORGET_AFTER);
+        let names: Vec<&str> = m.records().map(|(s, _)| s).collect();
+        assert_eq!(names, ["10.0.0.26:628"]);
+    }
+
+    #[test]
+    fn the_order_puts_remembered_servers_last_and_keeps_every_server() {
+        let list = servers(&["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]);
+        let mut m = Memory::default();
+        assert_eq!(order(&list, &m, NOW, 0), [0, 1, 2, 3], "qmail's order");
+        m.failed("10.0.0.1:628", NOW, Backoff::default());
+        m.failed("10.0.0.3:628", NOW, Backoff::default());
+        assert_eq!(order(&list, &m, NOW, 0), [1, 3, 0, 2]);
+        assert_eq!(order(&list, &m, NOW + 30, 0), [0, 1, 2, 3], "backoff over");
+        for s in ["10.0.0.2:628", "10.0.0.4:628"] {
+            m.failed(s, NOW, Backoff::default());
+        }
+        assert_eq!(
+            order(&list, &m, NOW, 0),
+            [0, 1, 2, 3],
+            "every server remembered: all still tried, in order"
+        );
+        assert!(order(&[], &m, NOW, 0).is_empty());
+    }
+
+    #[test]
+    fn spreading_rotates_the_list_before_the_memory_reorders_it() {
+        let list = servers(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        let mut m = Memory::default();
+        assert_eq!(order(&list, &m, NOW, 1), [1, 2, 0]);
+        m.failed("10.0.0.2:628", NOW, Backoff::default());
+        assert_eq!(order(&list, &m, NOW, 1), [2, 0, 1]);
+        assert_eq!(order(&list, &m, NOW, 4), [2, 0, 1], "start taken modulo n");
+    }
+
+    #[test]
+    fn the_spread_start_is_a_stable_hash_of_me() {
+        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c: fixed, so a host keeps its place across
+        // versions.
+        assert_eq!(spread_start(b"a", 1 << 16), 0xec8c);
+        assert_eq!(spread_start(b"host1.example.net", 0), 0);
+        let starts: std::collections::BTreeSet<usize> = (0..64)
+            .map(|i| spread_start(format!("host{i}.example.net").as_bytes(), 4))
+            .collect();
+        assert_eq!(starts.len(), 4, "a fleet uses every start");
+    }
+
+    #[test]
+    fn backoff_control_file() {
+        assert_eq!(parse_backoff("0"), Some(None));
+        assert_eq!(
+            parse_backoff("30 600"),
+            Some(Some(Backoff {
+                first: 30,
+                max: 600
+            }))
+        );
+        assert_eq!(
+            parse_backoff("1\t1"),
+            Some(Some(Backoff { first: 1, max: 1 }))
+        );
+        for bad in ["30", "600 30", "0 10", "x y", "1 2 3", "-1 5"] {
+            assert_eq!(parse_backoff(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn uid_names() {
+        assert_eq!(uid_name("0"), Some(0));
+        assert_eq!(uid_name("1000"), Some(1000));
+        for bad in ["", "01000", "tmp.0.12", "1000.tmp", "99999999999", "+1"] {
+            assert_eq!(uid_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_store_is_used_only_in_a_directory_others_cannot_rig() {
+        use std::os::unix::fs::PermissionsExt;
+        let me = rustix::process::geteuid().as_raw();
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("servers");
+        std::fs::create_dir(&dir).unwrap();
+        for (mode, ok) in [
+            (0o755, true),
+            (0o1777, true),
+            (0o777, false),
+            (0o775, false),
+        ] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(Store::open(&dir, me).is_ok(), ok, "{mode:o}");
+        }
+        std::os::unix::fs::symlink(&dir, d.path().join("link")).unwrap();
+        assert!(matches!(
+            Store::open(&d.path().join("link"), me),
+            Err(Untrusted::Unopenable(_))
+        ));
+        assert!(Store::open(&d.path().join("none"), me).is_err());
+    }
+
+    #[test]
+    fn a_store_writes_its_own_file_and_reads_everyone_s() {
+        let me = rustix::process::geteuid().as_raw();
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), me).unwrap();
+        let mut m = Memory::default();
+        m.failed("10.0.0.25:628", NOW, Backoff::default());
+        store.save(&m).unwrap();
+        assert_eq!(store.load(NOW, 600), m);
+        // A file named after another UID but owned by us is a plant: left out.
+        let other = if me == 0 { 1 } else { 0 };
+        std::fs::write(
+            d.path().join(other.to_string()),
+            "nullq-servers 1\n10.0.0.26:628 1 1796000030 1796000000\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("notes"), "garbage").unwrap();
+        assert_eq!(store.load(NOW, 600), m);
+        // Only our file and the plants are there: no temporary left behind.
+        let mut names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut want = vec![me.to_string(), other.to_string(), "notes".to_owned()];
+        want.sort();
+        assert_eq!(names, want);
+    }
+}
