@@ -7,6 +7,8 @@
 //!   host (that file is then me's default), `qmqpservers` from `--server`,
 //!   `fallbackqueue` from `--fallback` (and that queue's directories, with the modes of
 //!   [`crate::fallback::LAYOUT`]: an older layout's modes are fixed);
+//! - `ROOT/var/lib/nullq/servers`, mode 1777: the memory of failed servers
+//!   ([`crate::server_memory`]), one file per user;
 //! - the man pages under `ROOT/usr/share/man/man1`, `man5` and `man8` (every page of the
 //!   sources' `man/`, the server's too: one binary, one set of pages);
 //! - `ROOT/usr/sbin/sendmail` and `ROOT/usr/lib/sendmail` → `/var/qmail/bin/sendmail`. A file
@@ -455,6 +457,10 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
             inst.queue_dir(&d, *mode);
         }
     }
+
+    // The memory of failed servers: one file per user in a sticky directory every user's
+    // client writes (crate::server_memory explains the modes). Without it the memory is off.
+    inst.queue_dir(&under(crate::server_memory::DEFAULT_DIR), 0o1777);
 
     for page in MAN_PAGES {
         let dir = under("usr/share/man").join(page.dir);

@@ -240,6 +240,10 @@ fn the_installed_programs_work() {
         assert!(meta.is_dir(), "{sub}");
         assert_eq!(meta.permissions().mode() & 0o7777, mode, "fallback/{sub}");
     }
+    // The memory of failed servers: sticky, so that every user's client keeps its own file.
+    let memory = fs::metadata(r.join("var/lib/nullq/servers")).expect("server memory dir");
+    assert!(memory.is_dir());
+    assert_eq!(memory.permissions().mode() & 0o7777, 0o1777);
     let mut cmd = Command::new(r.join("var/qmail/bin/sendmail"));
     cmd.env("NULLQ_HOME", r.join("var/qmail"))
         .env("USER", "root")
