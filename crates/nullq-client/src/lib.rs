@@ -19,6 +19,7 @@
 //! What they share, below them:
 //! - [`transport`]: one message offered to the QMQP servers in turn (`send`);
 //! - [`fallback`]: the fallback queue a message waits in when every server fails;
+//! - [`smtp_relay`]: the `smtp://` lines of `qmqpservers`, SMTP to a relay as a last resort;
 //! - [`control`]: the qmail control files, with qmail's defaults and environment overrides;
 //! - [`syslog`], [`calendar`], [`errstr`], [`startfds`]: the log line, dates, qmail's error
 //!   words, the descriptors closed at start.
@@ -38,6 +39,7 @@ pub mod qmail_inject;
 pub mod qmqpc;
 pub mod sendmail;
 pub mod showctl;
+pub mod smtp_relay;
 pub mod smtp_stdio;
 pub mod startfds;
 pub mod syslog;

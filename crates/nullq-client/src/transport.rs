@@ -20,7 +20,8 @@ use nullq_proto::envelope::QmailEnvelope;
 use nullq_proto::exit::QueueExit;
 use nullq_proto::qmqp::{request_frame, Response, Status, MAX_RESPONSE};
 
-use crate::control::{parse_server, ControlDir, ServerAddr, ServerLineError};
+use crate::control::{parse_server, ControlDir, Link, ServerAddr, ServerLineError};
+use crate::smtp_relay::{self, RelayError, SmtpSettings};
 
 /// qmail-qmqpc's connect timeout, used when `control/timeoutconnect` is absent.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +46,8 @@ pub struct Transport {
     pub remote_timeout: Duration,
     /// Lines of `qmqpservers` that could not be read, with the reason (reported, then skipped).
     pub bad_lines: Vec<ServerLineError>,
+    /// What `smtp://` lines need (issue 13, part 3): read only when one is listed.
+    pub smtp: SmtpSettings,
 }
 
 impl Transport {
@@ -65,11 +68,18 @@ impl Transport {
         }
         let connect_timeout = seconds(control, "timeoutconnect", DEFAULT_CONNECT_TIMEOUT)?;
         let remote_timeout = seconds(control, "timeoutremote", DEFAULT_REMOTE_TIMEOUT)?;
+        // issue 13, part 3: the `smtp://` lines' control files, only when such a line is listed.
+        let smtp = if servers.iter().any(|s| matches!(s.link, Link::Smtp { .. })) {
+            SmtpSettings::load(control)
+        } else {
+            SmtpSettings::unused()
+        };
         Ok(Transport {
             servers,
             connect_timeout,
             remote_timeout,
             bad_lines,
+            smtp,
         })
     }
 }
@@ -153,6 +163,8 @@ pub enum AttemptError {
     Permanent(String),
     /// The message file could not be read (54): a local problem, no other server is tried.
     Local(String),
+    /// issue 13, part 3: how an `smtp://` line failed, in the same classes.
+    Smtp(RelayError),
 }
 
 impl AttemptError {
@@ -165,12 +177,16 @@ impl AttemptError {
             AttemptError::Temporary(_) => QueueExit::TempRefusal,
             AttemptError::Permanent(_) => QueueExit::PermanentRefusal,
             AttemptError::Local(_) => QueueExit::ReadError,
+            AttemptError::Smtp(e) => e.exit(),
         }
     }
 
     /// Whether trying the next server may help.
     fn try_next(&self) -> bool {
-        !matches!(self, AttemptError::Permanent(_) | AttemptError::Local(_))
+        match self {
+            AttemptError::Smtp(e) => e.try_next(),
+            _ => !matches!(self, AttemptError::Permanent(_) | AttemptError::Local(_)),
+        }
     }
 }
 
@@ -183,6 +199,7 @@ impl fmt::Display for AttemptError {
             AttemptError::Temporary(text) => write!(f, "temporary failure: Z{text}"),
             AttemptError::Permanent(text) => write!(f, "permanent failure: D{text}"),
             AttemptError::Local(why) => write!(f, "unable to read the message: {why}"),
+            AttemptError::Smtp(e) => write!(f, "{e}"),
         }
     }
 }
@@ -236,7 +253,12 @@ pub fn send(
     let (prefix, suffix) = request_frame(message.len, &envelope.sender, &envelope.recipients);
     let mut last = QueueExit::ConfigError;
     for server in &transport.servers {
-        match attempt(transport, server, message, &prefix, &suffix) {
+        // issue 13, part 3: an `smtp://` line is an SMTP conversation, not QMQP.
+        let result = match server.link {
+            Link::Smtp { starttls } => relay(transport, server, starttls, message, envelope),
+            Link::Qmqp => attempt(transport, server, message, &prefix, &suffix),
+        };
+        match result {
             Ok(text) => {
                 return Ok(Accepted {
                     server: server.to_string(),
@@ -253,6 +275,36 @@ pub fn send(
         }
     }
     Err(SendError { exit: last, log })
+}
+
+/// issue 13, part 3: one SMTP conversation with an `smtp://` line (`smtp_relay`), its failure
+/// in the classes of a QMQP attempt's.
+fn relay(
+    transport: &Transport,
+    server: &ServerAddr,
+    starttls: crate::control::StartTls,
+    message: &mut Spooled<'_>,
+    envelope: &QmailEnvelope,
+) -> Result<String, AttemptError> {
+    let bounds = smtp_relay::Bounds {
+        connect: transport.connect_timeout,
+        remote: transport.remote_timeout,
+        session: SESSION_LIMIT,
+    };
+    let file = &mut *message.file;
+    file.seek(SeekFrom::Start(message.offset))
+        .map_err(|e| AttemptError::Local(e.to_string()))?;
+    let mut body = file.take(message.len);
+    let sent = smtp_relay::send(
+        &transport.smtp,
+        server,
+        starttls,
+        bounds,
+        &mut body,
+        message.len,
+        envelope,
+    );
+    sent.map_err(AttemptError::Smtp)
 }
 
 /// One conversation with one server (all its addresses, for a host name).

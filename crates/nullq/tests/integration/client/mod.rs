@@ -14,5 +14,6 @@ mod programs;
 mod qmqpc;
 mod qmqpc_cases;
 mod sendmail;
+mod smtp_relay;
 mod syslog;
 mod to_server;
