@@ -289,7 +289,71 @@ pub struct ServerAddr {
     pub host: ServerHost,
     /// Its port: [`QMQP_PORT`] unless the line said `:PORT`.
     pub port: u16,
+    /// How it is spoken to: QMQP for qmail's lines (issue 13: `smtp://` lines are SMTP).
+    pub link: Link,
 }
+
+// --- issue 13, part 3: `smtp://` lines (the client's SMTP relay, `smtp_relay`) ---------------
+
+/// The port of an `smtp://` line that names none (RFC 5321's; 587 is submission, RFC 6409).
+pub const SMTP_PORT: u16 = 25;
+
+/// How a `qmqpservers` line is spoken to. qmail's lines are all QMQP; nullq adds schemes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// QMQP (cr.yp.to/proto/qmqp.html): qmail's plain lines.
+    Qmqp,
+    /// `smtp://HOST[:PORT][?starttls=opportunistic|required]`: SMTP to a relay (the
+    /// `smtp_relay` module), tried in its place in the list.
+    Smtp {
+        /// Whether STARTTLS is required (and the certificate verified) or opportunistic.
+        starttls: StartTls,
+    },
+}
+
+/// The STARTTLS level of an `smtp://` line (Postfix's `smtp_tls_security_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartTls {
+    /// `may` (the default): encrypt when the server offers STARTTLS, without verifying its
+    /// certificate; plain text when it does not.
+    Opportunistic,
+    /// `secure`: STARTTLS or no mail, the certificate verified against `control/tlscafile` or
+    /// the system's bundle, for the host name of the line.
+    Required,
+}
+
+/// Parse the part of an `smtp://` line after the scheme: `HOST[:PORT]` as for QMQP (default
+/// port [`SMTP_PORT`]), then an optional `?starttls=opportunistic|required`.
+fn parse_smtp(line: &str, rest: &str) -> Result<ServerAddr, ServerLineError> {
+    let bad = |problem| Err(ServerLineError::new(line, problem));
+    let (hostport, query) = match rest.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (rest, None),
+    };
+    let starttls = match query {
+        None | Some("starttls=opportunistic") | Some("starttls=may") => StartTls::Opportunistic,
+        Some("starttls=required") | Some("starttls=secure") => StartTls::Required,
+        Some(_) => return bad(ServerProblem::BadOption),
+    };
+    if hostport.contains('/') {
+        return bad(ServerProblem::NotHost);
+    }
+    let mut addr = parse_server(hostport).map_err(|e| match e.problem {
+        ServerProblem::Empty => ServerLineError::new(line, ServerProblem::NoHost),
+        problem => ServerLineError::new(line, problem),
+    })?;
+    let explicit_port = match hostport.strip_prefix('[') {
+        Some(inside) => inside.contains("]:"),
+        None => hostport.matches(':').count() == 1,
+    };
+    if !explicit_port {
+        addr.port = SMTP_PORT;
+    }
+    addr.link = Link::Smtp { starttls };
+    Ok(addr)
+}
+
+// --- end of issue 13, part 3 -----------------------------------------------------------------
 
 impl ServerAddr {
     /// The socket addresses to try, in resolver order (a literal address gives exactly one).
@@ -305,10 +369,20 @@ impl fmt::Display for ServerAddr {
     /// The canonical spelling, which [`parse_server`] reads back: `1.2.3.4:628`, `[::1]:628`,
     /// `host:628`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // issue 13, part 3: the scheme of an `smtp://` line, and its option when not the default.
+        if let Link::Smtp { .. } = self.link {
+            f.write_str("smtp://")?;
+        }
         match &self.host {
             ServerHost::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
             ServerHost::Ip(IpAddr::V4(ip)) => write!(f, "{ip}:{}", self.port),
             ServerHost::Name(name) => write!(f, "{name}:{}", self.port),
+        }?;
+        match self.link {
+            Link::Smtp {
+                starttls: StartTls::Required,
+            } => f.write_str("?starttls=required"),
+            _ => Ok(()),
         }
     }
 }
@@ -324,6 +398,10 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, ServerLineError> {
     let bad = |problem| Err(ServerLineError::new(line, problem));
     if line.is_empty() {
         return bad(ServerProblem::Empty);
+    }
+    // issue 13, part 3: `smtp://HOST[:PORT][?starttls=...]`, the SMTP relay.
+    if let Some(rest) = line.strip_prefix("smtp://") {
+        return parse_smtp(line, rest);
     }
     if let Some(rest) = line.strip_prefix('[') {
         let Some(end) = rest.find(']') else {
@@ -348,6 +426,7 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, ServerLineError> {
         return Ok(ServerAddr {
             host: ServerHost::Ip(ip),
             port,
+            link: Link::Qmqp,
         });
     }
     // Two or more colons and no brackets: only a bare IPv6 address makes sense (no port).
@@ -356,6 +435,7 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, ServerLineError> {
             Ok(ip) => Ok(ServerAddr {
                 host: ServerHost::Ip(IpAddr::V6(ip)),
                 port: QMQP_PORT,
+                link: Link::Qmqp,
             }),
             Err(_) => bad(ServerProblem::NotIpv6),
         };
@@ -371,6 +451,7 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, ServerLineError> {
         return Ok(ServerAddr {
             host: ServerHost::Ip(IpAddr::V4(ip)),
             port,
+            link: Link::Qmqp,
         });
     }
     // Something made of digits and dots that is not an IPv4 address is a typo, not a name.
@@ -389,6 +470,7 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, ServerLineError> {
     Ok(ServerAddr {
         host: ServerHost::Name(host.to_owned()),
         port,
+        link: Link::Qmqp,
     })
 }
 
@@ -434,6 +516,8 @@ pub enum ServerProblem {
     PortNotNumber,
     /// The port is 0 or over 65535.
     PortOutOfRange,
+    /// After `?` in an `smtp://` line, something other than `starttls=opportunistic|required`.
+    BadOption,
 }
 
 impl ServerLineError {
@@ -458,6 +542,9 @@ impl fmt::Display for ServerProblem {
             ServerProblem::NotHost => "not an IP address or host name",
             ServerProblem::PortNotNumber => "port is not a number",
             ServerProblem::PortOutOfRange => "port out of range 1-65535",
+            ServerProblem::BadOption => {
+                "unknown option (smtp:// takes ?starttls=opportunistic or ?starttls=required)"
+            }
         })
     }
 }
@@ -497,6 +584,7 @@ mod tests {
         let v4 = |a: [u8; 4], port| ServerAddr {
             host: ServerHost::Ip(IpAddr::V4(Ipv4Addr::from(a))),
             port,
+            link: Link::Qmqp,
         };
         assert_eq!(parse_server("1.2.3.4"), Ok(v4([1, 2, 3, 4], 628)));
         assert_eq!(
@@ -507,28 +595,32 @@ mod tests {
             parse_server("[::1]:7"),
             Ok(ServerAddr {
                 host: ServerHost::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-                port: 7
+                port: 7,
+                link: Link::Qmqp,
             })
         );
         assert_eq!(
             parse_server("::1"),
             Ok(ServerAddr {
                 host: ServerHost::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-                port: 628
+                port: 628,
+                link: Link::Qmqp,
             })
         );
         assert_eq!(
             parse_server("mail.example.net"),
             Ok(ServerAddr {
                 host: ServerHost::Name("mail.example.net".into()),
-                port: 628
+                port: 628,
+                link: Link::Qmqp,
             })
         );
         assert_eq!(
             parse_server("localhost:10628"),
             Ok(ServerAddr {
                 host: ServerHost::Name("localhost".into()),
-                port: 10628
+                port: 10628,
+                link: Link::Qmqp,
             })
         );
         for bad in [
@@ -547,6 +639,53 @@ mod tests {
             "1::2::3",
         ] {
             assert!(parse_server(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn smtp_lines() {
+        let smtp = |host: ServerHost, port, starttls| ServerAddr {
+            host,
+            port,
+            link: Link::Smtp { starttls },
+        };
+        let name = |n: &str| ServerHost::Name(n.to_owned());
+        let lo = ServerHost::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let opp = StartTls::Opportunistic;
+        assert_eq!(
+            parse_server("smtp://mail.example.net"),
+            Ok(smtp(name("mail.example.net"), 25, opp))
+        );
+        assert_eq!(
+            parse_server("smtp://127.0.0.1:587?starttls=required"),
+            Ok(smtp(lo.clone(), 587, StartTls::Required))
+        );
+        assert_eq!(parse_server("smtp://127.0.0.1:628"), Ok(smtp(lo, 628, opp)));
+        assert_eq!(
+            parse_server("smtp://[::1]?starttls=opportunistic"),
+            Ok(smtp(
+                ServerHost::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                25,
+                opp
+            ))
+        );
+        for bad in [
+            "smtp://",
+            "smtp://:25",
+            "smtp://host:0",
+            "smtp://host?tls=yes",
+            "smtp://host/path",
+            "smtp://smtp://host",
+            "smtp://a b",
+        ] {
+            let e = parse_server(bad).expect_err(bad);
+            assert_eq!(e.line, bad, "the error names the whole line");
+        }
+        for line in [
+            "smtp://mail.example.net:25",
+            "smtp://[::1]:587?starttls=required",
+        ] {
+            assert_eq!(parse_server(line).map(|s| s.to_string()), Ok(line.into()));
         }
     }
 

@@ -20,6 +20,7 @@
 //! - [`transport`]: one message offered to the QMQP servers in turn (`send`);
 //! - [`server_memory`]: the host's memory of failed servers, which reorders that turn;
 //! - [`fallback`]: the fallback queue a message waits in when every server fails;
+//! - [`smtp_relay`]: the `smtp://` lines of `qmqpservers`, SMTP to a relay as a last resort;
 //! - [`control`]: the qmail control files, with qmail's defaults and environment overrides;
 //! - [`syslog`], [`calendar`], [`errstr`], [`startfds`]: the log line, dates, qmail's error
 //!   words, the descriptors closed at start.
@@ -40,6 +41,7 @@ pub mod qmqpc;
 pub mod sendmail;
 pub mod server_memory;
 pub mod showctl;
+pub mod smtp_relay;
 pub mod smtp_stdio;
 pub mod startfds;
 pub mod syslog;

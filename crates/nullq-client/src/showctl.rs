@@ -382,6 +382,36 @@ fn show_examples<W: Write>(r: &mut Report<'_, W>, opts: &InjectOptions) -> io::R
     Ok(())
 }
 
+/// issue 13, part 3: what the `smtp://` lines use, when there are any.
+fn show_smtp<W: Write>(
+    r: &mut Report<'_, W>,
+    control: &ControlDir,
+    servers: &[ServerAddr],
+) -> io::Result<()> {
+    if !servers
+        .iter()
+        .any(|s| matches!(s.link, control::Link::Smtp { .. }))
+    {
+        return Ok(());
+    }
+    r.line("  smtp://HOST[:PORT][?starttls=required] lines are SMTP relays (default port 25;")?;
+    r.line("  STARTTLS opportunistic unless required).")?;
+    let settings = crate::smtp_relay::SmtpSettings::load(control);
+    r.line(&format!("  SMTP EHLO name: {}.", settings.helo))?;
+    let ca = match crate::smtp_relay::conn::ca_bundle(&settings.ca_file) {
+        Ok((path, _)) => format!("CA certificates for starttls=required: {}", path.display()),
+        Err(e) => format!("CA certificates for starttls=required: unusable: {}", e.0),
+    };
+    r.line(&format!("  {ca}."))?;
+    use crate::smtp_relay::auth::AuthFile;
+    let auth = &settings.auth;
+    r.line(&format!("{}: {auth}.", crate::smtp_relay::auth::AUTH_FILE))?;
+    if let AuthFile::Unsafe { .. } = auth {
+        r.warn(&auth.to_string())?;
+    }
+    Ok(())
+}
+
 fn show_transport<W: Write>(
     r: &mut Report<'_, W>,
     control: &ControlDir,
@@ -404,7 +434,12 @@ fn show_transport<W: Write>(
                 let text = String::from_utf8_lossy(line);
                 match control::parse_server(&text) {
                     Ok(s) => {
-                        r.line(&format!("QMQP server: {s}."))?;
+                        // issue 13, part 3: an `smtp://` line is an SMTP relay.
+                        let kind = match s.link {
+                            control::Link::Smtp { .. } => "SMTP relay",
+                            _ => "QMQP server",
+                        };
+                        r.line(&format!("{kind}: {s}."))?;
                         servers.push(s);
                     }
                     Err(e) => {
@@ -419,6 +454,7 @@ fn show_transport<W: Write>(
         "  Tried in order; a message goes to the first that accepts it. Lines: IPv4, [IPv6] or",
     )?;
     r.line("  a host name, each with an optional :PORT (default 628).")?;
+    show_smtp(r, control, &servers)?;
     if servers.is_empty() {
         r.warn("no usable QMQP server: every message fails with \"qq unable to read configuration\" (exit 111)")?;
     }

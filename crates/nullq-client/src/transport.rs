@@ -25,8 +25,9 @@ use nullq_proto::envelope::QmailEnvelope;
 use nullq_proto::exit::QueueExit;
 use nullq_proto::qmqp::{request_frame, Response, Status, MAX_RESPONSE};
 
-use crate::control::{parse_server, ControlDir, ServerAddr, ServerLineError};
+use crate::control::{parse_server, ControlDir, Link, ServerAddr, ServerLineError};
 use crate::server_memory::{self, SettingError, Settings};
+use crate::smtp_relay::{self, RelayError, SmtpSettings};
 
 /// qmail-qmqpc's connect timeout, used when `control/timeoutconnect` is absent.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +55,8 @@ pub struct Transport {
     /// The memory of failed servers ([`server_memory`]): where it is, its backoff, where the
     /// list starts.
     pub memory: Settings,
+    /// What `smtp://` lines need: read only when one is listed.
+    pub smtp: SmtpSettings,
 }
 
 impl Transport {
@@ -79,12 +82,19 @@ impl Transport {
                 ConfigError::unreadable(control, "qmqpstate, qmqpbackoff or qmqpspread", e)
             })?
             .map_err(ConfigError::Memory)?;
+        // The `smtp://` lines' control files, read only when such a line is listed.
+        let smtp = if servers.iter().any(|s| matches!(s.link, Link::Smtp { .. })) {
+            SmtpSettings::load(control)
+        } else {
+            SmtpSettings::unused()
+        };
         Ok(Transport {
             servers,
             connect_timeout,
             remote_timeout,
             bad_lines,
             memory,
+            smtp,
         })
     }
 }
@@ -171,6 +181,8 @@ pub enum AttemptError {
     Permanent(String),
     /// The message file could not be read (54): a local problem, no other server is tried.
     Local(String),
+    /// issue 13, part 3: how an `smtp://` line failed, in the same classes.
+    Smtp(RelayError),
 }
 
 impl AttemptError {
@@ -183,12 +195,16 @@ impl AttemptError {
             AttemptError::Temporary(_) => QueueExit::TempRefusal,
             AttemptError::Permanent(_) => QueueExit::PermanentRefusal,
             AttemptError::Local(_) => QueueExit::ReadError,
+            AttemptError::Smtp(e) => e.exit(),
         }
     }
 
     /// Whether trying the next server may help.
     fn try_next(&self) -> bool {
-        !matches!(self, AttemptError::Permanent(_) | AttemptError::Local(_))
+        match self {
+            AttemptError::Smtp(e) => e.try_next(),
+            _ => !matches!(self, AttemptError::Permanent(_) | AttemptError::Local(_)),
+        }
     }
 
     /// Whether the server failed (and is remembered as such): not for a `D`, which refuses one
@@ -207,6 +223,7 @@ impl fmt::Display for AttemptError {
             AttemptError::Temporary(text) => write!(f, "temporary failure: Z{text}"),
             AttemptError::Permanent(text) => write!(f, "permanent failure: D{text}"),
             AttemptError::Local(why) => write!(f, "unable to read the message: {why}"),
+            AttemptError::Smtp(e) => write!(f, "{e}"),
         }
     }
 }
@@ -268,7 +285,11 @@ pub fn send(
     );
     let mut accepted = None;
     for server in order.into_iter().filter_map(|i| transport.servers.get(i)) {
-        let result = attempt(transport, server, message, &prefix, &suffix);
+        // An `smtp://` line is an SMTP conversation, not QMQP.
+        let result = match server.link {
+            Link::Smtp { starttls } => relay(transport, server, starttls, message, envelope),
+            Link::Qmqp => attempt(transport, server, message, &prefix, &suffix),
+        };
         let now = server_memory::unix_now();
         match result {
             Ok(text) => {
@@ -293,6 +314,36 @@ pub fn send(
     }
     memory.finish(server_memory::unix_now());
     accepted.ok_or(SendError { exit: last, log })
+}
+
+/// One SMTP conversation with an `smtp://` line (`smtp_relay`), its failure
+/// in the classes of a QMQP attempt's.
+fn relay(
+    transport: &Transport,
+    server: &ServerAddr,
+    starttls: crate::control::StartTls,
+    message: &mut Spooled<'_>,
+    envelope: &QmailEnvelope,
+) -> Result<String, AttemptError> {
+    let bounds = smtp_relay::Bounds {
+        connect: transport.connect_timeout,
+        remote: transport.remote_timeout,
+        session: SESSION_LIMIT,
+    };
+    let file = &mut *message.file;
+    file.seek(SeekFrom::Start(message.offset))
+        .map_err(|e| AttemptError::Local(e.to_string()))?;
+    let mut body = file.take(message.len);
+    let sent = smtp_relay::send(
+        &transport.smtp,
+        server,
+        starttls,
+        bounds,
+        &mut body,
+        message.len,
+        envelope,
+    );
+    sent.map_err(AttemptError::Smtp)
 }
 
 /// One conversation with one server (all its addresses, for a host name).

@@ -5,6 +5,8 @@
 //! - [`qmqp`]: the QMQP request decoder (incremental, events, limits) and encoders, responses;
 //! - [`envelope`]: the qmail-queue envelope (`F`sender`\0T`rcpt`\0\0`);
 //! - [`exit`]: qmail-queue's exit codes, the error protocol of every program that queues mail;
+//! - [`smtp`]: the pure parts of an SMTP client (replies, EHLO capabilities, base64, dot-stuffing),
+//!   shared by the server's `smtp://` backend and the null client's `smtp://` relay;
 //! - [`DecodeError`]: one error type for the peer's bytes, with the offset and a reason a person
 //!   reads in a QMQP `D` answer. "Need more bytes" is a return value, never an error.
 //!
@@ -37,5 +39,6 @@ mod error;
 pub mod exit;
 pub mod netstring;
 pub mod qmqp;
+pub mod smtp;
 
 pub use error::{DecodeError, ErrorKind};

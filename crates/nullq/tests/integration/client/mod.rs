@@ -15,5 +15,6 @@ mod qmqpc;
 mod qmqpc_cases;
 mod sendmail;
 mod server_memory;
+mod smtp_relay;
 mod syslog;
 mod to_server;

@@ -1,0 +1,309 @@
+//! One blocking SMTP connection of the client's relay: a TCP stream, later maybe TLS (rustls's
+//! `StreamOwned`, after STARTTLS), and the reply buffer; replies are parsed by
+//! `nullq_proto::smtp`. Every read and write is bounded by the socket timeouts set at connect.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nullq_proto::smtp::{parse_reply, Reply};
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// The system's CA bundle (Debian's ca-certificates), used when `control/tlscafile` is absent.
+pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Why a connection failed.
+#[derive(Debug)]
+pub enum ConnError {
+    /// No address answered in time (qmail-queue's 72).
+    ConnectTimeout,
+    /// No address took the connection (73).
+    ConnectRejected(String),
+    /// Connected, then the conversation or the TLS handshake broke (74).
+    Broken(String),
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnError::ConnectTimeout => write!(f, "connection timed out"),
+            ConnError::ConnectRejected(why) => write!(f, "connection failed: {why}"),
+            ConnError::Broken(why) => write!(f, "conversation failed: {why}"),
+        }
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+/// A connected SMTP client.
+pub struct Conn {
+    stream: Stream,
+    buf: Vec<u8>,
+}
+
+/// Connect to the first address that answers (the last error decides timeout or refusal), with
+/// `remote` as the bound of every later read and write.
+pub fn connect(
+    addrs: &[SocketAddr],
+    connect: Duration,
+    remote: Duration,
+) -> Result<Conn, ConnError> {
+    let mut last = ConnError::ConnectRejected("the host name has no address".to_owned());
+    for addr in addrs {
+        match TcpStream::connect_timeout(addr, connect) {
+            Ok(tcp) => {
+                let broken = |e: io::Error| ConnError::Broken(format!("setting timeouts: {e}"));
+                tcp.set_read_timeout(Some(remote)).map_err(broken)?;
+                tcp.set_write_timeout(Some(remote)).map_err(broken)?;
+                return Ok(Conn {
+                    stream: Stream::Plain(tcp),
+                    buf: Vec::new(),
+                });
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                last = ConnError::ConnectTimeout
+            }
+            Err(e) => last = ConnError::ConnectRejected(e.to_string()),
+        }
+    }
+    Err(last)
+}
+
+fn io_broken(what: &str, e: &io::Error) -> ConnError {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        ConnError::Broken(format!("timed out in {what}"))
+    } else {
+        ConnError::Broken(format!("{what}: {e}"))
+    }
+}
+
+impl Conn {
+    /// Whether STARTTLS succeeded on this connection.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Stream::Tls(_))
+    }
+
+    /// Send bytes as they are.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        let done = match &mut self.stream {
+            Stream::Plain(s) => s.write_all(bytes).and_then(|()| s.flush()),
+            Stream::Tls(s) => s.write_all(bytes).and_then(|()| s.flush()),
+        };
+        done.map_err(|e| io_broken("write", &e))
+    }
+
+    /// Read one (possibly multi-line) reply.
+    pub fn reply(&mut self) -> Result<Reply, ConnError> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match parse_reply(&self.buf) {
+                Ok(Some((reply, used))) => {
+                    self.buf.drain(..used);
+                    return Ok(reply);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ConnError::Broken(e.to_string())),
+            }
+            let n = match &mut self.stream {
+                Stream::Plain(s) => s.read(&mut chunk),
+                Stream::Tls(s) => s.read(&mut chunk),
+            };
+            match n {
+                Ok(0) => return Err(ConnError::Broken("connection closed by the server".into())),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_broken("read", &e)),
+            }
+        }
+    }
+
+    /// Send one command line (CRLF added) and read its reply.
+    pub fn command(&mut self, line: &[u8]) -> Result<Reply, ConnError> {
+        let mut bytes = Vec::with_capacity(line.len() + 2);
+        bytes.extend_from_slice(line);
+        bytes.extend_from_slice(b"\r\n");
+        self.write(&bytes)?;
+        self.reply()
+    }
+
+    /// The TLS handshake after the server's 220 to STARTTLS, finished before anything else is
+    /// said (so a handshake failure is reported as one).
+    pub fn start_tls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    ) -> Result<(), ConnError> {
+        // Bytes after the 220 would be read as if they came through TLS (CVE-2011-0411's
+        // command injection): refuse them.
+        if !self.buf.is_empty() {
+            return Err(ConnError::Broken(
+                "the server sent data after its STARTTLS reply".into(),
+            ));
+        }
+        let Stream::Plain(plain) = &self.stream else {
+            return Err(ConnError::Broken("STARTTLS on a TLS connection".into()));
+        };
+        // The same socket under a second descriptor, owned by the TLS stream; the first closes
+        // when the plain stream is replaced.
+        let mut tcp = plain
+            .try_clone()
+            .map_err(|e| ConnError::Broken(format!("TLS: {e}")))?;
+        let mut tls = rustls::ClientConnection::new(config, name)
+            .map_err(|e| ConnError::Broken(format!("TLS: {e}")))?;
+        while tls.is_handshaking() {
+            if let Err(e) = tls.complete_io(&mut tcp) {
+                return Err(ConnError::Broken(format!("TLS handshake failed: {e}")));
+            }
+        }
+        self.stream = Stream::Tls(Box::new(rustls::StreamOwned::new(tls, tcp)));
+        Ok(())
+    }
+}
+
+/// Why no TLS configuration could be made.
+#[derive(Debug)]
+pub struct TlsSetupError(pub String);
+
+/// Where the CA certificates of `starttls=required` come from: `control/tlscafile` holds either
+/// the certificates (PEM) or the path of a bundle on its first line; without it, the system's.
+pub fn ca_bundle(control_file: &Path) -> Result<(PathBuf, Vec<u8>), TlsSetupError> {
+    let read = |path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| TlsSetupError(format!("unable to read {}: {e}", path.display())))
+    };
+    match std::fs::read(control_file) {
+        Ok(bytes) if bytes.windows(10).any(|w| w == b"-----BEGIN") => {
+            Ok((control_file.to_path_buf(), bytes))
+        }
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let first = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'));
+            let Some(first) = first else {
+                return Err(TlsSetupError(format!(
+                    "{} names no CA file",
+                    control_file.display()
+                )));
+            };
+            let path = PathBuf::from(first);
+            let pem = read(&path)?;
+            Ok((path, pem))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let path = PathBuf::from(SYSTEM_CA_FILE);
+            let pem = read(&path)?;
+            Ok((path, pem))
+        }
+        Err(e) => Err(TlsSetupError(format!(
+            "unable to read {}: {e}",
+            control_file.display()
+        ))),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The configuration of `starttls=required`: the certificate must verify against the CA
+/// certificates `control/tlscafile` names (or the system's) for the line's host.
+pub fn verified_config(control_file: &Path) -> Result<rustls::ClientConfig, TlsSetupError> {
+    use rustls::pki_types::pem::PemObject;
+    let (path, pem) = ca_bundle(control_file)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| TlsSetupError(format!("{}: {e}", path.display())))?;
+        // A certificate the parser cannot use is skipped, as a browser would.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(TlsSetupError(format!(
+            "{}: no CA certificate in it",
+            path.display()
+        )));
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsSetupError(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// The configuration of opportunistic STARTTLS (Postfix's `may`): encrypted against passive
+/// listeners, the certificate not verified (its signatures still are).
+pub fn unverified_config() -> Result<rustls::ClientConfig, TlsSetupError> {
+    let provider = provider();
+    Ok(
+        rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsSetupError(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+            .with_no_client_auth(),
+    )
+}
+
+/// Accepts any certificate (the same as the server's `smtp://` backend has for its
+/// opportunistic level; rustls types, so it cannot live in `nullq-proto`).
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

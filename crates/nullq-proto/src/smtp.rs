@@ -1,0 +1,365 @@
+//! The pieces of an SMTP client (RFC 5321) that are pure functions, shared by the server's
+//! `smtp://` delivery backend (async) and the null client's `smtp://` last-resort relay
+//! (blocking): reply parsing, EHLO capabilities, base64 for AUTH (RFC 4954), and DATA's
+//! dot-stuffing with CRLF line ends (section 4.5.2). No I/O: the callers own their sockets.
+
+use std::fmt;
+
+/// Longest reply line accepted (RFC 5321 says 512; servers write longer ones).
+pub const MAX_LINE: usize = 8192;
+
+/// One SMTP reply: the code and its lines' text joined by blanks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit code (200..=599).
+    pub code: u16,
+    /// The text after the code of every line, joined by one blank.
+    pub text: String,
+}
+
+impl Reply {
+    /// The first digit: 2 success, 3 go on, 4 temporary, 5 permanent.
+    pub fn class(&self) -> u16 {
+        self.code / 100
+    }
+
+    /// `CODE TEXT`, for logs and error lines.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.code, self.text)
+    }
+}
+
+/// Why the bytes from the server are not an SMTP reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyError {
+    /// A line longer than [`MAX_LINE`] without its end.
+    LineTooLong,
+    /// A line that does not start with a code in 200..=599.
+    NotAReply(String),
+    /// A continuation line with another code than the first line's.
+    CodeChanged(String),
+}
+
+impl fmt::Display for ReplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplyError::LineTooLong => write!(f, "reply line too long"),
+            ReplyError::NotAReply(line) => write!(f, "not an SMTP reply: {line:?}"),
+            ReplyError::CodeChanged(line) => write!(f, "reply code changed mid-reply: {line:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ReplyError {}
+
+/// Decode one (possibly multi-line) reply from the start of `buf`: `Ok(Some((reply, used)))`
+/// once its last line is complete, `Ok(None)` when more bytes are needed (nothing is consumed
+/// then), an error when the bytes cannot be a reply.
+pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+    let mut code: Option<u16> = None;
+    let mut text = String::new();
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+            if rest.len() > MAX_LINE {
+                return Err(ReplyError::LineTooLong);
+            }
+            return Ok(None);
+        };
+        if nl > MAX_LINE {
+            return Err(ReplyError::LineTooLong);
+        }
+        let raw = String::from_utf8_lossy(&rest[..nl]);
+        let line = raw.trim_end_matches(['\r', '\n']);
+        at += nl + 1;
+        let digits = line.get(..3).and_then(|d| d.parse::<u16>().ok());
+        let Some(this) = digits.filter(|c| (200..600).contains(c)) else {
+            return Err(ReplyError::NotAReply(line.to_owned()));
+        };
+        if code.is_some_and(|c| c != this) {
+            return Err(ReplyError::CodeChanged(line.to_owned()));
+        }
+        code = Some(this);
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(line.get(4..).unwrap_or(""));
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Ok(Some((Reply { code: this, text }, at)));
+        }
+    }
+}
+
+/// What the server said it can do (EHLO keywords).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Caps {
+    /// STARTTLS (RFC 3207).
+    pub starttls: bool,
+    /// PIPELINING (RFC 2920).
+    pub pipelining: bool,
+    /// 8BITMIME (RFC 6152).
+    pub eightbit: bool,
+    /// AUTH PLAIN (RFC 4616).
+    pub auth_plain: bool,
+    /// AUTH LOGIN (the old, undocumented one every server has).
+    pub auth_login: bool,
+}
+
+impl Caps {
+    /// The capabilities in a 250 reply to EHLO. The keywords are the words that start each
+    /// line after the first; [`parse_reply`] joined the lines with blanks, so every word is
+    /// looked at (a false positive needs a hostile greeting).
+    pub fn from_ehlo(reply: &Reply) -> Caps {
+        let mut caps = Caps::default();
+        let mut in_auth = false;
+        for w in reply.text.split_whitespace().map(str::to_ascii_uppercase) {
+            match w.as_str() {
+                "STARTTLS" => caps.starttls = true,
+                "PIPELINING" => caps.pipelining = true,
+                "8BITMIME" => caps.eightbit = true,
+                "AUTH" => in_auth = true,
+                "PLAIN" if in_auth => caps.auth_plain = true,
+                "LOGIN" if in_auth => caps.auth_login = true,
+                _ => {}
+            }
+            if w.starts_with("AUTH=") {
+                caps.auth_login |= w.contains("LOGIN");
+                caps.auth_plain |= w.contains("PLAIN");
+            }
+        }
+        caps
+    }
+}
+
+/// Base64 (RFC 4648, with padding), for AUTH's tokens.
+pub fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The message as SMTP DATA, a chunk at a time: CRLF line ends (a CR before an LF is dropped,
+/// so CRLF stays CRLF), a line starting with `.` gets another `.` (RFC 5321 section 4.5.2), a
+/// last line without a newline gets one, then `.` ends it. It keeps the little it needs between
+/// chunks (at a line start? a CR held back?), so a chunk may end anywhere: inside a CRLF, just
+/// before a line's first `.`.
+#[derive(Debug)]
+pub struct DotStuffer {
+    /// The next byte starts a line.
+    line_start: bool,
+    /// A CR was read and not written yet: it is dropped if an LF follows.
+    cr: bool,
+    /// Any byte at all was read (an empty message is just the final dot).
+    any: bool,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        DotStuffer::new()
+    }
+}
+
+impl DotStuffer {
+    /// A stuffer at the start of a message.
+    pub fn new() -> DotStuffer {
+        DotStuffer {
+            line_start: true,
+            cr: false,
+            any: false,
+        }
+    }
+
+    /// Append the encoding of `chunk` to `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        out.reserve(chunk.len() + chunk.len() / 32 + 2);
+        self.any |= !chunk.is_empty();
+        for &b in chunk {
+            match b {
+                b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    self.cr = false;
+                    self.line_start = true;
+                }
+                b'\r' => {
+                    if self.cr {
+                        out.push(b'\r');
+                    }
+                    self.cr = true;
+                    self.line_start = false;
+                }
+                _ => {
+                    if self.cr {
+                        out.push(b'\r');
+                        self.cr = false;
+                    }
+                    if self.line_start && b == b'.' {
+                        out.push(b'.');
+                    }
+                    self.line_start = false;
+                    out.push(b);
+                }
+            }
+        }
+    }
+
+    /// Append the end: a newline if the last line had none (a CR held back there is dropped,
+    /// as the whole-message rule strips one from every line), then `.`.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if self.any && !self.line_start {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+        assert_eq!(base64(b"\0user\0pass"), "AHVzZXIAcGFzcw==");
+    }
+
+    #[test]
+    fn replies_single_multi_partial_and_bad() {
+        let r = |code, text: &str| Reply {
+            code,
+            text: text.to_owned(),
+        };
+        assert_eq!(parse_reply(b"220 hi\r\nrest"), Ok(Some((r(220, "hi"), 8))));
+        let ehlo = b"250-sink\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n";
+        let (reply, used) = parse_reply(ehlo).unwrap().unwrap();
+        assert_eq!(used, ehlo.len());
+        assert_eq!(reply, r(250, "sink PIPELINING AUTH PLAIN LOGIN"));
+        let caps = Caps::from_ehlo(&reply);
+        assert!(caps.pipelining && caps.auth_plain && caps.auth_login && !caps.starttls);
+        // Every split of a reply before its last newline needs more.
+        for i in 0..ehlo.len() {
+            assert_eq!(parse_reply(&ehlo[..i]), Ok(None), "at {i}");
+        }
+        assert_eq!(parse_reply(b"354\n"), Ok(Some((r(354, ""), 4))));
+        assert!(matches!(
+            parse_reply(b"hello\r\n"),
+            Err(ReplyError::NotAReply(_))
+        ));
+        assert!(matches!(
+            parse_reply(b"199 x\r\n"),
+            Err(ReplyError::NotAReply(_))
+        ));
+        assert!(matches!(
+            parse_reply(b"250-a\r\n251 b\r\n"),
+            Err(ReplyError::CodeChanged(_))
+        ));
+        assert_eq!(
+            parse_reply(&vec![b'2'; MAX_LINE + 1]),
+            Err(ReplyError::LineTooLong)
+        );
+    }
+
+    /// The whole-message encoder the streaming one must match byte for byte.
+    fn dot_stuff(message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(message.len() + message.len() / 40 + 8);
+        if !message.is_empty() {
+            for line in message
+                .strip_suffix(b"\n")
+                .unwrap_or(message)
+                .split(|&b| b == b'\n')
+            {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.first() == Some(&b'.') {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(line);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(b".\r\n");
+        out
+    }
+
+    fn stream(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut s = DotStuffer::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c, &mut out);
+        }
+        s.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn streaming_dot_stuffing_matches_the_whole_message_encoder_at_every_split() {
+        let inputs: &[&[u8]] = &[
+            b"",
+            b"\n",
+            b".",
+            b"\r",
+            b"\r\n",
+            b"a\n.b\n..\n",
+            b"no newline",
+            b"crlf\r\n",
+            b".\r\n.\n\r.\r\r\n..\r",
+            b"x\r\ry\n.\n\n.end",
+            b"H: v\r\n\r\n.body\r\n\xe9t\xe9\n.\n",
+            b"\n\n..\r\n.\r",
+        ];
+        for input in inputs {
+            let want = dot_stuff(input);
+            assert_eq!(stream(&[input]), want, "{input:?}");
+            for i in 0..=input.len() {
+                assert_eq!(
+                    stream(&[&input[..i], &input[i..]]),
+                    want,
+                    "{input:?} at {i}"
+                );
+                for j in i..=input.len() {
+                    let got = stream(&[&input[..i], &input[i..j], &[], &input[j..]]);
+                    assert_eq!(got, want, "{input:?} at {i}, {j}");
+                }
+            }
+            // One byte at a time: every boundary at once.
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(stream(&bytes), want, "{input:?} bytewise");
+        }
+    }
+
+    #[test]
+    fn dot_stuffing() {
+        assert_eq!(dot_stuff(b"a\n.b\n..\n"), b"a\r\n..b\r\n...\r\n.\r\n");
+        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(dot_stuff(b"crlf\r\n"), b"crlf\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b".\r\n");
+        assert_eq!(stream(&[b"a\n.b\n..\n"]), b"a\r\n..b\r\n...\r\n.\r\n");
+        assert_eq!(stream(&[b"no newline"]), b"no newline\r\n.\r\n");
+        assert_eq!(stream(&[b"crlf\r\n"]), b"crlf\r\n.\r\n");
+        assert_eq!(stream(&[]), b".\r\n");
+    }
+}

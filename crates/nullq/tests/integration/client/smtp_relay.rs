@@ -1,0 +1,289 @@
+//! Issue 13, part 3: `smtp://` lines in `qmqpservers`, the client's SMTP relay of last resort,
+//! against real peers: Postfix's smtp-sink (which dumps each message with its envelope, and
+//! rejects commands when told: `-r` with 4xx, `-f` with 5xx) and a private Postfix smtpd (one
+//! recipient refused; STARTTLS with a test CA).
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crate::support::host::*;
+use crate::support::peers::{sink_rcpts, test_certificate, Postfix, Role, SmtpSink};
+use crate::support::qmqp::{Answer, QmqpServer};
+use crate::support::{files, wait_for, RefusedPort};
+
+const BOUND: Duration = Duration::from_secs(60);
+/// A line starting with a dot (dot-stuffing) and a last line without its newline.
+const MESSAGE: &[u8] =
+    b"From: jason@example.net\nTo: bob@example.net\nSubject: via smtp\n\n.hidden dot\nlast line";
+const ENVELOPE: &[u8] = b"Fjason@example.net\0Tbob@example.net\0Tcarol@example.net\0\0";
+
+fn sink(host: &Host, extra: &[&str]) -> SmtpSink {
+    let out = host.dir.path().join("sink.out");
+    SmtpSink::start(&host.dir.path().join("dump"), extra, Some(&out))
+}
+
+fn sink_output(host: &Host) -> String {
+    std::fs::read_to_string(host.dir.path().join("sink.out")).unwrap_or_default()
+}
+
+/// The one message the sink has, once it is complete.
+fn one_message(sink: &SmtpSink, limit: Duration) -> String {
+    let mut got = Vec::new();
+    let arrived = wait_for(limit, || {
+        got = sink.messages();
+        got.len() == 1 && got[0].contains("last line")
+    });
+    assert!(arrived, "one message at the sink: {got:?}");
+    got.remove(0)
+}
+
+fn queue(host: &Host) -> (i32, String) {
+    run_queue(host, "qmail-qmqpc", MESSAGE, ENVELOPE, BOUND)
+}
+
+#[test]
+fn every_qmqp_server_down_the_smtp_line_delivers_with_its_envelope() {
+    let host = Host::new();
+    let down = RefusedPort::new();
+    let sink = sink(&host, &[]);
+    host.control(
+        "qmqpservers",
+        &format!("{}\nsmtp://127.0.0.1:{}", down.addr, sink.port()),
+    );
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}");
+    let m = one_message(&sink, BOUND);
+    assert!(m.contains("X-Mail-Args: <jason@example.net>"), "{m}");
+    assert_eq!(
+        sink_rcpts(&m),
+        ["<bob@example.net>", "<carol@example.net>"],
+        "{m}"
+    );
+    assert!(
+        m.contains("X-Helo-Args: host1.example.net"),
+        "EHLO with me: {m}"
+    );
+    assert!(m.contains("Subject: via smtp"), "{m}");
+    assert!(
+        m.contains("\n.hidden dot"),
+        "dot-stuffed and unstuffed: {m}"
+    );
+    assert!(m.contains("\nlast line"), "{m}");
+
+    // sendmail through the same lines: its exit 0, the recipient from the header.
+    let mut cmd = host.cmd("sendmail");
+    cmd.args(["-oi", "-t"]);
+    let out = run(
+        cmd,
+        b"To: dave@example.net\nSubject: two\n\nlast line\n",
+        BOUND,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut got = Vec::new();
+    assert!(wait_for(BOUND, || {
+        got = sink.messages();
+        got.iter().any(|m| m.contains("Subject: two"))
+    }));
+    let m = got
+        .iter()
+        .find(|m| m.contains("Subject: two"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(sink_rcpts(&m), ["<dave@example.net>"], "{m}");
+}
+
+#[test]
+fn a_4xx_is_temporary_the_next_line_or_the_fallback_queue_gets_it() {
+    let host = Host::new();
+    let sink = sink(&host, &["-r", "RCPT"]);
+    let up = QmqpServer::start(Answer::Accept);
+    let line = format!("smtp://127.0.0.1:{}", sink.port());
+    host.control("qmqpservers", &format!("{line}\n{}", up.addr));
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "the QMQP line after it took it: {err}");
+    assert_eq!(up.received().len(), 1, "{err}");
+
+    // Alone: exit 71 (temporary), naming the refused recipients; nothing at the sink.
+    host.control("qmqpservers", &line);
+    let (code, err) = queue(&host);
+    assert_eq!(code, 71, "{err}");
+    assert!(
+        err.contains("temporary failure") && err.contains("<bob@example.net> 450"),
+        "{err}"
+    );
+    // With a fallback queue: kept there, exit 0.
+    host.control("fallbackqueue", "fallback");
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("deferred"), "{err}");
+    assert_eq!(files(&host.home().join("fallback/new")).len(), 1, "{err}");
+    assert!(
+        sink.messages().is_empty(),
+        "nothing delivered by the refusing sink"
+    );
+
+    // A 5xx to MAIL is permanent (31) and no later line is tried.
+    let hard = SmtpSink::start(&host.dir.path().join("dump-hard"), &["-f", "MAIL"], None);
+    let after = QmqpServer::start(Answer::Accept);
+    host.control(
+        "qmqpservers",
+        &format!("smtp://127.0.0.1:{}\n{}", hard.port(), after.addr),
+    );
+    let (code, err) = queue(&host);
+    assert_eq!(code, 31, "{err}");
+    assert!(err.contains("in reply to MAIL FROM"), "{err}");
+    assert_eq!(after.connections(), 0, "a permanent refusal stops: {err}");
+}
+
+#[test]
+fn one_recipient_of_two_refused_is_permanent_and_sent_to_nobody() {
+    let host = Host::new();
+    let sink = sink(&host, &[]);
+    let postfix = Postfix::start(Role::Smtpd {
+        relay_port: sink.port(),
+        reject: &["carol@example.net"],
+        tls: None,
+    });
+    let after = QmqpServer::start(Answer::Accept);
+    host.control(
+        "qmqpservers",
+        &format!("smtp://127.0.0.1:{}\n{}", postfix.port(), after.addr),
+    );
+    let (code, err) = queue(&host);
+    assert_eq!(code, 31, "{err}\n{}", postfix.log());
+    assert!(
+        err.contains("1 of 2 recipient(s) refused, so the message was sent to nobody")
+            && err.contains("<carol@example.net> 554"),
+        "the refused recipient is named: {err}"
+    );
+    assert!(
+        !err.contains("<bob@example.net>"),
+        "bob was accepted: {err}"
+    );
+    assert_eq!(after.connections(), 0, "no other line tried: {err}");
+    // The transaction was reset: Postfix queued nothing (the queue is read after the client
+    // has finished, so a message it had taken would be there or at the sink).
+    assert_eq!(
+        postfix.queue_json().as_deref(),
+        Some(""),
+        "{}",
+        postfix.log()
+    );
+    assert!(sink.messages().is_empty());
+
+    // Through sendmail: the MUA sees 100 (permanent) and the reason.
+    let mut cmd = host.cmd("sendmail");
+    cmd.args(["-oi", "bob@example.net", "carol@example.net"]);
+    let out = run(cmd, b"Subject: x\n\nbody\n", BOUND);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(100), "{err}");
+    assert!(err.contains("<carol@example.net>"), "{err}");
+}
+
+#[test]
+fn starttls_required_against_a_sink_without_tls_is_temporary_and_says_why() {
+    let host = Host::new();
+    let sink = sink(&host, &[]);
+    host.control(
+        "qmqpservers",
+        &format!("smtp://127.0.0.1:{}?starttls=required", sink.port()),
+    );
+    let (code, err) = queue(&host);
+    assert_eq!(code, 71, "{err}");
+    assert!(
+        err.contains("does not offer STARTTLS, which the line requires"),
+        "{err}"
+    );
+    assert!(sink.messages().is_empty(), "nothing sent in clear");
+}
+
+#[test]
+fn starttls_with_postfix_verified_opportunistic_and_a_wrong_ca() {
+    let host = Host::new();
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = test_certificate(certs.path());
+    let sink = sink(&host, &[]);
+    let postfix = Postfix::start(Role::Smtpd {
+        relay_port: sink.port(),
+        reject: &[],
+        tls: Some((&cert, &key)),
+    });
+    let line = format!("smtp://127.0.0.1:{}", postfix.port());
+
+    // Required, verified against control/tlscafile (here: the path of the test CA).
+    host.control("tlscafile", &ca.display().to_string());
+    host.control("qmqpservers", &format!("{line}?starttls=required"));
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}\n{}", postfix.log());
+    let m = one_message(&sink, BOUND);
+    assert!(m.contains("(using TLS"), "Postfix's Received says TLS: {m}");
+
+    // Required with a CA that did not sign the certificate (the system's bundle): 74, the
+    // reason given, nothing sent.
+    std::fs::remove_file(host.home().join("control/tlscafile")).expect("rm");
+    let (code, err) = queue(&host);
+    assert_eq!(code, 74, "{err}");
+    assert!(
+        err.contains("TLS handshake failed") && err.contains("certificate"),
+        "{err}"
+    );
+
+    // Opportunistic (the default): encrypted without verifying.
+    host.control("qmqpservers", &line);
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}");
+    let mut got = Vec::new();
+    assert!(wait_for(BOUND, || {
+        got = sink.messages();
+        got.len() == 2
+    }));
+    assert!(got.iter().all(|m| m.contains("(using TLS")), "{got:?}");
+}
+
+#[test]
+fn an_auth_file_others_can_read_is_not_used_and_said_so() {
+    let host = Host::new();
+    let sink = sink(&host, &["-v"]);
+    host.control("qmqpservers", &format!("smtp://127.0.0.1:{}", sink.port()));
+    let auth = host.home().join("control/smtpauth");
+    std::fs::write(&auth, "* jason s3cret\n").expect("smtpauth");
+    std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "sent without AUTH: {err}");
+    assert!(
+        err.contains("warning") && err.contains("readable by group or others (mode 0644)"),
+        "{err}"
+    );
+    one_message(&sink, BOUND);
+    let conversation = sink_output(&host);
+    assert!(
+        !conversation.contains("AUTH "),
+        "no AUTH sent: {conversation}"
+    );
+    assert!(!conversation.contains("s3cret"), "{conversation}");
+
+    // A safe file, but the sink offers no STARTTLS: the password is never sent in clear.
+    std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let conversation = sink_output(&host);
+    assert!(!conversation.contains("AUTH "), "{conversation}");
+
+    // qmail-showctl says which it is.
+    let out = run(host.cmd("qmail-showctl"), b"", BOUND);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("smtp://127.0.0.1:{}", sink.port())),
+        "{text}"
+    );
+    assert!(
+        text.contains("smtpauth: usable, 1 credential line(s)"),
+        "{text}"
+    );
+}
