@@ -282,13 +282,28 @@ pub enum ServerHost {
     Name(String),
 }
 
+/// The port a `qmqps://HOST` line means: QMQP over TLS has no registered port; 7628 needs no
+/// root on the server and is what nullq's documentation gives `nullq serve --tls-listen`.
+pub const QMQPS_PORT: u16 = 7628;
+
+/// How a `qmqpservers` line is reached (a hook: each scheme's code is its own module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Plain QMQP: a line without a scheme, as qmail's.
+    Qmqp,
+    /// `qmqps://HOST[:PORT]`: QMQP inside TLS (`crate::tls`), port [`QMQPS_PORT`] by default.
+    Qmqps,
+}
+
 /// One QMQP server from `control/qmqpservers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerAddr {
     /// Where the server is.
     pub host: ServerHost,
-    /// Its port: [`QMQP_PORT`] unless the line said `:PORT`.
+    /// Its port: [`QMQP_PORT`] (or [`QMQPS_PORT`]) unless the line said `:PORT`.
     pub port: u16,
+    /// How it is reached.
+    pub link: Link,
 }
 
 impl ServerAddr {
@@ -305,6 +320,9 @@ impl fmt::Display for ServerAddr {
     /// The canonical spelling, which [`parse_server`] reads back: `1.2.3.4:628`, `[::1]:628`,
     /// `host:628`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.link == Link::Qmqps {
+            f.write_str(QMQPS_SCHEME)?;
+        }
         match &self.host {
             ServerHost::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
             ServerHost::Ip(IpAddr::V4(ip)) => write!(f, "{ip}:{}", self.port),
@@ -319,7 +337,27 @@ impl fmt::Display for ServerAddr {
 /// of the bracketed/IPv4/name forms with an optional `:PORT` (1..=65535, default [`QMQP_PORT`]).
 /// qmail-qmqpc silently skips lines it cannot read; nullq reports them (the error names the
 /// problem) so qmail-showctl can warn and the client can skip them knowingly.
+/// `qmqps://` before any of these forms means QMQP over TLS ([`Link::Qmqps`]).
 pub fn parse_server(line: &str) -> Result<ServerAddr, ServerLineError> {
+    let line = line.trim();
+    // Schemes (a hook): `qmqps://` is the plain form after it, with its own default port.
+    let (rest, link, default_port) = match line.strip_prefix(QMQPS_SCHEME) {
+        Some(rest) if rest.trim().is_empty() => {
+            return Err(ServerLineError::new(line, ServerProblem::NoHost))
+        }
+        Some(rest) => (rest, Link::Qmqps, QMQPS_PORT),
+        None => (line, Link::Qmqp, QMQP_PORT),
+    };
+    let (host, port) =
+        parse_host_port(rest, default_port).map_err(|e| ServerLineError::new(line, e.problem))?;
+    Ok(ServerAddr { host, port, link })
+}
+
+/// The scheme of a [`Link::Qmqps`] line.
+pub const QMQPS_SCHEME: &str = "qmqps://";
+
+/// `HOST[:PORT]` of a `qmqpservers` line, as [`parse_server`] describes.
+fn parse_host_port(line: &str, default_port: u16) -> Result<(ServerHost, u16), ServerLineError> {
     let line = line.trim();
     let bad = |problem| Err(ServerLineError::new(line, problem));
     if line.is_empty() {
@@ -339,39 +377,30 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, ServerLineError> {
         };
         let after = &rest[end + 1..];
         let port = if after.is_empty() {
-            QMQP_PORT
+            default_port
         } else if let Some(p) = after.strip_prefix(':') {
             parse_port(line, p)?
         } else {
             return bad(ServerProblem::TextAfterBracket);
         };
-        return Ok(ServerAddr {
-            host: ServerHost::Ip(ip),
-            port,
-        });
+        return Ok((ServerHost::Ip(ip), port));
     }
     // Two or more colons and no brackets: only a bare IPv6 address makes sense (no port).
     if line.matches(':').count() > 1 {
         return match line.parse::<Ipv6Addr>() {
-            Ok(ip) => Ok(ServerAddr {
-                host: ServerHost::Ip(IpAddr::V6(ip)),
-                port: QMQP_PORT,
-            }),
+            Ok(ip) => Ok((ServerHost::Ip(IpAddr::V6(ip)), default_port)),
             Err(_) => bad(ServerProblem::NotIpv6),
         };
     }
     let (host, port) = match line.split_once(':') {
         Some((h, p)) => (h, parse_port(line, p)?),
-        None => (line, QMQP_PORT),
+        None => (line, default_port),
     };
     if host.is_empty() {
         return bad(ServerProblem::NoHost);
     }
     if let Ok(ip) = host.parse::<Ipv4Addr>() {
-        return Ok(ServerAddr {
-            host: ServerHost::Ip(IpAddr::V4(ip)),
-            port,
-        });
+        return Ok((ServerHost::Ip(IpAddr::V4(ip)), port));
     }
     // Something made of digits and dots that is not an IPv4 address is a typo, not a name.
     if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
@@ -386,10 +415,7 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, ServerLineError> {
     if !name_ok {
         return bad(ServerProblem::NotHost);
     }
-    Ok(ServerAddr {
-        host: ServerHost::Name(host.to_owned()),
-        port,
-    })
+    Ok((ServerHost::Name(host.to_owned()), port))
 }
 
 fn parse_port(line: &str, p: &str) -> Result<u16, ServerLineError> {
@@ -497,6 +523,7 @@ mod tests {
         let v4 = |a: [u8; 4], port| ServerAddr {
             host: ServerHost::Ip(IpAddr::V4(Ipv4Addr::from(a))),
             port,
+            link: Link::Qmqp,
         };
         assert_eq!(parse_server("1.2.3.4"), Ok(v4([1, 2, 3, 4], 628)));
         assert_eq!(
@@ -507,28 +534,32 @@ mod tests {
             parse_server("[::1]:7"),
             Ok(ServerAddr {
                 host: ServerHost::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-                port: 7
+                port: 7,
+                link: Link::Qmqp,
             })
         );
         assert_eq!(
             parse_server("::1"),
             Ok(ServerAddr {
                 host: ServerHost::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-                port: 628
+                port: 628,
+                link: Link::Qmqp,
             })
         );
         assert_eq!(
             parse_server("mail.example.net"),
             Ok(ServerAddr {
                 host: ServerHost::Name("mail.example.net".into()),
-                port: 628
+                port: 628,
+                link: Link::Qmqp,
             })
         );
         assert_eq!(
             parse_server("localhost:10628"),
             Ok(ServerAddr {
                 host: ServerHost::Name("localhost".into()),
-                port: 10628
+                port: 10628,
+                link: Link::Qmqp,
             })
         );
         for bad in [
@@ -545,14 +576,44 @@ mod tests {
             "a b",
             "host:port",
             "1::2::3",
+            "qmqps://",
+            "qmqps://:7628",
+            "qmqps://host:0",
+            "qmqp://host",
         ] {
             assert!(parse_server(bad).is_err(), "{bad:?} should be refused");
         }
     }
 
     #[test]
+    fn qmqps_lines() {
+        let s = parse_server("qmqps://mail.example.net").unwrap();
+        assert_eq!(s.link, Link::Qmqps);
+        assert_eq!(s.port, QMQPS_PORT);
+        assert_eq!(s.host, ServerHost::Name("mail.example.net".into()));
+        assert_eq!(s.to_string(), "qmqps://mail.example.net:7628");
+        let s = parse_server(" qmqps://[::1]:10 ").unwrap();
+        assert_eq!((s.link, s.port), (Link::Qmqps, 10));
+        assert_eq!(s.to_string(), "qmqps://[::1]:10");
+        let s = parse_server("qmqps://127.0.0.1").unwrap();
+        assert_eq!(s.to_string(), "qmqps://127.0.0.1:7628");
+        let e = parse_server("qmqps://host:x").unwrap_err();
+        assert_eq!(e.to_string(), "qmqps://host:x: port is not a number");
+        assert_eq!(
+            parse_server("qmqps://").unwrap_err().problem,
+            ServerProblem::NoHost
+        );
+        assert_eq!(parse_server("127.0.0.1").unwrap().link, Link::Qmqp);
+    }
+
+    #[test]
     fn server_display_round_trips() {
-        for line in ["1.2.3.4:628", "[::1]:10628", "mail.example.net:628"] {
+        for line in [
+            "1.2.3.4:628",
+            "[::1]:10628",
+            "mail.example.net:628",
+            "qmqps://[::1]:7628",
+        ] {
             let parsed = parse_server(line).unwrap();
             assert_eq!(parsed.to_string(), line);
             assert_eq!(parse_server(&parsed.to_string()), Ok(parsed));

@@ -17,7 +17,8 @@
 //! - [`install`]: `nullq install`, the mini-qmail layout.
 //!
 //! What they share, below them:
-//! - [`transport`]: one message offered to the QMQP servers in turn (`send`);
+//! - [`transport`]: one message offered to the QMQP servers in turn (`send`), with [`tls`]
+//!   for `qmqps://` servers;
 //! - [`fallback`]: the fallback queue a message waits in when every server fails;
 //! - [`control`]: the qmail control files, with qmail's defaults and environment overrides;
 //! - [`syslog`], [`calendar`], [`errstr`], [`startfds`]: the log line, dates, qmail's error
@@ -41,6 +42,7 @@ pub mod showctl;
 pub mod smtp_stdio;
 pub mod startfds;
 pub mod syslog;
+pub mod tls;
 pub mod transport;
 
 use std::ffi::OsString;
