@@ -245,6 +245,9 @@ async fn run_one(front: Arc<Front>, admitted: Admitted, guard: SessionGuard) {
         }
         return;
     };
+    // TLS sends whole records: without Nagle's algorithm the answer's record and close_notify
+    // leave at once instead of waiting for the client's delayed ACK. A failure only costs that.
+    let _ = stream.set_nodelay(true);
     // The handshake holds the slot (the limits count it) and is bounded as a first byte is.
     let handshake =
         tokio::time::timeout(front.ctx.first_byte_timeout, tls.acceptor().accept(stream));
