@@ -282,27 +282,37 @@ pub enum ServerHost {
     Name(String),
 }
 
+/// The port a `qmqps://HOST` line means: QMQP over TLS has no registered port; 7628 needs no
+/// root on the server and is what nullq's documentation gives `nullq serve --tls-listen`.
+pub const QMQPS_PORT: u16 = 7628;
+
 /// One QMQP server from `control/qmqpservers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerAddr {
     /// Where the server is.
     pub host: ServerHost,
-    /// Its port: [`QMQP_PORT`] unless the line said `:PORT`.
+    /// Its port: [`QMQP_PORT`] (or [`QMQPS_PORT`]) unless the line said `:PORT`.
     pub port: u16,
-    /// How it is spoken to: QMQP for qmail's lines (issue 13: `smtp://` lines are SMTP).
+    /// How it is spoken to: QMQP for qmail's lines; `qmqps://` and `smtp://` lines.
     pub link: Link,
 }
-
-// --- issue 13, part 3: `smtp://` lines (the client's SMTP relay, `smtp_relay`) ---------------
 
 /// The port of an `smtp://` line that names none (RFC 5321's; 587 is submission, RFC 6409).
 pub const SMTP_PORT: u16 = 25;
 
-/// How a `qmqpservers` line is spoken to. qmail's lines are all QMQP; nullq adds schemes.
+/// The scheme of a [`Link::Qmqps`] line.
+pub const QMQPS_SCHEME: &str = "qmqps://";
+/// The scheme of a [`Link::Smtp`] line.
+pub const SMTP_SCHEME: &str = "smtp://";
+
+/// How a `qmqpservers` line is spoken to. qmail's lines are all QMQP; nullq adds schemes, each
+/// spoken by its own module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
     /// QMQP (cr.yp.to/proto/qmqp.html): qmail's plain lines.
     Qmqp,
+    /// `qmqps://HOST[:PORT]`: QMQP inside TLS (`crate::tls`), port [`QMQPS_PORT`] by default.
+    Qmqps,
     /// `smtp://HOST[:PORT][?starttls=opportunistic|required]`: SMTP to a relay (the
     /// `smtp_relay` module), tried in its place in the list.
     Smtp {
@@ -338,22 +348,16 @@ fn parse_smtp(line: &str, rest: &str) -> Result<ServerAddr, ServerLineError> {
     if hostport.contains('/') {
         return bad(ServerProblem::NotHost);
     }
-    let mut addr = parse_server(hostport).map_err(|e| match e.problem {
+    let (host, port) = parse_host_port(hostport, SMTP_PORT).map_err(|e| match e.problem {
         ServerProblem::Empty => ServerLineError::new(line, ServerProblem::NoHost),
         problem => ServerLineError::new(line, problem),
     })?;
-    let explicit_port = match hostport.strip_prefix('[') {
-        Some(inside) => inside.contains("]:"),
-        None => hostport.matches(':').count() == 1,
-    };
-    if !explicit_port {
-        addr.port = SMTP_PORT;
-    }
-    addr.link = Link::Smtp { starttls };
-    Ok(addr)
+    Ok(ServerAddr {
+        host,
+        port,
+        link: Link::Smtp { starttls },
+    })
 }
-
-// --- end of issue 13, part 3 -----------------------------------------------------------------
 
 impl ServerAddr {
     /// The socket addresses to try, in resolver order (a literal address gives exactly one).
@@ -369,9 +373,10 @@ impl fmt::Display for ServerAddr {
     /// The canonical spelling, which [`parse_server`] reads back: `1.2.3.4:628`, `[::1]:628`,
     /// `host:628`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // issue 13, part 3: the scheme of an `smtp://` line, and its option when not the default.
-        if let Link::Smtp { .. } = self.link {
-            f.write_str("smtp://")?;
+        match self.link {
+            Link::Qmqp => {}
+            Link::Qmqps => f.write_str(QMQPS_SCHEME)?,
+            Link::Smtp { .. } => f.write_str(SMTP_SCHEME)?,
         }
         match &self.host {
             ServerHost::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
@@ -393,15 +398,32 @@ impl fmt::Display for ServerAddr {
 /// of the bracketed/IPv4/name forms with an optional `:PORT` (1..=65535, default [`QMQP_PORT`]).
 /// qmail-qmqpc silently skips lines it cannot read; nullq reports them (the error names the
 /// problem) so qmail-showctl can warn and the client can skip them knowingly.
+/// `qmqps://` before any of these forms means QMQP over TLS ([`Link::Qmqps`]), `smtp://` (with
+/// an optional `?starttls=...`) SMTP to a relay ([`Link::Smtp`]).
 pub fn parse_server(line: &str) -> Result<ServerAddr, ServerLineError> {
+    let line = line.trim();
+    if let Some(rest) = line.strip_prefix(SMTP_SCHEME) {
+        return parse_smtp(line, rest);
+    }
+    // `qmqps://` is the plain form after it, with its own default port.
+    let (rest, link, default_port) = match line.strip_prefix(QMQPS_SCHEME) {
+        Some(rest) if rest.trim().is_empty() => {
+            return Err(ServerLineError::new(line, ServerProblem::NoHost))
+        }
+        Some(rest) => (rest, Link::Qmqps, QMQPS_PORT),
+        None => (line, Link::Qmqp, QMQP_PORT),
+    };
+    let (host, port) =
+        parse_host_port(rest, default_port).map_err(|e| ServerLineError::new(line, e.problem))?;
+    Ok(ServerAddr { host, port, link })
+}
+
+/// `HOST[:PORT]` of a `qmqpservers` line, as [`parse_server`] describes.
+fn parse_host_port(line: &str, default_port: u16) -> Result<(ServerHost, u16), ServerLineError> {
     let line = line.trim();
     let bad = |problem| Err(ServerLineError::new(line, problem));
     if line.is_empty() {
         return bad(ServerProblem::Empty);
-    }
-    // issue 13, part 3: `smtp://HOST[:PORT][?starttls=...]`, the SMTP relay.
-    if let Some(rest) = line.strip_prefix("smtp://") {
-        return parse_smtp(line, rest);
     }
     if let Some(rest) = line.strip_prefix('[') {
         let Some(end) = rest.find(']') else {
@@ -417,42 +439,30 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, ServerLineError> {
         };
         let after = &rest[end + 1..];
         let port = if after.is_empty() {
-            QMQP_PORT
+            default_port
         } else if let Some(p) = after.strip_prefix(':') {
             parse_port(line, p)?
         } else {
             return bad(ServerProblem::TextAfterBracket);
         };
-        return Ok(ServerAddr {
-            host: ServerHost::Ip(ip),
-            port,
-            link: Link::Qmqp,
-        });
+        return Ok((ServerHost::Ip(ip), port));
     }
     // Two or more colons and no brackets: only a bare IPv6 address makes sense (no port).
     if line.matches(':').count() > 1 {
         return match line.parse::<Ipv6Addr>() {
-            Ok(ip) => Ok(ServerAddr {
-                host: ServerHost::Ip(IpAddr::V6(ip)),
-                port: QMQP_PORT,
-                link: Link::Qmqp,
-            }),
+            Ok(ip) => Ok((ServerHost::Ip(IpAddr::V6(ip)), default_port)),
             Err(_) => bad(ServerProblem::NotIpv6),
         };
     }
     let (host, port) = match line.split_once(':') {
         Some((h, p)) => (h, parse_port(line, p)?),
-        None => (line, QMQP_PORT),
+        None => (line, default_port),
     };
     if host.is_empty() {
         return bad(ServerProblem::NoHost);
     }
     if let Ok(ip) = host.parse::<Ipv4Addr>() {
-        return Ok(ServerAddr {
-            host: ServerHost::Ip(IpAddr::V4(ip)),
-            port,
-            link: Link::Qmqp,
-        });
+        return Ok((ServerHost::Ip(IpAddr::V4(ip)), port));
     }
     // Something made of digits and dots that is not an IPv4 address is a typo, not a name.
     if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
@@ -467,11 +477,7 @@ pub fn parse_server(line: &str) -> Result<ServerAddr, ServerLineError> {
     if !name_ok {
         return bad(ServerProblem::NotHost);
     }
-    Ok(ServerAddr {
-        host: ServerHost::Name(host.to_owned()),
-        port,
-        link: Link::Qmqp,
-    })
+    Ok((ServerHost::Name(host.to_owned()), port))
 }
 
 fn parse_port(line: &str, p: &str) -> Result<u16, ServerLineError> {
@@ -637,6 +643,10 @@ mod tests {
             "a b",
             "host:port",
             "1::2::3",
+            "qmqps://",
+            "qmqps://:7628",
+            "qmqps://host:0",
+            "qmqp://host",
         ] {
             assert!(parse_server(bad).is_err(), "{bad:?} should be refused");
         }
@@ -690,8 +700,34 @@ mod tests {
     }
 
     #[test]
+    fn qmqps_lines() {
+        let s = parse_server("qmqps://mail.example.net").unwrap();
+        assert_eq!(s.link, Link::Qmqps);
+        assert_eq!(s.port, QMQPS_PORT);
+        assert_eq!(s.host, ServerHost::Name("mail.example.net".into()));
+        assert_eq!(s.to_string(), "qmqps://mail.example.net:7628");
+        let s = parse_server(" qmqps://[::1]:10 ").unwrap();
+        assert_eq!((s.link, s.port), (Link::Qmqps, 10));
+        assert_eq!(s.to_string(), "qmqps://[::1]:10");
+        let s = parse_server("qmqps://127.0.0.1").unwrap();
+        assert_eq!(s.to_string(), "qmqps://127.0.0.1:7628");
+        let e = parse_server("qmqps://host:x").unwrap_err();
+        assert_eq!(e.to_string(), "qmqps://host:x: port is not a number");
+        assert_eq!(
+            parse_server("qmqps://").unwrap_err().problem,
+            ServerProblem::NoHost
+        );
+        assert_eq!(parse_server("127.0.0.1").unwrap().link, Link::Qmqp);
+    }
+
+    #[test]
     fn server_display_round_trips() {
-        for line in ["1.2.3.4:628", "[::1]:10628", "mail.example.net:628"] {
+        for line in [
+            "1.2.3.4:628",
+            "[::1]:10628",
+            "mail.example.net:628",
+            "qmqps://[::1]:7628",
+        ] {
             let parsed = parse_server(line).unwrap();
             assert_eq!(parsed.to_string(), line);
             assert_eq!(parse_server(&parsed.to_string()), Ok(parsed));

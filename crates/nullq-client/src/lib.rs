@@ -17,7 +17,8 @@
 //! - [`install`]: `nullq install`, the mini-qmail layout.
 //!
 //! What they share, below them:
-//! - [`transport`]: one message offered to the QMQP servers in turn (`send`);
+//! - [`transport`]: one message offered to the QMQP servers in turn (`send`), with [`tls`]
+//!   for `qmqps://` servers;
 //! - [`server_memory`]: the host's memory of failed servers, which reorders that turn;
 //! - [`fallback`]: the fallback queue a message waits in when every server fails;
 //! - [`smtp_relay`]: the `smtp://` lines of `qmqpservers`, SMTP to a relay as a last resort;
@@ -45,6 +46,7 @@ pub mod smtp_relay;
 pub mod smtp_stdio;
 pub mod startfds;
 pub mod syslog;
+pub mod tls;
 pub mod transport;
 
 use std::ffi::OsString;

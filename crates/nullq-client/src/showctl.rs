@@ -3,7 +3,8 @@
 //!
 //! This module owns the report: the home directory, then each control file the client reads
 //! (`me`, `defaulthost`, `defaultdomain`, `plusdomain`, `idhost`, `qmqpservers`,
-//! `timeoutconnect`, `timeoutremote`, `fallbackqueue`, `rewrite`) with its value or qmail's
+//! `tlscafile`, `tlsclientcert`, `tlsclientkey`, `timeoutconnect`, `timeoutremote`, `fallbackqueue`,
+//! `rewrite`) with its value or qmail's
 //! default and what it means, in qmail-showctl's `name: (Default.) Text value.` style, then any
 //! file it does not know. Beyond qmail-showctl it shows what the address rules actually make of
 //! `root`, `root@host` and `root@host+` with the current files and environment, and warns about
@@ -31,13 +32,14 @@ use crate::calendar;
 use crate::qmail_inject::{self, Env, InjectOptions};
 use crate::qmqpc;
 use crate::server_memory;
+use crate::tls;
 use crate::transport;
 
 /// How long `--check` waits for each server's TCP connection (qmail-qmqpc's connect timeout).
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The control files the client reads; any other file in `control/` is reported as unknown.
-pub const KNOWN_FILES: [&str; 13] = [
+pub const KNOWN_FILES: [&str; 18] = [
     "me",
     "defaulthost",
     "defaultdomain",
@@ -51,6 +53,11 @@ pub const KNOWN_FILES: [&str; 13] = [
     "qmqpstate",
     "qmqpbackoff",
     "qmqpspread",
+    "tlscafile",
+    "tlsclientcert",
+    "tlsclientkey",
+    "helohost",
+    "smtpauth",
 ];
 
 /// What a report found.
@@ -453,11 +460,14 @@ fn show_transport<W: Write>(
     r.line(
         "  Tried in order; a message goes to the first that accepts it. Lines: IPv4, [IPv6] or",
     )?;
-    r.line("  a host name, each with an optional :PORT (default 628).")?;
+    r.line("  a host name, each with an optional :PORT (default 628); qmqps://HOST[:PORT] for")?;
+    r.line("  QMQP over TLS (default port 7628).")?;
     show_smtp(r, control, &servers)?;
     if servers.is_empty() {
         r.warn("no usable QMQP server: every message fails with \"qq unable to read configuration\" (exit 111)")?;
     }
+
+    show_tls(r, control, &servers)?;
 
     let config = qmqpc::Config::load(control);
     let (connect, remote) = match &config {
@@ -525,6 +535,60 @@ fn show_transport<W: Write>(
                     r.line(&format!("  {s}: UNREACHABLE: {e}."))?;
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// `tlscafile`, `tlsclientcert`, `tlsclientkey` (see [`crate::tls`]), and, when a `qmqps://`
+/// server is listed, whether they load for the user running this.
+fn show_tls<W: Write>(
+    r: &mut Report<'_, W>,
+    control: &ControlDir,
+    servers: &[ServerAddr],
+) -> io::Result<()> {
+    for (name, default, what) in [
+        (
+            "tlscafile",
+            format!(
+                "Server certificates are checked against {}",
+                tls::SYSTEM_CA_FILE
+            ),
+            "Server certificates are checked against ",
+        ),
+        (
+            "tlsclientcert",
+            "No client certificate".to_owned(),
+            "Client certificate is ",
+        ),
+        ("tlsclientkey", "No client key".to_owned(), "Client key is "),
+    ] {
+        r.line("")?;
+        match tls::control_path(control, name) {
+            Ok(None) => r.line(&format!("{name}: (Default.) {default}."))?,
+            Ok(Some(path)) => r.line(&format!("{name}: {what}{}.", path.display()))?,
+            Err(e) => {
+                r.line(&format!("{name}: Oops! Trouble reading this file."))?;
+                r.warn(&e.to_string())?;
+            }
+        }
+    }
+    r.line("  Read only for qmqps:// servers. The key must be mode 600, owned by root or the")?;
+    r.line("  user sending: a user who cannot read it sends without it (a server that requires")?;
+    r.line("  a client certificate then refuses, and the next server is tried).")?;
+    if let Ok(Some(key)) = tls::control_path(control, "tlsclientkey") {
+        match std::fs::File::open(&key) {
+            Ok(file) => {
+                if let Some(problem) = tls::key_problem(&file) {
+                    r.warn(&format!("{}: {problem}", key.display()))?;
+                }
+            }
+            Err(e) => r.line(&format!("  Not readable by this user: {e}."))?,
+        }
+    }
+    if servers.iter().any(|s| s.link == control::Link::Qmqps) {
+        if let Err(e) = tls::ClientTls::new(control).config() {
+            r.warn(&format!("qmqps:// servers will fail for this user: {e}"))?;
         }
     }
     Ok(())

@@ -28,6 +28,7 @@ use nullq_proto::qmqp::{request_frame, Response, Status, MAX_RESPONSE};
 use crate::control::{parse_server, ControlDir, Link, ServerAddr, ServerLineError};
 use crate::server_memory::{self, SettingError, Settings};
 use crate::smtp_relay::{self, RelayError, SmtpSettings};
+use crate::tls::{ClientTls, Conn};
 
 /// qmail-qmqpc's connect timeout, used when `control/timeoutconnect` is absent.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +58,8 @@ pub struct Transport {
     pub memory: Settings,
     /// What `smtp://` lines need: read only when one is listed.
     pub smtp: SmtpSettings,
+    /// The TLS settings for `qmqps://` servers, read only when one is tried (`crate::tls`).
+    pub tls: ClientTls,
 }
 
 impl Transport {
@@ -95,6 +98,7 @@ impl Transport {
             bad_lines,
             memory,
             smtp,
+            tls: ClientTls::new(control),
         })
     }
 }
@@ -288,7 +292,7 @@ pub fn send(
         // An `smtp://` line is an SMTP conversation, not QMQP.
         let result = match server.link {
             Link::Smtp { starttls } => relay(transport, server, starttls, message, envelope),
-            Link::Qmqp => attempt(transport, server, message, &prefix, &suffix),
+            Link::Qmqp | Link::Qmqps => attempt(transport, server, message, &prefix, &suffix),
         };
         let now = server_memory::unix_now();
         match result {
@@ -357,7 +361,17 @@ fn attempt(
     let addrs = server
         .socket_addrs()
         .map_err(|e| AttemptError::ConnectRejected(format!("unable to resolve: {e}")))?;
-    let mut stream = connect(&addrs, transport.connect_timeout)?;
+    // Hook: a qmqps:// server's TLS settings (crate::tls), loaded at the first such server.
+    let tls = match server.link {
+        Link::Qmqp | Link::Smtp { .. } => None,
+        Link::Qmqps => Some(
+            transport
+                .tls
+                .config()
+                .map_err(|e| AttemptError::ConnectRejected(format!("TLS: {e}")))?,
+        ),
+    };
+    let stream = connect(&addrs, transport.connect_timeout)?;
     let deadline = Instant::now() + SESSION_LIMIT;
     let broken = |what: &str, e: io::Error| AttemptError::Broken(format!("{what}: {e}"));
     stream
@@ -366,6 +380,8 @@ fn attempt(
     stream
         .set_read_timeout(Some(transport.remote_timeout))
         .map_err(|e| broken("setting the read timeout", e))?;
+    let mut stream =
+        Conn::new(stream, tls, server).map_err(|e| AttemptError::Broken(e.to_string()))?;
     let sent = (|| {
         stream.write_all(prefix).map_err(|e| broken("write", e))?;
         stream_message(message, &mut stream, deadline)?;
@@ -420,7 +436,7 @@ fn connect(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, Attempt
 /// client does not grow with the message).
 fn stream_message(
     message: &mut Spooled<'_>,
-    out: &mut TcpStream,
+    out: &mut impl Write,
     deadline: Instant,
 ) -> Result<(), AttemptError> {
     let local = |e: io::Error| AttemptError::Local(e.to_string());
@@ -459,7 +475,7 @@ const ANSWER_AFTER_FAILED_WRITE: Duration = Duration::from_secs(1);
 
 /// Read the one response netstring; EOF, a timeout or a malformed answer is a broken
 /// conversation ("a response the client did not receive means temporary failure").
-fn read_response(stream: &mut TcpStream, deadline: Instant) -> Result<Response, AttemptError> {
+fn read_response(stream: &mut impl Read, deadline: Instant) -> Result<Response, AttemptError> {
     let mut buf: Vec<u8> = Vec::with_capacity(256);
     let mut chunk = [0u8; 1024];
     loop {

@@ -9,7 +9,7 @@
 //! are refused, so a misspelt key is an error instead of a setting silently not applied.
 //!
 //! One module per section, each owning its keys' types, defaults and checks: `limits`, `log`,
-//! `access`, `metrics`, `delivery` (with `target`, and `smtp` and `cgp` for `[delivery.smtp]`
+//! `access`, `metrics`, `tls`, `delivery` (with `target`, and `smtp` and `cgp` for `[delivery.smtp]`
 //! and `[delivery.cgp]`), `policy` (with `cidr` for its networks); `error` is
 //! [`ConfigError`]. Their types are this module's. A value that has a type of its own (an address, a network, a
 //! file mode, a target, a log format) is parsed when the file is read, and an error names the
@@ -31,6 +31,7 @@ mod metrics;
 mod policy;
 mod smtp;
 mod target;
+mod tls;
 
 pub use access::AccessConfig;
 pub use cgp::{CgpConfig, OnBad};
@@ -43,6 +44,7 @@ pub use metrics::{parse_metrics_listen, MetricsConfig};
 pub use policy::{ClientPolicy, PolicyConfig};
 pub use smtp::{SmtpConfig, StartTls};
 pub use target::{split_command, Target};
+pub use tls::{parse_tls_listen, TlsConfig};
 
 use error::{invalid, keyed};
 
@@ -90,6 +92,8 @@ pub struct ServerConfig {
     pub policy: PolicyConfig,
     /// The Prometheus metrics endpoint.
     pub metrics: MetricsConfig,
+    /// QMQP over TLS beside the plain listener.
+    pub tls: TlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +112,7 @@ impl Default for ServerConfig {
             delivery: DeliveryConfig::default(),
             policy: PolicyConfig::default(),
             metrics: MetricsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -234,6 +239,7 @@ impl ServerConfig {
         }
         self.delivery.validate()?;
         self.policy.validate()?;
+        self.tls.validate()?;
         Ok(())
     }
 

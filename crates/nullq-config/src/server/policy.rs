@@ -14,7 +14,8 @@ use super::error::{invalid, keyed, unkeyed, ConfigError};
 /// `[policy]`: what clients may send and how addresses are rewritten, checked before `K`.
 ///
 /// A client gets the first `[[policy.clients]]` entry that names it (by `NULLQ_POLICY=name` in
-/// its tcprules variables, else by network), or the defaults at this level.
+/// its tcprules variables, else by its verified TLS certificate's name, else by network), or
+/// the defaults at this level.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
@@ -51,6 +52,12 @@ pub struct ClientPolicy {
     /// this class.
     #[serde(deserialize_with = "networks")]
     pub networks: Vec<Cidr>,
+    /// Names of verified TLS client certificates (`tls.client_ca`) whose clients are in this
+    /// class: the certificate's subject CN, else its first DNS name, compared without regard
+    /// to case. A certificate name is a stronger identity than an address, so these are
+    /// matched before any class's `networks`. A client without a verified certificate never
+    /// matches them.
+    pub tls_names: Vec<String>,
     /// Allowed envelope senders, as `[policy] senders`. Empty: any.
     pub senders: Vec<String>,
     /// Check the header `From:` too.
@@ -97,8 +104,16 @@ impl PolicyConfig {
         check_senders("policy.senders", &self.senders)?;
         for (n, c) in self.clients.iter().enumerate() {
             let key = format!("policy.clients[{n}]");
-            if c.name.is_none() && c.networks.is_empty() {
-                return Err(invalid(&key, "needs a name or networks"));
+            if c.name.is_none() && c.networks.is_empty() && c.tls_names.is_empty() {
+                return Err(invalid(&key, "needs a name, networks or tls_names"));
+            }
+            if let Some(bad) = c.tls_names.iter().find(|n| {
+                n.is_empty() || n.contains(|ch: char| ch.is_whitespace() || ch.is_control())
+            }) {
+                return Err(invalid(
+                    &format!("{key}.tls_names"),
+                    format!("{bad:?} is not a certificate name"),
+                ));
             }
             check_senders(&format!("{key}.senders"), &c.senders)?;
         }

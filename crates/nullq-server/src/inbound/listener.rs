@@ -27,6 +27,7 @@ use crate::inbound::access::Access;
 use crate::inbound::context::Context;
 use crate::inbound::peer::Peer;
 use crate::inbound::session::{self, Progress};
+use crate::inbound::tls::ServerTls;
 use crate::process::shutdown::{Drain, SessionGuard, Shutdown};
 
 /// How long a new connection waits for the slot of the session it had evicted.
@@ -143,6 +144,21 @@ impl Drop for Registered {
     }
 }
 
+/// A listening socket, and for a TLS listener the settings its connections are wrapped in.
+pub struct Listening {
+    /// The socket.
+    pub socket: TcpListener,
+    /// `Some` for a TLS listener (`--tls-listen`): each admitted connection does the TLS
+    /// handshake, inside its session slot, before its session reads a QMQP byte.
+    pub tls: Option<Arc<ServerTls>>,
+}
+
+impl From<TcpListener> for Listening {
+    fn from(socket: TcpListener) -> Listening {
+        Listening { socket, tls: None }
+    }
+}
+
 /// What every accept loop shares.
 struct Front {
     ctx: Arc<Context>,
@@ -158,7 +174,7 @@ struct Front {
 /// Accept on every listener until `shutdown`, then wait up to `grace` for open sessions.
 /// Returns whether every session finished within `grace`.
 pub async fn serve(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listening>,
     ctx: Arc<Context>,
     access: Arc<Access>,
     limits: ConnectionLimits,
@@ -168,7 +184,11 @@ pub async fn serve(
     let front = Arc::new(Front::new(ctx, access, limits));
     let drain = Drain::new();
     let mut accepting = Vec::new();
-    for listener in listeners {
+    for Listening {
+        socket: listener,
+        tls,
+    } in listeners
+    {
         let front = Arc::clone(&front);
         let Some(guard) = drain.guard() else { break };
         let mut shutdown = shutdown.clone();
@@ -177,7 +197,7 @@ pub async fn serve(
                 tokio::select! {
                     _ = shutdown.recv() => break,
                     accepted = listener.accept() => match accepted {
-                        Ok((stream, addr)) => match front.admit(stream, addr) {
+                        Ok((stream, addr)) => match front.admit(stream, addr, tls.as_ref()) {
                             Admission::Refused => {}
                             Admission::Now(admitted) => {
                                 tokio::spawn(run_one(Arc::clone(&front), admitted, guard.clone()));
@@ -213,14 +233,70 @@ pub async fn serve(
 
 async fn run_one(front: Arc<Front>, admitted: Admitted, guard: SessionGuard) {
     let Admitted {
-        mut stream,
-        peer,
+        stream,
+        mut peer,
         permit,
         ip_guard,
+        tls,
     } = admitted;
+    let Some(tls) = tls else {
+        if let Some(stream) = run_session(&front, stream, &peer, (permit, ip_guard), guard).await {
+            front.linger(stream).await;
+        }
+        return;
+    };
+    // TLS sends whole records: without Nagle's algorithm the answer's record and close_notify
+    // leave at once instead of waiting for the client's delayed ACK. A failure only costs that.
+    let _ = stream.set_nodelay(true);
+    // The handshake holds the slot (the limits count it) and is bounded as a first byte is.
+    let handshake =
+        tokio::time::timeout(front.ctx.first_byte_timeout, tls.acceptor().accept(stream));
+    let stream = match handshake.await {
+        Ok(Ok(stream)) => stream,
+        failed => {
+            let reason = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!(
+                    "no handshake within {}s",
+                    front.ctx.first_byte_timeout.as_secs()
+                ),
+            };
+            drop((permit, ip_guard));
+            front.ctx.metrics.session(None);
+            tracing::info!(
+                target: "nullq::session",
+                client = %peer.addr_text(),
+                answer = "-",
+                reason = %format!("TLS handshake failed: {reason}; connection closed"),
+            );
+            drop(guard);
+            return;
+        }
+    };
+    peer.tls = Some(crate::inbound::tls::info(stream.get_ref().1));
+    if let Some(mut stream) = run_session(&front, stream, &peer, (permit, ip_guard), guard).await {
+        if let Ok(_place) = Arc::clone(&front.lingering).try_acquire_owned() {
+            session::linger(&mut stream, &front.ctx).await;
+        }
+    }
+}
+
+/// One session on `stream` in its slot; gives the stream back when it should be read until the
+/// client closes (after a refusal).
+async fn run_session<S>(
+    front: &Arc<Front>,
+    mut stream: S,
+    peer: &Peer,
+    slot: (OwnedSemaphorePermit, PerIpGuard),
+    guard: SessionGuard,
+) -> Option<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (permit, ip_guard) = slot;
     let registered = OpenSessions::register(&front.open, Progress::new());
     let ctx = Arc::clone(&front.ctx);
-    let outcome = session::run(&mut stream, &peer, ctx, &registered.progress).await;
+    let outcome = session::run(&mut stream, peer, ctx, &registered.progress).await;
     // The order matters: the connection slot (the session permit and the per-address count) is
     // given back before the session's log line is written, so whoever has seen that line (a
     // monitor, a test) knows the slot is free and may connect again without being refused as
@@ -228,13 +304,11 @@ async fn run_one(front: Arc<Front>, admitted: Admitted, guard: SessionGuard) {
     drop((registered, permit, ip_guard));
     // Counted before the log line, so that whoever has seen the line sees the count.
     front.ctx.metrics.session(outcome.answer);
-    outcome.log(&peer);
+    outcome.log(peer);
     drop(guard);
-    if matches!(outcome.answer, Some(Status::TempFail | Status::PermFail)) {
-        // Refused before the client had sent everything, maybe: read the rest (outside the
-        // slot) so that the answer is read, not reset.
-        front.linger(stream).await;
-    }
+    // Refused before the client had sent everything, maybe: read the rest (outside the slot)
+    // so that the answer is read, not reset.
+    matches!(outcome.answer, Some(Status::TempFail | Status::PermFail)).then_some(stream)
 }
 
 /// A connection given a slot, before its session has read a byte.
@@ -243,6 +317,7 @@ struct Admitted {
     peer: Peer,
     permit: OwnedSemaphorePermit,
     ip_guard: PerIpGuard,
+    tls: Option<Arc<ServerTls>>,
 }
 
 /// A connection waiting for the slot of a session asked to give it up.
@@ -251,6 +326,7 @@ struct Waiting {
     client: SocketAddr,
     peer: Peer,
     ip_guard: PerIpGuard,
+    tls: Option<Arc<ServerTls>>,
 }
 
 enum Admission {
@@ -279,7 +355,12 @@ impl Front {
 
     /// Decide on a new connection from `addr`; refused ones are logged and answered here,
     /// admitted ones logged (debug) while their slot is held, before the session reads a byte.
-    fn admit(self: &Arc<Self>, stream: TcpStream, addr: SocketAddr) -> Admission {
+    fn admit(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        addr: SocketAddr,
+        tls: Option<&Arc<ServerTls>>,
+    ) -> Admission {
         // IPv4-mapped IPv6 addresses (an IPv6 socket accepting IPv4) are IPv4 clients.
         let ip = addr.ip();
         let ip = match ip {
@@ -299,9 +380,11 @@ impl Front {
             );
             return Admission::Refused;
         }
+        let tls = tls.cloned();
         let Some(ip_guard) = PerIp::enter(&self.per_ip, ip, self.limits.max_sessions_per_ip) else {
             self.refuse(
                 stream,
+                tls.is_some(),
                 ip,
                 format!(
                     "sorry, too many sessions from your address ({} at once), try again later (#4.3.2)",
@@ -316,6 +399,7 @@ impl Front {
             ip_text: None,
             info: None,
             env: decision.env,
+            tls: None,
         };
         match Arc::clone(&self.slots).try_acquire_owned() {
             Ok(permit) => {
@@ -325,6 +409,7 @@ impl Front {
                     peer,
                     permit,
                     ip_guard,
+                    tls,
                 })
             }
             Err(_) if self.open.evict_slowest(self.ctx.min_data_rate) => {
@@ -333,11 +418,12 @@ impl Front {
                     client,
                     peer,
                     ip_guard,
+                    tls,
                 })
             }
             Err(_) => {
                 drop(ip_guard);
-                self.refuse(stream, ip, self.full());
+                self.refuse(stream, tls.is_some(), ip, self.full());
                 Admission::Refused
             }
         }
@@ -355,11 +441,13 @@ impl Front {
                     peer: waiting.peer,
                     permit,
                     ip_guard: waiting.ip_guard,
+                    tls: waiting.tls,
                 })
             }
             _ => {
                 drop(waiting.ip_guard);
-                self.refuse(waiting.stream, waiting.client.ip(), self.full());
+                let tls = waiting.tls.is_some();
+                self.refuse(waiting.stream, tls, waiting.client.ip(), self.full());
                 None
             }
         }
@@ -373,8 +461,15 @@ impl Front {
     }
 
     /// Answer `Z` and close after reading what the client sends: it should try another server
-    /// or later.
-    fn refuse(self: &Arc<Self>, mut stream: TcpStream, ip: IpAddr, text: String) {
+    /// or later. A TLS client is not answered (a `Z` in clear would only garble its
+    /// handshake, and a handshake would spend what the limit saves): the connection is
+    /// closed, which its client takes as a temporary failure too.
+    fn refuse(self: &Arc<Self>, mut stream: TcpStream, tls: bool, ip: IpAddr, text: String) {
+        if tls {
+            self.ctx.metrics.session(None);
+            tracing::info!(target: "nullq::session", client = %ip, answer = "-", reason = %format!("{text}; TLS connection closed"));
+            return;
+        }
         self.ctx.metrics.session(Some(Status::TempFail));
         tracing::info!(target: "nullq::session", client = %ip, answer = "Z", reason = %text);
         let front = Arc::clone(self);
@@ -583,7 +678,7 @@ mod tests {
         rt().block_on(async {
             let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
             let (_client, server, addr) = connection(&listener).await;
-            let admitted = front.admit(server, addr);
+            let admitted = front.admit(server, addr, None);
             assert!(matches!(admitted, Admission::Now(_)));
             let client = format!("client={addr}");
             let (line, probed) = capture
@@ -594,7 +689,10 @@ mod tests {
 
             // Over the limit: refused, and not logged as admitted.
             let (_client2, server2, addr2) = connection(&listener).await;
-            assert!(matches!(front.admit(server2, addr2), Admission::Refused));
+            assert!(matches!(
+                front.admit(server2, addr2, None),
+                Admission::Refused
+            ));
             assert!(capture.find(&["admitted", &format!("{addr2}")]).is_none());
         });
     }
@@ -608,7 +706,7 @@ mod tests {
         rt().block_on(async {
             let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
             let (mut client, server, addr) = connection(&listener).await;
-            let Admission::Now(admitted) = front.admit(server, addr) else {
+            let Admission::Now(admitted) = front.admit(server, addr, None) else {
                 panic!("not admitted");
             };
             let drain = Drain::new();
@@ -640,7 +738,7 @@ mod tests {
             let at = listener.local_addr().unwrap();
             let (trigger, stop) = crate::process::shutdown::channel();
             let server = tokio::spawn(serve(
-                vec![listener],
+                vec![listener.into()],
                 ctx,
                 Arc::new(Access::allow_all()),
                 ONE,

@@ -9,7 +9,8 @@
 //! - [`peer`]: who the client is; [`access`]: tcprules, reloaded on SIGHUP;
 //! - [`policy`]: allowed senders and relay control, checked before `K`;
 //! - [`received`]: the Received lines put on every message;
-//! - [`context`]: the read-only state all sessions share.
+//! - [`context`]: the read-only state all sessions share;
+//! - [`tls`]: QMQP over TLS: the certificates (reloaded on SIGHUP) and what a handshake tells.
 //!
 //! Errors here are answers: a problem with the client's request is a QMQP `D`, a problem on our
 //! side a `Z`.
@@ -21,3 +22,4 @@ pub mod peer;
 pub mod policy;
 pub mod received;
 pub mod session;
+pub mod tls;

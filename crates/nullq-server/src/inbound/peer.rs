@@ -4,6 +4,8 @@
 
 use std::net::IpAddr;
 
+use crate::process::logging::escape;
+
 /// Who is on the other end, as far as the front end knows.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -21,6 +23,20 @@ pub struct Peer {
     pub info: Option<String>,
     /// Variables set by the access rule that let the client in (`RELAYCLIENT`, ...).
     pub env: Vec<(String, String)>,
+    /// The TLS connection, when the client came to a TLS listener (`None`: plain QMQP).
+    pub tls: Option<TlsInfo>,
+}
+
+/// What the TLS handshake of a session established (see `inbound::tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: String,
+    /// The cipher suite as rustls names it, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+    /// The verified client certificate's name (its subject CN, else its first DNS name):
+    /// the client's `tls_name` for the policy; `None` without a client certificate.
+    pub client: Option<String>,
 }
 
 impl Peer {
@@ -34,5 +50,26 @@ impl Peer {
     /// [`addr_text`](Peer::addr_text).
     pub fn received_ip(&self) -> String {
         self.ip_text.clone().unwrap_or_else(|| self.addr_text())
+    }
+
+    /// The verified TLS client certificate's name, if the client presented one.
+    pub fn tls_name(&self) -> Option<&str> {
+        self.tls.as_ref().and_then(|t| t.client.as_deref())
+    }
+
+    /// The session's TLS for its log line: `-` for plain QMQP, else version, cipher and the
+    /// client certificate's name (`-` without one), e.g. `TLSv1.3/TLS13_AES_256_GCM_SHA384/h1`.
+    pub fn tls_text(&self) -> String {
+        match &self.tls {
+            None => "-".to_owned(),
+            Some(t) => format!(
+                "{}/{}/{}",
+                t.version,
+                t.cipher,
+                t.client
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), |n| escape(n.as_bytes()))
+            ),
+        }
     }
 }

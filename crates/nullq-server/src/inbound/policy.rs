@@ -4,8 +4,9 @@
 //!
 //! Order and meaning (also in `docs/delivery.md`):
 //! 1. **Class.** A client gets the `[[policy.clients]]` entry named by `NULLQ_POLICY` in its
-//!    tcprules variables, else the first entry whose `networks` hold its address, else the
-//!    `[policy]` defaults. Variables override the class: `NULLQ_SENDERS="p1,p2"` replaces its
+//!    tcprules variables, else the first entry whose `tls_names` hold its verified TLS client
+//!    certificate's name (`inbound::tls`: subject CN, else first DNS name; any case), else
+//!    the first entry whose `networks` hold its address, else the `[policy]` defaults. Variables override the class: `NULLQ_SENDERS="p1,p2"` replaces its
 //!    sender patterns, `RELAYCLIENT` (any value, as qmail-smtpd reads it) lets it relay,
 //!    `NULLQ_HOST` names the client for `%h`.
 //! 2. **Sender.** With patterns, the envelope sender *as sent* must match one (`*` is any run,
@@ -39,6 +40,7 @@ pub const HEAD_LIMIT: usize = 64 * 1024;
 struct Class {
     name: Option<String>,
     networks: Vec<Cidr>,
+    tls_names: Vec<String>,
     senders: Vec<String>,
     header_from: bool,
     relay: bool,
@@ -94,6 +96,7 @@ impl Policy {
             default: Class {
                 name: None,
                 networks: Vec::new(),
+                tls_names: Vec::new(),
                 senders: Vec::new(),
                 header_from: false,
                 relay: true,
@@ -109,6 +112,7 @@ impl Policy {
         let default = Class {
             name: None,
             networks: Vec::new(),
+            tls_names: Vec::new(),
             senders: config.senders.clone(),
             header_from: config.header_from,
             relay: config.relay.unwrap_or(relay_default),
@@ -118,6 +122,7 @@ impl Policy {
             clients.push(Class {
                 name: c.name.clone(),
                 networks: c.networks.clone(),
+                tls_names: c.tls_names.clone(),
                 senders: c.senders.clone(),
                 header_from: c.header_from,
                 relay: c.relay.or(config.relay).unwrap_or(relay_default),
@@ -151,6 +156,15 @@ impl Policy {
                 .clients
                 .iter()
                 .find(|c| c.name.as_deref() == Some(name))
+            {
+                return c;
+            }
+        }
+        if let Some(cert) = peer.tls_name() {
+            if let Some(c) = self
+                .clients
+                .iter()
+                .find(|c| c.tls_names.iter().any(|n| n.eq_ignore_ascii_case(cert)))
             {
                 return c;
             }
@@ -300,6 +314,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            tls: None,
         }
     }
 
@@ -423,5 +438,54 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("From:"), "{e}");
         assert!(!Policy::permissive().wants_header());
+    }
+
+    #[test]
+    fn a_certificate_name_picks_its_class_before_the_network() {
+        use nullq_config::server::ClientPolicy;
+        let p = Policy::from_config(&PolicyConfig {
+            senders: vec!["nobody@example.net".into()],
+            clients: vec![
+                ClientPolicy {
+                    networks: vec!["127.0.0.0/8".parse().unwrap()],
+                    senders: vec!["*@net.example.net".into()],
+                    ..ClientPolicy::default()
+                },
+                ClientPolicy {
+                    tls_names: vec!["Host1.Example.NET".into()],
+                    senders: vec!["*@host1.example.net".into()],
+                    ..ClientPolicy::default()
+                },
+            ],
+            ..PolicyConfig::default()
+        })
+        .unwrap();
+        let rc = vec![b"a@example.net".to_vec()];
+        let tls = |client: Option<&str>| {
+            let mut p = peer("127.0.0.1", &[]);
+            p.tls = Some(crate::inbound::peer::TlsInfo {
+                version: "TLSv1.3".into(),
+                cipher: "TLS13_AES_256_GCM_SHA384".into(),
+                client: client.map(str::to_owned),
+            });
+            p
+        };
+        let named = tls(Some("host1.example.net"));
+        assert!(p.check(&named, b"u@host1.example.net", &rc, b"").is_ok());
+        assert!(p.check(&named, b"u@net.example.net", &rc, b"").is_err());
+        // Without a certificate name (plain, or TLS without one): the network's class.
+        for other in [
+            peer("127.0.0.1", &[]),
+            tls(None),
+            tls(Some("host2.example.net")),
+        ] {
+            assert!(p.check(&other, b"u@net.example.net", &rc, b"").is_ok());
+            assert!(p.check(&other, b"u@host1.example.net", &rc, b"").is_err());
+        }
+        assert_eq!(
+            named.tls_text(),
+            "TLSv1.3/TLS13_AES_256_GCM_SHA384/host1.example.net"
+        );
+        assert_eq!(peer("127.0.0.1", &[]).tls_text(), "-");
     }
 }

@@ -11,22 +11,62 @@ use std::time::SystemTime;
 
 use nullq_mail::trace::{queue_received, received};
 
-use crate::inbound::peer::Peer;
+use crate::inbound::peer::{Peer, TlsInfo};
 
 /// The Received lines for a message from `peer`, arriving at `when`.
 pub fn header(peer: &Peer, local_name: &str, when: SystemTime) -> String {
     let mut lines =
         queue_received(std::process::id(), "from network", when).replacen("(qmail ", "(nullq ", 1);
-    lines.push_str(&received(
-        "QMQP",
+    let (protocol, tls) = match &peer.tls {
+        None => ("QMQP", None),
+        Some(tls) => ("QMQPS", Some(tls_comment(tls))),
+    };
+    let mut field = received(
+        protocol,
         local_name,
         &peer.received_ip(),
         &peer.host,
         peer.info.as_deref(),
         None,
         when,
-    ));
+    );
+    if let Some(comment) = tls {
+        // Postfix's place for it: after the client, before `by`.
+        if let Some(at) = field.find("\n  by ") {
+            field.insert_str(at + 1, &comment);
+        }
+    }
+    lines.push_str(&field);
     lines
+}
+
+/// The TLS comment lines, as Postfix writes them (`(using TLSv1.3 with cipher ...)`, and for a
+/// verified client certificate `(Client CN "NAME" (verified OK))`), each ending in a newline.
+/// The name comes from the certificate: only qmail-qmqpd's safe bytes are kept, so it cannot
+/// end the comment or the field.
+fn tls_comment(tls: &TlsInfo) -> String {
+    let mut text = format!(
+        "  (using {} with cipher {})\n",
+        safe(&tls.version),
+        safe(&tls.cipher)
+    );
+    if let Some(name) = &tls.client {
+        text.push_str(&format!("  (Client CN \"{}\" (verified OK))\n", safe(name)));
+    }
+    text
+}
+
+/// `s` with every byte outside letters, digits and `-._@*` replaced by `?`.
+fn safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._@*".contains(c) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -42,6 +82,7 @@ mod tests {
             ip_text: None,
             info: None,
             env: Vec::new(),
+            tls: None,
         };
         let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_053_567_702);
         let h = header(&peer, "mail.example.net", when);
@@ -64,6 +105,7 @@ mod tests {
             ip_text: Some("0127.000.000.001".into()),
             info: Some("joe smith".into()),
             env: Vec::new(),
+            tls: None,
         };
         let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_053_567_702);
         let h = header(&peer, "", when);
@@ -71,6 +113,33 @@ mod tests {
             h.ends_with(
                 "Received: from unknown (joe?smith@0127.000.000.001)\n  \
                  by  with QMQP; 22 May 2003 01:41:42 -0000\n"
+            ),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn tls_like_postfix_and_cannot_inject_lines() {
+        let peer = Peer {
+            ip: "10.0.0.7".parse().ok(),
+            host: "unknown".into(),
+            ip_text: None,
+            info: None,
+            env: Vec::new(),
+            tls: Some(TlsInfo {
+                version: "TLSv1.3".into(),
+                cipher: "TLS13_AES_256_GCM_SHA384".into(),
+                client: Some("host1.example.net\")\nX-Evil: 1".into()),
+            }),
+        };
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_053_567_702);
+        let h = header(&peer, "mx.example.net", when);
+        assert!(
+            h.ends_with(
+                "Received: from unknown (10.0.0.7)\n  \
+                 (using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\n  \
+                 (Client CN \"host1.example.net???X-Evil??1\" (verified OK))\n  \
+                 by mx.example.net with QMQPS; 22 May 2003 01:41:42 -0000\n"
             ),
             "{h}"
         );

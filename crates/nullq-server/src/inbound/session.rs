@@ -186,6 +186,7 @@ impl Outcome {
             size = self.size,
             answer = %answer,
             ms = self.started.elapsed().as_millis() as u64,
+            tls = %peer.tls_text(),
             reason = %self.reason,
         );
     }

@@ -50,7 +50,7 @@ pub fn deliver(args: DeliverArgs) -> Result<i32, StartError> {
         let (trigger, stop) = shutdown::channel();
         // No sessions here, so nothing commits: the notify is never notified.
         let never = Arc::new(tokio::sync::Notify::new());
-        spawn_signal_handlers(trigger, Arc::new(Access::allow_all()), never)?;
+        spawn_signal_handlers(trigger, Arc::new(Access::allow_all()), None, never)?;
         runner
             .run(stop, Duration::from_secs(config.shutdown_timeout_secs))
             .await;

@@ -12,6 +12,7 @@ use nullq_spool::SpoolError;
 use nullq_tcprules::RulesError;
 
 use crate::delivery::routes::RoutesError;
+use crate::inbound::tls::TlsError;
 use crate::process::logging::LogLevelError;
 use crate::process::privilege::PrivilegeError;
 use crate::process::systemd::ActivationError;
@@ -67,6 +68,8 @@ pub enum StartError {
     Routes(RoutesError),
     /// The signal handlers could not be installed.
     Signals(io::Error),
+    /// The TLS certificate, key or client CA (`[tls]`) could not be loaded.
+    Tls(TlsError),
 }
 
 impl fmt::Display for StartError {
@@ -94,6 +97,7 @@ impl fmt::Display for StartError {
             StartError::Rewriting(e) => e.fmt(f),
             StartError::Routes(e) => e.fmt(f),
             StartError::Signals(e) => write!(f, "signals: {e}"),
+            StartError::Tls(e) => write!(f, "TLS: {e}"),
         }
     }
 }
@@ -115,6 +119,7 @@ impl std::error::Error for StartError {
             | StartError::Signals(source) => Some(source),
             StartError::Spool { source, .. } => Some(source),
             StartError::Access(e) => Some(e),
+            StartError::Tls(e) => Some(e),
         }
     }
 }
@@ -138,8 +143,15 @@ impl StartError {
             | StartError::Access(_)
             | StartError::Rewriting(_)
             | StartError::Routes(_)
-            | StartError::Signals(_) => 111,
+            | StartError::Signals(_)
+            | StartError::Tls(_) => 111,
         }
+    }
+}
+
+impl From<TlsError> for StartError {
+    fn from(e: TlsError) -> StartError {
+        StartError::Tls(e)
     }
 }
 

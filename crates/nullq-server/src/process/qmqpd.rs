@@ -75,6 +75,7 @@ fn peer_from_env() -> Peer {
         ip_text,
         info,
         env,
+        tls: None,
     }
 }
 

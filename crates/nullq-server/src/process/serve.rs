@@ -11,8 +11,9 @@ use nullq_config::server::ServerConfig;
 use crate::delivery;
 use crate::inbound::access::Access;
 use crate::inbound::context::Context;
-use crate::inbound::listener::{self, ConnectionLimits};
+use crate::inbound::listener::{self, ConnectionLimits, Listening};
 use crate::inbound::policy::Policy;
+use crate::inbound::tls::ServerTls;
 use crate::metrics::Metrics;
 use crate::process::settings::{configure, ready, set_target, CommonArgs};
 use crate::process::start::{drop_privileges, open_spool, runtime, spawn_signal_handlers};
@@ -39,6 +40,20 @@ pub struct ServeArgs {
     /// overrides metrics.listen [default: none, no metrics endpoint].
     #[arg(long, value_name = "ADDR:PORT")]
     pub(crate) metrics_listen: Option<String>,
+    /// Also accept QMQP over TLS on this address (the client's qmqps://HOST, port 7628);
+    /// repeat for more; overrides tls.listen [default: none].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) tls_listen: Vec<String>,
+    /// The TLS certificate chain, PEM; overrides tls.cert.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    /// The TLS certificate's key, PEM; overrides tls.key.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
+    /// Require TLS clients to present a certificate signed by one of these CAs (PEM);
+    /// overrides tls.client_ca [default: no client certificate asked for].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) tls_client_ca: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn serve(args: ServeArgs) -> Result<i32, StartError> {
@@ -60,6 +75,7 @@ pub(crate) fn serve(args: ServeArgs) -> Result<i32, StartError> {
     if let Some(text) = &args.metrics_listen {
         config.metrics.listen = Some(nullq_config::server::parse_metrics_listen(text)?);
     }
+    set_tls(&mut config, &args)?;
     let Some(mut config) = ready(config, args.common.print_config)? else {
         return Ok(0);
     };
@@ -82,6 +98,14 @@ pub(crate) fn serve(args: ServeArgs) -> Result<i32, StartError> {
             bound.len()
         );
     }
+    let mut tls_bound = Vec::new();
+    for &addr in &config.tls.listen {
+        let listener = privilege::bind(addr).map_err(|source| StartError::Listen {
+            addr: Some(addr),
+            source,
+        })?;
+        tls_bound.push(listener);
+    }
     let metrics_bound = match config.metrics.listen {
         Some(addr) => {
             let listener = privilege::bind(addr).map_err(|source| StartError::MetricsListen {
@@ -96,7 +120,28 @@ pub(crate) fn serve(args: ServeArgs) -> Result<i32, StartError> {
     drop_privileges(&config)?;
     // 3. Only now the runtime and its threads.
     let runtime = runtime(true)?;
-    runtime.block_on(run_server(config, bound, metrics_bound))
+    runtime.block_on(run_server(config, (bound, tls_bound), metrics_bound))
+}
+
+/// `--tls-listen`, `--tls-cert`, `--tls-key`, `--tls-client-ca`, each replacing its key.
+fn set_tls(config: &mut ServerConfig, args: &ServeArgs) -> Result<(), StartError> {
+    if !args.tls_listen.is_empty() {
+        config.tls.listen = args
+            .tls_listen
+            .iter()
+            .map(|text| nullq_config::server::parse_tls_listen(text))
+            .collect::<Result<_, _>>()?;
+    }
+    for (flag, key) in [
+        (&args.tls_cert, &mut config.tls.cert),
+        (&args.tls_key, &mut config.tls.key),
+        (&args.tls_client_ca, &mut config.tls.client_ca),
+    ] {
+        if flag.is_some() {
+            key.clone_from(flag);
+        }
+    }
+    Ok(())
 }
 
 /// File descriptors kept for everything but sessions: listeners, logs, the spool's
@@ -145,14 +190,20 @@ fn fit_sessions_to_descriptors(config: &mut ServerConfig) {
 
 async fn run_server(
     config: ServerConfig,
-    bound: Vec<std::net::TcpListener>,
+    (bound, tls_bound): (Vec<std::net::TcpListener>, Vec<std::net::TcpListener>),
     metrics_bound: Option<std::net::TcpListener>,
 ) -> Result<i32, StartError> {
-    let listeners = bound
-        .into_iter()
-        .map(tokio::net::TcpListener::from_std)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| StartError::Listen { addr: None, source })?;
+    let to_tokio = |bound: Vec<std::net::TcpListener>| {
+        bound
+            .into_iter()
+            .map(tokio::net::TcpListener::from_std)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| StartError::Listen { addr: None, source })
+    };
+    let listeners = to_tokio(bound)?;
+    let tls_listeners = to_tokio(tls_bound)?;
+    // Read as the user we run as now, as every SIGHUP will.
+    let tls = ServerTls::load(&config.tls)?.map(Arc::new);
     let metrics_listener = metrics_bound
         .map(tokio::net::TcpListener::from_std)
         .transpose()
@@ -179,12 +230,22 @@ async fn run_server(
     // Signals are handled before the ready line: whoever waits for it may send SIGTERM at once.
     // A failed commit (the spool's directory fsync) stops the server the same way.
     let (trigger, stop) = shutdown::channel();
-    spawn_signal_handlers(trigger, Arc::clone(&access), Arc::clone(&ctx.poisoned))?;
+    spawn_signal_handlers(
+        trigger,
+        Arc::clone(&access),
+        tls.clone(),
+        Arc::clone(&ctx.poisoned),
+    )?;
     let watchdog = runner
         .is_none()
         .then(crate::process::systemd::Watchdog::from_env);
     spawn_poison_watch(Arc::clone(&ctx), watchdog);
     let bound: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    let tls_addrs: Vec<String> = tls_listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .map(|a| a.to_string())
@@ -206,8 +267,12 @@ async fn run_server(
         data = %config.data_dir.display(),
         access = %access.describe(),
         databytes = config.limits.databytes,
+        tls = %if tls_addrs.is_empty() { "-".to_owned() } else { tls_addrs.join(",") },
         "nullq serve ready"
     );
+    if let Some(tls) = &tls {
+        tracing::info!(target: "nullq::server", "TLS on {}: {}", tls_addrs.join(","), tls.describe());
+    }
     crate::process::systemd::ready(&format!("accepting QMQP on {}", bound.join(",")));
 
     let limits = ConnectionLimits {
@@ -217,7 +282,12 @@ async fn run_server(
     let grace = Duration::from_secs(config.shutdown_timeout_secs);
     let delivering = runner.map(|r| tokio::spawn(r.run(stop.clone(), grace)));
     let committer = ctx.committer.clone();
-    let all_done = listener::serve(listeners, ctx, access, limits, stop, grace).await;
+    let mut listening: Vec<Listening> = listeners.into_iter().map(Listening::from).collect();
+    listening.extend(tls_listeners.into_iter().map(|socket| Listening {
+        socket,
+        tls: tls.clone(),
+    }));
+    let all_done = listener::serve(listening, ctx, access, limits, stop, grace).await;
     if let Some(task) = delivering {
         let _ = task.await;
     }

@@ -1,6 +1,6 @@
 //! The start-up steps the server programs share, in the order they must come: drop root while
 //! the process has one thread, then build the runtime, then open the spool; and the signal
-//! handlers (SIGTERM and SIGINT stop, SIGHUP reloads the access rules).
+//! handlers (SIGTERM and SIGINT stop, SIGHUP reloads the access rules and TLS certificates).
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use nullq_config::server::ServerConfig;
 use nullq_spool::Spool;
 
 use crate::inbound::access::Access;
+use crate::inbound::tls::ServerTls;
 use crate::process::privilege::{self, PrivilegeError};
 use crate::process::{shutdown, StartError};
 
@@ -55,10 +56,12 @@ pub(crate) fn open_spool(config: &ServerConfig) -> Result<Spool, StartError> {
 }
 
 /// SIGTERM and SIGINT start shutdown, and so does `poisoned` (a failed commit, already logged);
-/// SIGHUP reloads the access rules.
+/// SIGHUP reloads the access rules and the TLS certificates (each on its own: one that fails
+/// keeps its old settings, says so at ERROR, and does not stop the other).
 pub(crate) fn spawn_signal_handlers(
     trigger: shutdown::Trigger,
     access: Arc<Access>,
+    tls: Option<Arc<ServerTls>>,
     poisoned: Arc<tokio::sync::Notify>,
 ) -> Result<(), StartError> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -81,6 +84,16 @@ pub(crate) fn spawn_signal_handlers(
                 }
                 Err(e) => {
                     tracing::error!(target: "nullq::server", "SIGHUP: access rules NOT reloaded, keeping the old ones: {e}")
+                }
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => {
+                        tracing::info!(target: "nullq::server", "SIGHUP: TLS certificates reloaded: {}", tls.describe())
+                    }
+                    Err(e) => {
+                        tracing::error!(target: "nullq::server", "SIGHUP: TLS certificates NOT reloaded, keeping the old ones: {e}")
+                    }
                 }
             }
         }

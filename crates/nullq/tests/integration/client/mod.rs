@@ -13,6 +13,7 @@ mod predate_cases;
 mod programs;
 mod qmqpc;
 mod qmqpc_cases;
+mod qmqps;
 mod sendmail;
 mod server_memory;
 mod smtp_relay;

@@ -9,3 +9,4 @@ mod qmqpd_cases;
 mod setup;
 mod systemd;
 mod tcpserver;
+mod tls;

@@ -1,6 +1,7 @@
 //! The one support module of the integration tests: processes and waits (here), the nullq
 //! server under test ([`server`]), QMQP on the wire and test QMQP peers ([`qmqp`]), real peers
-//! from Debian's packages ([`peers`]), and a temporary null-client host ([`host`]).
+//! from Debian's packages ([`peers`]), a temporary null-client host ([`host`]), and test
+//! certificates for QMQP over TLS ([`certs`]).
 //!
 //! Two rules keep the suite from flaking:
 //! - nothing waits by sleeping a fixed time: every wait is for an event (a log line, a process
@@ -11,6 +12,7 @@
 
 #![allow(dead_code)] // not every helper is used by every build of the test binary
 
+pub mod certs;
 pub mod host;
 pub mod peers;
 pub mod qmqp;

@@ -150,6 +150,19 @@ impl Server {
             .ok()
     }
 
+    /// The first TLS listener's address, from the ready line's `tls=` (`None` without
+    /// `--tls-listen`).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        let ready = self.wait_log(START, |l| l.contains("nullq serve ready"))?;
+        ready
+            .split(" tls=")
+            .nth(1)?
+            .split([' ', ','])
+            .next()?
+            .parse()
+            .ok()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
