@@ -19,7 +19,8 @@
 //! after a boot): `/var/lib` is where a program keeps state between runs, and the file is written
 //! only when a server fails or comes back, not per message. A reader merges every user's file
 //! (for each server, the newest observation wins), so a server root's cron found dead is tried
-//! last by everyone's mutt too.
+//! last by everyone's mutt too; but a writer writes back only its own observations (its own
+//! file as read, and this run's results), never what it merged in from others.
 //!
 //! # Who may write what (the safety argument)
 //! Every local user's client must be able to record, and a local user can plant anything the
@@ -46,7 +47,11 @@
 //! - **the contents are untrusted**: anyone may write their own file with any servers in it. The
 //!   worst it can do is reorder (never remove) servers for others, which is the point of the
 //!   memory, so a lie costs delay, never mail. A time in the future beyond one `MAX` is cut down
-//!   to it, so no planted line keeps a server last for longer than a real failure would.
+//!   to it, so no planted line keeps a server last for longer than a real failure would; a
+//!   record "seen" in the future counts as seen now, and at most [`MAX_RECORDS`] records of a
+//!   file are read. Since each user's file holds only that user's own observations, what one
+//!   user plants never reaches another user's file: it lasts only as long as the planter's own
+//!   file says it.
 //!
 //! Concurrent clients of one user race on that user's file: each reads, updates and renames its
 //! own temporary into place, so the last writer wins and an observation may be lost, but no file
@@ -149,15 +154,21 @@ pub struct Memory {
 
 impl Memory {
     /// Read one file's text. Garbage is skipped line by line; a first line that is not
-    /// [`VERSION_LINE`] gives an empty memory. Times more than `max` seconds past `now` are cut
-    /// to `now + max`, and records seen in the future are skipped.
+    /// [`VERSION_LINE`] gives an empty memory. At most [`MAX_RECORDS`] records are taken.
+    /// Times more than `max` seconds past `now` are cut to `now + max`; a record seen more than
+    /// `max` in the future is skipped, one seen less far ahead counts as seen `now` (so no
+    /// planted record stays "newest" past the present, or outranks what is seen later).
     pub fn parse(text: &[u8], now: u64, max: u64) -> Memory {
         let mut memory = Memory::default();
         let mut lines = text.split(|&b| b == b'\n');
         if lines.next() != Some(VERSION_LINE.as_bytes()) {
             return memory;
         }
+        let mut taken = 0;
         for line in lines {
+            if taken == MAX_RECORDS {
+                break;
+            }
             let Ok(line) = std::str::from_utf8(line) else {
                 continue;
             };
@@ -169,9 +180,11 @@ impl Memory {
                 continue;
             }
             let record = Record {
+                failures: record.failures,
                 until: record.until.min(now.saturating_add(max)),
-                ..record
+                seen: record.seen.min(now),
             };
+            taken += 1;
             memory.merge_one(server, record);
         }
         memory
@@ -239,13 +252,18 @@ impl Memory {
         if self.get(server).is_none_or(|r| r.failures == 0) {
             return false;
         }
+        self.answered(server, now);
+        true
+    }
+
+    /// Record that `server` answered `K` at `now`, whatever was known of it.
+    fn answered(&mut self, server: &str, now: u64) {
         let record = Record {
             failures: 0,
             until: 0,
             seen: now,
         };
         self.records.insert(server.to_owned(), record);
-        true
     }
 
     /// Drop records not renewed for [`FORGET_AFTER`].
@@ -457,6 +475,15 @@ impl std::fmt::Display for Untrusted {
     }
 }
 
+/// What [`Store::load`] read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// This user's own file: the only records this user's client writes back.
+    pub own: Memory,
+    /// Every user's files merged: what orders the servers.
+    pub all: Memory,
+}
+
 /// The memory's directory, checked, for the user running the client.
 #[derive(Debug)]
 pub struct Store {
@@ -496,12 +523,14 @@ impl Store {
         self.dir.join(self.uid.to_string())
     }
 
-    /// Every user's file merged (this user's first, then up to [`MAX_FILES`] in all); what
-    /// cannot be read, or is not a regular file of the user it is named after, is left out.
-    pub fn load(&self, now: u64, max: u64) -> Memory {
-        let mut memory = read_user_file(&self.dir, self.uid, now, max).unwrap_or_default();
+    /// This user's file, and every user's file merged (this user's first, then up to
+    /// [`MAX_FILES`] in all); what cannot be read, or is not a regular file of the user it is
+    /// named after, is left out.
+    pub fn load(&self, now: u64, max: u64) -> Loaded {
+        let own = read_user_file(&self.dir, self.uid, now, max).unwrap_or_default();
+        let mut memory = own.clone();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return memory;
+            return Loaded { own, all: memory };
         };
         let others = entries
             .filter_map(Result::ok)
@@ -513,7 +542,7 @@ impl Store {
                 memory.merge(theirs);
             }
         }
-        memory
+        Loaded { own, all: memory }
     }
 
     /// Replace this user's file with `memory` (see the module docs for each step; no fsync).
@@ -565,8 +594,11 @@ fn read_user_file(dir: &Path, uid: u32, now: u64, max: u64) -> Option<Memory> {
 #[derive(Debug, Default)]
 pub struct Session {
     store: Option<Store>,
-    /// What is remembered (empty when the memory is off).
+    /// What is remembered by every user (empty when the memory is off): orders the servers.
     pub memory: Memory,
+    /// This user's own observations: its file as read, and this run's results. Only these
+    /// are written back, never what was merged in from other users' files.
+    own: Memory,
     backoff: Backoff,
     changed: bool,
 }
@@ -580,13 +612,14 @@ impl Session {
             .dir
             .as_deref()
             .and_then(|dir| Store::open(dir, uid).ok());
-        let memory = store
+        let loaded = store
             .as_ref()
             .map(|s| s.load(now, settings.backoff.max))
             .unwrap_or_default();
         Session {
             store,
-            memory,
+            memory: loaded.all,
+            own: loaded.own,
             backoff: settings.backoff,
             changed: false,
         }
@@ -595,14 +628,24 @@ impl Session {
     /// Record a failure of `server` at `now`.
     pub fn failed(&mut self, server: &ServerAddr, now: u64) {
         if self.store.is_some() {
-            self.memory.failed(&server.to_string(), now, self.backoff);
+            // Counted from this user's own record: another user's count is theirs to keep.
+            self.own.failed(&server.to_string(), now, self.backoff);
             self.changed = true;
         }
     }
 
-    /// Record a `K` from `server` at `now`.
+    /// Record a `K` from `server` at `now`: written when this user had it failing, or when
+    /// another user's file did (this user's `K` is its own observation, and the newer one).
     pub fn succeeded(&mut self, server: &ServerAddr, now: u64) {
-        if self.store.is_some() && self.memory.succeeded(&server.to_string(), now) {
+        if self.store.is_none() {
+            return;
+        }
+        let name = server.to_string();
+        let others = self.memory.get(&name).is_some_and(|r| r.failures > 0);
+        if self.own.succeeded(&name, now) {
+            self.changed = true;
+        } else if others {
+            self.own.answered(&name, now);
             self.changed = true;
         }
     }
@@ -611,8 +654,8 @@ impl Session {
     /// the memory is advisory.
     pub fn finish(mut self, now: u64) {
         if let (Some(store), true) = (&self.store, self.changed) {
-            self.memory.forget_old(now);
-            let _ = store.save(&self.memory);
+            self.own.forget_old(now);
+            let _ = store.save(&self.own);
         }
     }
 }
@@ -689,6 +732,45 @@ mod tests {
         let m = Memory::parse(text, NOW, 600);
         assert_eq!(m.get("10.0.0.25:628").map(|r| r.until), Some(NOW + 600));
         assert_eq!(m.get("10.0.0.26:628"), None);
+    }
+
+    #[test]
+    fn a_record_seen_in_the_near_future_counts_as_seen_now() {
+        let text = b"nullq-servers 1\n10.0.0.25:628 1 1796000900 1796000500\n";
+        let m = Memory::parse(text, NOW, 600);
+        assert_eq!(
+            m.get("10.0.0.25:628"),
+            Some(&Record {
+                failures: 1,
+                until: NOW + 600,
+                seen: NOW
+            })
+        );
+        // So what this user sees a second later is the newer observation.
+        let mut mine = Memory::default();
+        assert!(!mine.succeeded("10.0.0.25:628", NOW + 1));
+        mine.answered("10.0.0.25:628", NOW + 1);
+        let mut merged = m.clone();
+        merged.merge(mine);
+        assert_eq!(merged.get("10.0.0.25:628").map(|r| r.failures), Some(0));
+    }
+
+    #[test]
+    fn at_most_max_records_are_read_from_one_file() {
+        let mut text = format!("{VERSION_LINE}\n");
+        for i in 0..1000u32 {
+            let _ = writeln!(
+                text,
+                "10.{}.{}.1:628 1 {} {NOW}",
+                i / 256,
+                i % 256,
+                NOW + 30
+            );
+        }
+        let m = Memory::parse(text.as_bytes(), NOW, 600);
+        assert_eq!(m.records().count(), MAX_RECORDS);
+        assert!(m.get("10.0.255.1:628").is_some(), "the first ones");
+        assert!(m.get("10.1.0.1:628").is_none());
     }
 
     #[test]
@@ -838,7 +920,7 @@ mod tests {
         let mut m = Memory::default();
         m.failed("10.0.0.25:628", NOW, Backoff::default());
         store.save(&m).unwrap();
-        assert_eq!(store.load(NOW, 600), m);
+        assert_eq!(store.load(NOW, 600).all, m);
         // A file named after another UID but owned by us is a plant: left out.
         let other = if me == 0 { 1 } else { 0 };
         std::fs::write(
@@ -847,7 +929,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(d.path().join("notes"), "garbage").unwrap();
-        assert_eq!(store.load(NOW, 600), m);
+        assert_eq!(store.load(NOW, 600).all, m);
         // Only our file and the plants are there: no temporary left behind.
         let mut names: Vec<String> = std::fs::read_dir(d.path())
             .unwrap()

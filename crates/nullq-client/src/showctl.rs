@@ -621,7 +621,7 @@ fn show_memory<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Res
         }
     }
     let now = server_memory::unix_now();
-    let memory = store.load(now, b.max);
+    let memory = store.load(now, b.max).all;
     let mut any = false;
     for (server, rec) in memory.records() {
         any = true;

@@ -10,11 +10,29 @@ use nullq_client::server_memory::{spread_start, unix_now, VERSION_LINE};
 
 use crate::support::host::*;
 use crate::support::qmqp::{Answer, QmqpServer};
-use crate::support::{wait_for, RefusedPort};
+use crate::support::{require_root, sh, wait_for, RefusedPort};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const MESSAGE: &[u8] = b"From: jason@example.net\nTo: bob@example.net\nSubject: hi\n\nbody\n";
 const ENVELOPE: &[u8] = b"Fjason@example.net\0Tbob@example.net\0\0";
+
+/// `nobody`'s uid and gid: the other local user whose files are planted.
+fn nobody() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        sh(&format!("id {flag} nobody"))
+            .trim()
+            .parse()
+            .expect("a number")
+    };
+    (id("-u"), id("-g"))
+}
+
+/// Write `text` as the file `name` in the memory directory, owned by `uid`:`gid`.
+fn plant(host: &Host, name: &str, text: &str, (uid, gid): (u32, u32)) {
+    let path = host.memory_dir().join(name);
+    std::fs::write(&path, text).expect("plant");
+    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+}
 
 fn queue(host: &Host) -> (i32, String) {
     run_queue(host, "qmail-qmqpc", MESSAGE, ENVELOPE, LIMIT)
@@ -336,4 +354,43 @@ fn qmail_showctl_shows_what_is_remembered() {
         text.contains("writable by others without the sticky bit"),
         "{text}"
     );
+}
+
+/// Red-team finding 1: another user's records, however many and however "new", reorder root's
+/// servers but never get into root's file.
+#[test]
+fn another_user_s_records_order_the_servers_but_never_enter_root_s_file() {
+    require_root("files planted as nobody");
+    let host = Host::new();
+    let a = QmqpServer::start(Answer::Accept);
+    let down = RefusedPort::new();
+    let up = QmqpServer::start(Answer::Accept);
+    host.servers(&[a.addr, down.addr, up.addr]);
+    let now = unix_now();
+    // nobody's file: `a` failed, and 1000 more servers, all "seen" 500 s from now.
+    let mut theirs = format!("{VERSION_LINE}\n{} 5 {} {}\n", a.addr, now + 500, now + 500);
+    for i in 0..1000u32 {
+        theirs.push_str(&format!(
+            "10.{}.{}.1:628 5 {} {}\n",
+            i / 256,
+            i % 256,
+            now + 500,
+            now + 500
+        ));
+    }
+    let who = nobody();
+    plant(&host, &who.0.to_string(), &theirs, who);
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}");
+    // What nobody remembers orders root's servers: `a` last, `down` first and failing.
+    assert_eq!((a.connections(), up.received().len()), (0, 1));
+    // Root's file holds root's observation only.
+    let text = memory(&host);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0], VERSION_LINE);
+    assert!(lines[1].starts_with(&format!("{} 1 ", down.addr)), "{text}");
+    // nobody's file is left as it was.
+    let planted = host.memory_dir().join(who.0.to_string());
+    assert_eq!(std::fs::read_to_string(planted).expect("theirs"), theirs);
 }
