@@ -94,8 +94,12 @@ pub const DEFAULT_FIRST: u64 = 30;
 pub const DEFAULT_MAX: u64 = 600;
 /// The most of one file that is read.
 pub const MAX_FILE: u64 = 64 * 1024;
-/// The most user files one client reads (its own first).
+/// The most user files one client reads (its own first); only files that pass the checks
+/// (regular, one link, owned by the UID they are named after) count.
 pub const MAX_FILES: usize = 64;
+/// The most directory entries one client looks at, whatever they are, so that names planted
+/// by the thousand cost a bounded scan (`qmail-showctl` says when it was reached).
+pub const MAX_SCAN: usize = 4096;
 /// The most records one file keeps (the most recently seen).
 pub const MAX_RECORDS: usize = 256;
 /// Records not renewed for this long are dropped when the file is written.
@@ -482,6 +486,35 @@ pub struct Loaded {
     pub own: Memory,
     /// Every user's files merged: what orders the servers.
     pub all: Memory,
+    /// Whether [`MAX_SCAN`] entries were looked at and more were left unread.
+    pub scan_bound_hit: bool,
+}
+
+/// Go through the directory's entry names (`None`: an entry that could not be read) and hand
+/// each other user's UID to `read`, which says whether that user's file counted. Stops at
+/// [`MAX_FILES`] files counted (this user's own is the first) or [`MAX_SCAN`] entries looked
+/// at; returns whether it stopped at the latter with entries left.
+fn gather(
+    names: impl Iterator<Item = Option<std::ffi::OsString>>,
+    own: u32,
+    mut read: impl FnMut(u32) -> Option<()>,
+) -> bool {
+    let mut counted = 1;
+    for (scanned, name) in names.enumerate() {
+        if counted >= MAX_FILES {
+            return false;
+        }
+        if scanned == MAX_SCAN {
+            return true;
+        }
+        let Some(uid) = name.as_deref().and_then(|n| n.to_str()).and_then(uid_name) else {
+            continue;
+        };
+        if uid != own && read(uid).is_some() {
+            counted += 1;
+        }
+    }
+    false
 }
 
 /// The memory's directory, checked, for the user running the client.
@@ -524,25 +557,29 @@ impl Store {
     }
 
     /// This user's file, and every user's file merged (this user's first, then up to
-    /// [`MAX_FILES`] in all); what cannot be read, or is not a regular file of the user it is
-    /// named after, is left out.
+    /// [`MAX_FILES`] in all, among the first [`MAX_SCAN`] entries); what cannot be read, or is
+    /// not a regular file of the user it is named after, is left out and not counted.
     pub fn load(&self, now: u64, max: u64) -> Loaded {
         let own = read_user_file(&self.dir, self.uid, now, max).unwrap_or_default();
-        let mut memory = own.clone();
+        let mut all = own.clone();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Loaded { own, all: memory };
+            return Loaded {
+                own,
+                all,
+                scan_bound_hit: false,
+            };
         };
-        let others = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str().and_then(uid_name))
-            .filter(|&uid| uid != self.uid)
-            .take(MAX_FILES - 1);
-        for uid in others {
-            if let Some(theirs) = read_user_file(&self.dir, uid, now, max) {
-                memory.merge(theirs);
-            }
+        let names = entries.map(|e| e.ok().map(|e| e.file_name()));
+        let scan_bound_hit = gather(names, self.uid, |uid| {
+            let theirs = read_user_file(&self.dir, uid, now, max)?;
+            all.merge(theirs);
+            Some(())
+        });
+        Loaded {
+            own,
+            all,
+            scan_bound_hit,
         }
-        Loaded { own, all: memory }
     }
 
     /// Replace this user's file with `memory` (see the module docs for each step; no fsync).
@@ -877,6 +914,49 @@ mod tests {
         for bad in ["30", "600 30", "0 10", "x y", "1 2 3", "-1 5"] {
             assert_eq!(parse_backoff(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn only_files_that_count_use_up_the_budget_and_the_scan_is_bounded() {
+        use std::ffi::OsString;
+        let names =
+            |range: std::ops::Range<u32>| range.map(|i| Some(OsString::from(i.to_string())));
+        // 1000 plants (named 50000.., not counting) before two real files, and our own name.
+        let plants = names(50_000..51_000);
+        let list = plants.chain([
+            Some(OsString::from("7")),
+            None,
+            Some("1000".into()),
+            Some("1001".into()),
+        ]);
+        let mut read = Vec::new();
+        let hit = gather(list, 7, |uid| {
+            read.push(uid);
+            (uid < 50_000).then_some(())
+        });
+        assert!(!hit);
+        assert_eq!(
+            read.len(),
+            1002,
+            "every plant looked at, our own file not again"
+        );
+        assert_eq!(&read[1000..], [1000, 1001]);
+        // Real files: at most MAX_FILES in all, ours included.
+        let mut count = 0;
+        assert!(!gather(names(1..1000), 0, |_| {
+            count += 1;
+            Some(())
+        }));
+        assert_eq!(count, MAX_FILES - 1);
+        // Entries beyond MAX_SCAN are not looked at, and that is said.
+        let mut count = 0;
+        assert!(gather(names(50_000..60_000), 0, |_| {
+            count += 1;
+            None
+        }));
+        assert_eq!(count, MAX_SCAN);
+        let exactly = (0..MAX_SCAN).map(|_| Some(OsString::from("x")));
+        assert!(!gather(exactly, 0, |_| None), "no entry left unread");
     }
 
     #[test]

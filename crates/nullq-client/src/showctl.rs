@@ -621,7 +621,16 @@ fn show_memory<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Res
         }
     }
     let now = server_memory::unix_now();
-    let memory = store.load(now, b.max).all;
+    let loaded = store.load(now, b.max);
+    if loaded.scan_bound_hit {
+        r.warn(&format!(
+            "{} has more than {} entries: only the first {} were looked at, so some users' files may not count",
+            dir.display(),
+            server_memory::MAX_SCAN,
+            server_memory::MAX_SCAN
+        ))?;
+    }
+    let memory = loaded.all;
     let mut any = false;
     for (server, rec) in memory.records() {
         any = true;

@@ -394,3 +394,57 @@ fn another_user_s_records_order_the_servers_but_never_enter_root_s_file() {
     let planted = host.memory_dir().join(who.0.to_string());
     assert_eq!(std::fs::read_to_string(planted).expect("theirs"), theirs);
 }
+
+/// Red-team finding 2: digit-named plants (files named 50000.. owned by the planter) do not use
+/// up the budget of files read, so a real user's file among them still counts.
+#[test]
+fn digit_named_plants_do_not_hide_a_real_user_s_file() {
+    require_root("files planted as nobody");
+    let host = Host::new();
+    let (a, b) = (
+        QmqpServer::start(Answer::Accept),
+        QmqpServer::start(Answer::Accept),
+    );
+    host.servers(&[a.addr, b.addr]);
+    let who = nobody();
+    let text = remembered(&[a.addr], 1);
+    // Before the fix 63 names were taken before the owner check, in directory order: with
+    // 3000 plants a real file among them was read by chance only (about 2 % of runs).
+    for i in 50_000..53_000u32 {
+        plant(&host, &i.to_string(), &text, who);
+    }
+    plant(&host, &who.0.to_string(), &text, who);
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (a.connections(), b.received().len()),
+        (0, 1),
+        "nobody's record of `a` counted"
+    );
+}
+
+/// Red-team finding 2: the scan of the directory is bounded, and qmail-showctl says when the
+/// bound was reached.
+#[test]
+fn qmail_showctl_says_when_the_scan_bound_was_reached() {
+    let host = Host::new();
+    let up = QmqpServer::start(Answer::Accept);
+    host.servers(&[up.addr]);
+    let show = || {
+        let out = host.cmd("qmail-showctl").output().expect("qmail-showctl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let warning = "entries: only the first 4096 were looked at";
+    assert!(!show().contains(warning));
+    for i in 0..4100 {
+        std::fs::write(host.memory_dir().join(format!("x{i}")), "").expect("plant");
+    }
+    let text = show();
+    assert!(
+        text.contains(&format!(
+            "WARNING: {} has more than 4096 {warning}, so some users' files may not count",
+            host.memory_dir().display()
+        )),
+        "{text}"
+    );
+}
