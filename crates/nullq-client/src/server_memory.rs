@@ -82,7 +82,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::control::{ControlDir, ServerAddr};
+use crate::control::{ControlDir, Link, ServerAddr};
 
 /// The directory of the memory when `control/qmqpstate` does not name one.
 pub const DEFAULT_DIR: &str = "/var/lib/nullq/servers";
@@ -309,18 +309,23 @@ fn parse_record(line: &str) -> Option<(String, Record)> {
     ))
 }
 
-/// The order in which to try `servers` (indices into it): the list rotated to start at `start`
-/// ([`spread_start`], 0 for qmail's order), then the servers the memory remembers at `now` moved
-/// after the others, each group in that order. Every server is in it exactly once.
+/// The order in which to try `servers` (indices into it). Only the QMQP lines move, and only
+/// among the places of QMQP lines: they are rotated to start at the `start`th of them
+/// ([`spread_start`], 0 for qmail's order), then the ones the memory remembers at `now` are
+/// moved after the others, each group in that order. An `smtp://` line (the last resort) stays
+/// in its place in the list, so no failure, real or planted, makes it come earlier. Every
+/// server is in it exactly once.
 pub fn order(servers: &[ServerAddr], memory: &Memory, now: u64, start: usize) -> Vec<usize> {
-    let n = servers.len();
-    if n == 0 {
-        return Vec::new();
-    }
-    let rotated = (0..n).map(|i| (i + start) % n);
+    let is_qmqp = |i: usize| servers.get(i).is_some_and(|s| s.link == Link::Qmqp);
+    let qmqp: Vec<usize> = (0..servers.len()).filter(|&i| is_qmqp(i)).collect();
+    let q = qmqp.len();
+    let rotated = (0..q).filter_map(|k| qmqp.get((k + start) % q).copied());
     let (fresh, remembered): (Vec<usize>, Vec<usize>) =
         rotated.partition(|&i| !memory.remembered(&servers[i].to_string(), now));
-    fresh.into_iter().chain(remembered).collect()
+    let mut turn = fresh.into_iter().chain(remembered);
+    (0..servers.len())
+        .filter_map(|i| if is_qmqp(i) { turn.next() } else { Some(i) })
+        .collect()
 }
 
 /// Where a host starts in a list of `n` servers when spreading is on: FNV-1a (64 bits) of `me`,
@@ -378,7 +383,7 @@ impl std::fmt::Display for SettingError {
 
 impl Settings {
     /// Read `qmqpstate`, `qmqpbackoff` and `qmqpspread` (with `me`) under `control`, for a list
-    /// of `servers` servers. A file that cannot be read is an `io::Error`, one that holds
+    /// of `servers` QMQP lines (the `smtp://` lines are not rotated). A file that cannot be read is an `io::Error`, one that holds
     /// garbage a [`SettingError`].
     pub fn load(
         control: &ControlDir,
@@ -873,6 +878,41 @@ mod tests {
             "every server remembered: all still tried, in order"
         );
         assert!(order(&[], &m, NOW, 0).is_empty());
+    }
+
+    #[test]
+    fn an_smtp_line_stays_in_its_place_and_qmqp_lines_move_around_it() {
+        let list = servers(&[
+            "10.0.0.1",
+            "10.0.0.2",
+            "smtp://10.0.0.9",
+            "10.0.0.3",
+            "smtp://10.0.0.8",
+        ]);
+        let mut m = Memory::default();
+        assert_eq!(order(&list, &m, NOW, 0), [0, 1, 2, 3, 4]);
+        m.failed("10.0.0.1:628", NOW, Backoff::default());
+        assert_eq!(order(&list, &m, NOW, 0), [1, 3, 2, 0, 4]);
+        // Every QMQP line remembered (a user who marks them all dead): the smtp:// lines are
+        // still tried only where the file puts them.
+        for s in ["10.0.0.2:628", "10.0.0.3:628"] {
+            m.failed(s, NOW, Backoff::default());
+        }
+        assert_eq!(order(&list, &m, NOW, 0), [0, 1, 2, 3, 4]);
+        let last = servers(&["10.0.0.1", "10.0.0.2", "smtp://10.0.0.9"]);
+        assert_eq!(
+            order(&last, &m, NOW, 0),
+            [0, 1, 2],
+            "the last resort stays last"
+        );
+        // A remembered smtp:// line moves nothing either.
+        m.failed("smtp://10.0.0.9:25", NOW, Backoff::default());
+        assert_eq!(order(&last, &Memory::default(), NOW, 0), [0, 1, 2]);
+        // Spreading rotates the QMQP lines among their places.
+        assert_eq!(order(&last, &Memory::default(), NOW, 1), [1, 0, 2]);
+        assert_eq!(order(&list, &Memory::default(), NOW, 1), [1, 3, 2, 0, 4]);
+        let only = servers(&["smtp://10.0.0.9"]);
+        assert_eq!(order(&only, &m, NOW, 3), [0]);
     }
 
     #[test]

@@ -548,11 +548,13 @@ fn connect_once(server: &ServerAddr) -> Result<std::net::SocketAddr, String> {
 /// `qmqpstate`, `qmqpbackoff`, `qmqpspread`, and what the memory of failed servers holds
 /// now ([`server_memory`]).
 fn show_memory<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Result<()> {
+    // The QMQP lines: the memory and the spread move only these (`smtp://` lines stay put).
     let servers = control
         .lines("qmqpservers")
         .unwrap_or_default()
         .iter()
         .filter_map(|l| control::parse_server(l).ok())
+        .filter(|s| s.link == control::Link::Qmqp)
         .collect::<Vec<_>>();
     r.line("")?;
     let settings = match server_memory::Settings::load(control, servers.len()) {
@@ -581,7 +583,7 @@ fn show_memory<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Res
     r.line("")?;
     r.line(&match servers.get(settings.start) {
         Some(s) if settings.start > 0 => format!(
-            "qmqpspread: This host starts at server {} of the list: {s}.",
+            "qmqpspread: This host starts at QMQP server {} of the list: {s}.",
             settings.start + 1
         ),
         _ => format!(

@@ -77,7 +77,9 @@ impl Transport {
         }
         let connect_timeout = seconds(control, "timeoutconnect", DEFAULT_CONNECT_TIMEOUT)?;
         let remote_timeout = seconds(control, "timeoutremote", DEFAULT_REMOTE_TIMEOUT)?;
-        let memory = Settings::load(control, servers.len())
+        // The spread rotates the QMQP lines only (server_memory::order).
+        let qmqp_lines = servers.iter().filter(|s| s.link == Link::Qmqp).count();
+        let memory = Settings::load(control, qmqp_lines)
             .map_err(|e| {
                 ConfigError::unreadable(control, "qmqpstate, qmqpbackoff or qmqpspread", e)
             })?

@@ -448,3 +448,41 @@ fn qmail_showctl_says_when_the_scan_bound_was_reached() {
         "{text}"
     );
 }
+
+/// Red-team finding 3: a user who marks every QMQP server dead does not make the `smtp://`
+/// line (the last resort) everyone's first choice: it stays in its place in the list.
+#[test]
+fn marking_every_qmqp_server_dead_does_not_move_the_smtp_line_first() {
+    require_root("files planted as nobody");
+    let host = Host::new();
+    let (a, b) = (
+        QmqpServer::start(Answer::Accept),
+        QmqpServer::start(Answer::Accept),
+    );
+    // Stands in for the SMTP relay: any connection to it is counted.
+    let relay = QmqpServer::start(Answer::Accept);
+    host.control("timeoutremote", "2");
+    host.control(
+        "qmqpservers",
+        &format!("{}\n{}\nsmtp://{}", a.addr, b.addr, relay.addr),
+    );
+    let who = nobody();
+    plant(
+        &host,
+        &who.0.to_string(),
+        &remembered(&[a.addr, b.addr], 3),
+        who,
+    );
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        relay.connections(),
+        0,
+        "the smtp:// line was not tried first"
+    );
+    assert_eq!(
+        (a.received().len(), b.connections()),
+        (1, 0),
+        "every QMQP line remembered: file order"
+    );
+}
