@@ -38,7 +38,8 @@
 //!   symlink is refused and a FIFO neither blocks nor is read); a file counts only if it is
 //!   regular, has one link, and is owned by the UID it is named after (a user may plant
 //!   `0`, never make root believe it); at most [`MAX_FILE`] bytes of it are read;
-//! - **writing never opens an existing name**: a temporary is created with
+//! - **writing never opens an existing name**: a temporary, `tmp.UID.PID.RANDOM` (a name in
+//!   the way, which anyone may plant, costs one more try with a fresh name), is created with
 //!   `O_CREAT|O_EXCL|O_NOFOLLOW` (`nullq_fs::create_in`, mode 0644 set on the descriptor), filled,
 //!   closed (checked), then renamed over the user's own file. `rename` replaces a *name*: a
 //!   symlink or FIFO planted there is replaced, its target never touched. A name another user
@@ -589,13 +590,26 @@ impl Store {
 
     /// Replace this user's file with `memory` (see the module docs for each step; no fsync).
     pub fn save(&self, memory: &Memory) -> io::Result<()> {
-        let tmp = format!("tmp.{}.{}", self.uid, std::process::id());
+        self.save_with(memory, random)
+    }
+
+    /// [`Store::save`], the random part of the temporary's name from `random`: a name in the
+    /// way (another user may plant any name) costs one more try with a fresh name.
+    fn save_with(&self, memory: &Memory, mut random: impl FnMut() -> u64) -> io::Result<()> {
         let dirfd = nullq_fs::open_dir(&self.dir)?;
         let options = nullq_fs::Options {
             mode: 0o644,
             ..nullq_fs::Options::default()
         };
-        let mut file = nullq_fs::create_in(&dirfd, &self.dir, &tmp, &options)?;
+        let mut tries = 0;
+        let (tmp, mut file) = loop {
+            let tmp = temp_name(self.uid, std::process::id(), random());
+            match nullq_fs::create_in(&dirfd, &self.dir, &tmp, &options) {
+                Ok(file) => break (tmp, file),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries == 0 => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        };
         let text = memory.render();
         let written = file
             .write_all(text.as_bytes())
@@ -608,6 +622,19 @@ impl Store {
         }
         written
     }
+}
+
+/// The name of a temporary: `tmp.UID.PID.RANDOM`, so that nobody can plant it in advance.
+fn temp_name(uid: u32, pid: u32, random: u64) -> String {
+    format!("tmp.{uid}.{pid}.{random:016x}")
+}
+
+/// A random number: a fresh `RandomState` is randomly keyed (as the server's retry jitter).
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x006e_756c_6c71);
+    h.finish()
 }
 
 /// The UID a file name stands for: digits only, no leading zero (`0` itself excepted).
@@ -997,6 +1024,35 @@ mod tests {
         assert_eq!(count, MAX_SCAN);
         let exactly = (0..MAX_SCAN).map(|_| Some(OsString::from("x")));
         assert!(!gather(exactly, 0, |_| None), "no entry left unread");
+    }
+
+    #[test]
+    fn a_planted_temporary_name_costs_one_more_try_not_the_save() {
+        let me = rustix::process::geteuid().as_raw();
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), me).unwrap();
+        let mut m = Memory::default();
+        m.failed("10.0.0.25:628", NOW, Backoff::default());
+        let pid = std::process::id();
+        // The old name, `tmp.UID.PID`, could be planted by anyone who guessed the PID.
+        assert_ne!(temp_name(me, pid, 1), format!("tmp.{me}.{pid}"));
+        assert_ne!(random(), random(), "fresh each time");
+        // A symlink (anyone's) in the way of the first name: refused, then a second name.
+        let planted = |n: u64| {
+            std::os::unix::fs::symlink("/nonexistent", d.path().join(temp_name(me, pid, n)))
+                .unwrap();
+        };
+        planted(1);
+        let mut names = [1, 2].into_iter();
+        store
+            .save_with(&m, || names.next().unwrap_or(0))
+            .expect("saved at the second try");
+        assert_eq!(store.load(NOW, 600).own, m);
+        // Two names in the way: it gives up (the memory is advisory).
+        planted(3);
+        planted(4);
+        let mut names = [3, 4, 5].into_iter();
+        assert!(store.save_with(&m, || names.next().unwrap_or(0)).is_err());
     }
 
     #[test]
