@@ -548,16 +548,15 @@ fn connect_once(server: &ServerAddr) -> Result<std::net::SocketAddr, String> {
 /// `qmqpstate`, `qmqpbackoff`, `qmqpspread`, and what the memory of failed servers holds
 /// now ([`server_memory`]).
 fn show_memory<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Result<()> {
-    // The QMQP lines: the memory and the spread move only these (`smtp://` lines stay put).
     let servers = control
         .lines("qmqpservers")
         .unwrap_or_default()
         .iter()
         .filter_map(|l| control::parse_server(l).ok())
-        .filter(|s| s.link == control::Link::Qmqp)
+        .filter(|s| s.link == control::Link::Qmqp) // the spread moves only these
         .collect::<Vec<_>>();
     r.line("")?;
-    let settings = match server_memory::Settings::load(control, servers.len()) {
+    let settings = match crate::server_memory_session::Settings::load(control, servers.len()) {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return r.warn(&e.to_string()),
         Err(e) => return r.warn(&format!("unable to read the server memory's files: {e}")),
@@ -625,12 +624,8 @@ fn show_memory<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Res
     let now = server_memory::unix_now();
     let loaded = store.load(now, b.max);
     if loaded.scan_bound_hit {
-        r.warn(&format!(
-            "{} has more than {} entries: only the first {} were looked at, so some users' files may not count",
-            dir.display(),
-            server_memory::MAX_SCAN,
-            server_memory::MAX_SCAN
-        ))?;
+        let n = server_memory::MAX_SCAN;
+        r.warn(&format!("{} has more than {n} entries: only the first {n} were looked at, so some users' files may not count", dir.display()))?;
     }
     let memory = loaded.all;
     let mut any = false;

@@ -26,7 +26,8 @@ use nullq_proto::exit::QueueExit;
 use nullq_proto::qmqp::{request_frame, Response, Status, MAX_RESPONSE};
 
 use crate::control::{parse_server, ControlDir, Link, ServerAddr, ServerLineError};
-use crate::server_memory::{self, SettingError, Settings};
+use crate::server_memory;
+use crate::server_memory_session::{self as memory_session, SettingError, Settings};
 use crate::smtp_relay::{self, RelayError, SmtpSettings};
 
 /// qmail-qmqpc's connect timeout, used when `control/timeoutconnect` is absent.
@@ -278,7 +279,7 @@ pub fn send(
     }
     let (prefix, suffix) = request_frame(message.len, &envelope.sender, &envelope.recipients);
     let mut last = QueueExit::ConfigError;
-    let mut memory = server_memory::Session::start(&transport.memory, server_memory::unix_now());
+    let mut memory = memory_session::Session::start(&transport.memory, server_memory::unix_now());
     let order = server_memory::order(
         &transport.servers,
         &memory.memory,
