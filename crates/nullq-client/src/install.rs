@@ -249,7 +249,13 @@ impl Installer {
                 self.change(
                     format!("mkdir {} (mode {mode:o})", path.display()),
                     move || {
-                        DirBuilder::new().recursive(true).mode(0o700).create(&p)?;
+                        // Missing parents are 0755, so that every user can reach the
+                        // directory (a queue or the server memory every user's client writes);
+                        // only the directory itself gets `mode`, set once it is there.
+                        if let Some(parent) = p.parent() {
+                            make_parents(parent)?;
+                        }
+                        DirBuilder::new().mode(0o700).create(&p)?;
                         fs::set_permissions(&p, fs::Permissions::from_mode(mode))
                     },
                 );
@@ -492,6 +498,22 @@ fn run(args: &[OsString]) -> Result<(), Failure> {
 /// This host's name (gethostname(2)), for control/me.
 fn hostname() -> Option<String> {
     nullq_fs::host::machine_hostname()
+}
+
+/// Create `dir` and its missing ancestors, each mode 0755 whatever the umask; existing ones
+/// are left as they are.
+fn make_parents(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || fs::symlink_metadata(dir).is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        make_parents(parent)?;
+    }
+    match DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o755)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 //! What they share, below them:
 //! - [`transport`]: one message offered to the QMQP servers in turn (`send`), with [`tls`]
 //!   for `qmqps://` servers;
-//! - [`server_memory`]: the host's memory of failed servers, which reorders that turn;
+//! - [`server_memory`]: the host's memory of failed servers, which reorders that turn, and
+//!   [`server_memory_session`]: its settings and one run's use of it;
 //! - [`fallback`]: the fallback queue a message waits in when every server fails;
 //! - [`smtp_relay`]: the `smtp://` lines of `qmqpservers`, SMTP to a relay as a last resort;
 //! - [`control`]: the qmail control files, with qmail's defaults and environment overrides;
@@ -41,6 +42,7 @@ pub mod qmail_inject;
 pub mod qmqpc;
 pub mod sendmail;
 pub mod server_memory;
+pub mod server_memory_session;
 pub mod showctl;
 pub mod smtp_relay;
 pub mod smtp_stdio;

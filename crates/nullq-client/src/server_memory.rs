@@ -19,7 +19,8 @@
 //! after a boot): `/var/lib` is where a program keeps state between runs, and the file is written
 //! only when a server fails or comes back, not per message. A reader merges every user's file
 //! (for each server, the newest observation wins), so a server root's cron found dead is tried
-//! last by everyone's mutt too.
+//! last by everyone's mutt too; but a writer writes back only its own observations (its own
+//! file as read, and this run's results), never what it merged in from others.
 //!
 //! # Who may write what (the safety argument)
 //! Every local user's client must be able to record, and a local user can plant anything the
@@ -37,7 +38,8 @@
 //!   symlink is refused and a FIFO neither blocks nor is read); a file counts only if it is
 //!   regular, has one link, and is owned by the UID it is named after (a user may plant
 //!   `0`, never make root believe it); at most [`MAX_FILE`] bytes of it are read;
-//! - **writing never opens an existing name**: a temporary is created with
+//! - **writing never opens an existing name**: a temporary, `tmp.UID.PID.RANDOM` (a name in
+//!   the way, which anyone may plant, costs one more try with a fresh name), is created with
 //!   `O_CREAT|O_EXCL|O_NOFOLLOW` (`nullq_fs::create_in`, mode 0644 set on the descriptor), filled,
 //!   closed (checked), then renamed over the user's own file. `rename` replaces a *name*: a
 //!   symlink or FIFO planted there is replaced, its target never touched. A name another user
@@ -46,7 +48,11 @@
 //! - **the contents are untrusted**: anyone may write their own file with any servers in it. The
 //!   worst it can do is reorder (never remove) servers for others, which is the point of the
 //!   memory, so a lie costs delay, never mail. A time in the future beyond one `MAX` is cut down
-//!   to it, so no planted line keeps a server last for longer than a real failure would.
+//!   to it, so no planted line keeps a server last for longer than a real failure would; a
+//!   record "seen" in the future counts as seen now, and at most [`MAX_RECORDS`] records of a
+//!   file are read. Since each user's file holds only that user's own observations, what one
+//!   user plants never reaches another user's file: it lasts only as long as the planter's own
+//!   file says it.
 //!
 //! Concurrent clients of one user race on that user's file: each reads, updates and renames its
 //! own temporary into place, so the last writer wins and an observation may be lost, but no file
@@ -77,7 +83,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::control::{ControlDir, ServerAddr};
+use crate::control::{Link, ServerAddr};
 
 /// The directory of the memory when `control/qmqpstate` does not name one.
 pub const DEFAULT_DIR: &str = "/var/lib/nullq/servers";
@@ -89,8 +95,12 @@ pub const DEFAULT_FIRST: u64 = 30;
 pub const DEFAULT_MAX: u64 = 600;
 /// The most of one file that is read.
 pub const MAX_FILE: u64 = 64 * 1024;
-/// The most user files one client reads (its own first).
+/// The most user files one client reads (its own first); only files that pass the checks
+/// (regular, one link, owned by the UID they are named after) count.
 pub const MAX_FILES: usize = 64;
+/// The most directory entries one client looks at, whatever they are, so that names planted
+/// by the thousand cost a bounded scan (`qmail-showctl` says when it was reached).
+pub const MAX_SCAN: usize = 4096;
 /// The most records one file keeps (the most recently seen).
 pub const MAX_RECORDS: usize = 256;
 /// Records not renewed for this long are dropped when the file is written.
@@ -149,15 +159,21 @@ pub struct Memory {
 
 impl Memory {
     /// Read one file's text. Garbage is skipped line by line; a first line that is not
-    /// [`VERSION_LINE`] gives an empty memory. Times more than `max` seconds past `now` are cut
-    /// to `now + max`, and records seen in the future are skipped.
+    /// [`VERSION_LINE`] gives an empty memory. At most [`MAX_RECORDS`] records are taken.
+    /// Times more than `max` seconds past `now` are cut to `now + max`; a record seen more than
+    /// `max` in the future is skipped, one seen less far ahead counts as seen `now` (so no
+    /// planted record stays "newest" past the present, or outranks what is seen later).
     pub fn parse(text: &[u8], now: u64, max: u64) -> Memory {
         let mut memory = Memory::default();
         let mut lines = text.split(|&b| b == b'\n');
         if lines.next() != Some(VERSION_LINE.as_bytes()) {
             return memory;
         }
+        let mut taken = 0;
         for line in lines {
+            if taken == MAX_RECORDS {
+                break;
+            }
             let Ok(line) = std::str::from_utf8(line) else {
                 continue;
             };
@@ -169,9 +185,11 @@ impl Memory {
                 continue;
             }
             let record = Record {
+                failures: record.failures,
                 until: record.until.min(now.saturating_add(max)),
-                ..record
+                seen: record.seen.min(now),
             };
+            taken += 1;
             memory.merge_one(server, record);
         }
         memory
@@ -239,13 +257,18 @@ impl Memory {
         if self.get(server).is_none_or(|r| r.failures == 0) {
             return false;
         }
+        self.answered(server, now);
+        true
+    }
+
+    /// Record that `server` answered `K` at `now`, whatever was known of it.
+    pub fn answered(&mut self, server: &str, now: u64) {
         let record = Record {
             failures: 0,
             until: 0,
             seen: now,
         };
         self.records.insert(server.to_owned(), record);
-        true
     }
 
     /// Drop records not renewed for [`FORGET_AFTER`].
@@ -287,18 +310,23 @@ fn parse_record(line: &str) -> Option<(String, Record)> {
     ))
 }
 
-/// The order in which to try `servers` (indices into it): the list rotated to start at `start`
-/// ([`spread_start`], 0 for qmail's order), then the servers the memory remembers at `now` moved
-/// after the others, each group in that order. Every server is in it exactly once.
+/// The order in which to try `servers` (indices into it). Only the QMQP lines move, and only
+/// among the places of QMQP lines: they are rotated to start at the `start`th of them
+/// ([`spread_start`], 0 for qmail's order), then the ones the memory remembers at `now` are
+/// moved after the others, each group in that order. An `smtp://` line (the last resort) stays
+/// in its place in the list, so no failure, real or planted, makes it come earlier. Every
+/// server is in it exactly once.
 pub fn order(servers: &[ServerAddr], memory: &Memory, now: u64, start: usize) -> Vec<usize> {
-    let n = servers.len();
-    if n == 0 {
-        return Vec::new();
-    }
-    let rotated = (0..n).map(|i| (i + start) % n);
+    let is_qmqp = |i: usize| servers.get(i).is_some_and(|s| s.link == Link::Qmqp);
+    let qmqp: Vec<usize> = (0..servers.len()).filter(|&i| is_qmqp(i)).collect();
+    let q = qmqp.len();
+    let rotated = (0..q).filter_map(|k| qmqp.get((k + start) % q).copied());
     let (fresh, remembered): (Vec<usize>, Vec<usize>) =
         rotated.partition(|&i| !memory.remembered(&servers[i].to_string(), now));
-    fresh.into_iter().chain(remembered).collect()
+    let mut turn = fresh.into_iter().chain(remembered);
+    (0..servers.len())
+        .filter_map(|i| if is_qmqp(i) { turn.next() } else { Some(i) })
+        .collect()
 }
 
 /// Where a host starts in a list of `n` servers when spreading is on: FNV-1a (64 bits) of `me`,
@@ -320,114 +348,6 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// How the memory is configured: read once per run with the other control files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// The directory of the files; `None` when the memory is off (`qmqpbackoff` is `0`).
-    pub dir: Option<PathBuf>,
-    /// The backoff.
-    pub backoff: Backoff,
-    /// Where the list starts: 0, or [`spread_start`] of `me` with `qmqpspread`.
-    pub start: usize,
-}
-
-/// Why a memory control file could not be used (the client's exit 55, as for the timeouts).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettingError {
-    /// The control file.
-    pub name: &'static str,
-    /// What it holds.
-    pub value: String,
-    /// What it should hold.
-    pub expected: &'static str,
-}
-
-impl std::fmt::Display for SettingError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "control/{}: not {}: {}",
-            self.name, self.expected, self.value
-        )
-    }
-}
-
-impl Settings {
-    /// Read `qmqpstate`, `qmqpbackoff` and `qmqpspread` (with `me`) under `control`, for a list
-    /// of `servers` servers. A file that cannot be read is an `io::Error`, one that holds
-    /// garbage a [`SettingError`].
-    pub fn load(
-        control: &ControlDir,
-        servers: usize,
-    ) -> io::Result<Result<Settings, SettingError>> {
-        let backoff = match control.line("qmqpbackoff")? {
-            None => Some(Backoff::default()),
-            Some(value) => match parse_backoff(&value) {
-                Some(b) => b,
-                None => {
-                    return Ok(Err(SettingError {
-                        name: "qmqpbackoff",
-                        value,
-                        expected: "`0` or `FIRST MAX` in seconds (FIRST <= MAX)",
-                    }))
-                }
-            },
-        };
-        let spread = match control.line("qmqpspread")?.as_deref() {
-            None | Some("0") => false,
-            Some("1") => true,
-            Some(value) => {
-                return Ok(Err(SettingError {
-                    name: "qmqpspread",
-                    value: value.to_owned(),
-                    expected: "0 or 1",
-                }))
-            }
-        };
-        let start = if spread {
-            // `me` as qmail-inject reads it; without one there is nothing host-specific.
-            control
-                .me()?
-                .map_or(0, |(me, _)| spread_start(&me, servers))
-        } else {
-            0
-        };
-        let dir = match (backoff, control.line("qmqpstate")?) {
-            (None, _) => None,
-            (Some(_), Some(dir)) => Some(control.home().join(dir)),
-            (Some(_), None) => Some(PathBuf::from(DEFAULT_DIR)),
-        };
-        Ok(Ok(Settings {
-            dir,
-            backoff: backoff.unwrap_or_default(),
-            start,
-        }))
-    }
-
-    /// The memory off: qmail's order, nothing read or written.
-    pub fn off() -> Settings {
-        Settings {
-            dir: None,
-            backoff: Backoff::default(),
-            start: 0,
-        }
-    }
-}
-
-/// `0` (off) or `FIRST MAX`, seconds, 0 < FIRST <= MAX.
-fn parse_backoff(value: &str) -> Option<Option<Backoff>> {
-    if value == "0" {
-        return Some(None);
-    }
-    let mut words = value.split_ascii_whitespace();
-    let first: u64 = words.next()?.parse().ok()?;
-    let max: u64 = words.next()?.parse().ok()?;
-    if words.next().is_some() || first == 0 || first > max {
-        return None;
-    }
-    Some(Some(Backoff { first, max }))
 }
 
 /// Why a [`Store`] is not used (the memory is then off for this run).
@@ -455,6 +375,44 @@ impl std::fmt::Display for Untrusted {
             Untrusted::NotDirectory => write!(f, "not a directory"),
         }
     }
+}
+
+/// What [`Store::load`] read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// This user's own file: the only records this user's client writes back.
+    pub own: Memory,
+    /// Every user's files merged: what orders the servers.
+    pub all: Memory,
+    /// Whether [`MAX_SCAN`] entries were looked at and more were left unread.
+    pub scan_bound_hit: bool,
+}
+
+/// Go through the directory's entry names (`None`: an entry that could not be read) and hand
+/// each other user's UID to `read`, which says whether that user's file counted. Stops at
+/// [`MAX_FILES`] files counted (this user's own is the first) or [`MAX_SCAN`] entries looked
+/// at; returns whether it stopped at the latter with entries left.
+fn gather(
+    names: impl Iterator<Item = Option<std::ffi::OsString>>,
+    own: u32,
+    mut read: impl FnMut(u32) -> Option<()>,
+) -> bool {
+    let mut counted = 1;
+    for (scanned, name) in names.enumerate() {
+        if counted >= MAX_FILES {
+            return false;
+        }
+        if scanned == MAX_SCAN {
+            return true;
+        }
+        let Some(uid) = name.as_deref().and_then(|n| n.to_str()).and_then(uid_name) else {
+            continue;
+        };
+        if uid != own && read(uid).is_some() {
+            counted += 1;
+        }
+    }
+    false
 }
 
 /// The memory's directory, checked, for the user running the client.
@@ -496,35 +454,54 @@ impl Store {
         self.dir.join(self.uid.to_string())
     }
 
-    /// Every user's file merged (this user's first, then up to [`MAX_FILES`] in all); what
-    /// cannot be read, or is not a regular file of the user it is named after, is left out.
-    pub fn load(&self, now: u64, max: u64) -> Memory {
-        let mut memory = read_user_file(&self.dir, self.uid, now, max).unwrap_or_default();
+    /// This user's file, and every user's file merged (this user's first, then up to
+    /// [`MAX_FILES`] in all, among the first [`MAX_SCAN`] entries); what cannot be read, or is
+    /// not a regular file of the user it is named after, is left out and not counted.
+    pub fn load(&self, now: u64, max: u64) -> Loaded {
+        let own = read_user_file(&self.dir, self.uid, now, max).unwrap_or_default();
+        let mut all = own.clone();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return memory;
+            return Loaded {
+                own,
+                all,
+                scan_bound_hit: false,
+            };
         };
-        let others = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str().and_then(uid_name))
-            .filter(|&uid| uid != self.uid)
-            .take(MAX_FILES - 1);
-        for uid in others {
-            if let Some(theirs) = read_user_file(&self.dir, uid, now, max) {
-                memory.merge(theirs);
-            }
+        let names = entries.map(|e| e.ok().map(|e| e.file_name()));
+        let scan_bound_hit = gather(names, self.uid, |uid| {
+            let theirs = read_user_file(&self.dir, uid, now, max)?;
+            all.merge(theirs);
+            Some(())
+        });
+        Loaded {
+            own,
+            all,
+            scan_bound_hit,
         }
-        memory
     }
 
     /// Replace this user's file with `memory` (see the module docs for each step; no fsync).
     pub fn save(&self, memory: &Memory) -> io::Result<()> {
-        let tmp = format!("tmp.{}.{}", self.uid, std::process::id());
+        self.save_with(memory, random)
+    }
+
+    /// [`Store::save`], the random part of the temporary's name from `random`: a name in the
+    /// way (another user may plant any name) costs one more try with a fresh name.
+    fn save_with(&self, memory: &Memory, mut random: impl FnMut() -> u64) -> io::Result<()> {
         let dirfd = nullq_fs::open_dir(&self.dir)?;
         let options = nullq_fs::Options {
             mode: 0o644,
             ..nullq_fs::Options::default()
         };
-        let mut file = nullq_fs::create_in(&dirfd, &self.dir, &tmp, &options)?;
+        let mut tries = 0;
+        let (tmp, mut file) = loop {
+            let tmp = temp_name(self.uid, std::process::id(), random());
+            match nullq_fs::create_in(&dirfd, &self.dir, &tmp, &options) {
+                Ok(file) => break (tmp, file),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries == 0 => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        };
         let text = memory.render();
         let written = file
             .write_all(text.as_bytes())
@@ -537,6 +514,19 @@ impl Store {
         }
         written
     }
+}
+
+/// The name of a temporary: `tmp.UID.PID.RANDOM`, so that nobody can plant it in advance.
+fn temp_name(uid: u32, pid: u32, random: u64) -> String {
+    format!("tmp.{uid}.{pid}.{random:016x}")
+}
+
+/// A random number: a fresh `RandomState` is randomly keyed (as the server's retry jitter).
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x006e_756c_6c71);
+    h.finish()
 }
 
 /// The UID a file name stands for: digits only, no leading zero (`0` itself excepted).
@@ -559,62 +549,6 @@ fn read_user_file(dir: &Path, uid: u32, now: u64, max: u64) -> Option<Memory> {
     let mut text = Vec::new();
     file.take(MAX_FILE).read_to_end(&mut text).ok()?;
     Some(Memory::parse(&text, now, max))
-}
-
-/// The memory as one run of the client sees and updates it.
-#[derive(Debug, Default)]
-pub struct Session {
-    store: Option<Store>,
-    /// What is remembered (empty when the memory is off).
-    pub memory: Memory,
-    backoff: Backoff,
-    changed: bool,
-}
-
-impl Session {
-    /// Open and read the memory of `settings` for this user; off (empty, nothing saved) when
-    /// there is no usable directory.
-    pub fn start(settings: &Settings, now: u64) -> Session {
-        let uid = rustix::process::geteuid().as_raw();
-        let store = settings
-            .dir
-            .as_deref()
-            .and_then(|dir| Store::open(dir, uid).ok());
-        let memory = store
-            .as_ref()
-            .map(|s| s.load(now, settings.backoff.max))
-            .unwrap_or_default();
-        Session {
-            store,
-            memory,
-            backoff: settings.backoff,
-            changed: false,
-        }
-    }
-
-    /// Record a failure of `server` at `now`.
-    pub fn failed(&mut self, server: &ServerAddr, now: u64) {
-        if self.store.is_some() {
-            self.memory.failed(&server.to_string(), now, self.backoff);
-            self.changed = true;
-        }
-    }
-
-    /// Record a `K` from `server` at `now`.
-    pub fn succeeded(&mut self, server: &ServerAddr, now: u64) {
-        if self.store.is_some() && self.memory.succeeded(&server.to_string(), now) {
-            self.changed = true;
-        }
-    }
-
-    /// Write this user's file if anything changed. Failing to is not an error of the message:
-    /// the memory is advisory.
-    pub fn finish(mut self, now: u64) {
-        if let (Some(store), true) = (&self.store, self.changed) {
-            self.memory.forget_old(now);
-            let _ = store.save(&self.memory);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -692,6 +626,45 @@ mod tests {
     }
 
     #[test]
+    fn a_record_seen_in_the_near_future_counts_as_seen_now() {
+        let text = b"nullq-servers 1\n10.0.0.25:628 1 1796000900 1796000500\n";
+        let m = Memory::parse(text, NOW, 600);
+        assert_eq!(
+            m.get("10.0.0.25:628"),
+            Some(&Record {
+                failures: 1,
+                until: NOW + 600,
+                seen: NOW
+            })
+        );
+        // So what this user sees a second later is the newer observation.
+        let mut mine = Memory::default();
+        assert!(!mine.succeeded("10.0.0.25:628", NOW + 1));
+        mine.answered("10.0.0.25:628", NOW + 1);
+        let mut merged = m.clone();
+        merged.merge(mine);
+        assert_eq!(merged.get("10.0.0.25:628").map(|r| r.failures), Some(0));
+    }
+
+    #[test]
+    fn at_most_max_records_are_read_from_one_file() {
+        let mut text = format!("{VERSION_LINE}\n");
+        for i in 0..1000u32 {
+            let _ = writeln!(
+                text,
+                "10.{}.{}.1:628 1 {} {NOW}",
+                i / 256,
+                i % 256,
+                NOW + 30
+            );
+        }
+        let m = Memory::parse(text.as_bytes(), NOW, 600);
+        assert_eq!(m.records().count(), MAX_RECORDS);
+        assert!(m.get("10.0.255.1:628").is_some(), "the first ones");
+        assert!(m.get("10.1.0.1:628").is_none());
+    }
+
+    #[test]
     fn merging_keeps_the_newest_observation() {
         let mut root = Memory::default();
         root.failed("10.0.0.25:628", NOW, Backoff::default());
@@ -757,6 +730,41 @@ mod tests {
     }
 
     #[test]
+    fn an_smtp_line_stays_in_its_place_and_qmqp_lines_move_around_it() {
+        let list = servers(&[
+            "10.0.0.1",
+            "10.0.0.2",
+            "smtp://10.0.0.9",
+            "10.0.0.3",
+            "smtp://10.0.0.8",
+        ]);
+        let mut m = Memory::default();
+        assert_eq!(order(&list, &m, NOW, 0), [0, 1, 2, 3, 4]);
+        m.failed("10.0.0.1:628", NOW, Backoff::default());
+        assert_eq!(order(&list, &m, NOW, 0), [1, 3, 2, 0, 4]);
+        // Every QMQP line remembered (a user who marks them all dead): the smtp:// lines are
+        // still tried only where the file puts them.
+        for s in ["10.0.0.2:628", "10.0.0.3:628"] {
+            m.failed(s, NOW, Backoff::default());
+        }
+        assert_eq!(order(&list, &m, NOW, 0), [0, 1, 2, 3, 4]);
+        let last = servers(&["10.0.0.1", "10.0.0.2", "smtp://10.0.0.9"]);
+        assert_eq!(
+            order(&last, &m, NOW, 0),
+            [0, 1, 2],
+            "the last resort stays last"
+        );
+        // A remembered smtp:// line moves nothing either.
+        m.failed("smtp://10.0.0.9:25", NOW, Backoff::default());
+        assert_eq!(order(&last, &Memory::default(), NOW, 0), [0, 1, 2]);
+        // Spreading rotates the QMQP lines among their places.
+        assert_eq!(order(&last, &Memory::default(), NOW, 1), [1, 0, 2]);
+        assert_eq!(order(&list, &Memory::default(), NOW, 1), [1, 3, 2, 0, 4]);
+        let only = servers(&["smtp://10.0.0.9"]);
+        assert_eq!(order(&only, &m, NOW, 3), [0]);
+    }
+
+    #[test]
     fn spreading_rotates_the_list_before_the_memory_reorders_it() {
         let list = servers(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
         let mut m = Memory::default();
@@ -779,22 +787,75 @@ mod tests {
     }
 
     #[test]
-    fn backoff_control_file() {
-        assert_eq!(parse_backoff("0"), Some(None));
+    fn only_files_that_count_use_up_the_budget_and_the_scan_is_bounded() {
+        use std::ffi::OsString;
+        let names =
+            |range: std::ops::Range<u32>| range.map(|i| Some(OsString::from(i.to_string())));
+        // 1000 plants (named 50000.., not counting) before two real files, and our own name.
+        let plants = names(50_000..51_000);
+        let list = plants.chain([
+            Some(OsString::from("7")),
+            None,
+            Some("1000".into()),
+            Some("1001".into()),
+        ]);
+        let mut read = Vec::new();
+        let hit = gather(list, 7, |uid| {
+            read.push(uid);
+            (uid < 50_000).then_some(())
+        });
+        assert!(!hit);
         assert_eq!(
-            parse_backoff("30 600"),
-            Some(Some(Backoff {
-                first: 30,
-                max: 600
-            }))
+            read.len(),
+            1002,
+            "every plant looked at, our own file not again"
         );
-        assert_eq!(
-            parse_backoff("1\t1"),
-            Some(Some(Backoff { first: 1, max: 1 }))
-        );
-        for bad in ["30", "600 30", "0 10", "x y", "1 2 3", "-1 5"] {
-            assert_eq!(parse_backoff(bad), None, "{bad}");
-        }
+        assert_eq!(&read[1000..], [1000, 1001]);
+        // Real files: at most MAX_FILES in all, ours included.
+        let mut count = 0;
+        assert!(!gather(names(1..1000), 0, |_| {
+            count += 1;
+            Some(())
+        }));
+        assert_eq!(count, MAX_FILES - 1);
+        // Entries beyond MAX_SCAN are not looked at, and that is said.
+        let mut count = 0;
+        assert!(gather(names(50_000..60_000), 0, |_| {
+            count += 1;
+            None
+        }));
+        assert_eq!(count, MAX_SCAN);
+        let exactly = (0..MAX_SCAN).map(|_| Some(OsString::from("x")));
+        assert!(!gather(exactly, 0, |_| None), "no entry left unread");
+    }
+
+    #[test]
+    fn a_planted_temporary_name_costs_one_more_try_not_the_save() {
+        let me = rustix::process::geteuid().as_raw();
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(d.path(), me).unwrap();
+        let mut m = Memory::default();
+        m.failed("10.0.0.25:628", NOW, Backoff::default());
+        let pid = std::process::id();
+        // The old name, `tmp.UID.PID`, could be planted by anyone who guessed the PID.
+        assert_ne!(temp_name(me, pid, 1), format!("tmp.{me}.{pid}"));
+        assert_ne!(random(), random(), "fresh each time");
+        // A symlink (anyone's) in the way of the first name: refused, then a second name.
+        let planted = |n: u64| {
+            std::os::unix::fs::symlink("/nonexistent", d.path().join(temp_name(me, pid, n)))
+                .unwrap();
+        };
+        planted(1);
+        let mut names = [1, 2].into_iter();
+        store
+            .save_with(&m, || names.next().unwrap_or(0))
+            .expect("saved at the second try");
+        assert_eq!(store.load(NOW, 600).own, m);
+        // Two names in the way: it gives up (the memory is advisory).
+        planted(3);
+        planted(4);
+        let mut names = [3, 4, 5].into_iter();
+        assert!(store.save_with(&m, || names.next().unwrap_or(0)).is_err());
     }
 
     #[test]
@@ -838,7 +899,7 @@ mod tests {
         let mut m = Memory::default();
         m.failed("10.0.0.25:628", NOW, Backoff::default());
         store.save(&m).unwrap();
-        assert_eq!(store.load(NOW, 600), m);
+        assert_eq!(store.load(NOW, 600).all, m);
         // A file named after another UID but owned by us is a plant: left out.
         let other = if me == 0 { 1 } else { 0 };
         std::fs::write(
@@ -847,7 +908,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(d.path().join("notes"), "garbage").unwrap();
-        assert_eq!(store.load(NOW, 600), m);
+        assert_eq!(store.load(NOW, 600).all, m);
         // Only our file and the plants are there: no temporary left behind.
         let mut names: Vec<String> = std::fs::read_dir(d.path())
             .unwrap()

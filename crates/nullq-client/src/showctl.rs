@@ -617,9 +617,10 @@ fn show_memory<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Res
         .unwrap_or_default()
         .iter()
         .filter_map(|l| control::parse_server(l).ok())
+        .filter(|s| s.link == control::Link::Qmqp) // the spread moves only these
         .collect::<Vec<_>>();
     r.line("")?;
-    let settings = match server_memory::Settings::load(control, servers.len()) {
+    let settings = match crate::server_memory_session::Settings::load(control, servers.len()) {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return r.warn(&e.to_string()),
         Err(e) => return r.warn(&format!("unable to read the server memory's files: {e}")),
@@ -645,7 +646,7 @@ fn show_memory<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Res
     r.line("")?;
     r.line(&match servers.get(settings.start) {
         Some(s) if settings.start > 0 => format!(
-            "qmqpspread: This host starts at server {} of the list: {s}.",
+            "qmqpspread: This host starts at QMQP server {} of the list: {s}.",
             settings.start + 1
         ),
         _ => format!(
@@ -685,7 +686,12 @@ fn show_memory<W: Write>(r: &mut Report<'_, W>, control: &ControlDir) -> io::Res
         }
     }
     let now = server_memory::unix_now();
-    let memory = store.load(now, b.max);
+    let loaded = store.load(now, b.max);
+    if loaded.scan_bound_hit {
+        let n = server_memory::MAX_SCAN;
+        r.warn(&format!("{} has more than {n} entries: only the first {n} were looked at, so some users' files may not count", dir.display()))?;
+    }
+    let memory = loaded.all;
     let mut any = false;
     for (server, rec) in memory.records() {
         any = true;

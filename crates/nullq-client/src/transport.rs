@@ -26,7 +26,8 @@ use nullq_proto::exit::QueueExit;
 use nullq_proto::qmqp::{request_frame, Response, Status, MAX_RESPONSE};
 
 use crate::control::{parse_server, ControlDir, Link, ServerAddr, ServerLineError};
-use crate::server_memory::{self, SettingError, Settings};
+use crate::server_memory;
+use crate::server_memory_session::{self as memory_session, SettingError, Settings};
 use crate::smtp_relay::{self, RelayError, SmtpSettings};
 use crate::tls::{ClientTls, Conn};
 
@@ -80,7 +81,9 @@ impl Transport {
         }
         let connect_timeout = seconds(control, "timeoutconnect", DEFAULT_CONNECT_TIMEOUT)?;
         let remote_timeout = seconds(control, "timeoutremote", DEFAULT_REMOTE_TIMEOUT)?;
-        let memory = Settings::load(control, servers.len())
+        // The spread rotates the QMQP lines only (server_memory::order).
+        let qmqp_lines = servers.iter().filter(|s| s.link == Link::Qmqp).count();
+        let memory = Settings::load(control, qmqp_lines)
             .map_err(|e| {
                 ConfigError::unreadable(control, "qmqpstate, qmqpbackoff or qmqpspread", e)
             })?
@@ -280,7 +283,7 @@ pub fn send(
     }
     let (prefix, suffix) = request_frame(message.len, &envelope.sender, &envelope.recipients);
     let mut last = QueueExit::ConfigError;
-    let mut memory = server_memory::Session::start(&transport.memory, server_memory::unix_now());
+    let mut memory = memory_session::Session::start(&transport.memory, server_memory::unix_now());
     let order = server_memory::order(
         &transport.servers,
         &memory.memory,

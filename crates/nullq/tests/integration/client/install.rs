@@ -244,6 +244,11 @@ fn the_installed_programs_work() {
     let memory = fs::metadata(r.join("var/lib/nullq/servers")).expect("server memory dir");
     assert!(memory.is_dir());
     assert_eq!(memory.permissions().mode() & 0o7777, 0o1777);
+    // Red-team finding 4: its parents were created 0700, so no ordinary user could reach it.
+    for parent in ["var/lib", "var/lib/nullq"] {
+        let meta = fs::metadata(r.join(parent)).expect("parent");
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o755, "{parent}");
+    }
     let mut cmd = Command::new(r.join("var/qmail/bin/sendmail"));
     cmd.env("NULLQ_HOME", r.join("var/qmail"))
         .env("USER", "root")

@@ -10,11 +10,29 @@ use nullq_client::server_memory::{spread_start, unix_now, VERSION_LINE};
 
 use crate::support::host::*;
 use crate::support::qmqp::{Answer, QmqpServer};
-use crate::support::{wait_for, RefusedPort};
+use crate::support::{require_root, sh, wait_for, RefusedPort};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const MESSAGE: &[u8] = b"From: jason@example.net\nTo: bob@example.net\nSubject: hi\n\nbody\n";
 const ENVELOPE: &[u8] = b"Fjason@example.net\0Tbob@example.net\0\0";
+
+/// `nobody`'s uid and gid: the other local user whose files are planted.
+fn nobody() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        sh(&format!("id {flag} nobody"))
+            .trim()
+            .parse()
+            .expect("a number")
+    };
+    (id("-u"), id("-g"))
+}
+
+/// Write `text` as the file `name` in the memory directory, owned by `uid`:`gid`.
+fn plant(host: &Host, name: &str, text: &str, (uid, gid): (u32, u32)) {
+    let path = host.memory_dir().join(name);
+    std::fs::write(&path, text).expect("plant");
+    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+}
 
 fn queue(host: &Host) -> (i32, String) {
     run_queue(host, "qmail-qmqpc", MESSAGE, ENVELOPE, LIMIT)
@@ -335,5 +353,136 @@ fn qmail_showctl_shows_what_is_remembered() {
     assert!(
         text.contains("writable by others without the sticky bit"),
         "{text}"
+    );
+}
+
+/// Red-team finding 1: another user's records, however many and however "new", reorder root's
+/// servers but never get into root's file.
+#[test]
+fn another_user_s_records_order_the_servers_but_never_enter_root_s_file() {
+    require_root("files planted as nobody");
+    let host = Host::new();
+    let a = QmqpServer::start(Answer::Accept);
+    let down = RefusedPort::new();
+    let up = QmqpServer::start(Answer::Accept);
+    host.servers(&[a.addr, down.addr, up.addr]);
+    let now = unix_now();
+    // nobody's file: `a` failed, and 1000 more servers, all "seen" 500 s from now.
+    let mut theirs = format!("{VERSION_LINE}\n{} 5 {} {}\n", a.addr, now + 500, now + 500);
+    for i in 0..1000u32 {
+        theirs.push_str(&format!(
+            "10.{}.{}.1:628 5 {} {}\n",
+            i / 256,
+            i % 256,
+            now + 500,
+            now + 500
+        ));
+    }
+    let who = nobody();
+    plant(&host, &who.0.to_string(), &theirs, who);
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}");
+    // What nobody remembers orders root's servers: `a` last, `down` first and failing.
+    assert_eq!((a.connections(), up.received().len()), (0, 1));
+    // Root's file holds root's observation only.
+    let text = memory(&host);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0], VERSION_LINE);
+    assert!(lines[1].starts_with(&format!("{} 1 ", down.addr)), "{text}");
+    // nobody's file is left as it was.
+    let planted = host.memory_dir().join(who.0.to_string());
+    assert_eq!(std::fs::read_to_string(planted).expect("theirs"), theirs);
+}
+
+/// Red-team finding 2: digit-named plants (files named 50000.. owned by the planter) do not use
+/// up the budget of files read, so a real user's file among them still counts.
+#[test]
+fn digit_named_plants_do_not_hide_a_real_user_s_file() {
+    require_root("files planted as nobody");
+    let host = Host::new();
+    let (a, b) = (
+        QmqpServer::start(Answer::Accept),
+        QmqpServer::start(Answer::Accept),
+    );
+    host.servers(&[a.addr, b.addr]);
+    let who = nobody();
+    let text = remembered(&[a.addr], 1);
+    // Before the fix 63 names were taken before the owner check, in directory order: with
+    // 3000 plants a real file among them was read by chance only (about 2 % of runs).
+    for i in 50_000..53_000u32 {
+        plant(&host, &i.to_string(), &text, who);
+    }
+    plant(&host, &who.0.to_string(), &text, who);
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (a.connections(), b.received().len()),
+        (0, 1),
+        "nobody's record of `a` counted"
+    );
+}
+
+/// Red-team finding 2: the scan of the directory is bounded, and qmail-showctl says when the
+/// bound was reached.
+#[test]
+fn qmail_showctl_says_when_the_scan_bound_was_reached() {
+    let host = Host::new();
+    let up = QmqpServer::start(Answer::Accept);
+    host.servers(&[up.addr]);
+    let show = || {
+        let out = host.cmd("qmail-showctl").output().expect("qmail-showctl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let warning = "entries: only the first 4096 were looked at";
+    assert!(!show().contains(warning));
+    for i in 0..4100 {
+        std::fs::write(host.memory_dir().join(format!("x{i}")), "").expect("plant");
+    }
+    let text = show();
+    assert!(
+        text.contains(&format!(
+            "WARNING: {} has more than 4096 {warning}, so some users' files may not count",
+            host.memory_dir().display()
+        )),
+        "{text}"
+    );
+}
+
+/// Red-team finding 3: a user who marks every QMQP server dead does not make the `smtp://`
+/// line (the last resort) everyone's first choice: it stays in its place in the list.
+#[test]
+fn marking_every_qmqp_server_dead_does_not_move_the_smtp_line_first() {
+    require_root("files planted as nobody");
+    let host = Host::new();
+    let (a, b) = (
+        QmqpServer::start(Answer::Accept),
+        QmqpServer::start(Answer::Accept),
+    );
+    // Stands in for the SMTP relay: any connection to it is counted.
+    let relay = QmqpServer::start(Answer::Accept);
+    host.control("timeoutremote", "2");
+    host.control(
+        "qmqpservers",
+        &format!("{}\n{}\nsmtp://{}", a.addr, b.addr, relay.addr),
+    );
+    let who = nobody();
+    plant(
+        &host,
+        &who.0.to_string(),
+        &remembered(&[a.addr, b.addr], 3),
+        who,
+    );
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        relay.connections(),
+        0,
+        "the smtp:// line was not tried first"
+    );
+    assert_eq!(
+        (a.received().len(), b.connections()),
+        (1, 0),
+        "every QMQP line remembered: file order"
     );
 }
