@@ -29,11 +29,20 @@ impl Reply {
     }
 }
 
+/// Most bytes of one (multi-line) reply: an EHLO reply is a few hundred; a server that never
+/// ends its reply is cut here instead of filling memory.
+pub const MAX_REPLY: usize = 64 * 1024;
+
+/// Most lines of one reply (an endless `250-` is refused here).
+pub const MAX_REPLY_LINES: usize = 1000;
+
 /// Why the bytes from the server are not an SMTP reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplyError {
     /// A line longer than [`MAX_LINE`] without its end.
     LineTooLong,
+    /// A reply of more than [`MAX_REPLY`] bytes or [`MAX_REPLY_LINES`] lines.
+    ReplyTooLong,
     /// A line that does not start with a code in 200..=599.
     NotAReply(String),
     /// A continuation line with another code than the first line's.
@@ -44,6 +53,10 @@ impl fmt::Display for ReplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ReplyError::LineTooLong => write!(f, "reply line too long"),
+            ReplyError::ReplyTooLong => write!(
+                f,
+                "reply too long (over {MAX_REPLY} bytes or {MAX_REPLY_LINES} lines)"
+            ),
             ReplyError::NotAReply(line) => write!(f, "not an SMTP reply: {line:?}"),
             ReplyError::CodeChanged(line) => write!(f, "reply code changed mid-reply: {line:?}"),
         }
@@ -54,39 +67,87 @@ impl std::error::Error for ReplyError {}
 
 /// Decode one (possibly multi-line) reply from the start of `buf`: `Ok(Some((reply, used)))`
 /// once its last line is complete, `Ok(None)` when more bytes are needed (nothing is consumed
-/// then), an error when the bytes cannot be a reply.
+/// then), an error when the bytes cannot be a reply. For a reply read a piece at a time, a
+/// [`ReplyParser`] kept between the reads looks at each byte once.
 pub fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
-    let mut code: Option<u16> = None;
-    let mut text = String::new();
-    let mut at = 0;
-    loop {
-        let rest = &buf[at..];
-        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-            if rest.len() > MAX_LINE {
+    ReplyParser::new().parse(buf)
+}
+
+/// The incremental form of [`parse_reply`]: it remembers the complete lines of the reply it
+/// has seen and how far it looked for the next newline, so a reply that arrives a byte at a
+/// time costs its length, not its length squared. Give [`ReplyParser::parse`] the same buffer
+/// (grown at its end) until it returns a reply or an error, then start a new parser (or
+/// [`ReplyParser::reset`]) for the next reply, after draining the bytes used.
+#[derive(Debug, Default, Clone)]
+pub struct ReplyParser {
+    /// The code of the lines so far.
+    code: Option<u16>,
+    /// Their text, joined by blanks.
+    text: String,
+    /// How many complete lines were seen.
+    lines: usize,
+    /// Where the first incomplete line starts (the bytes before it are parsed).
+    line_start: usize,
+    /// How far the incomplete line was searched for its newline.
+    searched: usize,
+}
+
+impl ReplyParser {
+    /// A parser at the start of a reply.
+    pub fn new() -> ReplyParser {
+        ReplyParser::default()
+    }
+
+    /// Back to the start of a reply.
+    pub fn reset(&mut self) {
+        *self = ReplyParser::default();
+    }
+
+    /// As [`parse_reply`], for `buf` holding the reply from its first byte: what was looked at
+    /// by an earlier call on the same (grown) buffer is not looked at again.
+    pub fn parse(&mut self, buf: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+        loop {
+            let from = self.searched.max(self.line_start);
+            let rest = buf.get(from..).unwrap_or_default();
+            let Some(nl) = rest.iter().position(|&b| b == b'\n').map(|i| from + i) else {
+                self.searched = buf.len();
+                if buf.len() - self.line_start > MAX_LINE {
+                    return Err(ReplyError::LineTooLong);
+                }
+                if buf.len() > MAX_REPLY {
+                    return Err(ReplyError::ReplyTooLong);
+                }
+                return Ok(None);
+            };
+            if nl - self.line_start > MAX_LINE {
                 return Err(ReplyError::LineTooLong);
             }
-            return Ok(None);
-        };
-        if nl > MAX_LINE {
-            return Err(ReplyError::LineTooLong);
-        }
-        let raw = String::from_utf8_lossy(&rest[..nl]);
-        let line = raw.trim_end_matches(['\r', '\n']);
-        at += nl + 1;
-        let digits = line.get(..3).and_then(|d| d.parse::<u16>().ok());
-        let Some(this) = digits.filter(|c| (200..600).contains(c)) else {
-            return Err(ReplyError::NotAReply(line.to_owned()));
-        };
-        if code.is_some_and(|c| c != this) {
-            return Err(ReplyError::CodeChanged(line.to_owned()));
-        }
-        code = Some(this);
-        if !text.is_empty() {
-            text.push(' ');
-        }
-        text.push_str(line.get(4..).unwrap_or(""));
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Ok(Some((Reply { code: this, text }, at)));
+            if nl + 1 > MAX_REPLY || self.lines >= MAX_REPLY_LINES {
+                return Err(ReplyError::ReplyTooLong);
+            }
+            let raw = String::from_utf8_lossy(&buf[self.line_start..nl]);
+            let line = raw.trim_end_matches(['\r', '\n']);
+            self.line_start = nl + 1;
+            self.searched = self.line_start;
+            self.lines += 1;
+            let digits = line.get(..3).and_then(|d| d.parse::<u16>().ok());
+            let Some(this) = digits.filter(|c| (200..600).contains(c)) else {
+                return Err(ReplyError::NotAReply(line.to_owned()));
+            };
+            if self.code.is_some_and(|c| c != this) {
+                return Err(ReplyError::CodeChanged(line.to_owned()));
+            }
+            self.code = Some(this);
+            if !self.text.is_empty() {
+                self.text.push(' ');
+            }
+            self.text.push_str(line.get(4..).unwrap_or(""));
+            if line.as_bytes().get(3) != Some(&b'-') {
+                let text = std::mem::take(&mut self.text);
+                let used = self.line_start;
+                self.reset();
+                return Ok(Some((Reply { code: this, text }, used)));
+            }
         }
     }
 }
@@ -282,6 +343,58 @@ mod tests {
             parse_reply(&vec![b'2'; MAX_LINE + 1]),
             Err(ReplyError::LineTooLong)
         );
+    }
+
+    #[test]
+    fn an_endless_continued_reply_is_refused_at_the_cap() {
+        // Lines: 1000 short `250-` lines are refused at the next one, whatever follows.
+        let line = b"250-x\r\n";
+        let mut lots = line.repeat(MAX_REPLY_LINES);
+        assert_eq!(parse_reply(&lots), Ok(None), "1000 lines, not ended: more");
+        lots.extend_from_slice(line);
+        assert_eq!(parse_reply(&lots), Err(ReplyError::ReplyTooLong));
+        let mut ended = line.repeat(MAX_REPLY_LINES - 1);
+        ended.extend_from_slice(b"250 end\r\n");
+        assert!(matches!(parse_reply(&ended), Ok(Some((r, _))) if r.code == 250));
+        // Bytes: long (legal) lines reach 64 KiB before 1000 lines.
+        let long = [b"250-".as_slice(), &[b'a'; 4000], b"\r\n"].concat();
+        let big = long.repeat(MAX_REPLY / long.len() + 1);
+        assert_eq!(parse_reply(&big), Err(ReplyError::ReplyTooLong));
+        // Incomplete, over the cap: refused without waiting for the line's end.
+        let open = [
+            long.repeat(MAX_REPLY / long.len()),
+            b"250-".to_vec(),
+            vec![b'b'; 5000],
+        ]
+        .concat();
+        assert_eq!(parse_reply(&open), Err(ReplyError::ReplyTooLong));
+    }
+
+    #[test]
+    fn the_incremental_parser_gives_the_same_answers_fed_a_byte_at_a_time() {
+        let input = b"250-sink\r\n250-PIPELINING\r\n250 AUTH PLAIN LOGIN\r\n354 go\r\n";
+        let mut parser = ReplyParser::new();
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        for &b in input {
+            buf.push(b);
+            if let Some((reply, used)) = parser.parse(&buf).unwrap() {
+                buf.drain(..used);
+                got.push(reply);
+            }
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], parse_reply(input).unwrap().unwrap().0);
+        assert_eq!(got[1].line(), "354 go");
+        assert!(buf.is_empty());
+        // An endless reply fed in small pieces hits the cap (and looks at each byte once).
+        let mut parser = ReplyParser::new();
+        let mut buf = Vec::new();
+        let refused = (0..MAX_REPLY_LINES + 1).find_map(|_| {
+            buf.extend_from_slice(b"250-y\r\n");
+            parser.parse(&buf).err()
+        });
+        assert_eq!(refused, Some(ReplyError::ReplyTooLong));
     }
 
     /// The whole-message encoder the streaming one must match byte for byte.

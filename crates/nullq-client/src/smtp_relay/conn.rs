@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nullq_proto::smtp::{parse_reply, Reply};
+use nullq_proto::smtp::{Reply, ReplyParser};
 use rustls::pki_types::{CertificateDer, ServerName};
 
 /// The system's CA bundle (Debian's ca-certificates), used when `control/tlscafile` is absent.
@@ -44,6 +44,8 @@ enum Stream {
 pub struct Conn {
     stream: Stream,
     buf: Vec<u8>,
+    /// The reply being read (each byte looked at once, its size capped).
+    parser: ReplyParser,
 }
 
 /// Connect to the first address that answers (the last error decides timeout or refusal), with
@@ -63,6 +65,7 @@ pub fn connect(
                 return Ok(Conn {
                     stream: Stream::Plain(tcp),
                     buf: Vec::new(),
+                    parser: ReplyParser::new(),
                 });
             }
             Err(e)
@@ -109,13 +112,16 @@ impl Conn {
     pub fn reply(&mut self) -> Result<Reply, ConnError> {
         let mut chunk = [0u8; 4096];
         loop {
-            match parse_reply(&self.buf) {
+            match self.parser.parse(&self.buf) {
                 Ok(Some((reply, used))) => {
                     self.buf.drain(..used);
                     return Ok(reply);
                 }
                 Ok(None) => {}
-                Err(e) => return Err(ConnError::Broken(e.to_string())),
+                Err(e) => {
+                    self.parser.reset();
+                    return Err(ConnError::Broken(e.to_string()));
+                }
             }
             let n = match &mut self.stream {
                 Stream::Plain(s) => s.read(&mut chunk),

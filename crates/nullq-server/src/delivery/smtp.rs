@@ -32,7 +32,7 @@ use crate::delivery::backend::{Backend, BackendError, Delivery};
 use crate::delivery::handover::smtp_sender;
 use crate::delivery::job::{Answer, Job};
 use crate::delivery::smtp_conn::{
-    base64, Caps, Conn, ConnError, DotStuffer, Reply, Result, Stream,
+    base64, Caps, Conn, ConnError, DotStuffer, Reply, ReplyParser, Result, Stream,
 };
 
 /// The system's CA bundle (Debian's ca-certificates), used when `ca_file` is not set.
@@ -244,6 +244,7 @@ impl Smtp {
         let mut conn = Conn {
             stream,
             buf: Vec::new(),
+            parser: ReplyParser::new(),
             caps: Caps::default(),
             tls,
             messages: 0,
