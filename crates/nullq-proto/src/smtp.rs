@@ -215,16 +215,20 @@ pub fn base64(input: &[u8]) -> String {
     out
 }
 
-/// The message as SMTP DATA, a chunk at a time: CRLF line ends (a CR before an LF is dropped,
-/// so CRLF stays CRLF), a line starting with `.` gets another `.` (RFC 5321 section 4.5.2), a
-/// last line without a newline gets one, then `.` ends it. It keeps the little it needs between
-/// chunks (at a line start? a CR held back?), so a chunk may end anywhere: inside a CRLF, just
-/// before a line's first `.`.
+/// The message as SMTP DATA, a chunk at a time: CRLF line ends, a line starting with `.` gets
+/// another `.` (RFC 5321 section 4.5.2), a last line without a newline gets one, then `.` ends
+/// it. A line ends at LF, at CRLF, and at a CR that no LF follows: a bare CR becomes CRLF, as
+/// a bare LF does, so no byte sequence of the message can be read by the next hop as another
+/// line end than ours (SMTP smuggling: `\n.\r\n` or `\r.\r\n` taken as the end of data by
+/// a lax server), and a `.` after a bare CR is stuffed like any line's. It keeps the little it
+/// needs between chunks (at a line start? a CR held back?), so a chunk may end anywhere: inside
+/// a CRLF, just before a line's first `.`.
 #[derive(Debug)]
 pub struct DotStuffer {
     /// The next byte starts a line.
     line_start: bool,
-    /// A CR was read and not written yet: it is dropped if an LF follows.
+    /// A CR was read and not written yet: with an LF after it, it is that line end's CR;
+    /// with anything else (or nothing) after it, a line end of its own.
     cr: bool,
     /// Any byte at all was read (an empty message is just the final dot).
     any: bool,
@@ -251,24 +255,22 @@ impl DotStuffer {
         out.reserve(chunk.len() + chunk.len() / 32 + 2);
         self.any |= !chunk.is_empty();
         for &b in chunk {
+            if self.cr && b != b'\n' {
+                // A bare CR: a line end of its own.
+                out.extend_from_slice(b"\r\n");
+                self.line_start = true;
+            }
+            self.cr = false;
             match b {
                 b'\n' => {
                     out.extend_from_slice(b"\r\n");
-                    self.cr = false;
                     self.line_start = true;
                 }
                 b'\r' => {
-                    if self.cr {
-                        out.push(b'\r');
-                    }
                     self.cr = true;
                     self.line_start = false;
                 }
                 _ => {
-                    if self.cr {
-                        out.push(b'\r');
-                        self.cr = false;
-                    }
                     if self.line_start && b == b'.' {
                         out.push(b'.');
                     }
@@ -279,10 +281,10 @@ impl DotStuffer {
         }
     }
 
-    /// Append the end: a newline if the last line had none (a CR held back there is dropped,
-    /// as the whole-message rule strips one from every line), then `.`.
+    /// Append the end: a newline if the last line had none (a CR held back there is that
+    /// newline), then `.`.
     pub fn finish(self, out: &mut Vec<u8>) {
-        if self.any && !self.line_start {
+        if self.any && (self.cr || !self.line_start) {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b".\r\n");
@@ -398,8 +400,20 @@ mod tests {
     }
 
     /// The whole-message encoder the streaming one must match byte for byte.
+    /// Line ends are LF, CRLF, and a CR without an LF after it (a bare CR).
     fn dot_stuff(message: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(message.len() + message.len() / 40 + 8);
+        let mut lf = Vec::with_capacity(message.len());
+        let mut i = 0;
+        while i < message.len() {
+            match (message[i], message.get(i + 1)) {
+                (b'\r', Some(b'\n')) => {}
+                (b'\r', _) => lf.push(b'\n'),
+                (b, _) => lf.push(b),
+            }
+            i += 1;
+        }
+        let message = &lf[..];
         if !message.is_empty() {
             for line in message
                 .strip_suffix(b"\n")
@@ -443,6 +457,10 @@ mod tests {
             b"x\r\ry\n.\n\n.end",
             b"H: v\r\n\r\n.body\r\n\xe9t\xe9\n.\n",
             b"\n\n..\r\n.\r",
+            b"a\r.\r\nb\r\r.\r",
+            b"x\r.\r\n.\r\ny\n.\r.\r\n",
+            b"\r\r\r.",
+            b".\r..\r\r\n\r.\n",
         ];
         for input in inputs {
             let want = dot_stuff(input);
@@ -474,5 +492,31 @@ mod tests {
         assert_eq!(stream(&[b"no newline"]), b"no newline\r\n.\r\n");
         assert_eq!(stream(&[b"crlf\r\n"]), b"crlf\r\n.\r\n");
         assert_eq!(stream(&[]), b".\r\n");
+    }
+
+    #[test]
+    fn a_bare_cr_is_a_line_end_and_the_dot_after_it_is_stuffed() {
+        // The smuggling payload: a lax next hop must not see an end of data inside the message.
+        assert_eq!(
+            stream(&[b"a\r.\r\nMAIL FROM:<x>\r\n"]),
+            b"a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n"
+        );
+        assert_eq!(stream(&[b"a\r", b".\r", b"\n"]), b"a\r\n..\r\n.\r\n");
+        assert_eq!(stream(&[b"x\r\ry"]), b"x\r\n\r\ny\r\n.\r\n");
+        assert_eq!(stream(&[b"end\r"]), b"end\r\n.\r\n");
+        assert_eq!(dot_stuff(b"a\r.b"), b"a\r\n..b\r\n.\r\n");
+        // No bare CR and no bare LF in the output, at any split.
+        let input = b"1\r.\r2\r\r\n.3\n\r\r";
+        for i in 0..=input.len() {
+            let out = stream(&[&input[..i], &input[i..]]);
+            for (k, &b) in out.iter().enumerate() {
+                if b == b'\r' {
+                    assert_eq!(out.get(k + 1), Some(&b'\n'), "bare CR at {k} of {out:?}");
+                }
+                if b == b'\n' {
+                    assert_eq!(out.get(k.wrapping_sub(1)), Some(&b'\r'), "bare LF at {k}");
+                }
+            }
+        }
     }
 }
