@@ -14,6 +14,9 @@
 //!   line and then the fallback queue get the message; TLS failures and broken conversations
 //!   are 74, connection failures 72/73, as for QMQP;
 //! - 5xx to MAIL, to DATA or after the data: permanent (31), no other line is tried;
+//! - an address SMTP cannot carry ([`unsendable`]: a line break, NUL, control character,
+//!   blank, `<` or `>`): nothing is sent on this line, the next line is tried, the server is
+//!   not remembered as failed; 31 only if no other line was tried;
 //! - recipients: all or nothing, like QMQP and msmtp. If any RCPT gets a 5xx, the transaction
 //!   is reset before DATA and the exit is permanent (31), naming every refused recipient and
 //!   saying that nobody got the message; otherwise, if any gets a 4xx, it is reset and the exit
@@ -107,6 +110,10 @@ pub enum RelayError {
     Permanent(String),
     /// The message file could not be read (54).
     Local(String),
+    /// An address SMTP cannot carry (a line break, NUL, blank, control character, `<` or
+    /// `>`: see [`unsendable`]): nothing was sent, and it is no failure of the server. The
+    /// next line is tried (a QMQP line carries any address); 31 only if no line could.
+    Unsendable(String),
 }
 
 impl RelayError {
@@ -119,12 +126,19 @@ impl RelayError {
             RelayError::Temporary(_) => QueueExit::TempRefusal,
             RelayError::Permanent(_) => QueueExit::PermanentRefusal,
             RelayError::Local(_) => QueueExit::ReadError,
+            RelayError::Unsendable(_) => QueueExit::PermanentRefusal,
         }
     }
 
     /// Whether the next line may help (not after a permanent refusal or a local problem).
     pub fn try_next(&self) -> bool {
         !matches!(self, RelayError::Permanent(_) | RelayError::Local(_))
+    }
+
+    /// Whether the server failed (and is remembered as such): not for a refusal of the
+    /// message, a local problem, or an address this line could never carry.
+    pub fn is_server_failure(&self) -> bool {
+        self.try_next() && !matches!(self, RelayError::Unsendable(_))
     }
 }
 
@@ -147,6 +161,7 @@ impl fmt::Display for RelayError {
             RelayError::Temporary(why) => write!(f, "temporary failure: {why}"),
             RelayError::Permanent(why) => write!(f, "permanent failure: {why}"),
             RelayError::Local(why) => write!(f, "unable to read the message: {why}"),
+            RelayError::Unsendable(why) => write!(f, "not sent by SMTP: {why}"),
         }
     }
 }
@@ -174,9 +189,9 @@ pub fn send(
     envelope: &QmailEnvelope,
 ) -> Result<String, RelayError> {
     for address in std::iter::once(&envelope.sender).chain(&envelope.recipients) {
-        if address.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
-            return Err(RelayError::Permanent(format!(
-                "address {:?} contains a line break or NUL, which SMTP cannot carry",
+        if let Some(why) = unsendable(address) {
+            return Err(RelayError::Unsendable(format!(
+                "address {:?} {why}",
                 String::from_utf8_lossy(address)
             )));
         }
@@ -196,6 +211,20 @@ pub fn send(
         _ => {}
     }
     result
+}
+
+/// Why `address` cannot go into `MAIL FROM:<...>` or `RCPT TO:<...>` as it is, if it cannot:
+/// a CR, LF or NUL would end the command line early (command injection), a blank, `<` or `>`
+/// would end the path and start ESMTP parameters of ours (`MAIL FROM:<a> AUTH=<x@y>`), other
+/// control characters have no place in a path (RFC 5321 section 4.1.2).
+pub fn unsendable(address: &[u8]) -> Option<&'static str> {
+    address.iter().find_map(|&b| match b {
+        b'\r' | b'\n' | 0 => Some("contains a line break or NUL, which SMTP cannot carry"),
+        b' ' | b'\t' => Some("contains a blank, which would end the SMTP path"),
+        b'<' | b'>' => Some("contains < or >, which would end the SMTP path"),
+        0..=0x1f | 0x7f => Some("contains a control character, which SMTP cannot carry"),
+        _ => None,
+    })
 }
 
 fn socket_addrs(server: &ServerAddr) -> io::Result<Vec<SocketAddr>> {
@@ -438,4 +467,39 @@ fn stream_data(
     stuffer.finish(&mut out);
     conn.write(&out)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_smtp_cannot_carry() {
+        for ok in [
+            &b""[..],
+            b"jason@example.net",
+            b"#@[]",
+            b"a+b@[192.0.2.1]",
+            b"\xc3\xa9@x",
+        ] {
+            assert_eq!(unsendable(ok), None, "{ok:?}");
+        }
+        for bad in [
+            &b"a\r@x"[..],
+            b"a\n@x",
+            b"a\0@x",
+            b"a> AUTH=<x@y",
+            b"a@x> SIZE=1",
+            b"<a@x",
+            b"a b@x",
+            b"a\t@x",
+            b"a\x1b@x",
+            b"a\x7f@x",
+        ] {
+            assert!(unsendable(bad).is_some(), "{bad:?}");
+        }
+        let e = RelayError::Unsendable("x".into());
+        assert!(e.try_next() && !e.is_server_failure());
+        assert_eq!(e.exit(), QueueExit::PermanentRefusal);
+    }
 }

@@ -287,3 +287,46 @@ fn an_auth_file_others_can_read_is_not_used_and_said_so() {
         "{text}"
     );
 }
+
+/// Red-team finding 4: an address SMTP cannot carry (a CR, or `>` and a blank that would add
+/// ESMTP parameters) fails the `smtp://` line only: the QMQP line after it takes the message,
+/// the sink sees nothing, the line is not remembered as a failed server; alone it is 31.
+#[test]
+fn an_address_smtp_cannot_carry_skips_the_smtp_line_only() {
+    let host = Host::new();
+    let sink = sink(&host, &[]);
+    let up = QmqpServer::start(Answer::Accept);
+    let line = format!("smtp://127.0.0.1:{}", sink.port());
+    host.control("qmqpservers", &format!("{line}\n{}", up.addr));
+    let envelopes: [&[u8]; 3] = [
+        b"Fjason@example.net\0Tbob@example.net> NOTIFY=NEVER\0\0",
+        b"Fjason@example.net> AUTH=<x@y>\0Tbob@example.net\0\0",
+        b"Fjason@example.net\0Tbob@example.net\rRCPT TO:<eve@example.org\0\0",
+    ];
+    for (i, envelope) in envelopes.iter().enumerate() {
+        let (code, err) = run_queue(&host, "qmail-qmqpc", MESSAGE, envelope, BOUND);
+        assert_eq!(code, 0, "the QMQP line took it: {err}");
+        assert_eq!(up.received().len(), i + 1, "{err}");
+    }
+    let memory = std::fs::read_to_string(host.memory_file()).unwrap_or_default();
+    assert!(
+        !memory.contains(&sink.port().to_string()),
+        "the smtp:// line is no failed server: {memory}"
+    );
+    assert!(sink.messages().is_empty(), "nothing at the sink");
+
+    // Alone: 31, and nothing sent.
+    host.control("qmqpservers", &line);
+    let (code, err) = run_queue(&host, "qmail-qmqpc", MESSAGE, envelopes[0], BOUND);
+    assert_eq!(code, 31, "{err}");
+    assert!(
+        err.contains("not sent by SMTP") && err.contains("would end the SMTP path"),
+        "{err}"
+    );
+    // Before a QMQP line that is down: that line's failure (73), not 31.
+    let down = RefusedPort::new();
+    host.control("qmqpservers", &format!("{}\n{line}", down.addr));
+    let (code, err) = run_queue(&host, "qmail-qmqpc", MESSAGE, envelopes[0], BOUND);
+    assert_eq!(code, 73, "{err}");
+    assert!(sink.messages().is_empty(), "nothing at the sink");
+}
