@@ -36,7 +36,7 @@ use std::io::{self, Read};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nullq_proto::envelope::QmailEnvelope;
 use nullq_proto::exit::QueueExit;
@@ -171,9 +171,9 @@ impl fmt::Display for RelayError {
 pub struct Bounds {
     /// One TCP connect.
     pub connect: Duration,
-    /// Each read and write.
+    /// Each read and write, and each reply as a whole (`timeoutremote`).
     pub remote: Duration,
-    /// The whole session.
+    /// The whole session, from the connect to the reply after the data.
     pub session: Duration,
 }
 
@@ -198,10 +198,9 @@ pub fn send(
     }
     let addrs = socket_addrs(server)
         .map_err(|e| RelayError::ConnectRejected(format!("unable to resolve: {e}")))?;
-    let mut conn = conn::connect(&addrs, bounds.connect, bounds.remote)?;
-    let deadline = Instant::now() + bounds.session;
+    let mut conn = conn::connect(&addrs, bounds.connect, bounds.remote, bounds.session)?;
     let result = session(
-        settings, server, starttls, &mut conn, message, len, envelope, deadline,
+        settings, server, starttls, &mut conn, message, len, envelope,
     );
     match &result {
         // After a reply the server is still listening: say goodbye (its answer is not needed).
@@ -263,7 +262,6 @@ fn session(
     message: &mut dyn Read,
     len: u64,
     envelope: &QmailEnvelope,
-    deadline: Instant,
 ) -> Result<String, RelayError> {
     let greeting = conn.reply()?;
     if greeting.class() != 2 {
@@ -357,7 +355,7 @@ fn session(
     if r.class() != 3 {
         return Err(refused(&r, "DATA", &soft));
     }
-    stream_data(conn, message, len, deadline)?;
+    stream_data(conn, message, len)?;
     let r = conn.reply()?;
     if r.class() != 2 {
         return Err(refused(&r, "the message", &soft));
@@ -430,13 +428,8 @@ fn authenticate(conn: &mut Conn, caps: &Caps, c: &Credentials) -> Result<(), Rel
 }
 
 /// The message as DATA, dot-stuffed with CRLF line ends, `len` bytes in fixed chunks, and the
-/// final dot.
-fn stream_data(
-    conn: &mut Conn,
-    message: &mut dyn Read,
-    len: u64,
-    deadline: Instant,
-) -> Result<(), RelayError> {
+/// final dot (each write within the session deadline, which [`Conn`] keeps).
+fn stream_data(conn: &mut Conn, message: &mut dyn Read, len: u64) -> Result<(), RelayError> {
     let mut stuffer = DotStuffer::new();
     let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::with_capacity(CHUNK + CHUNK / 16);
@@ -453,11 +446,6 @@ fn stream_data(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(RelayError::Local(e.to_string())),
         };
-        if Instant::now() > deadline {
-            return Err(RelayError::Broken(
-                "session took longer than an hour".into(),
-            ));
-        }
         out.clear();
         stuffer.push(&buf[..n], &mut out);
         conn.write(&out)?;
@@ -501,5 +489,58 @@ mod tests {
         let e = RelayError::Unsendable("x".into());
         assert!(e.try_next() && !e.is_server_failure());
         assert_eq!(e.exit(), QueueExit::PermanentRefusal);
+    }
+
+    /// A server that answers every command in time, each reply a line at a time well within
+    /// the remote timeout, and never ends one: the session deadline ends the conversation,
+    /// not the remote timeout (10 s here, against a 1 s session).
+    #[test]
+    fn the_session_deadline_ends_a_conversation_each_read_of_which_is_in_time() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            // One continuation line every 50 ms until the client hangs up.
+            while s.write_all(b"220-still greeting\r\n").is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let bounds = Bounds {
+            connect: Duration::from_secs(10),
+            remote: Duration::from_secs(10),
+            session: Duration::from_secs(1),
+        };
+        let server_addr = ServerAddr {
+            host: ServerHost::Ip(std::net::Ipv4Addr::LOCALHOST.into()),
+            port,
+            link: crate::control::Link::Smtp {
+                starttls: StartTls::Opportunistic,
+            },
+        };
+        let envelope = QmailEnvelope {
+            sender: b"a@example.net".to_vec(),
+            recipients: vec![b"b@example.net".to_vec()],
+        };
+        let started = std::time::Instant::now();
+        let got = send(
+            &SmtpSettings::unused(),
+            &server_addr,
+            StartTls::Opportunistic,
+            bounds,
+            &mut &b"x\n"[..],
+            2,
+            &envelope,
+        );
+        let took = started.elapsed();
+        assert!(
+            matches!(&got, Err(RelayError::Broken(why)) if why.contains("longer than 1s")),
+            "{got:?}"
+        );
+        assert!(
+            took < bounds.remote,
+            "ended by the session, not a read: {took:?}"
+        );
+        server.join().unwrap();
     }
 }

@@ -81,8 +81,23 @@ impl Conn {
         }
     }
 
-    /// Read one (possibly multi-line) reply.
+    /// Read one (possibly multi-line) reply, complete within the timeout (`timeout_secs`): a
+    /// server dripping a byte at a time is cut there, not only when one read waits that long.
     pub(crate) async fn reply(&mut self) -> Result<Reply> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.read_reply()).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                self.parser.reset();
+                Err(ConnError(format!(
+                    "timeout after {}s waiting for a complete reply",
+                    timeout.as_secs()
+                )))
+            }
+        }
+    }
+
+    async fn read_reply(&mut self) -> Result<Reply> {
         loop {
             match self.parser.parse(&self.buf) {
                 Ok(Some((reply, used))) => {

@@ -330,3 +330,86 @@ fn an_address_smtp_cannot_carry_skips_the_smtp_line_only() {
     assert_eq!(code, 73, "{err}");
     assert!(sink.messages().is_empty(), "nothing at the sink");
 }
+
+/// Where the hostile server of [`dripping_server`] starts dripping.
+#[derive(Clone, Copy, Debug)]
+enum Drip {
+    /// Its greeting, a byte at a time, never ended.
+    Greeting,
+    /// Its reply after the data.
+    AfterData,
+}
+
+/// A hostile SMTP server on 127.0.0.1 (port 0, the bound port returned): one connection, a
+/// normal conversation up to `drip`, then one byte every 100 ms of a reply that never ends,
+/// until the client hangs up (then the thread ends).
+fn dripping_server(drip: Drip) -> (u16, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let thread = std::thread::spawn(move || {
+        let Ok((s, _)) = listener.accept() else {
+            return;
+        };
+        let mut out = s.try_clone().expect("clone");
+        let endless = || b"250-".iter().chain(std::iter::repeat(&b'x')).copied();
+        let drip_on = |out: &mut std::net::TcpStream| {
+            for b in endless() {
+                if out.write_all(&[b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        if matches!(drip, Drip::Greeting) {
+            return drip_on(&mut out);
+        }
+        let _ = out.write_all(b"220 hostile ESMTP\r\n");
+        let mut lines = BufReader::new(s);
+        let mut line = String::new();
+        let mut in_data = false;
+        while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let reply: &[u8] = match (in_data, line.as_str()) {
+                (true, ".\r\n") => return drip_on(&mut out),
+                (true, _) => b"",
+                (false, l) if l.starts_with("DATA") => {
+                    in_data = true;
+                    b"354 go on\r\n"
+                }
+                (false, l) if l.starts_with("QUIT") => return,
+                (false, _) => b"250 ok\r\n",
+            };
+            if out.write_all(reply).is_err() {
+                return;
+            }
+            line.clear();
+        }
+    });
+    (port, thread)
+}
+
+/// Red-team finding 1: a server that drips its replies a byte at a time (each read in time)
+/// no longer holds the client: each reply must be complete within timeoutremote (2 s here),
+/// the greeting as the reply after the data; the conversation is broken (74), nothing else
+/// decided, and the client is done long before the drip would end (never).
+#[test]
+fn a_server_dripping_a_reply_is_cut_at_the_remote_timeout() {
+    for drip in [Drip::Greeting, Drip::AfterData] {
+        let host = Host::new();
+        let (port, server) = dripping_server(drip);
+        host.control("qmqpservers", &format!("smtp://127.0.0.1:{port}"));
+        host.control("timeoutremote", "2");
+        let started = std::time::Instant::now();
+        let (code, err) = queue(&host);
+        assert_eq!(code, 74, "{drip:?}: {err}");
+        assert!(
+            err.contains("no complete reply within 2s"),
+            "{drip:?}: {err}"
+        );
+        // The bound that applies is timeoutremote per reply; BOUND is the harness's limit.
+        assert!(started.elapsed() < BOUND, "{drip:?}");
+        server
+            .join()
+            .expect("the hostile server ends when the client hangs up");
+    }
+}
