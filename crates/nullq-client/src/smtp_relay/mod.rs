@@ -5,7 +5,7 @@
 //!
 //! One blocking conversation per message (RFC 5321): greeting, EHLO with `helohost`/`me` (HELO
 //! if EHLO is refused), STARTTLS (RFC 3207) when offered or required, AUTH PLAIN or LOGIN
-//! (RFC 4954) from [`auth`]'s `control/smtpauth` over TLS only, MAIL FROM, one RCPT TO per
+//! (RFC 4954) from [`auth`]'s `control/smtpauth` over verified TLS only (`?starttls=required`), MAIL FROM, one RCPT TO per
 //! recipient, DATA (dot-stuffed, CRLF, streamed in chunks), QUIT.
 //!
 //! The answers become one qmail-queue exit code per message, as QMQP's `K`/`Z`/`D` do:
@@ -24,7 +24,8 @@
 //!   message, so sending it again (corrected) makes no duplicates, and no refused recipient is
 //!   lost without a word;
 //! - when `control/smtpauth` may hold credentials for the line but cannot be used (unsafe mode,
-//!   unreadable by this user, no TLS to send them over, no AUTH offered), the message is sent
+//!   unreadable by this user, no TLS to send them over, TLS whose certificate was not verified
+//!   because the line is not `?starttls=required`, no AUTH offered), the message is sent
 //!   without AUTH and every 5xx counts as temporary, since the missing AUTH may be its cause
 //!   (as Postfix's `smtp_sasl_auth_soft_bounce`).
 
@@ -303,6 +304,11 @@ fn session(
         }
         AuthChoice::Use(_) if !conn.is_tls() => Some(format!(
             "control/{AUTH_FILE} has credentials for {server}, which are never sent without TLS and the server offers no STARTTLS"
+        )),
+        // Opportunistic TLS does not check who is at the other end: a man in the middle
+        // would get root's relay password. Only a verified certificate carries it.
+        AuthChoice::Use(_) if starttls != StartTls::Required => Some(format!(
+            "control/{AUTH_FILE} has credentials for {server}, which are sent only over TLS with a verified certificate (?starttls=required), and this line's STARTTLS is opportunistic"
         )),
         AuthChoice::Use(_) if !caps.auth_plain && !caps.auth_login => Some(format!(
             "control/{AUTH_FILE} has credentials for {server}, which offers no AUTH PLAIN or LOGIN"

@@ -4,6 +4,7 @@
 //! recipient refused; STARTTLS with a test CA).
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::support::host::*;
@@ -412,4 +413,144 @@ fn a_server_dripping_a_reply_is_cut_at_the_remote_timeout() {
             .join()
             .expect("the hostile server ends when the client hangs up");
     }
+}
+
+/// A TLS SMTP server on 127.0.0.1 (port 0, the bound port returned) that offers STARTTLS
+/// and, after it, AUTH PLAIN LOGIN, takes anything, and records every command line of one
+/// conversation (the thread's result, when the client has said QUIT or hung up).
+fn tls_server_offering_auth(
+    cert: &Path,
+    key: &Path,
+) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{BufRead, BufReader, Write};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .expect("cert")
+        .collect::<Result<_, _>>()
+        .expect("cert");
+    let key = PrivateKeyDer::from_pem_file(key).expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let thread = std::thread::spawn(move || {
+        let mut said = Vec::new();
+        let Ok((mut tcp, _)) = listener.accept() else {
+            return said;
+        };
+        let _ = tcp.set_read_timeout(Some(BOUND));
+        let _ = tcp.write_all(b"220 tls ESMTP\r\n");
+        let mut plain = BufReader::new(tcp.try_clone().expect("clone"));
+        let mut line = String::new();
+        while plain.read_line(&mut line).is_ok_and(|n| n > 0) {
+            said.push(line.trim_end().to_owned());
+            let reply: &[u8] = if line.starts_with("STARTTLS") {
+                b"220 go ahead\r\n"
+            } else {
+                b"250-tls\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n"
+            };
+            if tcp.write_all(reply).is_err() {
+                return said;
+            }
+            if line.starts_with("STARTTLS") {
+                break;
+            }
+            line.clear();
+        }
+        let Ok(conn) = rustls::ServerConnection::new(config) else {
+            return said;
+        };
+        let mut tls = BufReader::new(rustls::StreamOwned::new(conn, tcp));
+        let mut in_data = false;
+        line.clear();
+        while tls.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let reply: &[u8] = match (in_data, line.as_str()) {
+                (true, ".\r\n") => {
+                    in_data = false;
+                    b"250 queued\r\n"
+                }
+                (true, _) => b"",
+                (false, l) => {
+                    said.push(l.trim_end().to_owned());
+                    match l.get(..4).unwrap_or_default().to_ascii_uppercase().as_str() {
+                        "EHLO" => b"250-tls\r\n250 AUTH PLAIN LOGIN\r\n",
+                        "AUTH" => b"235 authenticated\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go on\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = tls.get_mut().write_all(b"221 bye\r\n");
+                            return said;
+                        }
+                        _ => b"250 ok\r\n",
+                    }
+                }
+            };
+            if !reply.is_empty() && tls.get_mut().write_all(reply).is_err() {
+                return said;
+            }
+            line.clear();
+        }
+        said
+    });
+    (port, thread)
+}
+
+/// Red-team finding 3: opportunistic STARTTLS does not verify the certificate, so a man in
+/// the middle could present any: the credentials of `smtpauth` are not sent there, only on a
+/// `?starttls=required` line whose certificate verified (here against the test CA).
+#[test]
+fn credentials_go_only_over_a_verified_certificate() {
+    let host = Host::new();
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = test_certificate(certs.path());
+    let auth = host.home().join("control/smtpauth");
+    std::fs::write(&auth, "* jason s3cret\n").expect("smtpauth");
+    std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    // Opportunistic: TLS, and no AUTH.
+    let (port, server) = tls_server_offering_auth(&cert, &key);
+    host.control("qmqpservers", &format!("smtp://127.0.0.1:{port}"));
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "sent without AUTH: {err}");
+    let said = server.join().expect("server");
+    assert!(said.iter().any(|l| l == "STARTTLS"), "{said:?}");
+    assert!(said.iter().any(|l| l.starts_with("MAIL FROM:")), "{said:?}");
+    assert!(
+        !said
+            .iter()
+            .any(|l| l.to_ascii_uppercase().starts_with("AUTH")),
+        "no AUTH over an unverified certificate: {said:?}"
+    );
+
+    // Required, verified against the test CA: AUTH is sent.
+    let (port, server) = tls_server_offering_auth(&cert, &key);
+    host.control("tlscafile", &ca.display().to_string());
+    host.control(
+        "qmqpservers",
+        &format!("smtp://127.0.0.1:{port}?starttls=required"),
+    );
+    let (code, err) = queue(&host);
+    assert_eq!(code, 0, "{err}");
+    let said = server.join().expect("server");
+    assert!(
+        said.iter().any(|l| l.starts_with("AUTH PLAIN ")),
+        "AUTH over a verified certificate: {said:?}"
+    );
+
+    // qmail-showctl says where credentials go.
+    let out = run(host.cmd("qmail-showctl"), b"", BOUND);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Credentials are sent only on ?starttls=required lines"),
+        "{text}"
+    );
 }
