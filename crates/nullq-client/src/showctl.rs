@@ -413,6 +413,8 @@ fn show_smtp<W: Write>(
     use crate::smtp_relay::auth::AuthFile;
     let auth = &settings.auth;
     r.line(&format!("{}: {auth}.", crate::smtp_relay::auth::AUTH_FILE))?;
+    r.line("  Credentials are sent only on ?starttls=required lines (a verified certificate);")?;
+    r.line("  opportunistic lines send without AUTH, a 5xx then counting as temporary.")?;
     if let AuthFile::Unsafe { .. } = auth {
         r.warn(&auth.to_string())?;
     }

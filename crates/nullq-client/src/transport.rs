@@ -215,9 +215,19 @@ impl AttemptError {
     }
 
     /// Whether the server failed (and is remembered as such): not for a `D`, which refuses one
-    /// message, nor for a message file of ours that could not be read.
+    /// message, nor for a message file of ours that could not be read, nor for an address an
+    /// `smtp://` line cannot carry.
     fn is_server_failure(&self) -> bool {
-        self.try_next()
+        match self {
+            AttemptError::Smtp(e) => e.is_server_failure(),
+            _ => self.try_next(),
+        }
+    }
+
+    /// An address the `smtp://` line could never carry: its exit (31) counts only when no
+    /// other line was tried and failed in its own way.
+    fn is_unsendable(&self) -> bool {
+        matches!(self, AttemptError::Smtp(RelayError::Unsendable(_)))
     }
 }
 
@@ -282,7 +292,10 @@ pub fn send(
         });
     }
     let (prefix, suffix) = request_frame(message.len, &envelope.sender, &envelope.recipients);
-    let mut last = QueueExit::ConfigError;
+    // The exit of the last failure of a line that could have carried the message, and that
+    // of an address some `smtp://` line could not carry (used when no other line failed).
+    let mut last = None;
+    let mut unsendable = None;
     let mut memory = memory_session::Session::start(&transport.memory, server_memory::unix_now());
     let order = server_memory::order(
         &transport.servers,
@@ -312,7 +325,11 @@ pub fn send(
                     memory.failed(server, now);
                 }
                 log.push(format!("{server}: {e}"));
-                last = e.exit();
+                if e.is_unsendable() {
+                    unsendable = Some(e.exit());
+                } else {
+                    last = Some(e.exit());
+                }
                 if !e.try_next() {
                     break;
                 }
@@ -320,7 +337,10 @@ pub fn send(
         }
     }
     memory.finish(server_memory::unix_now());
-    accepted.ok_or(SendError { exit: last, log })
+    accepted.ok_or(SendError {
+        exit: last.or(unsendable).unwrap_or(QueueExit::ConfigError),
+        log,
+    })
 }
 
 /// One SMTP conversation with an `smtp://` line (`smtp_relay`), its failure

@@ -1,14 +1,18 @@
 //! One blocking SMTP connection of the client's relay: a TCP stream, later maybe TLS (rustls's
 //! `StreamOwned`, after STARTTLS), and the reply buffer; replies are parsed by
-//! `nullq_proto::smtp`. Every read and write is bounded by the socket timeouts set at connect.
+//! `nullq_proto::smtp`. Three bounds, checked before every read and write (the socket's
+//! timeouts set to what is left of the nearest): each read or write gets the remote timeout
+//! (`timeoutremote`), each reply must be complete within it (a server dripping a byte at a time
+//! is cut there, not let on forever), and the whole conversation, from the connect to the
+//! reply after the data, STARTTLS's handshake included, ends at the session deadline.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use nullq_proto::smtp::{parse_reply, Reply};
+use nullq_proto::smtp::{Reply, ReplyParser};
 use rustls::pki_types::{CertificateDer, ServerName};
 
 /// The system's CA bundle (Debian's ca-certificates), used when `control/tlscafile` is absent.
@@ -44,25 +48,41 @@ enum Stream {
 pub struct Conn {
     stream: Stream,
     buf: Vec<u8>,
+    /// The reply being read (each byte looked at once, its size capped).
+    parser: ReplyParser,
+    /// Each read and write, and each whole reply.
+    remote: Duration,
+    /// The end of the whole conversation.
+    deadline: Instant,
+    /// How long the conversation may take (for the error's text).
+    session: Duration,
 }
 
 /// Connect to the first address that answers (the last error decides timeout or refusal), with
-/// `remote` as the bound of every later read and write.
+/// `remote` as the bound of every later read and write and of each reply, and `session` that of
+/// the whole conversation from now on.
 pub fn connect(
     addrs: &[SocketAddr],
     connect: Duration,
     remote: Duration,
+    session: Duration,
 ) -> Result<Conn, ConnError> {
+    let deadline = Instant::now() + session;
     let mut last = ConnError::ConnectRejected("the host name has no address".to_owned());
     for addr in addrs {
-        match TcpStream::connect_timeout(addr, connect) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ConnError::ConnectTimeout);
+        }
+        match TcpStream::connect_timeout(addr, connect.min(left)) {
             Ok(tcp) => {
-                let broken = |e: io::Error| ConnError::Broken(format!("setting timeouts: {e}"));
-                tcp.set_read_timeout(Some(remote)).map_err(broken)?;
-                tcp.set_write_timeout(Some(remote)).map_err(broken)?;
                 return Ok(Conn {
                     stream: Stream::Plain(tcp),
                     buf: Vec::new(),
+                    parser: ReplyParser::new(),
+                    remote,
+                    deadline,
+                    session,
                 });
             }
             Err(e)
@@ -90,33 +110,106 @@ fn io_broken(what: &str, e: &io::Error) -> ConnError {
     }
 }
 
+/// Set `tcp`'s timeouts to the remote timeout or what is left until `until`, whichever is less;
+/// an error once `until` has passed (`what` says which bound it was).
+fn arm(tcp: &TcpStream, remote: Duration, until: Instant, what: &str) -> Result<(), ConnError> {
+    let left = until.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ConnError::Broken(what.to_owned()));
+    }
+    let t = remote.min(left);
+    let broken = |e: io::Error| ConnError::Broken(format!("setting timeouts: {e}"));
+    tcp.set_read_timeout(Some(t)).map_err(broken)?;
+    tcp.set_write_timeout(Some(t)).map_err(broken)
+}
+
 impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match &self.stream {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+
+    fn session_over(&self) -> String {
+        format!(
+            "the SMTP session took longer than {}s",
+            self.session.as_secs()
+        )
+    }
+
+    /// Arm the socket for one more read or write of the conversation.
+    fn arm(&self) -> Result<(), ConnError> {
+        arm(self.tcp(), self.remote, self.deadline, &self.session_over())
+    }
+
     /// Whether STARTTLS succeeded on this connection.
     pub fn is_tls(&self) -> bool {
         matches!(self.stream, Stream::Tls(_))
     }
 
-    /// Send bytes as they are.
+    /// Send bytes as they are: a write at a time, each armed anew (a server that takes a
+    /// byte at a time meets the session deadline).
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        let mut at = 0;
+        while at < bytes.len() {
+            self.arm()?;
+            let n = match &mut self.stream {
+                Stream::Plain(s) => s.write(&bytes[at..]),
+                Stream::Tls(s) => s.write(&bytes[at..]),
+            };
+            match n {
+                Ok(0) => return Err(ConnError::Broken("write: connection closed".into())),
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.late(io_broken("write", &e), None)),
+            }
+        }
+        self.arm()?;
         let done = match &mut self.stream {
-            Stream::Plain(s) => s.write_all(bytes).and_then(|()| s.flush()),
-            Stream::Tls(s) => s.write_all(bytes).and_then(|()| s.flush()),
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
         };
-        done.map_err(|e| io_broken("write", &e))
+        done.map_err(|e| self.late(io_broken("write", &e), None))
     }
 
-    /// Read one (possibly multi-line) reply.
+    /// The error of a failed read or write: the bound that ran out, if one did (the socket's
+    /// timeout was what was left of it), else `error`.
+    fn late(&self, error: ConnError, reply: Option<(Instant, &str)>) -> ConnError {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return ConnError::Broken(self.session_over());
+        }
+        match reply {
+            Some((by, late)) if now >= by => ConnError::Broken(late.to_owned()),
+            _ => error,
+        }
+    }
+
+    /// Read one (possibly multi-line) reply, complete within the remote timeout.
     pub fn reply(&mut self) -> Result<Reply, ConnError> {
         let mut chunk = [0u8; 4096];
+        let by = Instant::now() + self.remote;
+        let late = format!(
+            "timed out in read: no complete reply within {}s",
+            self.remote.as_secs()
+        );
         loop {
-            match parse_reply(&self.buf) {
+            match self.parser.parse(&self.buf) {
                 Ok(Some((reply, used))) => {
                     self.buf.drain(..used);
                     return Ok(reply);
                 }
                 Ok(None) => {}
-                Err(e) => return Err(ConnError::Broken(e.to_string())),
+                Err(e) => {
+                    self.parser.reset();
+                    return Err(ConnError::Broken(e.to_string()));
+                }
             }
+            if Instant::now() >= self.deadline {
+                return Err(ConnError::Broken(self.session_over()));
+            }
+            arm(self.tcp(), self.remote, by.min(self.deadline), &late)?;
             let n = match &mut self.stream {
                 Stream::Plain(s) => s.read(&mut chunk),
                 Stream::Tls(s) => s.read(&mut chunk),
@@ -125,7 +218,7 @@ impl Conn {
                 Ok(0) => return Err(ConnError::Broken("connection closed by the server".into())),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_broken("read", &e)),
+                Err(e) => return Err(self.late(io_broken("read", &e), Some((by, &late)))),
             }
         }
     }
@@ -164,6 +257,7 @@ impl Conn {
         let mut tls = rustls::ClientConnection::new(config, name)
             .map_err(|e| ConnError::Broken(format!("TLS: {e}")))?;
         while tls.is_handshaking() {
+            arm(&tcp, self.remote, self.deadline, &self.session_over())?;
             if let Err(e) = tls.complete_io(&mut tcp) {
                 return Err(ConnError::Broken(format!("TLS handshake failed: {e}")));
             }

@@ -5,7 +5,7 @@
 //!
 //! One blocking conversation per message (RFC 5321): greeting, EHLO with `helohost`/`me` (HELO
 //! if EHLO is refused), STARTTLS (RFC 3207) when offered or required, AUTH PLAIN or LOGIN
-//! (RFC 4954) from [`auth`]'s `control/smtpauth` over TLS only, MAIL FROM, one RCPT TO per
+//! (RFC 4954) from [`auth`]'s `control/smtpauth` over verified TLS only (`?starttls=required`), MAIL FROM, one RCPT TO per
 //! recipient, DATA (dot-stuffed, CRLF, streamed in chunks), QUIT.
 //!
 //! The answers become one qmail-queue exit code per message, as QMQP's `K`/`Z`/`D` do:
@@ -14,6 +14,9 @@
 //!   line and then the fallback queue get the message; TLS failures and broken conversations
 //!   are 74, connection failures 72/73, as for QMQP;
 //! - 5xx to MAIL, to DATA or after the data: permanent (31), no other line is tried;
+//! - an address SMTP cannot carry ([`unsendable`]: a line break, NUL, control character,
+//!   blank, `<` or `>`): nothing is sent on this line, the next line is tried, the server is
+//!   not remembered as failed; 31 only if no other line was tried;
 //! - recipients: all or nothing, like QMQP and msmtp. If any RCPT gets a 5xx, the transaction
 //!   is reset before DATA and the exit is permanent (31), naming every refused recipient and
 //!   saying that nobody got the message; otherwise, if any gets a 4xx, it is reset and the exit
@@ -21,7 +24,8 @@
 //!   message, so sending it again (corrected) makes no duplicates, and no refused recipient is
 //!   lost without a word;
 //! - when `control/smtpauth` may hold credentials for the line but cannot be used (unsafe mode,
-//!   unreadable by this user, no TLS to send them over, no AUTH offered), the message is sent
+//!   unreadable by this user, no TLS to send them over, TLS whose certificate was not verified
+//!   because the line is not `?starttls=required`, no AUTH offered), the message is sent
 //!   without AUTH and every 5xx counts as temporary, since the missing AUTH may be its cause
 //!   (as Postfix's `smtp_sasl_auth_soft_bounce`).
 
@@ -33,7 +37,7 @@ use std::io::{self, Read};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nullq_proto::envelope::QmailEnvelope;
 use nullq_proto::exit::QueueExit;
@@ -107,6 +111,10 @@ pub enum RelayError {
     Permanent(String),
     /// The message file could not be read (54).
     Local(String),
+    /// An address SMTP cannot carry (a line break, NUL, blank, control character, `<` or
+    /// `>`: see [`unsendable`]): nothing was sent, and it is no failure of the server. The
+    /// next line is tried (a QMQP line carries any address); 31 only if no line could.
+    Unsendable(String),
 }
 
 impl RelayError {
@@ -119,12 +127,19 @@ impl RelayError {
             RelayError::Temporary(_) => QueueExit::TempRefusal,
             RelayError::Permanent(_) => QueueExit::PermanentRefusal,
             RelayError::Local(_) => QueueExit::ReadError,
+            RelayError::Unsendable(_) => QueueExit::PermanentRefusal,
         }
     }
 
     /// Whether the next line may help (not after a permanent refusal or a local problem).
     pub fn try_next(&self) -> bool {
         !matches!(self, RelayError::Permanent(_) | RelayError::Local(_))
+    }
+
+    /// Whether the server failed (and is remembered as such): not for a refusal of the
+    /// message, a local problem, or an address this line could never carry.
+    pub fn is_server_failure(&self) -> bool {
+        self.try_next() && !matches!(self, RelayError::Unsendable(_))
     }
 }
 
@@ -147,6 +162,7 @@ impl fmt::Display for RelayError {
             RelayError::Temporary(why) => write!(f, "temporary failure: {why}"),
             RelayError::Permanent(why) => write!(f, "permanent failure: {why}"),
             RelayError::Local(why) => write!(f, "unable to read the message: {why}"),
+            RelayError::Unsendable(why) => write!(f, "not sent by SMTP: {why}"),
         }
     }
 }
@@ -156,9 +172,9 @@ impl fmt::Display for RelayError {
 pub struct Bounds {
     /// One TCP connect.
     pub connect: Duration,
-    /// Each read and write.
+    /// Each read and write, and each reply as a whole (`timeoutremote`).
     pub remote: Duration,
-    /// The whole session.
+    /// The whole session, from the connect to the reply after the data.
     pub session: Duration,
 }
 
@@ -174,19 +190,18 @@ pub fn send(
     envelope: &QmailEnvelope,
 ) -> Result<String, RelayError> {
     for address in std::iter::once(&envelope.sender).chain(&envelope.recipients) {
-        if address.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
-            return Err(RelayError::Permanent(format!(
-                "address {:?} contains a line break or NUL, which SMTP cannot carry",
+        if let Some(why) = unsendable(address) {
+            return Err(RelayError::Unsendable(format!(
+                "address {:?} {why}",
                 String::from_utf8_lossy(address)
             )));
         }
     }
     let addrs = socket_addrs(server)
         .map_err(|e| RelayError::ConnectRejected(format!("unable to resolve: {e}")))?;
-    let mut conn = conn::connect(&addrs, bounds.connect, bounds.remote)?;
-    let deadline = Instant::now() + bounds.session;
+    let mut conn = conn::connect(&addrs, bounds.connect, bounds.remote, bounds.session)?;
     let result = session(
-        settings, server, starttls, &mut conn, message, len, envelope, deadline,
+        settings, server, starttls, &mut conn, message, len, envelope,
     );
     match &result {
         // After a reply the server is still listening: say goodbye (its answer is not needed).
@@ -196,6 +211,20 @@ pub fn send(
         _ => {}
     }
     result
+}
+
+/// Why `address` cannot go into `MAIL FROM:<...>` or `RCPT TO:<...>` as it is, if it cannot:
+/// a CR, LF or NUL would end the command line early (command injection), a blank, `<` or `>`
+/// would end the path and start ESMTP parameters of ours (`MAIL FROM:<a> AUTH=<x@y>`), other
+/// control characters have no place in a path (RFC 5321 section 4.1.2).
+pub fn unsendable(address: &[u8]) -> Option<&'static str> {
+    address.iter().find_map(|&b| match b {
+        b'\r' | b'\n' | 0 => Some("contains a line break or NUL, which SMTP cannot carry"),
+        b' ' | b'\t' => Some("contains a blank, which would end the SMTP path"),
+        b'<' | b'>' => Some("contains < or >, which would end the SMTP path"),
+        0..=0x1f | 0x7f => Some("contains a control character, which SMTP cannot carry"),
+        _ => None,
+    })
 }
 
 fn socket_addrs(server: &ServerAddr) -> io::Result<Vec<SocketAddr>> {
@@ -234,7 +263,6 @@ fn session(
     message: &mut dyn Read,
     len: u64,
     envelope: &QmailEnvelope,
-    deadline: Instant,
 ) -> Result<String, RelayError> {
     let greeting = conn.reply()?;
     if greeting.class() != 2 {
@@ -276,6 +304,11 @@ fn session(
         }
         AuthChoice::Use(_) if !conn.is_tls() => Some(format!(
             "control/{AUTH_FILE} has credentials for {server}, which are never sent without TLS and the server offers no STARTTLS"
+        )),
+        // Opportunistic TLS does not check who is at the other end: a man in the middle
+        // would get root's relay password. Only a verified certificate carries it.
+        AuthChoice::Use(_) if starttls != StartTls::Required => Some(format!(
+            "control/{AUTH_FILE} has credentials for {server}, which are sent only over TLS with a verified certificate (?starttls=required), and this line's STARTTLS is opportunistic"
         )),
         AuthChoice::Use(_) if !caps.auth_plain && !caps.auth_login => Some(format!(
             "control/{AUTH_FILE} has credentials for {server}, which offers no AUTH PLAIN or LOGIN"
@@ -328,7 +361,7 @@ fn session(
     if r.class() != 3 {
         return Err(refused(&r, "DATA", &soft));
     }
-    stream_data(conn, message, len, deadline)?;
+    stream_data(conn, message, len)?;
     let r = conn.reply()?;
     if r.class() != 2 {
         return Err(refused(&r, "the message", &soft));
@@ -401,13 +434,8 @@ fn authenticate(conn: &mut Conn, caps: &Caps, c: &Credentials) -> Result<(), Rel
 }
 
 /// The message as DATA, dot-stuffed with CRLF line ends, `len` bytes in fixed chunks, and the
-/// final dot.
-fn stream_data(
-    conn: &mut Conn,
-    message: &mut dyn Read,
-    len: u64,
-    deadline: Instant,
-) -> Result<(), RelayError> {
+/// final dot (each write within the session deadline, which [`Conn`] keeps).
+fn stream_data(conn: &mut Conn, message: &mut dyn Read, len: u64) -> Result<(), RelayError> {
     let mut stuffer = DotStuffer::new();
     let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::with_capacity(CHUNK + CHUNK / 16);
@@ -424,11 +452,6 @@ fn stream_data(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(RelayError::Local(e.to_string())),
         };
-        if Instant::now() > deadline {
-            return Err(RelayError::Broken(
-                "session took longer than an hour".into(),
-            ));
-        }
         out.clear();
         stuffer.push(&buf[..n], &mut out);
         conn.write(&out)?;
@@ -438,4 +461,92 @@ fn stream_data(
     stuffer.finish(&mut out);
     conn.write(&out)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_smtp_cannot_carry() {
+        for ok in [
+            &b""[..],
+            b"jason@example.net",
+            b"#@[]",
+            b"a+b@[192.0.2.1]",
+            b"\xc3\xa9@x",
+        ] {
+            assert_eq!(unsendable(ok), None, "{ok:?}");
+        }
+        for bad in [
+            &b"a\r@x"[..],
+            b"a\n@x",
+            b"a\0@x",
+            b"a> AUTH=<x@y",
+            b"a@x> SIZE=1",
+            b"<a@x",
+            b"a b@x",
+            b"a\t@x",
+            b"a\x1b@x",
+            b"a\x7f@x",
+        ] {
+            assert!(unsendable(bad).is_some(), "{bad:?}");
+        }
+        let e = RelayError::Unsendable("x".into());
+        assert!(e.try_next() && !e.is_server_failure());
+        assert_eq!(e.exit(), QueueExit::PermanentRefusal);
+    }
+
+    /// A server that answers every command in time, each reply a line at a time well within
+    /// the remote timeout, and never ends one: the session deadline ends the conversation,
+    /// not the remote timeout (10 s here, against a 1 s session).
+    #[test]
+    fn the_session_deadline_ends_a_conversation_each_read_of_which_is_in_time() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            // One continuation line every 50 ms until the client hangs up.
+            while s.write_all(b"220-still greeting\r\n").is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let bounds = Bounds {
+            connect: Duration::from_secs(10),
+            remote: Duration::from_secs(10),
+            session: Duration::from_secs(1),
+        };
+        let server_addr = ServerAddr {
+            host: ServerHost::Ip(std::net::Ipv4Addr::LOCALHOST.into()),
+            port,
+            link: crate::control::Link::Smtp {
+                starttls: StartTls::Opportunistic,
+            },
+        };
+        let envelope = QmailEnvelope {
+            sender: b"a@example.net".to_vec(),
+            recipients: vec![b"b@example.net".to_vec()],
+        };
+        let started = std::time::Instant::now();
+        let got = send(
+            &SmtpSettings::unused(),
+            &server_addr,
+            StartTls::Opportunistic,
+            bounds,
+            &mut &b"x\n"[..],
+            2,
+            &envelope,
+        );
+        let took = started.elapsed();
+        assert!(
+            matches!(&got, Err(RelayError::Broken(why)) if why.contains("longer than 1s")),
+            "{got:?}"
+        );
+        assert!(
+            took < bounds.remote,
+            "ended by the session, not a read: {took:?}"
+        );
+        server.join().unwrap();
+    }
 }

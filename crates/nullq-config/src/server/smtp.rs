@@ -39,7 +39,9 @@ pub struct SmtpConfig {
     pub helo: Option<String>,
     /// Seconds to wait for a connection. Default 30.
     pub connect_timeout_secs: u64,
-    /// Seconds to wait for each reply (and for the final reply after the message). Default 300.
+    /// Seconds to wait for each reply, as a whole (and for the final reply after the
+    /// message), and for each write. Default 300. One message's conversation takes an hour at
+    /// most (the backend's `SESSION_LIMIT`).
     pub timeout_secs: u64,
     /// Messages sent over one connection before it is closed. Default 100.
     pub max_messages_per_connection: u32,

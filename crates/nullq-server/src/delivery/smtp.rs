@@ -32,8 +32,14 @@ use crate::delivery::backend::{Backend, BackendError, Delivery};
 use crate::delivery::handover::smtp_sender;
 use crate::delivery::job::{Answer, Job};
 use crate::delivery::smtp_conn::{
-    base64, Caps, Conn, ConnError, DotStuffer, Reply, Result, Stream,
+    base64, Caps, Conn, ConnError, DotStuffer, Reply, ReplyParser, Result, Stream,
 };
+
+/// The longest one message's SMTP conversation may take, from the connect (or the reuse of an
+/// idle connection) to the reply after the data, whatever each reply and write did within
+/// `timeout_secs` (QMQP's session limit, the client's for its `smtp://` lines): then every
+/// recipient still open is retried.
+pub const SESSION_LIMIT: Duration = Duration::from_secs(3600);
 
 /// The system's CA bundle (Debian's ca-certificates), used when `ca_file` is not set.
 const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -244,6 +250,7 @@ impl Smtp {
         let mut conn = Conn {
             stream,
             buf: Vec::new(),
+            parser: ReplyParser::new(),
             caps: Caps::default(),
             tls,
             messages: 0,
@@ -486,8 +493,27 @@ impl Smtp {
     }
 }
 
+impl Smtp {
+    /// [`Smtp::send`] within `limit`: past it the conversation is dropped (the server gets no
+    /// final dot, so it delivers nothing) and every recipient is retried.
+    async fn send_within(&self, job: &Job, limit: Duration) -> Vec<Answer> {
+        match tokio::time::timeout(limit, self.send(job)).await {
+            Ok(answers) => answers,
+            Err(_) => {
+                let text = format!(
+                    "the SMTP session with {}:{} took longer than {}s",
+                    self.host,
+                    self.port,
+                    limit.as_secs()
+                );
+                vec![Answer::retry(text); job.recipients.len()]
+            }
+        }
+    }
+}
+
 impl Backend for Smtp {
     fn deliver<'a>(&'a self, job: &'a Job) -> Delivery<'a> {
-        Box::pin(self.send(job))
+        Box::pin(self.send_within(job, SESSION_LIMIT))
     }
 }

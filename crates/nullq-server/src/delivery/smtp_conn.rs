@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use nullq_proto::smtp::parse_reply;
-pub(crate) use nullq_proto::smtp::{base64, Caps, DotStuffer, Reply};
+pub(crate) use nullq_proto::smtp::{base64, Caps, DotStuffer, Reply, ReplyParser};
 
 pub(crate) enum Stream {
     Plain(TcpStream),
@@ -21,6 +20,8 @@ pub(crate) enum Stream {
 pub(crate) struct Conn {
     pub(crate) stream: Stream,
     pub(crate) buf: Vec<u8>,
+    /// The reply being read: each byte looked at once, its size capped (`nullq_proto::smtp`).
+    pub(crate) parser: ReplyParser,
     pub(crate) caps: Caps,
     pub(crate) tls: bool,
     pub(crate) messages: u32,
@@ -80,16 +81,34 @@ impl Conn {
         }
     }
 
-    /// Read one (possibly multi-line) reply.
+    /// Read one (possibly multi-line) reply, complete within the timeout (`timeout_secs`): a
+    /// server dripping a byte at a time is cut there, not only when one read waits that long.
     pub(crate) async fn reply(&mut self) -> Result<Reply> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.read_reply()).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                self.parser.reset();
+                Err(ConnError(format!(
+                    "timeout after {}s waiting for a complete reply",
+                    timeout.as_secs()
+                )))
+            }
+        }
+    }
+
+    async fn read_reply(&mut self) -> Result<Reply> {
         loop {
-            match parse_reply(&self.buf) {
+            match self.parser.parse(&self.buf) {
                 Ok(Some((reply, used))) => {
                     self.buf.drain(..used);
                     return Ok(reply);
                 }
                 Ok(None) => self.read_some().await?,
-                Err(e) => return Err(ConnError(e.to_string())),
+                Err(e) => {
+                    self.parser.reset();
+                    return Err(ConnError(e.to_string()));
+                }
             }
         }
     }
@@ -113,5 +132,49 @@ impl Conn {
         }
         self.caps = Caps::from_ehlo(&r);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A smarthost whose reply never ends (`250-` forever) is cut at the reply cap, not read
+    /// until memory runs out.
+    #[tokio::test]
+    async fn an_endless_reply_is_refused_at_the_cap() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let lines = b"250-again\r\n".repeat(100);
+            // Until the client hangs up.
+            while s.write_all(&lines).await.is_ok() {}
+        });
+        let mut conn = Conn {
+            stream: Stream::Plain(TcpStream::connect(addr).await.unwrap()),
+            buf: Vec::new(),
+            parser: ReplyParser::new(),
+            caps: Caps::default(),
+            tls: false,
+            messages: 0,
+            last_used: Instant::now(),
+            timeout: Duration::from_secs(30),
+        };
+        let got = tokio::time::timeout(Duration::from_secs(30), conn.reply()).await;
+        let Ok(Err(ConnError(why))) = got else {
+            panic!(
+                "a refused reply, in time: {:?}",
+                got.map(|r| r.map(|r| r.line()))
+            );
+        };
+        assert!(why.contains("reply too long"), "{why}");
+        assert!(
+            conn.buf.len() < 2 * nullq_proto::smtp::MAX_REPLY,
+            "{}",
+            conn.buf.len()
+        );
+        drop(conn);
+        let _ = server.await;
     }
 }

@@ -300,3 +300,50 @@ fn starttls_with_a_test_certificate() {
     assert_eq!(server3.queued().len(), 1);
     assert!(!sink.messages().iter().any(|m| subject(m) == "untrusted"));
 }
+
+/// Red-team finding 1 (server side): a smarthost that drips its greeting a byte every 100 ms
+/// (each read in time) holds no delivery slot: the reply must be complete within
+/// `timeout_secs` (2 here), then the message is deferred, not delivered, not bounced.
+#[test]
+fn a_smarthost_dripping_its_greeting_is_cut_at_timeout_secs() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let drip = std::thread::spawn(move || {
+        // One connection (a retry later finds the port closed), until nullq hangs up.
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        drop(listener);
+        for b in b"220-".iter().chain(std::iter::repeat(&b'x')) {
+            if s.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let cfg = config(dir.path(), "[delivery.smtp]\ntimeout_secs = 2\n");
+    let server = Server::start(&[
+        "--config",
+        cfg.to_str().expect("utf8"),
+        "--deliver",
+        &format!("smtp://127.0.0.1:{port}"),
+    ]);
+    assert!(is_k(&send(
+        server.addr,
+        "jason@example.net",
+        &["bob@example.net"],
+        &message("dripped")
+    )));
+    let deferred = server.wait_log_count(T, 1, |l| l.contains("deferred"));
+    assert_eq!(deferred.len(), 1, "{}", server.log_text());
+    assert!(
+        deferred[0].contains("waiting for a complete reply"),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(server.queued().len(), 1, "kept for a retry");
+    drip.join()
+        .expect("the dripping smarthost ends when nullq hangs up");
+}
