@@ -188,7 +188,7 @@ pub enum AttemptError {
     Permanent(String),
     /// The message file could not be read (54): a local problem, no other server is tried.
     Local(String),
-    /// issue 13, part 3: how an `smtp://` line failed, in the same classes.
+    /// How an `smtp://` line failed, in the same classes.
     Smtp(RelayError),
 }
 

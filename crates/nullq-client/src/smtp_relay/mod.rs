@@ -1,4 +1,4 @@
-//! The client's last resort (issue 13, part 3): a `qmqpservers` line
+//! The client's last resort: a `qmqpservers` line
 //! `smtp://HOST[:PORT][?starttls=opportunistic|required]` is an SMTP relay (CommuniGate Pro's
 //! SMTP module, Postfix, a submission port 587), tried in its place in the list like any QMQP
 //! server, as nullmailer mixes `qmqp` and `smtp` remotes and Postfix has `smtp_fallback_relay`.
