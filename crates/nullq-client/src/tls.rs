@@ -239,17 +239,54 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
     PrivateKeyDer::from_pem_slice(&pem).map_err(pem_error("tlsclientkey", path))
 }
 
-fn load(control: &ControlDir) -> Result<ClientConfig, TlsSetupError> {
-    let ca = control_path(control, "tlscafile")?.unwrap_or_else(|| PathBuf::from(SYSTEM_CA_FILE));
+/// The CA certificates `control/tlscafile` (the file at `control_file`) gives, for `qmqps://`
+/// lines and `smtp://...?starttls=required`: the certificates themselves (PEM), or the path of
+/// a bundle on its first line; without the file, the system's store ([`SYSTEM_CA_FILE`]).
+/// Returns the file they were read from, and the store.
+pub fn ca_roots(control_file: &Path) -> Result<(PathBuf, rustls::RootCertStore), TlsSetupError> {
+    let (path, pem) = match std::fs::read(control_file) {
+        Ok(bytes) if bytes.windows(10).any(|w| w == b"-----BEGIN") => {
+            (control_file.to_path_buf(), bytes)
+        }
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let first = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'));
+            let Some(first) = first else {
+                return Err(TlsSetupError::NoCa(control_file.to_path_buf()));
+            };
+            let path = PathBuf::from(first);
+            let pem = read("tlscafile", &path)?;
+            (path, pem)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let path = PathBuf::from(SYSTEM_CA_FILE);
+            let pem = read("tlscafile", &path)?;
+            (path, pem)
+        }
+        Err(error) => {
+            return Err(TlsSetupError::Control {
+                name: "tlscafile",
+                error,
+            })
+        }
+    };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&read("tlscafile", &ca)?) {
-        let cert = cert.map_err(pem_error("tlscafile", &ca))?;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(pem_error("tlscafile", &path))?;
         // A certificate the parser cannot use is skipped, as in any CA bundle.
         let _ = roots.add(cert);
     }
     if roots.is_empty() {
-        return Err(TlsSetupError::NoCa(ca));
+        return Err(TlsSetupError::NoCa(path));
     }
+    Ok((path, roots))
+}
+
+fn load(control: &ControlDir) -> Result<ClientConfig, TlsSetupError> {
+    let (_, roots) = ca_roots(&control.path("tlscafile"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -33,9 +33,9 @@ fn show_smtp<W: Write>(
     r.line("  STARTTLS opportunistic unless required).")?;
     let settings = crate::smtp_relay::SmtpSettings::load(control);
     r.line(&format!("  SMTP EHLO name: {}.", settings.helo))?;
-    let ca = match crate::smtp_relay::conn::ca_bundle(&settings.ca_file) {
+    let ca = match tls::ca_roots(&settings.ca_file) {
         Ok((path, _)) => format!("CA certificates for starttls=required: {}", path.display()),
-        Err(e) => format!("CA certificates for starttls=required: unusable: {}", e.0),
+        Err(e) => format!("CA certificates for starttls=required: unusable: {e}"),
     };
     r.line(&format!("  {ca}."))?;
     use crate::smtp_relay::auth::AuthFile;

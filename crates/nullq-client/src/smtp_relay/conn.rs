@@ -8,15 +8,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nullq_proto::smtp::{Reply, ReplyParser};
 use rustls::pki_types::{CertificateDer, ServerName};
-
-/// The system's CA bundle (Debian's ca-certificates), used when `control/tlscafile` is absent.
-pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Why a connection failed.
 #[derive(Debug)]
@@ -271,45 +268,6 @@ impl Conn {
 #[derive(Debug)]
 pub struct TlsSetupError(pub String);
 
-/// Where the CA certificates of `starttls=required` come from: `control/tlscafile` holds either
-/// the certificates (PEM) or the path of a bundle on its first line; without it, the system's.
-pub fn ca_bundle(control_file: &Path) -> Result<(PathBuf, Vec<u8>), TlsSetupError> {
-    let read = |path: &Path| {
-        std::fs::read(path)
-            .map_err(|e| TlsSetupError(format!("unable to read {}: {e}", path.display())))
-    };
-    match std::fs::read(control_file) {
-        Ok(bytes) if bytes.windows(10).any(|w| w == b"-----BEGIN") => {
-            Ok((control_file.to_path_buf(), bytes))
-        }
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let first = text
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with('#'));
-            let Some(first) = first else {
-                return Err(TlsSetupError(format!(
-                    "{} names no CA file",
-                    control_file.display()
-                )));
-            };
-            let path = PathBuf::from(first);
-            let pem = read(&path)?;
-            Ok((path, pem))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let path = PathBuf::from(SYSTEM_CA_FILE);
-            let pem = read(&path)?;
-            Ok((path, pem))
-        }
-        Err(e) => Err(TlsSetupError(format!(
-            "unable to read {}: {e}",
-            control_file.display()
-        ))),
-    }
-}
-
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -317,20 +275,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// The configuration of `starttls=required`: the certificate must verify against the CA
 /// certificates `control/tlscafile` names (or the system's) for the line's host.
 pub fn verified_config(control_file: &Path) -> Result<rustls::ClientConfig, TlsSetupError> {
-    use rustls::pki_types::pem::PemObject;
-    let (path, pem) = ca_bundle(control_file)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| TlsSetupError(format!("{}: {e}", path.display())))?;
-        // A certificate the parser cannot use is skipped, as a browser would.
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() {
-        return Err(TlsSetupError(format!(
-            "{}: no CA certificate in it",
-            path.display()
-        )));
-    }
+    let (_, roots) =
+        crate::tls::ca_roots(control_file).map_err(|e| TlsSetupError(e.to_string()))?;
     Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError(e.to_string()))?
