@@ -1,5 +1,5 @@
 //! One attempt at one message, in the order that makes a crash repeat work rather than skip
-//! it: lock and load ([`load`]), deliver the due recipients, [`decide`], queue the bounce and
+//! it: lock and load (`load`), deliver the due recipients, [`decide`], queue the bounce and
 //! the warning the decision asks for, and only then save the new state (or remove the message
 //! when nothing is pending). [`Deliverer`] holds what every attempt needs.
 

@@ -107,7 +107,7 @@ impl Progress {
     }
 
     /// How many bytes of request the session is behind `rate` (bytes a second), if it may be
-    /// evicted: still reading its request, accepted at least [`EVICTABLE_AFTER`] ago, not
+    /// evicted: still reading its request, accepted at least `EVICTABLE_AFTER` ago, not
     /// already asked, and behind at all.
     pub fn behind(&self, rate: u64, now: Instant) -> Option<u64> {
         let age = now.saturating_duration_since(self.accepted);
