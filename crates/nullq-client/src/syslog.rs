@@ -64,6 +64,14 @@ pub fn program_name() -> String {
     }
 }
 
+/// `text` with every control character as `?`, for a terminal or a log: what a server answered
+/// is not ours to trust (an escape sequence must not reach the operator's terminal).
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// The datagram for `text` at time `t` (local time, as glibc writes it):
 /// `<PRI>Mmm dd hh:mm:ss PROGRAM[PID]: TEXT`. Control characters (a server's answer is not
 /// ours to trust) become `?`.

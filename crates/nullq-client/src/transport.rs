@@ -29,6 +29,7 @@ use crate::control::{parse_server, ControlDir, Link, ServerAddr, ServerLineError
 use crate::server_memory;
 use crate::server_memory_session::{self as memory_session, SettingError, Settings};
 use crate::smtp_relay::{self, RelayError, SmtpSettings};
+use crate::syslog;
 use crate::tls::{ClientTls, Conn};
 
 /// qmail-qmqpc's connect timeout, used when `control/timeoutconnect` is absent.
@@ -324,7 +325,8 @@ pub fn send(
                 if e.is_server_failure() {
                     memory.failed(server, now);
                 }
-                log.push(format!("{server}: {e}"));
+                // The error quotes the server's answer: no control characters on stderr.
+                log.push(syslog::printable(&format!("{server}: {e}")));
                 if e.is_unsendable() {
                     unsendable = Some(e.exit());
                 } else {

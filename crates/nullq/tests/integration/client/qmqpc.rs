@@ -65,6 +65,18 @@ fn every_server_answering_z_is_71_after_trying_each() {
 }
 
 #[test]
+fn a_servers_answer_reaches_stderr_without_control_characters() {
+    let host = Host::new();
+    // Z with an escape sequence that would clear the operator's terminal, and a CR.
+    let hostile = QmqpServer::start(Answer::Raw(b"17:Z\x1b[2Jcleared\rnow!,"));
+    host.servers(&[hostile.addr]);
+    let (code, err) = queue(&host);
+    assert_eq!(code, 71, "{err}");
+    assert!(err.contains("?[2Jcleared?now!"), "{err:?}");
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
+}
+
+#[test]
 fn z_then_k_delivers() {
     let host = Host::new();
     let a = QmqpServer::start(Answer::TempFail);
