@@ -67,9 +67,16 @@ pub fn program_name() -> String {
 /// `text` with every control character as `?`, for a terminal or a log: what a server answered
 /// is not ours to trust (an escape sequence must not reach the operator's terminal).
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    text.chars().map(shown).collect()
+}
+
+/// A character as [`printable`] and the log lines show it.
+fn shown(c: char) -> char {
+    if c.is_control() {
+        '?'
+    } else {
+        c
+    }
 }
 
 /// The datagram for `text` at time `t` (local time, as glibc writes it):
@@ -93,7 +100,7 @@ pub fn format_line(severity: Severity, program: &str, pid: u32, t: Civil, text: 
             line.push_str("...");
             break;
         }
-        line.push(if c.is_control() { '?' } else { c });
+        line.push(shown(c));
     }
     line
 }
