@@ -11,8 +11,10 @@
 #   - Postfix qmqpd (bench/postfix-qmqpd.sh: a private instance that puts every message on hold,
 #     i.e. queues and never delivers): cleanup fsyncs the queue file before qmqpd answers
 #     (Postfix's default; it does not fsync the directory).
-# Matrix: server {nullq, postfix} x sessions {1,10,50} x size {1 KB, 100 KB}, REPS repetitions;
-# within a repetition the two servers alternate (which one goes first alternates too). The
+#   - qmqp-sink (Postfix's QMQP sink: answers K and stores nothing): the ceiling of this harness,
+#     what qmqp-source can push through the loopback on this machine with no storage at all.
+# Matrix: server {sink, nullq, postfix} x sessions {1,10,50,200} x size {1 KB, 100 KB}, REPS
+# repetitions; within a repetition the servers take turns (the order rotates). The
 # summary is the median of the repetitions. Both spools live in one temporary directory
 # ($BENCH_TMP, default /var/tmp), so on the same filesystem. Every timed run starts a fresh server
 # with an empty spool (a new `nullq serve` on a new data directory; a new Postfix instance in a
@@ -44,7 +46,14 @@
 # Run (as root: Postfix needs it):
 #   bench/qmqp-throughput.sh                    # builds nullq (cargo build --release -p nullq)
 #   NULLQ=/path/to/nullq bench/qmqp-throughput.sh -r 3 -s "1 10 50" -l "1024 102400"
-# Options: -L (spools on a fresh loop-mounted ext4, see above), -r REPS (3), -s "SESSIONS..." ("1 10 50"), -l "SIZES..." ("1024 102400"),
+# nullq gets --max-sessions and --max-sessions-per-ip of SESSIONS + 100, and Postfix a
+# default_process_limit of SESSIONS + 10 when that is over its default of 100, so that neither
+# turns connections away or queues them at the listener at 200 sessions.
+# -F MODE: nullq's --spool-flush (auto, files, filesystem); default: not given, i.e. auto, which
+# with -L is filesystem (the spools' directory is the mount point) and without it files.
+# -P FILE: also draw msgs/s against sessions (one line per server and size) as an SVG
+# (bench/plot_throughput.py).
+# Options: -L (spools on a fresh loop-mounted ext4, see above), -r REPS (3), -s "SESSIONS..." ("1 10 50 200"), -l "SIZES..." ("1024 102400"),
 #          -m1 MSGS for sizes < 10 KB (10000), -m2 MSGS for larger sizes (2000),
 #          -o FILE (also write the raw results and the summary there), -D (delivery, see above).
 # Output: machine facts, one line per run (with the server's CPU time per message: user + system
@@ -66,6 +75,8 @@ msgs_large=2000
 out=""
 loopfs=0
 deliver=0
+flush=""
+picture=""
 while (($#)); do
     case $1 in
         -L) loopfs=1; shift ;;
@@ -76,7 +87,9 @@ while (($#)); do
         -m1) msgs_small=$2; shift 2 ;;
         -m2) msgs_large=$2; shift 2 ;;
         -o) out=$2; shift 2 ;;
-        *) echo "usage: $0 [-L] [-D] [-r REPS] [-s SESSIONS] [-l SIZES] [-m1 N] [-m2 N] [-o FILE]" >&2; exit 100 ;;
+        -F) flush=$2; shift 2 ;;
+        -P) picture=$2; shift 2 ;;
+        *) echo "usage: $0 [-L] [-D] [-F MODE] [-r REPS] [-s SESSIONS] [-l SIZES] [-m1 N] [-m2 N] [-o FILE] [-P FILE.svg]" >&2; exit 100 ;;
     esac
 done
 ((reps >= 1 && reps <= 20)) || { echo "qmqp-throughput: -r must be 1..20" >&2; exit 100; }
@@ -86,15 +99,17 @@ if ((deliver)); then
     sizes_list=${sizes_list:-1024}
     msgs_small=${msgs_small:-20000}
 fi
-sessions_list=${sessions_list:-1 10 50}
+sessions_list=${sessions_list:-1 10 50 200}
 sizes_list=${sizes_list:-1024 102400}
 msgs_small=${msgs_small:-10000}
 
 top=$(mktemp -d "$BENCH_TMP/nullq-bench-throughput.XXXXXX")
 spools=$top # where the spools go: $top, or the loop-mounted filesystem (-L)
+SINK_PID=""
 cleanup() {
     nullq_stop
     pf_stop
+    [[ -n $SINK_PID ]] && kill "$SINK_PID" 2>/dev/null
     if ((loopfs)) && mountpoint -q "$top/fs"; then
         umount "$top/fs" # mount -o loop detaches the loop device on umount
     fi
@@ -140,6 +155,10 @@ server_cpu() {
         awk '{ print $14 + $15 }' "/proc/$NULLQ_PID/stat"
         return
     fi
+    if [[ $1 == sink ]]; then
+        awk '{ print $14 + $15 }' "/proc/$SINK_PID/stat"
+        return
+    fi
     local master pid total=0 t
     master=$(tr -d ' \n' < "$PF_DIR/queue/pid/master.pid")
     total=$(awk '{ print $16 + $17 }' "/proc/$master/stat")
@@ -157,10 +176,18 @@ run_one() {
     local server=$1 sessions=$2 size=$3 msgs=$4 rep=$5 port stored rc=0 t0 t1 cpu0 cpu1
     local dir=$spools/$server-$rep-$sessions-$size
     port=$(free_port)
+    local room=$((sessions + 100))
     if [[ $server == nullq ]]; then
-        nullq_start "$dir" "$port" --deliver none
+        nullq_start "$dir" "$port" --deliver none --max-sessions "$room" \
+            --max-sessions-per-ip "$room" ${flush:+--spool-flush "$flush"}
+    elif [[ $server == sink ]]; then
+        qmqp-sink "127.0.0.1:$port" "$room" &
+        SINK_PID=$!
+        wait_port "$port"
     else
-        pf_start "$dir" "$port"
+        local limit=""
+        ((sessions + 10 > 100)) && limit="default_process_limit = $((sessions + 10))"
+        pf_start "$dir" "$port" "$limit"
     fi
     sync
     cpu0=$(server_cpu "$server")
@@ -172,6 +199,11 @@ run_one() {
     if [[ $server == nullq ]]; then
         nullq_stop
         stored=$(find "$dir/queue" -type f | wc -l)
+    elif [[ $server == sink ]]; then
+        kill "$SINK_PID" 2>/dev/null || true
+        wait "$SINK_PID" 2>/dev/null || true
+        SINK_PID=""
+        stored=$msgs # stores nothing: every K counts (qmqp-source fails on any other answer)
     else
         stored=$(pf_count)
         pf_stop
@@ -242,7 +274,7 @@ PY
 
 # The facts at the start of the run, printed now and again in the -o file.
 header=$(
-    echo "# bench/qmqp-throughput.sh$( ((loopfs)) && echo ' -L')$( ((deliver)) && echo ' -D') -r $reps -s \"$sessions_list\" -l \"$sizes_list\" -m1 $msgs_small -m2 $msgs_large"
+    echo "# bench/qmqp-throughput.sh$( ((loopfs)) && echo ' -L')$( ((deliver)) && echo ' -D')${flush:+ -F $flush} -r $reps -s \"$sessions_list\" -l \"$sizes_list\" -m1 $msgs_small -m2 $msgs_large"
     machine_info "$spools" | sed 's/^/# /'
     echo "# nullq:      $NULLQ_BIN"
 )
@@ -281,7 +313,11 @@ for ((rep = 1; rep <= reps; rep++)); do
         msgs=$msgs_small
         ((size >= 10240)) && msgs=$msgs_large
         for sessions in $sessions_list; do
-            if ((rep % 2)); then order="nullq postfix"; else order="postfix nullq"; fi
+            case $((rep % 3)) in
+                1) order="sink nullq postfix" ;;
+                2) order="nullq postfix sink" ;;
+                *) order="postfix sink nullq" ;;
+            esac
             for server in $order; do
                 run_one "$server" "$sessions" "$size" "$msgs" "$rep"
             done
@@ -298,23 +334,28 @@ def med(server, size, sess, col="msgs/s"):
     ok = [float(r[col]) for r in rs if r["status"] == "ok"]
     runs = [f"{float(r[col]):.0f}" if r["status"] == "ok" else "FAIL" for r in rs]
     return (statistics.median(ok) if len(ok) == len(rs) and ok else None), runs
-print("| message | sessions | nullq msgs/s | Postfix qmqpd msgs/s | nullq / Postfix | nullq runs | Postfix runs | server CPU ms/msg, nullq / Postfix |")
-print("|---|---:|---:|---:|---:|---|---|---|")
+print("| message | sessions | qmqp-sink msgs/s | nullq msgs/s | Postfix qmqpd msgs/s | nullq / Postfix | nullq / qmqp-sink | nullq runs | Postfix runs | server CPU µs/msg, nullq / Postfix / sink |")
+print("|---|---:|---:|---:|---:|---:|---:|---|---|---|")
 for size, sess in keys:
+    k, _ = med("sink", size, sess)
     n, nr = med("nullq", size, sess)
     p, pr = med("postfix", size, sess)
-    nc, _ = med("nullq", size, sess, "cpu_ms/msg")
-    pc, _ = med("postfix", size, sess, "cpu_ms/msg")
+    cpu = [med(x, size, sess, "cpu_ms/msg")[0] for x in ("nullq", "postfix", "sink")]
     ratio = f"{n / p:.2f}x" if n and p else "n/a"
+    share = f"{100 * n / k:.0f} %" if n and k else "n/a"
     label = f"{size // 1024} KB" if size % 1024 == 0 else f"{size} B"
     fmt = lambda v: f"{v:.0f}" if v else "FAIL"
-    cpu = f"{nc:.2f} / {pc:.2f}" if nc is not None and pc is not None else "n/a"
-    print(f"| {label} | {sess} | {fmt(n)} | {fmt(p)} | {ratio} | {', '.join(nr)} | {', '.join(pr)} | {cpu} |")
+    cpus = " / ".join(f"{c * 1000:.0f}" if c is not None else "n/a" for c in cpu)
+    print(f"| {label} | {sess} | {fmt(k)} | {fmt(n)} | {fmt(p)} | {ratio} | {share} | {', '.join(nr)} | {', '.join(pr)} | {cpus} |")
 EOF
 )
 fi
 echo
 echo "$summary"
+if [[ -n $picture ]] && ((!deliver)); then
+    python3 "$here/plot_throughput.py" "$results" "$picture" "$(head -1 <<< "$header" | sed 's/^# //')"
+    echo "picture: $picture"
+fi
 if [[ -n $out ]]; then
     {
         echo "$header"

@@ -94,6 +94,15 @@ pub(crate) fn create_exclusive(
 }
 
 /// Create `dir/name` (the directory open as `dirfd`) with `O_CREAT|O_EXCL|O_NOFOLLOW` and
+/// `mode` (less the umask), unlocked: for a directory that no clean-up of another process can
+/// scan while the file is there (the caller holds what keeps clean-ups out).
+pub fn create_new(dirfd: &OwnedFd, dir: &Path, name: &str, mode: u32) -> Result<File, Error> {
+    let path = dir.join(name);
+    let fd = create_exclusive(dirfd, &path, name, Mode::from_raw_mode(mode & 0o7777))?;
+    Ok(File::from(fd))
+}
+
+/// Create `dir/name` (the directory open as `dirfd`) with `O_CREAT|O_EXCL|O_NOFOLLOW` and
 /// `mode` (less the umask), holding an exclusive `flock` on it before any clean-up can see it
 /// (the directory's creation lock is held shared across the open and the `flock`). The file
 /// stays locked while the returned descriptor, or a clone of it, is open: a clean-up of `dir`

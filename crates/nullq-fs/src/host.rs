@@ -15,3 +15,11 @@ pub fn machine_hostname() -> Option<String> {
     let name = std::str::from_utf8(&buf[..end]).ok()?.trim();
     (!name.is_empty()).then(|| name.to_owned())
 }
+
+/// This process's id, asked of the kernel once: the server puts it in every queue id and every
+/// `Received` line, and `getpid(2)` is a system call each time (glibc no longer caches it). The
+/// server forks only to `exec` at once, so a child never makes ids with its parent's pid.
+pub fn process_id() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}

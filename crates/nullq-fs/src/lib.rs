@@ -58,7 +58,7 @@ mod planted;
 mod publish;
 
 pub use cleaning::{Cleaning, Leftover};
-pub use dir::{create_locked, open_dir, sync_dir};
+pub use dir::{create_locked, create_new, open_dir, sync_dir};
 pub use error::{Error, Step};
 pub use planted::{entry_kind, open_planted, Refused};
 pub use publish::{close, create_in, move_to, publish, publish_to, rename_noreplace, Options};

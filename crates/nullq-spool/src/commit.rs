@@ -1,17 +1,18 @@
-//! Group commit: one `fsync` of `queue/` makes durable every rename done before it started.
+//! Group commit: one flush makes durable every message renamed into `queue/` before it started.
 //! Owns the [`Committer`] (its thread and batches) and the typestate [`Renamed`] →
-//! [`PendingCommit`] → [`QueueId`].
+//! [`PendingCommit`] → [`QueueId`]; how a batch is written and flushed is `flush.rs`'s.
 //!
-//! One committer thread per spool owns the directory fsync. A caller renames its message into
-//! `queue/` ([`crate::Incoming::finish`]), then sends its id on the committer's channel
-//! ([`Renamed::submit`]) and waits for a one-shot answer: blocking ([`Renamed::commit`],
-//! [`PendingCommit::wait`]) or as a future (`.await`), so that an async server parks no thread
-//! per waiting session. The thread takes everything waiting on the channel as one batch, fsyncs
-//! once, and answers each request of the batch. Every request was sent after its rename and
-//! received before the fsync started, so that fsync covers it; requests arriving during the
-//! fsync wait for the next one.
+//! One committer thread per spool owns the flush. A caller either renames its message into
+//! `queue/` itself ([`crate::Incoming::finish`]) and sends it, its file open and unsynced, on
+//! the committer's channel ([`Renamed::submit`]), or sends the whole message
+//! ([`crate::Spool::store`]) for the thread to write and rename; then it waits for a one-shot
+//! answer: blocking ([`Renamed::commit`], [`PendingCommit::wait`]) or as a future (`.await`),
+//! so that an async server parks no thread per waiting session. The thread takes everything
+//! waiting on the channel as one batch, writes its stored messages, flushes once, and answers
+//! each request of the batch. Every message of the batch was renamed before the flush started,
+//! so the flush covers it; requests arriving during the flush wait for the next one.
 //!
-//! A failed directory fsync fails its whole batch and poisons the committer: the kernel may have
+//! A failed flush (the fsync of `queue/`) fails its whole batch and poisons the committer: the kernel may have
 //! dropped the directory's dirty metadata, and a later fsync that "succeeds" would not bring it
 //! back. Every refused commit has its file unlinked from `queue/` again before the error is
 //! returned (by the thread, before it answers; then `queue/` is fsynced once for the batch, best
@@ -30,23 +31,24 @@
 //! last drop joins the thread. Should the thread be gone anyway (a panic), a commit is refused
 //! with an error instead, its caller unlinks its own file, and the committer counts as poisoned.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use crate::error::{copy_io, Result, SpoolError, Step};
+use crate::flush::{Entry, Flush, Flusher, Outcome, Request, SyncFn, Work, Writer};
+use crate::format::Envelope;
 use crate::id::QueueId;
+use crate::ledger::Ledger;
 use crate::reply;
+use crate::writer::Intake;
 
-type SyncFn = Box<dyn FnMut() -> io::Result<()> + Send>;
-
-/// Makes renamed messages durable, sharing one directory fsync among concurrent callers.
+/// Makes renamed messages durable, sharing one flush among concurrent callers.
 /// Obtained from [`crate::Spool::committer`]; clones share the same thread and batches.
 #[derive(Clone)]
 pub struct Committer {
@@ -55,90 +57,95 @@ pub struct Committer {
 
 /// What the handles share; dropping the last one stops the thread.
 struct Shared {
-    state: Arc<State>,
+    state: Arc<Ledger>,
     /// `None` only while being dropped.
     requests: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// What the handles and the thread share.
-struct State {
-    /// The directory being fsynced.
-    dir: PathBuf,
-    counts: Mutex<Counts>,
-    /// Messages renamed into `dir` (or being renamed) whose commit has not been answered yet.
-    uncommitted: Mutex<HashSet<QueueId>>,
-}
-
-#[derive(Default)]
-struct Counts {
-    /// Directory fsyncs started so far.
-    started: u64,
-    /// Successful commits.
-    commits: u64,
-    /// The failed fsync (or why the thread is gone); set once, never cleared.
-    failed: Option<io::Error>,
-}
-
-/// One waiting caller: its message (renamed already) and where to answer.
-struct Request {
-    id: QueueId,
-    reply: reply::Sender<Result<QueueId>>,
-}
-
 impl std::fmt::Debug for Committer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Committer")
-            .field("dir", &self.shared.state.dir)
+            .field("dir", &self.shared.state.dir())
             .finish_non_exhaustive()
     }
 }
 
 impl Committer {
-    /// A committer that fsyncs the directory `dir`. The directory is opened once, here, so that
-    /// the only thing that can fail later is the fsync itself (a transient `EMFILE` must not
-    /// poison the committer).
-    pub(crate) fn for_dir(dir: PathBuf) -> Result<Committer> {
+    /// A committer for the directory `dir` that makes each batch durable the way `flush` says.
+    /// The directory is opened once, here, so that the only thing that can fail later is the
+    /// flush itself (a transient `EMFILE` must not poison the committer).
+    pub(crate) fn for_dir(dir: PathBuf, flush: Flush, intake: Intake) -> Result<Committer> {
         let fd = crate::sys::open_dir(&dir)?;
         let fault = crate::fault::DirFsyncFault::from_env();
-        Committer::spawn(dir, move || {
+        // `Auto` is resolved by the spool before this; undecided, it flushes file by file.
+        let fs_fd = match flush {
+            Flush::Files | Flush::Auto => None,
+            Flush::Filesystem => Some(
+                fd.try_clone()
+                    .map_err(|e| SpoolError::io(Step::Open, &dir, e))?,
+            ),
+        };
+        let sync_dir = move || {
             let result = fd.sync_all();
             match &fault {
                 Some(fault) if fault.hit() => Err(io::Error::from_raw_os_error(libc::EIO)),
                 _ => result,
             }
-        })
+        };
+        let sync_fs = fs_fd.map(|fd| Box::new(move || crate::sys::syncfs(&fd)) as SyncFn);
+        Committer::spawn(dir, Box::new(sync_dir), sync_fs, Some(intake))
     }
 
-    /// A committer whose "fsync" is `sync` (tests use a slow or failing one).
+    /// A committer whose "fsync" of the directory is `sync` (tests use a slow or failing one).
     #[cfg(test)]
     pub(crate) fn with_sync(
         dir: PathBuf,
         sync: impl FnMut() -> io::Result<()> + Send + 'static,
     ) -> Committer {
-        Committer::spawn(dir, sync).expect("spawn the committer thread")
+        Committer::spawn(dir, Box::new(sync), None, None).expect("spawn the committer thread")
     }
 
-    /// Starts the committer thread, which calls `sync` for each batch.
+    /// A committer whose "fsync" of the directory is `sync`, storing messages through `intake`.
+    #[cfg(test)]
+    pub(crate) fn with_sync_storing(
+        dir: PathBuf,
+        intake: Intake,
+        sync: impl FnMut() -> io::Result<()> + Send + 'static,
+    ) -> Committer {
+        Committer::spawn(dir, Box::new(sync), None, Some(intake))
+            .expect("spawn the committer thread")
+    }
+
+    /// A committer flushing the whole filesystem with `sync_fs` (falling back to `sync_dir`).
+    #[cfg(test)]
+    pub(crate) fn with_syncfs(
+        dir: PathBuf,
+        sync_dir: impl FnMut() -> io::Result<()> + Send + 'static,
+        sync_fs: impl FnMut() -> io::Result<()> + Send + 'static,
+    ) -> Committer {
+        Committer::spawn(dir, Box::new(sync_dir), Some(Box::new(sync_fs)), None)
+            .expect("spawn the committer thread")
+    }
+
+    /// Starts the committer thread, which flushes each batch.
     fn spawn(
         dir: PathBuf,
-        sync: impl FnMut() -> io::Result<()> + Send + 'static,
+        sync_dir: SyncFn,
+        sync_fs: Option<SyncFn>,
+        intake: Option<Intake>,
     ) -> Result<Committer> {
-        let state = Arc::new(State {
-            dir,
-            counts: Mutex::default(),
-            uncommitted: Mutex::default(),
-        });
+        let state = Arc::new(Ledger::new(dir));
         let (tx, rx) = mpsc::channel();
         let thread = {
             let state = state.clone();
-            let sync: SyncFn = Box::new(sync);
+            let (writer, flusher) = (Writer::new(intake), Flusher::new(sync_dir, sync_fs));
             std::thread::Builder::new()
                 .name("nullq-committer".into())
-                .spawn(move || run(&state, sync, &rx))
+                .spawn(move || run(&state, &writer, flusher, &rx))
         };
         // No thread, no fsync of the directory: named as that step.
-        let thread = thread.map_err(|e| SpoolError::io(Step::DirFsync, &state.dir, e))?;
+        let thread = thread.map_err(|e| SpoolError::io(Step::DirFsync, state.dir(), e))?;
         Ok(Committer {
             shared: Arc::new(Shared {
                 state,
@@ -156,78 +163,80 @@ impl Committer {
         self.shared.state.uncommitted().contains(id)
     }
 
-    /// The error for a commit refused now, if the committer is poisoned: receiving and renaming
-    /// stop as well, so that nothing more reaches `queue/` once commits cannot succeed.
+    /// The error for a commit refused now, if the committer is poisoned (see [`Ledger::refusal`]).
     pub(crate) fn refusal(&self) -> Option<SpoolError> {
-        let state = &self.shared.state;
-        let c = state.counts();
-        c.failed
-            .as_ref()
-            .map(|e| SpoolError::poisoned(&state.dir, e))
+        self.shared.state.refusal()
     }
 
-    /// `id` is about to be renamed into the directory: uncommitted until [`Self::settled`].
-    pub(crate) fn renaming(&self, id: QueueId) {
-        self.shared.state.uncommitted().insert(id);
+    /// What this committer shares with its thread (for the message writer's rename).
+    pub(crate) fn state(&self) -> &Ledger {
+        &self.shared.state
     }
 
-    /// The rename of `id` failed, or it was dropped uncommitted (the thread settles the ids it
-    /// answers).
-    pub(crate) fn settled(&self, id: &QueueId) {
-        self.shared.state.uncommitted().remove(id);
-    }
-
-    /// `(directory fsyncs started, successful commits)`: with concurrent callers the first is
+    /// `(batch flushes started, successful commits)`: with concurrent callers the first is
     /// much smaller than the second.
     pub fn stats(&self) -> (u64, u64) {
         let c = self.shared.state.counts();
         (c.started, c.commits)
     }
 
-    /// True once a directory fsync has failed (or the thread is gone); every later commit fails.
+    /// True once a flush has failed (or the thread is gone); every later commit fails.
     pub fn is_poisoned(&self) -> bool {
         self.shared.state.counts().failed.is_some()
     }
 
     /// Queues `id` for the next batch; the answer comes on the returned receiver (or, if the
     /// thread is gone, the sender is dropped unanswered, which the receiver sees).
-    fn request(&self, id: QueueId) -> reply::Receiver<Result<QueueId>> {
+    fn request(&self, work: Work) -> reply::Receiver<Result<QueueId>> {
         let (reply, answer) = reply::channel();
         if let Some(requests) = &self.shared.requests {
             // A send fails only if the thread is gone; the request, and its reply, drop with it.
-            let _ = requests.send(Request { id, reply });
+            let _ = requests.send(Request { work, reply });
         }
         answer
     }
 
     /// No answer came for `id`: the thread is gone. Refused like a commit after a failed fsync,
     /// with its file unlinked here, as the thread would have.
-    fn refused_unanswered(&self, id: &QueueId) -> SpoolError {
+    fn refused_unanswered(&self, id: Option<&QueueId>) -> SpoolError {
         let state = &self.shared.state;
-        let _ = std::fs::remove_file(state.dir.join(id.to_string()));
-        let _ = crate::sys::fsync_dir(&state.dir);
+        if let Some(id) = id {
+            let _ = std::fs::remove_file(state.dir().join(id.to_string()));
+            let _ = crate::sys::fsync_dir(state.dir());
+        }
         let e = {
             let mut c = state.counts();
             let failed = c
                 .failed
                 .get_or_insert_with(|| io::Error::other("the committer thread is gone"));
-            SpoolError::poisoned(&state.dir, failed)
+            SpoolError::poisoned(state.dir(), failed)
         };
-        self.settled(id);
+        if let Some(id) = id {
+            state.settled(id);
+        }
         e
     }
 
+    /// Hands a message whole in memory to the thread (see [`crate::Spool::store`]).
+    pub(crate) fn store(&self, message: Vec<u8>, envelope: Envelope) -> PendingCommit {
+        PendingCommit {
+            id: None,
+            committer: self.clone(),
+            answer: Some(self.request(Work::Store(message, envelope))),
+        }
+    }
+
     fn dir(&self) -> &Path {
-        &self.shared.state.dir
+        self.shared.state.dir()
     }
 
     /// One commit of an id that was never renamed (the batching tests need only the fsyncs).
     #[cfg(test)]
     pub(crate) fn wait_durable(&self) -> Result<()> {
         let id = QueueId::generate();
-        match self.request(id).wait() {
+        match self.request(Work::Renamed(id, None)).wait() {
             Some(answer) => answer.map(|_| ()),
-            None => Err(self.refused_unanswered(&id)),
+            None => Err(self.refused_unanswered(Some(&id))),
         }
     }
 }
@@ -238,7 +247,7 @@ impl Drop for Shared {
         // (requests of callers who stopped waiting: each waiting caller holds a handle).
         drop(self.requests.take());
         if let Some(thread) = self.thread.take() {
-            // Never joins itself: the thread holds no handle (only `State`).
+            // Never joins itself: the thread holds no handle (only `Ledger`).
             if thread.thread().id() != std::thread::current().id() {
                 let _ = thread.join();
             }
@@ -246,35 +255,19 @@ impl Drop for Shared {
     }
 }
 
-impl State {
-    fn counts(&self) -> MutexGuard<'_, Counts> {
-        // Nothing panics while holding the lock, so the counters are consistent even if poisoned.
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn uncommitted(&self) -> MutexGuard<'_, HashSet<QueueId>> {
-        // Only inserts and removes happen under this lock; a panic cannot leave it half done.
-        self.uncommitted
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// How a batch ended.
-enum Outcome {
-    Durable,
-    /// This batch's fsync failed.
-    Failed(io::Error),
-    /// An earlier fsync failed (or the thread is gone): no fsync was tried.
-    Poisoned(io::Error),
-}
-
-/// The committer thread: a batch is everything waiting when the previous one is answered.
-/// Returns once every handle, hence every sender, is gone.
-fn run(state: &State, mut sync: SyncFn, requests: &mpsc::Receiver<Request>) {
+/// The committer thread: a batch is everything waiting when the previous one is answered. Its
+/// stored messages are written first, then the whole batch is flushed and answered. Returns
+/// once every handle, hence every sender, is gone.
+///
+/// One thread for both, on purpose: a second thread flushing while this one writes (measured,
+/// BENCHMARKS.md) starts flushes of the first few messages while the rest are still being
+/// written, doubling the journal commits at 50 sessions and lowering messages a second.
+fn run(state: &Ledger, writer: &Writer, mut flusher: Flusher, requests: &mpsc::Receiver<Request>) {
     while let Ok(first) = requests.recv() {
-        let mut batch = vec![first];
-        batch.extend(requests.try_iter());
+        let mut batch: Vec<Entry> = std::iter::once(first)
+            .chain(requests.try_iter())
+            .map(|request| writer.entry(state, request))
+            .collect();
         let earlier = {
             let mut c = state.counts();
             if c.failed.is_none() {
@@ -282,40 +275,51 @@ fn run(state: &State, mut sync: SyncFn, requests: &mpsc::Receiver<Request>) {
             }
             c.failed.as_ref().map(copy_io)
         };
-        // Every rename of the batch happened before its request was sent, so before this.
-        let outcome = match earlier {
-            Some(e) => Outcome::Poisoned(e),
-            None => match sync() {
-                Ok(()) => {
-                    state.counts().commits += batch.len() as u64;
-                    Outcome::Durable
+        match earlier {
+            Some(e) => {
+                for entry in batch.iter_mut().filter(|e| e.outcome.is_none()) {
+                    entry.outcome = Some(Outcome::Poisoned(copy_io(&e)));
                 }
-                Err(e) => {
-                    state.counts().failed = Some(copy_io(&e));
-                    Outcome::Failed(e)
-                }
-            },
-        };
-        answer(state, batch, &outcome);
+            }
+            None => flusher.flush(state, &mut batch),
+        }
+        let durable = batch
+            .iter()
+            .filter(|e| matches!(e.outcome, Some(Outcome::Durable)))
+            .count();
+        state.counts().commits += durable as u64;
+        answer(state, batch);
     }
 }
 
 /// Answers a batch. Refused files are unlinked first (then `queue/` fsynced once), and each id
 /// is settled before its answer, so a runner's scan in between finds a refused file gone rather
 /// than deliverable.
-fn answer(state: &State, batch: Vec<Request>, outcome: &Outcome) {
-    if !matches!(outcome, Outcome::Durable) {
-        for r in &batch {
-            let _ = std::fs::remove_file(state.dir.join(r.id.to_string()));
+fn answer(state: &Ledger, batch: Vec<Entry>) {
+    let mut unlinked = false;
+    for entry in &batch {
+        if let (Some(id), false) = (&entry.id, matches!(entry.outcome, Some(Outcome::Durable))) {
+            let _ = std::fs::remove_file(state.dir().join(id.to_string()));
+            unlinked = true;
         }
-        let _ = crate::sys::fsync_dir(&state.dir);
     }
-    for Request { id, reply } in batch {
-        state.uncommitted().remove(&id);
-        reply.send(match outcome {
-            Outcome::Durable => Ok(id),
-            Outcome::Failed(e) => Err(SpoolError::io(Step::DirFsync, &state.dir, copy_io(e))),
-            Outcome::Poisoned(e) => Err(SpoolError::poisoned(&state.dir, e)),
+    if unlinked {
+        let _ = crate::sys::fsync_dir(state.dir());
+    }
+    for entry in batch {
+        if let Some(id) = &entry.id {
+            state.settled(id);
+        }
+        let refused = |e: io::Error| Err(SpoolError::io(Step::DirFsync, state.dir(), e));
+        entry.reply.send(match (entry.outcome, entry.id) {
+            (Some(Outcome::Durable), Some(id)) => Ok(id),
+            (Some(Outcome::FileFailed(e)), _) => Err(e),
+            (Some(Outcome::Failed(e)), _) => refused(e),
+            (Some(Outcome::Poisoned(e)), _) => Err(SpoolError::poisoned(state.dir(), &e)),
+            // Not reached: every entry is decided by now, and a durable one has its id.
+            (Some(Outcome::Durable), None) | (None, _) => {
+                refused(io::Error::other("the commit was not decided"))
+            }
         });
     }
 }
@@ -330,6 +334,8 @@ fn answer(state: &State, batch: Vec<Request>, outcome: &Outcome) {
 pub struct Renamed {
     id: QueueId,
     committer: Committer,
+    /// The file in `queue/`, written but not synced: the committer syncs it with its batch.
+    file: Option<std::fs::File>,
     /// Set by `submit`: from then on the thread settles the id, not this value's drop.
     submitted: bool,
 }
@@ -337,10 +343,11 @@ pub struct Renamed {
 impl Renamed {
     /// Called by [`crate::Incoming::finish`] once `id` is in `queue/`, registered with
     /// [`Committer::renaming`].
-    pub(crate) fn new(id: QueueId, committer: Committer) -> Renamed {
+    pub(crate) fn new(id: QueueId, committer: Committer, file: Option<std::fs::File>) -> Renamed {
         Renamed {
             id,
             committer,
+            file,
             submitted: false,
         }
     }
@@ -350,7 +357,7 @@ impl Renamed {
         &self.id
     }
 
-    /// Blocks until the rename is durable (one directory fsync that started after it), then
+    /// Blocks until the message is durable (one flush that started after its rename), then
     /// returns the id: only now may the client be told `K`. [`Renamed::submit`] is the same
     /// without blocking a thread.
     ///
@@ -370,9 +377,9 @@ impl Renamed {
     pub fn submit(mut self) -> PendingCommit {
         self.submitted = true;
         let committer = self.committer.clone();
-        let answer = committer.request(self.id);
+        let answer = committer.request(Work::Renamed(self.id, self.file.take()));
         PendingCommit {
-            id: self.id,
+            id: Some(self.id),
             committer,
             answer: Some(answer),
         }
@@ -382,7 +389,7 @@ impl Renamed {
 impl Drop for Renamed {
     fn drop(&mut self) {
         if !self.submitted {
-            self.committer.settled(&self.id);
+            self.committer.state().settled(&self.id);
         }
     }
 }
@@ -392,23 +399,19 @@ impl Drop for Renamed {
 #[derive(Debug)]
 #[must_use = "the client may be told K only once the commit answered Ok"]
 pub struct PendingCommit {
-    id: QueueId,
+    /// `None` for a stored message, whose id the thread gives it.
+    id: Option<QueueId>,
     committer: Committer,
     /// `None` once the future has returned its answer.
     answer: Option<reply::Receiver<Result<QueueId>>>,
 }
 
 impl PendingCommit {
-    /// The message's id.
-    pub fn id(&self) -> &QueueId {
-        &self.id
-    }
-
     /// Blocks until the commit is answered: see [`Renamed::commit`].
     pub fn wait(mut self) -> Result<QueueId> {
         match self.answer.take().and_then(reply::Receiver::wait) {
             Some(answer) => answer,
-            None => Err(self.committer.refused_unanswered(&self.id)),
+            None => Err(self.committer.refused_unanswered(self.id.as_ref())),
         }
     }
 }
@@ -430,7 +433,7 @@ impl Future for PendingCommit {
         this.answer = None;
         Poll::Ready(match answered {
             Some(answer) => answer,
-            None => Err(this.committer.refused_unanswered(&this.id)),
+            None => Err(this.committer.refused_unanswered(this.id.as_ref())),
         })
     }
 }
@@ -556,8 +559,8 @@ mod tests {
             Ok(())
         });
         let id = QueueId::generate();
-        committer.renaming(id);
-        let mut pending = Renamed::new(id, committer.clone()).submit();
+        committer.state().renaming(id);
+        let mut pending = Renamed::new(id, committer.clone(), None).submit();
         let waker = std::task::Waker::noop();
         assert!(Pin::new(&mut pending)
             .poll(&mut Context::from_waker(waker))
@@ -570,8 +573,8 @@ mod tests {
 
         // A caller that stops waiting leaves the commit to the thread, which still settles it.
         let id = QueueId::generate();
-        committer.renaming(id);
-        drop(Renamed::new(id, committer.clone()).submit());
+        committer.state().renaming(id);
+        drop(Renamed::new(id, committer.clone(), None).submit());
         let _ = go_tx.send(());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while committer.is_uncommitted(&id) {
@@ -599,15 +602,56 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_syncfs_falls_back_to_syncing_file_by_file_for_good() {
+        let dir_syncs = Arc::new(AtomicU64::new(0));
+        let fs_syncs = Arc::new(AtomicU64::new(0));
+        let (d, f) = (dir_syncs.clone(), fs_syncs.clone());
+        let committer = Committer::with_syncfs(
+            "/q".into(),
+            move || {
+                d.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            },
+            move || {
+                // The second syncfs reports a writeback error (of some file on the filesystem).
+                if f.fetch_add(1, Ordering::SeqCst) == 1 {
+                    Err(io::Error::from_raw_os_error(libc::EIO))
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert!(committer.wait_durable().is_ok(), "syncfs alone");
+        assert_eq!(
+            dir_syncs.load(Ordering::SeqCst),
+            0,
+            "no directory fsync with syncfs"
+        );
+        // The failed syncfs is not the batch's failure: its files are synced one by one (none
+        // here) and queue/ fsynced, and that is what answers.
+        assert!(committer.wait_durable().is_ok(), "fallback after EIO");
+        assert_eq!(dir_syncs.load(Ordering::SeqCst), 1);
+        assert!(!committer.is_poisoned());
+        assert!(committer.wait_durable().is_ok());
+        assert_eq!(
+            fs_syncs.load(Ordering::SeqCst),
+            2,
+            "syncfs is not tried again"
+        );
+        assert_eq!(dir_syncs.load(Ordering::SeqCst), 2);
+        assert_eq!(committer.stats(), (3, 3));
+    }
+
+    #[test]
     fn a_gone_thread_refuses_without_a_panic() {
         let committer = Committer::with_sync("/q".into(), || panic!("the fsync panicked"));
         let id = QueueId::generate();
-        committer.renaming(id);
-        let e = Renamed::new(id, committer.clone()).commit().err();
+        committer.state().renaming(id);
+        let e = Renamed::new(id, committer.clone(), None).commit().err();
         assert!(matches!(&e, Some(e) if e.is_poisoned()), "{e:?}");
         assert!(committer.is_poisoned() && committer.refusal().is_some());
         assert!(!committer.is_uncommitted(&id));
-        let e = block_on(Renamed::new(id, committer.clone()).submit()).err();
+        let e = block_on(Renamed::new(id, committer.clone(), None).submit()).err();
         assert!(matches!(&e, Some(e) if e.is_poisoned()), "{e:?}");
     }
 }

@@ -46,7 +46,7 @@ impl QueueId {
         g.seq = g.seq.wrapping_add(1);
         QueueId {
             micros: g.last_micros,
-            pid: std::process::id(),
+            pid: nullq_fs::host::process_id(),
             seq: g.seq,
         }
     }

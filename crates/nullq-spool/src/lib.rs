@@ -3,18 +3,24 @@
 //! ```text
 //! client ══QMQP══▶ session ─▶ [ spool ] ─▶ delivery
 //! ```
-//! The server receives a message into the spool (from `spawn_blocking`: this crate is plain
-//! blocking `std` + `libc`, no tokio), awaits its commit (a future that needs no runtime, so
-//! no thread waits for the group fsync), answers `K` only once it is durable, and the delivery
+//! The server hands a message to the spool (whole, for the committer thread to write: most
+//! mail; or streamed into its file from `spawn_blocking`: this crate is plain blocking `std` +
+//! `libc`, no tokio), awaits its commit (a future that needs no runtime, so no thread waits
+//! for the batch's flush), answers `K` only once it is durable, and the delivery
 //! runner and `nullq queue` tools read it back, record per-recipient results, and remove it.
 //!
 //! # Map
 //! - [`Spool`] (`spool.rs`): open with recovery, list, load, message, save_state, remove.
 //! - `layout.rs`: the names of the directories and files under `ROOT`, and their paths.
-//! - [`Incoming`] (`incoming.rs`): receiving into `tmp/ID` and renaming into `queue/ID`.
-//! - [`Committer`], [`Renamed`], [`PendingCommit`] (`commit.rs`): group commit, one `queue/`
-//!   fsync for every waiting caller, by one committer thread per spool; a caller waits blocking
-//!   or awaits the answer (`reply.rs`: the one-shot channel it comes on, plain `std`).
+//! - [`Incoming`] (`incoming.rs`): receiving into `tmp/ID` as the message arrives; the file
+//!   itself is written, sealed and renamed into `queue/ID` by `writer.rs` (also for the
+//!   committer thread's [`Spool::store`]).
+//! - [`Committer`], [`Renamed`], [`PendingCommit`] (`commit.rs`): group commit, one flush for
+//!   every waiting caller, by one committer thread per spool; a caller waits blocking or awaits
+//!   the answer (`reply.rs`: the one-shot channel it comes on, plain `std`). `ledger.rs`: what
+//!   the committer's handles and thread share (uncommitted ids, counts, the poison).
+//! - [`Flush`] (`flush.rs`): how a batch is flushed (one `syncfs`, or `fdatasync`s issued
+//!   together and one fsync of `queue/`), and the batch's writing and flushing.
 //! - [`Envelope`] and the message file format (`format.rs`, no I/O); [`MessageReader`] and
 //!   the checks on reading (`reader.rs`).
 //! - [`DeliveryState`] (`state.rs`): per-recipient state and its file format.
@@ -26,14 +32,15 @@
 //!   [`SpoolError::is_full`] (disk or quota full) for a better log line and reply text.
 //! - [`pull_trigger`] (`trigger.rs`): `ROOT/trigger`, waking the runner without signals.
 //! - [`fault`]: a failing directory fsync on demand, for tests; debug builds only.
-//! - `sys.rs`: the system calls durability rests on (fdatasync, checked close, directory fsync,
-//!   `renameat2(RENAME_NOREPLACE)`, flock).
+//! - `sys.rs`: the system calls durability rests on (fdatasync, syncfs, checked close,
+//!   directory fsync, `renameat2(RENAME_NOREPLACE)`, flock).
 //!
 //! # Layout (a contract; see also `docs/spool.md`)
 //! ```text
 //! ROOT/
 //!   tmp/        files being received, and state updates being written, each flock'd by its
-//!               writer until it leaves tmp/; deleted at open unless their lock is held
+//!               writer until it leaves tmp/ (unless that writer holds `lock`); deleted at
+//!               open unless their lock is held
 //!   queue/ID    committed messages: one self-checking file each, immutable once committed
 //!   state/ID    per-recipient delivery state, replaced atomically; absent = all pending
 //!   corrupt/    files that failed the check at open or when loaded for delivery, moved here
@@ -43,16 +50,18 @@
 //! ```
 //!
 //! # The life of a message
-//! 1. **receiving**: `tmp/ID` is being written ([`Spool::receive`], [`Incoming::write`]).
+//! 1. **receiving**: `tmp/ID` is being written ([`Spool::receive`], [`Incoming::write`]; or
+//!    by the committer thread, for a message handed over whole with [`Spool::store`]).
 //!    Crash or drop: the file is deleted (a crash's at the next open, which finds its lock
 //!    free); the client had no `K` and sends again.
 //! 2. **written**: envelope and trailer appended ([`Incoming::finish`]). Still in `tmp/`: a
 //!    crash deletes it.
-//! 3. **renamed**: `tmp/ID` → `queue/ID` without replacing, then `fdatasync`ed and closed
-//!    ([`Renamed`]). A crash may keep it (whole or, before the fdatasync, torn: moved to
-//!    `corrupt/` at open) or lose it; no `K` was sent either way.
-//! 4. **committed**: `queue/` fsynced ([`Renamed::commit`], or [`Renamed::submit`] awaited).
-//!    Now, and only now, answer `K`.
+//! 3. **renamed**: `tmp/ID` → `queue/ID` without replacing, not yet synced ([`Renamed`]). A
+//!    crash may keep it (whole or torn: moved to `corrupt/` at open) or lose it; no `K` was
+//!    sent either way.
+//! 4. **committed**: the committer's flush of its batch (one `syncfs`, or the files'
+//!    `fdatasync`s and one fsync of `queue/`: [`Flush`]) returned ([`Renamed::commit`],
+//!    [`Renamed::submit`] awaited, [`Spool::store`]'s answer). Now, and only now, answer `K`.
 //!    No `state/ID` yet: every recipient pending.
 //! 5. **delivering**: `state/ID` records each result ([`Spool::save_state`]) before it is acted
 //!    upon; a crash repeats a delivery at worst, never skips one.
@@ -84,10 +93,12 @@
 mod commit;
 mod error;
 pub mod fault;
+mod flush;
 mod format;
 mod id;
 mod incoming;
 mod layout;
+mod ledger;
 mod reader;
 mod recover;
 mod reply;
@@ -95,9 +106,11 @@ mod spool;
 mod state;
 mod sys;
 mod trigger;
+mod writer;
 
 pub use commit::{Committer, PendingCommit, Renamed};
 pub use error::{SpoolError, Step};
+pub use flush::Flush;
 pub use format::Envelope;
 pub use id::{BadQueueId, QueueId};
 pub use incoming::Incoming;

@@ -13,6 +13,7 @@ pub(crate) fn channel<T>() -> (Sender<T>, Receiver<T>) {
             value: None,
             closed: false,
             waker: None,
+            blocked: false,
         }),
         ready: Condvar::new(),
     });
@@ -30,6 +31,9 @@ struct Inner<T> {
     closed: bool,
     /// The task to wake when the sender is done, if the receiver is polled as a future.
     waker: Option<Waker>,
+    /// A thread is blocked in [`Receiver::wait`]: only then is the condvar notified (a
+    /// notification is a system call, and most receivers are futures).
+    blocked: bool,
 }
 
 impl<T> Slot<T> {
@@ -53,12 +57,16 @@ impl<T> Sender<T> {
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        let waker = {
+        // `blocked` is read under the lock a waiter sets it under, before it waits: a waiter
+        // that set it has released the lock only by waiting, so the notification reaches it.
+        let (waker, blocked) = {
             let mut inner = self.slot.lock();
             inner.closed = true;
-            inner.waker.take()
+            (inner.waker.take(), inner.blocked)
         };
-        self.slot.ready.notify_all();
+        if blocked {
+            self.slot.ready.notify_all();
+        }
         // Woken outside the lock: a waker may poll at once, on this thread.
         if let Some(waker) = waker {
             waker.wake();
@@ -88,6 +96,7 @@ impl<T> Receiver<T> {
             if inner.closed {
                 return None;
             }
+            inner.blocked = true;
             inner = self
                 .slot
                 .ready

@@ -6,8 +6,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::commit::Committer;
+use crate::commit::{Committer, PendingCommit};
 use crate::error::{Result, SpoolError, Step};
+use crate::flush::Flush;
 use crate::format::Envelope;
 use crate::id::QueueId;
 use crate::incoming::Incoming;
@@ -16,6 +17,7 @@ use crate::reader::{MessageFile, MessageReader};
 use crate::recover::{self, RecoveryReport};
 use crate::state::DeliveryState;
 use crate::sys;
+use crate::writer::Intake;
 
 /// A spool directory. Cheap to clone; clones share one [`Committer`] and one lock.
 #[derive(Debug, Clone)]
@@ -26,6 +28,10 @@ pub struct Spool {
 #[derive(Debug)]
 struct Inner {
     dirs: Dirs,
+    /// Where [`Spool::receive`] creates its files.
+    intake: Intake,
+    /// How the committer flushes its batches (decided: never `Auto`).
+    flush: Flush,
     committer: Committer,
     /// Holds the `flock` on `ROOT/lock` for as long as the spool is open (None when attached).
     _lock: Option<File>,
@@ -51,6 +57,11 @@ impl Spool {
     /// everything in `tmp/`, checks every file in `queue/` (moving bad ones to `corrupt/`),
     /// and removes or sets aside bad `state/` files. See the report for what it did.
     pub fn open(root: impl AsRef<Path>) -> Result<(Spool, RecoveryReport)> {
+        Spool::open_with(root, Flush::default())
+    }
+
+    /// [`Spool::open`] with the committer making its batches durable the way `flush` says.
+    pub fn open_with(root: impl AsRef<Path>, flush: Flush) -> Result<(Spool, RecoveryReport)> {
         let dirs = Dirs::new(root.as_ref());
         let mut created = sys::mkdir(&dirs.root)?;
         for dir in dirs.subdirs() {
@@ -61,10 +72,13 @@ impl Spool {
         }
         let lock = sys::lock_file(&dirs.lock())?;
         let report = recover::recover(&dirs)?;
-        let committer = Committer::for_dir(dirs.queue.clone())?;
+        let flush = flush.resolve(&dirs.root);
+        let committer = Committer::for_dir(dirs.queue.clone(), flush, Intake::new(&dirs, true)?)?;
         Ok((
             Spool {
                 inner: Arc::new(Inner {
+                    intake: Intake::new(&dirs, true)?,
+                    flush,
                     dirs,
                     committer,
                     _lock: Some(lock),
@@ -81,9 +95,12 @@ impl Spool {
         for dir in dirs.subdirs() {
             sys::open_dir(dir)?;
         }
-        let committer = Committer::for_dir(dirs.queue.clone())?;
+        let committer =
+            Committer::for_dir(dirs.queue.clone(), Flush::Files, Intake::new(&dirs, false)?)?;
         Ok(Spool {
             inner: Arc::new(Inner {
+                intake: Intake::new(&dirs, false)?,
+                flush: Flush::Files,
                 dirs,
                 committer,
                 _lock: None,
@@ -102,6 +119,11 @@ impl Spool {
         crate::trigger::bind(self.root())
     }
 
+    /// How this spool's committer makes its batches durable ([`Flush::Auto`] decided at open).
+    pub fn flush(&self) -> Flush {
+        self.inner.flush
+    }
+
     /// The spool's root directory.
     pub fn root(&self) -> &Path {
         &self.inner.dirs.root
@@ -118,7 +140,16 @@ impl Spool {
         if let Some(e) = self.inner.committer.refusal() {
             return Err(e);
         }
-        Incoming::create(&self.inner.dirs, self.committer())
+        Incoming::create(&self.inner.intake, self.committer())
+    }
+
+    /// Stores a message that is whole in memory (`message`: its bytes, the server's `Received`
+    /// lines first): the committer thread writes its file, renames it into `queue/` and makes
+    /// it durable with the batch it is in, so that the caller's thread does no file work at
+    /// all. The answer is [`crate::Renamed::commit`]'s, with the id the thread gave the message: only
+    /// `Ok` allows a `K`. A failure to write it (a full disk) refuses this message alone.
+    pub fn store(&self, message: Vec<u8>, envelope: Envelope) -> PendingCommit {
+        self.inner.committer.store(message, envelope)
     }
 
     /// Ids of the committed messages, oldest first. Names in `queue/` that are not ids are
@@ -287,7 +318,8 @@ mod tests {
             panic!("a fresh spool has one owner")
         };
         let calls = AtomicU64::new(0);
-        let committer = Committer::with_sync(inner.dirs.queue.clone(), move || {
+        let intake = Intake::new(&inner.dirs, true).expect("intake");
+        let committer = Committer::with_sync_storing(inner.dirs.queue.clone(), intake, move || {
             if calls.fetch_add(1, Ordering::SeqCst) + 1 == n {
                 Err(io::Error::from_raw_os_error(libc::EIO))
             } else {
@@ -369,5 +401,28 @@ mod tests {
             (2, 1),
             "no fsync is tried after the failure"
         );
+    }
+
+    #[test]
+    fn a_stored_message_is_refused_with_its_batch_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("spool");
+        let spool = failing_spool(&root, 2);
+        let a = spool
+            .store(b"Subject: a\n\na\n".to_vec(), envelope())
+            .wait();
+        let a = a.expect("flush 1 succeeds");
+        assert_eq!(spool.list().expect("list"), vec![a]);
+        let e = spool.store(b"b".to_vec(), envelope()).wait().err();
+        assert!(
+            matches!(&e, Some(e) if e.step() == Step::DirFsync && !e.is_poisoned()),
+            "{e:?}"
+        );
+        let e = spool.store(b"c".to_vec(), envelope()).wait().err();
+        assert!(matches!(&e, Some(e) if e.is_poisoned()), "{e:?}");
+        // Only the first is queued; the refused ones were unlinked (or never written).
+        assert_eq!(spool.list().expect("list"), vec![a]);
+        assert_eq!(count(&root.join("tmp")), 0);
+        assert!(!spool.committer().is_uncommitted(&a));
     }
 }

@@ -61,6 +61,26 @@ pub(crate) fn sync_and_close(file: File, path: &Path) -> Result<()> {
     nullq_fs::close(file).map_err(|e| SpoolError::io(Step::Close, path, e))
 }
 
+/// `syncfs(2)` of the filesystem holding `fd`: writes back every dirty file of it and commits
+/// its journal. Reports (once per descriptor) any writeback error on that filesystem since the
+/// last call (Linux 5.8 and later).
+pub(crate) fn syncfs(fd: &File) -> io::Result<()> {
+    // SAFETY: syncfs only reads the descriptor, which `fd` keeps open for the call.
+    if unsafe { libc::syncfs(fd.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Starts writing `file`'s dirty pages back without waiting (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`): a hint, so errors are ignored; the `fdatasync` that follows
+/// reports them.
+pub(crate) fn start_writeback(file: &File) {
+    // SAFETY: sync_file_range only acts on the descriptor, which `file` keeps open.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
 /// Renames `from` to `to`, failing with `EEXIST` rather than replacing `to` (no directory
 /// fsync: the committer makes a batch of renames durable at once).
 pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {

@@ -30,6 +30,7 @@ mod log;
 mod metrics;
 mod policy;
 mod smtp;
+mod spool;
 mod target;
 mod tls;
 
@@ -43,6 +44,7 @@ pub use log::{LogConfig, LogFormat};
 pub use metrics::{parse_metrics_listen, MetricsConfig};
 pub use policy::{ClientPolicy, PolicyConfig};
 pub use smtp::{SmtpConfig, StartTls};
+pub use spool::SpoolFlush;
 pub use target::{split_command, Target};
 pub use tls::{parse_tls_listen, TlsConfig};
 
@@ -61,6 +63,12 @@ pub struct ServerConfig {
     /// The spool directory. Default `./nullq-data`. Mirrors qmail's queue directory
     /// (`/var/qmail/queue`) and Postfix's `queue_directory`.
     pub data_dir: PathBuf,
+    /// How the spool makes a batch of received messages durable before `K`: `auto` (the
+    /// default: `filesystem` when the spool has a filesystem of its own, else `files`),
+    /// `files` (an `fdatasync` of each message file, issued together, then one `fsync` of
+    /// `queue/`) or `filesystem` (one `syncfs` of the spool's filesystem per batch). See
+    /// docs/spool.md. Mirrors nothing in qmail or Postfix, which fsync each queue file alone.
+    pub spool_flush: SpoolFlush,
     /// The name this server gives itself in `Received:` headers. Default: unset, meaning the
     /// machine's host name at run time (see [`ServerConfig::local_name`]). Mirrors qmail's
     /// `control/me` (qmail-qmqpd writes `$TCPLOCALHOST`) and Postfix's `myhostname`.
@@ -101,6 +109,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 6628))],
             data_dir: PathBuf::from("./nullq-data"),
+            spool_flush: SpoolFlush::default(),
             hostname: None,
             user: None,
             group: None,
@@ -599,6 +608,7 @@ mod tests {
         for key in [
             "listen",
             "data_dir",
+            "spool_flush",
             "databytes",
             "error_delay_secs",
             "format",

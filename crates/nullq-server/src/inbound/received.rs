@@ -15,8 +15,8 @@ use crate::inbound::peer::{Peer, TlsInfo};
 
 /// The Received lines for a message from `peer`, arriving at `when`.
 pub fn header(peer: &Peer, local_name: &str, when: SystemTime) -> String {
-    let mut lines =
-        queue_received(std::process::id(), "from network", when).replacen("(qmail ", "(nullq ", 1);
+    let mut lines = queue_received(nullq_fs::host::process_id(), "from network", when)
+        .replacen("(qmail ", "(nullq ", 1);
     let (protocol, tls) = match &peer.tls {
         None => ("QMQP", None),
         Some(tls) => ("QMQPS", Some(tls_comment(tls))),

@@ -17,8 +17,10 @@
 //!    timeout (a client gone quiet gets its `D` then) and by the session's deadline; a client
 //!    that closes its side early gets the `D` at once. qmail-qmqpd, too, reads the whole message
 //!    before it answers.
-//! 3. otherwise the file is finished (envelope, trailer, fdatasync), renamed into `queue/`, and the
-//!    group committer fsyncs the directory; only then is `K` written. A spool failure is a `Z`,
+//! 3. otherwise the message goes to the spool's committer: whole, if it fit in the session's
+//!    buffer (the committer thread writes its file), or its file finished (envelope, trailer)
+//!    and renamed into `queue/`; the committer flushes it with its batch; only then is `K`
+//!    written. A spool failure is a `Z`,
 //!    and a refused commit has unlinked its file from `queue/` again: a message answered `Z` is
 //!    never delivered. A failed directory fsync (or a commit refused since one failed) is also
 //!    logged at ERROR, once, and stops `nullq serve` ([`Context::commit_failed`]); from then on
@@ -561,30 +563,35 @@ async fn spill(ctx: &Arc<Context>, r: &mut Receiving) -> Result<(), Stop> {
     }
 }
 
-/// Write what is left, finish the file and commit it (group fsync). Returns the queue id.
+/// Write what is left, finish the file and commit it (group commit). Returns the queue id.
+///
+/// A message that never outgrew the session's buffer (most mail) is handed whole to the spool's
+/// committer thread, which writes, renames and flushes it with its batch: no blocking-pool
+/// thread and no handoff beyond the commit's own. A larger one has its file already; what is
+/// left is written and the file finished on the blocking pool, then committed.
 async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<String, Stop> {
-    let spool = ctx.spool.clone();
-    let slot = disk_slot(ctx).await?;
-    let joined = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        let mut file = match r.file {
-            Some(f) => f,
-            None => spool.receive()?,
-        };
-        file.write(&r.buffer)?;
-        file.finish(&envelope)
-    })
-    .await;
-    // The group fsync is awaited here, not in the blocking pool: a thousand sessions waiting
-    // for it hold no thread, and the runner's file reads are not queued behind them.
-    let joined = match joined {
-        Ok(Ok(renamed)) => {
-            let started = Instant::now();
-            Ok(renamed.submit().await.map(|id| (id, started.elapsed())))
+    let started = Instant::now();
+    let joined = match r.file {
+        None => Ok(ctx.spool.store(r.buffer, envelope).await),
+        Some(mut file) => {
+            let slot = disk_slot(ctx).await?;
+            let buffer = r.buffer;
+            let finished = tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                file.write(&buffer)?;
+                file.finish(&envelope)
+            })
+            .await;
+            // The commit is awaited here, not in the blocking pool: a thousand sessions waiting
+            // for it hold no thread, and the runner's file reads are not queued behind them.
+            match finished {
+                Ok(Ok(renamed)) => Ok(renamed.submit().await),
+                Ok(Err(e)) => Ok(Err(e)),
+                Err(e) => Err(e),
+            }
         }
-        Ok(Err(e)) => Ok(Err(e)),
-        Err(e) => Err(e),
     };
+    let joined = joined.map(|r| r.map(|id| (id, started.elapsed())));
     match joined {
         Ok(Ok((id, took))) => {
             ctx.metrics.commit_took(took);

@@ -19,6 +19,10 @@ pub struct CommonArgs {
     /// Spool and state directory [default: ./nullq-data].
     #[arg(long, value_name = "DIR")]
     pub(crate) data: Option<PathBuf>,
+    /// How a batch of received messages is made durable: auto, files or filesystem
+    /// [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub(crate) spool_flush: Option<nullq_config::server::SpoolFlush>,
     /// Access rules: a tcprules text file or a tcprules-compiled cdb.
     #[arg(long, value_name = "FILE")]
     pub(crate) rules: Option<PathBuf>,
@@ -81,6 +85,9 @@ pub(crate) fn configure(common: &CommonArgs) -> Result<ServerConfig, StartError>
     };
     if let Some(d) = &common.data {
         config.data_dir.clone_from(d);
+    }
+    if let Some(f) = common.spool_flush {
+        config.spool_flush = f;
     }
     if let Some(r) = &common.rules {
         config.access.rules = Some(r.clone());

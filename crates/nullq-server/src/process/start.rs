@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use nullq_config::server::ServerConfig;
-use nullq_spool::Spool;
+use nullq_config::server::{ServerConfig, SpoolFlush};
+use nullq_spool::{Flush, Spool};
 
 use crate::inbound::access::Access;
 use crate::inbound::tls::ServerTls;
@@ -38,11 +38,22 @@ pub(crate) fn drop_privileges(config: &ServerConfig) -> Result<(), PrivilegeErro
 }
 
 pub(crate) fn open_spool(config: &ServerConfig) -> Result<Spool, StartError> {
-    let (spool, report) = Spool::open(&config.data_dir).map_err(|source| StartError::Spool {
-        dir: config.data_dir.clone(),
-        source,
-    })?;
+    let flush = match config.spool_flush {
+        SpoolFlush::Auto => Flush::Auto,
+        SpoolFlush::Files => Flush::Files,
+        SpoolFlush::Filesystem => Flush::Filesystem,
+    };
+    let (spool, report) =
+        Spool::open_with(&config.data_dir, flush).map_err(|source| StartError::Spool {
+            dir: config.data_dir.clone(),
+            source,
+        })?;
     tracing::info!(target: "nullq::spool", "recovery: {report}");
+    tracing::info!(target: "nullq::spool", "commits: flush={} (spool_flush={})", spool.flush(), match config.spool_flush {
+        SpoolFlush::Auto => "auto",
+        SpoolFlush::Files => "files",
+        SpoolFlush::Filesystem => "filesystem",
+    });
     if let Some(n) = nullq_spool::fault::armed() {
         tracing::warn!(target: "nullq::spool", "fault injection: {}={n}: directory fsync {n} of the queue will fail with EIO (a debug build, for tests)", nullq_spool::fault::DIR_FSYNC);
     }

@@ -119,6 +119,19 @@ fn a_full_disk_fails_with_is_full_and_leaves_nothing_behind() {
     assert!(err.is_full(), "{err}");
     assert_spool_empty(&spool);
 
+    // 2b. The same message stored whole (the committer thread writes it): refused alone, with
+    //     nothing left, and the spool still works.
+    let err = spool
+        .store(
+            b"Subject: small\n\nfits in the buffer\n".to_vec(),
+            envelope(2),
+        )
+        .wait()
+        .unwrap_err();
+    assert!(err.is_full(), "{err}");
+    assert!(!err.is_poisoned(), "{err}");
+    assert_spool_empty(&spool);
+
     // 3. With room again, the same spool works; a state update on a full disk fails and the
     //    old state stands.
     std::fs::remove_file(&filler).unwrap();
@@ -126,6 +139,9 @@ fn a_full_disk_fails_with_is_full_and_leaves_nothing_behind() {
     incoming.write(b"ok").unwrap();
     let id = incoming.finish(&envelope(1)).unwrap().commit().unwrap();
     assert_eq!(spool.list().unwrap(), vec![id]);
+    let stored = spool.store(b"ok too".to_vec(), envelope(1)).wait().unwrap();
+    assert_eq!(spool.list().unwrap(), vec![id, stored]);
+    assert!(spool.remove(&stored).is_ok());
     fill(&filler);
     let long = RecipientState {
         status: Status::Failed,

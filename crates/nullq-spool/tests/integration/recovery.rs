@@ -35,9 +35,10 @@ fn open_deletes_tmp_leftovers_and_reports_them() {
     std::fs::create_dir(tmp.join("dir")).unwrap();
     std::fs::write(tmp.join("dir/inner"), b"x").unwrap();
     std::os::unix::fs::symlink(spool.root().join("lock"), tmp.join("link")).unwrap();
-    // A receive whose writer still has it open (here: forgotten, its descriptor never closed):
-    // locked, so in use.
-    let mut receiving = spool.receive().unwrap();
+    // A receive whose writer still has it open (here: forgotten, its descriptor never closed)
+    // in a process that only attached to the spool, as `nullq qmqpd` does: locked, so in use.
+    let attached = Spool::attach(spool.root()).unwrap();
+    let mut receiving = attached.receive().unwrap();
     receiving.write(b"half a message").unwrap();
     let receiving_path = tmp.join(receiving.id().to_string());
     std::mem::forget(receiving);
@@ -355,11 +356,14 @@ fn open_keeps_a_tmp_file_another_process_holds_locked() {
     assert!(names(&tmp).is_empty());
 }
 
-/// The spool's own receivers and state updates lock their tmp/ files from creation until they
-/// leave tmp/: an open elsewhere meanwhile keeps them.
+/// A receiver in a process that only attached to the spool (`nullq qmqpd`, while a `nullq
+/// deliver` may start and clean tmp/) locks its tmp/ file from creation until it leaves tmp/:
+/// an open elsewhere meanwhile keeps it. (The process that opened the spool needs no such lock:
+/// no other process can open it, and so clean its tmp/, while that one holds the spool's lock.)
 #[test]
 fn a_receiving_message_and_its_lock_last_until_it_leaves_tmp() {
-    let (_dir, spool) = spool();
+    let (_dir, opened) = spool();
+    let spool = Spool::attach(opened.root()).unwrap();
     let tmp = spool.root().join("tmp");
     let mut incoming = spool.receive().unwrap();
     incoming.write(b"Subject: x\n\nbody\n").unwrap();

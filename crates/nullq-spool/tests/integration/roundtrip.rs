@@ -145,3 +145,55 @@ fn load_and_message_of_an_unknown_id_are_not_found() {
     assert!(spool.load(&id).unwrap_err().is_not_found());
     assert!(spool.message(&id).unwrap_err().is_not_found());
 }
+
+/// `Spool::store`: the committer thread writes a message that is whole in memory, in every
+/// flush mode, from many threads at once; each reads back exactly, and each was answered once
+/// it was in `queue/` and durable.
+#[test]
+fn stored_messages_read_back_exactly_in_every_flush_mode() {
+    use nullq_spool::{Flush, Spool};
+    for flush in [Flush::Files, Flush::Filesystem] {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let (spool, _) = Spool::open_with(dir.path().join("spool"), flush).unwrap();
+        assert_eq!(spool.flush(), flush);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let spool = spool.clone();
+                std::thread::spawn(move || {
+                    (0..25)
+                        .map(|i| {
+                            let body = format!("Subject: {t}/{i}\n\n{}\n", "x".repeat(i * 40));
+                            let id = spool.store(body.clone().into_bytes(), envelope(2));
+                            (id.wait().unwrap(), body)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let stored: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(spool.list().unwrap().len(), 200, "{flush}");
+        for (id, body) in &stored {
+            assert_eq!(message(&spool, id), body.as_bytes(), "{flush}");
+            assert_eq!(spool.load(id).unwrap().envelope, envelope(2));
+            spool.verify(id).unwrap();
+        }
+        assert!(names(&spool.root().join("tmp")).is_empty());
+        let (flushes, commits) = spool.committer().stats();
+        assert_eq!(commits, 200);
+        assert!((1..=200).contains(&flushes), "{flushes} flushes");
+    }
+}
+
+/// `auto` decides by where the spool is: a spool in a plain directory of a filesystem that
+/// holds other things too is flushed file by file.
+#[test]
+fn auto_flushes_file_by_file_in_a_shared_directory() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let root = dir.path().join("a").join("spool");
+    std::fs::create_dir_all(root.parent().unwrap()).unwrap();
+    let (spool, _) = nullq_spool::Spool::open(&root).unwrap();
+    assert_eq!(spool.flush(), nullq_spool::Flush::Files);
+}

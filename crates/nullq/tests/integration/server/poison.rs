@@ -59,7 +59,9 @@ fn serve_cmd(data: &Path, target: &str, log_level: &str) -> Command {
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .args(["--error-delay", "0", "--hostname", "mx.test"])
-        .args(["--log-level", log_level, "--deliver", target]);
+        .args(["--log-level", log_level, "--deliver", target])
+        // The fault hits the directory fsync, the last step of a batch flushed file by file.
+        .args(["--spool-flush", "files"]);
     cmd
 }
 

@@ -1,0 +1,370 @@
+//! How the committer thread makes a batch durable: the [`Flush`] modes, and the [`Flusher`]
+//! that writes the batch's stored messages and flushes it, deciding each message's
+//! [`Outcome`]. `commit.rs` owns the thread, the batches and the answers.
+//!
+//! Measured on the 2-core machine (`bench/flush-cost.sh`, BENCHMARKS.md): one `syncfs` of a
+//! loop-mounted ext4 holding 50 fresh 1 KB files takes about 5 ms, as does one `fdatasync`
+//! each issued together from a few threads; the same fdatasyncs one after another take 22 ms,
+//! each paying its own device flush. So a batch is flushed at once, never file after file.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use crate::error::{copy_io, Result, SpoolError, Step};
+use crate::format::Envelope;
+use crate::id::QueueId;
+use crate::ledger::Ledger;
+use crate::reply;
+use crate::writer::{Intake, MessageWriter};
+
+/// One waiting caller: its message and where to answer.
+pub(crate) struct Request {
+    pub(crate) work: Work,
+    pub(crate) reply: reply::Sender<Result<QueueId>>,
+}
+
+/// What a caller hands the thread.
+pub(crate) enum Work {
+    /// A message the caller renamed into `queue/` already, its file still open and not synced
+    /// (`None` only for the batching tests' requests, which have no file).
+    Renamed(QueueId, Option<File>),
+    /// A message whole in memory (its `Received` lines first) and its envelope: the thread
+    /// writes its file, renames it and commits it with the batch ([`crate::Spool::store`]).
+    Store(Vec<u8>, Envelope),
+}
+
+/// One message of the batch being flushed, in the thread.
+pub(crate) struct Entry {
+    /// `None`: a [`Work::Store`] refused before it had a file.
+    pub(crate) id: Option<QueueId>,
+    /// The file to sync (taken when synced or closed).
+    pub(crate) file: Option<File>,
+    /// `None` while the message waits for the batch's flush.
+    pub(crate) outcome: Option<Outcome>,
+    pub(crate) reply: reply::Sender<Result<QueueId>>,
+}
+
+/// A flush step: `fsync` of `queue/`, or `syncfs` of its filesystem (tests use fakes).
+pub(crate) type SyncFn = Box<dyn FnMut() -> io::Result<()> + Send>;
+
+/// How the committer makes a batch of messages durable (`spool_flush` in the server's
+/// configuration, `--spool-flush`). Every mode keeps the same promise: a commit is answered
+/// `Ok` only once the message's file, its inode and its name in `queue/` would survive a power
+/// cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flush {
+    /// [`Flush::Filesystem`] if the spool has a filesystem of its own (its directory, or the
+    /// directory holding it, is the root of a mounted filesystem), else [`Flush::Files`].
+    #[default]
+    Auto,
+    /// `fdatasync` of each message file of the batch, issued together from a few threads
+    /// (their writeback started first) so that the filesystem merges them into one journal
+    /// commit, then one `fsync` of `queue/`. Right wherever the spool lives.
+    Files,
+    /// One `syncfs(2)` of the spool's filesystem per batch: data, inodes and renames of the
+    /// whole batch with one journal commit and one device flush. It also writes back whatever
+    /// else is dirty on that filesystem, so it is for a spool with a filesystem of its own.
+    /// After a failed `syncfs` the committer flushes [`Flush::Files`] for good.
+    Filesystem,
+}
+
+impl Flush {
+    /// The mode for a spool at `root`: `Auto` decided, the others as they are.
+    pub(crate) fn resolve(self, root: &Path) -> Flush {
+        match self {
+            Flush::Auto if own_filesystem(root) => Flush::Filesystem,
+            Flush::Auto => Flush::Files,
+            other => other,
+        }
+    }
+}
+
+impl std::fmt::Display for Flush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Flush::Auto => "auto",
+            Flush::Files => "files",
+            Flush::Filesystem => "filesystem",
+        })
+    }
+}
+
+/// True if `root` or its parent is where a filesystem is mounted (its device differs from its
+/// parent's). `/` itself does not count: the root filesystem holds everything else too.
+fn own_filesystem(root: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    let is_mount = |p: &Path| match (dev(p), dev(&p.join(".."))) {
+        (Some(a), Some(b)) => a != b,
+        _ => false,
+    };
+    is_mount(root) || is_mount(&root.join(".."))
+}
+
+/// How a batch, or one message of it, ended.
+pub(crate) enum Outcome {
+    Durable,
+    /// This message alone failed: writing its file (a [`Work::Store`]), or its own
+    /// `fdatasync` or `close`.
+    FileFailed(SpoolError),
+    /// This batch's flush failed.
+    Failed(io::Error),
+    /// An earlier flush failed (or the thread is gone): no flush was tried.
+    Poisoned(io::Error),
+}
+
+/// How many threads issue a batch's fdatasyncs together in [`Flush::Files`] mode: enough for
+/// the filesystem to merge them (4 already does on ext4), few enough to cost nothing idle.
+const SYNC_THREADS: usize = 8;
+
+/// The writing half of the committer: turns each request into an entry of the next batch,
+/// writing and renaming a stored message's file first.
+pub(crate) struct Writer {
+    /// Where [`Work::Store`] messages are written (`None` in the batching tests).
+    intake: Option<Intake>,
+}
+
+impl Writer {
+    pub(crate) fn new(intake: Option<Intake>) -> Writer {
+        Writer { intake }
+    }
+
+    /// The entry for one request. A stored message is written and renamed into `queue/` now,
+    /// unless the committer is poisoned (then it is refused without a file).
+    pub(crate) fn entry(&self, ledger: &Ledger, request: Request) -> Entry {
+        let Request { work, reply } = request;
+        let (id, file, outcome) = match work {
+            Work::Renamed(id, file) => (Some(id), file, None),
+            Work::Store(message, envelope) => match self.write(ledger, &message, &envelope) {
+                Ok((id, file)) => (Some(id), Some(file), None),
+                Err(e) if e.is_poisoned() => (None, None, None),
+                Err(e) => (None, None, Some(Outcome::FileFailed(e))),
+            },
+        };
+        Entry {
+            id,
+            file,
+            outcome,
+            reply,
+        }
+    }
+
+    /// Writes a stored message's file and renames it into `queue/`.
+    fn write(
+        &self,
+        ledger: &Ledger,
+        message: &[u8],
+        envelope: &Envelope,
+    ) -> Result<(QueueId, File)> {
+        let Some(intake) = &self.intake else {
+            let e = io::Error::other("this committer stores no messages");
+            return Err(SpoolError::io(Step::Create, ledger.dir(), e));
+        };
+        if let Some(e) = ledger.refusal() {
+            return Err(e);
+        }
+        let mut writer = MessageWriter::create(intake)?;
+        writer.write(message)?;
+        writer.finish(envelope, ledger)
+    }
+}
+
+/// The flushing half of the committer: makes a batch durable. Every message of a batch is in
+/// `queue/` before the batch's flush starts: renamed by its caller before the request was
+/// sent, or by the [`Writer`] before it handed the entry over.
+pub(crate) struct Flusher {
+    /// `fsync` of `queue/`: the last step of a batch flushed file by file.
+    sync_dir: SyncFn,
+    /// `syncfs` of the spool's filesystem ([`Flush::Filesystem`]); `None` flushes file by file,
+    /// and so does every batch after a `syncfs` failed.
+    sync_fs: Option<SyncFn>,
+    /// The threads that sync a batch's files together; started on first use.
+    pool: Option<SyncPool>,
+}
+
+impl Flusher {
+    pub(crate) fn new(sync_dir: SyncFn, sync_fs: Option<SyncFn>) -> Flusher {
+        Flusher {
+            sync_dir,
+            sync_fs,
+            pool: None,
+        }
+    }
+
+    /// Flushes the entries still waiting (`outcome` `None`), deciding each.
+    pub(crate) fn flush(&mut self, ledger: &Ledger, batch: &mut [Entry]) {
+        if let Some(sync_fs) = self.sync_fs.as_mut() {
+            // One call writes back every dirty file of the filesystem and commits its journal:
+            // the batch's data, inodes and renames with one device flush.
+            match sync_fs() {
+                Ok(()) => {
+                    for entry in batch.iter_mut().filter(|e| e.outcome.is_none()) {
+                        let closed = entry.file.take().map(nullq_fs::close);
+                        entry.outcome = Some(match closed {
+                            Some(Err(e)) => {
+                                let path = ledger.path_of(entry.id.as_ref());
+                                Outcome::FileFailed(SpoolError::io(Step::Close, &path, e))
+                            }
+                            _ => Outcome::Durable,
+                        });
+                    }
+                    return;
+                }
+                // A writeback error somewhere on the filesystem since the last syncfs (in
+                // another file, maybe), reported once. From now on every file is synced on its
+                // own: each open file sees its own errors, so none is taken as durable on the
+                // strength of an error already reported here.
+                Err(_) => self.sync_fs = None,
+            }
+        }
+        self.sync_files(ledger, batch);
+        let synced = (self.sync_dir)();
+        for entry in batch.iter_mut().filter(|e| e.outcome.is_none()) {
+            entry.outcome = Some(match &synced {
+                Ok(()) => Outcome::Durable,
+                Err(e) => Outcome::Failed(copy_io(e)),
+            });
+        }
+        if let Err(e) = synced {
+            ledger.fail(e);
+        }
+    }
+
+    /// `fdatasync` and `close` of every file of the batch, issued together; a message whose
+    /// file fails is decided (`FileFailed`) and its file unlinked (the directory fsync that
+    /// follows makes that durable).
+    fn sync_files(&mut self, ledger: &Ledger, batch: &mut [Entry]) {
+        // Start the writeback of every file before waiting for any: the device sees them
+        // together, and one journal commit carries all their blocks.
+        for file in batch.iter().filter_map(|e| e.file.as_ref()) {
+            crate::sys::start_writeback(file);
+        }
+        let jobs: Vec<(usize, File, PathBuf)> = batch
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let file = e.file.take()?;
+                Some((i, file, ledger.path_of(e.id.as_ref())))
+            })
+            .collect();
+        let results = match jobs.len() {
+            0 => Vec::new(),
+            1 => jobs
+                .into_iter()
+                .map(|(i, file, path)| (i, crate::sys::sync_and_close(file, &path), path))
+                .collect(),
+            _ => {
+                if self.pool.is_none() {
+                    self.pool = SyncPool::start();
+                }
+                match &self.pool {
+                    Some(pool) => pool.sync_all(jobs),
+                    // No threads to be had: one after another, slower but as safe.
+                    None => jobs
+                        .into_iter()
+                        .map(|(i, file, path)| (i, crate::sys::sync_and_close(file, &path), path))
+                        .collect(),
+                }
+            }
+        };
+        for (i, result, path) in results {
+            if let (Err(e), Some(entry)) = (result, batch.get_mut(i)) {
+                // Its pages may be lost: it must not be delivered.
+                let _ = std::fs::remove_file(&path);
+                entry.outcome = Some(Outcome::FileFailed(e));
+            }
+        }
+    }
+}
+
+/// A file to sync: its place in the batch, the file, its path (for the error).
+type Job = (usize, File, PathBuf);
+/// A synced file: its place in the batch, how its `fdatasync` and `close` went, its path.
+type Synced = (usize, Result<()>, PathBuf);
+
+/// A few threads that `fdatasync` and close files handed to them, so that a batch's syncs are
+/// in flight together. They end when the pool is dropped (with the committer thread).
+struct SyncPool {
+    jobs: Option<mpsc::Sender<Job>>,
+    done: mpsc::Receiver<Synced>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl SyncPool {
+    /// Starts the threads; `None` if not even one could be started.
+    fn start() -> Option<SyncPool> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (report, done) = mpsc::channel::<Synced>();
+        let queue = Arc::new(Mutex::new(queue));
+        let threads: Vec<_> = (0..SYNC_THREADS)
+            .filter_map(|_| {
+                let (queue, report) = (Arc::clone(&queue), report.clone());
+                std::thread::Builder::new()
+                    .name("nullq-sync".into())
+                    .spawn(move || loop {
+                        // The lock is held only to take one job; a panic elsewhere cannot
+                        // leave the receiver half-used.
+                        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                        let Ok((i, file, path)) = job else { return };
+                        // A panic is an answer too (an error), so sync_all never waits forever.
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            crate::sys::sync_and_close(file, &path)
+                        }))
+                        .unwrap_or_else(|_| {
+                            let e = io::Error::other("fdatasync panicked");
+                            Err(SpoolError::io(Step::Fdatasync, &path, e))
+                        });
+                        if report.send((i, result, path)).is_err() {
+                            return;
+                        }
+                    })
+                    .ok()
+            })
+            .collect();
+        (!threads.is_empty()).then_some(SyncPool {
+            jobs: Some(jobs),
+            done,
+            threads,
+        })
+    }
+
+    /// Syncs every file, together; returns when all are done. A job whose thread died (a
+    /// panic) comes back as an error, so its message is refused, never taken as durable.
+    fn sync_all(&self, jobs: Vec<Job>) -> Vec<Synced> {
+        let mut missing: Vec<(usize, PathBuf)> =
+            jobs.iter().map(|(i, _, p)| (*i, p.clone())).collect();
+        let mut results = Vec::with_capacity(jobs.len());
+        if let Some(sender) = &self.jobs {
+            for job in jobs {
+                if sender.send(job).is_err() {
+                    break;
+                }
+            }
+        }
+        while results.len() < missing.len() {
+            match self.done.recv() {
+                Ok(synced) => results.push(synced),
+                Err(_) => break,
+            }
+        }
+        missing.retain(|(i, _)| !results.iter().any(|(j, _, _)| j == i));
+        for (i, path) in missing {
+            let e = io::Error::other("the thread syncing this file is gone");
+            results.push((i, Err(SpoolError::io(Step::Fdatasync, &path, e)), path));
+        }
+        results
+    }
+}
+
+impl Drop for SyncPool {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Writing one message file: created in `tmp/`, written, sealed with its envelope and trailer,
+//! then renamed into `queue/` (not synced: the committer syncs it with its batch). Used by an
+//! [`crate::Incoming`] for a message written as it arrives, and by the committer thread for one
+//! whole in memory ([`crate::Spool::store`]): [`Intake`] is where new files are made,
+//! [`MessageWriter`] the one place that writes them.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use crate::error::{Result, SpoolError, Step};
+use crate::format::{Envelope, Trailer, HEADER};
+use crate::id::QueueId;
+use crate::layout::Dirs;
+use crate::ledger::Ledger;
+use crate::sys;
+
+/// Writes are gathered to this size: the QMQP decoder hands over whatever the socket gave.
+const BUF_SIZE: usize = 64 * 1024;
+
+/// Where new message files are made: `tmp/`, open for the spool's life (not once per message),
+/// and `queue/`, where they are renamed to.
+#[derive(Debug)]
+pub(crate) struct Intake {
+    tmp_fd: OwnedFd,
+    tmp: PathBuf,
+    queue: PathBuf,
+    /// This process opened the spool and holds its lock: no other process cleans `tmp/` while
+    /// it lives (only [`crate::Spool::open`] does, under that lock), so its files need neither
+    /// `tmp/`'s creation lock nor a lock of their own. A spool only attached to (`nullq qmqpd`
+    /// beside a `nullq deliver` that may start and clean `tmp/`) locks each file.
+    owner: bool,
+}
+
+impl Intake {
+    pub(crate) fn new(dirs: &Dirs, owner: bool) -> Result<Intake> {
+        let tmp_fd = nullq_fs::open_dir(&dirs.tmp).map_err(sys::from_fs)?;
+        Ok(Intake {
+            tmp_fd,
+            tmp: dirs.tmp.clone(),
+            queue: dirs.queue.clone(),
+            owner,
+        })
+    }
+
+    /// A new file `tmp/ID` (`O_CREAT|O_EXCL`, mode 0600), locked unless this process owns the
+    /// spool. Ids are unique by construction; `O_EXCL` still refuses to share a file, so on
+    /// `EEXIST` (a restored backup, a clock gone wild) just take the next id.
+    fn create(&self) -> Result<(QueueId, PathBuf, File)> {
+        let mut tries = 0;
+        loop {
+            let id = QueueId::generate();
+            let name = id.to_string();
+            let created = if self.owner {
+                nullq_fs::create_new(&self.tmp_fd, &self.tmp, &name, 0o600)
+            } else {
+                // Locked until the file has left tmp/ (renamed, then closed; or unlinked): a
+                // `Spool::open` in another process removes a tmp/ file only if it can take that
+                // lock, so a file is judged by whether its writer still has it open, not by the
+                // pid in its name. Created under tmp/'s creation lock, so no clean-up ever sees
+                // it unlocked in between.
+                nullq_fs::create_locked(&self.tmp_fd, &self.tmp, &name, 0o600)
+            };
+            match created {
+                Ok(file) => return Ok((id, self.tmp.join(name), file)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 3 => tries += 1,
+                Err(e) => return Err(sys::from_fs(e)),
+            }
+        }
+    }
+}
+
+/// One message file being written in `tmp/ID`. Dropped before [`MessageWriter::finish`] (or
+/// after a failed one), it unlinks the file: nothing half-written stays.
+#[derive(Debug)]
+pub(crate) struct MessageWriter {
+    id: QueueId,
+    path: PathBuf,
+    queue_path: PathBuf,
+    /// `None` once a write failed (the file's content is unknown from then on) or finished.
+    out: Option<BufWriter<File>>,
+    crc: crc32fast::Hasher,
+    written: u64,
+    /// Set once the file is in `queue/`, so that drop leaves it alone.
+    renamed: bool,
+}
+
+impl MessageWriter {
+    /// Creates `tmp/ID` and writes the header (buffered).
+    pub(crate) fn create(intake: &Intake) -> Result<MessageWriter> {
+        let (id, path, file) = intake.create()?;
+        let mut writer = MessageWriter {
+            queue_path: intake.queue.join(id.to_string()),
+            id,
+            path,
+            out: Some(BufWriter::with_capacity(BUF_SIZE, file)),
+            crc: crc32fast::Hasher::new(),
+            written: 0,
+            renamed: false,
+        };
+        writer.put(HEADER)?;
+        Ok(writer)
+    }
+
+    pub(crate) fn id(&self) -> &QueueId {
+        &self.id
+    }
+
+    /// Message bytes written so far (not counting the header).
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends message bytes. After an error the message is abandoned.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.put(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Appends the envelope and trailer and renames `tmp/ID` to `queue/ID` without replacing
+    /// anything, registering the id with the committer's `ledger` as uncommitted first. The file
+    /// is whole before it is renamed, so nothing partial is ever visible in `queue/`; it is not
+    /// synced: the committer syncs it with its batch, and no `K` is sent until it has. Returns
+    /// the id and the open file. Once the committer is poisoned nothing is renamed.
+    pub(crate) fn finish(
+        mut self,
+        envelope: &Envelope,
+        ledger: &Ledger,
+    ) -> Result<(QueueId, File)> {
+        let env = envelope.encode();
+        self.put(&env)?;
+        let trailer = Trailer {
+            msg_len: self.written,
+            env_len: env.len() as u64,
+            crc: self.crc.clone().finalize(),
+        };
+        // The trailer is not part of its own checksum, so it does not go through `put`.
+        let mut out = self.out.take().ok_or_else(|| abandoned(&self.path))?;
+        let file = out
+            .write_all(&trailer.encode())
+            .and_then(|()| out.into_inner().map_err(io::IntoInnerError::into_error))
+            .map_err(|e| SpoolError::io(Step::Write, &self.path, e))?;
+        if let Some(e) = ledger.refusal() {
+            return Err(e); // Drop deletes tmp/ID
+        }
+        ledger.renaming(self.id);
+        if let Err(e) = sys::rename_noreplace(&self.path, &self.queue_path) {
+            ledger.settled(&self.id);
+            return Err(e); // Drop deletes tmp/ID
+        }
+        self.renamed = true;
+        Ok((self.id, file))
+    }
+
+    /// Writes bytes that count towards the checksum.
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        let out = self.out.as_mut().ok_or_else(|| abandoned(&self.path))?;
+        // write_all loops over short writes and turns a zero-length write into an error.
+        if let Err(e) = out.write_all(bytes) {
+            self.discard();
+            return Err(SpoolError::io(Step::Write, &self.path, e));
+        }
+        self.crc.update(bytes);
+        Ok(())
+    }
+
+    /// Closes the file without flushing what is buffered: it is about to be unlinked.
+    fn discard(&mut self) {
+        if let Some(out) = self.out.take() {
+            drop(out.into_parts());
+        }
+    }
+}
+
+fn abandoned(path: &std::path::Path) -> SpoolError {
+    SpoolError::io(
+        Step::Write,
+        path,
+        io::Error::other("an earlier write failed; the message was abandoned"),
+    )
+}
+
+impl Drop for MessageWriter {
+    fn drop(&mut self) {
+        if !self.renamed {
+            self.discard();
+            // Best effort: if this fails, the next start removes it (nothing in tmp/ was acknowledged).
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
