@@ -180,6 +180,18 @@ impl Committer {
         (c.started, c.commits)
     }
 
+    /// The error of a failed `syncfs` after which this committer syncs file by file
+    /// ([`crate::Flush::Filesystem`]), once: the server logs it at ERROR (the disk, or some
+    /// file on it, failed a writeback), though no commit failed.
+    pub fn take_flush_fallback(&self) -> Option<io::Error> {
+        self.shared.state.take_fallback()
+    }
+
+    /// True once a `syncfs` failed and batches are synced file by file.
+    pub(crate) fn has_fallen_back(&self) -> bool {
+        self.shared.state.has_fallen_back()
+    }
+
     /// True once a flush has failed (or the thread is gone); every later commit fails.
     pub fn is_poisoned(&self) -> bool {
         self.shared.state.counts().failed.is_some()
@@ -264,24 +276,43 @@ impl Drop for Shared {
 /// written, doubling the journal commits at 50 sessions and lowering messages a second.
 fn run(state: &Ledger, writer: &Writer, mut flusher: Flusher, requests: &mpsc::Receiver<Request>) {
     while let Ok(first) = requests.recv() {
-        let mut batch: Vec<Entry> = std::iter::once(first)
-            .chain(requests.try_iter())
-            .map(|request| writer.entry(state, request))
-            .collect();
-        let earlier = {
-            let mut c = state.counts();
-            if c.failed.is_none() {
-                c.started += 1;
+        let mut waiting: Vec<Request> = std::iter::once(first).chain(requests.try_iter()).collect();
+        waiting.reverse(); // taken from the end, in arrival order
+        let mut batch: Vec<Entry> = Vec::with_capacity(waiting.len());
+        // A panic (there is none on purpose) must not leave a stored message in queue/ whose
+        // caller is told `Z`, nor a caller waiting: the batch is refused and unlinked, and the
+        // committer poisoned, as for a failed flush.
+        let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            while let Some(request) = waiting.pop() {
+                batch.push(writer.entry(state, request));
             }
-            c.failed.as_ref().map(copy_io)
-        };
-        match earlier {
-            Some(e) => {
-                for entry in batch.iter_mut().filter(|e| e.outcome.is_none()) {
-                    entry.outcome = Some(Outcome::Poisoned(copy_io(&e)));
+            let earlier = {
+                let mut c = state.counts();
+                if c.failed.is_none() {
+                    c.started += 1;
                 }
+                c.failed.as_ref().map(copy_io)
+            };
+            match earlier {
+                Some(e) => {
+                    for entry in batch.iter_mut().filter(|e| e.outcome.is_none()) {
+                        entry.outcome = Some(Outcome::Poisoned(copy_io(&e)));
+                    }
+                }
+                None => flusher.flush(state, &mut batch),
             }
-            None => flusher.flush(state, &mut batch),
+        }));
+        if flushed.is_err() {
+            state.fail(io::Error::other("the committer thread panicked"));
+            let e = state.counts().failed.as_ref().map(copy_io);
+            for entry in batch.iter_mut() {
+                let e = e
+                    .as_ref()
+                    .map_or_else(|| io::Error::other("panicked"), copy_io);
+                entry.outcome = Some(Outcome::Poisoned(e));
+            }
+            // The requests not reached yet drop their answers: refused, with nothing written.
+            drop(waiting);
         }
         let durable = batch
             .iter()
@@ -631,6 +662,10 @@ mod tests {
         // here) and queue/ fsynced, and that is what answers.
         assert!(committer.wait_durable().is_ok(), "fallback after EIO");
         assert_eq!(dir_syncs.load(Ordering::SeqCst), 1);
+        let reported = committer.take_flush_fallback();
+        assert_eq!(reported.and_then(|e| e.raw_os_error()), Some(libc::EIO));
+        assert!(committer.take_flush_fallback().is_none(), "reported once");
+        assert!(committer.has_fallen_back());
         assert!(!committer.is_poisoned());
         assert!(committer.wait_durable().is_ok());
         assert_eq!(

@@ -57,8 +57,9 @@ pub(crate) type SyncFn = Box<dyn FnMut() -> io::Result<()> + Send>;
 /// cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Flush {
-    /// [`Flush::Filesystem`] if the spool has a filesystem of its own (its directory, or the
-    /// directory holding it, is the root of a mounted filesystem), else [`Flush::Files`].
+    /// [`Flush::Filesystem`] if the spool has a filesystem of its own (its directory is the root
+    /// of a mounted filesystem) where `syncfs` is known to keep its promise (ext4, xfs or btrfs,
+    /// Linux 5.17 or later), else [`Flush::Files`].
     #[default]
     Auto,
     /// `fdatasync` of each message file of the batch, issued together from a few threads
@@ -68,19 +69,71 @@ pub enum Flush {
     /// One `syncfs(2)` of the spool's filesystem per batch: data, inodes and renames of the
     /// whole batch with one journal commit and one device flush. It also writes back whatever
     /// else is dirty on that filesystem, so it is for a spool with a filesystem of its own.
+    /// Refused at open on a filesystem other than ext4, xfs or btrfs, or before Linux 5.17.
     /// After a failed `syncfs` the committer flushes [`Flush::Files`] for good.
     Filesystem,
 }
 
 impl Flush {
-    /// The mode for a spool at `root`: `Auto` decided, the others as they are.
-    pub(crate) fn resolve(self, root: &Path) -> Flush {
+    /// The mode for a spool at `root`: `Auto` decided, the others as they are. `Filesystem`
+    /// (asked for, or what `Auto` would pick) is refused where `syncfs` does not keep its
+    /// promise: see [`syncfs_problem`]. `Auto` then takes `Files`; asked for, it is an error,
+    /// so that an operator who chose it learns it cannot work here instead of getting `K`s
+    /// that a power cut takes back.
+    pub(crate) fn resolve(self, root: &Path) -> Result<Flush> {
         match self {
-            Flush::Auto if own_filesystem(root) => Flush::Filesystem,
-            Flush::Auto => Flush::Files,
-            other => other,
+            Flush::Auto if mount_root(root) && syncfs_problem(root).is_none() => {
+                Ok(Flush::Filesystem)
+            }
+            Flush::Auto | Flush::Files => Ok(Flush::Files),
+            Flush::Filesystem => match syncfs_problem(root) {
+                None => Ok(Flush::Filesystem),
+                Some(why) => {
+                    let e = io::Error::other(format!(
+                        "spool_flush = filesystem cannot make messages durable here: {why}; \
+                         use files (or auto)"
+                    ));
+                    Err(SpoolError::io(Step::Open, root, e))
+                }
+            },
         }
     }
+}
+
+/// Why one `syncfs` of the filesystem holding `root` cannot stand for the batch's syncs, if it
+/// cannot: a filesystem whose `syncfs` is known to write and flush everything and to report
+/// writeback errors is needed (ext4, xfs, btrfs: on FUSE, 9p or a network filesystem it may
+/// return 0 having synced nothing), on Linux 5.17 or later (before 5.8 `syncfs` reports no
+/// writeback error at all; before 5.17 not the filesystem's own, such as a failed journal
+/// commit).
+fn syncfs_problem(root: &Path) -> Option<String> {
+    const EXT4: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    const BTRFS: i64 = 0x9123_683E;
+    let fs = match rustix::fs::statfs(root) {
+        Ok(fs) => fs,
+        Err(e) => return Some(format!("statfs: {e}")),
+    };
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures
+    let kind = fs.f_type as i64;
+    if ![EXT4, XFS, BTRFS].contains(&kind) {
+        return Some(format!(
+            "the filesystem (type {kind:#x}) is not ext4, xfs or btrfs"
+        ));
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version < (5, 17) {
+        return Some(format!(
+            "Linux {} does not report every writeback error from syncfs (5.17 or later does)",
+            release.trim()
+        ));
+    }
+    None
 }
 
 impl std::fmt::Display for Flush {
@@ -93,16 +146,17 @@ impl std::fmt::Display for Flush {
     }
 }
 
-/// True if `root` or its parent is where a filesystem is mounted (its device differs from its
-/// parent's). `/` itself does not count: the root filesystem holds everything else too.
-fn own_filesystem(root: &Path) -> bool {
+/// True if `root` is where a filesystem is mounted (its device differs from its parent's): a
+/// filesystem made for the spool. A spool in a directory of a larger filesystem (`/var/nullq`
+/// on `/var`) does not count, even if that one is mounted apart: its `syncfs` would also wait
+/// for everything anyone else wrote there. `/` itself never counts (`/..` is `/`).
+fn mount_root(root: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
-    let is_mount = |p: &Path| match (dev(p), dev(&p.join(".."))) {
+    match (dev(root), dev(&root.join(".."))) {
         (Some(a), Some(b)) => a != b,
         _ => false,
-    };
-    is_mount(root) || is_mount(&root.join(".."))
+    }
 }
 
 /// How a batch, or one message of it, ended.
@@ -218,7 +272,10 @@ impl Flusher {
                 // another file, maybe), reported once. From now on every file is synced on its
                 // own: each open file sees its own errors, so none is taken as durable on the
                 // strength of an error already reported here.
-                Err(_) => self.sync_fs = None,
+                Err(e) => {
+                    self.sync_fs = None;
+                    ledger.fell_back(e);
+                }
             }
         }
         self.sync_files(ledger, batch);

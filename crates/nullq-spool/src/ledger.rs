@@ -18,6 +18,15 @@ pub(crate) struct Ledger {
     counts: Mutex<Counts>,
     /// Messages renamed into `dir` (or being renamed) whose commit has not been answered yet.
     uncommitted: Mutex<HashSet<QueueId>>,
+    /// Set when a `syncfs` failed and the committer went over to syncing file by file: the
+    /// error, until someone takes it to report it ([`Ledger::take_fallback`]).
+    fallback: Mutex<Fallback>,
+}
+
+#[derive(Default)]
+struct Fallback {
+    happened: bool,
+    unreported: Option<io::Error>,
 }
 
 /// The committer's counters and its poison.
@@ -38,6 +47,7 @@ impl Ledger {
             dir,
             counts: Mutex::default(),
             uncommitted: Mutex::default(),
+            fallback: Mutex::default(),
         }
     }
 
@@ -66,9 +76,31 @@ impl Ledger {
         &self.dir
     }
 
-    /// Records the failed flush that poisons the committer.
+    /// Records the failed flush that poisons the committer (the first one stays).
     pub(crate) fn fail(&self, e: io::Error) {
-        self.counts().failed = Some(e);
+        self.counts().failed.get_or_insert(e);
+    }
+
+    /// A `syncfs` failed with `e`: from now on batches are synced file by file.
+    pub(crate) fn fell_back(&self, e: io::Error) {
+        let mut f = self.fallback();
+        f.happened = true;
+        f.unreported = Some(e);
+    }
+
+    /// True once the committer syncs file by file after a failed `syncfs`.
+    pub(crate) fn has_fallen_back(&self) -> bool {
+        self.fallback().happened
+    }
+
+    /// The error of the failed `syncfs`, once: for the caller to report.
+    pub(crate) fn take_fallback(&self) -> Option<io::Error> {
+        self.fallback().unreported.take()
+    }
+
+    fn fallback(&self) -> MutexGuard<'_, Fallback> {
+        // Only assignments happen under this lock.
+        self.fallback.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// `queue/ID` (the directory itself for a message without an id yet).

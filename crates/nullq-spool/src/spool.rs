@@ -34,7 +34,7 @@ struct Inner {
     flush: Flush,
     committer: Committer,
     /// Holds the `flock` on `ROOT/lock` for as long as the spool is open (None when attached).
-    _lock: Option<File>,
+    _lock: Option<Arc<File>>,
 }
 
 /// What [`Spool::load`] returns: a committed message's envelope and delivery state.
@@ -70,14 +70,18 @@ impl Spool {
         if created {
             sys::fsync_dir(&dirs.root)?;
         }
-        let lock = sys::lock_file(&dirs.lock())?;
+        let lock = Arc::new(sys::lock_file(&dirs.lock())?);
         let report = recover::recover(&dirs)?;
-        let flush = flush.resolve(&dirs.root);
-        let committer = Committer::for_dir(dirs.queue.clone(), flush, Intake::new(&dirs, true)?)?;
+        let flush = flush.resolve(&dirs.root)?;
+        let committer = Committer::for_dir(
+            dirs.queue.clone(),
+            flush,
+            Intake::new(&dirs, Some(lock.clone()))?,
+        )?;
         Ok((
             Spool {
                 inner: Arc::new(Inner {
-                    intake: Intake::new(&dirs, true)?,
+                    intake: Intake::new(&dirs, Some(lock.clone()))?,
                     flush,
                     dirs,
                     committer,
@@ -96,10 +100,10 @@ impl Spool {
             sys::open_dir(dir)?;
         }
         let committer =
-            Committer::for_dir(dirs.queue.clone(), Flush::Files, Intake::new(&dirs, false)?)?;
+            Committer::for_dir(dirs.queue.clone(), Flush::Files, Intake::new(&dirs, None)?)?;
         Ok(Spool {
             inner: Arc::new(Inner {
-                intake: Intake::new(&dirs, false)?,
+                intake: Intake::new(&dirs, None)?,
                 flush: Flush::Files,
                 dirs,
                 committer,
@@ -119,9 +123,13 @@ impl Spool {
         crate::trigger::bind(self.root())
     }
 
-    /// How this spool's committer makes its batches durable ([`Flush::Auto`] decided at open).
+    /// How this spool's committer makes its batches durable now ([`Flush::Auto`] decided at
+    /// open; `Files` once a failed `syncfs` made it fall back).
     pub fn flush(&self) -> Flush {
-        self.inner.flush
+        match self.inner.flush {
+            Flush::Filesystem if self.inner.committer.has_fallen_back() => Flush::Files,
+            flush => flush,
+        }
     }
 
     /// The spool's root directory.
@@ -318,7 +326,7 @@ mod tests {
             panic!("a fresh spool has one owner")
         };
         let calls = AtomicU64::new(0);
-        let intake = Intake::new(&inner.dirs, true).expect("intake");
+        let intake = Intake::new(&inner.dirs, inner._lock.clone()).expect("intake");
         let committer = Committer::with_sync_storing(inner.dirs.queue.clone(), intake, move || {
             if calls.fetch_add(1, Ordering::SeqCst) + 1 == n {
                 Err(io::Error::from_raw_os_error(libc::EIO))
@@ -401,6 +409,39 @@ mod tests {
             (2, 1),
             "no fsync is tried after the failure"
         );
+    }
+
+    /// The committer thread panics after it wrote and renamed a stored message (found by a
+    /// red-team review): the caller is refused (`Z`) and the file must not stay queued.
+    #[test]
+    fn a_store_refused_because_the_thread_panicked_leaves_nothing_in_the_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("spool");
+        let (spool, _) = Spool::open(&root).expect("open");
+        let Ok(inner) = Arc::try_unwrap(spool.inner) else {
+            panic!("a fresh spool has one owner")
+        };
+        let intake = Intake::new(&inner.dirs, inner._lock.clone()).expect("intake");
+        let committer = Committer::with_sync_storing(inner.dirs.queue.clone(), intake, || {
+            panic!("the flush panicked (a test)")
+        });
+        let spool = Spool {
+            inner: Arc::new(Inner { committer, ..inner }),
+        };
+        let e = spool
+            .store(b"Subject: z\n\nz\n".to_vec(), envelope())
+            .wait()
+            .err();
+        assert!(matches!(&e, Some(e) if e.is_poisoned()), "{e:?}");
+        let left = spool.list().expect("list");
+        assert_eq!(
+            left,
+            Vec::<QueueId>::new(),
+            "answered Z, yet queued: {left:?}"
+        );
+        // Poisoned from then on, and nothing hangs.
+        let e = spool.store(b"again".to_vec(), envelope()).wait().err();
+        assert!(matches!(&e, Some(e) if e.is_poisoned()), "{e:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{Result, SpoolError, Step};
 use crate::format::{Envelope, Trailer, HEADER};
@@ -31,16 +32,22 @@ pub(crate) struct Intake {
     /// `tmp/`'s creation lock nor a lock of their own. A spool only attached to (`nullq qmqpd`
     /// beside a `nullq deliver` that may start and clean `tmp/`) locks each file.
     owner: bool,
+    /// The owner's hold on `ROOT/lock`, kept as long as this intake can make files, so that the
+    /// lock lasts while any of them is written even if the `Spool` is dropped first.
+    _lock: Option<Arc<File>>,
 }
 
 impl Intake {
-    pub(crate) fn new(dirs: &Dirs, owner: bool) -> Result<Intake> {
+    /// An intake for the spool in `dirs`; `lock` is the opener's hold on `ROOT/lock` (its files
+    /// then go unlocked), `None` for a spool only attached to.
+    pub(crate) fn new(dirs: &Dirs, lock: Option<Arc<File>>) -> Result<Intake> {
         let tmp_fd = nullq_fs::open_dir(&dirs.tmp).map_err(sys::from_fs)?;
         Ok(Intake {
             tmp_fd,
             tmp: dirs.tmp.clone(),
             queue: dirs.queue.clone(),
-            owner,
+            owner: lock.is_some(),
+            _lock: lock,
         })
     }
 

@@ -64,7 +64,8 @@ pub struct ServerConfig {
     /// (`/var/qmail/queue`) and Postfix's `queue_directory`.
     pub data_dir: PathBuf,
     /// How the spool makes a batch of received messages durable before `K`: `auto` (the
-    /// default: `filesystem` when the spool has a filesystem of its own, else `files`),
+    /// default: `filesystem` when the data directory is an ext4, xfs or btrfs mount of its own,
+    /// else `files`),
     /// `files` (an `fdatasync` of each message file, issued together, then one `fsync` of
     /// `queue/`) or `filesystem` (one `syncfs` of the spool's filesystem per batch). See
     /// docs/spool.md. Mirrors nothing in qmail or Postfix, which fsync each queue file alone.

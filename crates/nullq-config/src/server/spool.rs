@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SpoolFlush {
-    /// `filesystem` when the spool has a filesystem of its own (the data directory, or the
-    /// directory holding it, is a mount point), else `files`.
+    /// `filesystem` when the spool has a filesystem of its own (the data directory is the
+    /// mount root of an ext4, xfs or btrfs, on Linux 5.17 or later), else `files`.
     #[default]
     Auto,
     /// `fdatasync` of every file of a batch, issued together, then one `fsync` of `queue/`.
