@@ -2,11 +2,13 @@
 //! (`shared/spec/communigate.md`): `ID.tmp` holds `Return-Path: <sender>`, one `Envelope-To:`
 //! per recipient, then the message (LF line ends, no dot-stuffing); it is fsynced, closed,
 //! renamed to `ID.sub`, and the folder fsynced. The rename is the delivery: CommuniGate Pro never
-//! sees a half-written `.sub`.
+//! sees a half-written `.sub`. Submissions waiting together are written as one batch by the
+//! folder's writer thread ([`nullq_fs::publish_batch`]: the same steps per file, one fsync of the
+//! folder for the batch).
 //!
 //! The folder is a trust boundary twice over (docs/delivery.md, "CommuniGate Pro"):
 //! - other members of its group can write it, so every name we create or look at there may
-//!   have been planted: the file is written by [`nullq_fs::publish`] (`O_CREAT|O_EXCL|
+//!   have been planted: the file is written by [`nullq_fs::publish_batch`] (`O_CREAT|O_EXCL|
 //!   O_NOFOLLOW`, mode and group set on the descriptor, no-replace rename), and an existing
 //!   `ID.sub` is looked at without following it;
 //! - CommuniGate Pro trusts the envelope fields it finds anywhere in the header, so the
@@ -38,6 +40,7 @@ use nullq_spool::{DeliveryState, Envelope, QueueId, QueuedMessage, Spool};
 use crate::delivery::backend::{Backend, BackendError, Delivery};
 use crate::delivery::bounce;
 use crate::delivery::decide::{bounce_to, Failure};
+use crate::delivery::group::Group;
 use crate::delivery::handover::smtp_sender;
 use crate::delivery::job::{Answer, Job};
 use crate::delivery::lock::MessageLock;
@@ -49,10 +52,17 @@ use crate::delivery::stats::Stats;
 #[derive(Debug)]
 pub struct Cgp {
     dir: PathBuf,
-    mode: u32,
-    gid: Option<libc::gid_t>,
     on_bad: OnBad,
+    /// The writer: every submission waiting when it wakes is written as one batch (files
+    /// synced together, one fsync of the folder for all; [`nullq_fs::publish_batch`]).
+    writer: Group<Job, Vec<Answer>>,
 }
+
+/// At most this many files in one batch (each holds a descriptor until it is renamed).
+const BATCH_MAX: usize = 64;
+
+/// Writer threads: batches written at the same time, so that their fsyncs overlap.
+const WORKERS: usize = 8;
 
 impl Cgp {
     /// The Submitted folder `dir`, files written with `config`'s mode and group.
@@ -64,11 +74,25 @@ impl Cgp {
             .map(crate::process::privilege::group_id)
             .transpose()
             .map_err(BackendError::Group)?;
+        let options = nullq_fs::Options {
+            mode: config.mode,
+            // Group only: the owner stays our own user.
+            owner: gid.map(|gid| (euid(), gid)),
+            replace: false,
+            // `ID.tmp` names are ours alone and judged as they always were (clean_stale_tmp).
+            lock: false,
+            sync_dir: true,
+        };
+        let folder = dir.clone();
+        // An empty answer list: the runner retries every recipient (a wrong count).
+        let writer =
+            Group::spawn_bounded("nullq-cgp", BATCH_MAX, WORKERS, Vec::new(), move |jobs| {
+                submit_batch(&folder, &options, &jobs)
+            });
         Ok(Cgp {
             dir,
-            mode: config.mode,
-            gid,
             on_bad: config.on_bad,
+            writer,
         })
     }
 
@@ -82,22 +106,9 @@ impl Cgp {
         self.on_bad
     }
 
-    /// Submit one file for all of `job`'s recipients.
+    /// Submit one file for all of `job`'s recipients (in the writer's next batch).
     async fn send(&self, job: &Job) -> Vec<Answer> {
-        let options = nullq_fs::Options {
-            mode: self.mode,
-            // Group only: the owner stays our own user.
-            owner: self.gid.map(|gid| (euid(), gid)),
-            replace: false,
-            // `ID.tmp` names are ours alone and judged as they always were (clean_stale_tmp).
-            lock: false,
-        };
-        let dir = self.dir.clone();
-        let job2 = job.clone();
-        match tokio::task::spawn_blocking(move || submit(&dir, &options, &job2)).await {
-            Ok(answers) => answers,
-            Err(e) => vec![Answer::retry(format!("internal error: {e}")); job.recipients.len()],
-        }
+        self.writer.submit(job.clone()).await
     }
 }
 
@@ -287,7 +298,68 @@ pub fn parse_header_address(text: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Submit `job` into `dir`: one answer per recipient, in order.
+#[cfg(test)]
 fn submit(dir: &Path, options: &nullq_fs::Options, job: &Job) -> Vec<Answer> {
+    submit_batch(dir, options, std::slice::from_ref(job))
+        .pop()
+        .unwrap_or_default()
+}
+
+/// What is left to do for one job once its addresses are checked.
+enum Plan {
+    /// Nothing to write: every recipient has its answer, or this one is for those left.
+    Done(Option<Answer>),
+    /// Write this (our envelope fields, then the message) as `ID.sub`.
+    Write(Message),
+}
+
+/// Submit each of `jobs` into `dir` (blocking), the files written as one batch: one list of
+/// answers per job (one per recipient, in order).
+fn submit_batch(dir: &Path, options: &nullq_fs::Options, jobs: &[Job]) -> Vec<Vec<Answer>> {
+    let mut plans: Vec<(Vec<Option<Answer>>, Plan)> = jobs.iter().map(prepare).collect();
+    let mut items = Vec::new();
+    let mut written = Vec::new();
+    for ((_, plan), job) in plans.iter_mut().zip(jobs) {
+        let Plan::Write(message) = plan else { continue };
+        if let Some(answer) = sub_in_the_way(dir, job.id) {
+            *plan = Plan::Done(Some(answer));
+            continue;
+        }
+        let message = message.clone();
+        written.push(job.id);
+        items.push(nullq_fs::BatchItem {
+            tmp_name: format!("{}.tmp", job.id),
+            final_name: format!("{}.sub", job.id),
+            fill: Box::new(move |file: &mut std::fs::File| message.copy_to(file).map(|_| ())),
+        });
+    }
+    let mut results = written
+        .into_iter()
+        .zip(nullq_fs::publish_batch(dir, dir, items, options));
+    plans
+        .into_iter()
+        .map(|(answers, plan)| {
+            let outcome = match plan {
+                Plan::Done(outcome) => outcome,
+                Plan::Write(_) => Some(match results.next() {
+                    Some((id, result)) => written_answer(dir, id, result),
+                    None => Answer::retry("internal error: no result"),
+                }),
+            };
+            answers
+                .into_iter()
+                .map(|a| {
+                    a.or_else(|| outcome.clone())
+                        .unwrap_or_else(|| Answer::retry("internal error: no answer"))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Check `job`'s addresses: the answers of the recipients that cannot be written (the rest
+/// `None`), and what is left to do for the others.
+fn prepare(job: &Job) -> (Vec<Option<Answer>>, Plan) {
     let n = job.recipients.len();
     // The null sender and the double bounce marker are `<>`.
     let sender = match smtp_sender(&job.sender) {
@@ -297,7 +369,8 @@ fn submit(dir: &Path, options: &nullq_fs::Options, job: &Job) -> Vec<Answer> {
     let sender = match sender {
         Ok(s) => s,
         Err(e) => {
-            return vec![Answer::bounce(format!("cgp: the sender cannot be written: {e}")); n]
+            let answer = Answer::bounce(format!("cgp: the sender cannot be written: {e}"));
+            return (vec![None; n], Plan::Done(Some(answer)));
         }
     };
     let mut answers: Vec<Option<Answer>> = vec![None; n];
@@ -321,30 +394,24 @@ fn submit(dir: &Path, options: &nullq_fs::Options, job: &Job) -> Vec<Answer> {
             }
         }
     }
-    let outcome = if !any {
-        None
+    let plan = if !any {
+        Plan::Done(None)
     } else {
-        Some(match job.message.header() {
-            None => Answer::bounce(format!(
+        match job.message.header() {
+            None => Plan::Done(Some(Answer::bounce(format!(
                 "cgp: the message's header is longer than {HEAD_MAX} bytes; CommuniGate Pro \
                  would take envelope fields from all of it, so it is not submitted unchecked"
-            )),
+            )))),
             Some(header) => {
                 head.extend_from_slice(&neutralize(header));
                 match job.message.with_header(head) {
-                    Some(message) => write_sub(dir, options, job.id, &message),
-                    None => Answer::retry("internal error: the header went away"),
+                    Some(message) => Plan::Write(message),
+                    None => Plan::Done(Some(Answer::retry("internal error: the header went away"))),
                 }
             }
-        })
+        }
     };
-    answers
-        .into_iter()
-        .map(|a| {
-            a.or_else(|| outcome.clone())
-                .unwrap_or_else(|| Answer::retry("internal error: no answer"))
-        })
-        .collect()
+    (answers, plan)
 }
 
 /// Whether `ID.sub` is already there as ours (`Ok(true)`), absent (`Ok(false)`), or held by
@@ -371,23 +438,29 @@ fn our_sub(sub: &Path) -> Result<bool, String> {
     }
 }
 
-fn write_sub(dir: &Path, options: &nullq_fs::Options, id: QueueId, message: &Message) -> Answer {
+/// The answer when `ID.sub` is already there: ours (a crash after the rename: submitted), or
+/// something else (in the way, never followed). `None` when the name is free.
+fn sub_in_the_way(dir: &Path, id: QueueId) -> Option<Answer> {
     let sub = dir.join(format!("{id}.sub"));
     match our_sub(&sub) {
-        Ok(true) => return Answer::delivered(format!("cgp: {} already submitted", sub.display())),
-        Ok(false) => {}
+        Ok(true) => Some(Answer::delivered(format!(
+            "cgp: {} already submitted",
+            sub.display()
+        ))),
+        Ok(false) => None,
         Err(what) => {
             tracing::error!(target: "nullq::delivery", id = %id, path = %sub.display(), "cgp: {what} is in the way; not followed, the message stays queued");
-            return Answer::retry(format!("cgp {}: {what} is in the way", sub.display()));
+            Some(Answer::retry(format!(
+                "cgp {}: {what} is in the way",
+                sub.display()
+            )))
         }
     }
-    let result = nullq_fs::publish(
-        dir,
-        &format!("{id}.tmp"),
-        &format!("{id}.sub"),
-        options,
-        |file| message.copy_to(file).map(|_| ()),
-    );
+}
+
+/// The answer for `ID.sub` after its write: submitted, or why not.
+fn written_answer(dir: &Path, id: QueueId, result: Result<(), nullq_fs::Error>) -> Answer {
+    let sub = dir.join(format!("{id}.sub"));
     match result {
         Ok(()) => Answer::delivered(format!("cgp: submitted {}", sub.display())),
         Err(e) => {
