@@ -37,6 +37,7 @@ pub mod attempt;
 pub mod backend;
 pub mod bounce;
 pub mod cgp;
+pub mod cgp_header;
 pub mod clock;
 pub mod decide;
 pub mod group;
