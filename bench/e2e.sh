@@ -253,7 +253,7 @@ run() {
 header=$(
     echo "# bench/e2e.sh$( ((loopfs)) && echo ' -L') -r $reps -s \"$sessions_list\" -m $msgs -p \"$paths\"${extra:+ -x \"$extra\"}"
     machine_info "$where" | sed 's/^/# /'
-    echo "# nullq:      $NULLQ_BIN ($(cd "$BENCH_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+    echo "# nullq:      $NULLQ_BIN (bench/ at $(cd "$BENCH_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?'))"
 )
 echo "$header"
 SINK_PORT=$(free_port)
