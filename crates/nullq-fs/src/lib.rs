@@ -19,6 +19,8 @@
 //! Every error names its step and path ([`Error`]). On any error the temporary is removed.
 //! [`publish_to`] is the same with the temporary in another directory (`tmp/` → `new/`), and
 //! [`move_to`] moves a file between such directories without ever replacing a name.
+//! [`publish_batch`] is [`publish_to`] for many files at once, the same steps per file with the
+//! waits shared (one directory fsync for the batch).
 //!
 //! [`open_planted`] opens a file for reading with `O_NOFOLLOW|O_NONBLOCK` (a symlink or a FIFO
 //! can neither redirect nor block the reader), then checks with `fstat` that it is a regular
@@ -50,6 +52,7 @@
 
 #![deny(missing_docs)]
 
+mod batch;
 mod cleaning;
 mod dir;
 mod error;
@@ -57,6 +60,7 @@ pub mod host;
 mod planted;
 mod publish;
 
+pub use batch::{publish_batch, BatchItem, Fill};
 pub use cleaning::{Cleaning, Leftover};
 pub use dir::{create_locked, create_new, open_dir, sync_dir};
 pub use error::{Error, Step};

@@ -27,6 +27,11 @@ pub struct Options {
     /// until it has its final name, so that a clean-up of its directory
     /// ([`Cleaning::remove_if_unlocked`](crate::Cleaning::remove_if_unlocked)) leaves it alone. Default: no.
     pub lock: bool,
+    /// Whether [`publish_to`] fsyncs the final directory after the rename. Default: yes. `false`
+    /// is for a caller that makes many renames in that directory durable with one fsync of its
+    /// own (a group commit): the file is then at its final name but its name is not yet
+    /// durable when `publish_to` returns.
+    pub sync_dir: bool,
 }
 
 impl Default for Options {
@@ -36,6 +41,7 @@ impl Default for Options {
             owner: None,
             replace: false,
             lock: false,
+            sync_dir: true,
         }
     }
 }
@@ -98,6 +104,9 @@ pub fn publish_to(
         })
         .and_then(|()| {
             drop(held);
+            if !options.sync_dir {
+                return Ok(());
+            }
             rustix::fs::fsync(final_ref).map_err(|e| Error::new(Step::SyncDir, final_dir, e))
         });
     if let Err(e) = &result {
@@ -213,7 +222,7 @@ pub fn close(file: File) -> io::Result<()> {
 
 /// Rename `from` (directory fd, its path for messages, name) to `to`, replacing an existing
 /// `to` only when asked.
-fn rename_between<F, T, N>(
+pub(crate) fn rename_between<F, T, N>(
     from: (F, &Path, N),
     to: (T, &Path, N),
     replace: bool,

@@ -94,7 +94,7 @@ impl Committer {
             }
         };
         let sync_fs = fs_fd.map(|fd| Box::new(move || crate::sys::syncfs(&fd)) as SyncFn);
-        Committer::spawn(dir, Box::new(sync_dir), sync_fs, Some(intake))
+        Committer::spawn(dir, Flusher::new(Box::new(sync_dir), sync_fs), Some(intake))
     }
 
     /// A committer whose "fsync" of the directory is `sync` (tests use a slow or failing one).
@@ -103,7 +103,8 @@ impl Committer {
         dir: PathBuf,
         sync: impl FnMut() -> io::Result<()> + Send + 'static,
     ) -> Committer {
-        Committer::spawn(dir, Box::new(sync), None, None).expect("spawn the committer thread")
+        Committer::spawn(dir, Flusher::new(Box::new(sync), None), None)
+            .expect("spawn the committer thread")
     }
 
     /// A committer whose "fsync" of the directory is `sync`, storing messages through `intake`.
@@ -113,7 +114,7 @@ impl Committer {
         intake: Intake,
         sync: impl FnMut() -> io::Result<()> + Send + 'static,
     ) -> Committer {
-        Committer::spawn(dir, Box::new(sync), None, Some(intake))
+        Committer::spawn(dir, Flusher::new(Box::new(sync), None), Some(intake))
             .expect("spawn the committer thread")
     }
 
@@ -124,22 +125,21 @@ impl Committer {
         sync_dir: impl FnMut() -> io::Result<()> + Send + 'static,
         sync_fs: impl FnMut() -> io::Result<()> + Send + 'static,
     ) -> Committer {
-        Committer::spawn(dir, Box::new(sync_dir), Some(Box::new(sync_fs)), None)
-            .expect("spawn the committer thread")
+        Committer::spawn(
+            dir,
+            Flusher::new(Box::new(sync_dir), Some(Box::new(sync_fs))).syncfs_always(),
+            None,
+        )
+        .expect("spawn the committer thread")
     }
 
     /// Starts the committer thread, which flushes each batch.
-    fn spawn(
-        dir: PathBuf,
-        sync_dir: SyncFn,
-        sync_fs: Option<SyncFn>,
-        intake: Option<Intake>,
-    ) -> Result<Committer> {
+    fn spawn(dir: PathBuf, flusher: Flusher, intake: Option<Intake>) -> Result<Committer> {
         let state = Arc::new(Ledger::new(dir));
         let (tx, rx) = mpsc::channel();
         let thread = {
             let state = state.clone();
-            let (writer, flusher) = (Writer::new(intake), Flusher::new(sync_dir, sync_fs));
+            let writer = Writer::new(intake);
             std::thread::Builder::new()
                 .name("nullq-committer".into())
                 .spawn(move || run(&state, &writer, flusher, &rx))

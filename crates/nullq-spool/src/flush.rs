@@ -171,6 +171,14 @@ pub(crate) enum Outcome {
     Poisoned(io::Error),
 }
 
+/// The smallest batch that [`Flush::Filesystem`] flushes with one `syncfs`; a smaller one is
+/// synced file by file (issued together). Measured (BENCHMARKS.md, "the commit path"): a
+/// `syncfs` costs about what eight fdatasyncs issued together cost, and on ext4 it often takes
+/// two journal commits (one before the inodes are written back, one after), so for a batch of
+/// one it is slower than the file's own `fdatasync` (455-475 against 519-595 messages a second
+/// at one session).
+const SYNCFS_FROM: usize = 8;
+
 /// How many threads issue a batch's fdatasyncs together in [`Flush::Files`] mode: enough for
 /// the filesystem to merge them (4 already does on ext4), few enough to cost nothing idle.
 const SYNC_THREADS: usize = 8;
@@ -238,6 +246,8 @@ pub(crate) struct Flusher {
     sync_fs: Option<SyncFn>,
     /// The threads that sync a batch's files together; started on first use.
     pool: Option<SyncPool>,
+    /// The smallest batch flushed with `syncfs` ([`SYNCFS_FROM`]; 1 in the tests).
+    syncfs_from: usize,
 }
 
 impl Flusher {
@@ -246,12 +256,25 @@ impl Flusher {
             sync_dir,
             sync_fs,
             pool: None,
+            syncfs_from: SYNCFS_FROM,
         }
+    }
+
+    /// A flusher that takes `syncfs` for every batch, however small (the tests' fakes).
+    #[cfg(test)]
+    pub(crate) fn syncfs_always(mut self) -> Flusher {
+        self.syncfs_from = 1;
+        self
     }
 
     /// Flushes the entries still waiting (`outcome` `None`), deciding each.
     pub(crate) fn flush(&mut self, ledger: &Ledger, batch: &mut [Entry]) {
-        if let Some(sync_fs) = self.sync_fs.as_mut() {
+        let waiting = batch.iter().filter(|e| e.outcome.is_none()).count();
+        if let Some(sync_fs) = self
+            .sync_fs
+            .as_mut()
+            .filter(|_| waiting >= self.syncfs_from)
+        {
             // One call writes back every dirty file of the filesystem and commits its journal:
             // the batch's data, inodes and renames with one device flush.
             match sync_fs() {

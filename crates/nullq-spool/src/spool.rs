@@ -314,6 +314,135 @@ impl Spool {
     }
 }
 
+/// Batched forms of [`Spool::remove`] and [`Spool::save_state`], for a delivery runner that
+/// finishes many messages at the same moment: one directory fsync for the whole batch instead of
+/// one per message, each message's own order kept (its queue file's unlink durable before its
+/// state file goes; its new state file written and synced before the rename that the one fsync
+/// of `state/` makes durable).
+impl Spool {
+    /// [`Spool::remove`] for every id of `ids`: unlinks each `queue/ID`, fsyncs `queue/` once,
+    /// then unlinks the state files of those whose removal is durable. One result per id, in
+    /// order; a failed fsync fails every id it was to make durable (their files are gone from
+    /// `queue/`, but a crash may bring them back: delivered again, never lost).
+    pub fn remove_batch(&self, ids: &[QueueId]) -> Vec<Result<()>> {
+        let mut unlinked: Vec<Result<bool>> = ids
+            .iter()
+            .map(|id| sys::unlink(&self.queue_path(id)))
+            .collect();
+        if unlinked.iter().any(|r| matches!(r, Ok(true))) {
+            if let Err(e) = sys::fsync_dir(&self.inner.dirs.queue) {
+                for r in unlinked.iter_mut().filter(|r| matches!(r, Ok(true))) {
+                    *r = Err(same_error(&e));
+                }
+            }
+        }
+        unlinked
+            .into_iter()
+            .zip(ids)
+            .map(|(r, id)| r.and_then(|_| sys::unlink(&self.state_path(id)).map(|_| ())))
+            .collect()
+    }
+
+    /// [`Spool::save_state`] for every `(id, state)` of `states`: each written aside, synced and
+    /// renamed over `state/ID`, then `state/` fsynced once. One result per entry, in order; on
+    /// an error the old state of that message stands (or, after a failed fsync, either may).
+    pub fn save_state_batch(&self, states: &[(QueueId, DeliveryState)]) -> Vec<Result<()>> {
+        let d = &self.inner.dirs;
+        let options = nullq_fs::Options {
+            replace: true,
+            lock: true,
+            sync_dir: false,
+            ..nullq_fs::Options::default()
+        };
+        let mut results: Vec<Result<bool>> = states
+            .iter()
+            .map(|(id, state)| {
+                nullq_fs::publish_to(
+                    &d.tmp,
+                    &format!("{id}.state.{}", QueueId::generate()),
+                    &d.state,
+                    &id.to_string(),
+                    &options,
+                    |file| file.write_all(&state.encode()),
+                )
+                .map(|()| true)
+                .map_err(sys::from_fs)
+            })
+            .collect();
+        if results.iter().any(|r| matches!(r, Ok(true))) {
+            if let Err(e) = sys::fsync_dir(&d.state) {
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(same_error(&e));
+                }
+            }
+        }
+        results.into_iter().map(|r| r.map(|_| ())).collect()
+    }
+}
+
+/// The error of a batch's fsync again, for each message of the batch (`SpoolError` is not
+/// `Clone`).
+fn same_error(e: &SpoolError) -> SpoolError {
+    let io = match e.io_error() {
+        Some(io) => crate::error::copy_io(io),
+        None => io::Error::other(e.to_string()),
+    };
+    SpoolError::io(e.step(), e.path(), io)
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    fn queue_one(spool: &Spool) -> QueueId {
+        let mut incoming = spool.receive().expect("receive");
+        incoming.write(b"Subject: s\n\nbody\n").expect("write");
+        let envelope = Envelope {
+            arrival: std::time::SystemTime::now(),
+            client_addr: "192.0.2.7:4711".into(),
+            client_host: String::new(),
+            sender: b"a@b".to_vec(),
+            recipients: vec![b"c@d".to_vec(), b"e@f".to_vec()],
+        };
+        incoming
+            .finish(&envelope)
+            .expect("finish")
+            .commit()
+            .expect("commit")
+    }
+
+    #[test]
+    fn a_batch_of_states_is_saved_and_a_batch_of_messages_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (spool, _) = Spool::open(dir.path().join("spool")).expect("open");
+        let ids: Vec<QueueId> = (0..3).map(|_| queue_one(&spool)).collect();
+        let mut state = DeliveryState::all_pending(2);
+        state.recipients[0].status = crate::Status::Delivered;
+        state.recipients[1].attempts = 1;
+        let saved = spool.save_state_batch(&[(ids[0], state.clone()), (ids[2], state.clone())]);
+        assert!(saved.iter().all(Result::is_ok), "{saved:?}");
+        assert_eq!(spool.load(&ids[0]).expect("load").state, state);
+        assert_eq!(
+            spool.load(&ids[1]).expect("load").state,
+            DeliveryState::all_pending(2)
+        );
+        assert_eq!(spool.load(&ids[2]).expect("load").state, state);
+
+        // Two of three, and one already gone: all fine, and only the third stays.
+        let gone = ids[0];
+        assert!(spool.remove_batch(&[gone]).iter().all(Result::is_ok));
+        let removed = spool.remove_batch(&[ids[0], ids[1], gone]);
+        assert_eq!(removed.len(), 3);
+        assert!(removed.iter().all(Result::is_ok), "{removed:?}");
+        assert_eq!(spool.list().expect("list"), vec![ids[2]]);
+        let states: Vec<_> = std::fs::read_dir(dir.path().join("spool/state"))
+            .expect("state dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(states, vec![std::ffi::OsString::from(ids[2].to_string())]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,9 +25,12 @@ pub struct DeliveryConfig {
     /// without regard to case; the most specific key wins. Postfix's `transport_maps`,
     /// qmail's `smtproutes`.
     pub routes: std::collections::BTreeMap<String, Target>,
-    /// Messages delivered at once. Default 20. qmail's `concurrencyremote`, Postfix's
-    /// `default_destination_concurrency_limit`.
+    /// Messages being delivered at once, all targets together. Default 100. Each target also
+    /// has a limit of its own ([`DeliveryConfig::per_target`]); this one bounds the whole (and
+    /// the descriptors the deliveries hold). qmail's `concurrencylocal` + `concurrencyremote`.
     pub concurrency: usize,
+    /// Deliveries at once to one target, by its kind: `[delivery.per_target]`.
+    pub per_target: PerTarget,
     /// Seconds a recipient may stay undelivered before it bounces. Default 604800 (7 days,
     /// qmail's `queuelifetime`, Postfix's `maximal_queue_lifetime` is 5 days).
     pub queue_lifetime_secs: u64,
@@ -63,7 +66,8 @@ impl Default for DeliveryConfig {
         DeliveryConfig {
             target: None,
             routes: std::collections::BTreeMap::new(),
-            concurrency: 20,
+            concurrency: 100,
+            per_target: PerTarget::default(),
             queue_lifetime_secs: 7 * 24 * 3600,
             retry_min_secs: 60,
             retry_max_secs: 3600,
@@ -75,6 +79,48 @@ impl Default for DeliveryConfig {
             smtp: SmtpConfig::default(),
             cgp: CgpConfig::default(),
             program: ProgramConfig::default(),
+        }
+    }
+}
+
+/// `[delivery.per_target]`: how many deliveries one target takes at once, by its kind. A
+/// Maildir or a CommuniGate Pro folder is a local directory whose writer batches what waits
+/// (one fsync of the directory for the batch), so many at once cost little more than one; a
+/// smarthost is another server with limits of its own (Postfix's
+/// `default_destination_concurrency_limit` is 20); a program is a process each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerTarget {
+    /// Each `maildir:` target. Default 100.
+    pub maildir: usize,
+    /// Each `cgp:` folder. Default 100.
+    pub cgp: usize,
+    /// Each `smtp://` or `smtps://` smarthost: its connections at once. Default 20.
+    pub smtp: usize,
+    /// Each `pipe:` or `qmail-queue:` command: its children at once. Default 10.
+    pub program: usize,
+}
+
+impl Default for PerTarget {
+    fn default() -> PerTarget {
+        PerTarget {
+            maildir: 100,
+            cgp: 100,
+            smtp: 20,
+            program: 10,
+        }
+    }
+}
+
+impl PerTarget {
+    /// The limit for `target`'s kind (`none` holds, it has no deliveries: unlimited).
+    pub fn limit(&self, target: &Target) -> usize {
+        match target {
+            Target::Maildir(_) => self.maildir,
+            Target::Cgp(_) => self.cgp,
+            Target::Smtp { .. } => self.smtp,
+            Target::Pipe(_) | Target::QmailQueue(_) => self.program,
+            Target::Hold => usize::MAX,
         }
     }
 }
@@ -104,6 +150,16 @@ impl DeliveryConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("delivery.concurrency", self.concurrency as u64),
+            (
+                "delivery.per_target.maildir",
+                self.per_target.maildir as u64,
+            ),
+            ("delivery.per_target.cgp", self.per_target.cgp as u64),
+            ("delivery.per_target.smtp", self.per_target.smtp as u64),
+            (
+                "delivery.per_target.program",
+                self.per_target.program as u64,
+            ),
             ("delivery.queue_lifetime_secs", self.queue_lifetime_secs),
             ("delivery.retry_min_secs", self.retry_min_secs),
             ("delivery.poll_interval_ms", self.poll_interval_ms),

@@ -37,7 +37,7 @@ mod tls;
 pub use access::AccessConfig;
 pub use cgp::{CgpConfig, OnBad};
 pub use cidr::Cidr;
-pub use delivery::{DeliveryConfig, ProgramConfig};
+pub use delivery::{DeliveryConfig, PerTarget, ProgramConfig};
 pub use error::ConfigError;
 pub use limits::Limits;
 pub use log::{LogConfig, LogFormat};
@@ -513,6 +513,20 @@ mod tests {
             ]))
         );
         assert_eq!(c.delivery.concurrency, 3);
+        assert_eq!(c.delivery.per_target, PerTarget::default());
+        let limits =
+            ServerConfig::from_toml_str("[delivery.per_target]\nsmtp = 5\nmaildir = 300\n")
+                .unwrap()
+                .delivery
+                .per_target;
+        assert_eq!((limits.smtp, limits.maildir, limits.cgp), (5, 300, 100));
+        let smarthost = Target::Smtp {
+            implicit_tls: false,
+            host: "h".into(),
+            port: 25,
+        };
+        assert_eq!(limits.limit(&smarthost), 5);
+        assert_eq!(limits.limit(&Target::Hold), usize::MAX);
         assert_eq!(
             c.delivery.routes[".example.org"],
             Target::Smtp {
@@ -543,6 +557,7 @@ mod tests {
         }
         for (bad, key) in [
             ("[delivery]\nconcurrency = 0", "delivery.concurrency"),
+            ("[delivery.per_target]\ncgp = 0", "delivery.per_target.cgp"),
             ("[delivery]\nretry_max_secs = 1", "delivery.retry_max_secs"),
             ("[delivery.cgp]\nmode = \"rw\"", "delivery.cgp.mode"),
             ("[policy]\nrewrite = [\"<a@b> = \"]", "policy.rewrite"),

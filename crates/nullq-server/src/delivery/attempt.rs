@@ -6,13 +6,14 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use nullq_spool::{QueueId, QueuedMessage, Spool, Status};
+use nullq_spool::{DeliveryState, QueueId, QueuedMessage, Spool, Status};
 use tokio::sync::mpsc;
 
 use crate::delivery::backend;
 use crate::delivery::bounce;
 use crate::delivery::clock::Clock;
 use crate::delivery::decide::{decide, BounceTo, Decision, Outcome, Rules};
+use crate::delivery::group::Group;
 use crate::delivery::job::{Job, DOUBLE_BOUNCE_SENDER};
 use crate::delivery::lock::{LockError, MessageLock};
 use crate::delivery::message::{read_head, Head, Message, HEAD_MAX};
@@ -35,6 +36,57 @@ pub struct Deliverer {
     pub(crate) stats: Stats,
     /// Where new messages (our bounces) are announced: the runner's own inbox.
     pub(crate) notify: mpsc::UnboundedSender<QueueId>,
+    /// Removals of finished messages, grouped: one `queue/` fsync per batch.
+    pub(crate) removals: Group<QueueId, Stored>,
+    /// New states of messages still pending, grouped: one `state/` fsync per batch.
+    pub(crate) saves: Group<(QueueId, DeliveryState), Stored>,
+}
+
+/// What a grouped removal or state save answers (the error as text: a batch shares it).
+pub(crate) type Stored = Result<(), String>;
+
+impl Deliverer {
+    /// The groups that remove finished messages from `spool` and save new states, each batch
+    /// with one directory fsync ([`Spool::remove_batch`], [`Spool::save_state_batch`]).
+    pub(crate) fn storage(
+        spool: &Spool,
+    ) -> (
+        Group<QueueId, Stored>,
+        Group<(QueueId, DeliveryState), Stored>,
+    ) {
+        let gone = || Err("internal error: the spool's batch thread is gone".to_string());
+        let s = spool.clone();
+        let removals = Group::spawn("nullq-remove", gone(), move |ids: Vec<QueueId>| {
+            let results = s.remove_batch(&ids);
+            results
+                .into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect()
+        });
+        let s = spool.clone();
+        let saves = Group::spawn(
+            "nullq-state",
+            gone(),
+            move |states: Vec<(QueueId, DeliveryState)>| {
+                let results = s.save_state_batch(&states);
+                results
+                    .into_iter()
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .collect()
+            },
+        );
+        (removals, saves)
+    }
+}
+
+/// What an attempt leaves to be written once its bounces are queued.
+enum Store {
+    /// Nothing changed.
+    Nothing,
+    /// The new state of a message still pending.
+    Save(DeliveryState),
+    /// Nothing is pending any more: the message goes.
+    Remove,
 }
 
 /// What an attempt leaves for the schedule.
@@ -182,14 +234,14 @@ impl Deliverer {
         );
         self.log_and_count(&queued, &tried, &decision, now);
 
-        let this = Arc::clone(self);
-        let outcome = tokio::task::spawn_blocking(move || {
-            let (result, state, new_ids) = this.record(&queued, &head.start, decision);
-            drop(lock);
-            (result, state, new_ids)
-        })
-        .await;
-        let (result, state, new_ids) = match outcome {
+        let outcome = if decision.bounce.is_empty() && decision.warn.is_empty() {
+            // Nothing to queue, so no I/O here: no hand-off to a blocking thread.
+            Ok(self.record(&queued, &head.start, decision))
+        } else {
+            let this = Arc::clone(self);
+            tokio::task::spawn_blocking(move || this.record(&queued, &head.start, decision)).await
+        };
+        let (store, state, new_ids) = match outcome {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(target: "nullq::delivery", id = %id, "internal error: {e}");
@@ -199,6 +251,13 @@ impl Deliverer {
         for new in new_ids {
             let _ = self.notify.send(new);
         }
+        // Grouped with the other attempts finishing now; still under the message's lock.
+        let result = match store {
+            Store::Nothing => Ok(()),
+            Store::Save(state) => self.saves.submit((id, state)).await,
+            Store::Remove => self.removals.submit(id).await,
+        };
+        drop(lock);
         if let Err(e) = result {
             tracing::error!(target: "nullq::delivery", id = %id, "cannot record the results (the attempt will be repeated): {e}");
             return self.later();
@@ -276,6 +335,8 @@ impl Deliverer {
                     recipients: recipients.clone(),
                     message: message.clone(),
                 };
+                // The target's own limit (a smarthost takes fewer at once than a Maildir).
+                let _permit = self.routes.permit(b).await;
                 let answers = backend::deliver(backend, &job).await;
                 answers.into_iter().map(Outcome::Answered).collect()
             };
@@ -331,19 +392,15 @@ impl Deliverer {
         }
     }
 
-    /// Queue the bounce and the warning `decision` asks for, tell it how that went, then save
-    /// the new state, or remove the message when nothing is pending (blocking). Returns the
-    /// result of the save, the state, and the ids of the messages queued.
+    /// Queue the bounce and the warning `decision` asks for and tell it how that went
+    /// (blocking). Returns what is then to be written (the new state, or the removal when
+    /// nothing is pending), the state, and the ids of the messages queued.
     fn record(
         &self,
         queued: &QueuedMessage,
         start: &[u8],
         mut decision: Decision,
-    ) -> (
-        Result<(), nullq_spool::SpoolError>,
-        nullq_spool::DeliveryState,
-        Vec<QueueId>,
-    ) {
+    ) -> (Store, DeliveryState, Vec<QueueId>) {
         let now = self.clock.now();
         let mut new_ids = Vec::new();
         if !decision.bounce.is_empty() {
@@ -403,16 +460,16 @@ impl Deliverer {
             }
         }
         let state = decision.state;
-        let result = if state.any_pending() {
+        let store = if state.any_pending() {
             if state == queued.state {
-                Ok(())
+                Store::Nothing
             } else {
-                self.spool.save_state(&queued.id, &state)
+                Store::Save(state.clone())
             }
         } else {
             // Nothing pending: removal alone records that (a crash before it repeats work).
-            self.spool.remove(&queued.id)
+            Store::Remove
         };
-        (result, state, new_ids)
+        (store, state, new_ids)
     }
 }

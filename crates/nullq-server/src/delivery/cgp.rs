@@ -2,11 +2,13 @@
 //! (`shared/spec/communigate.md`): `ID.tmp` holds `Return-Path: <sender>`, one `Envelope-To:`
 //! per recipient, then the message (LF line ends, no dot-stuffing); it is fsynced, closed,
 //! renamed to `ID.sub`, and the folder fsynced. The rename is the delivery: CommuniGate Pro never
-//! sees a half-written `.sub`.
+//! sees a half-written `.sub`. Submissions waiting together are written as one batch by the
+//! folder's writer thread ([`nullq_fs::publish_batch`]: the same steps per file, one fsync of the
+//! folder for the batch).
 //!
 //! The folder is a trust boundary twice over (docs/delivery.md, "CommuniGate Pro"):
 //! - other members of its group can write it, so every name we create or look at there may
-//!   have been planted: the file is written by [`nullq_fs::publish`] (`O_CREAT|O_EXCL|
+//!   have been planted: the file is written by [`nullq_fs::publish_batch`] (`O_CREAT|O_EXCL|
 //!   O_NOFOLLOW`, mode and group set on the descriptor, no-replace rename), and an existing
 //!   `ID.sub` is looked at without following it;
 //! - CommuniGate Pro trusts the envelope fields it finds anywhere in the header, so the
@@ -37,7 +39,11 @@ use nullq_spool::{DeliveryState, Envelope, QueueId, QueuedMessage, Spool};
 
 use crate::delivery::backend::{Backend, BackendError, Delivery};
 use crate::delivery::bounce;
+pub use crate::delivery::cgp_header::{
+    header_address, neutralize, parse_header_address, AddressError,
+};
 use crate::delivery::decide::{bounce_to, Failure};
+use crate::delivery::group::Group;
 use crate::delivery::handover::smtp_sender;
 use crate::delivery::job::{Answer, Job};
 use crate::delivery::lock::MessageLock;
@@ -49,10 +55,17 @@ use crate::delivery::stats::Stats;
 #[derive(Debug)]
 pub struct Cgp {
     dir: PathBuf,
-    mode: u32,
-    gid: Option<libc::gid_t>,
     on_bad: OnBad,
+    /// The writer: every submission waiting when it wakes is written as one batch (files
+    /// synced together, one fsync of the folder for all; [`nullq_fs::publish_batch`]).
+    writer: Group<Job, Vec<Answer>>,
 }
+
+/// At most this many files in one batch (each holds a descriptor until it is renamed).
+const BATCH_MAX: usize = 64;
+
+/// Writer threads: batches written at the same time, so that their fsyncs overlap.
+const WORKERS: usize = 8;
 
 impl Cgp {
     /// The Submitted folder `dir`, files written with `config`'s mode and group.
@@ -64,11 +77,25 @@ impl Cgp {
             .map(crate::process::privilege::group_id)
             .transpose()
             .map_err(BackendError::Group)?;
+        let options = nullq_fs::Options {
+            mode: config.mode,
+            // Group only: the owner stays our own user.
+            owner: gid.map(|gid| (euid(), gid)),
+            replace: false,
+            // `ID.tmp` names are ours alone and judged as they always were (clean_stale_tmp).
+            lock: false,
+            sync_dir: true,
+        };
+        let folder = dir.clone();
+        // An empty answer list: the runner retries every recipient (a wrong count).
+        let writer =
+            Group::spawn_bounded("nullq-cgp", BATCH_MAX, WORKERS, Vec::new(), move |jobs| {
+                submit_batch(&folder, &options, &jobs)
+            });
         Ok(Cgp {
             dir,
-            mode: config.mode,
-            gid,
             on_bad: config.on_bad,
+            writer,
         })
     }
 
@@ -82,22 +109,9 @@ impl Cgp {
         self.on_bad
     }
 
-    /// Submit one file for all of `job`'s recipients.
+    /// Submit one file for all of `job`'s recipients (in the writer's next batch).
     async fn send(&self, job: &Job) -> Vec<Answer> {
-        let options = nullq_fs::Options {
-            mode: self.mode,
-            // Group only: the owner stays our own user.
-            owner: self.gid.map(|gid| (euid(), gid)),
-            replace: false,
-            // `ID.tmp` names are ours alone and judged as they always were (clean_stale_tmp).
-            lock: false,
-        };
-        let dir = self.dir.clone();
-        let job2 = job.clone();
-        match tokio::task::spawn_blocking(move || submit(&dir, &options, &job2)).await {
-            Ok(answers) => answers,
-            Err(e) => vec![Answer::retry(format!("internal error: {e}")); job.recipients.len()],
-        }
+        self.writer.submit(job.clone()).await
     }
 }
 
@@ -119,175 +133,69 @@ fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-/// The fields CommuniGate Pro takes the envelope from, wherever they stand in the header, and
-/// the names a message's own copies are renamed to.
-const ENVELOPE_FIELDS: [(&str, &str); 3] = [
-    ("return-path", "X-Original-Return-Path"),
-    ("envelope-to", "X-Original-Envelope-To"),
-    ("envelope-ignore", "X-Original-Envelope-Ignore"),
-];
-
-/// `header` (a message's whole header, LF or CRLF lines, written with LF) with its own envelope fields renamed
-/// to `X-Original-...` (any case, with or without space before the colon; their continuation
-/// lines follow them unchanged), so that the only `Return-Path:`/`Envelope-To:`/
-/// `Envelope-Ignore:` CommuniGate Pro sees are the ones nullq writes above it. A line start
-/// after a lone CR counts too (a reader that takes CR for a line end must not find a field
-/// there). A header that starts with continuation lines (which would continue our last field)
-/// gets an `X-Nullq-Folded:` field for them to belong to. The result always ends with an
-/// empty line, so what follows is the body for every reader (a header that ended without one,
-/// before a line that is no field, gets one).
-pub fn neutralize(header: &[u8]) -> Vec<u8> {
-    // CommuniGate Pro reads the file in the system's line ends (LF): a CRLF header could end,
-    // for it, at a different line than for us (a line of only CR). Written with LF, the header
-    // ends at the same empty line for every reader.
-    let lf = crlf_to_lf(header);
-    let header = &lf[..];
-    let mut out = Vec::with_capacity(header.len() + 64);
-    if matches!(header.first(), Some(b' ' | b'\t')) {
-        out.extend_from_slice(b"X-Nullq-Folded:\n");
-    }
-    let mut ended = false;
-    for line in header.split_inclusive(|&b| b == b'\n') {
-        ended = line == b"\n" || line == b"\r\n";
-        let mut start = 0;
-        for at in 0..=line.len() {
-            let line_start = at == 0 || (line[at - 1] == b'\r' && line.get(at) != Some(&b'\n'));
-            if !line_start {
-                continue;
-            }
-            if let Some((name_len, new)) = envelope_field_at(&line[at..]) {
-                out.extend_from_slice(&line[start..at]);
-                out.extend_from_slice(new.as_bytes());
-                start = at + name_len;
-            }
-        }
-        out.extend_from_slice(&line[start..]);
-    }
-    if !ended {
-        if !out.is_empty() && !out.ends_with(b"\n") {
-            out.push(b'\n');
-        }
-        out.push(b'\n');
-    }
-    out
+/// Submit `job` into `dir`: one answer per recipient, in order.
+#[cfg(test)]
+fn submit(dir: &Path, options: &nullq_fs::Options, job: &Job) -> Vec<Answer> {
+    submit_batch(dir, options, std::slice::from_ref(job))
+        .pop()
+        .unwrap_or_default()
 }
 
-/// `text` with every CRLF made LF (a lone CR stays).
-fn crlf_to_lf(text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    let mut i = 0;
-    while i < text.len() {
-        if text[i] == b'\r' && text.get(i + 1) == Some(&b'\n') {
-            i += 1;
+/// What is left to do for one job once its addresses are checked.
+enum Plan {
+    /// Nothing to write: every recipient has its answer, or this one is for those left.
+    Done(Option<Answer>),
+    /// Write this (our envelope fields, then the message) as `ID.sub`.
+    Write(Message),
+}
+
+/// Submit each of `jobs` into `dir` (blocking), the files written as one batch: one list of
+/// answers per job (one per recipient, in order).
+fn submit_batch(dir: &Path, options: &nullq_fs::Options, jobs: &[Job]) -> Vec<Vec<Answer>> {
+    let mut plans: Vec<(Vec<Option<Answer>>, Plan)> = jobs.iter().map(prepare).collect();
+    let mut items = Vec::new();
+    let mut written = Vec::new();
+    for ((_, plan), job) in plans.iter_mut().zip(jobs) {
+        let Plan::Write(message) = plan else { continue };
+        if let Some(answer) = sub_in_the_way(dir, job.id) {
+            *plan = Plan::Done(Some(answer));
             continue;
         }
-        out.push(text[i]);
-        i += 1;
+        let message = message.clone();
+        written.push(job.id);
+        items.push(nullq_fs::BatchItem {
+            tmp_name: format!("{}.tmp", job.id),
+            final_name: format!("{}.sub", job.id),
+            fill: Box::new(move |file: &mut std::fs::File| message.copy_to(file).map(|_| ())),
+        });
     }
-    out
+    let mut results = written
+        .into_iter()
+        .zip(nullq_fs::publish_batch(dir, dir, items, options));
+    plans
+        .into_iter()
+        .map(|(answers, plan)| {
+            let outcome = match plan {
+                Plan::Done(outcome) => outcome,
+                Plan::Write(_) => Some(match results.next() {
+                    Some((id, result)) => written_answer(dir, id, result),
+                    None => Answer::retry("internal error: no result"),
+                }),
+            };
+            answers
+                .into_iter()
+                .map(|a| {
+                    a.or_else(|| outcome.clone())
+                        .unwrap_or_else(|| Answer::retry("internal error: no answer"))
+                })
+                .collect()
+        })
+        .collect()
 }
 
-/// If `text` starts with one of [`ENVELOPE_FIELDS`] (any case) followed by optional blanks and
-/// a colon: the name's length and its new name.
-fn envelope_field_at(text: &[u8]) -> Option<(usize, &'static str)> {
-    ENVELOPE_FIELDS.iter().find_map(|&(name, new)| {
-        let head = text.get(..name.len())?;
-        if !head.eq_ignore_ascii_case(name.as_bytes()) {
-            return None;
-        }
-        let rest = &text[name.len()..];
-        let colon = rest.iter().position(|&b| b != b' ' && b != b'\t')?;
-        (rest[colon] == b':').then_some((name.len(), new))
-    })
-}
-
-/// An envelope address as an RFC 5322 header address: the local part (before the last `@`)
-/// as it is when it is a dot-atom, else a quoted string with `"` and `\` escaped; the domain
-/// must be a dot-atom or a domain literal. An address with CR, LF or NUL, or whose domain is
-/// neither, cannot be written without breaking the header or changing its meaning: an error.
-pub fn header_address(addr: &[u8]) -> Result<Vec<u8>, AddressError> {
-    if addr.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
-        return Err(AddressError::LineBreak);
-    }
-    let (local, domain) = match addr.iter().rposition(|&b| b == b'@') {
-        Some(at) => (&addr[..at], Some(&addr[at + 1..])),
-        None => (addr, None),
-    };
-    if let Some(domain) = domain {
-        let atom = |label: &[u8]| {
-            !label.is_empty()
-                && label
-                    .iter()
-                    .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b >= 0x80)
-        };
-        let literal = domain.len() >= 2
-            && domain.starts_with(b"[")
-            && domain.ends_with(b"]")
-            && domain[1..domain.len() - 1]
-                .iter()
-                .all(|&b| b.is_ascii_graphic() && !matches!(b, b'[' | b']' | b'\\'));
-        if !literal && !domain.split(|&b| b == b'.').all(atom) {
-            return Err(AddressError::Domain(domain.to_vec()));
-        }
-    }
-    let mut out = nullq_mail::quote::quote(local);
-    if let Some(domain) = domain {
-        out.push(b'@');
-        out.extend_from_slice(domain);
-    }
-    Ok(out)
-}
-
-/// Why [`header_address`] cannot write an address (the bounce's text).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AddressError {
-    /// A CR, LF or NUL in the address.
-    LineBreak,
-    /// The domain (these bytes) is neither a dot-atom nor a domain literal.
-    Domain(Vec<u8>),
-}
-
-impl std::fmt::Display for AddressError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AddressError::LineBreak => write!(f, "a line break or NUL in the address"),
-            AddressError::Domain(d) => write!(
-                f,
-                "the domain {:?} is neither a domain name nor an address literal",
-                String::from_utf8_lossy(d)
-            ),
-        }
-    }
-}
-
-impl std::error::Error for AddressError {}
-
-/// The reverse of [`header_address`] for one address as nullq writes it (`"a b"@example.net`
-/// → `a b@example.net`); `None` if it is not in that form.
-pub fn parse_header_address(text: &[u8]) -> Option<Vec<u8>> {
-    let text = text.trim_ascii();
-    let Some(quoted) = text.strip_prefix(b"\"") else {
-        return Some(text.to_vec());
-    };
-    let mut out = Vec::with_capacity(text.len());
-    let mut bytes = quoted.iter();
-    loop {
-        match bytes.next()? {
-            b'\\' => out.push(*bytes.next()?),
-            b'"' => break,
-            &b => out.push(b),
-        }
-    }
-    let rest = bytes.as_slice();
-    if !rest.is_empty() && !rest.starts_with(b"@") {
-        return None;
-    }
-    out.extend_from_slice(rest);
-    Some(out)
-}
-
-/// Submit `job` into `dir`: one answer per recipient, in order.
-fn submit(dir: &Path, options: &nullq_fs::Options, job: &Job) -> Vec<Answer> {
+/// Check `job`'s addresses: the answers of the recipients that cannot be written (the rest
+/// `None`), and what is left to do for the others.
+fn prepare(job: &Job) -> (Vec<Option<Answer>>, Plan) {
     let n = job.recipients.len();
     // The null sender and the double bounce marker are `<>`.
     let sender = match smtp_sender(&job.sender) {
@@ -297,7 +205,8 @@ fn submit(dir: &Path, options: &nullq_fs::Options, job: &Job) -> Vec<Answer> {
     let sender = match sender {
         Ok(s) => s,
         Err(e) => {
-            return vec![Answer::bounce(format!("cgp: the sender cannot be written: {e}")); n]
+            let answer = Answer::bounce(format!("cgp: the sender cannot be written: {e}"));
+            return (vec![None; n], Plan::Done(Some(answer)));
         }
     };
     let mut answers: Vec<Option<Answer>> = vec![None; n];
@@ -321,30 +230,24 @@ fn submit(dir: &Path, options: &nullq_fs::Options, job: &Job) -> Vec<Answer> {
             }
         }
     }
-    let outcome = if !any {
-        None
+    let plan = if !any {
+        Plan::Done(None)
     } else {
-        Some(match job.message.header() {
-            None => Answer::bounce(format!(
+        match job.message.header() {
+            None => Plan::Done(Some(Answer::bounce(format!(
                 "cgp: the message's header is longer than {HEAD_MAX} bytes; CommuniGate Pro \
                  would take envelope fields from all of it, so it is not submitted unchecked"
-            )),
+            )))),
             Some(header) => {
                 head.extend_from_slice(&neutralize(header));
                 match job.message.with_header(head) {
-                    Some(message) => write_sub(dir, options, job.id, &message),
-                    None => Answer::retry("internal error: the header went away"),
+                    Some(message) => Plan::Write(message),
+                    None => Plan::Done(Some(Answer::retry("internal error: the header went away"))),
                 }
             }
-        })
+        }
     };
-    answers
-        .into_iter()
-        .map(|a| {
-            a.or_else(|| outcome.clone())
-                .unwrap_or_else(|| Answer::retry("internal error: no answer"))
-        })
-        .collect()
+    (answers, plan)
 }
 
 /// Whether `ID.sub` is already there as ours (`Ok(true)`), absent (`Ok(false)`), or held by
@@ -371,23 +274,29 @@ fn our_sub(sub: &Path) -> Result<bool, String> {
     }
 }
 
-fn write_sub(dir: &Path, options: &nullq_fs::Options, id: QueueId, message: &Message) -> Answer {
+/// The answer when `ID.sub` is already there: ours (a crash after the rename: submitted), or
+/// something else (in the way, never followed). `None` when the name is free.
+fn sub_in_the_way(dir: &Path, id: QueueId) -> Option<Answer> {
     let sub = dir.join(format!("{id}.sub"));
     match our_sub(&sub) {
-        Ok(true) => return Answer::delivered(format!("cgp: {} already submitted", sub.display())),
-        Ok(false) => {}
+        Ok(true) => Some(Answer::delivered(format!(
+            "cgp: {} already submitted",
+            sub.display()
+        ))),
+        Ok(false) => None,
         Err(what) => {
             tracing::error!(target: "nullq::delivery", id = %id, path = %sub.display(), "cgp: {what} is in the way; not followed, the message stays queued");
-            return Answer::retry(format!("cgp {}: {what} is in the way", sub.display()));
+            Some(Answer::retry(format!(
+                "cgp {}: {what} is in the way",
+                sub.display()
+            )))
         }
     }
-    let result = nullq_fs::publish(
-        dir,
-        &format!("{id}.tmp"),
-        &format!("{id}.sub"),
-        options,
-        |file| message.copy_to(file).map(|_| ()),
-    );
+}
+
+/// The answer for `ID.sub` after its write: submitted, or why not.
+fn written_answer(dir: &Path, id: QueueId, result: Result<(), nullq_fs::Error>) -> Answer {
+    let sub = dir.join(format!("{id}.sub"));
     match result {
         Ok(()) => Answer::delivered(format!("cgp: submitted {}", sub.display())),
         Err(e) => {

@@ -1,6 +1,8 @@
 //! `maildir:DIR`: delivery into a Maildir (<https://cr.yp.to/proto/maildir.html>), one file per
 //! message: written in `tmp/` under a unique name, fsynced, renamed into `new/`, and `new/`
-//! fsynced. The file starts with `Return-Path:` and one `Delivered-To:` per recipient, as
+//! fsynced. Deliveries waiting together are written as one batch by the Maildir's writer
+//! thread ([`nullq_fs::publish_batch`]: the same steps per file, one fsync of `new/` for the
+//! batch), so that the cost per message falls as the arrivals rise. The file starts with `Return-Path:` and one `Delivered-To:` per recipient, as
 //! qmail-local writes them. This is the embedded default target (`DATA/delivered`).
 //!
 //! A Maildir never refuses a recipient: every failure here (disk full, permissions) is
@@ -24,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::delivery::backend::{Backend, Delivery};
+use crate::delivery::group::Group;
 use crate::delivery::handover::envelope_head;
 use crate::delivery::job::{Answer, Job};
 
@@ -31,14 +34,31 @@ use crate::delivery::job::{Answer, Job};
 #[derive(Debug)]
 pub struct Maildir {
     dir: PathBuf,
+    /// The writer: every delivery waiting when it wakes is written as one batch (their files
+    /// synced together, one fsync of `new/` for all; [`nullq_fs::publish_batch`]).
+    writer: Group<Job, Answer>,
 }
+
+/// At most this many files in one batch: each holds two descriptors until it is renamed.
+const BATCH_MAX: usize = 64;
+
+/// Writer threads: batches written at the same time, so that their fsyncs overlap.
+const WORKERS: usize = 8;
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Maildir {
     /// The Maildir at `dir` (created with `tmp/`, `new/`, `cur/` on first delivery).
     pub fn new(dir: PathBuf) -> Maildir {
-        Maildir { dir }
+        let d = dir.clone();
+        let writer = Group::spawn_bounded(
+            "nullq-maildir",
+            BATCH_MAX,
+            WORKERS,
+            Answer::retry("internal error: the Maildir writer is gone"),
+            move |jobs: Vec<Job>| write_batch(&d, &jobs),
+        );
+        Maildir { dir, writer }
     }
 
     /// The Maildir's directory.
@@ -46,15 +66,9 @@ impl Maildir {
         &self.dir
     }
 
-    /// Deliver one copy for all of `job`'s recipients.
+    /// Deliver one copy for all of `job`'s recipients (in the writer's next batch).
     async fn send(&self, job: &Job) -> Vec<Answer> {
-        let dir = self.dir.clone();
-        let job2 = job.clone();
-        let answer = match tokio::task::spawn_blocking(move || write(&dir, &job2)).await {
-            Ok(Ok(name)) => Answer::delivered(format!("maildir: new/{name}")),
-            Ok(Err(e)) => Answer::retry(format!("maildir {}: {e}", self.dir.display())),
-            Err(e) => Answer::retry(format!("internal error: {e}")),
-        };
+        let answer = self.writer.submit(job.clone()).await;
         vec![answer; job.recipients.len()]
     }
 }
@@ -286,14 +300,21 @@ fn ensure_dirs(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn write(dir: &Path, job: &Job) -> std::io::Result<String> {
+/// Write one file for each of `jobs` (blocking): one answer each, in order. A delivery is
+/// answered delivered only when its file is synced and its name in `new/` durable. A failed
+/// fsync of `new/` retries every job of the batch: their files may stay in `new/`, duplicates
+/// rather than losses.
+fn write_batch(dir: &Path, jobs: &[Job]) -> Vec<Answer> {
+    let failed =
+        |e: &dyn std::fmt::Display| Answer::retry(format!("maildir {}: {e}", dir.display()));
     if !dir.join("new").is_dir() {
-        ensure_dirs(dir)?;
+        if let Err(e) = ensure_dirs(dir) {
+            return jobs.iter().map(|_| failed(&e)).collect();
+        }
     }
-    let name = unique_name();
     // tmp/ may be writable by others (a shared Maildir): nullq-fs never opens a planted name,
     // sets the mode on the descriptor, fsyncs, checks close, renames without replacing into
-    // new/ and fsyncs new/.
+    // new/ and fsyncs new/, once for the batch.
     // Locked from its creation until its rename into new/, so that a clean-up at another
     // runner's start leaves it alone while we write it.
     let options = nullq_fs::Options {
@@ -301,19 +322,28 @@ fn write(dir: &Path, job: &Job) -> std::io::Result<String> {
         lock: true,
         ..nullq_fs::Options::default()
     };
-    nullq_fs::publish_to(
-        &dir.join("tmp"),
-        &name,
-        &dir.join("new"),
-        &name,
-        &options,
-        |file| {
-            file.write_all(&envelope_head(&job.sender, &job.recipients, "Delivered-To"))?;
-            // Streamed from the spool file: only one chunk of the message is in memory.
-            job.message.copy_to(file).map(|_| ())
-        },
-    )?;
-    Ok(name)
+    let names: Vec<String> = jobs.iter().map(|_| unique_name()).collect();
+    let items = jobs
+        .iter()
+        .zip(&names)
+        .map(|(job, name)| nullq_fs::BatchItem {
+            tmp_name: name.clone(),
+            final_name: name.clone(),
+            fill: Box::new(move |file: &mut std::fs::File| {
+                file.write_all(&envelope_head(&job.sender, &job.recipients, "Delivered-To"))?;
+                // Streamed from the spool file: only one chunk of the message is in memory.
+                job.message.copy_to(file).map(|_| ())
+            }),
+        })
+        .collect();
+    nullq_fs::publish_batch(&dir.join("tmp"), &dir.join("new"), items, &options)
+        .into_iter()
+        .zip(&names)
+        .map(|(result, name)| match result {
+            Ok(()) => Answer::delivered(format!("maildir: new/{name}")),
+            Err(e) => failed(&e),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -550,8 +580,9 @@ mod tests {
         drop(writing);
         clean_tmp_at(dir.path(), SystemTime::now(), &host_part());
         assert!(!tmp.join(&name).exists(), "its writer gone, it is removed");
-        // And write() itself leaves nothing behind.
-        write(dir.path(), &job).expect("write");
+        // And the writer itself leaves nothing behind.
+        let answers = write_batch(dir.path(), std::slice::from_ref(&job));
+        assert_eq!(answers[0].verdict, crate::delivery::job::Verdict::Delivered);
         assert_eq!(std::fs::read_dir(&tmp).expect("tmp").count(), 0);
     }
 
@@ -598,8 +629,20 @@ mod tests {
                 b"Subject: x\n\nbody\n".to_vec(),
             ),
         };
-        let name = write(dir.path(), &job).expect("write");
-        let path = dir.path().join("new").join(&name);
+        // Two in one batch: one file each, both whole.
+        let answers = write_batch(dir.path(), &[job.clone(), job.clone()]);
+        let names: Vec<&str> = answers
+            .iter()
+            .map(|a| a.text.strip_prefix("maildir: new/").expect("delivered"))
+            .collect();
+        assert_ne!(names[0], names[1]);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("new"))
+                .expect("new")
+                .count(),
+            2
+        );
+        let path = dir.path().join("new").join(names[1]);
         assert_eq!(
             std::fs::read(&path).expect("read"),
             b"Return-Path: <a@example.net>\nDelivered-To: b@example.net\nSubject: x\n\nbody\n"

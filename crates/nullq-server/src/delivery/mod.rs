@@ -8,7 +8,10 @@
 //!                                                            │
 //!                                                 decide (pure) ─▶ bounce ─▶ spool
 //! ```
-//! - [`runner`]: the schedule ([`schedule`]), concurrency, scans, wake-ups, shutdown;
+//! - [`runner`]: the schedule ([`schedule`], bounded in memory: a backlog waits on disk),
+//!   concurrency, scans, wake-ups, shutdown;
+//! - [`group`]: the batching threads (the Maildir and CGP writers, grouped removals and state
+//!   saves): one fsync for everything finished at the same moment;
 //! - [`attempt`]: one attempt at one message, in the order that makes a crash repeat work;
 //! - [`decide`]: the decision after an attempt as a pure function of state, answers, time and
 //!   the site's rules (retry, give up, bounce to whom, warn);
@@ -34,8 +37,10 @@ pub mod attempt;
 pub mod backend;
 pub mod bounce;
 pub mod cgp;
+pub mod cgp_header;
 pub mod clock;
 pub mod decide;
+pub mod group;
 pub mod handover;
 pub mod hold;
 pub mod job;

@@ -1,6 +1,7 @@
 //! Which backend each recipient goes to: the default target and `[delivery.routes]` by
 //! recipient domain (an exact domain, or `.example.net` for every domain below it), each
-//! distinct target built once.
+//! distinct target built once, with its own limit of deliveries at once
+//! (`[delivery.per_target]`, by the target's kind).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nullq_config::server::{OnBad, ServerConfig, Target};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::delivery::backend::{Backend, BackendError};
 use crate::delivery::cgp::Cgp;
@@ -44,6 +46,8 @@ impl std::error::Error for RoutesError {
 pub struct Routes {
     /// Every distinct target once: its text (for logs and statistics) and backend.
     backends: Vec<(String, Arc<dyn Backend>)>,
+    /// Each backend's limit of deliveries at once (`[delivery.per_target]`), by index.
+    limits: Vec<Semaphore>,
     default: usize,
     exact: HashMap<String, usize>,
     /// `.example.net` keys, without the dot.
@@ -56,6 +60,7 @@ impl Routes {
         let d = &config.delivery;
         let mut routes = Routes {
             backends: Vec::new(),
+            limits: Vec::new(),
             default: 0,
             exact: HashMap::new(),
             below: HashMap::new(),
@@ -76,6 +81,8 @@ impl Routes {
                 }
             };
             routes.backends.push((label.clone(), backend));
+            let limit = d.per_target.limit(t).min(Semaphore::MAX_PERMITS);
+            routes.limits.push(Semaphore::new(limit));
             index.insert(label, routes.backends.len() - 1);
             Ok(routes.backends.len() - 1)
         };
@@ -115,6 +122,13 @@ impl Routes {
     pub fn backend(&self, index: usize) -> (&str, &dyn Backend) {
         let (label, backend) = &self.backends[index];
         (label, backend.as_ref())
+    }
+
+    /// Wait until the backend at `index` may take one more delivery (its `[delivery.per_target]`
+    /// limit); the delivery holds the returned permit until it is done. `None` only if the
+    /// index is not a backend's.
+    pub async fn permit(&self, index: usize) -> Option<SemaphorePermit<'_>> {
+        self.limits.get(index)?.acquire().await.ok()
     }
 
     /// Every distinct target's text, in the order of the configuration.

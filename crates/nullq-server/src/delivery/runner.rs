@@ -17,7 +17,7 @@ use crate::delivery::cgp;
 use crate::delivery::clock::Clock;
 use crate::delivery::decide::Rules;
 use crate::delivery::routes::{Routes, RoutesError};
-use crate::delivery::schedule::{next_due, Schedule};
+use crate::delivery::schedule::{next_due, Schedule, SCHEDULE_MAX};
 use crate::delivery::stats::Stats;
 use crate::metrics::Metrics;
 use crate::process::shutdown::Shutdown;
@@ -60,8 +60,11 @@ impl Runner {
         let routes = Routes::new(config)?;
         let (notify, inbox) = mpsc::unbounded_channel();
         let stats = Stats::new(spool.root(), metrics);
+        let (removals, saves) = Deliverer::storage(&spool);
         Ok(Runner {
             shared: Arc::new(Deliverer {
+                removals,
+                saves,
                 spool,
                 routes,
                 rewriting,
@@ -140,7 +143,10 @@ impl Runner {
         if let Err(e) = cleaned {
             tracing::warn!(target: "nullq::delivery", "cleaning leftovers failed: {e}");
         }
-        let found = scan(&shared, &mut schedule, &in_flight).await;
+        // Announcements left out while the schedule was full: the disk has them; rescan once
+        // there is room again.
+        let mut overflowed = false;
+        let found = scan(&shared, &mut schedule, &in_flight, &mut overflowed).await;
         tracing::info!(
             target: "nullq::delivery",
             queued = found,
@@ -190,10 +196,19 @@ impl Runner {
                     if again.remove(&id) {
                         schedule.put(id, shared.clock.now());
                     }
+                    if overflowed && schedule.has_room() {
+                        let n = scan(&shared, &mut schedule, &in_flight, &mut overflowed).await;
+                        tracing::info!(target: "nullq::delivery", queued = n, "the schedule has room again: queue rescanned");
+                    }
                 }
                 Some(id) = self.inbox.recv() => {
                     if in_flight.contains(&id) {
                         again.insert(id);
+                    } else if schedule.full_for(&id) {
+                        if !overflowed {
+                            tracing::warn!(target: "nullq::delivery", "delivery is {SCHEDULE_MAX} messages behind: the rest wait in queue/ until the schedule has room");
+                        }
+                        overflowed = true;
                     } else {
                         schedule.put(id, shared.clock.now());
                     }
@@ -204,22 +219,27 @@ impl Runner {
                     if let Ok(Ok(ids)) = tokio::task::spawn_blocking(move || spool.list()).await {
                         let now = shared.clock.now();
                         for id in ids {
-                            if !in_flight.contains(&id) && !schedule.contains(&id) {
-                                schedule.put(id, now);
+                            if in_flight.contains(&id) || schedule.contains(&id) {
+                                continue;
                             }
+                            if schedule.full_for(&id) {
+                                overflowed = true;
+                                break;
+                            }
+                            schedule.put(id, now);
                         }
                     }
                 }
                 Some(()) = async { match trigger.as_mut() { Some(t) => woken(t).await, None => std::future::pending().await } } => {
-                    let n = scan(&shared, &mut schedule, &in_flight).await;
+                    let n = scan(&shared, &mut schedule, &in_flight, &mut overflowed).await;
                     tracing::info!(target: "nullq::delivery", queued = n, "trigger: queue rescanned");
                 }
                 Some(()) = async { match usr1.as_mut() { Some(u) => u.recv().await, None => std::future::pending().await } } => {
-                    let n = scan(&shared, &mut schedule, &in_flight).await;
+                    let n = scan(&shared, &mut schedule, &in_flight, &mut overflowed).await;
                     tracing::info!(target: "nullq::delivery", queued = n, "SIGUSR1: queue rescanned");
                 }
                 _ = rescan.tick() => {
-                    let n = scan(&shared, &mut schedule, &in_flight).await;
+                    let n = scan(&shared, &mut schedule, &in_flight, &mut overflowed).await;
                     tracing::debug!(target: "nullq::delivery", queued = n, "queue rescanned (every {}s)", every.as_secs());
                 }
                 _ = watchdog.tick() => self.watchdog.pet(),
@@ -290,12 +310,14 @@ async fn woken(trigger: &tokio::net::UnixDatagram) -> Option<()> {
     Some(())
 }
 
-/// Load every queued message's state and schedule it by its next attempt. Returns how many
-/// messages are queued.
+/// Load every queued message's state and schedule it by its next attempt, up to
+/// [`SCHEDULE_MAX`] scheduled (oldest first; `overflowed` says whether some were left on disk,
+/// for a later scan). Returns how many messages are queued.
 async fn scan(
     shared: &Arc<Deliverer>,
     schedule: &mut Schedule,
     in_flight: &HashSet<QueueId>,
+    overflowed: &mut bool,
 ) -> usize {
     let spool = shared.spool.clone();
     let committer = spool.committer();
@@ -328,7 +350,12 @@ async fn scan(
     .unwrap_or_default();
     let now = shared.clock.now();
     let n = found.len();
+    *overflowed = false;
     for (id, t) in found {
+        if schedule.full_for(&id) {
+            *overflowed = true;
+            continue;
+        }
         schedule.set(id, t.unwrap_or(now));
     }
     n

@@ -145,9 +145,11 @@ fn set_tls(config: &mut ServerConfig, args: &ServeArgs) -> Result<(), StartError
 }
 
 /// File descriptors kept for everything but sessions: listeners, logs, the spool's
-/// directories and lock, the trigger socket, and a few for each delivery at once.
+/// directories and lock, the trigger socket, and a few for each delivery at once (its lock and
+/// reader of the queue file, the file being written and the duplicate that keeps its lock, or
+/// a connection, or a child's pipes).
 fn reserved_descriptors(config: &ServerConfig) -> u64 {
-    64 + 8 * config.delivery.concurrency as u64
+    64 + 6 * config.delivery.concurrency as u64
 }
 
 /// Raise the soft limit on open files to the hard one (the usual soft limit, 1024, is far too
