@@ -257,13 +257,19 @@ impl Spool {
     /// and closes it, renames it over `state/ID`, fsyncs `state/`. Returns only when the new
     /// state would survive a crash; on error the old state stands.
     pub fn save_state(&self, id: &QueueId, state: &DeliveryState) -> Result<()> {
+        self.write_state(id, state, true)
+    }
+
+    /// Writes `state` aside in tmp/ and renames it over `state/ID` (the project's one durable
+    /// write), fsyncing `state/` after if `sync_dir` (a batch fsyncs it once for all). Locked
+    /// while in tmp/, like a message being received, so another process's recovery leaves it
+    /// alone (a `nullq queue` tool writes these too).
+    fn write_state(&self, id: &QueueId, state: &DeliveryState, sync_dir: bool) -> Result<()> {
         let d = &self.inner.dirs;
-        // Written aside in tmp/, replacing state/ID atomically, state/ fsynced: the project's
-        // one durable write. Locked while in tmp/, like a message being received, so another
-        // process's recovery leaves it alone (a `nullq queue` tool writes these too).
         let options = nullq_fs::Options {
             replace: true,
             lock: true,
+            sync_dir,
             ..nullq_fs::Options::default()
         };
         nullq_fs::publish_to(
@@ -348,26 +354,9 @@ impl Spool {
     /// an error the old state of that message stands (or, after a failed fsync, either may).
     pub fn save_state_batch(&self, states: &[(QueueId, DeliveryState)]) -> Vec<Result<()>> {
         let d = &self.inner.dirs;
-        let options = nullq_fs::Options {
-            replace: true,
-            lock: true,
-            sync_dir: false,
-            ..nullq_fs::Options::default()
-        };
         let mut results: Vec<Result<bool>> = states
             .iter()
-            .map(|(id, state)| {
-                nullq_fs::publish_to(
-                    &d.tmp,
-                    &format!("{id}.state.{}", QueueId::generate()),
-                    &d.state,
-                    &id.to_string(),
-                    &options,
-                    |file| file.write_all(&state.encode()),
-                )
-                .map(|()| true)
-                .map_err(sys::from_fs)
-            })
+            .map(|(id, state)| self.write_state(id, state, false).map(|()| true))
             .collect();
         if results.iter().any(|r| matches!(r, Ok(true))) {
             if let Err(e) = sys::fsync_dir(&d.state) {
