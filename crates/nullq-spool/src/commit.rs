@@ -57,7 +57,7 @@ pub struct Committer {
 
 /// What the handles share; dropping the last one stops the thread.
 struct Shared {
-    state: Arc<Ledger>,
+    ledger: Arc<Ledger>,
     /// `None` only while being dropped.
     requests: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
@@ -66,7 +66,7 @@ struct Shared {
 impl std::fmt::Debug for Committer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Committer")
-            .field("dir", &self.shared.state.dir())
+            .field("dir", &self.shared.ledger.dir())
             .finish_non_exhaustive()
     }
 }
@@ -135,20 +135,20 @@ impl Committer {
 
     /// Starts the committer thread, which flushes each batch.
     fn spawn(dir: PathBuf, flusher: Flusher, intake: Option<Intake>) -> Result<Committer> {
-        let state = Arc::new(Ledger::new(dir));
+        let ledger = Arc::new(Ledger::new(dir));
         let (tx, rx) = mpsc::channel();
         let thread = {
-            let state = state.clone();
+            let ledger = ledger.clone();
             let writer = Writer::new(intake);
             std::thread::Builder::new()
                 .name("nullq-committer".into())
-                .spawn(move || run(&state, &writer, flusher, &rx))
+                .spawn(move || run(&ledger, &writer, flusher, &rx))
         };
         // No thread, no fsync of the directory: named as that step.
-        let thread = thread.map_err(|e| SpoolError::io(Step::DirFsync, state.dir(), e))?;
+        let thread = thread.map_err(|e| SpoolError::io(Step::DirFsync, ledger.dir(), e))?;
         Ok(Committer {
             shared: Arc::new(Shared {
-                state,
+                ledger,
                 requests: Some(tx),
                 thread: Some(thread),
             }),
@@ -160,23 +160,23 @@ impl Committer {
     /// is unlinked). A delivery runner sharing this spool skips such messages in its scans; it
     /// learns of the committed ones when they are.
     pub fn is_uncommitted(&self, id: &QueueId) -> bool {
-        self.shared.state.uncommitted().contains(id)
+        self.shared.ledger.uncommitted().contains(id)
     }
 
     /// The error for a commit refused now, if the committer is poisoned (see [`Ledger::refusal`]).
     pub(crate) fn refusal(&self) -> Option<SpoolError> {
-        self.shared.state.refusal()
+        self.shared.ledger.refusal()
     }
 
     /// What this committer shares with its thread (for the message writer's rename).
-    pub(crate) fn state(&self) -> &Ledger {
-        &self.shared.state
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.shared.ledger
     }
 
     /// `(batch flushes started, successful commits)`: with concurrent callers the first is
     /// much smaller than the second.
     pub fn stats(&self) -> (u64, u64) {
-        let c = self.shared.state.counts();
+        let c = self.shared.ledger.counts();
         (c.started, c.commits)
     }
 
@@ -184,17 +184,17 @@ impl Committer {
     /// ([`crate::Flush::Filesystem`]), once: the server logs it at ERROR (the disk, or some
     /// file on it, failed a writeback), though no commit failed.
     pub fn take_flush_fallback(&self) -> Option<io::Error> {
-        self.shared.state.take_fallback()
+        self.shared.ledger.take_fallback()
     }
 
     /// True once a `syncfs` failed and batches are synced file by file.
     pub(crate) fn has_fallen_back(&self) -> bool {
-        self.shared.state.has_fallen_back()
+        self.shared.ledger.has_fallen_back()
     }
 
     /// True once a flush has failed (or the thread is gone); every later commit fails.
     pub fn is_poisoned(&self) -> bool {
-        self.shared.state.counts().failed.is_some()
+        self.shared.ledger.counts().failed.is_some()
     }
 
     /// Queues `id` for the next batch; the answer comes on the returned receiver (or, if the
@@ -211,20 +211,20 @@ impl Committer {
     /// No answer came for `id`: the thread is gone. Refused like a commit after a failed fsync,
     /// with its file unlinked here, as the thread would have.
     fn refused_unanswered(&self, id: Option<&QueueId>) -> SpoolError {
-        let state = &self.shared.state;
+        let ledger = &self.shared.ledger;
         if let Some(id) = id {
-            let _ = std::fs::remove_file(state.dir().join(id.to_string()));
-            let _ = crate::sys::fsync_dir(state.dir());
+            let _ = std::fs::remove_file(ledger.dir().join(id.to_string()));
+            let _ = crate::sys::fsync_dir(ledger.dir());
         }
         let e = {
-            let mut c = state.counts();
+            let mut c = ledger.counts();
             let failed = c
                 .failed
                 .get_or_insert_with(|| io::Error::other("the committer thread is gone"));
-            SpoolError::poisoned(state.dir(), failed)
+            SpoolError::poisoned(ledger.dir(), failed)
         };
         if let Some(id) = id {
-            state.settled(id);
+            ledger.settled(id);
         }
         e
     }
@@ -239,7 +239,7 @@ impl Committer {
     }
 
     fn dir(&self) -> &Path {
-        self.shared.state.dir()
+        self.shared.ledger.dir()
     }
 
     /// One commit of an id that was never renamed (the batching tests need only the fsyncs).
@@ -274,7 +274,7 @@ impl Drop for Shared {
 /// One thread for both, on purpose: a second thread flushing while this one writes (measured,
 /// BENCHMARKS.md) starts flushes of the first few messages while the rest are still being
 /// written, doubling the journal commits at 50 sessions and lowering messages a second.
-fn run(state: &Ledger, writer: &Writer, mut flusher: Flusher, requests: &mpsc::Receiver<Request>) {
+fn run(ledger: &Ledger, writer: &Writer, mut flusher: Flusher, requests: &mpsc::Receiver<Request>) {
     while let Ok(first) = requests.recv() {
         let mut waiting: Vec<Request> = std::iter::once(first).chain(requests.try_iter()).collect();
         waiting.reverse(); // taken from the end, in arrival order
@@ -284,10 +284,10 @@ fn run(state: &Ledger, writer: &Writer, mut flusher: Flusher, requests: &mpsc::R
         // committer poisoned, as for a failed flush.
         let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             while let Some(request) = waiting.pop() {
-                batch.push(writer.entry(state, request));
+                batch.push(writer.entry(ledger, request));
             }
             let earlier = {
-                let mut c = state.counts();
+                let mut c = ledger.counts();
                 if c.failed.is_none() {
                     c.started += 1;
                 }
@@ -299,12 +299,12 @@ fn run(state: &Ledger, writer: &Writer, mut flusher: Flusher, requests: &mpsc::R
                         entry.outcome = Some(Outcome::Poisoned(copy_io(&e)));
                     }
                 }
-                None => flusher.flush(state, &mut batch),
+                None => flusher.flush(ledger, &mut batch),
             }
         }));
         if flushed.is_err() {
-            state.fail(io::Error::other("the committer thread panicked"));
-            let e = state.counts().failed.as_ref().map(copy_io);
+            ledger.fail(io::Error::other("the committer thread panicked"));
+            let e = ledger.counts().failed.as_ref().map(copy_io);
             for entry in batch.iter_mut() {
                 let e = e
                     .as_ref()
@@ -318,35 +318,35 @@ fn run(state: &Ledger, writer: &Writer, mut flusher: Flusher, requests: &mpsc::R
             .iter()
             .filter(|e| matches!(e.outcome, Some(Outcome::Durable)))
             .count();
-        state.counts().commits += durable as u64;
-        answer(state, batch);
+        ledger.counts().commits += durable as u64;
+        answer(ledger, batch);
     }
 }
 
 /// Answers a batch. Refused files are unlinked first (then `queue/` fsynced once), and each id
 /// is settled before its answer, so a runner's scan in between finds a refused file gone rather
 /// than deliverable.
-fn answer(state: &Ledger, batch: Vec<Entry>) {
+fn answer(ledger: &Ledger, batch: Vec<Entry>) {
     let mut unlinked = false;
     for entry in &batch {
         if let (Some(id), false) = (&entry.id, matches!(entry.outcome, Some(Outcome::Durable))) {
-            let _ = std::fs::remove_file(state.dir().join(id.to_string()));
+            let _ = std::fs::remove_file(ledger.dir().join(id.to_string()));
             unlinked = true;
         }
     }
     if unlinked {
-        let _ = crate::sys::fsync_dir(state.dir());
+        let _ = crate::sys::fsync_dir(ledger.dir());
     }
     for entry in batch {
         if let Some(id) = &entry.id {
-            state.settled(id);
+            ledger.settled(id);
         }
-        let refused = |e: io::Error| Err(SpoolError::io(Step::DirFsync, state.dir(), e));
+        let refused = |e: io::Error| Err(SpoolError::io(Step::DirFsync, ledger.dir(), e));
         entry.reply.send(match (entry.outcome, entry.id) {
             (Some(Outcome::Durable), Some(id)) => Ok(id),
             (Some(Outcome::FileFailed(e)), _) => Err(e),
             (Some(Outcome::Failed(e)), _) => refused(e),
-            (Some(Outcome::Poisoned(e)), _) => Err(SpoolError::poisoned(state.dir(), &e)),
+            (Some(Outcome::Poisoned(e)), _) => Err(SpoolError::poisoned(ledger.dir(), &e)),
             // Not reached: every entry is decided by now, and a durable one has its id.
             (Some(Outcome::Durable), None) | (None, _) => {
                 refused(io::Error::other("the commit was not decided"))
@@ -420,7 +420,7 @@ impl Renamed {
 impl Drop for Renamed {
     fn drop(&mut self) {
         if !self.submitted {
-            self.committer.state().settled(&self.id);
+            self.committer.ledger().settled(&self.id);
         }
     }
 }
@@ -590,7 +590,7 @@ mod tests {
             Ok(())
         });
         let id = QueueId::generate();
-        committer.state().renaming(id);
+        committer.ledger().renaming(id);
         let mut pending = Renamed::new(id, committer.clone(), None).submit();
         let waker = std::task::Waker::noop();
         assert!(Pin::new(&mut pending)
@@ -604,7 +604,7 @@ mod tests {
 
         // A caller that stops waiting leaves the commit to the thread, which still settles it.
         let id = QueueId::generate();
-        committer.state().renaming(id);
+        committer.ledger().renaming(id);
         drop(Renamed::new(id, committer.clone(), None).submit());
         let _ = go_tx.send(());
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -681,7 +681,7 @@ mod tests {
     fn a_gone_thread_refuses_without_a_panic() {
         let committer = Committer::with_sync("/q".into(), || panic!("the fsync panicked"));
         let id = QueueId::generate();
-        committer.state().renaming(id);
+        committer.ledger().renaming(id);
         let e = Renamed::new(id, committer.clone(), None).commit().err();
         assert!(matches!(&e, Some(e) if e.is_poisoned()), "{e:?}");
         assert!(committer.is_poisoned() && committer.refusal().is_some());

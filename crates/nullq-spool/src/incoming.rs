@@ -51,7 +51,7 @@ impl Incoming {
     /// ([`SpoolError::is_poisoned`]) nothing is renamed: the commit could only be refused.
     pub fn finish(self, envelope: &Envelope) -> Result<Renamed> {
         let Incoming { writer, committer } = self;
-        let (id, file) = writer.finish(envelope, committer.state())?;
+        let (id, file) = writer.finish(envelope, committer.ledger())?;
         Ok(Renamed::new(id, committer, Some(file)))
     }
 }
