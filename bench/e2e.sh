@@ -63,10 +63,13 @@ cleanup() {
     nullq_stop
     pf_stop
     [[ -n $PFR ]] && postfix -c "$PFR/conf" stop >/dev/null 2>&1
-    [[ -n $SINK_PID ]] && kill "$SINK_PID" 2>/dev/null
-    sleep 1
+    if [[ -n $SINK_PID ]]; then
+        kill "$SINK_PID" 2>/dev/null || true
+        wait "$SINK_PID" 2>/dev/null || true # its status is the signal's
+    fi
     if ((loopfs)) && mountpoint -q "$top/fs"; then
-        umount "$top/fs"
+        # A straggler (a Postfix daemon still exiting) must not leave the mount behind.
+        umount "$top/fs" || umount -l "$top/fs"
     fi
     rm -rf "$top"
 }
