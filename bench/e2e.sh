@@ -101,40 +101,16 @@ jbd2_commits() {
     awk 'NR == 1 { print $1 }' "$f"
 }
 
-# A private Postfix that takes QMQP and relays everything to the sink (no hold, no local mail).
+# A private Postfix that takes QMQP and relays everything to the sink (no hold, no local mail):
+# bench/postfix-qmqpd.sh's instance without its hold. It runs for the whole script, beside the
+# holding instances that pf_start and pf_stop make per run, so PF_DIR is handed over to PFR.
 pfr_start() {
     local dir=$1 port=$2 sink=$3
-    PFR=$dir
-    mkdir -p "$dir/conf"
-    chmod 0755 "$dir"
-    chmod a+x "$(dirname "$dir")"
-    install -d -o root -g root -m 0755 "$dir/queue"
-    install -d -o postfix -g postfix -m 0700 "$dir/data"
-    cat > "$dir/conf/main.cf" <<EOF2
-compatibility_level = 3.6
-config_directory = $dir/conf
-queue_directory = $dir/queue
-data_directory = $dir/data
-mail_owner = postfix
-setgid_group = postdrop
-syslog_name = postfix-bench
-maillog_file = $dir/maillog
-myhostname = postfix-bench.localdomain
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-qmqpd_authorized_clients = 127.0.0.0/8
-relayhost = [127.0.0.1]:$sink
+    PF_HOLD=0 pf_start "$dir" "$port" "relayhost = [127.0.0.1]:$sink
 smtp_tls_security_level = none
-default_process_limit = 400
-EOF2
-    cp /etc/postfix/master.cf.proto "$dir/conf/master.cf"
-    postconf -c "$dir/conf" -MX smtp/inet
-    postconf -c "$dir/conf" -F '*/*/chroot = n'
-    postconf -c "$dir/conf" -M "127.0.0.1:$port/inet = 127.0.0.1:$port inet n - n - - qmqpd"
-    postfix -c "$dir/conf" check
-    postfix -c "$dir/conf" start
-    wait_port "$port"
+default_process_limit = 400"
+    PFR=$PF_DIR
+    PF_DIR="" # stopped by cleanup, not by the next run's pf_stop
 }
 
 # count_lines FILE PATTERN: lines of FILE matching PATTERN (0 if none or no file).

@@ -37,6 +37,9 @@ PF_PORT=""   # its QMQP port on 127.0.0.1
 # empty); MAIN_CF_LINES are appended to its main.cf (e.g. "default_process_limit = 1100").
 pf_start() {
     local dir=$1 port=$2 extra=${3:-}
+    # PF_HOLD=0: no hold, for an instance that relays what it takes (bench/e2e.sh).
+    local hold="header_checks = regexp:$dir/conf/hold"
+    [[ ${PF_HOLD:-1} == 0 ]] && hold=""
     PF_DIR=$dir
     PF_PORT=$port
     mkdir -p "$dir/conf"
@@ -66,7 +69,7 @@ inet_interfaces = loopback-only
 inet_protocols = ipv4
 qmqpd_authorized_clients = 127.0.0.0/8
 message_size_limit = 210000000
-header_checks = regexp:$dir/conf/hold
+$hold
 $extra
 EOF
     cp /etc/postfix/master.cf.proto "$dir/conf/master.cf"
