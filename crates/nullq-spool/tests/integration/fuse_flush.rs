@@ -40,6 +40,19 @@ struct Mounts {
 }
 
 impl Mounts {
+    /// A temporary directory with the two (empty, not yet mounted) mount points.
+    fn new() -> Mounts {
+        let m = Mounts {
+            dir: tempfile::Builder::new()
+                .prefix("nullq-fuse.")
+                .tempdir_in("/var/tmp")
+                .expect("tempdir"),
+        };
+        std::fs::create_dir(m.lower()).expect("mkdir");
+        std::fs::create_dir(m.fuse()).expect("mkdir");
+        m
+    }
+
     fn lower(&self) -> PathBuf {
         self.dir.path().join("lower")
     }
@@ -71,14 +84,7 @@ fn usable() -> bool {
 
 /// Returns (acknowledged, surviving after the cut, the mode Auto/forced resolved to).
 fn stored_then_cut(flush: Flush) -> (usize, usize, Flush) {
-    let m = Mounts {
-        dir: tempfile::Builder::new()
-            .prefix("nullq-fuse.")
-            .tempdir_in("/var/tmp")
-            .expect("tempdir"),
-    };
-    std::fs::create_dir(m.lower()).expect("mkdir");
-    std::fs::create_dir(m.fuse()).expect("mkdir");
+    let m = Mounts::new();
     assert!(sh(&format!(
         "truncate -s 64M {i} && mkfs.ext4 -q -F -m 0 {i} && mount -o loop {i} {l} && bindfs {l} {f}",
         i = m.image().display(),
@@ -157,14 +163,7 @@ fn auto_on_a_fuse_mount_keeps_every_acknowledged_message() {
 #[test]
 fn filesystem_asked_for_on_a_fuse_mount_is_refused_at_open() {
     usable();
-    let m = Mounts {
-        dir: tempfile::Builder::new()
-            .prefix("nullq-fuse.")
-            .tempdir_in("/var/tmp")
-            .expect("tempdir"),
-    };
-    std::fs::create_dir(m.lower()).expect("mkdir");
-    std::fs::create_dir(m.fuse()).expect("mkdir");
+    let m = Mounts::new();
     assert!(sh(&format!(
         "bindfs {l} {f}",
         l = m.lower().display(),
