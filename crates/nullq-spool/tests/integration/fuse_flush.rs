@@ -62,11 +62,23 @@ impl Mounts {
     fn image(&self) -> PathBuf {
         self.dir.path().join("fs.img")
     }
+
+    /// Detaches the FUSE mount and waits (at most a minute) for its bindfs daemon to exit:
+    /// until it has, the daemon keeps the lower filesystem busy and `umount` of it fails.
+    /// The daemon leaves only once the last file of the FUSE mount is closed, after the
+    /// (lazy) unmount; `pidwait` waits for that on a pidfd. It exits 1 when the daemon is
+    /// already gone, 124 (from `timeout`) when it did not leave in time.
+    fn unmount_fuse(&self) -> bool {
+        sh(&format!(
+            "umount -l {f}; timeout 60 pidwait -f '^bindfs .* {f}$'; [ $? -ne 124 ]",
+            f = self.fuse().display()
+        ))
+    }
 }
 
 impl Drop for Mounts {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.fuse()).output();
+        self.unmount_fuse();
         let _ = Command::new("umount").arg("-l").arg(self.lower()).output();
     }
 }
@@ -111,11 +123,11 @@ fn stored_then_cut(flush: Flush) -> (usize, usize, Flush) {
         m.lower().display()
     )));
     drop(spool);
+    assert!(m.unmount_fuse(), "bindfs did not exit after the unmount");
     assert!(sh(&format!(
-        "umount -l {f}; umount {l} && mount -o loop {i} {l}",
+        "umount {l} && mount -o loop {i} {l}",
         i = m.image().display(),
         l = m.lower().display(),
-        f = m.fuse().display()
     )));
     let queue = m.lower().join("spool/queue");
     let survived = acked
