@@ -29,13 +29,20 @@ fn sink_output(host: &Host) -> String {
 
 /// The one message the sink has, once it is complete.
 fn one_message(sink: &SmtpSink, limit: Duration) -> String {
+    complete_messages(sink, 1, limit).remove(0)
+}
+
+/// The `n` messages the sink has, once each is complete: smtp-sink creates its dump file
+/// before it has the message, so a file may be there and still empty (the last line of
+/// [`MESSAGE`] says it is whole).
+fn complete_messages(sink: &SmtpSink, n: usize, limit: Duration) -> Vec<String> {
     let mut got = Vec::new();
     let arrived = wait_for(limit, || {
         got = sink.messages();
-        got.len() == 1 && got[0].contains("last line")
+        got.len() == n && got.iter().all(|m| m.contains("last line"))
     });
-    assert!(arrived, "one message at the sink: {got:?}");
-    got.remove(0)
+    assert!(arrived, "{n} whole message(s) at the sink: {got:?}");
+    got
 }
 
 fn queue(host: &Host) -> (i32, String) {
@@ -238,11 +245,7 @@ fn starttls_with_postfix_verified_opportunistic_and_a_wrong_ca() {
     host.control("qmqpservers", &line);
     let (code, err) = queue(&host);
     assert_eq!(code, 0, "{err}");
-    let mut got = Vec::new();
-    assert!(wait_for(BOUND, || {
-        got = sink.messages();
-        got.len() == 2
-    }));
+    let got = complete_messages(&sink, 2, BOUND);
     assert!(got.iter().all(|m| m.contains("(using TLS")), "{got:?}");
 }
 
