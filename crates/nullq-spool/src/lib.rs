@@ -114,7 +114,7 @@ pub use flush::Flush;
 pub use format::Envelope;
 pub use id::{BadQueueId, QueueId};
 pub use incoming::Incoming;
-pub use reader::MessageReader;
+pub use reader::{MessageBytes, MessageReader};
 pub use recover::{CorruptFile, RecoveryReport, UnreadableFile};
 pub use spool::{QueuedMessage, Spool};
 pub use state::{DeliveryState, RecipientState, Status};

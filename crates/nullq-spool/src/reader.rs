@@ -41,6 +41,11 @@ pub(crate) struct MessageFile {
 impl MessageFile {
     pub(crate) fn open(path: &Path) -> Result<MessageFile, ReadError> {
         let file = File::open(path).map_err(|e| SpoolError::io(Step::Open, path, e))?;
+        MessageFile::checked(file, path)
+    }
+
+    /// [`MessageFile::open`]'s checks on a file already open.
+    pub(crate) fn checked(file: File, path: &Path) -> Result<MessageFile, ReadError> {
         let len = file
             .metadata()
             .map_err(|e| SpoolError::io(Step::Read, path, e))?
@@ -109,9 +114,67 @@ impl MessageFile {
     }
 }
 
+/// Files up to this size are read whole, in one read, when loaded for delivery
+/// ([`crate::Spool::load_open`]): the checks, the envelope and the message then come from
+/// memory, and the message is not read from the file again.
+pub(crate) const WHOLE_MAX: u64 = 128 * 1024;
+
+/// A message file read whole and checked as [`MessageFile::open`] and
+/// [`MessageFile::check_crc`] check it: the trailer and the envelope it holds.
+pub(crate) fn check_whole(bytes: &[u8]) -> Result<(Trailer, Envelope), String> {
+    let len = bytes.len();
+    if len < HEADER.len() + TRAILER_LEN {
+        return Err(format!("only {len} bytes: torn or not a queue file"));
+    }
+    if !bytes.starts_with(HEADER) {
+        return Err("no nullq-queue 1 header".into());
+    }
+    let trailer = Trailer::decode(&bytes[len - TRAILER_LEN..])?;
+    let env_offset = usize::try_from(trailer.envelope_offset(len as u64)?)
+        .map_err(|_| "envelope offset too large".to_string())?;
+    let before_trailer = len - TRAILER_LEN;
+    let got = crc32fast::hash(&bytes[..before_trailer]);
+    if got != trailer.crc {
+        return Err(format!(
+            "checksum {got:08x}, trailer says {:08x}",
+            trailer.crc
+        ));
+    }
+    let envelope = Envelope::decode(&bytes[env_offset..before_trailer])?;
+    Ok((trailer, envelope))
+}
+
 fn read_at(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<(), SpoolError> {
     file.read_exact_at(buf, offset)
         .map_err(|e| SpoolError::io(Step::Read, path, e))
+}
+
+/// The bytes of one queued message, in memory: read with its whole file by
+/// [`crate::Spool::load_open`]. Cheap to clone (shared).
+#[derive(Debug, Clone)]
+pub struct MessageBytes {
+    file: std::sync::Arc<Vec<u8>>,
+    len: usize,
+}
+
+impl MessageBytes {
+    /// The message of a checked queue file's bytes (`msg_len` bytes after the header).
+    pub(crate) fn of_file(file: Vec<u8>, msg_len: u64) -> MessageBytes {
+        let most = file.len().saturating_sub(HEADER.len());
+        let len = usize::try_from(msg_len).map_or(most, |n| n.min(most));
+        MessageBytes {
+            file: std::sync::Arc::new(file),
+            len,
+        }
+    }
+
+    /// The message, exactly as received.
+    pub fn as_slice(&self) -> &[u8] {
+        // In bounds: `of_file` keeps `len` within the file after the header.
+        self.file
+            .get(HEADER.len()..HEADER.len() + self.len)
+            .unwrap_or_default()
+    }
 }
 
 /// The bytes of one queued message, exactly as received, read from the file as needed (a

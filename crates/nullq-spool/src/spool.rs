@@ -13,7 +13,7 @@ use crate::format::Envelope;
 use crate::id::QueueId;
 use crate::incoming::Incoming;
 use crate::layout::Dirs;
-use crate::reader::{MessageFile, MessageReader};
+use crate::reader::{check_whole, MessageBytes, MessageFile, MessageReader, WHOLE_MAX};
 use crate::recover::{self, RecoveryReport};
 use crate::state::DeliveryState;
 use crate::sys;
@@ -188,6 +188,55 @@ impl Spool {
             message_len: file.trailer.msg_len,
             state,
         })
+    }
+
+    /// [`Spool::verify`] and [`Spool::load`] in one, through `file`, the descriptor of
+    /// `queue/ID` its caller already holds (and has locked): a delivery's one open of the
+    /// file. A file of up to 128 KiB is read whole, in one read, and checked in memory; its
+    /// message bytes come back with it, so that delivery does not read the file again (larger
+    /// ones are checked as `verify` does, and read again from the spool as they are sent).
+    /// Errors as theirs: a file found bad has [`SpoolError::is_corrupt`].
+    pub fn load_open(
+        &self,
+        id: &QueueId,
+        file: &File,
+    ) -> Result<(QueuedMessage, Option<MessageBytes>)> {
+        use std::os::unix::fs::FileExt;
+        let path = self.queue_path(id);
+        let len = file
+            .metadata()
+            .map_err(|e| SpoolError::io(Step::Read, &path, e))?
+            .len();
+        if len > WHOLE_MAX {
+            let copy = file
+                .try_clone()
+                .map_err(|e| SpoolError::io(Step::Open, &path, e))?;
+            let checked = MessageFile::checked(copy, &path).map_err(|e| e.into_spool(&path))?;
+            checked.check_crc().map_err(|e| e.into_spool(&path))?;
+            let envelope = checked.envelope().map_err(|e| e.into_spool(&path))?;
+            let state = self.read_state(id, envelope.recipients.len())?;
+            let queued = QueuedMessage {
+                id: *id,
+                envelope,
+                message_len: checked.trailer.msg_len,
+                state,
+            };
+            return Ok((queued, None));
+        }
+        // At most WHOLE_MAX: fits in usize.
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact_at(&mut bytes, 0)
+            .map_err(|e| SpoolError::io(Step::Read, &path, e))?;
+        let (trailer, envelope) =
+            check_whole(&bytes).map_err(|why| SpoolError::invalid(&path, why))?;
+        let state = self.read_state(id, envelope.recipients.len())?;
+        let queued = QueuedMessage {
+            id: *id,
+            envelope,
+            message_len: trailer.msg_len,
+            state,
+        };
+        Ok((queued, Some(MessageBytes::of_file(bytes, trailer.msg_len))))
     }
 
     /// Checks a committed message's file completely, as [`Spool::open`] does: size, header,

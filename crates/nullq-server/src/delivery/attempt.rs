@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use nullq_spool::{DeliveryState, QueueId, QueuedMessage, Spool, Status};
+use nullq_spool::{DeliveryState, MessageBytes, QueueId, QueuedMessage, Spool, Status};
 use tokio::sync::mpsc;
 
 use crate::delivery::backend;
@@ -100,11 +100,13 @@ pub enum Next {
     Busy,
 }
 
-/// A message ready for an attempt: its lock, envelope, state, and the start of its bytes.
+/// A message ready for an attempt: its lock, envelope, state, the start of its bytes, and all
+/// of them for a small message.
 struct Loaded {
     lock: MessageLock,
     queued: QueuedMessage,
     head: Head,
+    bytes: Option<MessageBytes>,
 }
 
 /// One due recipient of an attempt: which backend had it, as what address, and what came of
@@ -136,21 +138,30 @@ fn load(spool: &Spool, id: &QueueId) -> LoadResult {
     };
     // The whole file is checked (its checksum, as at start-up) before anything of it is
     // delivered: a file that turned bad since its commit goes to corrupt/, not to recipients.
-    // One more read of a file that is usually in the page cache.
-    let queued = match spool.verify(id).and_then(|()| spool.load(id)) {
+    // Through the lock's descriptor; a small file is read once, whole, and kept.
+    let (queued, bytes) = match spool.load_open(id, lock.file()) {
         Ok(q) => q,
         Err(e) if e.is_not_found() => return LoadResult::Gone,
         Err(e) if e.is_corrupt() => return set_aside(spool, id, &e),
         Err(e) => return LoadResult::Failed(e.to_string()),
     };
-    // Only the header is read here; backends read the body from the file as they send it.
-    let read = match spool.message(id) {
-        Ok(mut r) => read_head(&mut r).map_err(|e| e.to_string()),
-        Err(e) if e.is_not_found() => return LoadResult::Gone,
-        Err(e) => Err(e.to_string()),
+    // A larger message: only the header is read here; backends read the body from the file
+    // as they send it.
+    let read = match &bytes {
+        Some(b) => read_head(&mut b.as_slice()).map_err(|e| e.to_string()),
+        None => match spool.message(id) {
+            Ok(mut r) => read_head(&mut r).map_err(|e| e.to_string()),
+            Err(e) if e.is_not_found() => return LoadResult::Gone,
+            Err(e) => Err(e.to_string()),
+        },
     };
     match read {
-        Ok(head) => LoadResult::Ready(Box::new(Loaded { lock, queued, head })),
+        Ok(head) => LoadResult::Ready(Box::new(Loaded {
+            lock,
+            queued,
+            head,
+            bytes,
+        })),
         Err(e) => LoadResult::Failed(e),
     }
 }
@@ -217,10 +228,15 @@ impl Deliverer {
                 return self.later();
             }
         };
-        let Loaded { lock, queued, head } = *loaded;
+        let Loaded {
+            lock,
+            queued,
+            head,
+            bytes,
+        } = *loaded;
         let now = self.clock.now();
         let tried = self
-            .deliver_due(&queued, head.header.clone(), &head, now)
+            .deliver_due(&queued, head.header.clone(), &head, bytes, now)
             .await;
         let outcomes: Vec<(usize, Outcome)> =
             tried.iter().map(|t| (t.index, t.outcome.clone())).collect();
@@ -280,6 +296,7 @@ impl Deliverer {
         queued: &QueuedMessage,
         header: Vec<u8>,
         head: &Head,
+        bytes: Option<MessageBytes>,
         now: SystemTime,
     ) -> Vec<Tried> {
         let env = &queued.envelope;
@@ -309,8 +326,8 @@ impl Deliverer {
             !head.too_long,
             self.spool.clone(),
             queued.id,
-            head.body_at,
-            queued.message_len,
+            (head.body_at, queued.message_len),
+            bytes,
         );
         let mut groups: Vec<(usize, Vec<usize>, Vec<Vec<u8>>)> = Vec::new();
         for &i in &due {

@@ -13,7 +13,7 @@ use nullq_spool::QueueId;
 /// An exclusive lock on one queued message, held until dropped.
 #[derive(Debug)]
 pub struct MessageLock {
-    _file: File,
+    file: File,
 }
 
 /// Why a lock was not had.
@@ -69,7 +69,13 @@ impl MessageLock {
         if !path.exists() {
             return Err(LockError::Gone);
         }
-        Ok(MessageLock { _file: file })
+        Ok(MessageLock { file })
+    }
+
+    /// The locked queue file, open for reading: an attempt loads the message through it
+    /// ([`nullq_spool::Spool::load_open`]) instead of opening the file again.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// Lock, waiting up to `limit` for a delivery in progress to finish.

@@ -97,12 +97,15 @@ fn unique_name() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let host = host_part();
+    // Asked of the kernel once, as the pid: neither changes under a running server (a renamed
+    // host's new name shows in the names after a restart).
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let host = HOST.get_or_init(host_part);
     format!(
         "{}.M{}P{}Q{}.{}",
         now.as_secs(),
         now.subsec_micros(),
-        std::process::id(),
+        nullq_fs::host::process_id(),
         SEQ.fetch_add(1, Ordering::Relaxed),
         host
     )

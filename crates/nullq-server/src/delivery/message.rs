@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use nullq_spool::{MessageReader, QueueId, Spool};
+use nullq_spool::{MessageBytes, MessageReader, QueueId, Spool};
 use tokio::sync::mpsc;
 
 /// Most of a message's header kept in memory for rewriting. A header that does not end within
@@ -41,6 +41,9 @@ enum Body {
         offset: u64,
         len: u64,
     },
+    /// A small message's bytes, read whole with its queue file when it was loaded, from byte
+    /// `offset` on: sending it reads nothing from the disk again.
+    Memory { bytes: MessageBytes, offset: usize },
     /// Nothing: the head is the whole message (also for messages built in memory).
     Empty,
 }
@@ -56,25 +59,35 @@ impl Message {
         }
     }
 
-    /// `head` followed by the message `id`'s bytes from `offset` on, read from `spool`.
-    /// `complete`: `head` is the whole header.
+    /// `head` followed by the message `id`'s bytes from `offset` on: from `bytes` when the
+    /// message was read whole, else read from `spool` as it is sent. `complete`: `head` is the
+    /// whole header.
     pub(crate) fn spooled(
         head: Vec<u8>,
         complete: bool,
         spool: Spool,
         id: QueueId,
-        offset: u64,
-        message_len: u64,
+        (offset, message_len): (u64, u64),
+        bytes: Option<MessageBytes>,
     ) -> Self {
-        Message {
-            header_len: complete.then_some(head.len()),
-            head: Arc::new(head),
-            body: Body::Spool {
+        let body = match bytes {
+            Some(bytes) => Body::Memory {
+                offset: usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.as_slice().len()),
+                bytes,
+            },
+            None => Body::Spool {
                 spool,
                 id,
                 offset,
                 len: message_len.saturating_sub(offset),
             },
+        };
+        Message {
+            header_len: complete.then_some(head.len()),
+            head: Arc::new(head),
+            body,
         }
     }
 
@@ -112,6 +125,7 @@ impl Message {
     pub fn len(&self) -> u64 {
         let body = match &self.body {
             Body::Spool { len, .. } => *len,
+            Body::Memory { bytes, offset } => (bytes.as_slice().len() - offset) as u64,
             Body::Empty => 0,
         };
         self.head.len() as u64 + body
@@ -126,7 +140,11 @@ impl Message {
     /// Each delivery, and each retry of one, opens its own, so they never share a position.
     pub fn open(&self) -> std::io::Result<MessageStream> {
         let body = match &self.body {
-            Body::Empty => None,
+            Body::Empty => Rest::None,
+            Body::Memory { bytes, offset } => Rest::Memory {
+                bytes: bytes.clone(),
+                pos: *offset,
+            },
             Body::Spool {
                 spool,
                 id,
@@ -141,7 +159,7 @@ impl Message {
                         "queue file of {id} changed size while being delivered"
                     )));
                 }
-                Some(r)
+                Rest::File(r)
             }
         };
         Ok(MessageStream {
@@ -232,12 +250,21 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// A reader of one [`Message`]: its head from memory, then its body from the queue file.
+/// A reader of one [`Message`]: its head from memory, then its body from the queue file (or
+/// from memory, for a small message read whole).
 #[derive(Debug)]
 pub struct MessageStream {
     head: Arc<Vec<u8>>,
     pos: usize,
-    body: Option<MessageReader>,
+    body: Rest,
+}
+
+/// What a [`MessageStream`] reads after the head.
+#[derive(Debug)]
+enum Rest {
+    None,
+    File(MessageReader),
+    Memory { bytes: MessageBytes, pos: usize },
 }
 
 impl Read for MessageStream {
@@ -249,8 +276,15 @@ impl Read for MessageStream {
             return Ok(n);
         }
         match &mut self.body {
-            Some(r) => r.read(buf),
-            None => Ok(0),
+            Rest::File(r) => r.read(buf),
+            Rest::Memory { bytes, pos } => {
+                let rest = bytes.as_slice().get(*pos..).unwrap_or_default();
+                let n = rest.len().min(buf.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                *pos += n;
+                Ok(n)
+            }
+            Rest::None => Ok(0),
         }
     }
 }

@@ -407,6 +407,12 @@ fn a_message_found_corrupt_while_running_is_set_aside_with_its_state() {
     let err = spool.verify(&id).unwrap_err();
     assert!(err.is_corrupt(), "{err}");
     assert!(err.to_string().contains("checksum"), "{err}");
+    // Delivery's load, which checks the file read whole in memory, finds it too.
+    let file = std::fs::File::open(spool.root().join("queue").join(id.to_string())).unwrap();
+    let in_memory = spool.load_open(&id, &file).unwrap_err();
+    assert!(in_memory.is_corrupt(), "{in_memory}");
+    assert_eq!(in_memory.to_string(), err.to_string());
+    drop(file);
 
     let moved = spool.set_aside(&id, &err).unwrap();
     let corrupt = spool.root().join("corrupt");
@@ -467,4 +473,37 @@ fn open_moves_the_state_of_a_corrupt_message_with_it() {
         names(&spool.root().join("corrupt")),
         vec![id.to_string(), format!("{id}.state")]
     );
+}
+
+#[test]
+fn delivery_s_load_finds_what_verify_finds_in_a_broken_file() {
+    let (_dir, spool) = spool();
+    let path_of = |id: &QueueId| spool.root().join("queue").join(id.to_string());
+    type Break = fn(&mut Vec<u8>);
+    let breaks: [(&str, Break); 5] = [
+        ("one byte short", |b| {
+            b.pop();
+        }),
+        ("one byte more", |b| b.push(b'x')),
+        ("no header", |b| b[0] ^= 1),
+        ("a trailer byte", |b| {
+            let n = b.len();
+            b[n - 3] ^= 1
+        }),
+        ("a few bytes", |b| b.truncate(5)),
+    ];
+    for (what, damage) in breaks {
+        let id = queue(&spool, b"Subject: x\n\nbody\n", &envelope(1));
+        let mut bytes = std::fs::read(path_of(&id)).unwrap();
+        damage(&mut bytes);
+        std::fs::write(path_of(&id), &bytes).unwrap();
+        let by_verify = spool.verify(&id).unwrap_err();
+        let file = std::fs::File::open(path_of(&id)).unwrap();
+        let by_load = spool.load_open(&id, &file).unwrap_err();
+        assert!(
+            by_verify.is_corrupt() && by_load.is_corrupt(),
+            "{what}: {by_load}"
+        );
+        assert_eq!(by_load.to_string(), by_verify.to_string(), "{what}");
+    }
 }

@@ -197,3 +197,36 @@ fn auto_flushes_file_by_file_in_a_shared_directory() {
     let (spool, _) = nullq_spool::Spool::open(&root).unwrap();
     assert_eq!(spool.flush(), nullq_spool::Flush::Files);
 }
+
+#[test]
+fn load_open_reads_a_small_file_once_and_a_large_one_as_load_does() {
+    let (_dir, spool) = spool();
+    // 128 KiB is where load_open stops reading the file whole: just under and well over it.
+    for (len, whole) in [
+        (0, true),
+        (1000, true),
+        (120 * 1024, true),
+        (300 * 1024, false),
+    ] {
+        let bytes = sample_message(len);
+        let id = queue(&spool, &bytes, &envelope(3));
+        let mut state = DeliveryState::all_pending(3);
+        state.recipients[1].status = Status::Delivered;
+        spool.save_state(&id, &state).unwrap();
+        let file = std::fs::File::open(spool.root().join("queue").join(id.to_string())).unwrap();
+        let (queued, kept) = spool.load_open(&id, &file).unwrap();
+        let loaded = spool.load(&id).unwrap();
+        assert_eq!(queued.envelope, loaded.envelope, "{len}");
+        assert_eq!(queued.state, state, "{len}");
+        assert_eq!(queued.message_len, len as u64);
+        match kept {
+            Some(kept) => {
+                assert!(whole, "{len} bytes were read whole");
+                assert_eq!(kept.as_slice(), &bytes[..], "{len}");
+                // A clone shares the bytes and reads the same.
+                assert_eq!(kept.clone().as_slice(), message(&spool, &id));
+            }
+            None => assert!(!whole, "{len} bytes were not kept"),
+        }
+    }
+}
