@@ -41,6 +41,46 @@ impl std::fmt::Debug for BatchItem<'_> {
     }
 }
 
+/// How [`publish_batch_with`] makes a batch durable: its files before their renames, then the
+/// final directory after them. [`OwnSyncs`] does it itself; a server can hand both to a
+/// flusher that shares them with its other writes (the spool's committer), so that they cost
+/// no journal commit of their own.
+pub trait BatchSync {
+    /// Syncs and closes each of `files` (a file and its path, for the error), their waits
+    /// together; one result per file, in order. `Ok` only once the file's data and inode
+    /// would survive a power cut.
+    fn files(&self, files: Vec<(File, std::path::PathBuf)>) -> Vec<io::Result<()>>;
+    /// Syncs the directory `dir` (a descriptor of its own, to close), at `path`.
+    fn dir(&self, dir: File, path: &Path) -> io::Result<()>;
+}
+
+/// The batch's own syncs: every file's writeback started, then an `fsync` and checked close of
+/// each (the first commits the journal with all their data, the later ones find it done); the
+/// directory's `fsync`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OwnSyncs;
+
+impl BatchSync for OwnSyncs {
+    fn files(&self, files: Vec<(File, std::path::PathBuf)>) -> Vec<io::Result<()>> {
+        // All the writeback started before the first fsync waits: its journal commit then
+        // carries the data of the whole batch.
+        for (file, _) in &files {
+            start_writeback(file);
+        }
+        files
+            .into_iter()
+            .map(|(file, _)| {
+                rustix::fs::fsync(&file)?;
+                close(file)
+            })
+            .collect()
+    }
+
+    fn dir(&self, dir: File, _path: &Path) -> io::Result<()> {
+        Ok(rustix::fs::fsync(&dir)?)
+    }
+}
+
 /// A file of the batch between its steps.
 struct Open {
     file: File,
@@ -62,6 +102,18 @@ pub fn publish_batch(
     final_dir: &Path,
     items: Vec<BatchItem<'_>>,
     options: &Options,
+) -> Vec<Result<(), Error>> {
+    publish_batch_with(tmp_dir, final_dir, items, options, &OwnSyncs)
+}
+
+/// [`publish_batch`] with its files and its final directory synced by `sync`, in the same order:
+/// every file synced before any is renamed, the directory after the renames.
+pub fn publish_batch_with(
+    tmp_dir: &Path,
+    final_dir: &Path,
+    items: Vec<BatchItem<'_>>,
+    options: &Options,
+    sync: &dyn BatchSync,
 ) -> Vec<Result<(), Error>> {
     let dirs = open_dir(tmp_dir).and_then(|tmp| {
         let fin = if final_dir == tmp_dir {
@@ -87,31 +139,59 @@ pub fn publish_batch(
         open.push(create_and_fill(&tmp_fd, tmp_dir, &tmp_name, fill, options));
         names.push((tmp_name, final_name));
     }
-    // All the writeback started before the first fsync waits: its journal commit then carries
-    // the data of the whole batch.
-    for o in open.iter().flatten() {
-        start_writeback(&o.file);
+    // Every file synced (and closed) before the first rename. `helds`: `Some` for each file
+    // created (ours to unlink if it fails later), holding its lock where there is one.
+    let mut helds = Vec::with_capacity(open.len());
+    let mut to_sync = Vec::with_capacity(open.len());
+    let mut synced: Vec<Result<(), Error>> = Vec::with_capacity(open.len());
+    for (o, (tmp_name, _)) in open.into_iter().zip(&names) {
+        match o {
+            Ok(Open { file, held }) => {
+                to_sync.push((file, tmp_dir.join(tmp_name)));
+                helds.push(Some(held));
+                synced.push(Ok(()));
+            }
+            Err(e) => {
+                helds.push(None);
+                synced.push(Err(e));
+            }
+        }
+    }
+    let paths: Vec<std::path::PathBuf> = to_sync.iter().map(|(_, p)| p.clone()).collect();
+    let mut answers = sync.files(to_sync).into_iter();
+    let mut paths = paths.into_iter();
+    for r in synced.iter_mut().filter(|r| r.is_ok()) {
+        let path = paths.next().unwrap_or_default();
+        *r = match answers.next() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(Error::new(Step::Sync, &path, e)),
+            None => Err(Error::new(
+                Step::Sync,
+                &path,
+                io::Error::other("no answer from the batch's sync"),
+            )),
+        };
     }
     let mut renamed_any = false;
-    let mut results: Vec<Result<(), Error>> = open
+    let mut results: Vec<Result<(), Error>> = synced
         .into_iter()
+        .zip(helds)
         .zip(&names)
-        .map(|(o, (tmp_name, final_name))| {
-            let Open { file, held } = o?;
-            let tmp = tmp_dir.join(tmp_name);
-            let done = rustix::fs::fsync(&file)
-                .map_err(|e| Error::new(Step::Sync, &tmp, e))
-                .and_then(|()| close(file).map_err(|e| Error::new(Step::Close, &tmp, e)))
-                .and_then(|()| {
-                    rename_between(
-                        (&tmp_fd, tmp_dir, tmp_name.as_str()),
-                        (final_ref, final_dir, final_name.as_str()),
-                        options.replace,
-                    )
-                });
+        .map(|((s, held), (tmp_name, final_name))| {
+            let done = s.and_then(|()| {
+                rename_between(
+                    (&tmp_fd, tmp_dir, tmp_name.as_str()),
+                    (final_ref, final_dir, final_name.as_str()),
+                    options.replace,
+                )
+            });
+            let ours = held.is_some();
             drop(held);
             if done.is_err() {
-                let _ = rustix::fs::unlinkat(&tmp_fd, tmp_name.as_str(), AtFlags::empty());
+                // Never a name we did not create (a planted one stays as it was).
+                if ours {
+                    let _ = rustix::fs::unlinkat(&tmp_fd, tmp_name.as_str(), AtFlags::empty());
+                }
             } else {
                 renamed_any = true;
             }
@@ -119,7 +199,10 @@ pub fn publish_batch(
         })
         .collect();
     if renamed_any && options.sync_dir {
-        if let Err(e) = rustix::fs::fsync(final_ref) {
+        let dir = final_ref
+            .try_clone()
+            .and_then(|fd| sync.dir(File::from(fd), final_dir));
+        if let Err(e) = dir {
             let e = Error::new(Step::SyncDir, final_dir, e);
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(same(&e));
@@ -272,5 +355,72 @@ mod tests {
         assert!(results
             .iter()
             .all(|r| matches!(r, Err(e) if e.step == Step::OpenDir)));
+    }
+
+    /// A [`BatchSync`] that checks the order: no file renamed before the files are synced,
+    /// every one renamed before the directory is; the second file's sync fails.
+    struct Watching {
+        new: std::path::PathBuf,
+        seen: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl BatchSync for Watching {
+        fn files(&self, files: Vec<(File, std::path::PathBuf)>) -> Vec<io::Result<()>> {
+            let renamed = names(&self.new);
+            self.seen
+                .lock()
+                .expect("lock")
+                .push(format!("files {} (new/ had {renamed:?})", files.len()));
+            files
+                .into_iter()
+                .enumerate()
+                .map(|(i, (file, _))| match i {
+                    1 => Err(io::Error::from_raw_os_error(libc::EIO)),
+                    _ => OwnSyncs.files(vec![(file, Default::default())]).remove(0),
+                })
+                .collect()
+        }
+
+        fn dir(&self, dir: File, path: &Path) -> io::Result<()> {
+            let renamed = names(&self.new);
+            self.seen
+                .lock()
+                .expect("lock")
+                .push(format!("dir {} (new/ had {renamed:?})", path.display()));
+            OwnSyncs.dir(dir, path)
+        }
+    }
+
+    #[test]
+    fn a_batch_s_syncs_can_be_done_by_someone_else_in_the_same_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (tmp, new) = (dir.path().join("tmp"), dir.path().join("new"));
+        std::fs::create_dir(&tmp).expect("tmp");
+        std::fs::create_dir(&new).expect("new");
+        let sync = Watching {
+            new: new.clone(),
+            seen: std::sync::Mutex::new(Vec::new()),
+        };
+        let results = publish_batch_with(
+            &tmp,
+            &new,
+            vec![item("a", b"1"), item("b", b"2"), item("c", b"3")],
+            &Options::default(),
+            &sync,
+        );
+        let steps: Vec<Option<Step>> = results
+            .iter()
+            .map(|r| r.as_ref().err().map(|e| e.step))
+            .collect();
+        assert_eq!(steps, vec![None, Some(Step::Sync), None]);
+        assert_eq!(
+            sync.seen.lock().expect("lock").clone(),
+            vec![
+                "files 3 (new/ had [])".to_string(),
+                format!("dir {} (new/ had [\"a\", \"c\"])", new.display()),
+            ]
+        );
+        assert_eq!(names(&new), vec!["a", "c"]);
+        assert!(names(&tmp).is_empty(), "the failed one's temporary is gone");
     }
 }

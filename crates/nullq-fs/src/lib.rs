@@ -60,7 +60,7 @@ pub mod host;
 mod planted;
 mod publish;
 
-pub use batch::{publish_batch, BatchItem, Fill};
+pub use batch::{publish_batch, publish_batch_with, BatchItem, BatchSync, Fill, OwnSyncs};
 pub use cleaning::{Cleaning, Leftover};
 pub use dir::{create_locked, create_new, open_dir, sync_dir};
 pub use error::{Error, Step};

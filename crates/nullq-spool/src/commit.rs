@@ -41,7 +41,7 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use crate::error::{copy_io, Result, SpoolError, Step};
-use crate::flush::{Entry, Flush, Flusher, Outcome, Request, SyncFn, Work, Writer};
+use crate::flush::{Entry, Flush, Flusher, Other, Outcome, Reply, Request, SyncFn, Work, Writer};
 use crate::format::Envelope;
 use crate::id::QueueId;
 use crate::ledger::Ledger;
@@ -201,11 +201,38 @@ impl Committer {
     /// thread is gone, the sender is dropped unanswered, which the receiver sees).
     fn request(&self, work: Work) -> reply::Receiver<Result<QueueId>> {
         let (reply, answer) = reply::channel();
+        self.send(Request {
+            work,
+            reply: Reply::Commit(reply),
+        });
+        answer
+    }
+
+    fn send(&self, request: Request) {
         if let Some(requests) = &self.shared.requests {
             // A send fails only if the thread is gone; the request, and its reply, drop with it.
-            let _ = requests.send(Request { work, reply });
+            let _ = requests.send(request);
         }
-        answer
+    }
+
+    /// Makes `file` durable with the next batch (see [`crate::Spool::sync_with_batch`]): an
+    /// `fsync` issued with the batch's own, or, when `covered` and the batch is flushed with
+    /// `syncfs`, that. With no file: the batch's flush of `queue/` itself.
+    pub(crate) fn sync(
+        &self,
+        file: Option<std::fs::File>,
+        path: PathBuf,
+        covered: bool,
+    ) -> PendingSync {
+        let (reply, answer) = reply::channel();
+        self.send(Request {
+            work: Work::Sync(file, Other { path, covered }),
+            reply: Reply::Sync(reply),
+        });
+        PendingSync {
+            committer: self.clone(),
+            answer: Some(answer),
+        }
     }
 
     /// No answer came for `id`: the thread is gone. Refused like a commit after a failed fsync,
@@ -295,9 +322,15 @@ fn run(ledger: &Ledger, writer: &Writer, mut flusher: Flusher, requests: &mpsc::
             };
             match earlier {
                 Some(e) => {
-                    for entry in batch.iter_mut().filter(|e| e.outcome.is_none()) {
+                    for entry in batch
+                        .iter_mut()
+                        .filter(|e| e.outcome.is_none() && e.other.is_none())
+                    {
                         entry.outcome = Some(Outcome::Poisoned(copy_io(&e)));
                     }
+                    // Not messages: a delivery's files and a removal's queue/ are still
+                    // synced, one by one (a runner must be able to finish what is queued).
+                    flusher.flush_others(ledger, &mut batch);
                 }
                 None => flusher.flush(ledger, &mut batch),
             }
@@ -316,7 +349,7 @@ fn run(ledger: &Ledger, writer: &Writer, mut flusher: Flusher, requests: &mpsc::
         }
         let durable = batch
             .iter()
-            .filter(|e| matches!(e.outcome, Some(Outcome::Durable)))
+            .filter(|e| e.other.is_none() && matches!(e.outcome, Some(Outcome::Durable)))
             .count();
         ledger.counts().commits += durable as u64;
         answer(ledger, batch);
@@ -341,17 +374,27 @@ fn answer(ledger: &Ledger, batch: Vec<Entry>) {
         if let Some(id) = &entry.id {
             ledger.settled(id);
         }
-        let refused = |e: io::Error| Err(SpoolError::io(Step::DirFsync, ledger.dir(), e));
-        entry.reply.send(match (entry.outcome, entry.id) {
-            (Some(Outcome::Durable), Some(id)) => Ok(id),
-            (Some(Outcome::FileFailed(e)), _) => Err(e),
-            (Some(Outcome::Failed(e)), _) => refused(e),
-            (Some(Outcome::Poisoned(e)), _) => Err(SpoolError::poisoned(ledger.dir(), &e)),
-            // Not reached: every entry is decided by now, and a durable one has its id.
-            (Some(Outcome::Durable), None) | (None, _) => {
+        let refused = |e: io::Error| SpoolError::io(Step::DirFsync, ledger.dir(), e);
+        let failed = |outcome: Option<Outcome>| match outcome {
+            Some(Outcome::FileFailed(e)) => e,
+            Some(Outcome::Failed(e)) => refused(e),
+            Some(Outcome::Poisoned(e)) => SpoolError::poisoned(ledger.dir(), &e),
+            // Not reached: every entry is decided by now.
+            Some(Outcome::Durable) | None => {
                 refused(io::Error::other("the commit was not decided"))
             }
-        });
+        };
+        match entry.reply {
+            Reply::Commit(reply) => reply.send(match (entry.outcome, entry.id) {
+                (Some(Outcome::Durable), Some(id)) => Ok(id),
+                // A durable one without its id is not reached either.
+                (outcome, _) => Err(failed(outcome)),
+            }),
+            Reply::Sync(reply) => reply.send(match entry.outcome {
+                Some(Outcome::Durable) => Ok(()),
+                outcome => Err(failed(outcome)),
+            }),
+        }
     }
 }
 
@@ -465,6 +508,48 @@ impl Future for PendingCommit {
         Poll::Ready(match answered {
             Some(answer) => answer,
             None => Err(this.committer.refused_unanswered(this.id.as_ref())),
+        })
+    }
+}
+
+/// A file handed to the committer to be made durable with its next batch
+/// ([`crate::Spool::sync_with_batch`]): [`PendingSync::wait`] for the answer, or `.await` it.
+#[derive(Debug)]
+#[must_use = "the file is durable only once this answers Ok"]
+pub struct PendingSync {
+    committer: Committer,
+    /// `None` once the future has returned its answer.
+    answer: Option<reply::Receiver<Result<()>>>,
+}
+
+impl PendingSync {
+    /// Blocks until the batch that has the file is flushed. An error: its own `fsync` failed
+    /// (or `close`), or the batch's flush did, or an earlier one ([`SpoolError::is_poisoned`]).
+    pub fn wait(mut self) -> Result<()> {
+        match self.answer.take().and_then(reply::Receiver::wait) {
+            Some(answer) => answer,
+            None => Err(self.committer.refused_unanswered(None)),
+        }
+    }
+}
+
+impl Future for PendingSync {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        let Some(answer) = this.answer.as_mut() else {
+            let e = io::Error::other("a sync polled after it was answered");
+            return Poll::Ready(Err(SpoolError::io(Step::Fsync, this.committer.dir(), e)));
+        };
+        let answered = match answer.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(answered) => answered,
+        };
+        this.answer = None;
+        Poll::Ready(match answered {
+            Some(answer) => answer,
+            None => Err(this.committer.refused_unanswered(None)),
         })
     }
 }
@@ -688,5 +773,139 @@ mod tests {
         assert!(!committer.is_uncommitted(&id));
         let e = block_on(Renamed::new(id, committer.clone(), None).submit()).err();
         assert!(matches!(&e, Some(e) if e.is_poisoned()), "{e:?}");
+    }
+
+    /// A file whose `fsync` fails (a pipe: EINVAL), and the pipe's other end, kept open.
+    fn unsyncable() -> (std::fs::File, std::fs::File) {
+        let (r, w) = std::io::pipe().expect("pipe");
+        (
+            std::fs::File::from(std::os::fd::OwnedFd::from(r)),
+            std::fs::File::from(std::os::fd::OwnedFd::from(w)),
+        )
+    }
+
+    #[test]
+    fn another_file_is_synced_with_the_batch_and_fails_alone() {
+        let dir_syncs = Arc::new(AtomicU64::new(0));
+        let d = dir_syncs.clone();
+        let committer = Committer::with_sync("/q".into(), move || {
+            d.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let tmp = tempfile::NamedTempFile::new().expect("tmp");
+        let file = tmp.reopen().expect("reopen");
+        committer
+            .sync(Some(file), tmp.path().to_owned(), false)
+            .wait()
+            .expect("a real file syncs");
+        assert_eq!(
+            dir_syncs.load(Ordering::SeqCst),
+            1,
+            "with the batch's flush"
+        );
+        // A removal's barrier: no file, answered after a flush of queue/.
+        committer
+            .sync(None, "/q".into(), true)
+            .wait()
+            .expect("barrier");
+        assert_eq!(dir_syncs.load(Ordering::SeqCst), 2);
+        // Its own fsync failing fails it alone: not the committer, not a message.
+        let (pipe, _other_end) = unsyncable();
+        let e = committer
+            .sync(Some(pipe), "/md/new/x".into(), false)
+            .wait()
+            .unwrap_err();
+        assert_eq!(e.step(), Step::Fsync, "{e}");
+        assert!(e.to_string().contains("/md/new/x"), "{e}");
+        assert!(!committer.is_poisoned());
+        assert!(committer.wait_durable().is_ok());
+        // Not counted as commits.
+        assert_eq!(committer.stats().1, 1);
+    }
+
+    #[test]
+    fn syncfs_stands_for_the_fsync_of_a_file_on_its_filesystem_only() {
+        let committer = Committer::with_syncfs("/q".into(), || Ok(()), || Ok(()));
+        // A pipe cannot be fsynced: that it is answered Ok shows nothing tried to.
+        let (covered, _a) = unsyncable();
+        committer
+            .sync(Some(covered), "/q/../md/x".into(), true)
+            .wait()
+            .expect("covered by syncfs");
+        let (elsewhere, _b) = unsyncable();
+        let e = committer
+            .sync(Some(elsewhere), "/other/md/x".into(), false)
+            .wait()
+            .unwrap_err();
+        assert_eq!(e.step(), Step::Fsync, "synced on its own: {e}");
+    }
+
+    #[test]
+    fn a_poisoned_committer_still_syncs_other_files() {
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        // queue/'s first fsync fails (poisoning); the later ones work.
+        let committer = Committer::with_sync("/q".into(), move || {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(committer.wait_durable().is_err());
+        assert!(committer.is_poisoned());
+        let tmp = tempfile::NamedTempFile::new().expect("tmp");
+        committer
+            .sync(
+                Some(tmp.reopen().expect("reopen")),
+                tmp.path().to_owned(),
+                false,
+            )
+            .wait()
+            .expect("a delivery's file is still synced");
+        committer
+            .sync(None, "/q".into(), true)
+            .wait()
+            .expect("a removal's queue/ fsync too");
+        let e = committer.wait_durable().unwrap_err();
+        assert!(e.is_poisoned(), "messages stay refused: {e}");
+    }
+
+    #[test]
+    fn a_failed_queue_fsync_fails_the_messages_and_removals_not_another_synced_file() {
+        // Every fsync of queue/ is held until three requests are queued, then fails.
+        let gate = Arc::new(Barrier::new(2));
+        let g = gate.clone();
+        let committer = Committer::with_sync("/q".into(), move || {
+            g.wait();
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        });
+        let tmp = tempfile::NamedTempFile::new().expect("tmp");
+        let message = {
+            let c = committer.clone();
+            std::thread::spawn(move || c.wait_durable())
+        };
+        // The message's batch is in its fsync (held at the gate); these two wait for the next.
+        while committer.stats().0 == 0 {
+            std::thread::yield_now();
+        }
+        let file = committer.sync(
+            Some(tmp.reopen().expect("reopen")),
+            tmp.path().to_owned(),
+            false,
+        );
+        let removal = committer.sync(None, "/q".into(), true);
+        gate.wait();
+        assert!(message.join().expect("join").is_err());
+        // Poisoned now: the next batch syncs the file on its own and fsyncs queue/ again.
+        let second = std::thread::spawn(move || gate.wait());
+        assert!(file.wait().is_ok(), "its own fsync succeeded");
+        let e = removal.wait().unwrap_err();
+        assert_eq!(
+            e.io_error().and_then(|e| e.raw_os_error()),
+            Some(libc::EIO),
+            "{e}"
+        );
+        second.join().expect("join");
     }
 }

@@ -25,6 +25,8 @@ pub enum Step {
     Write,
     /// `fdatasync` of a file.
     Fdatasync,
+    /// `fsync` of a file or directory made durable with a batch for someone else (a delivery).
+    Fsync,
     /// `close` of a file after writing it.
     Close,
     /// Renaming a file into place.
@@ -49,6 +51,7 @@ impl fmt::Display for Step {
             Step::Create => "create",
             Step::Write => "write",
             Step::Fdatasync => "fdatasync",
+            Step::Fsync => "fsync",
             Step::Close => "close",
             Step::Rename => "rename",
             Step::DirFsync => "directory fsync",

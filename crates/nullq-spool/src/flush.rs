@@ -21,10 +21,17 @@ use crate::ledger::Ledger;
 use crate::reply;
 use crate::writer::{Intake, MessageWriter};
 
-/// One waiting caller: its message and where to answer.
+/// One waiting caller: its message (or other file) and where to answer.
 pub(crate) struct Request {
     pub(crate) work: Work,
-    pub(crate) reply: reply::Sender<Result<QueueId>>,
+    pub(crate) reply: Reply,
+}
+
+/// Where a request is answered: a commit with its message's id, a [`Work::Sync`] with how its
+/// flush went.
+pub(crate) enum Reply {
+    Commit(reply::Sender<Result<QueueId>>),
+    Sync(reply::Sender<Result<()>>),
 }
 
 /// What a caller hands the thread.
@@ -35,6 +42,19 @@ pub(crate) enum Work {
     /// A message whole in memory (its `Received` lines first) and its envelope: the thread
     /// writes its file, renames it and commits it with the batch ([`crate::Spool::store`]).
     Store(Vec<u8>, Envelope),
+    /// Something else made durable with the batch, sharing its journal commit
+    /// ([`crate::Spool::sync_with_batch`]): a file or directory a delivery wrote (fsynced,
+    /// unless `covered`), or, with no file, the spool's own `queue/` (removals: the batch's
+    /// flush covers it). Nothing of it is unlinked, whatever happens.
+    Sync(Option<File>, Other),
+}
+
+/// A [`Work::Sync`]'s file in the batch.
+pub(crate) struct Other {
+    /// For its error.
+    pub(crate) path: PathBuf,
+    /// On the spool's filesystem: a successful `syncfs` of it stands for its fsync.
+    pub(crate) covered: bool,
 }
 
 /// One message of the batch being flushed, in the thread.
@@ -45,7 +65,9 @@ pub(crate) struct Entry {
     pub(crate) file: Option<File>,
     /// `None` while the message waits for the batch's flush.
     pub(crate) outcome: Option<Outcome>,
-    pub(crate) reply: reply::Sender<Result<QueueId>>,
+    pub(crate) reply: Reply,
+    /// `Some` for a [`Work::Sync`]: not a message (fsynced, never unlinked).
+    pub(crate) other: Option<Other>,
 }
 
 /// A flush step: `fsync` of `queue/`, or `syncfs` of its filesystem (tests use fakes).
@@ -199,6 +221,7 @@ impl Writer {
     /// unless the committer is poisoned (then it is refused without a file).
     pub(crate) fn entry(&self, ledger: &Ledger, request: Request) -> Entry {
         let Request { work, reply } = request;
+        let mut other = None;
         let (id, file, outcome) = match work {
             Work::Renamed(id, file) => (Some(id), file, None),
             Work::Store(message, envelope) => match self.write(ledger, &message, &envelope) {
@@ -206,12 +229,17 @@ impl Writer {
                 Err(e) if e.is_poisoned() => (None, None, None),
                 Err(e) => (None, None, Some(Outcome::FileFailed(e))),
             },
+            Work::Sync(file, what) => {
+                other = Some(what);
+                (None, file, None)
+            }
         };
         Entry {
             id,
             file,
             outcome,
             reply,
+            other,
         }
     }
 
@@ -279,15 +307,27 @@ impl Flusher {
             // the batch's data, inodes and renames with one device flush.
             match sync_fs() {
                 Ok(()) => {
-                    for entry in batch.iter_mut().filter(|e| e.outcome.is_none()) {
+                    // Everything on the spool's filesystem is durable now; the other
+                    // filesystems' files are synced next.
+                    let elsewhere = |e: &Entry| e.other.as_ref().is_some_and(|o| !o.covered);
+                    for entry in batch
+                        .iter_mut()
+                        .filter(|e| e.outcome.is_none() && !(elsewhere(e) && e.file.is_some()))
+                    {
                         let closed = entry.file.take().map(nullq_fs::close);
                         entry.outcome = Some(match closed {
                             Some(Err(e)) => {
-                                let path = ledger.path_of(entry.id.as_ref());
+                                let path = entry.path(ledger);
                                 Outcome::FileFailed(SpoolError::io(Step::Close, &path, e))
                             }
                             _ => Outcome::Durable,
                         });
+                    }
+                    if batch.iter().any(|e| e.outcome.is_none()) {
+                        self.sync_files(ledger, batch);
+                        for entry in batch.iter_mut().filter(|e| e.outcome.is_none()) {
+                            entry.outcome = Some(Outcome::Durable);
+                        }
                     }
                     return;
                 }
@@ -301,7 +341,7 @@ impl Flusher {
                 }
             }
         }
-        self.sync_files(ledger, batch);
+        self.sync_others_files(ledger, batch);
         let synced = (self.sync_dir)();
         for entry in batch.iter_mut().filter(|e| e.outcome.is_none()) {
             entry.outcome = Some(match &synced {
@@ -314,29 +354,67 @@ impl Flusher {
         }
     }
 
-    /// `fdatasync` and `close` of every file of the batch, issued together; a message whose
-    /// file fails is decided (`FileFailed`) and its file unlinked (the directory fsync that
-    /// follows makes that durable).
+    /// The [`Work::Sync`] entries of a batch of a poisoned committer (the messages are
+    /// refused): each file fsynced, and `queue/` once for those without one. A `queue/` fsync
+    /// that fails again fails them; the committer is poisoned already.
+    pub(crate) fn flush_others(&mut self, ledger: &Ledger, batch: &mut [Entry]) {
+        self.sync_others_files(ledger, batch);
+        if batch.iter().any(|e| e.outcome.is_none()) {
+            let synced = (self.sync_dir)();
+            for entry in batch.iter_mut().filter(|e| e.outcome.is_none()) {
+                entry.outcome = Some(match &synced {
+                    Ok(()) => Outcome::Durable,
+                    Err(e) => Outcome::Failed(copy_io(e)),
+                });
+            }
+        }
+    }
+
+    /// [`Flusher::sync_files`], and a [`Work::Sync`]'s file synced is decided durable then:
+    /// its own `fsync` is what it needs, whatever becomes of the `queue/` fsync that follows
+    /// for the messages (a failure there must not make a delivery's writer repeat it).
+    fn sync_others_files(&mut self, ledger: &Ledger, batch: &mut [Entry]) {
+        let other_file: Vec<bool> = batch
+            .iter()
+            .map(|e| e.other.is_some() && e.file.is_some() && e.outcome.is_none())
+            .collect();
+        self.sync_files(ledger, batch);
+        for (entry, _) in batch
+            .iter_mut()
+            .zip(other_file)
+            .filter(|(e, other)| *other && e.outcome.is_none())
+        {
+            entry.outcome = Some(Outcome::Durable);
+        }
+    }
+
+    /// `fdatasync` and `close` of every file of the batch (`fsync` for a [`Work::Sync`]'s),
+    /// issued together; an entry whose file fails is decided (`FileFailed`), and a message's
+    /// file unlinked (the directory fsync that follows makes that durable).
     fn sync_files(&mut self, ledger: &Ledger, batch: &mut [Entry]) {
         // Start the writeback of every file before waiting for any: the device sees them
         // together, and one journal commit carries all their blocks.
-        for file in batch.iter().filter_map(|e| e.file.as_ref()) {
+        // Only the undecided: a refused message's file is not synced (it is unlinked).
+        let waiting = |e: &Entry| e.outcome.is_none();
+        for file in batch
+            .iter()
+            .filter(|e| waiting(e))
+            .filter_map(|e| e.file.as_ref())
+        {
             crate::sys::start_writeback(file);
         }
-        let jobs: Vec<(usize, File, PathBuf)> = batch
+        let jobs: Vec<Job> = batch
             .iter_mut()
             .enumerate()
+            .filter(|(_, e)| waiting(e))
             .filter_map(|(i, e)| {
                 let file = e.file.take()?;
-                Some((i, file, ledger.path_of(e.id.as_ref())))
+                Some((i, file, e.path(ledger), e.other.is_some()))
             })
             .collect();
         let results = match jobs.len() {
             0 => Vec::new(),
-            1 => jobs
-                .into_iter()
-                .map(|(i, file, path)| (i, crate::sys::sync_and_close(file, &path), path))
-                .collect(),
+            1 => jobs.into_iter().map(sync_job).collect(),
             _ => {
                 if self.pool.is_none() {
                     self.pool = SyncPool::start();
@@ -344,25 +422,46 @@ impl Flusher {
                 match &self.pool {
                     Some(pool) => pool.sync_all(jobs),
                     // No threads to be had: one after another, slower but as safe.
-                    None => jobs
-                        .into_iter()
-                        .map(|(i, file, path)| (i, crate::sys::sync_and_close(file, &path), path))
-                        .collect(),
+                    None => jobs.into_iter().map(sync_job).collect(),
                 }
             }
         };
         for (i, result, path) in results {
             if let (Err(e), Some(entry)) = (result, batch.get_mut(i)) {
-                // Its pages may be lost: it must not be delivered.
-                let _ = std::fs::remove_file(&path);
+                // Its pages may be lost: a message must not be delivered. Another file is
+                // its writer's to handle.
+                if entry.other.is_none() {
+                    let _ = std::fs::remove_file(&path);
+                }
                 entry.outcome = Some(Outcome::FileFailed(e));
             }
         }
     }
 }
 
-/// A file to sync: its place in the batch, the file, its path (for the error).
-type Job = (usize, File, PathBuf);
+impl Entry {
+    /// The path its errors name.
+    fn path(&self, ledger: &Ledger) -> PathBuf {
+        match &self.other {
+            Some(o) => o.path.clone(),
+            None => ledger.path_of(self.id.as_ref()),
+        }
+    }
+}
+
+/// A file to sync: its place in the batch, the file, its path (for the error), and whether it
+/// is a [`Work::Sync`]'s (fsynced whole) rather than a message's (fdatasynced).
+type Job = (usize, File, PathBuf, bool);
+
+/// Syncs and closes one job's file.
+fn sync_job((i, file, path, whole): Job) -> Synced {
+    let result = if whole {
+        crate::sys::fsync_and_close(file, &path)
+    } else {
+        crate::sys::sync_and_close(file, &path)
+    };
+    (i, result, path)
+}
 /// A synced file: its place in the batch, how its `fdatasync` and `close` went, its path.
 type Synced = (usize, Result<()>, PathBuf);
 
@@ -389,16 +488,17 @@ impl SyncPool {
                         // The lock is held only to take one job; a panic elsewhere cannot
                         // leave the receiver half-used.
                         let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                        let Ok((i, file, path)) = job else { return };
+                        let Ok(job) = job else { return };
+                        let (i, path) = (job.0, job.2.clone());
                         // A panic is an answer too (an error), so sync_all never waits forever.
-                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            crate::sys::sync_and_close(file, &path)
+                        let synced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            sync_job(job)
                         }))
                         .unwrap_or_else(|_| {
                             let e = io::Error::other("fdatasync panicked");
-                            Err(SpoolError::io(Step::Fdatasync, &path, e))
+                            (i, Err(SpoolError::io(Step::Fdatasync, &path, e)), path)
                         });
-                        if report.send((i, result, path)).is_err() {
+                        if report.send(synced).is_err() {
                             return;
                         }
                     })
@@ -416,7 +516,7 @@ impl SyncPool {
     /// panic) comes back as an error, so its message is refused, never taken as durable.
     fn sync_all(&self, jobs: Vec<Job>) -> Vec<Synced> {
         let mut missing: Vec<(usize, PathBuf)> =
-            jobs.iter().map(|(i, _, p)| (*i, p.clone())).collect();
+            jobs.iter().map(|(i, _, p, _)| (*i, p.clone())).collect();
         let mut results = Vec::with_capacity(jobs.len());
         if let Some(sender) = &self.jobs {
             for job in jobs {

@@ -108,7 +108,7 @@ mod sys;
 mod trigger;
 mod writer;
 
-pub use commit::{Committer, PendingCommit, Renamed};
+pub use commit::{Committer, PendingCommit, PendingSync, Renamed};
 pub use error::{SpoolError, Step};
 pub use flush::Flush;
 pub use format::Envelope;

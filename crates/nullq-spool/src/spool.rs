@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::commit::{Committer, PendingCommit};
+use crate::commit::{Committer, PendingCommit, PendingSync};
 use crate::error::{Result, SpoolError, Step};
 use crate::flush::Flush;
 use crate::format::Envelope;
@@ -32,6 +32,8 @@ struct Inner {
     intake: Intake,
     /// How the committer flushes its batches (decided: never `Auto`).
     flush: Flush,
+    /// The device of the spool's root: a file on it is flushed by the batch's `syncfs`.
+    dev: u64,
     committer: Committer,
     /// Holds the `flock` on `ROOT/lock` for as long as the spool is open (None when attached).
     _lock: Option<Arc<File>>,
@@ -83,6 +85,7 @@ impl Spool {
                 inner: Arc::new(Inner {
                     intake: Intake::new(&dirs, Some(lock.clone()))?,
                     flush,
+                    dev: device(&dirs.root)?,
                     dirs,
                     committer,
                     _lock: Some(lock),
@@ -105,6 +108,7 @@ impl Spool {
             inner: Arc::new(Inner {
                 intake: Intake::new(&dirs, None)?,
                 flush: Flush::Files,
+                dev: device(&dirs.root)?,
                 dirs,
                 committer,
                 _lock: None,
@@ -158,6 +162,23 @@ impl Spool {
     /// `Ok` allows a `K`. A failure to write it (a full disk) refuses this message alone.
     pub fn store(&self, message: Vec<u8>, envelope: Envelope) -> PendingCommit {
         self.inner.committer.store(message, envelope)
+    }
+
+    /// Makes `file` (a file or directory someone else wrote: a delivery's file in a Maildir, its
+    /// `new/`) durable with the committer's next batch, its `fsync` issued with the batch's own
+    /// so that the filesystem's journal commits them together, instead of a commit of its own
+    /// while the spool commits another. Under load the committer is always flushing, so a
+    /// delivery then costs receiving no extra journal commit. With [`Flush::Filesystem`], a file
+    /// on the spool's filesystem is covered by the batch's `syncfs` (not synced again). The
+    /// committer closes the file (a failed `close` is an error too); nothing is ever unlinked.
+    /// `path` names it in errors. Answered `Ok` only once the file would survive a power cut.
+    pub fn sync_with_batch(&self, file: File, path: &Path) -> PendingSync {
+        use std::os::unix::fs::MetadataExt;
+        let covered = self.inner.flush == Flush::Filesystem
+            && file.metadata().is_ok_and(|m| m.dev() == self.inner.dev);
+        self.inner
+            .committer
+            .sync(Some(file), path.to_owned(), covered)
     }
 
     /// Ids of the committed messages, oldest first. Names in `queue/` that are not ids are
@@ -385,7 +406,17 @@ impl Spool {
             .map(|id| sys::unlink(&self.queue_path(id)))
             .collect();
         if unlinked.iter().any(|r| matches!(r, Ok(true))) {
-            if let Err(e) = sys::fsync_dir(&self.inner.dirs.queue) {
+            // Made durable by the committer's next flush of queue/ (with the messages being
+            // received), not by a journal commit of its own.
+            // A poisoned committer (its thread maybe gone) is not asked: fsynced here.
+            let queue = &self.inner.dirs.queue;
+            let committer = &self.inner.committer;
+            let synced = if committer.is_poisoned() {
+                sys::fsync_dir(queue)
+            } else {
+                committer.sync(None, queue.clone(), true).wait()
+            };
+            if let Err(e) = synced {
                 for r in unlinked.iter_mut().filter(|r| matches!(r, Ok(true))) {
                     *r = Err(same_error(&e));
                 }
@@ -416,6 +447,14 @@ impl Spool {
         }
         results.into_iter().map(|r| r.map(|_| ())).collect()
     }
+}
+
+/// The device of `root` (see [`Inner::dev`]).
+fn device(root: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(root)
+        .map(|m| m.dev())
+        .map_err(|e| SpoolError::io(Step::Open, root, e))
 }
 
 /// The error of a batch's fsync again, for each message of the batch (`SpoolError` is not

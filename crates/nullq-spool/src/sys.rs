@@ -61,6 +61,14 @@ pub(crate) fn sync_and_close(file: File, path: &Path) -> Result<()> {
     nullq_fs::close(file).map_err(|e| SpoolError::io(Step::Close, path, e))
 }
 
+/// [`sync_and_close`] with `fsync`: the inode's every change too (a delivery's file, whose mode
+/// was set on its descriptor; a directory).
+pub(crate) fn fsync_and_close(file: File, path: &Path) -> Result<()> {
+    file.sync_all()
+        .map_err(|e| SpoolError::io(Step::Fsync, path, e))?;
+    nullq_fs::close(file).map_err(|e| SpoolError::io(Step::Close, path, e))
+}
+
 /// `syncfs(2)` of the filesystem holding `fd`: writes back every dirty file of it and commits
 /// its journal. Reports (once per descriptor) any writeback error on that filesystem since the
 /// last call (Linux 5.8 and later).

@@ -3,8 +3,8 @@
 //! per recipient, then the message (LF line ends, no dot-stuffing); it is fsynced, closed,
 //! renamed to `ID.sub`, and the folder fsynced. The rename is the delivery: CommuniGate Pro never
 //! sees a half-written `.sub`. Submissions waiting together are written as one batch by the
-//! folder's writer thread ([`nullq_fs::publish_batch`]: the same steps per file, one fsync of the
-//! folder for the batch).
+//! folder's writer thread ([`nullq_fs::publish_batch_with`]: the same steps per file, one fsync
+//! of the folder for the batch, with the spool's commits: [`crate::delivery::durable`]).
 //!
 //! The folder is a trust boundary twice over (docs/delivery.md, "CommuniGate Pro"):
 //! - other members of its group can write it, so every name we create or look at there may
@@ -43,6 +43,7 @@ pub use crate::delivery::cgp_header::{
     header_address, neutralize, parse_header_address, AddressError,
 };
 use crate::delivery::decide::{bounce_to, Failure};
+use crate::delivery::durable::Syncs;
 use crate::delivery::group::Group;
 use crate::delivery::handover::smtp_sender;
 use crate::delivery::job::{Answer, Job};
@@ -57,7 +58,7 @@ pub struct Cgp {
     dir: PathBuf,
     on_bad: OnBad,
     /// The writer: every submission waiting when it wakes is written as one batch (files
-    /// synced together, one fsync of the folder for all; [`nullq_fs::publish_batch`]).
+    /// synced together, one fsync of the folder for all; [`nullq_fs::publish_batch_with`]).
     writer: Group<Job, Vec<Answer>>,
 }
 
@@ -69,7 +70,8 @@ const WORKERS: usize = 8;
 
 impl Cgp {
     /// The Submitted folder `dir`, files written with `config`'s mode and group.
-    pub fn new(dir: PathBuf, config: &CgpConfig) -> Result<Cgp, BackendError> {
+    /// Its files and the folder are synced by `syncs` (with the spool's commits).
+    pub fn new(dir: PathBuf, config: &CgpConfig, syncs: Syncs) -> Result<Cgp, BackendError> {
         // The same reentrant look-up as the privilege drop (the runtime's threads are running).
         let gid = config
             .group
@@ -90,7 +92,7 @@ impl Cgp {
         // An empty answer list: the runner retries every recipient (a wrong count).
         let writer =
             Group::spawn_bounded("nullq-cgp", BATCH_MAX, WORKERS, Vec::new(), move |jobs| {
-                submit_batch(&folder, &options, &jobs)
+                submit_batch(&folder, &options, &jobs, &syncs)
             });
         Ok(Cgp {
             dir,
@@ -136,7 +138,7 @@ fn euid() -> u32 {
 /// Submit `job` into `dir`: one answer per recipient, in order.
 #[cfg(test)]
 fn submit(dir: &Path, options: &nullq_fs::Options, job: &Job) -> Vec<Answer> {
-    submit_batch(dir, options, std::slice::from_ref(job))
+    submit_batch(dir, options, std::slice::from_ref(job), &Syncs::default())
         .pop()
         .unwrap_or_default()
 }
@@ -151,7 +153,12 @@ enum Plan {
 
 /// Submit each of `jobs` into `dir` (blocking), the files written as one batch: one list of
 /// answers per job (one per recipient, in order).
-fn submit_batch(dir: &Path, options: &nullq_fs::Options, jobs: &[Job]) -> Vec<Vec<Answer>> {
+fn submit_batch(
+    dir: &Path,
+    options: &nullq_fs::Options,
+    jobs: &[Job],
+    syncs: &Syncs,
+) -> Vec<Vec<Answer>> {
     let mut plans: Vec<(Vec<Option<Answer>>, Plan)> = jobs.iter().map(prepare).collect();
     let mut items = Vec::new();
     let mut written = Vec::new();
@@ -169,9 +176,9 @@ fn submit_batch(dir: &Path, options: &nullq_fs::Options, jobs: &[Job]) -> Vec<Ve
             fill: Box::new(move |file: &mut std::fs::File| message.copy_to(file).map(|_| ())),
         });
     }
-    let mut results = written
-        .into_iter()
-        .zip(nullq_fs::publish_batch(dir, dir, items, options));
+    let mut results = written.into_iter().zip(nullq_fs::publish_batch_with(
+        dir, dir, items, options, syncs,
+    ));
     plans
         .into_iter()
         .map(|(answers, plan)| {

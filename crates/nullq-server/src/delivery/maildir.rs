@@ -1,8 +1,9 @@
 //! `maildir:DIR`: delivery into a Maildir (<https://cr.yp.to/proto/maildir.html>), one file per
 //! message: written in `tmp/` under a unique name, fsynced, renamed into `new/`, and `new/`
 //! fsynced. Deliveries waiting together are written as one batch by the Maildir's writer
-//! thread ([`nullq_fs::publish_batch`]: the same steps per file, one fsync of `new/` for the
-//! batch), so that the cost per message falls as the arrivals rise. The file starts with `Return-Path:` and one `Delivered-To:` per recipient, as
+//! thread ([`nullq_fs::publish_batch_with`]: the same steps per file, one fsync of `new/` for
+//! the batch, the syncs done with the spool's commits: [`crate::delivery::durable`]), so that
+//! the cost per message falls as the arrivals rise. The file starts with `Return-Path:` and one `Delivered-To:` per recipient, as
 //! qmail-local writes them. This is the embedded default target (`DATA/delivered`).
 //!
 //! A Maildir never refuses a recipient: every failure here (disk full, permissions) is
@@ -26,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::delivery::backend::{Backend, Delivery};
+use crate::delivery::durable::Syncs;
 use crate::delivery::group::Group;
 use crate::delivery::handover::envelope_head;
 use crate::delivery::job::{Answer, Job};
@@ -35,7 +37,7 @@ use crate::delivery::job::{Answer, Job};
 pub struct Maildir {
     dir: PathBuf,
     /// The writer: every delivery waiting when it wakes is written as one batch (their files
-    /// synced together, one fsync of `new/` for all; [`nullq_fs::publish_batch`]).
+    /// synced together, one fsync of `new/` for all; [`nullq_fs::publish_batch_with`]).
     writer: Group<Job, Answer>,
 }
 
@@ -49,14 +51,15 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Maildir {
     /// The Maildir at `dir` (created with `tmp/`, `new/`, `cur/` on first delivery).
-    pub fn new(dir: PathBuf) -> Maildir {
+    /// Its files and `new/` are synced by `syncs` (with the spool's commits).
+    pub fn new(dir: PathBuf, syncs: Syncs) -> Maildir {
         let d = dir.clone();
         let writer = Group::spawn_bounded(
             "nullq-maildir",
             BATCH_MAX,
             WORKERS,
             Answer::retry("internal error: the Maildir writer is gone"),
-            move |jobs: Vec<Job>| write_batch(&d, &jobs),
+            move |jobs: Vec<Job>| write_batch(&d, &jobs, &syncs),
         );
         Maildir { dir, writer }
     }
@@ -307,7 +310,7 @@ fn ensure_dirs(dir: &Path) -> std::io::Result<()> {
 /// answered delivered only when its file is synced and its name in `new/` durable. A failed
 /// fsync of `new/` retries every job of the batch: their files may stay in `new/`, duplicates
 /// rather than losses.
-fn write_batch(dir: &Path, jobs: &[Job]) -> Vec<Answer> {
+fn write_batch(dir: &Path, jobs: &[Job], syncs: &Syncs) -> Vec<Answer> {
     let failed =
         |e: &dyn std::fmt::Display| Answer::retry(format!("maildir {}: {e}", dir.display()));
     if !dir.join("new").is_dir() {
@@ -339,7 +342,7 @@ fn write_batch(dir: &Path, jobs: &[Job]) -> Vec<Answer> {
             }),
         })
         .collect();
-    nullq_fs::publish_batch(&dir.join("tmp"), &dir.join("new"), items, &options)
+    nullq_fs::publish_batch_with(&dir.join("tmp"), &dir.join("new"), items, &options, syncs)
         .into_iter()
         .zip(&names)
         .map(|(result, name)| match result {
@@ -599,7 +602,7 @@ mod tests {
             std::thread::yield_now();
         }
         // And the writer itself leaves nothing behind.
-        let answers = write_batch(dir.path(), std::slice::from_ref(&job));
+        let answers = write_batch(dir.path(), std::slice::from_ref(&job), &Syncs::default());
         assert_eq!(answers[0].verdict, crate::delivery::job::Verdict::Delivered);
         assert_eq!(std::fs::read_dir(&tmp).expect("tmp").count(), 0);
     }
@@ -648,7 +651,7 @@ mod tests {
             ),
         };
         // Two in one batch: one file each, both whole.
-        let answers = write_batch(dir.path(), &[job.clone(), job.clone()]);
+        let answers = write_batch(dir.path(), &[job.clone(), job.clone()], &Syncs::default());
         let names: Vec<&str> = answers
             .iter()
             .map(|a| a.text.strip_prefix("maildir: new/").expect("delivered"))

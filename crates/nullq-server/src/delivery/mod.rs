@@ -11,7 +11,8 @@
 //! - [`runner`]: the schedule ([`schedule`], bounded in memory: a backlog waits on disk),
 //!   concurrency, scans, wake-ups, shutdown;
 //! - [`group`]: the batching threads (the Maildir and CGP writers, grouped removals and state
-//!   saves): one fsync for everything finished at the same moment;
+//!   saves): one fsync for everything finished at the same moment; [`durable`]: the Maildir's
+//!   and CGP's files synced with the spool's own commits;
 //! - [`attempt`]: one attempt at one message, in the order that makes a crash repeat work;
 //! - [`decide`]: the decision after an attempt as a pure function of state, answers, time and
 //!   the site's rules (retry, give up, bounce to whom, warn);
@@ -40,6 +41,7 @@ pub mod cgp;
 pub mod cgp_header;
 pub mod clock;
 pub mod decide;
+pub mod durable;
 pub mod group;
 pub mod handover;
 pub mod hold;

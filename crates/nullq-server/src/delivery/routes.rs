@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nullq_config::server::{OnBad, ServerConfig, Target};
+use nullq_spool::Spool;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::delivery::backend::{Backend, BackendError};
 use crate::delivery::cgp::Cgp;
+use crate::delivery::durable::Syncs;
 use crate::delivery::hold::Hold;
 use crate::delivery::maildir::Maildir;
 use crate::delivery::pipe::Pipe;
@@ -55,8 +57,9 @@ pub struct Routes {
 }
 
 impl Routes {
-    /// The routes of `config` (default target, then `[delivery.routes]`).
-    pub fn new(config: &ServerConfig) -> Result<Routes, RoutesError> {
+    /// The routes of `config` (default target, then `[delivery.routes]`); the Maildir and CGP
+    /// targets sync their files with `spool`'s commits.
+    pub fn new(config: &ServerConfig, spool: &Spool) -> Result<Routes, RoutesError> {
         let d = &config.delivery;
         let mut routes = Routes {
             backends: Vec::new(),
@@ -71,7 +74,7 @@ impl Routes {
             if let Some(&i) = index.get(&label) {
                 return Ok(i);
             }
-            let backend = match backend_for(t, config) {
+            let backend = match backend_for(t, config, spool) {
                 Ok(b) => b,
                 Err(source) => {
                     return Err(RoutesError {
@@ -159,12 +162,16 @@ impl Routes {
 }
 
 /// The backend for `target`, with the settings of `config`.
-fn backend_for(target: &Target, config: &ServerConfig) -> Result<Arc<dyn Backend>, BackendError> {
+fn backend_for(
+    target: &Target,
+    config: &ServerConfig,
+    spool: &Spool,
+) -> Result<Arc<dyn Backend>, BackendError> {
     let d = &config.delivery;
     let timeout = Duration::from_secs(d.program.timeout_secs);
     Ok(match target {
-        Target::Maildir(dir) => Arc::new(Maildir::new(dir.clone())),
-        Target::Cgp(dir) => Arc::new(Cgp::new(dir.clone(), &d.cgp)?),
+        Target::Maildir(dir) => Arc::new(Maildir::new(dir.clone(), Syncs::with(spool))),
+        Target::Cgp(dir) => Arc::new(Cgp::new(dir.clone(), &d.cgp, Syncs::with(spool))?),
         Target::Smtp {
             implicit_tls,
             host,

@@ -57,7 +57,7 @@ impl Runner {
         poll: bool,
     ) -> Result<Runner, RoutesError> {
         let d = &config.delivery;
-        let routes = Routes::new(config)?;
+        let routes = Routes::new(config, &spool)?;
         let (notify, inbox) = mpsc::unbounded_channel();
         let stats = Stats::new(spool.root(), metrics);
         let (removals, saves) = Deliverer::storage(&spool);
