@@ -117,7 +117,7 @@ impl MessageFile {
 /// Files up to this size are read whole, in one read, when loaded for delivery
 /// ([`crate::Spool::load_open`]): the checks, the envelope and the message then come from
 /// memory, and the message is not read from the file again.
-pub(crate) const WHOLE_MAX: u64 = 128 * 1024;
+pub(crate) const WHOLE_MAX: u64 = 64 * 1024;
 
 /// A message file read whole and checked as [`MessageFile::open`] and
 /// [`MessageFile::check_crc`] check it: the trailer and the envelope it holds.

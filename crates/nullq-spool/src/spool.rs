@@ -213,7 +213,7 @@ impl Spool {
 
     /// [`Spool::verify`] and [`Spool::load`] in one, through `file`, the descriptor of
     /// `queue/ID` its caller already holds (and has locked): a delivery's one open of the
-    /// file. A file of up to 128 KiB is read whole, in one read, and checked in memory; its
+    /// file. A file of up to 64 KiB is read whole, in one read, and checked in memory; its
     /// message bytes come back with it, so that delivery does not read the file again (larger
     /// ones are checked as `verify` does, and read again from the spool as they are sent).
     /// Errors as theirs: a file found bad has [`SpoolError::is_corrupt`].

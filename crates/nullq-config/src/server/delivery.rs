@@ -25,7 +25,9 @@ pub struct DeliveryConfig {
     /// without regard to case; the most specific key wins. Postfix's `transport_maps`,
     /// qmail's `smtproutes`.
     pub routes: std::collections::BTreeMap<String, Target>,
-    /// Messages being delivered at once, all targets together. Default 100. Each target also
+    /// Messages being delivered at once, all targets together. Default 400 (a Maildir or CGP
+    /// delivery waits for about three of the spool's flushes, so many must be in flight for
+    /// delivery to keep up with receiving: BENCHMARKS.md). Each target also
     /// has a limit of its own ([`DeliveryConfig::per_target`]); this one bounds the whole (and
     /// the descriptors the deliveries hold). qmail's `concurrencylocal` + `concurrencyremote`.
     pub concurrency: usize,
@@ -66,7 +68,7 @@ impl Default for DeliveryConfig {
         DeliveryConfig {
             target: None,
             routes: std::collections::BTreeMap::new(),
-            concurrency: 100,
+            concurrency: 400,
             per_target: PerTarget::default(),
             queue_lifetime_secs: 7 * 24 * 3600,
             retry_min_secs: 60,
@@ -91,9 +93,9 @@ impl Default for DeliveryConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PerTarget {
-    /// Each `maildir:` target. Default 100.
+    /// Each `maildir:` target. Default 400.
     pub maildir: usize,
-    /// Each `cgp:` folder. Default 100.
+    /// Each `cgp:` folder. Default 400.
     pub cgp: usize,
     /// Each `smtp://` or `smtps://` smarthost: its connections at once. Default 20.
     pub smtp: usize,
@@ -104,8 +106,8 @@ pub struct PerTarget {
 impl Default for PerTarget {
     fn default() -> PerTarget {
         PerTarget {
-            maildir: 100,
-            cgp: 100,
+            maildir: 400,
+            cgp: 400,
             smtp: 20,
             program: 10,
         }

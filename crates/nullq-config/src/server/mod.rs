@@ -519,7 +519,7 @@ mod tests {
                 .unwrap()
                 .delivery
                 .per_target;
-        assert_eq!((limits.smtp, limits.maildir, limits.cgp), (5, 300, 100));
+        assert_eq!((limits.smtp, limits.maildir, limits.cgp), (5, 300, 400));
         let smarthost = Target::Smtp {
             implicit_tls: false,
             host: "h".into(),

@@ -144,12 +144,36 @@ fn set_tls(config: &mut ServerConfig, args: &ServeArgs) -> Result<(), StartError
     Ok(())
 }
 
-/// File descriptors kept for everything but sessions: listeners, logs, the spool's
-/// directories and lock, the trigger socket, and a few for each delivery at once (its lock and
-/// reader of the queue file, the file being written and the duplicate that keeps its lock, or
-/// a connection, or a child's pipes).
+/// File descriptors kept for everything but sessions and deliveries: listeners, logs, the
+/// spool's directories and lock, the trigger socket, the committer's.
+const RESERVED_FIXED: u64 = 64;
+
+/// Descriptors one delivery at once may hold: the locked queue file (through which it is also
+/// read), the file being written and the duplicate that keeps its lock; or a connection; or a
+/// child's pipes.
+const FDS_PER_DELIVERY: u64 = 4;
+
+/// File descriptors kept for everything but sessions.
 fn reserved_descriptors(config: &ServerConfig) -> u64 {
-    64 + 6 * config.delivery.concurrency as u64
+    RESERVED_FIXED + FDS_PER_DELIVERY * config.delivery.concurrency as u64
+}
+
+/// Lower `delivery.concurrency`, saying so, if its descriptors would take more than a quarter
+/// of what `nofile` leaves beside the fixed ones: a low open file limit must still leave room
+/// for sessions.
+fn fit_deliveries_to_descriptors(config: &mut ServerConfig, nofile: u64) {
+    let most = nofile.saturating_sub(RESERVED_FIXED) / 4 / FDS_PER_DELIVERY;
+    let most = usize::try_from(most).unwrap_or(usize::MAX).max(1);
+    if config.delivery.concurrency > most {
+        tracing::warn!(
+            target: "nullq::server",
+            "delivery.concurrency lowered from {} to {most}: the open file limit \
+             (RLIMIT_NOFILE) is {nofile}, and each delivery may need {FDS_PER_DELIVERY} \
+             descriptors; raise it (LimitNOFILE= in systemd, ulimit -n) to deliver more at once",
+            config.delivery.concurrency,
+        );
+        config.delivery.concurrency = most;
+    }
 }
 
 /// Raise the soft limit on open files to the hard one (the usual soft limit, 1024, is far too
@@ -174,6 +198,7 @@ fn fit_sessions_to_descriptors(config: &mut ServerConfig) {
         }
     }
     let Some(nofile) = limit.current else { return };
+    fit_deliveries_to_descriptors(config, nofile);
     let reserved = reserved_descriptors(config);
     let most = listener::sessions_for(nofile, reserved).max(1);
     if config.limits.max_sessions > most {

@@ -201,11 +201,11 @@ fn auto_flushes_file_by_file_in_a_shared_directory() {
 #[test]
 fn load_open_reads_a_small_file_once_and_a_large_one_as_load_does() {
     let (_dir, spool) = spool();
-    // 128 KiB is where load_open stops reading the file whole: just under and well over it.
+    // 64 KiB is where load_open stops reading the file whole: just under and well over it.
     for (len, whole) in [
         (0, true),
         (1000, true),
-        (120 * 1024, true),
+        (60 * 1024, true),
         (300 * 1024, false),
     ] {
         let bytes = sample_message(len);

@@ -217,12 +217,19 @@ fn a_low_open_file_limit_is_raised_to_the_hard_limit_and_caps_the_sessions() {
         .expect("Max open files");
     let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
     assert_eq!(numbers, ["1024", "1024"], "{open_files}");
-    // (1024 - 64 - 6 x 100 for the deliveries) / 4 descriptors a session = 90.
+    // Deliveries get at most a quarter of what is left beside the fixed 64:
+    // (1024 - 64) / 4 / 4 descriptors a delivery = 60 of the 400 by default.
+    let line = server
+        .wait_log(T, |l| l.contains("delivery.concurrency lowered"))
+        .expect("a warning");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("lowered from 400 to 60"), "{line}");
+    // (1024 - 64 - 4 x 60 for the deliveries) / 4 descriptors a session = 180.
     let line = server
         .wait_log(T, |l| l.contains("limits.max_sessions lowered"))
         .expect("a warning");
     assert!(line.contains("WARN"), "{line}");
-    assert!(line.contains("lowered from 1000 to 90"), "{line}");
+    assert!(line.contains("lowered from 1000 to 180"), "{line}");
     assert!(line.contains("(RLIMIT_NOFILE) is 1024"), "{line}");
     let answer = exchange(server.addr, &request("capped"), T);
     assert!(String::from_utf8_lossy(&answer).contains(":Kok"));
