@@ -232,6 +232,7 @@ impl Committer {
         PendingSync {
             committer: self.clone(),
             answer: Some(answer),
+            ready: None,
         }
     }
 
@@ -518,14 +519,28 @@ impl Future for PendingCommit {
 #[must_use = "the file is durable only once this answers Ok"]
 pub struct PendingSync {
     committer: Committer,
-    /// `None` once the future has returned its answer.
+    /// `None` once the future has returned its answer (or for one answered at once).
     answer: Option<reply::Receiver<Result<()>>>,
+    /// An answer had without the committer (a file synced by the caller), until taken.
+    ready: Option<Result<()>>,
 }
 
 impl PendingSync {
+    /// One already answered: `result`.
+    pub(crate) fn ready(committer: Committer, result: Result<()>) -> PendingSync {
+        PendingSync {
+            committer,
+            answer: None,
+            ready: Some(result),
+        }
+    }
+
     /// Blocks until the batch that has the file is flushed. An error: its own `fsync` failed
     /// (or `close`), or the batch's flush did, or an earlier one ([`SpoolError::is_poisoned`]).
     pub fn wait(mut self) -> Result<()> {
+        if let Some(ready) = self.ready.take() {
+            return ready;
+        }
         match self.answer.take().and_then(reply::Receiver::wait) {
             Some(answer) => answer,
             None => Err(self.committer.refused_unanswered(None)),
@@ -538,6 +553,9 @@ impl Future for PendingSync {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
+        if let Some(ready) = this.ready.take() {
+            return Poll::Ready(ready);
+        }
         let Some(answer) = this.answer.as_mut() else {
             let e = io::Error::other("a sync polled after it was answered");
             return Poll::Ready(Err(SpoolError::io(Step::Fsync, this.committer.dir(), e)));
@@ -800,15 +818,15 @@ mod tests {
             .expect("a real file syncs");
         assert_eq!(
             dir_syncs.load(Ordering::SeqCst),
-            1,
-            "with the batch's flush"
+            0,
+            "a delivery's file alone needs no fsync of queue/"
         );
         // A removal's barrier: no file, answered after a flush of queue/.
         committer
             .sync(None, "/q".into(), true)
             .wait()
             .expect("barrier");
-        assert_eq!(dir_syncs.load(Ordering::SeqCst), 2);
+        assert_eq!(dir_syncs.load(Ordering::SeqCst), 1);
         // Its own fsync failing fails it alone: not the committer, not a message.
         let (pipe, _other_end) = unsyncable();
         let e = committer
@@ -907,5 +925,37 @@ mod tests {
             "{e}"
         );
         second.join().expect("join");
+    }
+
+    #[test]
+    fn files_syncfs_cannot_cover_alone_flush_nothing_of_the_spool() {
+        let (fs, dir) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (f2, d2) = (fs.clone(), dir.clone());
+        let committer = Committer::with_syncfs(
+            "/q".into(),
+            move || {
+                d2.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            },
+            move || {
+                f2.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            },
+        );
+        let tmp = tempfile::NamedTempFile::new().expect("tmp");
+        committer
+            .sync(
+                Some(tmp.reopen().expect("reopen")),
+                tmp.path().to_owned(),
+                false,
+            )
+            .wait()
+            .expect("synced");
+        let (fs, dir) = (fs.load(Ordering::SeqCst), dir.load(Ordering::SeqCst));
+        assert_eq!(
+            (fs, dir),
+            (0, 0),
+            "syncfs {fs} times, fsync of queue/ {dir} times"
+        );
     }
 }

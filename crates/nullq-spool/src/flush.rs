@@ -297,7 +297,20 @@ impl Flusher {
 
     /// Flushes the entries still waiting (`outcome` `None`), deciding each.
     pub(crate) fn flush(&mut self, ledger: &Ledger, batch: &mut [Entry]) {
-        let waiting = batch.iter().filter(|e| e.outcome.is_none()).count();
+        // What a syncfs would stand for: messages, removals, covered files (not a file of
+        // another filesystem, which its own fsync makes durable either way).
+        let coverable = |e: &Entry| {
+            e.other
+                .as_ref()
+                .is_none_or(|o| o.covered || e.file.is_none())
+        };
+        let waiting = batch
+            .iter()
+            .filter(|e| e.outcome.is_none() && coverable(e))
+            .count();
+        // Whether queue/ needs its fsync: a message (its rename, or the unlink of a refused
+        // one) or a removal is in the batch; delivery files alone need only their own fsyncs.
+        let spool_work = batch.iter().any(|e| e.other.is_none() || e.file.is_none());
         if let Some(sync_fs) = self
             .sync_fs
             .as_mut()
@@ -342,6 +355,9 @@ impl Flusher {
             }
         }
         self.sync_others_files(ledger, batch);
+        if !spool_work {
+            return;
+        }
         let synced = (self.sync_dir)();
         for entry in batch.iter_mut().filter(|e| e.outcome.is_none()) {
             entry.outcome = Some(match &synced {
@@ -453,6 +469,15 @@ impl Entry {
 /// is a [`Work::Sync`]'s (fsynced whole) rather than a message's (fdatasynced).
 type Job = (usize, File, PathBuf, bool);
 
+/// The step a job's sync is: `fsync` for a [`Work::Sync`]'s file, `fdatasync` for a message's.
+fn job_step(job: &Job) -> Step {
+    if job.3 {
+        Step::Fsync
+    } else {
+        Step::Fdatasync
+    }
+}
+
 /// Syncs and closes one job's file.
 fn sync_job((i, file, path, whole): Job) -> Synced {
     let result = if whole {
@@ -489,14 +514,14 @@ impl SyncPool {
                         // leave the receiver half-used.
                         let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
                         let Ok(job) = job else { return };
-                        let (i, path) = (job.0, job.2.clone());
+                        let (i, path, step) = (job.0, job.2.clone(), job_step(&job));
                         // A panic is an answer too (an error), so sync_all never waits forever.
                         let synced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             sync_job(job)
                         }))
                         .unwrap_or_else(|_| {
-                            let e = io::Error::other("fdatasync panicked");
-                            (i, Err(SpoolError::io(Step::Fdatasync, &path, e)), path)
+                            let e = io::Error::other(format!("{step} panicked"));
+                            (i, Err(SpoolError::io(step, &path, e)), path)
                         });
                         if report.send(synced).is_err() {
                             return;
@@ -515,8 +540,10 @@ impl SyncPool {
     /// Syncs every file, together; returns when all are done. A job whose thread died (a
     /// panic) comes back as an error, so its message is refused, never taken as durable.
     fn sync_all(&self, jobs: Vec<Job>) -> Vec<Synced> {
-        let mut missing: Vec<(usize, PathBuf)> =
-            jobs.iter().map(|(i, _, p, _)| (*i, p.clone())).collect();
+        let mut missing: Vec<(usize, PathBuf, Step)> = jobs
+            .iter()
+            .map(|job| (job.0, job.2.clone(), job_step(job)))
+            .collect();
         let mut results = Vec::with_capacity(jobs.len());
         if let Some(sender) = &self.jobs {
             for job in jobs {
@@ -531,10 +558,10 @@ impl SyncPool {
                 Err(_) => break,
             }
         }
-        missing.retain(|(i, _)| !results.iter().any(|(j, _, _)| j == i));
-        for (i, path) in missing {
+        missing.retain(|(i, _, _)| !results.iter().any(|(j, _, _)| j == i));
+        for (i, path, step) in missing {
             let e = io::Error::other("the thread syncing this file is gone");
-            results.push((i, Err(SpoolError::io(Step::Fdatasync, &path, e)), path));
+            results.push((i, Err(SpoolError::io(step, &path, e)), path));
         }
         results
     }

@@ -32,7 +32,8 @@ struct Inner {
     intake: Intake,
     /// How the committer flushes its batches (decided: never `Auto`).
     flush: Flush,
-    /// The device of the spool's root: a file on it is flushed by the batch's `syncfs`.
+    /// The device of `queue/` (the committer's directory, whose filesystem its `syncfs`
+    /// flushes): only a file on it shares the committer's flushes.
     dev: u64,
     committer: Committer,
     /// Holds the `flock` on `ROOT/lock` for as long as the spool is open (None when attached).
@@ -85,7 +86,7 @@ impl Spool {
                 inner: Arc::new(Inner {
                     intake: Intake::new(&dirs, Some(lock.clone()))?,
                     flush,
-                    dev: device(&dirs.root)?,
+                    dev: device(&dirs.queue)?,
                     dirs,
                     committer,
                     _lock: Some(lock),
@@ -108,7 +109,7 @@ impl Spool {
             inner: Arc::new(Inner {
                 intake: Intake::new(&dirs, None)?,
                 flush: Flush::Files,
-                dev: device(&dirs.root)?,
+                dev: device(&dirs.queue)?,
                 dirs,
                 committer,
                 _lock: None,
@@ -168,14 +169,20 @@ impl Spool {
     /// `new/`) durable with the committer's next batch, its `fsync` issued with the batch's own
     /// so that the filesystem's journal commits them together, instead of a commit of its own
     /// while the spool commits another. Under load the committer is always flushing, so a
-    /// delivery then costs receiving no extra journal commit. With [`Flush::Filesystem`], a file
-    /// on the spool's filesystem is covered by the batch's `syncfs` (not synced again). The
-    /// committer closes the file (a failed `close` is an error too); nothing is ever unlinked.
-    /// `path` names it in errors. Answered `Ok` only once the file would survive a power cut.
+    /// delivery then costs receiving no extra journal commit. With [`Flush::Filesystem`] the
+    /// batch's `syncfs` covers it (it is not synced again). Only a file on the spool's own
+    /// filesystem (that of `queue/`) goes to the committer: one elsewhere would share no journal
+    /// commit, and a stuck filesystem (an NFS server gone) would stop receiving too; it is
+    /// fsynced here, now, and the answer is ready at once. The file is closed (a failed `close`
+    /// is an error too); nothing is ever unlinked. `path` names it in errors. Answered `Ok`
+    /// only once the file would survive a power cut.
     pub fn sync_with_batch(&self, file: File, path: &Path) -> PendingSync {
         use std::os::unix::fs::MetadataExt;
-        let covered = self.inner.flush == Flush::Filesystem
-            && file.metadata().is_ok_and(|m| m.dev() == self.inner.dev);
+        let here = file.metadata().is_ok_and(|m| m.dev() == self.inner.dev);
+        if !here {
+            return PendingSync::ready(self.committer(), sys::fsync_and_close(file, path));
+        }
+        let covered = self.inner.flush == Flush::Filesystem;
         self.inner
             .committer
             .sync(Some(file), path.to_owned(), covered)

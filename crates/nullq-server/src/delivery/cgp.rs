@@ -46,7 +46,7 @@ use crate::delivery::decide::{bounce_to, Failure};
 use crate::delivery::durable::Syncs;
 use crate::delivery::group::Group;
 use crate::delivery::handover::smtp_sender;
-use crate::delivery::job::{Answer, Job};
+use crate::delivery::job::{Answer, Job, Verdict};
 use crate::delivery::lock::MessageLock;
 use crate::delivery::maildir::{idle, remove_leftovers};
 use crate::delivery::message::{Message, HEAD_MAX, ORIGINAL_HEADER_MAX};
@@ -157,14 +157,20 @@ fn submit_batch(
     dir: &Path,
     options: &nullq_fs::Options,
     jobs: &[Job],
-    syncs: &Syncs,
+    syncs: &dyn nullq_fs::BatchSync,
 ) -> Vec<Vec<Answer>> {
     let mut plans: Vec<(Vec<Option<Answer>>, Plan)> = jobs.iter().map(prepare).collect();
     let mut items = Vec::new();
     let mut written = Vec::new();
-    for ((_, plan), job) in plans.iter_mut().zip(jobs) {
+    // Jobs whose `ID.sub` of ours is there already (a crash, or a failed folder sync, after
+    // its rename): delivered only once the folder is synced, as for a rename of this batch.
+    let mut already = Vec::new();
+    for (i, ((_, plan), job)) in plans.iter_mut().zip(jobs).enumerate() {
         let Plan::Write(message) = plan else { continue };
         if let Some(answer) = sub_in_the_way(dir, job.id) {
+            if answer.verdict == Verdict::Delivered {
+                already.push(i);
+            }
             *plan = Plan::Done(Some(answer));
             continue;
         }
@@ -179,6 +185,22 @@ fn submit_batch(
     let mut results = written.into_iter().zip(nullq_fs::publish_batch_with(
         dir, dir, items, options, syncs,
     ));
+    if !already.is_empty() {
+        let synced = nullq_fs::open_dir(dir)
+            .map_err(|e| e.to_string())
+            .and_then(|fd| {
+                syncs
+                    .dir(std::fs::File::from(fd), dir)
+                    .map_err(|e| format!("fsync {}: {e}", dir.display()))
+            });
+        if let Err(e) = synced {
+            for &i in &already {
+                if let Some((_, plan)) = plans.get_mut(i) {
+                    *plan = Plan::Done(Some(Answer::retry(format!("cgp: {e}"))));
+                }
+            }
+        }
+    }
     plans
         .into_iter()
         .map(|(answers, plan)| {
@@ -589,6 +611,49 @@ mod tests {
             mode: 0o640,
             ..nullq_fs::Options::default()
         }
+    }
+
+    /// Syncs files but fails every directory sync (as a failed folder fsync).
+    struct FolderSyncFails;
+
+    impl nullq_fs::BatchSync for FolderSyncFails {
+        fn files(&self, files: Vec<(std::fs::File, PathBuf)>) -> Vec<std::io::Result<()>> {
+            nullq_fs::OwnSyncs.files(files)
+        }
+        fn dir(&self, _dir: std::fs::File, _path: &Path) -> std::io::Result<()> {
+            Err(std::io::Error::from_raw_os_error(libc::EIO))
+        }
+    }
+
+    /// Red-team finding (issue 15 review): an `ID.sub` of ours left by a failed folder sync (or
+    /// a crash after the rename) is answered delivered only once the folder's sync succeeds:
+    /// until then its name may not survive a power cut, and the queue file must stay.
+    #[test]
+    fn a_sub_already_there_is_delivered_only_after_the_folder_is_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let j = job(b"a@x", &[b"b@x"], b"Subject: s\n\nbody\n");
+        let first = submit_batch(
+            dir.path(),
+            &opts(),
+            std::slice::from_ref(&j),
+            &FolderSyncFails,
+        );
+        assert_eq!(first[0][0].verdict, Verdict::Retry, "{first:?}");
+        assert!(
+            dir.path().join(format!("{}.sub", j.id)).exists(),
+            "left in the folder"
+        );
+        let again = submit_batch(
+            dir.path(),
+            &opts(),
+            std::slice::from_ref(&j),
+            &FolderSyncFails,
+        );
+        assert_eq!(again[0][0].verdict, Verdict::Retry, "{again:?}");
+        assert!(again[0][0].text.contains("Input/output error"), "{again:?}");
+        let synced = submit(dir.path(), &opts(), &j);
+        assert_eq!(synced[0].verdict, Verdict::Delivered, "{synced:?}");
+        assert!(synced[0].text.contains("already submitted"), "{synced:?}");
     }
 
     #[test]

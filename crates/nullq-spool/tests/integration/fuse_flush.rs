@@ -189,3 +189,62 @@ fn filesystem_asked_for_on_a_fuse_mount_is_refused_at_open() {
         "{text}"
     );
 }
+
+/// Red-team finding (issue 15 review): a delivery's file on a filesystem that stops answering
+/// (bindfs with its daemon stopped, as an NFS server gone) must not stop receiving: only files
+/// on the spool's own filesystem go to its committer; this one is fsynced by its caller.
+#[test]
+fn a_stuck_delivery_filesystem_does_not_stop_receiving() {
+    use std::io::Write;
+    usable();
+    let m = Mounts::new();
+    assert!(sh(&format!(
+        "bindfs {l} {f}",
+        l = m.lower().display(),
+        f = m.fuse().display()
+    )));
+    let pid = Command::new("pgrep")
+        .arg("-f")
+        .arg(format!("^bindfs .* {}$", m.fuse().display()))
+        .output()
+        .expect("pgrep");
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_owned();
+    assert!(!pid.is_empty(), "the bindfs daemon");
+    let (_dir, spool) = crate::support::spool();
+    let path = m.fuse().join("delivered");
+    let mut file = std::fs::File::create(&path).expect("create");
+    file.write_all(b"Subject: x\n\nbody\n").expect("write");
+    assert!(sh(&format!("kill -STOP {pid}")));
+    // Resumed whatever happens below, so that the mounts can go.
+    struct Resume(String);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+        }
+    }
+    let resume = Resume(pid);
+    let s = spool.clone();
+    let sync = std::thread::spawn(move || s.sync_with_batch(file, &path).wait());
+    // Once some thread of ours waits for the stopped daemon, the sync is stuck where it is.
+    let stuck = crate::support::wait_for(std::time::Duration::from_secs(30), || {
+        std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| {
+            tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("wchan"))
+                    .is_ok_and(|w| w.contains("request_wait_answer"))
+            })
+        })
+    });
+    assert!(stuck, "the sync never reached the stopped filesystem");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = spool.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(s.store(b"Subject: m\n\nm\n".to_vec(), envelope(1)).wait());
+    });
+    let answered = rx.recv_timeout(std::time::Duration::from_secs(30));
+    drop(resume);
+    assert!(sync.join().expect("join").is_ok(), "synced once resumed");
+    assert!(
+        matches!(answered, Ok(Ok(_))),
+        "a commit on the healthy spool was not answered while a delivery's filesystem hung: {answered:?}"
+    );
+}

@@ -153,13 +153,35 @@ fn power_cut_under_load(flush: &str) {
 /// filesystem (the batched writer and the grouped removals at work): after the remount every
 /// message answered `K` is still queued whole or delivered whole in `new/` (a crash may repeat
 /// a delivery, never skip one), and no file in `new/` is torn.
+///
+/// Once for each flush mode: the Maildir's files and `new/` are synced with the spool's own
+/// batches (`Spool::sync_with_batch`), fsynced with its fdatasyncs or covered by its `syncfs`.
 #[test]
 fn every_k_is_queued_or_delivered_after_a_power_cut_mid_delivery() {
+    power_cut_mid_delivery("files");
+}
+
+#[test]
+fn every_k_is_queued_or_delivered_after_a_power_cut_mid_delivery_with_syncfs() {
+    power_cut_mid_delivery("filesystem");
+}
+
+fn power_cut_mid_delivery(flush: &str) {
     let image = LoopFs::new(256);
     let data = image.mount.join("data");
     let maildir = image.mount.join("md");
     let target = format!("maildir:{}", maildir.display());
-    let mut server = Server::start_in(&data, &["--deliver", &target, "--read-timeout", "5"]);
+    let mut server = Server::start_in(
+        &data,
+        &[
+            "--deliver",
+            &target,
+            "--read-timeout",
+            "5",
+            "--spool-flush",
+            flush,
+        ],
+    );
     let addr = server.addr;
 
     let acked: Arc<Mutex<HashMap<QueueId, String>>> = Arc::default();
@@ -262,7 +284,7 @@ fn every_k_is_queued_or_delivered_after_a_power_cut_mid_delivery() {
     );
     let twice = copies.values().filter(|&&n| n > 1).count();
     eprintln!(
-        "power cut mid-delivery: {} acknowledged, {} delivered before the cut ({twice} of them twice), none lost",
+        "power cut mid-delivery ({flush}): {} acknowledged, {} delivered before the cut ({twice} of them twice), none lost",
         acked.len(),
         copies.len()
     );
