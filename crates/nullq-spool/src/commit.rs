@@ -639,17 +639,24 @@ mod tests {
         assert_eq!(first.join().ok(), Some(true));
     }
 
-    #[test]
-    fn a_failed_fsync_fails_its_batch_and_poisons() {
+    /// A committer whose fsync of `queue/` number `nth` (from 0) fails with EIO, the others
+    /// succeed; and the count of those fsyncs.
+    fn failing_fsync(nth: u64) -> (Committer, Arc<AtomicU64>) {
         let calls = Arc::new(AtomicU64::new(0));
         let c = calls.clone();
         let committer = Committer::with_sync("/q".into(), move || {
-            if c.fetch_add(1, Ordering::SeqCst) == 1 {
+            if c.fetch_add(1, Ordering::SeqCst) == nth {
                 Err(io::Error::from_raw_os_error(libc::EIO))
             } else {
                 Ok(())
             }
         });
+        (committer, calls)
+    }
+
+    #[test]
+    fn a_failed_fsync_fails_its_batch_and_poisons() {
+        let (committer, calls) = failing_fsync(1);
         assert!(committer.wait_durable().is_ok());
         let e = committer.wait_durable().err();
         assert!(
@@ -860,16 +867,8 @@ mod tests {
 
     #[test]
     fn a_poisoned_committer_still_syncs_other_files() {
-        let calls = Arc::new(AtomicU64::new(0));
-        let c = calls.clone();
         // queue/'s first fsync fails (poisoning); the later ones work.
-        let committer = Committer::with_sync("/q".into(), move || {
-            if c.fetch_add(1, Ordering::SeqCst) == 0 {
-                Err(io::Error::from_raw_os_error(libc::EIO))
-            } else {
-                Ok(())
-            }
-        });
+        let (committer, _) = failing_fsync(0);
         assert!(committer.wait_durable().is_err());
         assert!(committer.is_poisoned());
         let tmp = tempfile::NamedTempFile::new().expect("tmp");

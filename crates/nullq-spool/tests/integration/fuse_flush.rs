@@ -63,6 +63,15 @@ impl Mounts {
         self.dir.path().join("fs.img")
     }
 
+    /// Mounts bindfs from the lower mount point (whatever is there) on the FUSE one.
+    fn bind(&self) -> bool {
+        sh(&format!(
+            "bindfs {l} {f}",
+            l = self.lower().display(),
+            f = self.fuse().display()
+        ))
+    }
+
     /// Detaches the FUSE mount and waits (at most a minute) for its bindfs daemon to exit:
     /// until it has, the daemon keeps the lower filesystem busy and `umount` of it fails.
     /// The daemon leaves only once the last file of the FUSE mount is closed, after the
@@ -176,11 +185,7 @@ fn auto_on_a_fuse_mount_keeps_every_acknowledged_message() {
 fn filesystem_asked_for_on_a_fuse_mount_is_refused_at_open() {
     usable();
     let m = Mounts::new();
-    assert!(sh(&format!(
-        "bindfs {l} {f}",
-        l = m.lower().display(),
-        f = m.fuse().display()
-    )));
+    assert!(m.bind());
     let e = Spool::open_with(m.fuse().join("spool"), Flush::Filesystem).err();
     let text = e.map(|e| e.to_string()).unwrap_or_default();
     assert!(
@@ -198,11 +203,7 @@ fn a_stuck_delivery_filesystem_does_not_stop_receiving() {
     use std::io::Write;
     usable();
     let m = Mounts::new();
-    assert!(sh(&format!(
-        "bindfs {l} {f}",
-        l = m.lower().display(),
-        f = m.fuse().display()
-    )));
+    assert!(m.bind());
     let pid = Command::new("pgrep")
         .arg("-f")
         .arg(format!("^bindfs .* {}$", m.fuse().display()))
