@@ -33,7 +33,7 @@
 
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -232,7 +232,6 @@ impl Committer {
         PendingSync {
             committer: self.clone(),
             answer: Some(answer),
-            ready: None,
         }
     }
 
@@ -266,8 +265,10 @@ impl Committer {
         }
     }
 
-    fn dir(&self) -> &Path {
-        self.shared.ledger.dir()
+    /// The error of a pending answer polled again after it was answered.
+    fn polled_twice(&self, what: &str, step: Step) -> SpoolError {
+        let e = io::Error::other(format!("{what} polled after it was answered"));
+        SpoolError::io(step, self.shared.ledger.dir(), e)
     }
 
     /// One commit of an id that was never renamed (the batching tests need only the fsyncs).
@@ -484,10 +485,10 @@ pub struct PendingCommit {
 impl PendingCommit {
     /// Blocks until the commit is answered: see [`Renamed::commit`].
     pub fn wait(mut self) -> Result<QueueId> {
-        match self.answer.take().and_then(reply::Receiver::wait) {
-            Some(answer) => answer,
-            None => Err(self.committer.refused_unanswered(self.id.as_ref())),
-        }
+        let (committer, id) = (&self.committer, self.id);
+        wait_answer(self.answer.take(), || {
+            committer.refused_unanswered(id.as_ref())
+        })
     }
 }
 
@@ -496,21 +497,44 @@ impl Future for PendingCommit {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<QueueId>> {
         let this = self.get_mut();
-        let Some(answer) = this.answer.as_mut() else {
+        let (committer, id) = (&this.committer, this.id);
+        poll_answer(
+            &mut this.answer,
+            cx,
+            || committer.refused_unanswered(id.as_ref()),
             // Polled after its answer: say so rather than panic (and unlink nothing).
-            let e = io::Error::other("a commit polled after it was answered");
-            return Poll::Ready(Err(SpoolError::io(Step::DirFsync, this.committer.dir(), e)));
-        };
-        let answered = match answer.poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(answered) => answered,
-        };
-        this.answer = None;
-        Poll::Ready(match answered {
-            Some(answer) => answer,
-            None => Err(this.committer.refused_unanswered(this.id.as_ref())),
-        })
+            || committer.polled_twice("a commit", Step::DirFsync),
+        )
     }
+}
+
+/// Waits for `answer`; `gone` makes the error when the thread went without answering.
+fn wait_answer<T>(
+    answer: Option<reply::Receiver<Result<T>>>,
+    gone: impl FnOnce() -> SpoolError,
+) -> Result<T> {
+    answer
+        .and_then(reply::Receiver::wait)
+        .unwrap_or_else(|| Err(gone()))
+}
+
+/// Polls `answer`, dropped once it has answered; `gone` makes the error when the thread went
+/// without answering, `twice` that of a poll after the answer.
+fn poll_answer<T>(
+    answer: &mut Option<reply::Receiver<Result<T>>>,
+    cx: &mut Context<'_>,
+    gone: impl FnOnce() -> SpoolError,
+    twice: impl FnOnce() -> SpoolError,
+) -> Poll<Result<T>> {
+    let Some(receiver) = answer.as_mut() else {
+        return Poll::Ready(Err(twice()));
+    };
+    let answered = match receiver.poll(cx) {
+        Poll::Pending => return Poll::Pending,
+        Poll::Ready(answered) => answered,
+    };
+    *answer = None;
+    Poll::Ready(answered.unwrap_or_else(|| Err(gone())))
 }
 
 /// A file handed to the committer to be made durable with its next batch
@@ -519,32 +543,26 @@ impl Future for PendingCommit {
 #[must_use = "the file is durable only once this answers Ok"]
 pub struct PendingSync {
     committer: Committer,
-    /// `None` once the future has returned its answer (or for one answered at once).
+    /// `None` once the future has returned its answer.
     answer: Option<reply::Receiver<Result<()>>>,
-    /// An answer had without the committer (a file synced by the caller), until taken.
-    ready: Option<Result<()>>,
 }
 
 impl PendingSync {
-    /// One already answered: `result`.
+    /// One answered already, with `result` (a file its caller synced itself).
     pub(crate) fn ready(committer: Committer, result: Result<()>) -> PendingSync {
+        let (reply, answer) = reply::channel();
+        reply.send(result);
         PendingSync {
             committer,
-            answer: None,
-            ready: Some(result),
+            answer: Some(answer),
         }
     }
 
     /// Blocks until the batch that has the file is flushed. An error: its own `fsync` failed
     /// (or `close`), or the batch's flush did, or an earlier one ([`SpoolError::is_poisoned`]).
     pub fn wait(mut self) -> Result<()> {
-        if let Some(ready) = self.ready.take() {
-            return ready;
-        }
-        match self.answer.take().and_then(reply::Receiver::wait) {
-            Some(answer) => answer,
-            None => Err(self.committer.refused_unanswered(None)),
-        }
+        let committer = &self.committer;
+        wait_answer(self.answer.take(), || committer.refused_unanswered(None))
     }
 }
 
@@ -553,22 +571,13 @@ impl Future for PendingSync {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        if let Some(ready) = this.ready.take() {
-            return Poll::Ready(ready);
-        }
-        let Some(answer) = this.answer.as_mut() else {
-            let e = io::Error::other("a sync polled after it was answered");
-            return Poll::Ready(Err(SpoolError::io(Step::Fsync, this.committer.dir(), e)));
-        };
-        let answered = match answer.poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(answered) => answered,
-        };
-        this.answer = None;
-        Poll::Ready(match answered {
-            Some(answer) => answer,
-            None => Err(this.committer.refused_unanswered(None)),
-        })
+        let committer = &this.committer;
+        poll_answer(
+            &mut this.answer,
+            cx,
+            || committer.refused_unanswered(None),
+            || committer.polled_twice("a sync", Step::Fsync),
+        )
     }
 }
 
