@@ -9,6 +9,9 @@
 #   wait_port P         wait (at most 20 s) until 127.0.0.1:P accepts
 #   machine_info        nproc, CPU model, kernel, filesystem of a directory, load, date
 #   proc_kb PID FIELD   a field of /proc/PID/status in kB (VmRSS, VmHWM, ...)
+#   loop_ext4 DIR SIZE  a new ext4 with its journal in the sparse file DIR/fs.img (SIZE as
+#                       truncate takes it), mounted on DIR/fs; unmount it with loop_umount DIR
+#   jbd2_info MNT       the /proc/fs/jbd2 info file of the journal of the filesystem at MNT
 #
 # Environment: NULLQ (a prebuilt nullq binary), NULLQ_PROFILE (the cargo profile built when NULLQ
 # is unset: release, the default, has no debug info; profiling keeps symbols for perf), BENCH_TMP (where temporary directories go,
@@ -75,6 +78,29 @@ nullq_stop() {
 
 proc_kb() {
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
+}
+
+# loop_ext4 DIR SIZE: DIR/fs, a fresh ext4 with a journal on a loop device (its inode tables
+# and journal written now, so that no lazy initialisation runs during a measurement).
+loop_ext4() {
+    truncate -s "$2" "$1/fs.img"
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$1/fs.img"
+    mkdir "$1/fs"
+    mount -o loop "$1/fs.img" "$1/fs"
+}
+
+# loop_umount DIR: unmount DIR/fs if mounted (lazily if something still holds it).
+loop_umount() {
+    if mountpoint -q "$1/fs"; then
+        umount "$1/fs" || umount -l "$1/fs"
+    fi
+}
+
+# jbd2_info MNT: the jbd2 info file of the filesystem mounted at MNT.
+jbd2_info() {
+    local dev
+    dev=$(findmnt -n -o SOURCE "$1")
+    echo "/proc/fs/jbd2/${dev##*/}-8/info"
 }
 
 # machine_info DIR: the facts BENCHMARKS.md records next to every number.

@@ -26,16 +26,12 @@ top=$(mktemp -d "$BENCH_TMP/nullq-bench-cpu.XXXXXX")
 PID=""
 cleanup() {
     [[ -n $PID ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
-    mountpoint -q "$top/fs" && { umount "$top/fs" || umount -l "$top/fs"; }
+    loop_umount "$top"
     rm -rf "$top"
 }
 trap cleanup EXIT
-truncate -s 4G "$top/fs.img"
-mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$top/fs.img"
-mkdir "$top/fs"
-mount -o loop "$top/fs.img" "$top/fs"
-loop=$(findmnt -n -o SOURCE "$top/fs")
-jbd=/proc/fs/jbd2/${loop##*/}-8/info
+loop_ext4 "$top" 4G
+jbd=$(jbd2_info "$top/fs")
 d=$top/fs/run
 mkdir -p "$d"
 case $target in

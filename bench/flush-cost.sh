@@ -9,14 +9,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/common.sh"
 top=$(mktemp -d "$BENCH_TMP/nullq-flush-cost.XXXXXX")
 cleanup() {
-    mountpoint -q "$top/fs" && umount "$top/fs"
+    loop_umount "$top"
     rm -rf "$top"
 }
 trap cleanup EXIT
-truncate -s 2G "$top/fs.img"
-mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$top/fs.img"
-mkdir "$top/fs"
-mount -o loop "$top/fs.img" "$top/fs"
+loop_ext4 "$top" 2G
 machine_info "$top/fs"
 echo
 echo "loop-mounted ext4 (journal):"

@@ -15,15 +15,12 @@ shift 4
 top=$(mktemp -d "$BENCH_TMP/nullq-journal-commits.XXXXXX")
 cleanup() {
     nullq_stop
-    mountpoint -q "$top/fs" && umount "$top/fs"
+    loop_umount "$top"
     rm -rf "$top"
 }
 trap cleanup EXIT
-truncate -s 4G "$top/fs.img"
-mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$top/fs.img"
-mkdir "$top/fs"
-mount -o loop "$top/fs.img" "$top/fs"
-jbd=/proc/fs/jbd2/$(findmnt -n -o SOURCE "$top/fs" | sed 's|/dev/||')-8/info
+loop_ext4 "$top" 4G
+jbd=$(jbd2_info "$top/fs")
 port=$(free_port)
 nullq_start "$top/fs/spool" "$port" --deliver none --max-sessions $((sessions + 100)) \
     --max-sessions-per-ip $((sessions + 100)) "$@"
