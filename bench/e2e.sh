@@ -67,10 +67,8 @@ cleanup() {
         kill "$SINK_PID" 2>/dev/null || true
         wait "$SINK_PID" 2>/dev/null || true # its status is the signal's
     fi
-    if ((loopfs)) && mountpoint -q "$top/fs"; then
-        # A straggler (a Postfix daemon still exiting) must not leave the mount behind.
-        umount "$top/fs" || umount -l "$top/fs"
-    fi
+    # A straggler (a Postfix daemon still exiting) must not leave the mount behind.
+    ((loopfs)) && loop_umount "$top"
     rm -rf "$top"
 }
 trap cleanup EXIT
@@ -82,10 +80,7 @@ if ((loopfs)); then
     n_sessions=$(wc -w <<< "$sessions_list")
     n_paths=$(wc -w <<< "$paths")
     size_kb=$((reps * n_sessions * n_paths * msgs * 8 + 1048576))
-    truncate -s "${size_kb}K" "$top/fs.img"
-    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$top/fs.img"
-    mkdir "$top/fs"
-    mount -o loop "$top/fs.img" "$top/fs"
+    loop_ext4 "$top" "${size_kb}K"
     chmod 0755 "$top" "$top/fs"
     where=$top/fs
 fi
