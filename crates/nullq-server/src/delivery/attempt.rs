@@ -36,6 +36,9 @@ pub struct Deliverer {
     pub(crate) stats: Stats,
     /// Where new messages (our bounces) are announced: the runner's own inbox.
     pub(crate) notify: mpsc::UnboundedSender<QueueId>,
+    /// Messages locked and loaded for their attempts, grouped: the attempts that start
+    /// together (the sessions a commit answered at once) wake one thread, not one each.
+    pub(crate) loads: Group<QueueId, LoadResult>,
     /// Removals of finished messages, grouped: one `queue/` fsync per batch.
     pub(crate) removals: Group<QueueId, Stored>,
     /// New states of messages still pending, grouped: one `state/` fsync per batch.
@@ -45,18 +48,45 @@ pub struct Deliverer {
 /// What a grouped removal or state save answers (the error as text: a batch shares it).
 pub(crate) type Stored = Result<(), String>;
 
+/// The threads an attempt's blocking spool work is done by, each taking what waits as one batch.
+pub(crate) struct Storage {
+    pub(crate) loads: Group<QueueId, LoadResult>,
+    pub(crate) removals: Group<QueueId, Stored>,
+    pub(crate) saves: Group<(QueueId, DeliveryState), Stored>,
+}
+
+/// How many messages one loader thread locks and loads at a time (each holds a descriptor).
+const LOAD_BATCH_MAX: usize = 64;
+
+/// Loader threads: batches loaded at the same time, so that a slow read (a large message not
+/// in the page cache) does not hold up the others.
+const LOAD_WORKERS: usize = 4;
+
 impl Deliverer {
-    /// The groups that remove finished messages from `spool` and save new states, each batch
-    /// with one directory fsync ([`Spool::remove_batch`], [`Spool::save_state_batch`]).
-    pub(crate) fn storage(
-        spool: &Spool,
-    ) -> (
-        Group<QueueId, Stored>,
-        Group<(QueueId, DeliveryState), Stored>,
-    ) {
+    /// The groups that load messages for their attempts ([`load`]), remove finished messages
+    /// from `spool` and save new states, the last two each batch with one directory fsync
+    /// ([`Spool::remove_batch`], [`Spool::save_state_batch`]).
+    pub(crate) fn storage(spool: &Spool) -> Storage {
+        let s = spool.clone();
+        let loads = Group::spawn_bounded(
+            "nullq-load",
+            LOAD_BATCH_MAX,
+            LOAD_WORKERS,
+            || LoadResult::Failed("internal error: the loader thread is gone".to_string()),
+            move |ids: Vec<QueueId>| {
+                // A panic is one message's answer (tried again later), not the thread's end.
+                let one = |id: &QueueId| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&s, id)))
+                        .unwrap_or_else(|_| {
+                            LoadResult::Failed("internal error: loading it panicked".into())
+                        })
+                };
+                ids.iter().map(one).collect()
+            },
+        );
         let gone = || Err("internal error: the spool's batch thread is gone".to_string());
         let s = spool.clone();
-        let removals = Group::spawn("nullq-remove", gone(), move |ids: Vec<QueueId>| {
+        let removals = Group::spawn("nullq-remove", gone, move |ids: Vec<QueueId>| {
             let results = s.remove_batch(&ids);
             results
                 .into_iter()
@@ -66,7 +96,7 @@ impl Deliverer {
         let s = spool.clone();
         let saves = Group::spawn(
             "nullq-state",
-            gone(),
+            gone,
             move |states: Vec<(QueueId, DeliveryState)>| {
                 let results = s.save_state_batch(&states);
                 results
@@ -75,7 +105,11 @@ impl Deliverer {
                     .collect()
             },
         );
-        (removals, saves)
+        Storage {
+            loads,
+            removals,
+            saves,
+        }
     }
 }
 
@@ -102,7 +136,7 @@ pub enum Next {
 
 /// A message ready for an attempt: its lock, envelope, state, the start of its bytes, and all
 /// of them for a small message.
-struct Loaded {
+pub(crate) struct Loaded {
     lock: MessageLock,
     queued: QueuedMessage,
     head: Head,
@@ -118,7 +152,7 @@ struct Tried {
     outcome: Outcome,
 }
 
-enum LoadResult {
+pub(crate) enum LoadResult {
     Ready(Box<Loaded>),
     Gone,
     Busy,
@@ -206,26 +240,21 @@ impl Deliverer {
     /// One attempt at message `id`: deliver its due recipients, bounce what failed, save the
     /// state. Returns when it is due again.
     pub async fn attempt(self: &Arc<Self>, id: QueueId) -> Next {
-        let spool = self.spool.clone();
-        let loaded = match tokio::task::spawn_blocking(move || load(&spool, &id)).await {
-            Ok(LoadResult::Ready(l)) => l,
-            Ok(LoadResult::Gone) => return Next::Done,
-            Ok(LoadResult::Busy) => return Next::Busy,
-            Ok(LoadResult::Failed(e)) => {
+        let loaded = match self.loads.submit(id).await {
+            LoadResult::Ready(l) => l,
+            LoadResult::Gone => return Next::Done,
+            LoadResult::Busy => return Next::Busy,
+            LoadResult::Failed(e) => {
                 tracing::error!(target: "nullq::delivery", id = %id, "cannot read the message (will try again): {e}");
                 return self.later();
             }
-            Ok(LoadResult::SetAside(line, still_queued)) => {
+            LoadResult::SetAside(line, still_queued) => {
                 tracing::error!(target: "nullq::delivery", id = %id, "{line}");
                 return if still_queued {
                     Next::At(self.clock.now())
                 } else {
                     Next::Done
                 };
-            }
-            Err(e) => {
-                tracing::error!(target: "nullq::delivery", id = %id, "internal error: {e}");
-                return self.later();
             }
         };
         let Loaded {

@@ -90,10 +90,9 @@ impl Cgp {
         };
         let folder = dir.clone();
         // An empty answer list: the runner retries every recipient (a wrong count).
-        let writer =
-            Group::spawn_bounded("nullq-cgp", BATCH_MAX, WORKERS, Vec::new(), move |jobs| {
-                submit_batch(&folder, &options, &jobs, &syncs)
-            });
+        let writer = Group::spawn_bounded("nullq-cgp", BATCH_MAX, WORKERS, Vec::new, move |jobs| {
+            submit_batch(&folder, &options, &jobs, &syncs)
+        });
         Ok(Cgp {
             dir,
             on_bad: config.on_bad,

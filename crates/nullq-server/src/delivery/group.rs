@@ -2,10 +2,12 @@
 //! per [`Group`] takes every request waiting when it wakes as one batch, does the batch's
 //! blocking work once (the Maildir's or CommuniGate Pro folder's writer: every file of the batch
 //! synced together and one fsync of the directory for all; the spool's removals: one `queue/`
-//! fsync for all the messages that go), and answers each request. A request is sent only after its own step is done (its rename, its decision), so the
-//! batch's fsync, which starts after the request was received, covers it; requests that arrive
-//! during the work wait for the next batch. Under load a batch grows with the arrivals, so the
-//! cost per message falls as the rate rises instead of the rate falling.
+//! fsync for all the messages that go; the loads of the attempts that start together: one
+//! thread woken for all, not one each), and answers each request. A request is sent only after
+//! its own step is done (its rename, its decision), so the batch's fsync, which starts after the
+//! request was received, covers it; requests that arrive during the work wait for the next
+//! batch. Under load a batch grows with the arrivals, so the cost per message falls as the rate
+//! rises instead of the rate falling.
 //!
 //! The thread ends when the last [`Group`] handle is dropped (its channel closes).
 
@@ -15,11 +17,13 @@ use tokio::sync::oneshot;
 
 type Request<T, R> = (T, oneshot::Sender<R>);
 
+/// What a request is answered when the thread is gone (it panicked, or could not start).
+type Gone<R> = Arc<dyn Fn() -> R + Send + Sync>;
+
 /// A batching thread that runs `work` on every batch of `T` and answers each with an `R`.
 pub struct Group<T, R> {
     requests: mpsc::Sender<Request<T, R>>,
-    /// What every request is answered when the thread is gone (it panicked, or could not start).
-    gone: R,
+    gone: Gone<R>,
 }
 
 impl<T, R> std::fmt::Debug for Group<T, R> {
@@ -28,13 +32,13 @@ impl<T, R> std::fmt::Debug for Group<T, R> {
     }
 }
 
-impl<T: Send + 'static, R: Clone + Send + 'static> Group<T, R> {
+impl<T: Send + 'static, R: Send + 'static> Group<T, R> {
     /// Start the thread `name`. `work` gets a batch (at least one item, in arrival order) and
-    /// returns one answer per item, in the same order; `gone` answers a request when the thread
-    /// is not there (a missing answer too).
+    /// returns one answer per item, in the same order; `gone` makes the answer to a request
+    /// when the thread is not there (a missing answer too).
     pub fn spawn(
         name: &str,
-        gone: R,
+        gone: impl Fn() -> R + Send + Sync + 'static,
         work: impl FnMut(Vec<T>) -> Vec<R> + Send + 'static,
     ) -> Group<T, R> {
         // One worker: the Mutex only satisfies the shared form.
@@ -53,16 +57,17 @@ impl<T: Send + 'static, R: Clone + Send + 'static> Group<T, R> {
         name: &str,
         max: usize,
         workers: usize,
-        gone: R,
+        gone: impl Fn() -> R + Send + Sync + 'static,
         work: impl Fn(Vec<T>) -> Vec<R> + Send + Sync + 'static,
     ) -> Group<T, R> {
+        let gone: Gone<R> = Arc::new(gone);
         let max = max.max(1);
         let (tx, rx) = mpsc::channel::<Request<T, R>>();
         let rx = Arc::new(Mutex::new(rx));
         let work = Arc::new(work);
         let mut started = 0;
         for _ in 0..workers.max(1) {
-            let (rx, work, missing) = (Arc::clone(&rx), Arc::clone(&work), gone.clone());
+            let (rx, work, missing) = (Arc::clone(&rx), Arc::clone(&work), Arc::clone(&gone));
             let spawned = std::thread::Builder::new()
                 .name(name.into())
                 .spawn(move || loop {
@@ -80,7 +85,7 @@ impl<T: Send + 'static, R: Clone + Send + 'static> Group<T, R> {
                     let mut answers = work(batch).into_iter();
                     for reply in replies {
                         // A caller that gave up (its attempt was cut short) no longer listens.
-                        let _ = reply.send(answers.next().unwrap_or_else(|| missing.clone()));
+                        let _ = reply.send(answers.next().unwrap_or_else(|| missing()));
                     }
                 });
             match spawned {
@@ -102,9 +107,9 @@ impl<T: Send + 'static, R: Clone + Send + 'static> Group<T, R> {
     pub async fn submit(&self, item: T) -> R {
         let (tx, rx) = oneshot::channel();
         if self.requests.send((item, tx)).is_err() {
-            return self.gone.clone();
+            return (self.gone)();
         }
-        rx.await.unwrap_or_else(|_| self.gone.clone())
+        rx.await.unwrap_or_else(|_| (self.gone)())
     }
 }
 
@@ -121,7 +126,7 @@ mod tests {
         let (g, b) = (Arc::clone(&gate), Arc::clone(&batches));
         let group = Arc::new(Group::spawn(
             "test-group",
-            0usize,
+            || 0usize,
             move |batch: Vec<u32>| {
                 let n = batch.len();
                 b.lock().expect("lock").push(batch.clone());
@@ -169,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_short_answer_list_answers_gone() {
-        let group = Group::spawn("test-group", "gone", |_batch: Vec<u8>| Vec::new());
+        let group = Group::spawn("test-group", || "gone", |_batch: Vec<u8>| Vec::new());
         assert_eq!(group.submit(1).await, "gone");
     }
 }

@@ -58,7 +58,7 @@ impl Maildir {
             "nullq-maildir",
             BATCH_MAX,
             WORKERS,
-            Answer::retry("internal error: the Maildir writer is gone"),
+            || Answer::retry("internal error: the Maildir writer is gone"),
             move |jobs: Vec<Job>| write_batch(&d, &jobs, &syncs),
         );
         Maildir { dir, writer }

@@ -60,11 +60,12 @@ impl Runner {
         let routes = Routes::new(config, &spool)?;
         let (notify, inbox) = mpsc::unbounded_channel();
         let stats = Stats::new(spool.root(), metrics);
-        let (removals, saves) = Deliverer::storage(&spool);
+        let storage = Deliverer::storage(&spool);
         Ok(Runner {
             shared: Arc::new(Deliverer {
-                removals,
-                saves,
+                loads: storage.loads,
+                removals: storage.removals,
+                saves: storage.saves,
                 spool,
                 routes,
                 rewriting,
