@@ -5,6 +5,11 @@ for each way the spool's committer could flush a batch (issue 14). Medians of 15
   fdatasync x1     sync_file_range(WRITE) on all, then one fdatasync after another, fsync(DIR)
   fdatasync x8     the same fdatasyncs issued together from 8 threads, fsync(DIR)
                                                                (--spool-flush files)
+  segment append   no files: the batch's messages appended to one shared file, one fdatasync
+                   (issue 14's "journal segment" candidate; the file grows: a journal commit)
+  segment reuse    the same into a segment written with zeros and fsynced beforehand, so the
+                   fdatasync has no metadata to commit: data and a device flush only
+(the segment ways leave each message to be made a file of its own later: not counted here)
 Run by bench/flush-cost.sh, which makes the loop-mounted ext4."""
 import ctypes
 import os
@@ -52,12 +57,37 @@ def fdatasyncs(threads):
     return flush
 
 
-ways = [("syncfs", syncfs), ("fdatasync x1", fdatasyncs(1)), ("fdatasync x8", fdatasyncs(8))]
+SEGMENT = 64 << 20
+seg_append = os.open(f"{top}/segment-append", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+seg_reuse = os.open(f"{top}/segment-reuse", os.O_WRONLY | os.O_CREAT, 0o600)
+for at in range(0, SEGMENT, 1 << 20):
+    os.pwrite(seg_reuse, bytes(1 << 20), at)
+os.fsync(seg_reuse)
+reuse_at = 0
+
+
+def segment_append(n):
+    os.write(seg_append, b"x" * (1200 * n))
+    os.fdatasync(seg_append)
+
+
+def segment_reuse(n):
+    global reuse_at
+    if reuse_at + 1200 * n > SEGMENT:
+        reuse_at = 0
+    os.pwrite(seg_reuse, b"x" * (1200 * n), reuse_at)
+    reuse_at += 1200 * n
+    os.fdatasync(seg_reuse)
+
+
+files_ways = [("syncfs", syncfs), ("fdatasync x1", fdatasyncs(1)), ("fdatasync x8", fdatasyncs(8))]
+segment_ways = [("segment append", segment_append), ("segment reuse", segment_reuse)]
+ways = files_ways + segment_ways
 print("| files in the batch | " + " | ".join(f"{w}, ms" for w, _ in ways) + " |")
 print("|---:|" + "---:|" * len(ways))
 for n in [1, 10, 50, 200]:
     cells = []
-    for _, flush in ways:
+    for _, flush in files_ways:
         took = []
         for _ in range(15):
             fds = batch(n)
@@ -66,5 +96,12 @@ for n in [1, 10, 50, 200]:
             took.append(time.perf_counter() - t0)
             for fd in fds:
                 os.close(fd)
+        cells.append(f"{statistics.median(took) * 1000:.2f}")
+    for _, write_and_flush in segment_ways:
+        took = []
+        for _ in range(15):
+            t0 = time.perf_counter()
+            write_and_flush(n)
+            took.append(time.perf_counter() - t0)
         cells.append(f"{statistics.median(took) * 1000:.2f}")
     print(f"| {n} | " + " | ".join(cells) + " |")
