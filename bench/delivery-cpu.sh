@@ -8,6 +8,9 @@
 #   NULLQ=target/release/nullq bench/delivery-cpu.sh maildir 50 5000
 #   NULLQ=target/release/nullq bench/delivery-cpu.sh none 50 5000 --spool-flush filesystem
 #   STRACE=1 ... : the server's system calls counted instead (strace -c -f; slow, not timed)
+#   THREADS=1 ... : first one line per thread name: its context switches and CPU per message
+#                   (threads that ended during the run are not in these lines; the last line
+#                   counts them)
 #
 # Arguments: TARGET (none | maildir | cgp), SESSIONS, MESSAGES, then more flags for nullq serve.
 # Output: one line, e.g. `maildir s=50 m=5000 recv=1572/s e2e=1503/s cpu_us/msg user=150
@@ -54,6 +57,16 @@ if [[ -n ${STRACE:-} ]]; then
     spid=$!
     sleep 1 # strace attaches to every thread: nothing to wait for that says it has
 fi
+# threads: "NAME SWITCHES CPU_TICKS" per thread name, from /proc/PID/task/*.
+threads() {
+    local t
+    for t in /proc/"$PID"/task/*; do
+        printf '%s %s %s\n' "$(tr ' ' _ < "$t/comm")" \
+            "$(awk '/ctxt_switches/ { n += $2 } END { print n }' "$t/status")" \
+            "$(awk '{ print $14 + $15 }' "$t/stat")"
+    done | awk '{ c[$1] += $2; u[$1] += $3 } END { for (k in c) print k, c[k], u[k] }'
+}
+[[ -n ${THREADS:-} ]] && threads0=$(threads)
 j0=$(awk 'NR == 1 { print $1 }' "$jbd")
 read -r _ u0 s0 < <(cpu)
 read -r b0 i0 < <(stat_busy)
@@ -69,6 +82,17 @@ t2=$EPOCHREALTIME
 read -r _ u1 s1 < <(cpu)
 read -r b1 i1 < <(stat_busy)
 j1=$(awk 'NR == 1 { print $1 }' "$jbd")
+if [[ -n ${THREADS:-} ]]; then
+    python3 - "$threads0" "$(threads)" "$msgs" "$(getconf CLK_TCK)" <<'PY'
+import sys
+before, after = ({l.split()[0]: l.split()[1:] for l in a.splitlines()} for a in sys.argv[1:3])
+m, tick = int(sys.argv[3]), int(sys.argv[4])
+for name, (c1, u1) in sorted(after.items()):
+    c0, u0 = before.get(name, (0, 0))
+    print(f"{name:18} switches/msg={(int(c1) - int(c0)) / m:.2f} "
+          f"cpu_us/msg={(int(u1) - int(u0)) * 1e6 / tick / m:.0f}")
+PY
+fi
 if [[ -n ${STRACE:-} ]]; then
     kill -INT "$spid"
     wait "$spid" || true

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/flush-cost.sh: the cost of one batch flush, each way the committer could do it
 # (bench/flush_cost.py: syncfs, fdatasyncs, a journal segment; nullq-spool's flush_uring
-# example: io_uring, with CPU time and context switches per file), on a fresh loop-mounted ext4
+# example: io_uring, with CPU time and context switches per file; bench/create_cost.py: a file
+# made with or without its rename), on a fresh loop-mounted ext4
 # with a journal (as bench/qmqp-throughput.sh -L makes it) and in $BENCH_TMP (default /var/tmp:
 # this machine's root filesystem).
 # Run as root (mount): bench/flush-cost.sh
@@ -23,6 +24,7 @@ echo
 echo "loop-mounted ext4 (journal):"
 python3 "$here/flush_cost.py" "$top/fs"
 "$uring" "$top/fs"
+python3 "$here/create_cost.py" "$top/fs"
 echo
 echo "$BENCH_TMP ($(findmnt -n -o FSTYPE,OPTIONS --target "$BENCH_TMP" | cut -c1-60)):"
 python3 "$here/flush_cost.py" "$top"
