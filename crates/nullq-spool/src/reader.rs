@@ -40,16 +40,13 @@ pub(crate) struct MessageFile {
 
 impl MessageFile {
     pub(crate) fn open(path: &Path) -> Result<MessageFile, ReadError> {
-        let file = File::open(path).map_err(|e| SpoolError::io(Step::Open, path, e))?;
+        let file = open_queue_file(path)?;
         MessageFile::checked(file, path)
     }
 
     /// [`MessageFile::open`]'s checks on a file already open.
     pub(crate) fn checked(file: File, path: &Path) -> Result<MessageFile, ReadError> {
-        let len = file
-            .metadata()
-            .map_err(|e| SpoolError::io(Step::Read, path, e))?
-            .len();
+        let len = regular_len(&file, path)?;
         if len < (HEADER.len() + TRAILER_LEN) as u64 {
             return Err(ReadError::Bad(format!(
                 "only {len} bytes: torn or not a queue file"
@@ -118,6 +115,30 @@ impl MessageFile {
 /// ([`crate::Spool::load_open`]): the checks, the envelope and the message then come from
 /// memory, and the message is not read from the file again.
 pub(crate) const WHOLE_MAX: u64 = 64 * 1024;
+
+/// Opens a queue file for reading without waiting and without following a symlink: a FIFO
+/// planted in `queue/` would block a plain open until something wrote to it, and whoever
+/// opened it (the start-up check, a rescan, a delivery) with it.
+pub(crate) fn open_queue_file(path: &Path) -> Result<File, SpoolError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| SpoolError::io(Step::Open, path, e))
+}
+
+/// The length of `file`, which must be a regular file: anything else in `queue/` is not a
+/// message, and is found corrupt as a torn file is.
+pub(crate) fn regular_len(file: &File, path: &Path) -> Result<u64, ReadError> {
+    let meta = file
+        .metadata()
+        .map_err(|e| SpoolError::io(Step::Read, path, e))?;
+    if !meta.is_file() {
+        return Err(ReadError::Bad("not a regular file".into()));
+    }
+    Ok(meta.len())
+}
 
 /// A message file read whole and checked as [`MessageFile::open`] and
 /// [`MessageFile::check_crc`] check it: the trailer and the envelope it holds.

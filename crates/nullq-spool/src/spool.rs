@@ -13,7 +13,9 @@ use crate::format::Envelope;
 use crate::id::QueueId;
 use crate::incoming::Incoming;
 use crate::layout::Dirs;
-use crate::reader::{check_whole, MessageBytes, MessageFile, MessageReader, WHOLE_MAX};
+use crate::reader::{
+    check_whole, regular_len, MessageBytes, MessageFile, MessageReader, WHOLE_MAX,
+};
 use crate::recover::{self, RecoveryReport};
 use crate::state::DeliveryState;
 use crate::sys;
@@ -218,6 +220,13 @@ impl Spool {
         })
     }
 
+    /// Whether [`Spool::load_open`] reads a queue file of `len` bytes whole, in one read (else
+    /// it checks the file's checksum by reading all of it in pieces: a large message takes
+    /// a while, so callers with other work to do do that elsewhere).
+    pub fn loads_whole(len: u64) -> bool {
+        len <= WHOLE_MAX
+    }
+
     /// [`Spool::verify`] and [`Spool::load`] in one, through `file`, the descriptor of
     /// `queue/ID` its caller already holds (and has locked): a delivery's one open of the
     /// file. A file of up to 64 KiB is read whole, in one read, and checked in memory; its
@@ -231,10 +240,7 @@ impl Spool {
     ) -> Result<(QueuedMessage, Option<MessageBytes>)> {
         use std::os::unix::fs::FileExt;
         let path = self.queue_path(id);
-        let len = file
-            .metadata()
-            .map_err(|e| SpoolError::io(Step::Read, &path, e))?
-            .len();
+        let len = regular_len(file, &path).map_err(|e| e.into_spool(&path))?;
         if len > WHOLE_MAX {
             let copy = file
                 .try_clone()

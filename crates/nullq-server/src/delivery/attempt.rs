@@ -36,9 +36,10 @@ pub struct Deliverer {
     pub(crate) stats: Stats,
     /// Where new messages (our bounces) are announced: the runner's own inbox.
     pub(crate) notify: mpsc::UnboundedSender<QueueId>,
-    /// Messages locked and loaded for their attempts, grouped: the attempts that start
-    /// together (the sessions a commit answered at once) wake one thread, not one each.
-    pub(crate) loads: Group<QueueId, LoadResult>,
+    /// Messages locked and loaded for their attempts by a few threads of their own: the
+    /// attempts that start together (the sessions a commit answered at once) wake a few
+    /// threads, not one each ([`Loading`]).
+    pub(crate) loads: Group<QueueId, Loading>,
     /// Removals of finished messages, grouped: one `queue/` fsync per batch.
     pub(crate) removals: Group<QueueId, Stored>,
     /// New states of messages still pending, grouped: one `state/` fsync per batch.
@@ -48,37 +49,43 @@ pub struct Deliverer {
 /// What a grouped removal or state save answers (the error as text: a batch shares it).
 pub(crate) type Stored = Result<(), String>;
 
-/// The threads an attempt's blocking spool work is done by, each taking what waits as one batch.
+/// The threads an attempt's blocking spool work is done by.
 pub(crate) struct Storage {
-    pub(crate) loads: Group<QueueId, LoadResult>,
+    pub(crate) loads: Group<QueueId, Loading>,
     pub(crate) removals: Group<QueueId, Stored>,
     pub(crate) saves: Group<(QueueId, DeliveryState), Stored>,
 }
 
-/// How many messages one loader thread locks and loads at a time (each holds a descriptor).
-const LOAD_BATCH_MAX: usize = 64;
-
-/// Loader threads: batches loaded at the same time, so that a slow read (a large message not
-/// in the page cache) does not hold up the others.
+/// Loader threads. Each takes one message at a time and answers it at once: a batch would
+/// keep every message in it waiting, locked, for its slowest load. A message too large to be
+/// read in one piece is only locked by them ([`Loading::Large`]); with a queue file that is
+/// not a regular file refused unopened ([`MessageLock::try_lock`]), nothing they do waits for
+/// long on a working disk.
 const LOAD_WORKERS: usize = 4;
 
 impl Deliverer {
-    /// The groups that load messages for their attempts ([`load`]), remove finished messages
-    /// from `spool` and save new states, the last two each batch with one directory fsync
-    /// ([`Spool::remove_batch`], [`Spool::save_state_batch`]).
+    /// The groups that load messages for their attempts ([`start_load`]), remove finished
+    /// messages from `spool` and save new states, the last two each batch with one directory
+    /// fsync ([`Spool::remove_batch`], [`Spool::save_state_batch`]).
     pub(crate) fn storage(spool: &Spool) -> Storage {
         let s = spool.clone();
         let loads = Group::spawn_bounded(
             "nullq-load",
-            LOAD_BATCH_MAX,
+            1,
             LOAD_WORKERS,
-            || LoadResult::Failed("internal error: the loader thread is gone".to_string()),
+            || {
+                Loading::Done(LoadResult::Failed(
+                    "internal error: the loader thread is gone".to_string(),
+                ))
+            },
             move |ids: Vec<QueueId>| {
                 // A panic is one message's answer (tried again later), not the thread's end.
                 let one = |id: &QueueId| {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&s, id)))
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| start_load(&s, id)))
                         .unwrap_or_else(|_| {
-                            LoadResult::Failed("internal error: loading it panicked".into())
+                            Loading::Done(LoadResult::Failed(
+                                "internal error: loading it panicked".into(),
+                            ))
                         })
                 };
                 ids.iter().map(one).collect()
@@ -163,13 +170,32 @@ pub(crate) enum LoadResult {
     SetAside(String, bool),
 }
 
-fn load(spool: &Spool, id: &QueueId) -> LoadResult {
+/// What a loader thread did with a message.
+pub(crate) enum Loading {
+    /// All of it: the message is ready, or why not.
+    Done(LoadResult),
+    /// Locked only: reading it whole takes a while, so the rest ([`finish_load`]) is done on
+    /// the blocking pool, where it holds up no other message.
+    Large(MessageLock),
+}
+
+/// A loader thread's part of loading `id`: the lock, then the rest if the spool reads the file
+/// in one piece.
+fn start_load(spool: &Spool, id: &QueueId) -> Loading {
     let lock = match MessageLock::try_lock(spool.root(), id) {
         Ok(l) => l,
-        Err(LockError::Gone) => return LoadResult::Gone,
-        Err(LockError::Busy) => return LoadResult::Busy,
-        Err(e) => return LoadResult::Failed(e.to_string()),
+        Err(LockError::Gone) => return Loading::Done(LoadResult::Gone),
+        Err(LockError::Busy) => return Loading::Done(LoadResult::Busy),
+        Err(e) => return Loading::Done(LoadResult::Failed(e.to_string())),
     };
+    if !Spool::loads_whole(lock.file_len()) {
+        return Loading::Large(lock);
+    }
+    Loading::Done(finish_load(spool, id, lock))
+}
+
+/// Load the message `lock` holds.
+fn finish_load(spool: &Spool, id: &QueueId, lock: MessageLock) -> LoadResult {
     // The whole file is checked (its checksum, as at start-up) before anything of it is
     // delivered: a file that turned bad since its commit goes to corrupt/, not to recipients.
     // Through the lock's descriptor; a small file is read once, whole, and kept.
@@ -241,6 +267,15 @@ impl Deliverer {
     /// state. Returns when it is due again.
     pub async fn attempt(self: &Arc<Self>, id: QueueId) -> Next {
         let loaded = match self.loads.submit(id).await {
+            Loading::Done(result) => result,
+            Loading::Large(lock) => {
+                let spool = self.spool.clone();
+                tokio::task::spawn_blocking(move || finish_load(&spool, &id, lock))
+                    .await
+                    .unwrap_or_else(|e| LoadResult::Failed(format!("internal error: {e}")))
+            }
+        };
+        let loaded = match loaded {
             LoadResult::Ready(l) => l,
             LoadResult::Gone => return Next::Done,
             LoadResult::Busy => return Next::Busy,

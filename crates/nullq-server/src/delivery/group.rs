@@ -2,12 +2,13 @@
 //! per [`Group`] takes every request waiting when it wakes as one batch, does the batch's
 //! blocking work once (the Maildir's or CommuniGate Pro folder's writer: every file of the batch
 //! synced together and one fsync of the directory for all; the spool's removals: one `queue/`
-//! fsync for all the messages that go; the loads of the attempts that start together: one
-//! thread woken for all, not one each), and answers each request. A request is sent only after
+//! fsync for all the messages that go), and answers each request. A request is sent only after
 //! its own step is done (its rename, its decision), so the batch's fsync, which starts after the
 //! request was received, covers it; requests that arrive during the work wait for the next
 //! batch. Under load a batch grows with the arrivals, so the cost per message falls as the rate
-//! rises instead of the rate falling.
+//! rises instead of the rate falling. With batches of one and a few workers it is a small pool
+//! of threads of its own (the attempts' loaders: a burst of requests wakes a few threads, not
+//! one each, and no answer waits for another request's work).
 //!
 //! The thread ends when the last [`Group`] handle is dropped (its channel closes).
 

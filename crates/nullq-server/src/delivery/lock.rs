@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nullq_spool::QueueId;
@@ -14,6 +15,7 @@ use nullq_spool::QueueId;
 #[derive(Debug)]
 pub struct MessageLock {
     file: File,
+    len: u64,
 }
 
 /// Why a lock was not had.
@@ -50,11 +52,19 @@ impl MessageLock {
     /// Try to lock message `id` of the spool at `root`, without waiting.
     pub fn try_lock(root: &Path, id: &QueueId) -> Result<MessageLock, LockError> {
         let path = root.join("queue").join(id.to_string());
-        let file = match File::open(&path) {
+        // Without waiting and without following a symlink: a FIFO in queue/ would block an
+        // open for reading until someone writes to it (a loader thread gone for good). What is
+        // not a regular file is refused by the load that follows (nullq-spool), as corrupt.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(&path);
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(LockError::Gone),
             Err(e) => return Err(LockError::Io(e)),
         };
+        let meta = file.metadata().map_err(LockError::Io)?;
         // SAFETY: flock on a descriptor we own and keep open for the call's duration.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -69,13 +79,21 @@ impl MessageLock {
         if !path.exists() {
             return Err(LockError::Gone);
         }
-        Ok(MessageLock { file })
+        Ok(MessageLock {
+            file,
+            len: meta.len(),
+        })
     }
 
     /// The locked queue file, open for reading: an attempt loads the message through it
     /// ([`nullq_spool::Spool::load_open`]) instead of opening the file again.
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// The queue file's length when it was locked.
+    pub fn file_len(&self) -> u64 {
+        self.len
     }
 
     /// Lock, waiting up to `limit` for a delivery in progress to finish.

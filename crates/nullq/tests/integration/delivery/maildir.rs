@@ -166,3 +166,60 @@ fn nullq_deliver_delivers_what_qmqpd_sessions_queue() {
     let text = std::fs::read_to_string(dir.path().join("deliver.log")).unwrap_or_default();
     assert!(ok && ok2, "{text}");
 }
+
+/// FIFOs planted in `queue/` under queue ids (by root or the spool's owner: nobody else can
+/// write there) are found corrupt and set aside, one ERROR line each; opening one never waits
+/// for a writer, so neither the rescan nor the loader threads hang on them, more of them than
+/// there are loader threads hold up no other message, and the server still stops at once.
+#[test]
+fn fifos_in_the_queue_are_set_aside_without_holding_up_delivery() {
+    use std::os::unix::fs::FileTypeExt;
+    let mut server = Server::start(&[]);
+    let maildir = server.data.join("delivered");
+    let queue = server.data.join("queue");
+    // The oldest ids there are: the rescan takes them first.
+    let fifos: Vec<String> = (1..=6)
+        .map(|i| format!("0000000000000001.00000001.{i:08x}"))
+        .collect();
+    for name in &fifos {
+        crate::support::sh(&format!("mkfifo {}", queue.join(name).display()));
+    }
+    // A rescan opens every queued file.
+    server.signal(libc::SIGUSR1);
+    for i in 0..3 {
+        let answer = send(
+            server.addr,
+            "jason@example.net",
+            &["bob@example.net"],
+            &message(&format!("after the fifos {i}")),
+        );
+        assert!(is_k(&answer), "{answer}");
+    }
+    assert!(
+        wait_for(T, || maildir_messages(&maildir).len() == 3),
+        "not delivered:\n{}",
+        server.log_text()
+    );
+    let set_aside = server.wait_log_count(T, 6, |l| {
+        l.contains("found corrupt") && l.contains("not a regular file")
+    });
+    assert_eq!(set_aside.len(), 6, "{}", server.log_text());
+    assert!(
+        wait_for(T, || server.queued().is_empty()),
+        "{:?}",
+        server.queued()
+    );
+    let corrupt = server.data.join("corrupt");
+    for name in &fifos {
+        let kind = std::fs::symlink_metadata(corrupt.join(name))
+            .unwrap_or_else(|e| panic!("{name} not in corrupt/: {e}"))
+            .file_type();
+        assert!(kind.is_fifo(), "{name} moved as it was");
+    }
+    let status = server.terminate(T);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        server.log_text()
+    );
+}
