@@ -140,6 +140,47 @@ pub(crate) fn regular_len(file: &File, path: &Path) -> Result<u64, ReadError> {
     Ok(meta.len())
 }
 
+/// The most a state file may hold per recipient: its line with the longest result the runner
+/// keeps (an SMTP reply of up to 64 KiB, each byte escaped as up to three), with room to spare.
+const STATE_PER_RECIPIENT: u64 = 256 * 1024;
+
+/// The bytes of the state file at `path` of a message with `recipients` recipients, `None` if
+/// there is none. Opened as [`open_queue_file`] opens a queue file (never through a symlink,
+/// never waiting on a FIFO), and only a regular file of a plausible size is read: anything else
+/// planted at `state/ID` is bad, and set aside like a damaged state file.
+pub(crate) fn read_state_file(
+    path: &Path,
+    recipients: usize,
+) -> Result<Option<Vec<u8>>, ReadError> {
+    use std::io::Read;
+    let file = match nullq_fs::open_planted(path, None) {
+        Ok(f) => f,
+        Err(nullq_fs::Refused::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None)
+        }
+        Err(nullq_fs::Refused::Io(e)) => return Err(SpoolError::io(Step::Open, path, e).into()),
+        Err(refused) => return Err(ReadError::Bad(format!("not a state file: {refused}"))),
+    };
+    let len = regular_len(&file, path)?;
+    let max = STATE_PER_RECIPIENT.saturating_mul(recipients as u64 + 1);
+    if len > max {
+        return Err(ReadError::Bad(format!(
+            "{len} bytes, more than a state file of {recipients} recipients can hold"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // Bounded even if the file grows meanwhile.
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| SpoolError::io(Step::Read, path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(ReadError::Bad(format!(
+            "more than a state file of {recipients} recipients can hold"
+        )));
+    }
+    Ok(Some(bytes))
+}
+
 /// A message file read whole and checked as [`MessageFile::open`] and
 /// [`MessageFile::check_crc`] check it: the trailer and the envelope it holds.
 pub(crate) fn check_whole(bytes: &[u8]) -> Result<(Trailer, Envelope), String> {
@@ -261,6 +302,39 @@ mod tests {
     use std::time::SystemTime;
 
     use crate::{Envelope, Spool};
+
+    #[test]
+    fn a_state_file_is_read_only_if_regular_and_of_a_plausible_size() {
+        use super::{read_state_file, ReadError, STATE_PER_RECIPIENT};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        assert!(matches!(read_state_file(&path, 1), Ok(None)));
+        std::fs::write(&path, b"nullq-state 2\n").unwrap();
+        assert_eq!(
+            read_state_file(&path, 1).ok().flatten().unwrap(),
+            b"nullq-state 2\n"
+        );
+        // One byte over what two recipients' state can hold (a sparse file).
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(STATE_PER_RECIPIENT * 3 + 1).unwrap();
+        let bad = |r| match r {
+            Err(ReadError::Bad(why)) => why,
+            Err(ReadError::Io(e)) => panic!("not bad but {e}"),
+            Ok(_) => panic!("read"),
+        };
+        assert!(bad(read_state_file(&path, 2)).contains("more than a state file"));
+        assert!(read_state_file(&path, 3).is_ok());
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        assert!(bad(read_state_file(&path, 1)).contains("symlink"));
+        std::fs::remove_file(&path).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert!(bad(read_state_file(&path, 1)).contains("not a regular file"));
+    }
 
     #[test]
     fn skip_moves_forward_and_stops_at_the_end() {

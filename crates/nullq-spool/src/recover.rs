@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, SpoolError, Step};
 use crate::id::QueueId;
 use crate::layout::Dirs;
-use crate::reader::{MessageFile, ReadError};
+use crate::reader::{read_state_file, MessageFile, ReadError};
 use crate::state::DeliveryState;
 use crate::sys;
 use nullq_fs::Leftover;
@@ -187,26 +187,25 @@ pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
                 continue;
             }
             Some(Some(_)) if !kind.is_file() => Some("not a regular file".to_string()),
-            Some(Some(&recipients)) => {
-                let bytes = match std::fs::read(&path) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let e = SpoolError::io(Step::Read, &path, e);
-                        if !is_denied(&e) {
-                            return Err(e);
-                        }
-                        // Left as it is: setting it aside would make every recipient pending
-                        // again (repeating deliveries) for what is only a wrong owner.
-                        report.unreadable.push(UnreadableFile {
-                            path: path.clone(),
-                            reason: e.to_string(),
-                        });
-                        continue;
-                    }
-                };
+            Some(Some(&recipients)) => match read_state_file(&path, recipients) {
+                // Gone since the listing: nothing to check.
+                Ok(None) => continue,
                 // Set aside, the message is all pending again: it repeats deliveries, loses none.
-                check_state(&bytes, recipients).err()
-            }
+                Ok(Some(bytes)) => check_state(&bytes, recipients).err(),
+                Err(ReadError::Bad(why)) => Some(why),
+                Err(ReadError::Io(e)) => {
+                    if !is_denied(&e) {
+                        return Err(e);
+                    }
+                    // Left as it is: setting it aside would make every recipient pending
+                    // again (repeating deliveries) for what is only a wrong owner.
+                    report.unreadable.push(UnreadableFile {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            },
         };
         if let Some(reason) = bad {
             report.push(move_to_corrupt(d, &path, &name, ".state", reason)?);

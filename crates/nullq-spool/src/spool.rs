@@ -14,7 +14,7 @@ use crate::id::QueueId;
 use crate::incoming::Incoming;
 use crate::layout::Dirs;
 use crate::reader::{
-    check_whole, regular_len, MessageBytes, MessageFile, MessageReader, WHOLE_MAX,
+    check_whole, read_state_file, regular_len, MessageBytes, MessageFile, MessageReader, WHOLE_MAX,
 };
 use crate::recover::{self, RecoveryReport};
 use crate::state::DeliveryState;
@@ -292,15 +292,36 @@ impl Spool {
     /// pending again, which repeats deliveries and loses none. Returns the moves, for the log;
     /// the caller holds the message's lock.
     pub fn set_aside(&self, id: &QueueId, err: &SpoolError) -> Result<Vec<recover::CorruptFile>> {
-        let d = &self.inner.dirs;
-        let (queue_path, state_path) = (self.queue_path(id), self.state_path(id));
-        let name = std::ffi::OsString::from(id.to_string());
         let reason = err
             .invalid_reason()
             .unwrap_or("not a whole queue file")
             .to_owned();
+        self.move_aside(id, err.path() == self.state_path(id), reason)
+    }
+
+    /// [`Spool::set_aside`] for a `queue/ID` that is not a message file at all (a symlink or a
+    /// socket, which its caller could not open to lock): moved with its state file, for
+    /// `reason`.
+    pub fn set_aside_queue_file(
+        &self,
+        id: &QueueId,
+        reason: &str,
+    ) -> Result<Vec<recover::CorruptFile>> {
+        self.move_aside(id, false, reason.to_owned())
+    }
+
+    /// Moves `state/ID` alone (`state_only`), or `queue/ID` and its state, to `corrupt/`.
+    fn move_aside(
+        &self,
+        id: &QueueId,
+        state_only: bool,
+        reason: String,
+    ) -> Result<Vec<recover::CorruptFile>> {
+        let d = &self.inner.dirs;
+        let (queue_path, state_path) = (self.queue_path(id), self.state_path(id));
+        let name = std::ffi::OsString::from(id.to_string());
         let mut moved = Vec::new();
-        if err.path() != state_path {
+        if !state_only {
             moved.push(recover::move_to_corrupt(d, &queue_path, &name, "", reason)?);
             let why = "its message was moved to corrupt/".to_string();
             match recover::move_to_corrupt(d, &state_path, &name, ".state", why) {
@@ -392,13 +413,10 @@ impl Spool {
 
     fn read_state(&self, id: &QueueId, recipients: usize) -> Result<DeliveryState> {
         let path = self.state_path(id);
-        match std::fs::read(&path) {
-            Ok(bytes) => recover::check_state(&bytes, recipients)
+        match read_state_file(&path, recipients).map_err(|e| e.into_spool(&path))? {
+            Some(bytes) => recover::check_state(&bytes, recipients)
                 .map_err(|why| SpoolError::invalid(&path, why)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Ok(DeliveryState::all_pending(recipients))
-            }
-            Err(e) => Err(SpoolError::io(Step::Read, &path, e)),
+            None => Ok(DeliveryState::all_pending(recipients)),
         }
     }
 }

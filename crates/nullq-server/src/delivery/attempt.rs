@@ -186,6 +186,12 @@ fn start_load(spool: &Spool, id: &QueueId) -> Loading {
         Ok(l) => l,
         Err(LockError::Gone) => return Loading::Done(LoadResult::Gone),
         Err(LockError::Busy) => return Loading::Done(LoadResult::Busy),
+        // Unlockable, so moved without the lock: nobody else can lock it either.
+        Err(e @ LockError::NotRegular(_)) => {
+            let reason = e.to_string();
+            let moved = spool.set_aside_queue_file(id, &reason);
+            return Loading::Done(set_aside_moved(spool, id, &reason, moved));
+        }
         Err(e) => return Loading::Done(LoadResult::Failed(e.to_string())),
     };
     if !Spool::loads_whole(lock.file_len()) {
@@ -229,10 +235,20 @@ fn finish_load(spool: &Spool, id: &QueueId, lock: MessageLock) -> LoadResult {
 /// Move what `err` found corrupt to `corrupt/` (the spool's one move, as at start-up), under
 /// the message's lock; the line to log says what moved where and why.
 fn set_aside(spool: &Spool, id: &QueueId, err: &nullq_spool::SpoolError) -> LoadResult {
-    let moved = match spool.set_aside(id, err) {
+    set_aside_moved(spool, id, &err.to_string(), spool.set_aside(id, err))
+}
+
+/// The answer and log line for a move to `corrupt/` made for `why`.
+fn set_aside_moved(
+    spool: &Spool,
+    id: &QueueId,
+    why: &str,
+    moved: Result<Vec<nullq_spool::CorruptFile>, nullq_spool::SpoolError>,
+) -> LoadResult {
+    let moved = match moved {
         Ok(moved) => moved,
         Err(e) => {
-            return LoadResult::Failed(format!("{err}; and moving it to corrupt/ failed: {e}"))
+            return LoadResult::Failed(format!("{why}; and moving it to corrupt/ failed: {e}"))
         }
     };
     let queue_file = spool.root().join("queue").join(id.to_string());

@@ -25,6 +25,9 @@ pub enum LockError {
     Gone,
     /// Another process or task holds it (a delivery in progress).
     Busy,
+    /// What is at `queue/ID` is not a message file but a symlink (never followed) or a socket,
+    /// which cannot be opened to be locked; other kinds of file are found out by the load.
+    NotRegular(&'static str),
     /// Anything else.
     Io(io::Error),
 }
@@ -34,6 +37,7 @@ impl std::fmt::Display for LockError {
         match self {
             LockError::Gone => f.write_str("no such message in the queue"),
             LockError::Busy => f.write_str("the message is being delivered right now"),
+            LockError::NotRegular(kind) => write!(f, "not a regular file but {kind}"),
             LockError::Io(e) => write!(f, "cannot lock the message: {e}"),
         }
     }
@@ -43,7 +47,7 @@ impl std::error::Error for LockError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             LockError::Io(e) => Some(e),
-            LockError::Gone | LockError::Busy => None,
+            LockError::Gone | LockError::Busy | LockError::NotRegular(_) => None,
         }
     }
 }
@@ -62,6 +66,12 @@ impl MessageLock {
         let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(LockError::Gone),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(LockError::NotRegular("a symlink"))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                return Err(LockError::NotRegular("a socket"))
+            }
             Err(e) => return Err(LockError::Io(e)),
         };
         let meta = file.metadata().map_err(LockError::Io)?;

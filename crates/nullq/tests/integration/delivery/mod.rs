@@ -7,6 +7,7 @@ mod health;
 mod leftovers;
 mod maildir;
 mod memory;
+mod planted;
 mod policy;
 mod queue;
 mod smtp;
