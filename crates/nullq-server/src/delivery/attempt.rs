@@ -2,8 +2,14 @@
 //! it: lock and load (`load`), deliver the due recipients, [`decide`], queue the bounce and
 //! the warning the decision asks for, and only then save the new state (or remove the message
 //! when nothing is pending). [`Deliverer`] holds what every attempt needs.
+//!
+//! A new state or a removal that cannot be written (the spool's disk full, read-only, failing)
+//! is kept in memory ([`Unrecorded`]): the next attempt writes it before it delivers anything,
+//! so what was delivered is not delivered again while the disk is bad (only a restart in
+//! between, which forgets it, repeats those deliveries).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use nullq_spool::{DeliveryState, MessageBytes, QueueId, QueuedMessage, Spool, Status};
@@ -42,6 +48,8 @@ pub struct Deliverer {
     pub(crate) loads: Group<QueueId, Loading>,
     /// Removals of finished messages, grouped: one `queue/` fsync per batch.
     pub(crate) removals: Group<QueueId, Stored>,
+    /// What attempts decided and could not write (see [`Unrecorded`]), by message.
+    pub(crate) unrecorded: Mutex<HashMap<QueueId, Unrecorded>>,
     /// New states of messages still pending, grouped: one `state/` fsync per batch.
     pub(crate) saves: Group<(QueueId, DeliveryState), Stored>,
 }
@@ -124,10 +132,19 @@ impl Deliverer {
 enum Store {
     /// Nothing changed.
     Nothing,
-    /// The new state of a message still pending.
-    Save(DeliveryState),
+    /// A new state of a message still pending.
+    Save,
     /// Nothing is pending any more: the message goes.
     Remove,
+}
+
+/// The results of an attempt that could not be written: its deliveries are done, so the next
+/// attempt writes this first and delivers nothing until it is written.
+pub(crate) struct Unrecorded {
+    /// The new state (`Some`), or the removal (`None`).
+    state: Option<DeliveryState>,
+    /// How many times writing it has failed: the next try waits twice as long each time.
+    failures: u32,
 }
 
 /// What an attempt leaves for the schedule.
@@ -293,7 +310,11 @@ impl Deliverer {
         };
         let loaded = match loaded {
             LoadResult::Ready(l) => l,
-            LoadResult::Gone => return Next::Done,
+            LoadResult::Gone => {
+                // Removed meanwhile (a removal that did go through, or `nullq queue delete`).
+                self.take_unrecorded(&id);
+                return Next::Done;
+            }
             LoadResult::Busy => return Next::Busy,
             LoadResult::Failed(e) => {
                 tracing::error!(target: "nullq::delivery", id = %id, "cannot read the message (will try again): {e}");
@@ -310,10 +331,17 @@ impl Deliverer {
         };
         let Loaded {
             lock,
-            queued,
+            mut queued,
             head,
             bytes,
         } = *loaded;
+        if let Some(earlier) = self.take_unrecorded(&id) {
+            match self.write_unrecorded(&id, earlier).await {
+                Ok(Some(state)) => queued.state = state,
+                Ok(None) => return Next::Done,
+                Err(next) => return next,
+            }
+        }
         let now = self.clock.now();
         let tried = self
             .deliver_due(&queued, head.header.clone(), &head, bytes, now)
@@ -350,13 +378,14 @@ impl Deliverer {
         // Grouped with the other attempts finishing now; still under the message's lock.
         let result = match store {
             Store::Nothing => Ok(()),
-            Store::Save(state) => self.saves.submit((id, state)).await,
+            Store::Save => self.saves.submit((id, state.clone())).await,
             Store::Remove => self.removals.submit(id).await,
         };
         drop(lock);
         if let Err(e) = result {
-            tracing::error!(target: "nullq::delivery", id = %id, "cannot record the results (the attempt will be repeated): {e}");
-            return self.later();
+            tracing::error!(target: "nullq::delivery", id = %id, "cannot record the results: {e}; kept in memory and written before anything of this message is delivered again");
+            let state = (!matches!(store, Store::Remove)).then_some(state);
+            return self.keep_unrecorded(id, Unrecorded { state, failures: 1 });
         }
         if !state.any_pending() {
             return Next::Done;
@@ -367,6 +396,60 @@ impl Deliverer {
     /// After an error on our side: again in `retry_min`.
     fn later(&self) -> Next {
         Next::At(self.clock.now() + self.rules.retry_min)
+    }
+
+    /// The results of an earlier attempt at `id` that could not be written, if any.
+    fn take_unrecorded(&self, id: &QueueId) -> Option<Unrecorded> {
+        let mut all = self
+            .unrecorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        all.remove(id)
+    }
+
+    /// Keeps `results` for the next attempt at `id`, which is due after a back-off that doubles
+    /// with each failure to write them (from `retry_min` up to `retry_max`).
+    fn keep_unrecorded(&self, id: QueueId, results: Unrecorded) -> Next {
+        let wait = retry::backoff_at(
+            results.failures,
+            self.rules.retry_min,
+            self.rules.retry_max,
+            retry::jitter(),
+        );
+        let mut all = self
+            .unrecorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        all.insert(id, results);
+        Next::At(self.clock.now() + wait)
+    }
+
+    /// Writes what an earlier attempt at `id` could not, under the message's lock (held by the
+    /// caller). The state to go on with (`Ok(Some)`), or the message is removed (`Ok(None)`);
+    /// failing again, when to try next.
+    async fn write_unrecorded(
+        &self,
+        id: &QueueId,
+        earlier: Unrecorded,
+    ) -> Result<Option<DeliveryState>, Next> {
+        let result = match &earlier.state {
+            Some(state) => self.saves.submit((*id, state.clone())).await,
+            None => self.removals.submit(*id).await,
+        };
+        match result {
+            Ok(()) => {
+                tracing::warn!(target: "nullq::delivery", id = %id, failures = earlier.failures, "the results of an earlier attempt are recorded now");
+                Ok(earlier.state)
+            }
+            Err(e) => {
+                tracing::error!(target: "nullq::delivery", id = %id, failures = earlier.failures + 1, "still cannot record the results of an earlier attempt: {e}; nothing of this message is delivered until they are");
+                let again = Unrecorded {
+                    failures: earlier.failures + 1,
+                    ..earlier
+                };
+                Err(self.keep_unrecorded(*id, again))
+            }
+        }
     }
 
     /// Hand every due recipient of `queued` to its backend (rewritten, grouped by backend, in
@@ -491,7 +574,7 @@ impl Deliverer {
 
     /// Queue the bounce and the warning `decision` asks for and tell it how that went
     /// (blocking). Returns what is then to be written (the new state, or the removal when
-    /// nothing is pending), the state, and the ids of the messages queued.
+    /// nothing is pending), the new state, and the ids of the messages queued.
     fn record(
         &self,
         queued: &QueuedMessage,
@@ -561,7 +644,7 @@ impl Deliverer {
             if state == queued.state {
                 Store::Nothing
             } else {
-                Store::Save(state.clone())
+                Store::Save
             }
         } else {
             // Nothing pending: removal alone records that (a crash before it repeats work).

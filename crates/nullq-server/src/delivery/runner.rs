@@ -66,6 +66,7 @@ impl Runner {
                 loads: storage.loads,
                 removals: storage.removals,
                 saves: storage.saves,
+                unrecorded: Default::default(),
                 spool,
                 routes,
                 rewriting,

@@ -8,8 +8,11 @@ use clap::Args;
 use crate::delivery;
 use crate::inbound::access::Access;
 use crate::metrics::Metrics;
+use crate::process::serve::POISONED_EXIT;
 use crate::process::settings::{configure, ready, set_target, CommonArgs};
-use crate::process::start::{drop_privileges, open_spool, runtime, spawn_signal_handlers};
+use crate::process::start::{
+    drop_privileges, open_spool, runtime, spawn_poison_watch, spawn_signal_handlers,
+};
 use crate::process::{privilege, shutdown, StartError};
 use crate::rewriting::Rewriting;
 
@@ -46,14 +49,30 @@ pub fn deliver(args: DeliverArgs) -> Result<i32, StartError> {
         let rewriting = Arc::new(Rewriting::from_config(&config.policy)?);
         // Counted for nothing: only `nullq serve` has a metrics endpoint.
         let metrics = Arc::new(Metrics::new());
-        let runner = delivery::Runner::new(&config, spool, rewriting, metrics, true)?;
+        let runner = delivery::Runner::new(&config, spool.clone(), rewriting, metrics, true)?;
         let (trigger, stop) = shutdown::channel();
-        // No sessions here, so nothing commits: the notify is never notified.
-        let never = Arc::new(tokio::sync::Notify::new());
-        spawn_signal_handlers(trigger, Arc::new(Access::allow_all()), None, never)?;
+        // The runner commits the bounces and delay warnings it queues: a failed commit stops
+        // this program as it stops `nullq serve`, with its exit code.
+        let poisoned = Arc::new(tokio::sync::Notify::new());
+        spawn_signal_handlers(
+            trigger,
+            Arc::new(Access::allow_all()),
+            None,
+            Arc::clone(&poisoned),
+        )?;
+        let committer = spool.committer();
+        spawn_poison_watch(spool.clone(), None, move |refusal| {
+            let why = refusal.map_or_else(|| "the committer is poisoned".to_owned(), |e| e.to_string());
+            tracing::error!(target: "nullq::spool", "spool commit failed (queueing a bounce or a delay warning): {why}; every later commit is refused and nullq deliver stops: check the disk, then restart (the restart re-checks the queue)");
+            poisoned.notify_one();
+        });
         runner
             .run(stop, Duration::from_secs(config.shutdown_timeout_secs))
             .await;
+        if committer.is_poisoned() {
+            tracing::warn!(target: "nullq::server", "stopped after a failed commit; exit code {POISONED_EXIT}");
+            return Ok(POISONED_EXIT);
+        }
         Ok(0)
     })
 }

@@ -16,7 +16,9 @@ use crate::inbound::policy::Policy;
 use crate::inbound::tls::ServerTls;
 use crate::metrics::Metrics;
 use crate::process::settings::{configure, ready, set_target, CommonArgs};
-use crate::process::start::{drop_privileges, open_spool, runtime, spawn_signal_handlers};
+use crate::process::start::{
+    drop_privileges, open_spool, runtime, spawn_poison_watch, spawn_signal_handlers,
+};
 use crate::process::{privilege, shutdown, StartError};
 
 #[derive(Debug, Args)]
@@ -266,7 +268,12 @@ async fn run_server(
     let watchdog = runner
         .is_none()
         .then(crate::process::systemd::Watchdog::from_env);
-    spawn_poison_watch(Arc::clone(&ctx), watchdog);
+    let reporter = Arc::clone(&ctx);
+    spawn_poison_watch(ctx.spool.clone(), watchdog, move |refusal| match refusal {
+        Some(e) => reporter.commit_failed(&e),
+        // Not expected; still stop rather than take mail on a poisoned spool.
+        None => reporter.poisoned.notify_one(),
+    });
     let bound: Vec<String> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -335,28 +342,3 @@ async fn run_server(
 
 /// `nullq serve`'s exit code after a failed commit (qmail's "temporary failure").
 pub const POISONED_EXIT: i32 = 111;
-
-/// A commit that failed outside a session (the runner queueing a bounce or a delay warning)
-/// poisons the committer too, with no session to report it: look once a second, and report it
-/// as a session would (the ERROR line, then the stop). The spool refuses to receive once
-/// poisoned, and that refusal carries the first failure. With no delivery runner (every
-/// target `none`), this loop keeps systemd's watchdog alive instead.
-fn spawn_poison_watch(ctx: Arc<Context>, mut watchdog: Option<crate::process::systemd::Watchdog>) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            every.tick().await;
-            if let Some(w) = watchdog.as_mut() {
-                w.pet();
-            }
-            if ctx.committer.is_poisoned() {
-                match ctx.spool.receive() {
-                    Err(e) => ctx.commit_failed(&e),
-                    // Not expected; still stop rather than take mail on a poisoned spool.
-                    Ok(_) => ctx.poisoned.notify_one(),
-                }
-                return;
-            }
-        }
-    });
-}

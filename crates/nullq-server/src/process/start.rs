@@ -111,3 +111,28 @@ pub(crate) fn spawn_signal_handlers(
     });
     Ok(())
 }
+
+/// A commit that failed outside a session (the runner queueing a bounce or a delay warning)
+/// poisons the committer too, with no session to report it: look once a second, and once it
+/// is poisoned hand `poisoned` the refusal a receive now gets (it carries the first failure;
+/// `None` if, unexpectedly, a receive is not refused), for the program to report and stop.
+/// Meanwhile this loop pets `watchdog`, if given (a server with no delivery runner).
+pub(crate) fn spawn_poison_watch(
+    spool: Spool,
+    mut watchdog: Option<crate::process::systemd::Watchdog>,
+    poisoned: impl FnOnce(Option<nullq_spool::SpoolError>) + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            if let Some(w) = watchdog.as_mut() {
+                w.pet();
+            }
+            if spool.committer().is_poisoned() {
+                poisoned(spool.receive().err());
+                return;
+            }
+        }
+    });
+}

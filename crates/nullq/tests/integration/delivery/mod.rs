@@ -3,6 +3,7 @@
 
 mod backends;
 mod crash;
+mod failing_disk;
 mod health;
 mod leftovers;
 mod maildir;

@@ -1,0 +1,242 @@
+//! The spool's disk failing under the runner after it delivered: full when the new state is
+//! saved, read-only when the message is removed, a failed fsync when a bounce is committed.
+//! What was delivered is not delivered again while the disk stays bad (the results wait in
+//! memory and are written first), every failure says so at ERROR, and `nullq deliver` stops
+//! with 111 after a failed commit as `nullq serve` does.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::qmqp::{is_k, message, send};
+use crate::support::server::{queued_files, Server, LOG_LEVEL};
+use crate::support::{files, maildir_messages, nullq, sh, wait_child, write_file, LoopFs};
+
+const T: Duration = Duration::from_secs(60);
+
+fn script(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = write_file(dir, name, text);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    p
+}
+
+/// `nullq serve` on the spool `data`, its log outside it (the spool's disk may be full).
+fn serve(data: &Path, log: &Path, config: &Path) -> Server {
+    let mut cmd = Command::new(nullq());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(["--error-delay", "0", "--log-level", LOG_LEVEL, "--config"])
+        .arg(config);
+    Server::launch(cmd, data, log)
+}
+
+/// A shell function that fills the filesystem at `$1` until not even a 1 KB file fits (the
+/// blocks, then what delayed allocation's reservations leave).
+const FILL: &str = "fill() { dd if=/dev/zero of=$1/filler bs=64k >/dev/null 2>&1; \
+    for r in 1 2 3 4 5 6; do sync; i=0; \
+    while printf '%1000s' x > $1/fill.$r.$i 2>/dev/null; do i=$((i+1)); done; done; sync; }\n";
+
+/// One recipient delivered to a Maildir on another disk, the other deferred by a pipe that
+/// fills the spool's disk first: the new state cannot be saved (ENOSPC). The next attempts
+/// only try to save it, and deliver nothing, until the disk has room; then the saved state
+/// says the first recipient is done, and only the second is tried again.
+#[test]
+fn a_state_that_cannot_be_saved_is_written_before_anything_is_delivered_again() {
+    let spool_disk = LoopFs::new(16);
+    let outside = tempfile::tempdir().expect("tempdir");
+    let maildir = outside.path().join("maildir");
+    let data = spool_disk.mount.join("data");
+    let filled = outside.path().join("filled");
+    let defer = script(
+        outside.path(),
+        "defer.sh",
+        &format!(
+            "#!/bin/sh\n{FILL}[ -e {f} ] || {{ touch {f}; fill {m}; }}\nexit 75\n",
+            f = filled.display(),
+            m = spool_disk.mount.display()
+        ),
+    );
+    let config = write_file(
+        outside.path(),
+        "nullq.toml",
+        &format!(
+            "[delivery]\ntarget = \"maildir:{}\"\nretry_min_secs = 1\nretry_max_secs = 1\n\
+             [delivery.routes]\n\"defer.test\" = \"pipe:{}\"\n",
+            maildir.display(),
+            defer.display()
+        ),
+    );
+    let server = serve(&data, &outside.path().join("serve.log"), &config);
+    let answer = send(
+        server.addr,
+        "jason@example.net",
+        &["local@example.net", "remote@defer.test"],
+        &message("a state that cannot be saved"),
+    );
+    assert!(is_k(&answer), "{answer}");
+    let failed = server.wait_log(T, |l| {
+        l.contains("ERROR") && l.contains("cannot record the results") && l.contains("No space")
+    });
+    assert!(failed.is_some(), "{}", server.log_text());
+    // Two more attempts while the disk is full: each only tried to save.
+    let again = server.wait_log_count(T, 2, |l| {
+        l.contains("ERROR") && l.contains("still cannot record the results")
+    });
+    assert_eq!(again.len(), 2, "{}", server.log_text());
+    // A delivery happens before its attempt's line: any repeat would be here by now.
+    assert_eq!(maildir_messages(&maildir).len(), 1, "{}", server.log_text());
+    sh(&format!(
+        "rm -f {d}/filler {d}/fill.*",
+        d = spool_disk.mount.display()
+    ));
+    let recorded = server.wait_log(T, |l| {
+        l.contains("the results of an earlier attempt are recorded now")
+    });
+    assert!(recorded.is_some(), "{}", server.log_text());
+    // The deferred recipient is tried again (twice: the attempt that saved, or the next, and
+    // one more), the delivered one never.
+    let deferred = server.wait_log_count(T, 3, |l| {
+        l.contains("rcpt=remote@defer.test") && l.contains("result=\"deferred\"")
+    });
+    assert_eq!(deferred.len(), 3, "{}", server.log_text());
+    assert_eq!(maildir_messages(&maildir).len(), 1, "{}", server.log_text());
+    let delivered = server
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("rcpt=local@example.net") && l.contains("result=\"delivered\""))
+        .count();
+    assert_eq!(delivered, 1, "{}", server.log_text());
+}
+
+/// The spool's filesystem goes read-only (ext4 `errors=remount-ro` after an error, which
+/// `trigger_fs_error` stands for) after a message was delivered: its removal fails (EROFS),
+/// and it is not delivered again at each retry while reads still work.
+#[test]
+fn a_message_that_cannot_be_removed_is_not_delivered_again() {
+    let spool_disk = LoopFs::new(16);
+    sh(&format!(
+        "mount -o remount,errors=remount-ro {}",
+        spool_disk.mount.display()
+    ));
+    let outside = tempfile::tempdir().expect("tempdir");
+    let out = outside.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    let go = outside.path().join("go");
+    let deliver = script(
+        outside.path(),
+        "deliver.sh",
+        &format!(
+            "#!/bin/sh\n[ -e {go} ] || exit 75\ncat > {out}/copy.$$\nexit 0\n",
+            go = go.display(),
+            out = out.display()
+        ),
+    );
+    let config = write_file(
+        outside.path(),
+        "nullq.toml",
+        &format!(
+            "[delivery]\ntarget = \"pipe:{}\"\nretry_min_secs = 1\nretry_max_secs = 1\n",
+            deliver.display()
+        ),
+    );
+    let data = spool_disk.mount.join("data");
+    let server = serve(&data, &outside.path().join("serve.log"), &config);
+    let answer = send(
+        server.addr,
+        "jason@example.net",
+        &["bob@example.net"],
+        &message("a message that cannot be removed"),
+    );
+    assert!(is_k(&answer), "{answer}");
+    assert!(server
+        .wait_log(T, |l| l.contains("result=\"deferred\""))
+        .is_some());
+    // The device's name under /sys/fs/ext4 (loopN).
+    let source = sh(&format!(
+        "findmnt -n -o SOURCE {}",
+        spool_disk.mount.display()
+    ));
+    let device = source
+        .trim()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    sh(&format!("echo 1 > /sys/fs/ext4/{device}/trigger_fs_error"));
+    let options = sh(&format!(
+        "findmnt -n -o OPTIONS {}",
+        spool_disk.mount.display()
+    ));
+    // Newer kernels keep "rw" and add "emergency_ro".
+    assert!(
+        options
+            .trim()
+            .split(',')
+            .any(|o| o == "ro" || o == "emergency_ro"),
+        "{options}"
+    );
+    std::fs::write(&go, b"").expect("go");
+    let failed = server.wait_log(T, |l| {
+        l.contains("ERROR") && l.contains("cannot record the results") && l.contains("Read-only")
+    });
+    assert!(failed.is_some(), "{}", server.log_text());
+    let again = server.wait_log_count(T, 2, |l| {
+        l.contains("ERROR") && l.contains("still cannot record the results")
+    });
+    assert_eq!(again.len(), 2, "{}", server.log_text());
+    assert_eq!(files(&out).len(), 1, "{}", server.log_text());
+    assert_eq!(queued_files(&data).len(), 1);
+}
+
+/// `nullq deliver`'s own commit fails (fault injection: its first directory fsync, which is
+/// the bounce it queues for a pipe that refuses the message): it logs the failure at ERROR and
+/// stops with 111, as `nullq serve` does.
+#[test]
+fn nullq_deliver_stops_with_111_after_a_failed_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    {
+        let (spool, _) = nullq_spool::Spool::open(&data).expect("open");
+        let mut incoming = spool.receive().expect("receive");
+        incoming
+            .write(message("refused by the pipe").as_bytes())
+            .expect("write");
+        let envelope = nullq_spool::Envelope {
+            arrival: std::time::SystemTime::now(),
+            client_addr: "192.0.2.7:4711".into(),
+            client_host: String::new(),
+            sender: b"jason@example.net".to_vec(),
+            recipients: vec![b"bob@example.net".to_vec()],
+        };
+        incoming
+            .finish(&envelope)
+            .expect("finish")
+            .commit()
+            .expect("commit");
+    }
+    let config = write_file(
+        dir.path(),
+        "nullq.toml",
+        "[delivery]\ntarget = \"pipe:/bin/false\"\nretry_min_secs = 1\nretry_max_secs = 1\n",
+    );
+    let mut cmd = Command::new(nullq());
+    cmd.args(["deliver", "--data"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-level", LOG_LEVEL])
+        .env(nullq_spool::fault::DIR_FSYNC, "1");
+    let mut deliver = Server::launch_deliver(cmd, &data, &dir.path().join("deliver.log"));
+    let status = wait_child(&mut deliver.child, T);
+    let log = deliver.log_text();
+    assert_eq!(status.and_then(|s| s.code()), Some(111), "{log}");
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("spool commit failed"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(errors[0].contains("nullq deliver stops"), "{log}");
+    // The message is still queued, for the restart.
+    assert_eq!(queued_files(&data).len(), 1, "{log}");
+}
