@@ -126,13 +126,13 @@ impl OpenSessions {
         }
     }
 
-    /// Ask the session furthest below `rate` to give up its slot. Whether one was asked.
-    fn evict_slowest(&self, rate: u64) -> bool {
+    /// Ask the session furthest below its rate to give up its slot. Whether one was asked.
+    fn evict_slowest(&self) -> bool {
         let now = Instant::now();
         let slowest = self
             .lock()
             .values()
-            .filter_map(|p| p.behind(rate, now).map(|behind| (behind, Arc::clone(p))))
+            .filter_map(|p| p.behind(now).map(|behind| (behind, Arc::clone(p))))
             .max_by_key(|(behind, _)| *behind);
         slowest.is_some_and(|(_, progress)| progress.evict())
     }
@@ -239,8 +239,12 @@ async fn run_one(front: Arc<Front>, admitted: Admitted, guard: SessionGuard) {
         ip_guard,
         tls,
     } = admitted;
+    // Registered from the start, so that when every slot is taken a connection still in its
+    // TLS handshake can be asked to give its slot up like any session that sends nothing.
+    let registered = OpenSessions::register(&front.open, Progress::new(front.ctx.min_data_rate));
+    let slot = (permit, ip_guard, registered);
     let Some(tls) = tls else {
-        if let Some(stream) = run_session(&front, stream, &peer, (permit, ip_guard), guard).await {
+        if let Some(stream) = run_session(&front, stream, &peer, slot, guard).await {
             front.linger(stream).await;
         }
         return;
@@ -251,17 +255,24 @@ async fn run_one(front: Arc<Front>, admitted: Admitted, guard: SessionGuard) {
     // The handshake holds the slot (the limits count it) and is bounded as a first byte is.
     let handshake =
         tokio::time::timeout(front.ctx.first_byte_timeout, tls.acceptor().accept(stream));
-    let stream = match handshake.await {
-        Ok(Ok(stream)) => stream,
-        failed => {
-            let reason = match failed {
-                Ok(Err(e)) => e.to_string(),
-                _ => format!(
-                    "no handshake within {}s",
-                    front.ctx.first_byte_timeout.as_secs()
-                ),
-            };
-            drop((permit, ip_guard));
+    let shaken = tokio::select! {
+        shaken = handshake => shaken.map_err(|_| {
+            format!("no handshake within {}s", front.ctx.first_byte_timeout.as_secs())
+        }),
+        // Nothing can be answered before the handshake: the connection is closed.
+        () = slot.2.progress.evicted() => Err(
+            "every session is taken and this handshake is the slowest".to_owned(),
+        ),
+    };
+    let shaken = match shaken {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(why) => Err(why),
+    };
+    let stream = match shaken {
+        Ok(stream) => stream,
+        Err(reason) => {
+            drop(slot);
             front.ctx.metrics.session(None);
             tracing::info!(
                 target: "nullq::session",
@@ -274,7 +285,7 @@ async fn run_one(front: Arc<Front>, admitted: Admitted, guard: SessionGuard) {
         }
     };
     peer.tls = Some(crate::inbound::tls::info(stream.get_ref().1));
-    if let Some(mut stream) = run_session(&front, stream, &peer, (permit, ip_guard), guard).await {
+    if let Some(mut stream) = run_session(&front, stream, &peer, slot, guard).await {
         if let Ok(_place) = Arc::clone(&front.lingering).try_acquire_owned() {
             session::linger(&mut stream, &front.ctx).await;
         }
@@ -287,14 +298,13 @@ async fn run_session<S>(
     front: &Arc<Front>,
     mut stream: S,
     peer: &Peer,
-    slot: (OwnedSemaphorePermit, PerIpGuard),
+    slot: (OwnedSemaphorePermit, PerIpGuard, Registered),
     guard: SessionGuard,
 ) -> Option<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let (permit, ip_guard) = slot;
-    let registered = OpenSessions::register(&front.open, Progress::new());
+    let (permit, ip_guard, registered) = slot;
     let ctx = Arc::clone(&front.ctx);
     let outcome = session::run(&mut stream, peer, ctx, &registered.progress).await;
     // The order matters: the connection slot (the session permit and the per-address count) is
@@ -412,15 +422,13 @@ impl Front {
                     tls,
                 })
             }
-            Err(_) if self.open.evict_slowest(self.ctx.min_data_rate) => {
-                Admission::AfterEviction(Waiting {
-                    stream,
-                    client,
-                    peer,
-                    ip_guard,
-                    tls,
-                })
-            }
+            Err(_) if self.open.evict_slowest() => Admission::AfterEviction(Waiting {
+                stream,
+                client,
+                peer,
+                ip_guard,
+                tls,
+            }),
             Err(_) => {
                 drop(ip_guard);
                 self.refuse(stream, tls.is_some(), ip, self.full());

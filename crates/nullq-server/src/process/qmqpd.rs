@@ -50,7 +50,8 @@ pub fn qmqpd(args: CommonArgs) -> Result<i32, StartError> {
         context.policy = Arc::new(Policy::from_config(&config.policy)?);
         let ctx = Arc::new(context);
         let mut io = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-        let outcome = session::run(&mut io, &peer, ctx, &session::Progress::new()).await;
+        let progress = session::Progress::new(ctx.min_data_rate);
+        let outcome = session::run(&mut io, &peer, ctx, &progress).await;
         outcome.log(&peer);
         Ok(0)
     })

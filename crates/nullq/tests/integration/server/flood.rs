@@ -234,3 +234,109 @@ fn a_low_open_file_limit_is_raised_to_the_hard_limit_and_caps_the_sessions() {
     let answer = exchange(server.addr, &request("capped"), T);
     assert!(String::from_utf8_lossy(&answer).contains(":Kok"));
 }
+
+/// A client from another address, sending at a normal pace, tried until it gets its `K` (at
+/// most every 200 ms, within `limit`): the slots it needs are freed by the server's clock, which
+/// is what is waited for. The last answer.
+fn normal_client_until_k(server: &Server, limit: Duration) -> String {
+    let request = request("normal");
+    let mut last = String::new();
+    wait_for(limit, || {
+        let mut fast = match connect_from(Ipv4Addr::new(127, 0, 0, 3), server.addr) {
+            Ok(s) => s,
+            Err(e) => {
+                last = e.to_string();
+                return false;
+            }
+        };
+        last = match fast.write_all(&request).and_then(|()| answer(&mut fast)) {
+            Ok(text) => text,
+            Err(e) => e.to_string(),
+        };
+        if last.contains(":Kok") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        false
+    });
+    last
+}
+
+/// Sessions that sent 20 KB at once and then stall (under the read timeout) hold every slot.
+/// On the average rate they would be "ahead" for 40 s (20 KB at 500 bytes a second); the
+/// credit a session can bank is capped at 3 s of the rate, so they are behind, and give way to
+/// a new client, a few seconds after their burst.
+#[test]
+fn sessions_that_sent_fast_and_then_stalled_give_way_to_a_new_client() {
+    let server = Server::start(&[
+        "--deliver",
+        "none",
+        "--max-sessions",
+        "3",
+        "--max-sessions-per-ip",
+        "3",
+        "--first-byte-timeout",
+        "120",
+        "--read-timeout",
+        "120",
+    ]);
+    // A message of 100,000 bytes, of which 20,000 are sent.
+    let mut burst = b"100100:100000:".to_vec();
+    burst.extend(std::iter::repeat_n(b'm', 20_000));
+    let _held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let s = connect_from(Ipv4Addr::new(127, 0, 0, 2), server.addr).expect("connect");
+            (&s).write_all(&burst).expect("write");
+            server.admitted(s.local_addr().expect("addr"));
+            s
+        })
+        .collect();
+    // Well under the 40 s the average would allow.
+    let text = normal_client_until_k(&server, Duration::from_secs(20));
+    assert!(text.contains(":Kok"), "{text}\n{}", server.log_text());
+    assert!(server
+        .log_text()
+        .contains("every session is taken and this one is the slowest"));
+}
+
+/// TLS connections that began a handshake and stall hold every slot: they are in the table of
+/// sessions that may be asked to give way from their first moment, so a plain client gets its
+/// `K` a second later (not at their first-byte timeout, 120 s here), and the stalled one is
+/// closed with one log line.
+#[test]
+fn stalled_tls_handshakes_give_way_to_a_new_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = crate::support::certs::Certs::make(dir.path());
+    let server = Server::start(&[
+        "--deliver",
+        "none",
+        "--max-sessions",
+        "3",
+        "--max-sessions-per-ip",
+        "3",
+        "--first-byte-timeout",
+        "120",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &certs.server_cert.display().to_string(),
+        "--tls-key",
+        &certs.server_key.display().to_string(),
+    ]);
+    let tls = server.tls_addr().expect("tls listener");
+    let _held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let s = connect_from(Ipv4Addr::new(127, 0, 0, 2), tls).expect("connect");
+            // The first bytes of a ClientHello record.
+            (&s).write_all(&[0x16, 0x03, 0x01]).expect("write");
+            server.admitted(s.local_addr().expect("addr"));
+            s
+        })
+        .collect();
+    let text = normal_client_until_k(&server, Duration::from_secs(20));
+    assert!(text.contains(":Kok"), "{text}\n{}", server.log_text());
+    let closed = server.wait_log(T, |l| {
+        l.contains("TLS handshake failed: every session is taken and this handshake is the slowest")
+    });
+    assert!(closed.is_some(), "{}", server.log_text());
+}
