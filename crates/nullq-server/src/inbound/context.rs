@@ -1,7 +1,7 @@
 //! What every session needs and nobody changes while it runs: the spool, the committer, the
 //! limits and the server's name. Built once from the configuration and shared behind an `Arc`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,12 @@ use tokio::sync::{Notify, Semaphore};
 /// plenty to keep a disk busy with writes and fdatasyncs in parallel, and leaving the rest to
 /// the delivery runner.
 pub const DISK_SLOTS: usize = 64;
+
+/// The most bytes of envelope (the sender and recipient addresses) that the open sessions may
+/// hold in memory at once. A session keeps its envelope until its request ends, and one request
+/// may carry 1,000 addresses of 999 bytes: without a bound a thousand sessions could hold a
+/// gigabyte. Ordinary envelopes, a few hundred bytes, never come near it.
+pub const ENVELOPE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The shared, read-only state of all sessions.
 #[derive(Debug)]
@@ -55,6 +61,8 @@ pub struct Context {
     /// sessions cannot take the whole pool and queue the delivery runner's file reads behind
     /// them.
     pub disk_slots: Arc<Semaphore>,
+    /// Bytes of envelope the open sessions hold now (at most [`ENVELOPE_BYTES`]).
+    pub envelope_bytes: AtomicUsize,
     /// Whether the failure has been logged.
     reported: AtomicBool,
 }
@@ -88,6 +96,7 @@ impl Context {
             poisoned: Arc::new(Notify::new()),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             disk_slots: Arc::new(Semaphore::new(DISK_SLOTS)),
+            envelope_bytes: AtomicUsize::new(0),
             reported: AtomicBool::new(false),
         }
     }

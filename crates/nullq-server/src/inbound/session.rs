@@ -48,7 +48,7 @@ use nullq_spool::{Envelope, Incoming, SpoolError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use crate::inbound::context::Context;
+use crate::inbound::context::{Context, ENVELOPE_BYTES};
 use crate::inbound::peer::Peer;
 use crate::inbound::received;
 use crate::process::logging::escape;
@@ -307,6 +307,8 @@ where
     let mut receiving: Option<Receiving> = None;
     let mut sender: Option<Vec<u8>> = None;
     let mut recipients: Vec<Vec<u8>> = Vec::new();
+    // What the addresses above count against the server's envelope budget, until they go.
+    let mut held = EnvelopeHeld { ctx, bytes: 0 };
     // The first bad address: the request is still read to its end before `D` is answered.
     let mut bad_address: Option<String> = None;
     let arrival = SystemTime::now();
@@ -373,6 +375,7 @@ where
                     }
                 }
                 Event::Sender(address) => {
+                    held.take(address.len())?;
                     if let Err(problem) = qmqp::check_address(&address, true) {
                         bad_address.get_or_insert_with(|| bad(&address, problem));
                     }
@@ -380,6 +383,7 @@ where
                     outcome.sender.clone_from(&sender);
                 }
                 Event::Recipient(address) => {
+                    held.take(address.len())?;
                     if let Err(problem) = qmqp::check_address(&address, false) {
                         bad_address.get_or_insert_with(|| bad(&address, problem));
                     }
@@ -566,6 +570,42 @@ async fn disk_slot(ctx: &Arc<Context>) -> Result<OwnedSemaphorePermit, Stop> {
 }
 
 /// Move the gathered bytes into the spool file, creating it on first use.
+/// A session's share of [`ENVELOPE_BYTES`], given back when it is dropped.
+struct EnvelopeHeld<'a> {
+    ctx: &'a Context,
+    bytes: usize,
+}
+
+/// What an address costs the budget beside its bytes (a `Vec` of its own).
+const ADDRESS_OVERHEAD: usize = 32;
+
+impl EnvelopeHeld<'_> {
+    /// Count an address of `len` bytes, or refuse the request for now (`Z`) if the open
+    /// sessions hold too many already.
+    fn take(&mut self, len: usize) -> Result<(), Stop> {
+        let n = len + ADDRESS_OVERHEAD;
+        let before = self.ctx.envelope_bytes.fetch_add(n, Ordering::Relaxed);
+        if before + n > ENVELOPE_BYTES {
+            self.ctx.envelope_bytes.fetch_sub(n, Ordering::Relaxed);
+            return Err(Stop::TempFail(format!(
+                "sorry, the open sessions hold {} MiB of envelopes already, try again later \
+                 (#4.3.2)",
+                ENVELOPE_BYTES >> 20
+            )));
+        }
+        self.bytes += n;
+        Ok(())
+    }
+}
+
+impl Drop for EnvelopeHeld<'_> {
+    fn drop(&mut self) {
+        self.ctx
+            .envelope_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 async fn spill(ctx: &Arc<Context>, r: &mut Receiving) -> Result<(), Stop> {
     let spool = ctx.spool.clone();
     let slot = disk_slot(ctx).await?;

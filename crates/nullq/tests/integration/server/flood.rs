@@ -340,3 +340,86 @@ fn stalled_tls_handshakes_give_way_to_a_new_client() {
     });
     assert!(closed.is_some(), "{}", server.log_text());
 }
+
+/// Reads from `stream` until it holds one whole netstring (an answer), or the limit: the answer.
+fn one_answer(stream: &mut TcpStream) -> String {
+    stream.set_read_timeout(Some(T)).expect("timeout");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let whole = text
+            .split_once(':')
+            .is_some_and(|(len, rest)| len.parse::<usize>().is_ok_and(|n| rest.len() > n));
+        if whole {
+            return text;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return text,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Forty sessions each send an envelope of 1,000 recipients of 999 bytes (a megabyte the
+/// session keeps until its request ends) and hold on before the request's last byte: the open
+/// sessions may hold 32 MiB of envelopes in all, so the ones past it are answered `Z` at once
+/// instead of the server's memory growing by a megabyte a session; the others finish with `K`.
+/// (How many are refused depends on how many were halfway when the budget ran out: all of
+/// those are.)
+#[test]
+fn the_envelopes_that_open_sessions_hold_are_bounded() {
+    let server = Server::start(&[
+        "--deliver",
+        "none",
+        "--first-byte-timeout",
+        "120",
+        "--read-timeout",
+        "120",
+        "--max-sessions-per-ip",
+        "100",
+    ]);
+    let rcpt = format!("{}@example.net", "r".repeat(999 - "@example.net".len()));
+    let rcpts: Vec<Vec<u8>> = (0..1000).map(|_| rcpt.clone().into_bytes()).collect();
+    let request = encode_request(b"Subject: big envelope\n\nbody\n", b"a@example.net", &rcpts);
+    let (most, last) = request.split_at(request.len() - 1);
+    let mut held: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let s = connect_from(Ipv4Addr::new(127, 0, 0, 2), server.addr).expect("connect");
+            (&s).write_all(most).expect("write");
+            s
+        })
+        .collect();
+    // No request can end before its last byte is sent, so no budget is given back until then:
+    // at least 8 of the 40 (32 MiB hold 32 such envelopes) are answered at once. Wait for that.
+    let answered = |s: &TcpStream| {
+        let mut b = [0u8; 1];
+        s.set_nonblocking(true).expect("nonblocking");
+        let has = s.peek(&mut b).is_ok_and(|n| n > 0);
+        s.set_nonblocking(false).expect("blocking");
+        has
+    };
+    assert!(
+        wait_for(T, || held.iter().filter(|s| answered(s)).count() >= 8),
+        "{}",
+        server.log_text()
+    );
+    let refused_early = held.iter().filter(|s| answered(s)).count();
+    let answers: Vec<String> = held
+        .iter_mut()
+        .map(|s| {
+            // A refused session may have closed already: its answer is read all the same.
+            let _ = s.write_all(last);
+            one_answer(s)
+        })
+        .collect();
+    let ok = answers.iter().filter(|a| a.contains(":Kok")).count();
+    let refused = answers
+        .iter()
+        .filter(|a| a.contains(":Zsorry, the open sessions hold 32 MiB of envelopes already"))
+        .count();
+    assert_eq!(ok + refused, 40, "{answers:?}");
+    // Refused only while the envelopes were held: none of the rest, once they could end.
+    assert_eq!(refused, refused_early, "{ok} K, {refused} Z");
+    assert_eq!(server.queued().len(), ok);
+}
