@@ -11,6 +11,10 @@
 #   THREADS=1 ... : first one line per thread name: its context switches and CPU per message
 #                   (threads that ended during the run are not in these lines; the last line
 #                   counts them)
+#   PERF=FILE ... : the server sampled by `perf record --call-graph dwarf` while it receives
+#                   and delivers (into FILE), then bench/perf_ops.py's lines: each thread's and
+#                   each kind of work's share of its CPU (perf's own cost makes the run slower:
+#                   its msgs/s and CPU lines are not figures to quote)
 #
 # Arguments: TARGET (none | maildir | cgp), SESSIONS, MESSAGES, then more flags for nullq serve.
 # Output: one line, e.g. `maildir s=50 m=5000 recv=1572/s e2e=1503/s cpu_us/msg user=150
@@ -70,6 +74,12 @@ threads() {
 j0=$(awk 'NR == 1 { print $1 }' "$jbd")
 read -r _ u0 s0 < <(cpu)
 read -r b0 i0 < <(stat_busy)
+if [[ -n ${PERF:-} ]]; then
+    perf record -q -F 499 --call-graph dwarf,16384 -p "$PID" -o "$PERF" 2>/dev/null &
+    ppid=$!
+    # perf says nothing when it has attached: wait until its output file has its header.
+    for ((i = 0; i < 100; i++)); do [[ -s $PERF ]] && break; sleep 0.05; done
+fi
 t0=$EPOCHREALTIME
 timeout 300 qmqp-source -s "$sessions" -m "$msgs" -l 1024 -f a@example.net -t b@example.net \
     "127.0.0.1:$port" >/dev/null
@@ -92,6 +102,11 @@ for name, (c1, u1) in sorted(after.items()):
     print(f"{name:18} switches/msg={(int(c1) - int(c0)) / m:.2f} "
           f"cpu_us/msg={(int(u1) - int(u0)) * 1e6 / tick / m:.0f}")
 PY
+fi
+if [[ -n ${PERF:-} ]]; then
+    kill -INT "$ppid"
+    wait "$ppid" || true
+    python3 "$here/perf_ops.py" "$PERF"
 fi
 if [[ -n ${STRACE:-} ]]; then
     kill -INT "$spid"
