@@ -552,17 +552,27 @@ impl Deliverer {
                 continue;
             };
             let label = self.routes.backend(t.backend).0;
-            tracing::info!(
-                target: "nullq::delivery",
-                id = %queued.id,
-                rcpt = %escape(&t.rcpt),
-                backend = %label,
-                result = answer.verdict.word(),
-                attempt = r.attempts,
-                delay = age.as_secs(),
-                "{}",
-                answer.text
-            );
+            // One line either way; at WARN when the trouble is this host's.
+            macro_rules! result_line {
+                ($level:ident) => {
+                    tracing::$level!(
+                        target: "nullq::delivery",
+                        id = %queued.id,
+                        rcpt = %escape(&t.rcpt),
+                        backend = %label,
+                        result = answer.verdict.word(),
+                        attempt = r.attempts,
+                        delay = age.as_secs(),
+                        "{}",
+                        answer.text
+                    )
+                };
+            }
+            if answer.ours {
+                result_line!(warn);
+            } else {
+                result_line!(info);
+            }
             let result = decision
                 .results
                 .iter()

@@ -195,7 +195,7 @@ fn submit_batch(
         if let Err(e) = synced {
             for &i in &already {
                 if let Some((_, plan)) = plans.get_mut(i) {
-                    *plan = Plan::Done(Some(Answer::retry(format!("cgp: {e}"))));
+                    *plan = Plan::Done(Some(Answer::retry_ours(format!("cgp: {e}"))));
                 }
             }
         }
@@ -207,14 +207,14 @@ fn submit_batch(
                 Plan::Done(outcome) => outcome,
                 Plan::Write(_) => Some(match results.next() {
                     Some((id, result)) => written_answer(dir, id, result),
-                    None => Answer::retry("internal error: no result"),
+                    None => Answer::retry_ours("internal error: no result"),
                 }),
             };
             answers
                 .into_iter()
                 .map(|a| {
                     a.or_else(|| outcome.clone())
-                        .unwrap_or_else(|| Answer::retry("internal error: no answer"))
+                        .unwrap_or_else(|| Answer::retry_ours("internal error: no answer"))
                 })
                 .collect()
         })
@@ -270,7 +270,9 @@ fn prepare(job: &Job) -> (Vec<Option<Answer>>, Plan) {
                 head.extend_from_slice(&neutralize(header));
                 match job.message.with_header(head) {
                     Some(message) => Plan::Write(message),
-                    None => Plan::Done(Some(Answer::retry("internal error: the header went away"))),
+                    None => Plan::Done(Some(Answer::retry_ours(
+                        "internal error: the header went away",
+                    ))),
                 }
             }
         }
@@ -334,7 +336,7 @@ fn written_answer(dir: &Path, id: QueueId, result: Result<(), nullq_fs::Error>) 
             if planted {
                 tracing::error!(target: "nullq::delivery", id = %id, "cgp: a planted name in the Submitted folder: {e}; not followed, the message stays queued");
             }
-            Answer::retry(format!("cgp {}: {e}", dir.display()))
+            Answer::retry_ours(format!("cgp {}: {e}", dir.display()))
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct Answer {
     pub verdict: Verdict,
     /// The remote answer (`250 2.0.0 Ok`), exit status and stderr, or our own reason.
     pub text: String,
+    /// The trouble is this host's (a local target's disk full or failing, a program that
+    /// cannot be run), not a remote's answer: the runner logs it at WARN, not INFO, so that
+    /// whoever watches for warnings sees it.
+    pub ours: bool,
 }
 
 impl Answer {
@@ -60,6 +64,7 @@ impl Answer {
         Answer {
             verdict: Verdict::Delivered,
             text: text.into(),
+            ours: false,
         }
     }
     /// Try again later, because of this.
@@ -67,6 +72,14 @@ impl Answer {
         Answer {
             verdict: Verdict::Retry,
             text: text.into(),
+            ours: false,
+        }
+    }
+    /// Try again later, because of this trouble of this host's (see [`Answer::ours`]).
+    pub fn retry_ours(text: impl Into<String>) -> Answer {
+        Answer {
+            ours: true,
+            ..Answer::retry(text)
         }
     }
     /// Failed for good, because of this.
@@ -74,6 +87,7 @@ impl Answer {
         Answer {
             verdict: Verdict::Bounce,
             text: text.into(),
+            ours: false,
         }
     }
 }

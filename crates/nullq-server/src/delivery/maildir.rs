@@ -58,7 +58,7 @@ impl Maildir {
             "nullq-maildir",
             BATCH_MAX,
             WORKERS,
-            || Answer::retry("internal error: the Maildir writer is gone"),
+            || Answer::retry_ours("internal error: the Maildir writer is gone"),
             move |jobs: Vec<Job>| write_batch(&d, &jobs, &syncs),
         );
         Maildir { dir, writer }
@@ -312,7 +312,7 @@ fn ensure_dirs(dir: &Path) -> std::io::Result<()> {
 /// rather than losses.
 fn write_batch(dir: &Path, jobs: &[Job], syncs: &Syncs) -> Vec<Answer> {
     let failed =
-        |e: &dyn std::fmt::Display| Answer::retry(format!("maildir {}: {e}", dir.display()));
+        |e: &dyn std::fmt::Display| Answer::retry_ours(format!("maildir {}: {e}", dir.display()));
     if !dir.join("new").is_dir() {
         if let Err(e) = ensure_dirs(dir) {
             return jobs.iter().map(|_| failed(&e)).collect();

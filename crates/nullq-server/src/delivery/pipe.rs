@@ -201,7 +201,7 @@ impl Pipe {
         let job = &job;
         let argv = self.expand(job);
         let Some((program, args)) = argv.split_first() else {
-            return vec![Answer::retry("pipe: empty command"); job.recipients.len()];
+            return vec![Answer::retry_ours("pipe: empty command"); job.recipients.len()];
         };
         let mut cmd = Command::new(program);
         cmd.args(args)
@@ -217,7 +217,7 @@ impl Pipe {
             );
         let what = format!("pipe {}", program.to_string_lossy());
         let answer = match run(cmd, job.message.clone(), self.timeout).await {
-            Err(e) => Answer::retry(format!("{what}: cannot run: {e}")),
+            Err(e) => Answer::retry_ours(format!("{what}: cannot run: {e}")),
             Ok(end) => {
                 let text = end.describe(&what);
                 match (end.timed_out, end.code) {

@@ -56,7 +56,7 @@ impl QmailQueue {
         let job = &job;
         let what = format!("qmail-queue {}", self.path.display());
         let answer = match self.run(job).await {
-            Err(e) => Answer::retry(format!("{what}: cannot run: {e}")),
+            Err(e) => Answer::retry_ours(format!("{what}: cannot run: {e}")),
             Ok(end) => {
                 let text = end.describe(&what);
                 match (end.timed_out, end.code) {

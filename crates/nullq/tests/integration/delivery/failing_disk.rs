@@ -240,3 +240,55 @@ fn nullq_deliver_stops_with_111_after_a_failed_commit() {
     // The message is still queued, for the restart.
     assert_eq!(queued_files(&data).len(), 1, "{log}");
 }
+
+/// The Maildir's own disk is full: the delivery is deferred (never answered delivered), its
+/// line at WARN since the trouble is this host's (not a remote's answer, which is INFO), the
+/// message kept and retried, and delivered once when there is room again, nothing left in the
+/// Maildir's `tmp/`.
+#[test]
+fn a_full_maildir_disk_defers_at_warn_and_delivers_once_later() {
+    let maildir_disk = LoopFs::new(8);
+    let outside = tempfile::tempdir().expect("tempdir");
+    let maildir = maildir_disk.mount.join("maildir");
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("mkdir");
+    }
+    sh(&format!(
+        "{FILL}fill {}; true",
+        maildir_disk.mount.display()
+    ));
+    let data = outside.path().join("data");
+    let config = write_file(
+        outside.path(),
+        "nullq.toml",
+        &format!(
+            "[delivery]\ntarget = \"maildir:{}\"\nretry_min_secs = 1\nretry_max_secs = 2\n",
+            maildir.display()
+        ),
+    );
+    let server = serve(&data, &outside.path().join("serve.log"), &config);
+    let answer = send(
+        server.addr,
+        "jason@example.net",
+        &["local@example.net"],
+        &message("a full maildir disk"),
+    );
+    assert!(is_k(&answer), "{answer}");
+    let deferred = server.wait_log(T, |l| {
+        l.contains("WARN") && l.contains("result=\"deferred\"") && l.contains("No space")
+    });
+    assert!(deferred.is_some(), "{}", server.log_text());
+    assert!(maildir_messages(&maildir).is_empty());
+    assert_eq!(queued_files(&data).len(), 1);
+    sh(&format!(
+        "rm -f {d}/filler {d}/fill.*",
+        d = maildir_disk.mount.display()
+    ));
+    assert!(
+        crate::support::wait_for(T, || queued_files(&data).is_empty()),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(maildir_messages(&maildir).len(), 1);
+    assert!(files(&maildir.join("tmp")).is_empty());
+}
