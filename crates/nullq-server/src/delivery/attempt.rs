@@ -4,7 +4,7 @@
 //! when nothing is pending). [`Deliverer`] holds what every attempt needs.
 //!
 //! A new state or a removal that cannot be written (the spool's disk full, read-only, failing)
-//! is kept in memory ([`Unrecorded`]): the next attempt writes it before it delivers anything,
+//! is kept in memory (`Unrecorded`): the next attempt writes it before it delivers anything,
 //! so what was delivered is not delivered again while the disk is bad (only a restart in
 //! between, which forgets it, repeats those deliveries).
 
@@ -145,6 +145,8 @@ pub(crate) struct Unrecorded {
     state: Option<DeliveryState>,
     /// How many times writing it has failed: the next try waits twice as long each time.
     failures: u32,
+    /// When the next try is due (what a rescan schedules it for, not the older state on disk).
+    due: SystemTime,
 }
 
 /// What an attempt leaves for the schedule.
@@ -325,6 +327,7 @@ impl Deliverer {
                 return if still_queued {
                     Next::At(self.clock.now())
                 } else {
+                    self.take_unrecorded(&id);
                     Next::Done
                 };
             }
@@ -385,7 +388,7 @@ impl Deliverer {
         if let Err(e) = result {
             tracing::error!(target: "nullq::delivery", id = %id, "cannot record the results: {e}; kept in memory and written before anything of this message is delivered again");
             let state = (!matches!(store, Store::Remove)).then_some(state);
-            return self.keep_unrecorded(id, Unrecorded { state, failures: 1 });
+            return self.keep_unrecorded(id, state, 1);
         }
         if !state.any_pending() {
             return Next::Done;
@@ -407,21 +410,40 @@ impl Deliverer {
         all.remove(id)
     }
 
-    /// Keeps `results` for the next attempt at `id`, which is due after a back-off that doubles
-    /// with each failure to write them (from `retry_min` up to `retry_max`).
-    fn keep_unrecorded(&self, id: QueueId, results: Unrecorded) -> Next {
+    /// Keeps `state` (or the removal, `None`) for the next attempt at `id`, which is due after
+    /// a back-off that doubles with each of the `failures` to write it (from `retry_min` up to
+    /// `retry_max`).
+    fn keep_unrecorded(&self, id: QueueId, state: Option<DeliveryState>, failures: u32) -> Next {
         let wait = retry::backoff_at(
-            results.failures,
+            failures,
             self.rules.retry_min,
             self.rules.retry_max,
             retry::jitter(),
         );
+        let due = self.clock.now() + wait;
         let mut all = self
             .unrecorded
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        all.insert(id, results);
-        Next::At(self.clock.now() + wait)
+        all.insert(
+            id,
+            Unrecorded {
+                state,
+                failures,
+                due,
+            },
+        );
+        Next::At(due)
+    }
+
+    /// When the next try to write the results of an earlier attempt at `id` is due, if any are
+    /// waiting (for the runner's scans).
+    pub(crate) fn unrecorded_due(&self, id: &QueueId) -> Option<SystemTime> {
+        let all = self
+            .unrecorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        all.get(id).map(|u| u.due)
     }
 
     /// Writes what an earlier attempt at `id` could not, under the message's lock (held by the
@@ -443,11 +465,7 @@ impl Deliverer {
             }
             Err(e) => {
                 tracing::error!(target: "nullq::delivery", id = %id, failures = earlier.failures + 1, "still cannot record the results of an earlier attempt: {e}; nothing of this message is delivered until they are");
-                let again = Unrecorded {
-                    failures: earlier.failures + 1,
-                    ..earlier
-                };
-                Err(self.keep_unrecorded(*id, again))
+                Err(self.keep_unrecorded(*id, earlier.state, earlier.failures + 1))
             }
         }
     }

@@ -324,6 +324,7 @@ async fn scan(
     let spool = shared.spool.clone();
     let committer = spool.committer();
     let skip: HashSet<QueueId> = in_flight.clone();
+    let deliverer = Arc::clone(shared);
     let found = tokio::task::spawn_blocking(move || {
         let ids = match spool.list() {
             Ok(ids) => ids,
@@ -338,6 +339,12 @@ async fn scan(
             // returned: it may yet be refused (answered Z and unlinked); if committed, the
             // session announces it.
             if skip.contains(&id) || committer.is_uncommitted(&id) {
+                continue;
+            }
+            // Results not written yet (the spool's disk is failing): their back-off stands,
+            // not the state on disk, which is older.
+            if let Some(t) = deliverer.unrecorded_due(&id) {
+                due.push((id, Some(t)));
                 continue;
             }
             match spool.load(&id) {

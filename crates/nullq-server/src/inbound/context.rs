@@ -15,10 +15,11 @@ use tokio::sync::{Notify, Semaphore};
 /// the delivery runner.
 pub const DISK_SLOTS: usize = 64;
 
-/// The most bytes of envelope (the sender and recipient addresses) that the open sessions may
-/// hold in memory at once. A session keeps its envelope until its request ends, and one request
-/// may carry 1,000 addresses of 999 bytes: without a bound a thousand sessions could hold a
-/// gigabyte. Ordinary envelopes, a few hundred bytes, never come near it.
+/// The most bytes of envelope (the sender and recipient addresses) beyond each session's own
+/// 8 KiB that the open sessions may hold in memory at once. A session keeps its envelope until
+/// its request ends, and one request may carry 1,000 addresses of 999 bytes: without a bound a
+/// thousand sessions could hold a gigabyte. Ordinary envelopes, a few hundred bytes, are within
+/// the session's own allowance and never refused for it.
 pub const ENVELOPE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The shared, read-only state of all sessions.

@@ -6,6 +6,7 @@
 //! - [`listener`]: `nullq serve`'s front end: accepting, admitting (access rules, session
 //!   limits, eviction of the slowest client when full), one session per connection;
 //! - [`session`]: one QMQP session on any byte stream (`nullq serve` and `nullq qmqpd`);
+//!   [`progress`]: how far its request has come, for the eviction of the slowest;
 //! - [`peer`]: who the client is; [`access`]: tcprules, reloaded on SIGHUP;
 //! - [`policy`]: allowed senders and relay control, checked before `K`;
 //! - [`received`]: the Received lines put on every message;
@@ -20,6 +21,7 @@ pub mod context;
 pub mod listener;
 pub mod peer;
 pub mod policy;
+pub mod progress;
 pub mod received;
 pub mod session;
 pub mod tls;

@@ -38,18 +38,19 @@
 //! that choice the rate is reckoned with a capped credit ([`Progress::behind`]), and a TLS
 //! connection is registered before its handshake.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use nullq_proto::qmqp::{self, Event, RequestDecoder, Response, Status};
 use nullq_proto::DecodeError;
 use nullq_spool::{Envelope, Incoming, SpoolError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::inbound::context::{Context, ENVELOPE_BYTES};
 use crate::inbound::peer::Peer;
+pub use crate::inbound::progress::Progress;
 use crate::inbound::received;
 use crate::process::logging::escape;
 
@@ -73,114 +74,9 @@ const LINGER_BUFFER: usize = 4096;
 /// timeout is longer.
 const LINGER_LIMIT: Duration = Duration::from_secs(60);
 
-/// How soon after it was accepted a session may be asked to give up its slot: a client that
-/// has just connected has not had the time to send anything yet.
-const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
-
 /// The answer of a session that gave its slot to a new connection.
 const EVICTED: &str =
     "sorry, every session is taken and this one is the slowest, try again later (#4.3.2)";
-
-/// How far a session's request has come: shared with the listener, which asks the session
-/// furthest behind [`Context::min_data_rate`] to give up its slot when every slot is taken.
-#[derive(Debug)]
-pub struct Progress {
-    accepted: Instant,
-    received: AtomicU64,
-    /// How far ahead of the minimum rate the session is, for eviction ([`Progress::behind`]).
-    pace: Mutex<Pace>,
-    /// The minimum rate, bytes a second ([`Context::min_data_rate`]).
-    rate: u64,
-    /// Until the request is whole: a session that is committing or answering is not evicted.
-    reading: AtomicBool,
-    evicted: AtomicBool,
-    evict: Notify,
-}
-
-/// Bytes received ahead of the minimum rate at a moment (negative: behind), as a leaky bucket
-/// that holds at most [`CREDIT_SECS`] of the rate: what a client sent fast early on does not
-/// let it stall later for as long as the average would (a client that sent a megabyte at once
-/// would otherwise be "ahead" for half an hour of silence).
-#[derive(Debug)]
-struct Pace {
-    ahead: i128,
-    at: Instant,
-}
-
-/// The most a session may be ahead of the minimum rate, in seconds of it, for eviction.
-const CREDIT_SECS: u64 = 3;
-
-impl Progress {
-    /// A session accepted now, which should send at `rate` bytes a second.
-    pub fn new(rate: u64) -> Progress {
-        let now = Instant::now();
-        Progress {
-            accepted: now,
-            received: AtomicU64::new(0),
-            pace: Mutex::new(Pace { ahead: 0, at: now }),
-            rate,
-            reading: AtomicBool::new(true),
-            evicted: AtomicBool::new(false),
-            evict: Notify::new(),
-        }
-    }
-
-    /// How many bytes the session is behind its rate, if it may be evicted: still reading its
-    /// request (or still in its TLS handshake), accepted at least `EVICTABLE_AFTER` ago, not
-    /// already asked, and behind at all, by the capped reckoning of [`Pace`].
-    pub fn behind(&self, now: Instant) -> Option<u64> {
-        let age = now.saturating_duration_since(self.accepted);
-        if age < EVICTABLE_AFTER
-            || !self.reading.load(Ordering::Relaxed)
-            || self.evicted.load(Ordering::Relaxed)
-        {
-            return None;
-        }
-        let ahead = self.ahead_at(
-            &self.pace.lock().unwrap_or_else(PoisonError::into_inner),
-            now,
-        );
-        (ahead < 0).then(|| u64::try_from(-ahead).unwrap_or(u64::MAX))
-    }
-
-    /// `pace` carried forward to `now`: the rate's due for the time since subtracted.
-    fn ahead_at(&self, pace: &Pace, now: Instant) -> i128 {
-        let ms = now.saturating_duration_since(pace.at).as_millis() as i128;
-        pace.ahead - i128::from(self.rate) * ms / 1000
-    }
-
-    /// Ask the session to answer `Z` and end. Whether this call was the one that asked.
-    pub fn evict(&self) -> bool {
-        if self.evicted.swap(true, Ordering::SeqCst) {
-            return false;
-        }
-        // notify_one keeps the wake-up for a session not waiting in a read right now.
-        self.evict.notify_one();
-        true
-    }
-
-    /// Until [`Progress::evict`] is called (at once if it was).
-    pub async fn evicted(&self) {
-        self.evict.notified().await;
-    }
-
-    fn add(&self, n: usize) {
-        self.received.fetch_add(n as u64, Ordering::Relaxed);
-        let now = Instant::now();
-        let mut pace = self.pace.lock().unwrap_or_else(PoisonError::into_inner);
-        let cap = i128::from(self.rate) * i128::from(CREDIT_SECS);
-        pace.ahead = (self.ahead_at(&pace, now) + n as i128).min(cap);
-        pace.at = now;
-    }
-
-    /// When the request must be whole at the present count: the grace, then one second for
-    /// every `rate` bytes received.
-    fn allowed_until(&self, grace: Duration, rate: u64) -> tokio::time::Instant {
-        let received = self.received.load(Ordering::Relaxed);
-        let earned = Duration::from_millis(received.saturating_mul(1000) / rate.max(1));
-        tokio::time::Instant::from_std(self.accepted) + grace + earned
-    }
-}
 
 /// What one session did: the fields of its log line.
 #[derive(Debug, Clone)]
@@ -570,30 +466,44 @@ async fn disk_slot(ctx: &Arc<Context>) -> Result<OwnedSemaphorePermit, Stop> {
 }
 
 /// Move the gathered bytes into the spool file, creating it on first use.
-/// A session's share of [`ENVELOPE_BYTES`], given back when it is dropped.
+/// A session's envelope, counted: the first [`ENVELOPE_OWN`] bytes are its own, the rest is
+/// taken from the shared [`ENVELOPE_BYTES`] and given back when this is dropped.
 struct EnvelopeHeld<'a> {
     ctx: &'a Context,
     bytes: usize,
 }
 
-/// What an address costs the budget beside its bytes (a `Vec` of its own).
+/// What an address costs beside its bytes (a `Vec` of its own).
 const ADDRESS_OVERHEAD: usize = 32;
 
+/// The envelope bytes every session may hold without taking from the shared budget: a hundred
+/// recipients of ordinary length. So a few connections holding the whole budget (33 sessions of
+/// a megabyte each) cannot get ordinary mail refused; a thousand sessions hold 8 MiB of these.
+const ENVELOPE_OWN: usize = 8 * 1024;
+
 impl EnvelopeHeld<'_> {
-    /// Count an address of `len` bytes, or refuse the request for now (`Z`) if the open
-    /// sessions hold too many already.
+    /// The part of `bytes` that the shared budget carries.
+    fn shared(bytes: usize) -> usize {
+        bytes.saturating_sub(ENVELOPE_OWN)
+    }
+
+    /// Count an address of `len` bytes, or refuse the request for now (`Z`) if it takes the
+    /// session past its own allowance and the open sessions hold the whole budget already.
     fn take(&mut self, len: usize) -> Result<(), Stop> {
-        let n = len + ADDRESS_OVERHEAD;
-        let before = self.ctx.envelope_bytes.fetch_add(n, Ordering::Relaxed);
-        if before + n > ENVELOPE_BYTES {
-            self.ctx.envelope_bytes.fetch_sub(n, Ordering::Relaxed);
-            return Err(Stop::TempFail(format!(
-                "sorry, the open sessions hold {} MiB of envelopes already, try again later \
-                 (#4.3.2)",
-                ENVELOPE_BYTES >> 20
-            )));
+        let total = self.bytes + len + ADDRESS_OVERHEAD;
+        let n = Self::shared(total) - Self::shared(self.bytes);
+        if n > 0 {
+            let before = self.ctx.envelope_bytes.fetch_add(n, Ordering::Relaxed);
+            if before + n > ENVELOPE_BYTES {
+                self.ctx.envelope_bytes.fetch_sub(n, Ordering::Relaxed);
+                return Err(Stop::TempFail(format!(
+                    "sorry, the open sessions hold {} MiB of envelopes already, try again later \
+                     (#4.3.2)",
+                    ENVELOPE_BYTES >> 20
+                )));
+            }
         }
-        self.bytes += n;
+        self.bytes = total;
         Ok(())
     }
 }
@@ -602,7 +512,7 @@ impl Drop for EnvelopeHeld<'_> {
     fn drop(&mut self) {
         self.ctx
             .envelope_bytes
-            .fetch_sub(self.bytes, Ordering::Relaxed);
+            .fetch_sub(Self::shared(self.bytes), Ordering::Relaxed);
     }
 }
 

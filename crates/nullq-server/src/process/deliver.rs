@@ -51,8 +51,9 @@ pub fn deliver(args: DeliverArgs) -> Result<i32, StartError> {
         let metrics = Arc::new(Metrics::new());
         let runner = delivery::Runner::new(&config, spool.clone(), rewriting, metrics, true)?;
         let (trigger, stop) = shutdown::channel();
-        // The runner commits the bounces and delay warnings it queues: a failed commit stops
-        // this program as it stops `nullq serve`, with its exit code.
+        // The runner commits the bounces and delay warnings it queues and syncs its removals
+        // with the committer: a failed flush stops this program as it stops `nullq serve`,
+        // with its exit code.
         let poisoned = Arc::new(tokio::sync::Notify::new());
         spawn_signal_handlers(
             trigger,
@@ -63,7 +64,7 @@ pub fn deliver(args: DeliverArgs) -> Result<i32, StartError> {
         let committer = spool.committer();
         spawn_poison_watch(spool.clone(), None, move |refusal| {
             let why = refusal.map_or_else(|| "the committer is poisoned".to_owned(), |e| e.to_string());
-            tracing::error!(target: "nullq::spool", "spool commit failed (queueing a bounce or a delay warning): {why}; every later commit is refused and nullq deliver stops: check the disk, then restart (the restart re-checks the queue)");
+            tracing::error!(target: "nullq::spool", "spool commit failed: {why}; every later commit is refused and nullq deliver stops: check the disk, then restart (the restart re-checks the queue)");
             poisoned.notify_one();
         });
         runner

@@ -37,19 +37,17 @@ const FILL: &str = "fill() { dd if=/dev/zero of=$1/filler bs=64k >/dev/null 2>&1
     for r in 1 2 3 4 5 6; do sync; i=0; \
     while printf '%1000s' x > $1/fill.$r.$i 2>/dev/null; do i=$((i+1)); done; done; sync; }\n";
 
-/// One recipient delivered to a Maildir on another disk, the other deferred by a pipe that
-/// fills the spool's disk first: the new state cannot be saved (ENOSPC). The next attempts
-/// only try to save it, and deliver nothing, until the disk has room; then the saved state
-/// says the first recipient is done, and only the second is tried again.
-#[test]
-fn a_state_that_cannot_be_saved_is_written_before_anything_is_delivered_again() {
+/// A server whose spool's disk fills up while it delivers a message to two recipients: one to
+/// a Maildir on another disk, the other to a pipe that fills the spool's disk the first time it
+/// runs and defers (exit 75). `delivery` is more of the `[delivery]` table. The Maildir, the
+/// spool's disk and the server, after the message was answered `K`.
+fn filling_spool_disk(outside: &Path, delivery: &str) -> (PathBuf, LoopFs, Server) {
     let spool_disk = LoopFs::new(16);
-    let outside = tempfile::tempdir().expect("tempdir");
-    let maildir = outside.path().join("maildir");
+    let maildir = outside.join("maildir");
     let data = spool_disk.mount.join("data");
-    let filled = outside.path().join("filled");
+    let filled = outside.join("filled");
     let defer = script(
-        outside.path(),
+        outside,
         "defer.sh",
         &format!(
             "#!/bin/sh\n{FILL}[ -e {f} ] || {{ touch {f}; fill {m}; }}\nexit 75\n",
@@ -58,16 +56,16 @@ fn a_state_that_cannot_be_saved_is_written_before_anything_is_delivered_again() 
         ),
     );
     let config = write_file(
-        outside.path(),
+        outside,
         "nullq.toml",
         &format!(
-            "[delivery]\ntarget = \"maildir:{}\"\nretry_min_secs = 1\nretry_max_secs = 1\n\
+            "[delivery]\ntarget = \"maildir:{}\"\n{delivery}\n\
              [delivery.routes]\n\"defer.test\" = \"pipe:{}\"\n",
             maildir.display(),
             defer.display()
         ),
     );
-    let server = serve(&data, &outside.path().join("serve.log"), &config);
+    let server = serve(&data, &outside.join("serve.log"), &config);
     let answer = send(
         server.addr,
         "jason@example.net",
@@ -75,6 +73,18 @@ fn a_state_that_cannot_be_saved_is_written_before_anything_is_delivered_again() 
         &message("a state that cannot be saved"),
     );
     assert!(is_k(&answer), "{answer}");
+    (maildir, spool_disk, server)
+}
+
+/// One recipient delivered to a Maildir on another disk, the other deferred by a pipe that
+/// fills the spool's disk first: the new state cannot be saved (ENOSPC). The next attempts
+/// only try to save it, and deliver nothing, until the disk has room; then the saved state
+/// says the first recipient is done, and only the second is tried again.
+#[test]
+fn a_state_that_cannot_be_saved_is_written_before_anything_is_delivered_again() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    let (maildir, spool_disk, server) =
+        filling_spool_disk(outside.path(), "retry_min_secs = 1\nretry_max_secs = 1");
     let failed = server.wait_log(T, |l| {
         l.contains("ERROR") && l.contains("cannot record the results") && l.contains("No space")
     });
@@ -291,4 +301,45 @@ fn a_full_maildir_disk_defers_at_warn_and_delivers_once_later() {
     );
     assert_eq!(maildir_messages(&maildir).len(), 1);
     assert!(files(&maildir.join("tmp")).is_empty());
+}
+
+/// The time of a log line (its RFC 3339 stamp, to the microsecond), in seconds.
+fn stamp(line: &str) -> f64 {
+    let time = line.split_whitespace().next().unwrap_or_default();
+    // 2026-12-01T23:13:16.764924Z: hours, minutes, seconds of the day are enough here.
+    let clock = time
+        .split('T')
+        .nth(1)
+        .unwrap_or_default()
+        .trim_end_matches('Z');
+    let mut parts = clock.split(':');
+    let mut secs = 0.0;
+    for (unit, part) in [3600.0, 60.0, 1.0].into_iter().zip(&mut parts) {
+        secs += unit * part.parse::<f64>().unwrap_or(0.0);
+    }
+    secs
+}
+
+/// While results cannot be written, the tries to write them back off (1, 2, 4, 8 s from
+/// `retry_min_secs` = 1), and the runner's rescans (every second here) do not make the message
+/// due sooner from its older state on disk: the fifth try comes at least 12 s (0.8 of 15 s,
+/// the jitter's least) after the first failure, where a rescan a second would bring it in 4.
+#[test]
+fn the_tries_to_write_unrecorded_results_back_off_whatever_the_rescans() {
+    let outside = tempfile::tempdir().expect("tempdir");
+    let (maildir, _spool_disk, server) = filling_spool_disk(
+        outside.path(),
+        "retry_min_secs = 1\nretry_max_secs = 3600\nrescan_secs = 1",
+    );
+    let first = server.wait_log(T, |l| {
+        l.contains("ERROR") && l.contains("cannot record the results") && l.contains("No space")
+    });
+    let first = first.unwrap_or_else(|| panic!("{}", server.log_text()));
+    let fifth = server.wait_log(T, |l| {
+        l.contains("still cannot record the results") && l.contains("failures=5")
+    });
+    let fifth = fifth.unwrap_or_else(|| panic!("{}", server.log_text()));
+    let waited = stamp(&fifth) - stamp(&first);
+    assert!(waited >= 12.0, "{waited:.1} s\n{}", server.log_text());
+    assert_eq!(maildir_messages(&maildir).len(), 1, "{}", server.log_text());
 }
