@@ -532,6 +532,12 @@ pub(crate) fn run_qmail_queue(
         let (permanent, text) = queue_reply(61, None);
         return Err(InjectError::Queue { text, permanent });
     }
+    if let Some(why) = envelope.bad_address() {
+        return Err(InjectError::Queue {
+            text: why,
+            permanent: true,
+        });
+    }
     let (err_read, err_write) = pipe().map_err(InjectError::QueueStart)?;
     let (env_read, env_write) = pipe().map_err(InjectError::QueueStart)?;
     let err_fd = err_write.as_raw_fd();

@@ -154,6 +154,18 @@ pub fn queue_with(
     envelope: &QmailEnvelope,
 ) -> Result<(), QueueExit> {
     let about = describe(envelope, message.len);
+    // Refused here, whether or not a server answers, so that the fallback queue never keeps
+    // what a server would refuse (and, written in qmail-queue's format, could not read back).
+    if let Some(why) = envelope.bad_address() {
+        eprintln!("qmail-qmqpc: {why}");
+        let exit = QueueExit::PermanentRefusal;
+        syslog::log(
+            config.syslog,
+            Severity::Err,
+            &format!("failed (exit {}): {why}: {about}", program_exit(exit)),
+        );
+        return Err(exit);
+    }
     if envelope.recipients.is_empty() {
         // qmail-queue queues such a message and qmail-send drops it; QMQP cannot carry it at all.
         syslog::log(

@@ -84,7 +84,24 @@ impl QmailEnvelope {
         }
     }
 
-    /// The envelope in qmail-queue's format.
+    /// Why the envelope cannot be sent, if an address holds a NUL, CR or LF: in qmail-queue's
+    /// format a NUL would end the address and start another field (a recipient no header
+    /// showed), and a QMQP server refuses all three (`D`).
+    pub fn bad_address(&self) -> Option<String> {
+        let bad = |a: &[u8]| a.iter().any(|&b| matches!(b, 0 | b'\r' | b'\n'));
+        if bad(&self.sender) {
+            return Some("the sender address contains a NUL, CR or LF".to_owned());
+        }
+        self.recipients.iter().find(|r| bad(r)).map(|r| {
+            format!(
+                "a recipient address contains a NUL, CR or LF: {}",
+                String::from_utf8_lossy(r).escape_debug()
+            )
+        })
+    }
+
+    /// The envelope in qmail-queue's format. Check [`QmailEnvelope::bad_address`] first: an
+    /// address with a NUL does not read back the same.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.push(b'F');
@@ -119,6 +136,27 @@ fn check_length(address: &[u8]) -> Result<&[u8], EnvelopeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_with_nul_cr_or_lf_is_bad() {
+        let ok = QmailEnvelope {
+            sender: b"a@example.net".to_vec(),
+            recipients: vec![b"b@example.net".to_vec()],
+        };
+        assert_eq!(ok.bad_address(), None);
+        for bad in [&b"e@x\0Tb@y"[..], b"e@x\r", b"e\n@x"] {
+            let rcpt = QmailEnvelope {
+                recipients: vec![b"b@example.net".to_vec(), bad.to_vec()],
+                ..ok.clone()
+            };
+            assert!(rcpt.bad_address().is_some_and(|w| w.contains("recipient")));
+            let sender = QmailEnvelope {
+                sender: bad.to_vec(),
+                ..ok.clone()
+            };
+            assert!(sender.bad_address().is_some_and(|w| w.contains("sender")));
+        }
+    }
 
     #[test]
     fn parses_the_man_page_example() {

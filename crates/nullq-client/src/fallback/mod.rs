@@ -568,8 +568,10 @@ impl FallbackQueue {
         report
             .log
             .push(format!("{id}: {why}; moved to failed/{name}"));
+        // The reason names recipients (a `550 <lawyer@...>`): for the flusher's eyes only, as
+        // the message itself is for its sender's.
         let options = nullq_fs::Options {
-            mode: 0o644,
+            mode: 0o600,
             ..nullq_fs::Options::default()
         };
         if let Err(e) = nullq_fs::publish(

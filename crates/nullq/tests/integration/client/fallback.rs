@@ -356,8 +356,12 @@ fn flush_moves_a_message_over_databytes_to_failed_says_so_and_delivers_the_other
         line.contains(&format!("moved to failed/{big_id}")),
         "{line}"
     );
-    let why = fs::read_to_string(queue.join("failed").join(format!("{big_id}.why"))).expect("why");
+    let why_path = queue.join("failed").join(format!("{big_id}.why"));
+    let why = fs::read_to_string(&why_path).expect("why");
     assert!(why.contains("over the size limit"), "{why}");
+    // It quotes the refusal, which may name the recipients: for the flusher alone.
+    let mode = fs::metadata(&why_path).expect("why").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
     assert!(
         crate::support::files(&queue.join("new")).is_empty(),
         "{err}"
@@ -374,4 +378,29 @@ fn flush_moves_a_message_over_databytes_to_failed_says_so_and_delivers_the_other
             "{subject}: {err}"
         );
     }
+}
+
+/// A quoted local part with a NUL in it (`"evil@evil.example\0Tbob"@example.net`, as
+/// qmail-inject keeps it): with every server down it would have gone to the fallback queue,
+/// whose envelope is in qmail-queue's NUL-separated format, and come back as two recipients,
+/// one no header names. It is refused at injection (exit 100) whether or not a server answers,
+/// as a server refuses it (`D`), and nothing is queued.
+#[test]
+fn a_nul_in_a_header_address_is_refused_and_never_queued() {
+    let host = Host::new();
+    host.control("fallbackqueue", "fallback");
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
+    let msg = b"To: \"evil@evil.example\0Tbob\"@example.net\nSubject: contact form\n\nhi\n";
+    let mut cmd = host.cmd("sendmail");
+    cmd.arg("-t");
+    let out = run(cmd, msg, Duration::from_secs(120));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(100), "{err}");
+    assert!(err.contains("contains a NUL, CR or LF"), "{err}");
+    let new = host.home().join("fallback/new");
+    assert!(
+        !new.exists() || crate::support::files(&new).is_empty(),
+        "{err}"
+    );
 }

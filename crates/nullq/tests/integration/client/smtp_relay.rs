@@ -292,9 +292,10 @@ fn an_auth_file_others_can_read_is_not_used_and_said_so() {
     );
 }
 
-/// Red-team finding 4: an address SMTP cannot carry (a CR, or `>` and a blank that would add
-/// ESMTP parameters) fails the `smtp://` line only: the QMQP line after it takes the message,
-/// the sink sees nothing, the line is not remembered as a failed server; alone it is 31.
+/// Red-team finding 4: an address SMTP cannot carry (`>` and a blank that would add ESMTP
+/// parameters) fails the `smtp://` line only: the QMQP line after it takes the message, the
+/// sink sees nothing, the line is not remembered as a failed server; alone it is 31. (One with
+/// a CR is refused before any line: no server takes it.)
 #[test]
 fn an_address_smtp_cannot_carry_skips_the_smtp_line_only() {
     let host = Host::new();
@@ -302,16 +303,21 @@ fn an_address_smtp_cannot_carry_skips_the_smtp_line_only() {
     let up = QmqpServer::start(Answer::Accept);
     let line = format!("smtp://127.0.0.1:{}", sink.port());
     host.control("qmqpservers", &format!("{line}\n{}", up.addr));
-    let envelopes: [&[u8]; 3] = [
+    let envelopes: [&[u8]; 2] = [
         b"Fjason@example.net\0Tbob@example.net> NOTIFY=NEVER\0\0",
         b"Fjason@example.net> AUTH=<x@y>\0Tbob@example.net\0\0",
-        b"Fjason@example.net\0Tbob@example.net\rRCPT TO:<eve@example.org\0\0",
     ];
     for (i, envelope) in envelopes.iter().enumerate() {
         let (code, err) = run_queue(&host, "qmail-qmqpc", MESSAGE, envelope, BOUND);
         assert_eq!(code, 0, "the QMQP line took it: {err}");
         assert_eq!(up.received().len(), i + 1, "{err}");
     }
+    // A CR (or LF, or NUL) no server takes either: refused before any line is tried.
+    let cr = b"Fjason@example.net\0Tbob@example.net\rRCPT TO:<eve@example.org\0\0";
+    let (code, err) = run_queue(&host, "qmail-qmqpc", MESSAGE, cr, BOUND);
+    assert_eq!(code, 31, "{err}");
+    assert!(err.contains("contains a NUL, CR or LF"), "{err}");
+    assert_eq!(up.received().len(), 2, "{err}");
     let memory = std::fs::read_to_string(host.memory_file()).unwrap_or_default();
     assert!(
         !memory.contains(&sink.port().to_string()),
