@@ -331,19 +331,72 @@ pub enum Conn {
     /// Plain QMQP.
     Plain(TcpStream),
     /// QMQP over TLS, the handshake done.
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Tls(Box<StreamOwned<ClientConnection, Bounded>>),
+}
+
+/// The socket under a TLS conversation, each read and write bounded by the smaller of the
+/// per-read timeout and the time left to the session's deadline. rustls reads until it has a
+/// whole record: with only the socket's per-read timeout a server sending a byte just inside it
+/// could stretch one 16 KiB record over days, where plain QMQP checks the deadline between
+/// reads.
+pub struct Bounded {
+    sock: TcpStream,
+    each: Duration,
+    deadline: std::time::Instant,
+}
+
+impl Bounded {
+    /// Sets the socket's timeout for the next call; an error once the deadline has passed.
+    fn arm(&self, set: fn(&TcpStream, Option<Duration>) -> io::Result<()>) -> io::Result<()> {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "session time limit exceeded",
+            ));
+        }
+        set(&self.sock, Some(self.each.min(left)))
+    }
+}
+
+impl Read for Bounded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm(TcpStream::set_read_timeout)?;
+        self.sock.read(buf)
+    }
+}
+
+impl Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm(TcpStream::set_write_timeout)?;
+        self.sock.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
 }
 
 impl Conn {
     /// `stream` as is (`tls` is `None`), or after a TLS handshake that verified `server`'s
-    /// certificate against its name or address. The socket's timeouts bound the handshake.
+    /// certificate against its name or address. Over TLS every read and write, the
+    /// handshake's included, waits at most `each`, and none starts after `deadline`.
     pub fn new(
-        mut stream: TcpStream,
+        stream: TcpStream,
         tls: Option<Arc<ClientConfig>>,
         server: &ServerAddr,
+        each: Duration,
+        deadline: std::time::Instant,
     ) -> Result<Conn, HandshakeError> {
         let Some(config) = tls else {
             return Ok(Conn::Plain(stream));
+        };
+        let mut stream = Bounded {
+            sock: stream,
+            each,
+            deadline,
         };
         let name = match &server.host {
             ServerHost::Ip(ip) => ServerName::IpAddress((*ip).into()),
@@ -353,7 +406,7 @@ impl Conn {
         // TLS writes whole records, and the handshake's last flight (Finished) is followed at
         // once by the request: with Nagle's algorithm the request would wait for the server's
         // delayed ACK of Finished (up to 40 ms on Linux). A failure only costs that wait.
-        let _ = stream.set_nodelay(true);
+        let _ = stream.sock.set_nodelay(true);
         let mut conn =
             ClientConnection::new(config, name).map_err(|e| HandshakeError(e.to_string()))?;
         while conn.is_handshaking() {
@@ -363,11 +416,14 @@ impl Conn {
         Ok(Conn::Tls(Box::new(StreamOwned::new(conn, stream))))
     }
 
-    /// The socket's read timeout.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+    /// The socket's read timeout (over TLS: the most each read and write waits from now on).
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         match self {
-            Conn::Plain(s) => s.set_read_timeout(timeout),
-            Conn::Tls(s) => s.sock.set_read_timeout(timeout),
+            Conn::Plain(s) => s.set_read_timeout(Some(timeout)),
+            Conn::Tls(s) => {
+                s.sock.each = timeout;
+                Ok(())
+            }
         }
     }
 }

@@ -405,8 +405,8 @@ fn attempt(
     stream
         .set_read_timeout(Some(transport.remote_timeout))
         .map_err(|e| broken("setting the read timeout", e))?;
-    let mut stream =
-        Conn::new(stream, tls, server).map_err(|e| AttemptError::Broken(e.to_string()))?;
+    let mut stream = Conn::new(stream, tls, server, transport.remote_timeout, deadline)
+        .map_err(|e| AttemptError::Broken(e.to_string()))?;
     let sent = (|| {
         stream.write_all(prefix).map_err(|e| broken("write", e))?;
         stream_message(message, &mut stream, deadline)?;
@@ -421,7 +421,7 @@ fn attempt(
         // full timeout on a stalled server), and believe only a refusal: a `K` to a request
         // that was not sent whole cannot be true. Without one, the write's failure stands.
         Err(AttemptError::Broken(why)) => {
-            let _ = stream.set_read_timeout(Some(ANSWER_AFTER_FAILED_WRITE));
+            let _ = stream.set_read_timeout(ANSWER_AFTER_FAILED_WRITE);
             let soon = Instant::now() + ANSWER_AFTER_FAILED_WRITE;
             match read_response(&mut stream, soon.min(deadline)) {
                 Ok(response) if response.status != Status::Ok => response,
