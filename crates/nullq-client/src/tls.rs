@@ -134,6 +134,8 @@ impl std::error::Error for TlsSetupError {}
 #[derive(Debug)]
 pub struct ClientTls {
     control: ControlDir,
+    /// Whether `tlsclientcert` and `tlsclientkey` are used ([`ClientTls::without_client_cert`]).
+    client_cert: bool,
     loaded: OnceLock<Result<Arc<ClientConfig>, TlsSetupError>>,
 }
 
@@ -141,7 +143,10 @@ impl Clone for ClientTls {
     /// A copy that loads again when used (a loaded configuration holds an error that cannot be
     /// copied; nothing clones a transport after sending).
     fn clone(&self) -> ClientTls {
-        ClientTls::new(&self.control)
+        ClientTls {
+            client_cert: self.client_cert,
+            ..ClientTls::new(&self.control)
+        }
     }
 }
 
@@ -150,14 +155,24 @@ impl ClientTls {
     pub fn new(control: &ControlDir) -> ClientTls {
         ClientTls {
             control: control.clone(),
+            client_cert: true,
             loaded: OnceLock::new(),
+        }
+    }
+
+    /// The same settings without the client certificate: for another user's mail, which the
+    /// host's certificate must not vouch for (root's flush of the fallback queue).
+    pub fn without_client_cert(&self) -> ClientTls {
+        ClientTls {
+            client_cert: false,
+            ..ClientTls::new(&self.control)
         }
     }
 
     /// The client configuration, read at the first call.
     pub fn config(&self) -> Result<Arc<ClientConfig>, &TlsSetupError> {
         self.loaded
-            .get_or_init(|| load(&self.control).map(Arc::new))
+            .get_or_init(|| load(&self.control, self.client_cert).map(Arc::new))
             .as_ref()
             .map(Arc::clone)
     }
@@ -285,13 +300,16 @@ pub fn ca_roots(control_file: &Path) -> Result<(PathBuf, rustls::RootCertStore),
     Ok((path, roots))
 }
 
-fn load(control: &ControlDir) -> Result<ClientConfig, TlsSetupError> {
+fn load(control: &ControlDir, client_cert: bool) -> Result<ClientConfig, TlsSetupError> {
     let (_, roots) = ca_roots(&control.path("tlscafile"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(TlsSetupError::Rustls)?
         .with_root_certificates(roots);
+    if !client_cert {
+        return Ok(builder.with_no_client_auth());
+    }
     let cert = control_path(control, "tlsclientcert")?;
     let key = control_path(control, "tlsclientkey")?;
     match (cert, key) {

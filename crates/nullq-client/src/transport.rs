@@ -65,6 +65,18 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// This transport for another local user's mail (root's `nullq flush` sending what a user
+    /// queued): without the TLS client certificate, which names the host and serves root's own
+    /// mail only (README), so a server that requires one fails over for that mail as it would
+    /// have for the user. (`smtpauth` is the site's relay login, meant for every user's mail
+    /// that waits for root's flush: kept.)
+    pub fn for_another_user(&self) -> Transport {
+        Transport {
+            tls: self.tls.without_client_cert(),
+            ..self.clone()
+        }
+    }
+
     /// Read `qmqpservers`, `timeoutconnect` and `timeoutremote` under `control`. Unreadable
     /// files are a configuration error (55); an empty or missing `qmqpservers` is not an error
     /// here, but [`send`] then fails with 55.

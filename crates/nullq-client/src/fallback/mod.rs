@@ -344,13 +344,15 @@ impl FallbackQueue {
                 return report;
             }
         };
+        // Another user's messages go without the host's TLS client certificate.
+        let others = transport.for_another_user();
         let mut offered = 0;
         for (i, id) in ids.iter().enumerate() {
             if offered >= limit.max_messages {
                 report.waiting += ids.len() - i;
                 break;
             }
-            match self.flush_one(transport, use_syslog, id, me, &mut report) {
+            match self.flush_one((transport, &others), use_syslog, id, me, &mut report) {
                 Step::Sent => report.sent += 1,
                 Step::Failed => report.failed += 1,
                 Step::Waiting => report.waiting += 1,
@@ -370,7 +372,7 @@ impl FallbackQueue {
 
     fn flush_one(
         &self,
-        transport: &Transport,
+        (own, others): (&Transport, &Transport),
         use_syslog: bool,
         id: &str,
         me: u32,
@@ -390,6 +392,7 @@ impl FallbackQueue {
         if me != 0 && owner != me {
             return Step::Foreign; // another user's: root's flush sends it
         }
+        let transport = if owner == me { own } else { others };
         if !meta.file_type().is_file() {
             let kind = nullq_fs::entry_kind(&path)
                 .ok()

@@ -404,3 +404,75 @@ fn a_nul_in_a_header_address_is_refused_and_never_queued() {
         "{err}"
     );
 }
+
+/// The host's TLS client certificate (a root-only key) serves root's mail only, from the
+/// fallback queue too: root's `nullq flush` sends root's own waiting message with it, and
+/// another user's without it, so a server that requires a client certificate does not take a
+/// message whose sender the certificate never vouched for; it waits, as it did for the user.
+#[test]
+fn roots_flush_sends_another_users_message_without_the_client_certificate() {
+    require_root("acting as nobody");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = crate::support::certs::Certs::make(dir.path());
+    fs::set_permissions(&certs.client_key, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let down = RefusedPort::new();
+    let (_root, home) = installed(&down);
+    let (uid, gid) = nobody();
+    let queue_as = |who: Option<(u32, u32)>, subject: &str| {
+        let mut cmd = Command::new(home.join("bin/sendmail"));
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("NULLQ_HOME", &home)
+            .env("HOME", "/")
+            .current_dir("/")
+            .arg("bob@example.net");
+        if let Some((uid, gid)) = who {
+            cmd.uid(uid).gid(gid);
+        }
+        let out = run(
+            cmd,
+            format!("Subject: {subject}\n\nhello\n").as_bytes(),
+            BOUND,
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(err.contains("fallback queue"), "{err}");
+    };
+    queue_as(Some((uid, gid)), "from nobody");
+    queue_as(None, "from root");
+    let server = crate::support::server::Server::start(&[
+        "--deliver",
+        "none",
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &certs.server_cert.display().to_string(),
+        "--tls-key",
+        &certs.server_key.display().to_string(),
+        "--tls-client-ca",
+        &certs.ca.display().to_string(),
+    ]);
+    let tls = server.tls_addr().expect("tls listener");
+    let control = home.join("control");
+    fs::write(control.join("qmqpservers"), format!("qmqps://{tls}\n")).expect("servers");
+    for (name, path) in [
+        ("tlscafile", &certs.ca),
+        ("tlsclientcert", &certs.client_cert),
+        ("tlsclientkey", &certs.client_key),
+    ] {
+        fs::write(control.join(name), format!("{}\n", path.display())).expect("control");
+    }
+    let mut cmd = Command::new(nullq());
+    cmd.arg("flush").arg("-v").env("NULLQ_HOME", &home);
+    let (_code, err) = run_code(cmd);
+    let taken = server.wait_log(Duration::from_secs(30), |l| l.contains("answer=K"));
+    assert!(taken.is_some_and(|l| l.contains("tls=TLSv1.3/")), "{err}");
+    assert_eq!(server.queued().len(), 1, "root's alone: {err}");
+    let waiting: Vec<_> = fs::read_dir(home.join("fallback/new"))
+        .expect("new/")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(waiting.len(), 1, "{err}");
+    assert_eq!(fs::metadata(&waiting[0]).expect("entry").uid(), uid);
+    assert!(err.contains("still waiting"), "{err}");
+}
