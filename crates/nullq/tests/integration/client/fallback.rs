@@ -414,7 +414,6 @@ fn roots_flush_sends_another_users_message_without_the_client_certificate() {
     require_root("acting as nobody");
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = crate::support::certs::Certs::make(dir.path());
-    fs::set_permissions(&certs.client_key, fs::Permissions::from_mode(0o600)).expect("chmod");
     let down = RefusedPort::new();
     let (_root, home) = installed(&down);
     let (uid, gid) = nobody();
@@ -440,18 +439,15 @@ fn roots_flush_sends_another_users_message_without_the_client_certificate() {
     };
     queue_as(Some((uid, gid)), "from nobody");
     queue_as(None, "from root");
-    let server = crate::support::server::Server::start(&[
-        "--deliver",
-        "none",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &certs.server_cert.display().to_string(),
-        "--tls-key",
-        &certs.server_key.display().to_string(),
-        "--tls-client-ca",
-        &certs.ca.display().to_string(),
-    ]);
+    let server = crate::support::server::Server::start_tls(
+        &certs,
+        &[
+            "--deliver",
+            "none",
+            "--tls-client-ca",
+            &certs.ca.display().to_string(),
+        ],
+    );
     let tls = server.tls_addr().expect("tls listener");
     let control = home.join("control");
     fs::write(control.join("qmqpservers"), format!("qmqps://{tls}\n")).expect("servers");

@@ -11,16 +11,7 @@ use crate::support::server::Server;
 const T: Duration = Duration::from_secs(60);
 
 fn tls_server(certs: &Certs) -> Server {
-    Server::start(&[
-        "--deliver",
-        "none",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &certs.server_cert.display().to_string(),
-        "--tls-key",
-        &certs.server_key.display().to_string(),
-    ])
+    Server::start_tls(certs, &["--deliver", "none"])
 }
 
 fn sendmail(host: &Host) -> std::process::Output {

@@ -307,22 +307,19 @@ fn sessions_that_sent_fast_and_then_stalled_give_way_to_a_new_client() {
 fn stalled_tls_handshakes_give_way_to_a_new_client() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = crate::support::certs::Certs::make(dir.path());
-    let server = Server::start(&[
-        "--deliver",
-        "none",
-        "--max-sessions",
-        "3",
-        "--max-sessions-per-ip",
-        "3",
-        "--first-byte-timeout",
-        "120",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &certs.server_cert.display().to_string(),
-        "--tls-key",
-        &certs.server_key.display().to_string(),
-    ]);
+    let server = Server::start_tls(
+        &certs,
+        &[
+            "--deliver",
+            "none",
+            "--max-sessions",
+            "3",
+            "--max-sessions-per-ip",
+            "3",
+            "--first-byte-timeout",
+            "120",
+        ],
+    );
     let tls = server.tls_addr().expect("tls listener");
     let _held: Vec<TcpStream> = (0..3)
         .map(|_| {

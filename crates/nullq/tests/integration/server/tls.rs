@@ -44,20 +44,17 @@ fn tls_server(dir: &Path, certs: &Certs) -> Server {
         ),
     )
     .expect("config");
-    Server::start(&[
-        "--deliver",
-        "none",
-        "--config",
-        &config.display().to_string(),
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &certs.server_cert.display().to_string(),
-        "--tls-key",
-        &certs.server_key.display().to_string(),
-        "--tls-client-ca",
-        &certs.ca.display().to_string(),
-    ])
+    Server::start_tls(
+        certs,
+        &[
+            "--deliver",
+            "none",
+            "--config",
+            &config.display().to_string(),
+            "--tls-client-ca",
+            &certs.ca.display().to_string(),
+        ],
+    )
 }
 
 /// A null-client host sending to `qmqps://ADDR`, trusting `ca`, with the client certificate
@@ -177,16 +174,7 @@ fn a_client_certificate_is_required_and_its_name_is_the_class() {
 fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = Certs::make(dir.path());
-    let server = Server::start(&[
-        "--deliver",
-        "none",
-        "--tls-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &certs.server_cert.display().to_string(),
-        "--tls-key",
-        &certs.server_key.display().to_string(),
-    ]);
+    let server = Server::start_tls(&certs, &["--deliver", "none"]);
     let addr = server.tls_addr().expect("tls address");
     assert!(Certs::served_subject(addr).ends_with("CN = localhost"));
 

@@ -53,6 +53,25 @@ impl Server {
         s
     }
 
+    /// [`Server::start`] with a TLS listener (`--tls-listen` on a port of its own, `certs`'
+    /// server certificate and key) beside the plain one, then `extra`.
+    pub fn start_tls(certs: &super::certs::Certs, extra: &[&str]) -> Server {
+        let (cert, key) = (
+            certs.server_cert.display().to_string(),
+            certs.server_key.display().to_string(),
+        );
+        let mut args = vec![
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
     /// Start `nullq serve` on `data` (kept after the server stops).
     pub fn start_in(data: &Path, extra: &[&str]) -> Server {
         let mut cmd = Command::new(nullq());
