@@ -257,9 +257,7 @@ impl Writer {
         if let Some(e) = ledger.refusal() {
             return Err(e);
         }
-        let mut writer = MessageWriter::create(intake)?;
-        writer.write(message)?;
-        writer.finish(envelope, ledger)
+        MessageWriter::store(intake, message, envelope, ledger)
     }
 }
 

@@ -5,7 +5,7 @@
 //! [`MessageWriter`] the one place that writes them.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IoSlice, Write};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,18 +96,59 @@ pub(crate) struct MessageWriter {
 impl MessageWriter {
     /// Creates `tmp/ID` and writes the header (buffered).
     pub(crate) fn create(intake: &Intake) -> Result<MessageWriter> {
+        let mut writer = MessageWriter::open(intake, BUF_SIZE)?;
+        writer.put(HEADER)?;
+        Ok(writer)
+    }
+
+    /// Creates `tmp/ID`, its writes gathered in a buffer of `capacity` bytes.
+    fn open(intake: &Intake, capacity: usize) -> Result<MessageWriter> {
         let (id, path, file) = intake.create()?;
-        let mut writer = MessageWriter {
+        Ok(MessageWriter {
             queue_path: intake.queue.join(id.to_string()),
             id,
             path,
-            out: Some(BufWriter::with_capacity(BUF_SIZE, file)),
+            out: Some(BufWriter::with_capacity(capacity, file)),
             crc: crc32fast::Hasher::new(),
             written: 0,
             renamed: false,
-        };
-        writer.put(HEADER)?;
-        Ok(writer)
+        })
+    }
+
+    /// Writes a message held whole in memory ([`crate::Spool::store`]) as its file and renames
+    /// it into `queue/`, as [`MessageWriter::finish`] does: header, message, envelope and
+    /// trailer go out in one vectored write from where they are, with no buffer to fill (the
+    /// committer writes every small message: a 64 KiB buffer and a copy each cost it more
+    /// than the write, BENCHMARKS.md).
+    pub(crate) fn store(
+        intake: &Intake,
+        message: &[u8],
+        envelope: &Envelope,
+        ledger: &Ledger,
+    ) -> Result<(QueueId, File)> {
+        let mut writer = MessageWriter::open(intake, 0)?;
+        let env = envelope.encode();
+        let mut crc = crc32fast::Hasher::new();
+        for part in [HEADER, message, &env] {
+            crc.update(part);
+        }
+        let trailer = Trailer {
+            msg_len: message.len() as u64,
+            env_len: env.len() as u64,
+            crc: crc.finalize(),
+        }
+        .encode();
+        let out = writer.out.take().ok_or_else(|| abandoned(&writer.path))?;
+        let (mut file, _) = out.into_parts();
+        let mut parts = [
+            IoSlice::new(HEADER),
+            IoSlice::new(message),
+            IoSlice::new(&env),
+            IoSlice::new(&trailer),
+        ];
+        write_all_vectored(&mut file, &mut parts)
+            .map_err(|e| SpoolError::io(Step::Write, &writer.path, e))?;
+        writer.rename(file, ledger)
     }
 
     pub(crate) fn id(&self) -> &QueueId {
@@ -149,6 +190,11 @@ impl MessageWriter {
             .write_all(&trailer.encode())
             .and_then(|()| out.into_inner().map_err(io::IntoInnerError::into_error))
             .map_err(|e| SpoolError::io(Step::Write, &self.path, e))?;
+        self.rename(file, ledger)
+    }
+
+    /// Renames the whole file `tmp/ID` to `queue/ID` (see [`MessageWriter::finish`]).
+    fn rename(mut self, file: File, ledger: &Ledger) -> Result<(QueueId, File)> {
         if let Some(e) = ledger.refusal() {
             return Err(e); // Drop deletes tmp/ID
         }
@@ -179,6 +225,21 @@ impl MessageWriter {
             drop(out.into_parts());
         }
     }
+}
+
+/// Writes every byte of `parts` with as few `writev`s as the file takes (one, for a regular
+/// file), going on after a short write; a write of nothing is an error, as `write_all`'s.
+fn write_all_vectored(file: &mut File, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        match file.write_vectored(parts) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn abandoned(path: &std::path::Path) -> SpoolError {

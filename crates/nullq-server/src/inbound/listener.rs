@@ -234,7 +234,7 @@ pub async fn serve(
 async fn run_one(front: Arc<Front>, admitted: Admitted, guard: SessionGuard) {
     let Admitted {
         stream,
-        mut peer,
+        peer,
         permit,
         ip_guard,
         tls,
@@ -249,6 +249,21 @@ async fn run_one(front: Arc<Front>, admitted: Admitted, guard: SessionGuard) {
         }
         return;
     };
+    // On the heap: a TLS session's future is several kilobytes (the handshake, the rustls
+    // connection), and every plain session's task would otherwise be that size too, copied
+    // into its task and moved at each of its stages (measured: 10 KB, a few µs a message).
+    Box::pin(run_tls(front, stream, peer, slot, guard, tls)).await;
+}
+
+/// [`run_one`] for a connection to a TLS listener: the handshake, then the session.
+async fn run_tls(
+    front: Arc<Front>,
+    stream: TcpStream,
+    mut peer: Peer,
+    slot: (OwnedSemaphorePermit, PerIpGuard, Registered),
+    guard: SessionGuard,
+    tls: Arc<ServerTls>,
+) {
     // TLS sends whole records: without Nagle's algorithm the answer's record and close_notify
     // leave at once instead of waiting for the client's delayed ACK. A failure only costs that.
     let _ = stream.set_nodelay(true);

@@ -60,6 +60,9 @@ use crate::process::logging::escape;
 /// by a red-team review: 104 KiB a session), bounded by `max_sessions`.
 const WRITE_CHUNK: usize = 64 * 1024;
 
+/// The most a message buffer is sized for at its start, from the length its client claims.
+const MESSAGE_ROOM: usize = 8 * 1024;
+
 /// The socket read buffer of a session that is sending.
 const READ_BUFFER: usize = 16 * 1024;
 
@@ -199,7 +202,8 @@ where
 {
     let deadline = tokio::time::Instant::now() + ctx.session_timeout;
     let mut decoder = RequestDecoder::new(ctx.limits.clone());
-    let mut buf = vec![0u8; FIRST_READ];
+    // Read into its spare room (`read_buf`): nothing to zero first.
+    let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ);
     let mut receiving: Option<Receiving> = None;
     let mut sender: Option<Vec<u8>> = None;
     let mut recipients: Vec<Vec<u8>> = Vec::new();
@@ -229,10 +233,7 @@ where
             Err(stop) => return Err(stop),
         };
         progress.add(n);
-        if n == buf.len() && buf.len() < READ_BUFFER {
-            // The client is sending in earnest: read in bigger pieces from now on.
-            buf.resize(READ_BUFFER, 0);
-        }
+        let full = n == buf.capacity() && buf.capacity() < READ_BUFFER;
         if n == 0 {
             if let Some(e) = decoder.rejection() {
                 // It closed its side before the end: it can still read the refusal.
@@ -244,17 +245,20 @@ where
             };
             return Err(Stop::Hangup(reason));
         }
-        let mut input = &buf[..n];
+        let mut input = &buf[..];
         while !input.is_empty() {
             let (used, event) = decoder.feed(input).map_err(refusal)?;
             input = &input[used..];
             let Some(event) = event else { continue };
             match event {
-                Event::MessageStart { .. } => {
-                    let mut buffer = Vec::with_capacity(1024);
-                    buffer.extend_from_slice(
-                        received::header(peer, &ctx.local_name, arrival).as_bytes(),
-                    );
+                Event::MessageStart { len } => {
+                    let header = received::header(peer, &ctx.local_name, arrival);
+                    // Room for the whole of a small message, so that gathering it never
+                    // copies it; never more than MESSAGE_ROOM for a length the client only
+                    // claims (a larger message grows its buffer as its bytes come).
+                    let room = usize::try_from(len).map_or(MESSAGE_ROOM, |n| n.min(MESSAGE_ROOM));
+                    let mut buffer = Vec::with_capacity(header.len() + room);
+                    buffer.extend_from_slice(header.as_bytes());
                     receiving = Some(Receiving { buffer, file: None });
                 }
                 Event::Message(bytes) => {
@@ -320,6 +324,10 @@ where
                 }
             }
         }
+        if full {
+            // The client is sending in earnest: read in bigger pieces from now on.
+            buf = Vec::with_capacity(READ_BUFFER);
+        }
     }
 }
 
@@ -328,7 +336,7 @@ where
 /// answer to a timeout names the configured limit that was hit (not the time left of it).
 async fn read<S>(
     io: &mut S,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
     deadline: tokio::time::Instant,
     ctx: &Context,
     progress: &Progress,
@@ -376,7 +384,7 @@ where
         )
     };
     tokio::select! {
-        read = tokio::time::timeout(limit, io.read(buf)) => match read {
+        read = tokio::time::timeout(limit, read_into(io, buf)) => match read {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => Err(Stop::Hangup(format!("read error: {e}"))),
             // The client is too slow: it is most likely gone, but say why in case it is not.
@@ -384,6 +392,16 @@ where
         },
         () = progress.evicted() => Err(Stop::TempFail(EVICTED.to_owned())),
     }
+}
+
+/// Reads what the client sent into `buf`'s spare room, in place of what was there: as much as
+/// its capacity takes.
+async fn read_into<S>(io: &mut S, buf: &mut Vec<u8>) -> std::io::Result<usize>
+where
+    S: AsyncRead + Unpin,
+{
+    buf.clear();
+    io.read_buf(buf).await
 }
 
 /// After a refusal, read (and throw away) what the client still sends until it closes, so that
