@@ -41,6 +41,8 @@ pub enum Step {
     Parse,
     /// Unlinking a file.
     Unlink,
+    /// Setting a file's mode (a message file made whole, `writer.rs`).
+    Chmod,
 }
 
 impl fmt::Display for Step {
@@ -59,6 +61,7 @@ impl fmt::Display for Step {
             Step::Read => "read",
             Step::Parse => "parse",
             Step::Unlink => "unlink",
+            Step::Chmod => "chmod",
         })
     }
 }

@@ -84,7 +84,7 @@ pub enum Flush {
     /// Linux 5.17 or later), else [`Flush::Files`].
     #[default]
     Auto,
-    /// `fdatasync` of each message file of the batch, issued together from a few threads
+    /// `fsync` of each message file of the batch, issued together from a few threads
     /// (their writeback started first) so that the filesystem merges them into one journal
     /// commit, then one `fsync` of `queue/`. Right wherever the spool lives.
     Files,
@@ -185,7 +185,7 @@ fn mount_root(root: &Path) -> bool {
 pub(crate) enum Outcome {
     Durable,
     /// This message alone failed: writing its file (a [`Work::Store`]), or its own
-    /// `fdatasync` or `close`.
+    /// `fsync` or `close`.
     FileFailed(SpoolError),
     /// This batch's flush failed.
     Failed(io::Error),
@@ -402,8 +402,7 @@ impl Flusher {
         }
     }
 
-    /// `fdatasync` and `close` of every file of the batch (`fsync` for a [`Work::Sync`]'s),
-    /// issued together; an entry whose file fails is decided (`FileFailed`), and a message's
+    /// `fsync` and `close` of every file of the batch (see [`sync_job`]), issued together; an entry whose file fails is decided (`FileFailed`), and a message's
     /// file unlinked (the directory fsync that follows makes that durable).
     fn sync_files(&mut self, ledger: &Ledger, batch: &mut [Entry]) {
         // Start the writeback of every file before waiting for any: the device sees them
@@ -423,7 +422,7 @@ impl Flusher {
             .filter(|(_, e)| waiting(e))
             .filter_map(|(i, e)| {
                 let file = e.file.take()?;
-                Some((i, file, e.path(ledger), e.other.is_some()))
+                Some((i, file, e.path(ledger)))
             })
             .collect();
         let results = match jobs.len() {
@@ -463,32 +462,20 @@ impl Entry {
     }
 }
 
-/// A file to sync: its place in the batch, the file, its path (for the error), and whether it
-/// is a [`Work::Sync`]'s (fsynced whole) rather than a message's (fdatasynced).
-type Job = (usize, File, PathBuf, bool);
+/// A file to sync: its place in the batch, the file, its path (for the error).
+type Job = (usize, File, PathBuf);
 
-/// The step a job's sync is: `fsync` for a [`Work::Sync`]'s file, `fdatasync` for a message's.
-fn job_step(job: &Job) -> Step {
-    if job.3 {
-        Step::Fsync
-    } else {
-        Step::Fdatasync
-    }
+/// Syncs and closes one job's file: `fsync`, the inode's every change with the data. A
+/// message's file too: the committer makes a small message's file in `queue/` itself, marked
+/// as being written until its mode is set (writer.rs), and that mode must be durable before
+/// `K` (`fdatasync` need not write a mode change).
+fn sync_job((i, file, path): Job) -> Synced {
+    (i, crate::sys::fsync_and_close(file, &path), path)
 }
-
-/// Syncs and closes one job's file.
-fn sync_job((i, file, path, whole): Job) -> Synced {
-    let result = if whole {
-        crate::sys::fsync_and_close(file, &path)
-    } else {
-        crate::sys::sync_and_close(file, &path)
-    };
-    (i, result, path)
-}
-/// A synced file: its place in the batch, how its `fdatasync` and `close` went, its path.
+/// A synced file: its place in the batch, how its `fsync` and `close` went, its path.
 type Synced = (usize, Result<()>, PathBuf);
 
-/// A few threads that `fdatasync` and close files handed to them, so that a batch's syncs are
+/// A few threads that `fsync` and close files handed to them, so that a batch's syncs are
 /// in flight together. They end when the pool is dropped (with the committer thread).
 struct SyncPool {
     jobs: Option<mpsc::Sender<Job>>,
@@ -512,7 +499,7 @@ impl SyncPool {
                         // leave the receiver half-used.
                         let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
                         let Ok(job) = job else { return };
-                        let (i, path, step) = (job.0, job.2.clone(), job_step(&job));
+                        let (i, path, step) = (job.0, job.2.clone(), Step::Fsync);
                         // A panic is an answer too (an error), so sync_all never waits forever.
                         let synced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             sync_job(job)
@@ -540,7 +527,7 @@ impl SyncPool {
     fn sync_all(&self, jobs: Vec<Job>) -> Vec<Synced> {
         let mut missing: Vec<(usize, PathBuf, Step)> = jobs
             .iter()
-            .map(|job| (job.0, job.2.clone(), job_step(job)))
+            .map(|job| (job.0, job.2.clone(), Step::Fsync))
             .collect();
         let mut results = Vec::with_capacity(jobs.len());
         if let Some(sender) = &self.jobs {

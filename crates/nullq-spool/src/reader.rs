@@ -46,7 +46,7 @@ impl MessageFile {
 
     /// [`MessageFile::open`]'s checks on a file already open.
     pub(crate) fn checked(file: File, path: &Path) -> Result<MessageFile, ReadError> {
-        let len = regular_len(&file, path)?;
+        let len = message_len(&file, path)?;
         if len < (HEADER.len() + TRAILER_LEN) as u64 {
             return Err(ReadError::Bad(format!(
                 "only {len} bytes: torn or not a queue file"
@@ -131,13 +131,32 @@ pub(crate) fn open_queue_file(path: &Path) -> Result<File, SpoolError> {
 /// The length of `file`, which must be a regular file: anything else in `queue/` is not a
 /// message, and is found corrupt as a torn file is.
 pub(crate) fn regular_len(file: &File, path: &Path) -> Result<u64, ReadError> {
+    Ok(regular(file, path)?.len())
+}
+
+/// [`regular_len`] of a queue file. One the committer is still writing
+/// ([`crate::writer::BEING_WRITTEN`]) is not in the queue yet: it answers as a file that is not
+/// there (`NotFound`), which every reader already takes as "gone since the listing".
+pub(crate) fn message_len(file: &File, path: &Path) -> Result<u64, ReadError> {
+    let meta = regular(file, path)?;
+    if crate::writer::is_being_written(&meta) {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "still being written: not in the queue yet",
+        );
+        return Err(ReadError::Io(SpoolError::io(Step::Open, path, e)));
+    }
+    Ok(meta.len())
+}
+
+fn regular(file: &File, path: &Path) -> Result<std::fs::Metadata, ReadError> {
     let meta = file
         .metadata()
         .map_err(|e| SpoolError::io(Step::Read, path, e))?;
     if !meta.is_file() {
         return Err(ReadError::Bad("not a regular file".into()));
     }
-    Ok(meta.len())
+    Ok(meta)
 }
 
 /// The most a state file may hold per recipient: its line with the longest result the runner

@@ -1,7 +1,8 @@
 //! What [`crate::Spool::open`] does before accepting anything: clean `tmp/` (by lock: files
 //! whose writer still holds them stay), check `queue/`, match `state/` to `queue/`. Nothing is
 //! deleted that might hold an acknowledged message: `tmp/` never does (no `K` is sent before
-//! the rename), and bad queue files go to `corrupt/`.
+//! the rename), nor a queue file still marked as being written (no `K` is sent before its mark
+//! is cleared), and bad queue files go to `corrupt/`.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -27,6 +28,9 @@ pub struct RecoveryReport {
     /// Files in `tmp/` left alone because their writer holds their lock: a running process is
     /// still receiving them (or writing a state update).
     pub tmp_in_use: Vec<PathBuf>,
+    /// Files in `queue/` that the last owner's committer was still writing when it stopped
+    /// (marked `BEING_WRITTEN`: never acknowledged), deleted.
+    pub unfinished_removed: Vec<PathBuf>,
     /// Files moved out of `queue/` and `state/` into `corrupt/` (their old paths).
     pub corrupt_moved: Vec<PathBuf>,
     /// The same moves with destination and reason, one log line each.
@@ -109,6 +113,13 @@ impl fmt::Display for RecoveryReport {
             self.corrupt.len(),
             self.orphan_states_removed.len()
         )?;
+        if !self.unfinished_removed.is_empty() {
+            write!(
+                f,
+                "; removed {} unfinished files from queue/",
+                self.unfinished_removed.len()
+            )?;
+        }
         if !self.unreadable.is_empty() {
             write!(
                 f,
@@ -142,6 +153,14 @@ pub(crate) fn recover(d: &Dirs) -> Result<RecoveryReport> {
         let bad = match name.to_str().and_then(|n| n.parse::<QueueId>().ok()) {
             None => Some("the name is not a queue id".to_string()),
             Some(_) if !kind.is_file() => Some("not a regular file".to_string()),
+            // Its writer stopped before the file was whole, so before any `K` for it.
+            Some(_) if crate::writer::left_being_written(&path) => {
+                if sys::unlink(&path)? {
+                    report.unfinished_removed.push(path);
+                    queue_changed = true;
+                }
+                continue;
+            }
             Some(id) => match check_message(&path) {
                 Ok(recipients) => {
                     good.insert(id, recipients);

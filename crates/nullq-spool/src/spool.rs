@@ -14,7 +14,7 @@ use crate::id::QueueId;
 use crate::incoming::Incoming;
 use crate::layout::Dirs;
 use crate::reader::{
-    check_whole, read_state_file, regular_len, MessageBytes, MessageFile, MessageReader, WHOLE_MAX,
+    check_whole, message_len, read_state_file, MessageBytes, MessageFile, MessageReader, WHOLE_MAX,
 };
 use crate::recover::{self, RecoveryReport};
 use crate::state::DeliveryState;
@@ -240,7 +240,7 @@ impl Spool {
     ) -> Result<(QueuedMessage, Option<MessageBytes>)> {
         use std::os::unix::fs::FileExt;
         let path = self.queue_path(id);
-        let len = regular_len(file, &path).map_err(|e| e.into_spool(&path))?;
+        let len = message_len(file, &path).map_err(|e| e.into_spool(&path))?;
         if len > WHOLE_MAX {
             let copy = file
                 .try_clone()
@@ -702,5 +702,102 @@ mod tests {
         assert_eq!(spool.list().expect("list"), vec![a]);
         assert_eq!(count(&root.join("tmp")), 0);
         assert!(!spool.committer().is_uncommitted(&a));
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::symlink_metadata(path)
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o7777
+    }
+
+    #[test]
+    fn a_stored_message_is_whole_and_unmarked_from_the_owner_and_from_an_attached_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("spool");
+        let (spool, _) = Spool::open(&root).expect("open");
+        let body = b"Subject: born\n\nin queue/\n".to_vec();
+        let id = spool.store(body.clone(), envelope()).wait().expect("store");
+        assert_eq!(mode(&spool.queue_path(&id)), 0o600, "the mark is cleared");
+        let mut read = Vec::new();
+        std::io::Read::read_to_end(&mut spool.message(&id).expect("message"), &mut read)
+            .expect("read");
+        assert_eq!(read, body);
+        let loaded = spool.load(&id).expect("load").envelope;
+        assert_eq!(
+            (loaded.sender, loaded.recipients),
+            (b"a@b".to_vec(), vec![b"c@d".to_vec()])
+        );
+        // A process that only attached (a `nullq qmqpd`) still writes in tmp/ and renames:
+        // its files are whole before they are in queue/, whoever cleans up meanwhile.
+        let attached = Spool::attach(&root).expect("attach");
+        let other = attached
+            .store(body.clone(), envelope())
+            .wait()
+            .expect("store");
+        assert_eq!(mode(&attached.queue_path(&other)), 0o600);
+        assert_eq!(count(&root.join("tmp")), 0);
+        assert_eq!(spool.list().expect("list").len(), 2);
+    }
+
+    /// What a committer stopped mid-write leaves (a crash, `kill -9`): `queue/ID` still marked
+    /// as being written, torn or even whole. It was never acknowledged: no reader takes it, and
+    /// the next open deletes it (and nothing else).
+    #[test]
+    fn a_queue_file_left_being_written_is_never_read_and_is_deleted_at_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("spool");
+        let (spool, _) = Spool::open(&root).expect("open");
+        let kept = spool
+            .store(b"kept".to_vec(), envelope())
+            .wait()
+            .expect("store");
+        let whole = spool
+            .store(b"whole".to_vec(), envelope())
+            .wait()
+            .expect("store");
+        drop(spool);
+        let mark = |path: &Path| {
+            std::fs::set_permissions(
+                path,
+                std::fs::Permissions::from_mode(0o600 | crate::writer::BEING_WRITTEN),
+            )
+            .expect("chmod")
+        };
+        // One whole but still marked (stopped between its write and its mode), one torn.
+        let whole_path = root.join("queue").join(whole.to_string());
+        mark(&whole_path);
+        let torn = QueueId::generate();
+        let torn_path = root.join("queue").join(torn.to_string());
+        std::fs::write(&torn_path, &crate::format::HEADER[..5]).expect("plant");
+        mark(&torn_path);
+
+        let attached = Spool::attach(&root).expect("attach");
+        for id in [whole, torn] {
+            let e = attached.load(&id).err();
+            assert!(matches!(&e, Some(e) if e.is_not_found()), "{id}: {e:?}");
+            let e = attached.message(&id).err();
+            assert!(matches!(&e, Some(e) if e.is_not_found()), "{id}: {e:?}");
+        }
+        drop(attached);
+
+        let (spool, report) = Spool::open(&root).expect("open");
+        let mut removed = report.unfinished_removed.clone();
+        removed.sort();
+        let mut expected = vec![whole_path, torn_path];
+        expected.sort();
+        assert_eq!(removed, expected);
+        assert!(report.corrupt.is_empty(), "{:?}", report.corrupt);
+        assert!(
+            report
+                .to_string()
+                .contains("removed 2 unfinished files from queue/"),
+            "{report}"
+        );
+        assert_eq!(spool.list().expect("list"), vec![kept]);
+        assert_eq!(count(&root.join("corrupt")), 0);
     }
 }

@@ -51,18 +51,11 @@ pub(crate) fn from_fs(e: nullq_fs::Error) -> SpoolError {
     SpoolError::io(step, e.path, e.source)
 }
 
-/// `fdatasync` then `close`, checking both. On error the descriptor is gone and the caller must
-/// treat the file's content as lost: after a failed fsync Linux may have dropped the dirty pages,
-/// so a retry would "succeed" on nothing.
-pub(crate) fn sync_and_close(file: File, path: &Path) -> Result<()> {
-    file.sync_data()
-        .map_err(|e| SpoolError::io(Step::Fdatasync, path, e))?;
-    // `File`'s own drop ignores close errors; this one reports them.
-    nullq_fs::close(file).map_err(|e| SpoolError::io(Step::Close, path, e))
-}
-
-/// [`sync_and_close`] with `fsync`: the inode's every change too (a delivery's file, whose mode
-/// was set on its descriptor; a directory).
+/// `fsync` then `close`, checking both: the inode's every change with the data (a message file,
+/// whose mode says it is whole; a delivery's file, whose mode was set on its descriptor; a
+/// directory). On error the descriptor is gone and the caller must treat the file's content as
+/// lost: after a failed fsync Linux may have dropped the dirty pages, so a retry would
+/// "succeed" on nothing.
 pub(crate) fn fsync_and_close(file: File, path: &Path) -> Result<()> {
     file.sync_all()
         .map_err(|e| SpoolError::io(Step::Fsync, path, e))?;

@@ -25,6 +25,8 @@ const BUF_SIZE: usize = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct Intake {
     tmp_fd: OwnedFd,
+    /// `queue/`, where the owner's committer makes small messages' files itself.
+    queue_fd: OwnedFd,
     tmp: PathBuf,
     queue: PathBuf,
     /// This process opened the spool and holds its lock: no other process cleans `tmp/` while
@@ -42,8 +44,10 @@ impl Intake {
     /// then go unlocked), `None` for a spool only attached to.
     pub(crate) fn new(dirs: &Dirs, lock: Option<Arc<File>>) -> Result<Intake> {
         let tmp_fd = nullq_fs::open_dir(&dirs.tmp).map_err(sys::from_fs)?;
+        let queue_fd = nullq_fs::open_dir(&dirs.queue).map_err(sys::from_fs)?;
         Ok(Intake {
             tmp_fd,
+            queue_fd,
             tmp: dirs.tmp.clone(),
             queue: dirs.queue.clone(),
             owner: lock.is_some(),
@@ -115,18 +119,19 @@ impl MessageWriter {
         })
     }
 
-    /// Writes a message held whole in memory ([`crate::Spool::store`]) as its file and renames
-    /// it into `queue/`, as [`MessageWriter::finish`] does: header, message, envelope and
-    /// trailer go out in one vectored write from where they are, with no buffer to fill (the
-    /// committer writes every small message: a 64 KiB buffer and a copy each cost it more
-    /// than the write, BENCHMARKS.md).
+    /// Writes a message held whole in memory ([`crate::Spool::store`]) as its file in
+    /// `queue/`: header, message, envelope and trailer in one vectored write from where they
+    /// are, with no buffer to fill. The committer of the process that opened the spool writes
+    /// it in `queue/` itself, marked [`BEING_WRITTEN`] until it is whole ([`born_in_queue`]);
+    /// one that only attached writes it in `tmp/` and renames it, as [`MessageWriter::finish`]
+    /// does (a `nullq deliver` beside it may clean up at any time, and judges only `tmp/`'s
+    /// files by their locks).
     pub(crate) fn store(
         intake: &Intake,
         message: &[u8],
         envelope: &Envelope,
         ledger: &Ledger,
     ) -> Result<(QueueId, File)> {
-        let mut writer = MessageWriter::open(intake, 0)?;
         let env = envelope.encode();
         let mut crc = crc32fast::Hasher::new();
         for part in [HEADER, message, &env] {
@@ -138,14 +143,18 @@ impl MessageWriter {
             crc: crc.finalize(),
         }
         .encode();
-        let out = writer.out.take().ok_or_else(|| abandoned(&writer.path))?;
-        let (mut file, _) = out.into_parts();
         let mut parts = [
             IoSlice::new(HEADER),
             IoSlice::new(message),
             IoSlice::new(&env),
             IoSlice::new(&trailer),
         ];
+        if intake.owner {
+            return born_in_queue(intake, &mut parts, ledger);
+        }
+        let mut writer = MessageWriter::open(intake, 0)?;
+        let out = writer.out.take().ok_or_else(|| abandoned(&writer.path))?;
+        let (mut file, _) = out.into_parts();
         write_all_vectored(&mut file, &mut parts)
             .map_err(|e| SpoolError::io(Step::Write, &writer.path, e))?;
         writer.rename(file, ledger)
@@ -225,6 +234,77 @@ impl MessageWriter {
             drop(out.into_parts());
         }
     }
+}
+
+/// The mark of a file in `queue/` that the committer is still writing: the sticky bit, which
+/// means nothing on a regular file and which nothing else in the spool sets. Such a file is not
+/// a message yet: readers take it as not there ([`crate::reader`]), and [`crate::Spool::open`]
+/// deletes it (its writer is gone, and no `K` was sent for it: the mark is cleared before the
+/// batch's flush, which comes before `K`).
+pub(crate) const BEING_WRITTEN: u32 = 0o1000;
+
+/// Whether `meta` is a queue file's still being written ([`BEING_WRITTEN`]).
+pub(crate) fn is_being_written(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & BEING_WRITTEN != 0
+}
+
+/// Whether `path` is a queue file left marked [`BEING_WRITTEN`] (not following a symlink).
+pub(crate) fn left_being_written(path: &std::path::Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && is_being_written(&m))
+}
+
+/// The owner's way to store a small message: `queue/ID` created (`O_EXCL`, mode 0600 and
+/// [`BEING_WRITTEN`]) and written, then its mode set to 0600: a whole message, made durable by
+/// the batch's flush (its `syncfs`, or its `fsync`, which covers the mode). No file in `tmp/`
+/// and no rename: those cost the committer a fifth of its CPU a message (BENCHMARKS.md, "Born
+/// in queue/"). The id is uncommitted in `ledger` before the file exists, so the runner never
+/// takes it; a write or mode that fails unlinks it again.
+fn born_in_queue(
+    intake: &Intake,
+    parts: &mut [IoSlice<'_>],
+    ledger: &Ledger,
+) -> Result<(QueueId, File)> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(e) = ledger.refusal() {
+        return Err(e);
+    }
+    let mut tries = 0;
+    let (id, name, mut file) = loop {
+        let id = QueueId::generate();
+        let name = id.to_string();
+        ledger.renaming(id);
+        match nullq_fs::create_new(
+            &intake.queue_fd,
+            &intake.queue,
+            &name,
+            0o600 | BEING_WRITTEN,
+        ) {
+            Ok(file) => break (id, name, file),
+            Err(e) => {
+                ledger.settled(&id);
+                if e.kind() != io::ErrorKind::AlreadyExists || tries >= 3 {
+                    return Err(sys::from_fs(e));
+                }
+                tries += 1;
+            }
+        }
+    };
+    let path = intake.queue.join(&name);
+    let written = write_all_vectored(&mut file, parts)
+        .map_err(|e| SpoolError::io(Step::Write, &path, e))
+        .and_then(|()| {
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| SpoolError::io(Step::Chmod, &path, e))
+        });
+    if let Err(e) = written {
+        drop(file);
+        // Best effort: if this fails, the next open deletes it (it is still marked).
+        let _ = std::fs::remove_file(&path);
+        ledger.settled(&id);
+        return Err(e);
+    }
+    Ok((id, file))
 }
 
 /// Writes every byte of `parts` with as few `writev`s as the file takes (one, for a regular
