@@ -19,7 +19,7 @@
 //!   every waiting caller, by one committer thread per spool; a caller waits blocking or awaits
 //!   the answer (`reply.rs`: the one-shot channel it comes on, plain `std`). `ledger.rs`: what
 //!   the committer's handles and thread share (uncommitted ids, counts, the poison).
-//! - [`Flush`] (`flush.rs`): how a batch is flushed (one `syncfs`, or `fdatasync`s issued
+//! - [`Flush`] (`flush.rs`): how a batch is flushed (one `syncfs`, or `fsync`s issued
 //!   together and one fsync of `queue/`), and the batch's writing and flushing.
 //! - [`Envelope`] and the message file format (`format.rs`, no I/O); [`MessageReader`] and
 //!   the checks on reading (`reader.rs`).
@@ -119,6 +119,7 @@ pub use recover::{CorruptFile, RecoveryReport, UnreadableFile};
 pub use spool::{QueuedMessage, Spool};
 pub use state::{DeliveryState, RecipientState, Status};
 pub use trigger::{pull_trigger, TRIGGER};
+pub use writer::is_being_written;
 
 #[cfg(test)]
 mod tests {

@@ -243,8 +243,10 @@ impl MessageWriter {
 /// batch's flush, which comes before `K`).
 pub(crate) const BEING_WRITTEN: u32 = 0o1000;
 
-/// Whether `meta` is a queue file's still being written ([`BEING_WRITTEN`]).
-pub(crate) fn is_being_written(meta: &std::fs::Metadata) -> bool {
+/// Whether `meta` (a `queue/ID` file's) says the file is still being written by the committer
+/// of the process that opened the spool: not a message yet, never acknowledged; take it as not
+/// there. For a tool that opens `queue/ID` itself (the delivery's message lock).
+pub fn is_being_written(meta: &std::fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & BEING_WRITTEN != 0
 }

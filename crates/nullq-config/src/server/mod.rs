@@ -66,7 +66,7 @@ pub struct ServerConfig {
     /// How the spool makes a batch of received messages durable before `K`: `auto` (the
     /// default: `filesystem` when the data directory is an ext4, xfs or btrfs mount of its own,
     /// else `files`),
-    /// `files` (an `fdatasync` of each message file, issued together, then one `fsync` of
+    /// `files` (an `fsync` of each message file, issued together, then one `fsync` of
     /// `queue/`) or `filesystem` (one `syncfs` of the spool's filesystem per batch). See
     /// docs/spool.md. Mirrors nothing in qmail or Postfix, which fsync each queue file alone.
     pub spool_flush: SpoolFlush,

@@ -13,7 +13,7 @@ pub enum SpoolFlush {
     /// mount root of an ext4, xfs or btrfs, on Linux 5.17 or later), else `files`.
     #[default]
     Auto,
-    /// `fdatasync` of every file of a batch, issued together, then one `fsync` of `queue/`.
+    /// `fsync` of every file of a batch, issued together, then one `fsync` of `queue/`.
     Files,
     /// One `syncfs(2)` of the spool's filesystem per batch.
     Filesystem,

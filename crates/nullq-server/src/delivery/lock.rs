@@ -75,6 +75,12 @@ impl MessageLock {
             Err(e) => return Err(LockError::Io(e)),
         };
         let meta = file.metadata().map_err(LockError::Io)?;
+        // Still being written by the committer (born in queue/, not acknowledged yet): not in
+        // the queue, for a delivery as for `nullq queue delete`, which would otherwise unlink a
+        // message its client is about to be told `K` for.
+        if nullq_spool::is_being_written(&meta) {
+            return Err(LockError::Gone);
+        }
         // SAFETY: flock on a descriptor we own and keep open for the call's duration.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {

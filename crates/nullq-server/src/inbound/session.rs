@@ -596,7 +596,7 @@ async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<
     };
     let joined = joined.map(|r| r.map(|id| (id, started.elapsed())));
     if let Some(e) = ctx.spool.committer().take_flush_fallback() {
-        tracing::error!(target: "nullq::spool", "syncfs of the spool's filesystem failed ({e}): a writeback on that disk failed; committing file by file (fdatasync each) from now on");
+        tracing::error!(target: "nullq::spool", "syncfs of the spool's filesystem failed ({e}): a writeback on that disk failed; committing file by file (fsync each) from now on");
     }
     match joined {
         Ok(Ok((id, took))) => {

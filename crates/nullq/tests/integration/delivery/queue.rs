@@ -426,3 +426,49 @@ fn queue_lifetime_expiry_with_a_simulated_clock() {
         server.log_text()
     );
 }
+
+/// Red-team (abcdbce): a small message is born in `queue/`, marked as being written (mode
+/// 1600) from its `O_EXCL` create until its `fchmod` to 0600; the committer then syncs it and
+/// answers `K`. Every reader takes such a file as not there (`show`, `list`, `retry` say so),
+/// but `nullq queue delete` takes the message's lock and unlinks it all the same: the
+/// committer, which holds its own descriptor, then clears the mark on the unlinked inode,
+/// flushes and sends `K` for a message no longer anywhere. The file here is in exactly the
+/// state the committer leaves it in between its `writev` and its `fchmod`.
+#[test]
+fn queue_delete_leaves_a_message_still_being_written_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (spool, _) = nullq_spool::Spool::open(&data).expect("open");
+    let id = spool
+        .store(
+            b"Subject: born\n\nstill being written\n".to_vec(),
+            nullq_spool::Envelope {
+                arrival: std::time::SystemTime::now(),
+                client_addr: "192.0.2.7:4711".into(),
+                client_host: String::new(),
+                sender: b"a@example.net".to_vec(),
+                recipients: vec![b"b@example.net".to_vec()],
+            },
+        )
+        .wait()
+        .expect("store");
+    drop(spool);
+    let path = data.join("queue").join(id.to_string());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o1600)).expect("mark");
+    let id = id.to_string();
+
+    // The readers agree it is not in the queue yet.
+    let (code, _, err) = queue(&data, &["show", &id]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no such message"), "{err}");
+
+    let (code, out, err) = queue(&data, &["delete", &id]);
+    assert!(
+        path.exists(),
+        "`nullq queue delete` unlinked a file still being written (exit {code:?}: {out}{err}): \
+         its committer answers K for it next"
+    );
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("no such message"), "{err}");
+}
