@@ -18,12 +18,10 @@ fn is_safe(ch: u8) -> bool {
     ch.is_ascii_alphanumeric() || b".@%+/=:-[]".contains(&ch)
 }
 
-/// `s` with every byte outside `[A-Za-z0-9.@%+/=:\-\[\]]` replaced by `?` (qmail's `safeput`),
-/// so that a peer's name cannot forge header lines.
-fn safe(s: &str) -> String {
-    s.bytes()
-        .map(|b| if is_safe(b) { b as char } else { '?' })
-        .collect()
+/// Appends `s` to `out` with every byte outside `[A-Za-z0-9.@%+/=:\-\[\]]` replaced by `?`
+/// (qmail's `safeput`), so that a peer's name cannot forge header lines.
+fn push_safe(out: &mut String, s: &str) {
+    out.extend(s.bytes().map(|b| if is_safe(b) { b as char } else { '?' }));
 }
 
 /// qmail's `received()`: `Received: from HOST (HELO helo) (info@IP)\n  by LOCAL with PROTO; DATE\n`,
@@ -37,32 +35,83 @@ pub fn received(
     helo: Option<&str>,
     time: SystemTime,
 ) -> String {
-    let mut s = format!("Received: from {}", safe(remote_host));
-    if let Some(helo) = helo {
-        s.push_str(&format!(" (HELO {})", safe(helo)));
-    }
-    s.push_str(" (");
-    if let Some(info) = remote_info {
-        s.push_str(&safe(info));
-        s.push('@');
-    }
-    s.push_str(&format!(
-        "{})\n  by {} with {}; {}\n",
-        safe(remote_ip),
-        safe(local),
-        protocol,
-        date822(time)
-    ));
+    let mut s = String::with_capacity(128);
+    let client = Client {
+        ip: remote_ip,
+        host: remote_host,
+        info: remote_info,
+        helo,
+    };
+    push_received(&mut s, protocol, local, &client, "", &date822(time));
     s
+}
+
+/// The client as [`received`] names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    /// Its IP address as text.
+    pub ip: &'a str,
+    /// Its host name (`unknown` when not known).
+    pub host: &'a str,
+    /// The ident user name, for `info@`.
+    pub info: Option<&'a str>,
+    /// What it said in HELO, for `(HELO ...)`.
+    pub helo: Option<&'a str>,
+}
+
+/// [`received`] appended to `out`, with `comment` (whole lines, each ending in `\n`, or empty:
+/// Postfix's place for its TLS comment) between the client and `by`, and `date` as
+/// [`date822`] wrote it: the server builds both trace fields of a message in one buffer, with
+/// one date.
+pub fn push_received(
+    out: &mut String,
+    protocol: &str,
+    local: &str,
+    client: &Client<'_>,
+    comment: &str,
+    date: &str,
+) {
+    out.push_str("Received: from ");
+    push_safe(out, client.host);
+    if let Some(helo) = client.helo {
+        out.push_str(" (HELO ");
+        push_safe(out, helo);
+        out.push(')');
+    }
+    out.push_str(" (");
+    if let Some(info) = client.info {
+        push_safe(out, info);
+        out.push('@');
+    }
+    push_safe(out, client.ip);
+    out.push_str(")\n");
+    out.push_str(comment);
+    out.push_str("  by ");
+    push_safe(out, local);
+    out.push_str(" with ");
+    out.push_str(protocol);
+    out.push_str("; ");
+    out.push_str(date);
+    out.push('\n');
 }
 
 /// qmail-queue's own trace field: `Received: (qmail PID invoked WHO); DATE\n`, where `invoked`
 /// is `from network` (qmaild), `by alias`, `for bounce` or `by uid N`.
 pub fn queue_received(pid: u32, invoked: &str, time: SystemTime) -> String {
-    format!(
-        "Received: (qmail {pid} invoked {invoked}); {}\n",
-        date822(time)
-    )
+    let mut s = String::with_capacity(64);
+    push_queue_received(&mut s, "qmail", pid, invoked, &date822(time));
+    s
+}
+
+/// [`queue_received`] appended to `out`, naming `program` (nullq's server writes `nullq`) and
+/// with `date` as [`date822`] wrote it.
+pub fn push_queue_received(out: &mut String, program: &str, pid: u32, invoked: &str, date: &str) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "Received: ({program} {pid} invoked {invoked}); {date}\n"
+    );
 }
 
 #[cfg(test)]
@@ -107,7 +156,9 @@ mod tests {
 
     #[test]
     fn unsafe_bytes() {
-        assert_eq!(safe("a b\r\nc(d)é"), "a?b??c?d???");
+        let mut safe = String::new();
+        push_safe(&mut safe, "a b\r\nc(d)é");
+        assert_eq!(safe, "a?b??c?d???");
         let t = UNIX_EPOCH;
         assert_eq!(
             received("SMTP", "me", "1.2.3.4", "evil\nX-Forged: 1", Some("joe"), Some("h)"), t),

@@ -9,34 +9,36 @@
 
 use std::time::SystemTime;
 
-use nullq_mail::trace::{queue_received, received};
+use nullq_mail::date::date822;
+use nullq_mail::trace::{push_queue_received, push_received, Client};
 
 use crate::inbound::peer::{Peer, TlsInfo};
 
-/// The Received lines for a message from `peer`, arriving at `when`.
+/// The Received lines for a message from `peer`, arriving at `when`: built in one buffer with
+/// one date (they are written for every message a session receives).
 pub fn header(peer: &Peer, local_name: &str, when: SystemTime) -> String {
-    let mut lines = queue_received(nullq_fs::host::process_id(), "from network", when)
-        .replacen("(qmail ", "(nullq ", 1);
-    let (protocol, tls) = match &peer.tls {
-        None => ("QMQP", None),
-        Some(tls) => ("QMQPS", Some(tls_comment(tls))),
-    };
-    let mut field = received(
-        protocol,
-        local_name,
-        &peer.received_ip(),
-        &peer.host,
-        peer.info.as_deref(),
-        None,
-        when,
+    let date = date822(when);
+    let mut lines = String::with_capacity(256);
+    push_queue_received(
+        &mut lines,
+        "nullq",
+        nullq_fs::host::process_id(),
+        "from network",
+        &date,
     );
-    if let Some(comment) = tls {
+    let (protocol, comment) = match &peer.tls {
+        None => ("QMQP", String::new()),
         // Postfix's place for it: after the client, before `by`.
-        if let Some(at) = field.find("\n  by ") {
-            field.insert_str(at + 1, &comment);
-        }
-    }
-    lines.push_str(&field);
+        Some(tls) => ("QMQPS", tls_comment(tls)),
+    };
+    let ip = peer.received_ip();
+    let client = Client {
+        ip: &ip,
+        host: &peer.host,
+        info: peer.info.as_deref(),
+        helo: None,
+    };
+    push_received(&mut lines, protocol, local_name, &client, &comment, &date);
     lines
 }
 
