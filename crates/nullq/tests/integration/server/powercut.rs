@@ -27,7 +27,7 @@ fn every_k_survives_a_power_cut_under_load_with_one_syncfs_a_batch() {
 }
 
 #[test]
-fn every_k_survives_a_power_cut_under_load_with_fdatasyncs_issued_together() {
+fn every_k_survives_a_power_cut_under_load_with_fsyncs_issued_together() {
     power_cut_under_load("files");
 }
 
