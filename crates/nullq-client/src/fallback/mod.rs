@@ -85,6 +85,10 @@ pub struct FallbackQueue {
 pub struct FlushLimit {
     /// At most this many messages are offered to servers.
     pub max_messages: usize,
+    /// At most this many entries of `new/` are looked at, messages or not: `new/` is writable
+    /// by every user, and a hundred thousand names planted there must not make every
+    /// injection's flush a second-long scan.
+    pub max_examined: usize,
 }
 
 impl FlushLimit {
@@ -92,15 +96,24 @@ impl FlushLimit {
     pub fn all() -> FlushLimit {
         FlushLimit {
             max_messages: usize::MAX,
+            max_examined: usize::MAX,
         }
     }
 
     /// A little, after a successful injection: the injecting program (often a cron job) should
     /// not turn into a long-running queue runner.
     pub fn opportunistic() -> FlushLimit {
-        FlushLimit { max_messages: 20 }
+        FlushLimit {
+            max_messages: 20,
+            max_examined: 100,
+        }
     }
 }
+
+/// How many entries that are not messages one flush names, a line each; the rest are counted
+/// in one line. Anyone may plant names in `new/`, and each line goes to the stderr of root's
+/// cron job.
+pub const SKIPPED_LINES: usize = 10;
 
 /// What a flush did.
 #[derive(Debug, Default)]
@@ -113,14 +126,27 @@ pub struct FlushReport {
     pub waiting: usize,
     /// Messages another flush was sending at the time.
     pub busy: usize,
-    /// Entries that are not messages of ours (left in place, a log line each).
+    /// Entries that are not messages of ours (left in place, a log line each for the first
+    /// [`SKIPPED_LINES`], then one line for the rest).
     pub skipped: usize,
+    /// Entries not looked at: past [`FlushLimit::max_examined`] (left for the next flush).
+    pub unexamined: usize,
     /// Other users' messages, left to root's flush (a flush by a user other than root).
     pub foreign: usize,
     /// What went wrong, a line each.
     pub log: Vec<String>,
     /// A problem that stopped the flush (the configuration, the directory).
     pub error: Option<String>,
+}
+
+impl FlushReport {
+    /// The line about an entry that is not a message (it is then counted in `skipped`): kept
+    /// for the first [`SKIPPED_LINES`] of them only.
+    fn skip_line(&mut self, line: String) {
+        if self.skipped < SKIPPED_LINES {
+            self.log.push(line);
+        }
+    }
 }
 
 /// One waiting (or failed) message, for `mailq`.
@@ -352,6 +378,10 @@ impl FallbackQueue {
                 report.waiting += ids.len() - i;
                 break;
             }
+            if i >= limit.max_examined {
+                report.unexamined += ids.len() - i;
+                break;
+            }
             match self.flush_one((transport, &others), use_syslog, id, me, &mut report) {
                 Step::Sent => report.sent += 1,
                 Step::Failed => report.failed += 1,
@@ -366,6 +396,12 @@ impl FallbackQueue {
                 }
             }
             offered = report.sent + report.failed + report.waiting;
+        }
+        if report.skipped > SKIPPED_LINES {
+            report.log.push(format!(
+                "and {} more entries that are not messages, left in place (not listed)",
+                report.skipped - SKIPPED_LINES
+            ));
         }
         report
     }
@@ -384,7 +420,7 @@ impl FallbackQueue {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Step::Gone,
             Err(e) => {
-                report.log.push(format!("{id}: unable to look at it: {e}"));
+                report.skip_line(format!("{id}: unable to look at it: {e}"));
                 return Step::Skipped;
             }
         };
@@ -398,7 +434,7 @@ impl FallbackQueue {
                 .ok()
                 .flatten()
                 .unwrap_or("not a regular file");
-            report.log.push(format!(
+            report.skip_line(format!(
                 "{id}: skipped, left in place: {kind} owned by uid {owner} is not a message"
             ));
             return Step::Skipped;
@@ -409,21 +445,19 @@ impl FallbackQueue {
                 return Step::Gone
             }
             Err(e) => {
-                report
-                    .log
-                    .push(format!("{id}: skipped, left in place: {e}"));
+                report.skip_line(format!("{id}: skipped, left in place: {e}"));
                 return Step::Skipped;
             }
         };
         let held = match file.metadata() {
             Ok(held) => held,
             Err(e) => {
-                report.log.push(format!("{id}: unable to fstat: {e}"));
+                report.skip_line(format!("{id}: unable to fstat: {e}"));
                 return Step::Skipped;
             }
         };
         if held.nlink() != 1 {
-            report.log.push(format!(
+            report.skip_line(format!(
                 "{id}: skipped, left in place: a file with {} links is not a message",
                 held.nlink()
             ));
@@ -433,7 +467,7 @@ impl FallbackQueue {
             Ok(true) => {}
             Ok(false) => return Step::Busy,
             Err(e) => {
-                report.log.push(format!("{id}: unable to lock: {e}"));
+                report.skip_line(format!("{id}: unable to lock: {e}"));
                 return Step::Skipped;
             }
         }
@@ -455,7 +489,7 @@ impl FallbackQueue {
             }
         };
         if let Some(uid) = header.uid.filter(|uid| *uid != held.uid()) {
-            report.log.push(format!(
+            report.skip_line(format!(
                 "{id}: skipped, left in place: it says uid {uid} queued it, but uid {} owns it",
                 held.uid()
             ));

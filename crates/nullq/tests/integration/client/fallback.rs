@@ -472,3 +472,74 @@ fn roots_flush_sends_another_users_message_without_the_client_certificate() {
     assert_eq!(fs::metadata(&waiting[0]).expect("entry").uid(), uid);
     assert!(err.contains("still waiting"), "{err}");
 }
+
+/// What `nobody` plants by the thousand: symlinks in `new/`, named like ids older than any
+/// real one. Returns their names.
+fn plant_links(new: &Path, count: usize) -> Vec<String> {
+    let (uid, gid) = nobody();
+    fs::create_dir_all(new).expect("new/");
+    (1..=count)
+        .map(|i| {
+            let name = format!("1.{i:09}.{i}");
+            let link = new.join(&name);
+            std::os::unix::fs::symlink("/etc/passwd", &link).expect("symlink");
+            std::os::unix::fs::lchown(&link, Some(uid), Some(gid)).expect("lchown");
+            name
+        })
+        .collect()
+}
+
+/// The lines of `stderr` that name one of `names`.
+fn lines_naming(stderr: &str, names: &[String]) -> usize {
+    stderr
+        .lines()
+        .filter(|l| names.iter().any(|n| l.contains(&format!("{n}:"))))
+        .count()
+}
+
+/// A local user fills `new/` with names (left alone from session 8: 100,000 symlinks cost
+/// every injection 0.9 s and root's cron mail 100,000 lines of stderr). A flush names ten of
+/// them and counts the rest in one line; the small flush after an injection looks at no more
+/// than 100 entries; root's `nullq flush` still reaches and sends the real message behind them.
+#[test]
+fn names_planted_by_the_thousand_cost_a_flush_ten_lines() {
+    require_root("planting as nobody and flushing as root");
+    let host = Host::new();
+    host.control("fallbackqueue", "fallback");
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
+    let (code, err) = run_queue(&host, "qmail-qmqpc", MESSAGE, ENVELOPE, BOUND);
+    assert_eq!(code, 0, "root's message kept: {err}");
+    let new = host.home().join("fallback/new");
+    let names = plant_links(&new, 1000);
+
+    let up = QmqpServer::start(Answer::Accept);
+    host.servers(&[up.addr]);
+    // As cron does: root's mail gets K, then the small flush meets the plants first.
+    let mut cmd = host.cmd("sendmail");
+    cmd.args(["-FCronDaemon", "-i", "-oem", "root"]);
+    let out = run(cmd, b"Subject: cron\n\noutput\n", BOUND);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "sendmail finished: {err}");
+    assert_eq!(lines_naming(&err, &names), 10, "{err}");
+    assert!(
+        err.contains("and 90 more entries that are not messages, left in place (not listed)"),
+        "100 looked at, 10 named: {err}"
+    );
+    assert_eq!(err.lines().count(), 11, "{err}");
+    assert_eq!(up.received().len(), 1, "the cron mail only: the rest waits");
+
+    let (code, err) = flush(&host);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(lines_naming(&err, &names), 10, "{err}");
+    assert!(
+        err.contains("and 990 more entries that are not messages, left in place (not listed)"),
+        "{err}"
+    );
+    let got = up.received();
+    assert_eq!(got.len(), 2, "the waiting message sent behind the plants");
+    assert_eq!(got[1].message, MESSAGE);
+    assert!(names
+        .iter()
+        .all(|n| fs::symlink_metadata(new.join(n)).is_ok_and(|m| m.file_type().is_symlink())));
+}
