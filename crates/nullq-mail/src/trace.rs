@@ -108,10 +108,7 @@ pub fn queue_received(pid: u32, invoked: &str, time: SystemTime) -> String {
 pub fn push_queue_received(out: &mut String, program: &str, pid: u32, invoked: &str, date: &str) {
     use std::fmt::Write;
     // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "Received: ({program} {pid} invoked {invoked}); {date}\n"
-    );
+    let _ = writeln!(out, "Received: ({program} {pid} invoked {invoked}); {date}");
 }
 
 #[cfg(test)]
