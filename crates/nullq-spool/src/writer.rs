@@ -259,8 +259,8 @@ pub(crate) fn left_being_written(path: &std::path::Path) -> bool {
 /// The owner's way to store a small message: `queue/ID` created (`O_EXCL`, mode 0600 and
 /// [`BEING_WRITTEN`]) and written, then its mode set to 0600: a whole message, made durable by
 /// the batch's flush (its `syncfs`, or its `fsync`, which covers the mode). No file in `tmp/`
-/// and no rename: those cost the committer a fifth of its CPU a message (BENCHMARKS.md, "Born
-/// in queue/"). The id is uncommitted in `ledger` before the file exists, so the runner never
+/// and no rename: those cost the committer a fifth of its CPU a message (BENCHMARKS.md, "Fewer
+/// copies, a faster allocator, and messages born in `queue/`"). The id is uncommitted in `ledger` before the file exists, so the runner never
 /// takes it; a write or mode that fails unlinks it again.
 fn born_in_queue(
     intake: &Intake,

@@ -91,7 +91,9 @@ fn exit(code: i32) -> ExitCode {
 
 /// mimalloc in place of glibc's malloc: the server's sessions allocate and free a few buffers a
 /// message on several threads, where glibc's arenas and fastbin consolidation cost about 8 % of
-/// its CPU (BENCHMARKS.md, "Fewer copies and a faster allocator"). Built without transparent
-/// huge pages (`no_thp`): with them a client program started 8 MB resident instead of 4 MB.
+/// its CPU (BENCHMARKS.md, "Fewer copies, a faster allocator, and messages born in queue/").
+/// Built without asking for transparent huge pages (`no_thp`): asking, a client program peaked
+/// at 8-11 MB resident; without, 4.4-4.8 MB (glibc: 4.0-4.3 MB). A host whose
+/// `transparent_hugepage` is `always` may still give the arena huge pages.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -616,3 +616,190 @@ async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<
         ))),
     }
 }
+
+#[cfg(test)]
+mod split_reads {
+    //! The session reads into its buffer's spare room (`read_into`), growing it from 512 bytes
+    //! to 16 KiB: a request handed over in pieces of every size around those (a reader that
+    //! gives exactly the pieces asked for: TCP cannot be made to split so) must be stored
+    //! exactly, each message differing at every offset so that a stale byte shows (a red-team
+    //! test of 904c4c3; without `buf.clear()` it fails).
+    use super::*;
+    use std::io::Read;
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Poll};
+    use tokio::io::ReadBuf;
+
+    use nullq_config::server::ServerConfig;
+    use nullq_spool::Spool;
+
+    /// A client that hands the request over in pieces of the given sizes (cycled), then EOF.
+    struct Chunked {
+        data: Vec<u8>,
+        pos: usize,
+        sizes: Vec<usize>,
+        next: usize,
+        out: Vec<u8>,
+    }
+
+    impl AsyncRead for Chunked {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut TaskContext<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let me = &mut *self;
+            let left = me.data.len() - me.pos;
+            let size = me.sizes[me.next % me.sizes.len()].max(1);
+            me.next += 1;
+            let n = left.min(size).min(buf.remaining());
+            buf.put_slice(&me.data[me.pos..me.pos + n]);
+            me.pos += n;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Chunked {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _cx: &mut TaskContext<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.out.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: Pin<&mut Self>,
+            _: &mut TaskContext<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn peer() -> Peer {
+        Peer {
+            ip: "10.1.2.3".parse().ok(),
+            host: "unknown".into(),
+            ip_text: None,
+            info: None,
+            env: Vec::new(),
+            tls: None,
+        }
+    }
+
+    /// Message bytes that differ at every offset (so a stale byte shows).
+    fn message(len: usize, seed: u32) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        let mut m: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                b'!' + (x % 90) as u8
+            })
+            .collect();
+        if len > 20 {
+            m[..11].copy_from_slice(b"Subject: x\n");
+        }
+        m
+    }
+
+    fn run_case(
+        rt: &tokio::runtime::Runtime,
+        ctx: &Arc<Context>,
+        spool: &Spool,
+        request: Vec<u8>,
+        sizes: &[usize],
+    ) -> (String, Option<Vec<u8>>) {
+        let mut io = Chunked {
+            data: request,
+            pos: 0,
+            sizes: sizes.to_vec(),
+            next: 0,
+            out: Vec::new(),
+        };
+        let peer = peer();
+        let progress = Progress::new(ctx.min_data_rate);
+        let outcome = rt.block_on(run(&mut io, &peer, Arc::clone(ctx), &progress));
+        let answer = String::from_utf8_lossy(&io.out).into_owned();
+        let stored = outcome.id.map(|id| {
+            let id = id.parse().expect("queue id");
+            let mut stored = Vec::new();
+            spool
+                .message(&id)
+                .expect("message")
+                .read_to_end(&mut stored)
+                .expect("read");
+            spool.remove(&id).ok();
+            stored
+        });
+        (answer, stored)
+    }
+
+    #[test]
+    fn every_split_stores_the_message_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("rt");
+        let (spool, _) = rt
+            .block_on(async { Spool::open(dir.path()) })
+            .expect("spool");
+        let ctx =
+            rt.block_on(async { Arc::new(Context::new(&ServerConfig::default(), spool.clone())) });
+        let lens = [
+            0usize, 1, 2, 100, 480, 511, 512, 513, 1000, 4095, 8191, 8192, 8193, 9000, 16383,
+            16384, 16385, 40000, 65535, 65536, 65537, 70000, 140_000,
+        ];
+        let splits: [&[usize]; 10] = [
+            &[1],
+            &[2],
+            &[3, 7],
+            &[511],
+            &[512],
+            &[513],
+            &[600, 1],
+            &[16384],
+            &[100_000],
+            &[17, 4096, 1, 16383, 9999],
+        ];
+        let mut cases = 0;
+        for (i, &len) in lens.iter().enumerate() {
+            for sizes in splits {
+                if len > 20_000 && sizes.iter().all(|&s| s < 300) {
+                    continue; // too slow, covered by the others
+                }
+                let msg = message(len, (i * 31 + sizes[0]) as u32);
+                let request =
+                    qmqp::encode_request(&msg, b"a@example.net", &[b"b@example.net".to_vec()]);
+                let (answer, stored) = run_case(&rt, &ctx, &spool, request, sizes);
+                assert!(
+                    answer.contains(":Kok "),
+                    "len {len} split {sizes:?}: {answer}"
+                );
+                let stored = stored.expect("stored");
+                assert!(
+                    stored.ends_with(&msg),
+                    "len {len} split {sizes:?}: message bytes differ"
+                );
+                let head = &stored[..stored.len() - msg.len()];
+                assert_eq!(
+                    head.iter().filter(|&&b| b == b'\n').count(),
+                    3,
+                    "len {len} split {sizes:?}"
+                );
+                assert!(
+                    head.starts_with(b"Received: (nullq "),
+                    "len {len} split {sizes:?}"
+                );
+                cases += 1;
+            }
+        }
+        assert!(cases > 150);
+    }
+}
