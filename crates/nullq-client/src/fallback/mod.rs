@@ -265,23 +265,36 @@ impl FallbackQueue {
     /// Ids in `sub` (`new` or `failed`), oldest first; an absent directory is empty. Every name
     /// but dot-names and `.why` files: what is not a message is found out by whoever opens it.
     fn ids(&self, sub: &str) -> io::Result<Vec<String>> {
+        Ok(self.oldest_ids(sub, usize::MAX)?.0)
+    }
+
+    /// The `max` oldest of [`FallbackQueue::ids`], oldest first, and how many there were in all. Only
+    /// `max` names are held at a time (the rest are dropped as they are read), so that a
+    /// hundred thousand names planted in `new/` cost a small flush no memory to speak of.
+    fn oldest_ids(&self, sub: &str, max: usize) -> io::Result<(Vec<String>, usize)> {
         let dir = self.sub(sub);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
             Err(e) => return Err(with_path(e, "read", &dir)),
         };
-        let mut ids = Vec::new();
+        // The `max` smallest keys seen so far; the largest of them on top, to be dropped.
+        let mut oldest = std::collections::BinaryHeap::new();
+        let mut total = 0;
         for entry in entries {
             let entry = entry.map_err(|e| with_path(e, "read", &dir))?;
             if let Some(name) = entry.file_name().to_str() {
                 if !name.starts_with('.') && !name.ends_with(".why") {
-                    ids.push(name.to_owned());
+                    total += 1;
+                    oldest.push(id_key(name));
+                    if oldest.len() > max {
+                        oldest.pop();
+                    }
                 }
             }
         }
-        ids.sort_by_cached_key(|id| id_key(id));
-        Ok(ids)
+        let ids = oldest.into_sorted_vec().into_iter().map(|k| k.3).collect();
+        Ok((ids, total))
     }
 
     /// Every waiting message, then every failed one, for `mailq`: all of them for root, a
@@ -363,8 +376,11 @@ impl FallbackQueue {
             report.error = Some(e);
             return report;
         }
-        let ids = match self.ids("new") {
-            Ok(ids) => ids,
+        let ids = match self.oldest_ids("new", limit.max_examined) {
+            Ok((ids, total)) => {
+                report.unexamined = total - ids.len();
+                ids
+            }
             Err(e) => {
                 report.error = Some(e.to_string());
                 return report;
@@ -376,10 +392,6 @@ impl FallbackQueue {
         for (i, id) in ids.iter().enumerate() {
             if offered >= limit.max_messages {
                 report.waiting += ids.len() - i;
-                break;
-            }
-            if i >= limit.max_examined {
-                report.unexamined += ids.len() - i;
                 break;
             }
             match self.flush_one((transport, &others), use_syslog, id, me, &mut report) {
@@ -684,6 +696,39 @@ mod tests {
             sender: b"jason@example.net".to_vec(),
             recipients: vec![b"bob@example.net".to_vec(), b"eve@example.net".to_vec()],
         }
+    }
+
+    #[test]
+    fn a_small_flush_holds_only_the_oldest_names() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let queue = FallbackQueue::new(dir.path().join("fallback"));
+        let new = dir.path().join("fallback/new");
+        fs::create_dir_all(&new)?;
+        // Arrival second, nanoseconds, pid: read from the names in whatever order.
+        for name in [
+            "9.1.1",
+            "3.5.2",
+            "3.4.9",
+            "12.0.1",
+            "1.9.9",
+            "x",
+            ".hidden",
+            "2.0.0.why",
+        ] {
+            fs::write(new.join(name), b"")?;
+        }
+        let (oldest, total) = queue.oldest_ids("new", 3)?;
+        assert_eq!(
+            oldest,
+            ["x", "1.9.9", "3.4.9"],
+            "unparsable names sort first, as before"
+        );
+        assert_eq!(total, 6);
+        assert_eq!(
+            queue.ids("new")?,
+            ["x", "1.9.9", "3.4.9", "3.5.2", "9.1.1", "12.0.1"]
+        );
+        Ok(())
     }
 
     #[test]
