@@ -618,7 +618,7 @@ async fn commit(ctx: &Arc<Context>, r: Receiving, envelope: Envelope) -> Result<
 }
 
 #[cfg(test)]
-mod split_reads {
+mod tests {
     //! The session reads into its buffer's spare room (`read_into`), growing it from 512 bytes
     //! to 16 KiB: a request handed over in pieces of every size around those (a reader that
     //! gives exactly the pieces asked for: TCP cannot be made to split so) must be stored
