@@ -85,9 +85,9 @@ fn planted_left_alone(new: &Path, names: &[String], stderr: &str) {
     }
 }
 
-#[test]
-fn planted_fifo_in_new_does_not_hang_roots_flush() {
-    require_root("planting as nobody and flushing as root");
+/// A host with a fallback queue in which root's message waits (queued while every server
+/// was down), and the queue's `new/`.
+fn roots_message_waiting() -> (Host, PathBuf) {
     let host = Host::new();
     host.control("fallbackqueue", "fallback");
     let down = RefusedPort::new();
@@ -95,6 +95,13 @@ fn planted_fifo_in_new_does_not_hang_roots_flush() {
     let (code, err) = run_queue(&host, "qmail-qmqpc", MESSAGE, ENVELOPE, BOUND);
     assert_eq!(code, 0, "root's message kept: {err}");
     let new = host.home().join("fallback/new");
+    (host, new)
+}
+
+#[test]
+fn planted_fifo_in_new_does_not_hang_roots_flush() {
+    require_root("planting as nobody and flushing as root");
+    let (host, new) = roots_message_waiting();
     let names = plant_fifos(&host, &new);
 
     let up = QmqpServer::start(Answer::Accept);
@@ -504,13 +511,7 @@ fn lines_naming(stderr: &str, names: &[String]) -> usize {
 #[test]
 fn names_planted_by_the_thousand_cost_a_flush_ten_lines() {
     require_root("planting as nobody and flushing as root");
-    let host = Host::new();
-    host.control("fallbackqueue", "fallback");
-    let down = RefusedPort::new();
-    host.servers(&[down.addr]);
-    let (code, err) = run_queue(&host, "qmail-qmqpc", MESSAGE, ENVELOPE, BOUND);
-    assert_eq!(code, 0, "root's message kept: {err}");
-    let new = host.home().join("fallback/new");
+    let (host, new) = roots_message_waiting();
     let names = plant_links(&new, 1000);
 
     let up = QmqpServer::start(Answer::Accept);
