@@ -129,8 +129,6 @@ pub struct FlushReport {
     /// Entries that are not messages of ours (left in place, a log line each for the first
     /// [`SKIPPED_LINES`], then one line for the rest).
     pub skipped: usize,
-    /// Entries not looked at: past [`FlushLimit::max_examined`] (left for the next flush).
-    pub unexamined: usize,
     /// Other users' messages, left to root's flush (a flush by a user other than root).
     pub foreign: usize,
     /// What went wrong, a line each.
@@ -265,27 +263,25 @@ impl FallbackQueue {
     /// Ids in `sub` (`new` or `failed`), oldest first; an absent directory is empty. Every name
     /// but dot-names and `.why` files: what is not a message is found out by whoever opens it.
     fn ids(&self, sub: &str) -> io::Result<Vec<String>> {
-        Ok(self.oldest_ids(sub, usize::MAX)?.0)
+        self.oldest_ids(sub, usize::MAX)
     }
 
-    /// The `max` oldest of [`FallbackQueue::ids`], oldest first, and how many there were in all. Only
+    /// The `max` oldest of [`FallbackQueue::ids`], oldest first. Only
     /// `max` names are held at a time (the rest are dropped as they are read), so that a
     /// hundred thousand names planted in `new/` cost a small flush no memory to speak of.
-    fn oldest_ids(&self, sub: &str, max: usize) -> io::Result<(Vec<String>, usize)> {
+    fn oldest_ids(&self, sub: &str, max: usize) -> io::Result<Vec<String>> {
         let dir = self.sub(sub);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(with_path(e, "read", &dir)),
         };
         // The `max` smallest keys seen so far; the largest of them on top, to be dropped.
         let mut oldest = std::collections::BinaryHeap::new();
-        let mut total = 0;
         for entry in entries {
             let entry = entry.map_err(|e| with_path(e, "read", &dir))?;
             if let Some(name) = entry.file_name().to_str() {
                 if !name.starts_with('.') && !name.ends_with(".why") {
-                    total += 1;
                     oldest.push(id_key(name));
                     if oldest.len() > max {
                         oldest.pop();
@@ -293,8 +289,7 @@ impl FallbackQueue {
                 }
             }
         }
-        let ids = oldest.into_sorted_vec().into_iter().map(|k| k.3).collect();
-        Ok((ids, total))
+        Ok(oldest.into_sorted_vec().into_iter().map(|k| k.3).collect())
     }
 
     /// Every waiting message, then every failed one, for `mailq`: all of them for root, a
@@ -377,10 +372,7 @@ impl FallbackQueue {
             return report;
         }
         let ids = match self.oldest_ids("new", limit.max_examined) {
-            Ok((ids, total)) => {
-                report.unexamined = total - ids.len();
-                ids
-            }
+            Ok(ids) => ids,
             Err(e) => {
                 report.error = Some(e.to_string());
                 return report;
@@ -717,13 +709,12 @@ mod tests {
         ] {
             fs::write(new.join(name), b"")?;
         }
-        let (oldest, total) = queue.oldest_ids("new", 3)?;
+        let oldest = queue.oldest_ids("new", 3)?;
         assert_eq!(
             oldest,
             ["x", "1.9.9", "3.4.9"],
             "unparsable names sort first, as before"
         );
-        assert_eq!(total, 6);
         assert_eq!(
             queue.ids("new")?,
             ["x", "1.9.9", "3.4.9", "3.5.2", "9.1.1", "12.0.1"]
