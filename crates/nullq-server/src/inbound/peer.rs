@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::process::logging::escape;
+use crate::process::logging::push_escaped;
 
 /// Who is on the other end, as far as the front end knows.
 #[derive(Debug, Clone)]
@@ -60,16 +60,25 @@ impl Peer {
     /// The session's TLS for its log line: `-` for plain QMQP, else version, cipher and the
     /// client certificate's name (`-` without one), e.g. `TLSv1.3/TLS13_AES_256_GCM_SHA384/h1`.
     pub fn tls_text(&self) -> String {
+        let mut out = String::new();
+        self.push_tls_text(&mut out);
+        out
+    }
+
+    /// [`tls_text`](Peer::tls_text) into `out`.
+    pub fn push_tls_text(&self, out: &mut String) {
         match &self.tls {
-            None => "-".to_owned(),
-            Some(t) => format!(
-                "{}/{}/{}",
-                t.version,
-                t.cipher,
-                t.client
-                    .as_deref()
-                    .map_or_else(|| "-".to_owned(), |n| escape(n.as_bytes()))
-            ),
+            None => out.push('-'),
+            Some(t) => {
+                out.push_str(&t.version);
+                out.push('/');
+                out.push_str(&t.cipher);
+                out.push('/');
+                match t.client.as_deref() {
+                    Some(name) => push_escaped(out, name.as_bytes()),
+                    None => out.push('-'),
+                }
+            }
         }
     }
 }
