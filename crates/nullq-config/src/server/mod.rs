@@ -94,6 +94,13 @@ pub struct ServerConfig {
     /// Seconds to let open connections finish after a shutdown signal before closing them.
     /// Default 30. Mirrors the grace svc/systemd give a service before `SIGKILL`.
     pub shutdown_timeout_secs: u64,
+    /// The threads that run the sessions (and `nullq deliver`'s attempts): tokio's worker
+    /// threads. Default 0: half the machine's cores, at least one, because the other half is
+    /// what the spool's committer thread, the kernel's filesystem and TCP work and the
+    /// delivery threads need (measured on 2 cores, BENCHMARKS.md: one worker took 10-15 % less
+    /// CPU a message than two, and received more a second, at 10, 50 and 200 sessions).
+    /// Mirrors Postfix's `default_process_limit` in spirit only: it bounds CPU, not sessions.
+    pub runtime_threads: usize,
     /// How messages leave the spool: target, per-domain routes, retries, bounces. Mirrors
     /// qmail's `qmail-queue` hand-off (the seed's `cgp-submit`) and Postfix's transports.
     pub delivery: DeliveryConfig,
@@ -119,10 +126,26 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             log: LogConfig::default(),
             shutdown_timeout_secs: 30,
+            runtime_threads: 0,
             delivery: DeliveryConfig::default(),
             policy: PolicyConfig::default(),
             metrics: MetricsConfig::default(),
             tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// The most `runtime_threads` may ask for (tokio takes more, but a number this large is a
+/// typing mistake, and each thread holds a stack).
+pub const MAX_RUNTIME_THREADS: usize = 1024;
+
+impl ServerConfig {
+    /// How many worker threads the runtime gets: `runtime_threads`, or for 0 half of
+    /// `cores` (at least one).
+    pub fn worker_threads(&self, cores: usize) -> usize {
+        match self.runtime_threads {
+            0 => (cores / 2).max(1),
+            n => n,
         }
     }
 }
@@ -241,6 +264,15 @@ impl ServerConfig {
             ));
         }
         self.limits.validate()?;
+        if self.runtime_threads > MAX_RUNTIME_THREADS {
+            return Err(invalid(
+                "runtime_threads",
+                format!(
+                    "{} is more than {MAX_RUNTIME_THREADS}",
+                    self.runtime_threads
+                ),
+            ));
+        }
         if self.log.level.trim().is_empty() {
             return Err(invalid(
                 "log.level",
@@ -603,6 +635,24 @@ mod tests {
     }
 
     #[test]
+    fn runtime_threads_default_to_half_the_cores() {
+        let mut c = ServerConfig::default();
+        let auto: Vec<usize> = [1, 2, 3, 4, 8, 64]
+            .map(|cores| c.worker_threads(cores))
+            .to_vec();
+        assert_eq!(auto, [1, 1, 1, 2, 4, 32]);
+        c.runtime_threads = 3;
+        assert_eq!(c.worker_threads(64), 3);
+        c.validate().unwrap();
+        c.runtime_threads = MAX_RUNTIME_THREADS + 1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("runtime_threads"));
+    }
+
+    #[test]
     fn print_config_round_trips() {
         let mut c = ServerConfig {
             hostname: Some("mail.example.net".into()),
@@ -629,6 +679,7 @@ mod tests {
             "error_delay_secs",
             "format",
             "shutdown_timeout_secs",
+            "runtime_threads",
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }

@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::process::serve::POISONED_EXIT;
 use crate::process::settings::{configure, ready, set_target, CommonArgs};
 use crate::process::start::{
-    drop_privileges, open_spool, runtime, spawn_poison_watch, spawn_signal_handlers,
+    drop_privileges, open_spool, runtime, spawn_poison_watch, spawn_signal_handlers, workers,
 };
 use crate::process::{privilege, shutdown, StartError};
 use crate::rewriting::Rewriting;
@@ -43,7 +43,9 @@ pub fn deliver(args: DeliverArgs) -> Result<i32, StartError> {
     } else if let Some(owner) = privilege::spool_owner(&config.data_dir)? {
         privilege::drop_to(&owner)?;
     }
-    let runtime = runtime(true)?;
+    let (threads, line) = workers(&config);
+    let runtime = runtime(Some(threads))?;
+    tracing::info!(target: "nullq::server", "{line}");
     runtime.block_on(async {
         let spool = open_spool(&config)?;
         let rewriting = Arc::new(Rewriting::from_config(&config.policy)?);

@@ -43,7 +43,7 @@ pub fn qmqpd(args: CommonArgs) -> Result<i32, StartError> {
     }
     // tcpserver -u/-g usually dropped root already; a configured user is applied as well.
     drop_privileges(&config)?;
-    let runtime = runtime(false)?;
+    let runtime = runtime(None)?;
     runtime.block_on(async {
         let spool = attach_spool(&config)?;
         let mut context = Context::new(&config, spool);

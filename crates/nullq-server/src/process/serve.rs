@@ -17,7 +17,7 @@ use crate::inbound::tls::ServerTls;
 use crate::metrics::Metrics;
 use crate::process::settings::{configure, ready, set_target, CommonArgs};
 use crate::process::start::{
-    drop_privileges, open_spool, runtime, spawn_poison_watch, spawn_signal_handlers,
+    drop_privileges, open_spool, runtime, spawn_poison_watch, spawn_signal_handlers, workers,
 };
 use crate::process::{privilege, shutdown, StartError};
 
@@ -121,7 +121,9 @@ pub(crate) fn serve(args: ServeArgs) -> Result<i32, StartError> {
     // 2. Drop privileges: still one thread, no spool opened, no client byte read.
     drop_privileges(&config)?;
     // 3. Only now the runtime and its threads.
-    let runtime = runtime(true)?;
+    let (threads, line) = workers(&config);
+    let runtime = runtime(Some(threads))?;
+    tracing::info!(target: "nullq::server", "{line}");
     runtime.block_on(run_server(config, (bound, tls_bound), metrics_bound))
 }
 

@@ -54,6 +54,10 @@ pub struct CommonArgs {
     /// Seconds to pause before a permanent refusal [default: 1].
     #[arg(long, value_name = "SECS")]
     pub(crate) error_delay: Option<u64>,
+    /// Worker threads for the sessions (`serve`) and the attempts (`deliver`); 0: half the
+    /// cores, at least one [default: 0]. `qmqpd` runs one session on one thread.
+    #[arg(long, value_name = "N")]
+    pub(crate) runtime_threads: Option<usize>,
     /// Log destination: stderr, syslog or journald [default: stderr].
     #[arg(long, value_name = "FORMAT")]
     pub(crate) log: Option<String>,
@@ -88,6 +92,9 @@ pub(crate) fn configure(common: &CommonArgs) -> Result<ServerConfig, StartError>
     }
     if let Some(f) = common.spool_flush {
         config.spool_flush = f;
+    }
+    if let Some(n) = common.runtime_threads {
+        config.runtime_threads = n;
     }
     if let Some(r) = &common.rules {
         config.access.rules = Some(r.clone());

@@ -12,15 +12,32 @@ use crate::inbound::tls::ServerTls;
 use crate::process::privilege::{self, PrivilegeError};
 use crate::process::{shutdown, StartError};
 
-/// The tokio runtime: multi-threaded for the server and the runner, one thread for a `qmqpd`
-/// session (one connection per process: more threads would only cost start-up time).
-pub(crate) fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, StartError> {
-    let mut builder = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
+/// The tokio runtime: `workers` threads for the server and the runner
+/// ([`ServerConfig::worker_threads`]), or, with `None`, the calling thread alone for a
+/// `qmqpd` session (one connection per process: more threads would only cost start-up time).
+pub(crate) fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, StartError> {
+    let mut builder = match workers {
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_current_thread(),
     };
     builder.enable_all().build().map_err(StartError::Runtime)
+}
+
+/// The worker threads `config` asks for on this machine, and a line that says so for the
+/// log (`runtime: 1 worker thread (runtime_threads=0: half of 2 cores)`).
+pub(crate) fn workers(config: &ServerConfig) -> (usize, String) {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let n = config.worker_threads(cores);
+    let plural = if n == 1 { "" } else { "s" };
+    let why = match config.runtime_threads {
+        0 => format!("runtime_threads=0: half of {cores} cores"),
+        k => format!("runtime_threads={k}"),
+    };
+    (n, format!("runtime: {n} worker thread{plural} ({why})"))
 }
 
 /// Become the configured user (`user`, `group`, `groups`), if one is: see [`privilege`].

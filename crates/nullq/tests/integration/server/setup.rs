@@ -194,6 +194,80 @@ fn a_log_level_that_is_not_a_level_is_refused() {
     assert!(!data.exists(), "no spool was made");
 }
 
+/// `runtime_threads` sets how many worker threads run the sessions: the file's value, the
+/// flag's over it, and by default half the cores (at least one); the start-up line says
+/// which, and the process has that many. A value past the limit is refused at start.
+#[test]
+fn the_runtime_has_the_worker_threads_asked_for() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("nullq.toml");
+    std::fs::write(&config, "runtime_threads = 5\n").expect("write config");
+    let workers = |server: &Server| {
+        std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+            .expect("tasks")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim() == "tokio-rt-worker")
+            .count()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let auto = (cores / 2).max(1);
+    for (args, n, why) in [
+        (
+            vec!["--config", config.to_str().expect("utf8")],
+            5,
+            "runtime_threads=5".to_owned(),
+        ),
+        (
+            vec![
+                "--config",
+                config.to_str().expect("utf8"),
+                "--runtime-threads",
+                "3",
+            ],
+            3,
+            "runtime_threads=3".to_owned(),
+        ),
+        (
+            vec![],
+            auto,
+            format!("runtime_threads=0: half of {cores} cores"),
+        ),
+    ] {
+        // No runner: nothing is handed to tokio's blocking pool, whose threads have the
+        // workers' name, before the count.
+        let mut args = args;
+        args.extend(["--deliver", "none"]);
+        let server = Server::start(&args);
+        let plural = if n == 1 { "" } else { "s" };
+        let line = format!("runtime: {n} worker thread{plural} ({why})");
+        assert!(
+            server.log_text().contains(&line),
+            "{line} not in:\n{}",
+            server.log_text()
+        );
+        // tokio starts its workers with the runtime, before the listener is ready.
+        assert_eq!(workers(&server), n, "{args:?}");
+    }
+    let (status, _, err) = run_bounded(
+        Command::new(nullq())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--runtime-threads",
+                "1025",
+                "--data",
+            ])
+            .arg(dir.path().join("data")),
+        T,
+    );
+    assert_eq!(status, Some(111), "{err}");
+    assert!(
+        err.contains("runtime_threads: 1025 is more than 1024"),
+        "{err}"
+    );
+}
+
 /// A temporary directory nobody may create the data directory in (mode 1777, as /tmp).
 fn open_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tmp");
