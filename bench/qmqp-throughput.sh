@@ -33,6 +33,13 @@
 # -L: put the spools on a new ext4 filesystem (with a journal, as production ext4 has) made for
 # this run in a sparse file under $BENCH_TMP and loop-mounted; unmounted and removed on exit.
 #
+# -R (with -L): a fresh filesystem for every run instead of one for the whole matrix: a new
+# 4 GB ext4 image made, mounted, used by one server's run and removed. Without it the later
+# runs write into a filesystem that holds every earlier run's files (kept, see above; some
+# 150,000 by the 100 KB runs), and both servers pay for that, nullq more (measured: 100 KB
+# messages at 50 sessions after 100,000 1 KB files on the same filesystem cost nullq 370
+# instead of 210 us a message; Postfix 1,535 against 1,310 in the same matrix, BENCHMARKS.md).
+#
 # -D: delivery under load, nullq only (the Postfix peer holds everything). `nullq serve` delivers
 # to its default Maildir (DATA/delivered) while qmqp-source sends; bench/delivery_progress.py
 # counts queue/ and delivered/new/ every 0.1 s. Per run: receiving time and rate, how many were
@@ -53,7 +60,7 @@
 # with -L is filesystem (the spools' directory is the mount point) and without it files.
 # -P FILE: also draw msgs/s against sessions (one line per server and size) as an SVG
 # (bench/plot_throughput.py).
-# Options: -L (spools on a fresh loop-mounted ext4, see above), -r REPS (3), -s "SESSIONS..." ("1 10 50 200"), -l "SIZES..." ("1024 102400"),
+# Options: -L (spools on a fresh loop-mounted ext4, see above), -R (with -L: a fresh one for every run), -r REPS (3), -s "SESSIONS..." ("1 10 50 200"), -l "SIZES..." ("1024 102400"),
 #          -m1 MSGS for sizes < 10 KB (10000), -m2 MSGS for larger sizes (2000),
 #          -o FILE (also write the raw results and the summary there), -D (delivery, see above).
 # Output: machine facts, one line per run (with the server's CPU time per message: user + system
@@ -74,12 +81,14 @@ msgs_small=""
 msgs_large=2000
 out=""
 loopfs=0
+freshfs=0
 deliver=0
 flush=""
 picture=""
 while (($#)); do
     case $1 in
         -L) loopfs=1; shift ;;
+        -R) freshfs=1; shift ;;
         -D) deliver=1; shift ;;
         -r) reps=$2; shift 2 ;;
         -s) sessions_list=$2; shift 2 ;;
@@ -89,9 +98,10 @@ while (($#)); do
         -o) out=$2; shift 2 ;;
         -F) flush=$2; shift 2 ;;
         -P) picture=$2; shift 2 ;;
-        *) echo "usage: $0 [-L] [-D] [-F MODE] [-r REPS] [-s SESSIONS] [-l SIZES] [-m1 N] [-m2 N] [-o FILE] [-P FILE.svg]" >&2; exit 100 ;;
+        *) echo "usage: $0 [-L [-R]] [-D] [-F MODE] [-r REPS] [-s SESSIONS] [-l SIZES] [-m1 N] [-m2 N] [-o FILE] [-P FILE.svg]" >&2; exit 100 ;;
     esac
 done
+((freshfs == 0 || loopfs == 1)) || { echo "qmqp-throughput: -R needs -L" >&2; exit 100; }
 ((reps >= 1 && reps <= 20)) || { echo "qmqp-throughput: -r must be 1..20" >&2; exit 100; }
 if ((deliver)); then
     # The defaults of -D (the 1,000-session case of issue 12), unless given.
@@ -112,6 +122,9 @@ cleanup() {
     [[ -n $SINK_PID ]] && kill "$SINK_PID" 2>/dev/null
     if ((loopfs)) && mountpoint -q "$top/fs"; then
         umount "$top/fs" # mount -o loop detaches the loop device on umount
+    fi
+    if ((freshfs)) && mountpoint -q "$top/run"; then
+        umount "$top/run"
     fi
     rm -rf "$top"
 }
@@ -135,7 +148,7 @@ if ((have_kb < need_kb)); then
     echo "qmqp-throughput: needs $((need_kb / 1024)) MB free in $BENCH_TMP, has $((have_kb / 1024)) MB" >&2
     exit 1
 fi
-if ((loopfs)); then
+if ((loopfs && !freshfs)); then
     # A new ext4 (with its journal, as mkfs makes it) in a sparse file: no recently deleted inodes,
     # nobody else's files. Inode tables and journal initialised now, not by a background thread
     # during the runs.
@@ -174,6 +187,15 @@ server_cpu() {
 # deleted until the script exits: see "Why nothing is deleted" above.
 run_one() {
     local server=$1 sessions=$2 size=$3 msgs=$4 rep=$5 port stored rc=0 t0 t1 cpu0 cpu1
+    if ((freshfs)); then
+        # This run's own filesystem (-R), made now and removed at the end of the run.
+        truncate -s 4G "$top/run.img"
+        mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$top/run.img"
+        mkdir -p "$top/run"
+        mount -o loop "$top/run.img" "$top/run"
+        chmod 0755 "$top" "$top/run"
+        spools=$top/run
+    fi
     local dir=$spools/$server-$rep-$sessions-$size
     port=$(free_port)
     local room=$((sessions + 100))
@@ -220,6 +242,10 @@ run_one() {
         'BEGIN { printf "%.3f", c * 1000 / hz / m }')
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$sessions" "$size" "$rep" \
         "$msgs" "$secs" "$rate" "$cpu_ms" "$status" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$results"
+    if ((freshfs)); then
+        umount "$top/run"
+        rm -f "$top/run.img"
+    fi
 }
 
 # run_deliver SESSIONS SIZE MSGS REP: one run of -D (see the top); appends a line to $results.
@@ -274,7 +300,7 @@ PY
 
 # The facts at the start of the run, printed now and again in the -o file.
 header=$(
-    echo "# bench/qmqp-throughput.sh$( ((loopfs)) && echo ' -L')$( ((deliver)) && echo ' -D')${flush:+ -F $flush} -r $reps -s \"$sessions_list\" -l \"$sizes_list\" -m1 $msgs_small -m2 $msgs_large"
+    echo "# bench/qmqp-throughput.sh$( ((loopfs)) && echo ' -L')$( ((freshfs)) && echo ' -R')$( ((deliver)) && echo ' -D')${flush:+ -F $flush} -r $reps -s \"$sessions_list\" -l \"$sizes_list\" -m1 $msgs_small -m2 $msgs_large"
     machine_info "$spools" | sed 's/^/# /'
     echo "# nullq:      $NULLQ_BIN"
 )
