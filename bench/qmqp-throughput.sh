@@ -36,9 +36,10 @@
 # -R (with -L): a fresh filesystem for every run instead of one for the whole matrix: a new
 # 4 GB ext4 image made, mounted, used by one server's run and removed. Without it the later
 # runs write into a filesystem that holds every earlier run's files (kept, see above; some
-# 150,000 by the 100 KB runs), and both servers pay for that, nullq more (measured: 100 KB
-# messages at 50 sessions after 100,000 1 KB files on the same filesystem cost nullq 370
-# instead of 210 us a message; Postfix 1,535 against 1,310 in the same matrix, BENCHMARKS.md).
+# 240,000 by the 100 KB runs, at 10,000 a run), and both servers pay for that (measured with
+# bench/fs-population.sh: 100 KB messages at 50 sessions after 100,000 1 KB files on the same
+# filesystem cost nullq 310-315 instead of 265 us a message; Postfix took 1,535 us in such a
+# matrix against 1,310 alone; BENCHMARKS.md).
 #
 # -D: delivery under load, nullq only (the Postfix peer holds everything). `nullq serve` delivers
 # to its default Maildir (DATA/delivered) while qmqp-source sends; bench/delivery_progress.py
