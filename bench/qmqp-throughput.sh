@@ -34,7 +34,8 @@
 # this run in a sparse file under $BENCH_TMP and loop-mounted; unmounted and removed on exit.
 #
 # -R (with -L): a fresh filesystem for every run instead of one for the whole matrix: a new
-# 4 GB ext4 image made, mounted, used by one server's run and removed. Without it the later
+# ext4 image (4 GB, or more for a large -m2) made, mounted, used by one server's run and
+# removed. Not with -D. Without it the later
 # runs write into a filesystem that holds every earlier run's files (kept, see above; some
 # 240,000 by the 100 KB runs, at 10,000 a run), and both servers pay for that (measured with
 # bench/fs-population.sh: 100 KB messages at 50 sessions after 100,000 1 KB files on the same
@@ -103,6 +104,7 @@ while (($#)); do
     esac
 done
 ((freshfs == 0 || loopfs == 1)) || { echo "qmqp-throughput: -R needs -L" >&2; exit 100; }
+((freshfs == 0 || deliver == 0)) || { echo "qmqp-throughput: -R is for the receiving matrix, not -D" >&2; exit 100; }
 ((reps >= 1 && reps <= 20)) || { echo "qmqp-throughput: -r must be 1..20" >&2; exit 100; }
 if ((deliver)); then
     # The defaults of -D (the 1,000-session case of issue 12), unless given.
@@ -125,7 +127,7 @@ cleanup() {
         umount "$top/fs" # mount -o loop detaches the loop device on umount
     fi
     if ((freshfs)) && mountpoint -q "$top/run"; then
-        umount "$top/run"
+        umount "$top/run" 2>/dev/null || umount -l "$top/run" || true
     fi
     rm -rf "$top"
 }
@@ -190,7 +192,10 @@ run_one() {
     local server=$1 sessions=$2 size=$3 msgs=$4 rep=$5 port stored rc=0 t0 t1 cpu0 cpu1
     if ((freshfs)); then
         # This run's own filesystem (-R), made now and removed at the end of the run.
-        truncate -s 4G "$top/run.img"
+        # 4 GB, or room for twice this run's messages (4 KB of slack each) and 1 GB.
+        local run_kb=$((2 * msgs * (size + 4096) / 1024 + 1048576))
+        ((run_kb > 4194304)) || run_kb=4194304
+        truncate -s "${run_kb}K" "$top/run.img"
         mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$top/run.img"
         mkdir -p "$top/run"
         mount -o loop "$top/run.img" "$top/run"
@@ -244,7 +249,8 @@ run_one() {
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$sessions" "$size" "$rep" \
         "$msgs" "$secs" "$rate" "$cpu_ms" "$status" "$(cut -d' ' -f1 /proc/loadavg)" | tee -a "$results"
     if ((freshfs)); then
-        umount "$top/run"
+        # A Postfix child still in its queue holds the mount: detach it lazily.
+        umount "$top/run" 2>/dev/null || umount -l "$top/run"
         rm -f "$top/run.img"
     fi
 }

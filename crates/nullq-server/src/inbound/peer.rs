@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::process::logging::push_escaped;
+use crate::process::logging::push_escaped_field;
 
 /// Who is on the other end, as far as the front end knows.
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ impl Peer {
                 out.push_str(&t.cipher);
                 out.push('/');
                 match t.client.as_deref() {
-                    Some(name) => push_escaped(out, name.as_bytes()),
+                    Some(name) => push_escaped_field(out, name.as_bytes()),
                     None => out.push('-'),
                 }
             }

@@ -52,7 +52,7 @@ use crate::inbound::context::{Context, ENVELOPE_BYTES};
 use crate::inbound::peer::Peer;
 pub use crate::inbound::progress::Progress;
 use crate::inbound::received;
-use crate::process::logging::{escape, push_escaped};
+use crate::process::logging::{escape, push_escaped_field};
 
 /// How many message bytes are gathered before one write to the spool file: large enough that a
 /// typical message is written in one blocking call. The buffer grows to 128 KiB before the
@@ -125,14 +125,15 @@ impl Outcome {
             None => line.push_str("unknown"),
         }
         line.push_str(" host=");
-        line.push_str(&peer.host);
+        // TCPREMOTEHOST under `nullq qmqpd`: whatever the UCSPI server set.
+        push_escaped_field(&mut line, peer.host.as_bytes());
         line.push_str(" id=");
         line.push_str(self.id.as_deref().unwrap_or("-"));
         line.push_str(" from=");
         match &self.sender {
             Some(s) => {
                 line.push('<');
-                push_escaped(&mut line, s);
+                push_escaped_field(&mut line, s);
                 line.push('>');
             }
             None => line.push('-'),
@@ -825,14 +826,16 @@ mod tests {
         assert!(cases > 150);
     }
 
-    /// The log line is built by hand (not by tracing's field visits): every field as the
-    /// fields wrote it, and a hostile sender or certificate name escaped, so that it cannot
-    /// forge a line or a field.
+    /// The log line is built by hand (not by tracing's field visits): every field, and what a
+    /// client controls (the sender, TCPREMOTEHOST under `nullq qmqpd`, a certificate name)
+    /// escaped, spaces too, so that it can forge neither a line nor a field (a red-team
+    /// review found a space in the sender making a second `answer=`, and a newline in the
+    /// host a second line, both older than the hand-built line).
     #[test]
     fn the_log_line_has_every_field_and_escapes_what_the_client_gave() {
         let outcome = Outcome {
             id: Some("0006619e.0000506d.00000001".to_owned()),
-            sender: Some(b"a\nINFO x=y\x00\xff@b".to_vec()),
+            sender: Some(b"a\nINFO x answer=K\x00\xff@b".to_vec()),
             recipients: 3,
             size: 1234,
             answer: Some(Status::Ok),
@@ -841,23 +844,29 @@ mod tests {
         };
         let mut peer = Peer {
             ip: "192.0.2.7".parse().ok(),
-            host: "unknown".to_owned(),
+            host: "h\x1b[31m\nINFO nullq::session: client=6.6.6.6".to_owned(),
             ip_text: None,
             info: None,
             env: Vec::new(),
             tls: None,
         };
+        let line = outcome.line(&peer, 17);
         assert_eq!(
-            outcome.line(&peer, 17),
-            "client=192.0.2.7 host=unknown id=0006619e.0000506d.00000001 \
-             from=<a\\x0aINFO x=y\\x00\\xff@b> rcpts=3 size=1234 answer=K ms=17 tls=- \
+            line,
+            "client=192.0.2.7 host=h\\x1b[31m\\x0aINFO\\x20nullq::session:\\x20client=6.6.6.6 \
+             id=0006619e.0000506d.00000001 from=<a\\x0aINFO\\x20x\\x20answer=K\\x00\\xff@b> \
+             rcpts=3 size=1234 answer=K ms=17 tls=- \
              reason=ok 1796181066 qp 0006619e.0000506d.00000001"
         );
+        // One line, and one answer= field, whatever the client sent.
+        assert!(!line.contains(['\n', '\r', '\x1b']));
+        assert_eq!(line.matches(" answer=").count(), 1);
         peer.ip = None;
+        peer.host = "unknown".to_owned();
         peer.tls = Some(crate::inbound::peer::TlsInfo {
             version: "TLSv1.3".to_owned(),
             cipher: "TLS13_AES_256_GCM_SHA384".to_owned(),
-            client: Some("h1\r\nx".to_owned()),
+            client: Some("h1\r\nx answer=K".to_owned()),
         });
         let refused = Outcome {
             id: None,
@@ -869,11 +878,12 @@ mod tests {
         assert_eq!(
             refused.line(&peer, 0),
             "client=unknown host=unknown id=- from=- rcpts=3 size=1234 answer=- ms=0 \
-             tls=TLSv1.3/TLS13_AES_256_GCM_SHA384/h1\\x0d\\x0ax reason=client went away"
+             tls=TLSv1.3/TLS13_AES_256_GCM_SHA384/h1\\x0d\\x0ax\\x20answer=K \
+             reason=client went away"
         );
         assert_eq!(
             peer.tls_text(),
-            "TLSv1.3/TLS13_AES_256_GCM_SHA384/h1\\x0d\\x0ax"
+            "TLSv1.3/TLS13_AES_256_GCM_SHA384/h1\\x0d\\x0ax\\x20answer=K"
         );
     }
 }

@@ -257,9 +257,20 @@ pub fn escape(bytes: &[u8]) -> String {
 
 /// [`escape`] into `out`.
 pub fn push_escaped(out: &mut String, bytes: &[u8]) {
+    push_escaped_as(out, bytes, true);
+}
+
+/// [`escape`] into `out`, a space written `\x20` too: for a value inside a log line's
+/// `key=value` fields, where a space would let a client's bytes start a field of their own
+/// (a sender `x answer=K@b` must not read as `answer=K`).
+pub fn push_escaped_field(out: &mut String, bytes: &[u8]) {
+    push_escaped_as(out, bytes, false);
+}
+
+fn push_escaped_as(out: &mut String, bytes: &[u8], space: bool) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for &b in bytes {
-        if b.is_ascii_graphic() || b == b' ' {
+        if b.is_ascii_graphic() || (space && b == b' ') {
             out.push(char::from(b));
         } else {
             out.push_str("\\x");

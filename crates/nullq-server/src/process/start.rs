@@ -34,7 +34,10 @@ pub(crate) fn workers(config: &ServerConfig) -> (usize, String) {
     let n = config.worker_threads(cores);
     let plural = if n == 1 { "" } else { "s" };
     let why = match config.runtime_threads {
-        0 => format!("runtime_threads=0: half of {cores} cores"),
+        0 => {
+            let unit = if cores == 1 { "core" } else { "cores" };
+            format!("runtime_threads=0: half of {cores} {unit}")
+        }
         k => format!("runtime_threads={k}"),
     };
     (n, format!("runtime: {n} worker thread{plural} ({why})"))
