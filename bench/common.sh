@@ -5,6 +5,7 @@
 #   nullq_start D P ... start `nullq serve` on 127.0.0.1:P with its spool in D (more flags after);
 #                       sets NULLQ_PID; the log goes to D.log
 #   nullq_stop          SIGTERM it and wait (at most 30 s)
+#   nullq_cpu           the CPU ticks (user + system) the running server used so far
 #   free_port           a free TCP port on 127.0.0.1
 #   wait_port P         wait (at most 20 s) until 127.0.0.1:P accepts
 #   machine_info        nproc, CPU model, kernel, filesystem of a directory, load, date
@@ -58,6 +59,11 @@ nullq_start() {
         tail -5 "$data.log" >&2
         return 1
     fi
+}
+
+# nullq_cpu: CPU time (user + system, in clock ticks) the running nullq server used so far.
+nullq_cpu() {
+    awk '{ print $14 + $15 }' "/proc/$NULLQ_PID/stat"
 }
 
 nullq_stop() {

@@ -33,12 +33,12 @@ sync
 port=$(free_port)
 nullq_start "$top/fs/run" "$port" --deliver none --max-sessions "$room" \
     --max-sessions-per-ip "$room" --spool-flush "$mode"
-c0=$(awk '{ print $14 + $15 }' "/proc/$NULLQ_PID/stat")
+c0=$(nullq_cpu)
 s0=$EPOCHREALTIME
 rc=0
 timeout 120 qmqp-source -s "$sessions" -m "$msgs" -l "$bytes" "127.0.0.1:$port" > /dev/null 2>&1 || rc=$?
 s1=$EPOCHREALTIME
-c1=$(awk '{ print $14 + $15 }' "/proc/$NULLQ_PID/stat")
+c1=$(nullq_cpu)
 nullq_stop
 stored=$(find "$top/fs/run/queue" -type f | wc -l)
 awk -v m="$msgs" -v a="$s0" -v b="$s1" -v c=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" \

@@ -26,12 +26,12 @@ nullq_start "$top/fs/spool" "$port" --deliver none --max-sessions $((sessions + 
     --max-sessions-per-ip $((sessions + 100)) "$@"
 sync
 t0=$(awk 'NR == 1 { print $1 }' "$jbd")
-c0=$(awk '{ print $14 + $15 }' "/proc/$NULLQ_PID/stat")
+c0=$(nullq_cpu)
 s0=$EPOCHREALTIME
 rc=0
 timeout 120 qmqp-source -s "$sessions" -m "$msgs" -l "$bytes" "127.0.0.1:$port" > /dev/null 2>&1 || rc=$?
 s1=$EPOCHREALTIME
-c1=$(awk '{ print $14 + $15 }' "/proc/$NULLQ_PID/stat")
+c1=$(nullq_cpu)
 t1=$(awk 'NR == 1 { print $1 }' "$jbd")
 nullq_stop
 stored=$(find "$top/fs/spool/queue" -type f | wc -l)

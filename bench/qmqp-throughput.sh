@@ -168,7 +168,7 @@ fi
 # master's exited children used (cutime + cstime), so processes that exit mid-run still count.
 server_cpu() {
     if [[ $1 == nullq ]]; then
-        awk '{ print $14 + $15 }' "/proc/$NULLQ_PID/stat"
+        nullq_cpu
         return
     fi
     if [[ $1 == sink ]]; then
