@@ -97,7 +97,7 @@ pub struct ServerConfig {
     /// The threads that run the sessions (and `nullq deliver`'s attempts): tokio's worker
     /// threads. Default 0: half the machine's cores, at least one, because the other half is
     /// what the spool's committer thread, the kernel's filesystem and TCP work and the
-    /// delivery threads need (measured on 2 cores, BENCHMARKS.md: one worker took 10-15 % less
+    /// delivery threads need (measured on 2 cores, BENCHMARKS.md: one worker took 5-15 % less
     /// CPU a message than two, and received more a second, at 10, 50 and 200 sessions).
     /// Mirrors Postfix's `default_process_limit` in spirit only: it bounds CPU, not sessions.
     pub runtime_threads: usize,

@@ -101,10 +101,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Write the session's one log line. It is built here in one buffer and handed to tracing
-    /// as the event's message: the same text as ten `key = %value` fields, without ten
-    /// formatting visits and the small strings each needed (measured: tracing's field visits
-    /// were most of the 6 % of the server's samples that its log lines took, BENCHMARKS.md).
+    /// Write the session's one log line. It is built here in one buffer ([`Outcome::line`])
+    /// and handed to tracing as the event's message: the fields ten `key = %value` fields
+    /// gave, without ten formatting visits and the small strings each needed (measured:
+    /// tracing's field visits were most of the 6 % of the server's samples that its log
+    /// lines took, BENCHMARKS.md).
     pub fn log(&self, peer: &Peer) {
         if tracing::enabled!(target: "nullq::session", tracing::Level::INFO) {
             let line = self.line(peer, self.started.elapsed().as_millis());
@@ -112,8 +113,9 @@ impl Outcome {
         }
     }
 
-    /// The log line's text, `ms` the session's duration: `client=... reason=...`, every
-    /// client-given byte escaped ([`escape`]).
+    /// The log line's text, `ms` the session's duration: `client=... reason=...`, what the
+    /// client gave escaped spaces included ([`push_escaped_field`]); the reason, last, keeps
+    /// its spaces (client bytes in it were escaped where it was made).
     fn line(&self, peer: &Peer, ms: u128) -> String {
         use std::fmt::Write as _;
         let mut line = String::with_capacity(192 + self.reason.len());

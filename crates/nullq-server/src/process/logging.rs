@@ -251,13 +251,8 @@ impl Datagram {
 /// `\xNN`, so a hostile address cannot forge log lines.
 pub fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
-    push_escaped(&mut out, bytes);
+    push_escaped_as(&mut out, bytes, true);
     out
-}
-
-/// [`escape`] into `out`.
-pub fn push_escaped(out: &mut String, bytes: &[u8]) {
-    push_escaped_as(out, bytes, true);
 }
 
 /// [`escape`] into `out`, a space written `\x20` too: for a value inside a log line's
