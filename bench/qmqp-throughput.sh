@@ -308,7 +308,14 @@ PY
 # The facts at the start of the run, printed now and again in the -o file.
 header=$(
     echo "# bench/qmqp-throughput.sh$( ((loopfs)) && echo ' -L')$( ((freshfs)) && echo ' -R')$( ((deliver)) && echo ' -D')${flush:+ -F $flush} -r $reps -s \"$sessions_list\" -l \"$sizes_list\" -m1 $msgs_small -m2 $msgs_large"
-    machine_info "$spools" | sed 's/^/# /'
+    # With -R the spools are not under $spools but on each run's own filesystem: say so, rather
+    # than describe the directory that holds the images.
+    if ((freshfs)); then
+        machine_info "$spools" | grep -v -e '^spool fs:' -e '^ext4 journal:' | sed 's/^/# /'
+        echo "# spool fs:   a fresh loop-mounted ext4 for each run (mkfs.ext4's defaults: with a journal), its image under $spools"
+    else
+        machine_info "$spools" | sed 's/^/# /'
+    fi
     echo "# nullq:      $NULLQ_BIN"
 )
 echo "$header"
