@@ -115,10 +115,10 @@ machine_info() {
     echo "date:       $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "cpus:       $(nproc) x $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
     echo "kernel:     $(uname -sr)"
-    echo "spool fs:   $dir: $(findmnt -n -o SOURCE,FSTYPE,OPTIONS -T "$dir")"
+    echo "spool fs:   $dir: $(findmnt -n -o SOURCE,FSTYPE,OPTIONS -T "$dir" | head -n 1)"
     # ext4 with or without a journal behaves very differently under fsync: say which.
     local dev
-    dev=$(findmnt -n -o SOURCE -T "$dir")
+    dev=$(findmnt -n -o SOURCE -T "$dir" | head -n 1)
     dev=${dev##*/}
     if [[ -r /sys/fs/ext4/$dev/journal_task ]]; then
         echo "ext4 journal: $(sed 's/^<none>$/none/; s/^[0-9]\+$/yes (jbd2 pid &)/' "/sys/fs/ext4/$dev/journal_task")"

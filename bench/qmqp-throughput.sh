@@ -312,7 +312,7 @@ header=$(
     # than describe the directory that holds the images.
     if ((freshfs)); then
         machine_info "$spools" | grep -v -e '^spool fs:' -e '^ext4 journal:' | sed 's/^/# /'
-        echo "# spool fs:   a fresh loop-mounted ext4 for each run (mkfs.ext4's defaults: with a journal), its image under $spools"
+        echo "# spool fs:   a fresh loop-mounted ext4 for each run (mkfs.ext4's defaults: with a journal), its image under $spools ($(findmnt -n -o SOURCE,FSTYPE -T "$spools" | head -n 1 | tr -s ' '))"
     else
         machine_info "$spools" | sed 's/^/# /'
     fi
