@@ -2,7 +2,8 @@
 //! whatever way the bytes are split, the same events come out, and no input makes it panic.
 
 use nullq_proto::qmqp::{
-    encode_request, request_frame, Event, Limits, RequestDecoder, Response, Status,
+    check_address, encode_request, request_frame, AddressProblem, Event, Limits, RequestDecoder,
+    Response, Status,
 };
 use nullq_proto::ErrorKind;
 use proptest::prelude::*;
@@ -275,6 +276,40 @@ fn frame_matches_encode() {
     let (prefix, suffix) = request_frame(5, b"a@b", &rcpts);
     let framed = [prefix, b"hello".to_vec(), suffix].concat();
     assert_eq!(framed, encode_request(b"hello", b"a@b", &rcpts));
+}
+
+/// Every control byte (below 0x20, and DEL) is refused wherever it stands; spaces (a quoted
+/// local part), UTF-8 and the empty sender are not.
+#[test]
+fn addresses_with_a_control_byte_are_refused_and_others_are_not() {
+    for b in (0u8..0x20).chain([0x7f]) {
+        for address in [
+            [&[b][..], b"a@example.net"].concat(),
+            [&b"a"[..], &[b], b"b@example.net"].concat(),
+            [&b"a@example.net"[..], &[b]].concat(),
+        ] {
+            for sender in [true, false] {
+                assert_eq!(
+                    check_address(&address, sender),
+                    Err(AddressProblem::ControlCharacter),
+                    "{address:?}"
+                );
+            }
+        }
+    }
+    for good in [
+        &b"a@example.net"[..],
+        b"\"jo smith\"@example.net",
+        "j\u{f6}rg@b\u{fc}cher.example".as_bytes(),
+        b"~!#$%&'*+/=?^_`{|}@example.net",
+    ] {
+        assert_eq!(check_address(good, false), Ok(()), "{good:?}");
+    }
+    assert_eq!(check_address(b"", true), Ok(()));
+    assert_eq!(
+        check_address(b"", false),
+        Err(AddressProblem::NotLocalAtDomain)
+    );
 }
 
 proptest! {

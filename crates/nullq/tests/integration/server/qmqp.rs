@@ -114,6 +114,21 @@ fn malformed_requests_get_their_answer_and_store_nothing() {
             good(b"", b"a\r@example.net", b"b@example.net"),
             "D",
         ),
+        (
+            "ESC in a recipient",
+            good(b"", b"a@example.net", b"b\x1b[2J@example.net"),
+            "D",
+        ),
+        (
+            "TAB in sender",
+            good(b"", b"a\tb@example.net", b"b@example.net"),
+            "D",
+        ),
+        (
+            "DEL in a recipient",
+            good(b"", b"a@example.net", b"b@example.net\x7f"),
+            "D",
+        ),
         ("stops halfway", half[..half.len() / 2].to_vec(), ""),
     ];
     let mut failures = Vec::new();
@@ -155,6 +170,27 @@ fn malformed_requests_get_their_answer_and_store_nothing() {
         String::from_utf8_lossy(&a).contains("over the limit"),
         "{a:?}"
     );
+}
+
+/// The control-byte check leaves the addresses a mail system may really send: UTF-8, a quoted
+/// local part with a space. They are taken and stored as they came.
+#[test]
+fn eight_bit_and_quoted_addresses_are_taken_as_they_came() {
+    let server = Server::start(&["--deliver", "none"]);
+    let sender = "j\u{f6}rg@b\u{fc}cher.example".as_bytes();
+    let rcpt = b"\"jo smith\"@example.net";
+    let request = encode_request(b"Subject: 8bit\n\nhi\n", sender, &[rcpt.to_vec()]);
+    let answer = String::from_utf8_lossy(&exchange(server.addr, &request, T)).into_owned();
+    assert!(answer.contains(":K"), "{answer:?}");
+    let queued = server.queued();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let stored = std::fs::read(&queued[0]).expect("read the queued message");
+    for address in [sender, &rcpt[..]] {
+        assert!(
+            stored.windows(address.len()).any(|w| w == address),
+            "{address:?} not stored as it came"
+        );
+    }
 }
 
 #[test]
