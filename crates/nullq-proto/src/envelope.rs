@@ -84,17 +84,21 @@ impl QmailEnvelope {
         }
     }
 
-    /// Why the envelope cannot be sent, if an address holds a NUL, CR or LF: in qmail-queue's
-    /// format a NUL would end the address and start another field (a recipient no header
-    /// showed), and a QMQP server refuses all three (`D`).
+    /// Why the envelope cannot be sent, if an address holds a control character
+    /// ([`crate::qmqp::has_control_byte`]): in qmail-queue's format a NUL would end the address
+    /// and start another field (a recipient no header showed), and a QMQP server refuses every
+    /// control character (`D`).
     pub fn bad_address(&self) -> Option<String> {
-        let bad = |a: &[u8]| a.iter().any(|&b| matches!(b, 0 | b'\r' | b'\n'));
+        let bad = |a: &[u8]| crate::qmqp::has_control_byte(a);
         if bad(&self.sender) {
-            return Some("the sender address contains a NUL, CR or LF".to_owned());
+            return Some(
+                "the sender address contains a control character (NUL, CR, LF, TAB, ESC, DEL, ...)"
+                    .to_owned(),
+            );
         }
         self.recipients.iter().find(|r| bad(r)).map(|r| {
             format!(
-                "a recipient address contains a NUL, CR or LF: {}",
+                "a recipient address contains a control character (NUL, CR, LF, TAB, ESC, DEL, ...): {}",
                 String::from_utf8_lossy(r).escape_debug()
             )
         })
@@ -138,13 +142,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_address_with_nul_cr_or_lf_is_bad() {
+    fn an_address_with_a_control_character_is_bad() {
         let ok = QmailEnvelope {
             sender: b"a@example.net".to_vec(),
             recipients: vec![b"b@example.net".to_vec()],
         };
         assert_eq!(ok.bad_address(), None);
-        for bad in [&b"e@x\0Tb@y"[..], b"e@x\r", b"e\n@x"] {
+        for bad in [
+            &b"e@x\0Tb@y"[..],
+            b"e@x\r",
+            b"e\n@x",
+            b"e\t@x",
+            b"e@x\x1b",
+            b"\x7fe@x",
+        ] {
             let rcpt = QmailEnvelope {
                 recipients: vec![b"b@example.net".to_vec(), bad.to_vec()],
                 ..ok.clone()

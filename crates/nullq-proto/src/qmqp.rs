@@ -534,6 +534,13 @@ impl std::fmt::Display for AddressProblem {
     }
 }
 
+/// True if `address` holds a control character: a byte below 0x20 (NUL, CR, LF, TAB, ESC, ...)
+/// or DEL. A QMQP server refuses such an address ([`check_address`]), so the null client refuses
+/// it before a server or its fallback queue sees it.
+pub fn has_control_byte(address: &[u8]) -> bool {
+    address.iter().any(|&b| b < 0x20 || b == 0x7f)
+}
+
 /// Check an envelope address: no control character, and `local@domain` with both parts
 /// non-empty. The empty sender (`<>`, bounces) is allowed when `sender` is true.
 ///
@@ -543,7 +550,7 @@ impl std::fmt::Display for AddressProblem {
 /// an SMTP `RCPT TO`. Bytes from 0x80 up (UTF-8) and spaces (in a quoted local part) are left
 /// alone.
 pub fn check_address(address: &[u8], sender: bool) -> Result<(), AddressProblem> {
-    if address.iter().any(|&b| b < 0x20 || b == 0x7f) {
+    if has_control_byte(address) {
         return Err(AddressProblem::ControlCharacter);
     }
     if sender && address.is_empty() {
