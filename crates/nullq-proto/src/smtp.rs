@@ -5,6 +5,23 @@
 
 use std::fmt;
 
+/// Why `address` cannot go into `MAIL FROM:<...>` or `RCPT TO:<...>` as it is, if it cannot:
+/// a CR, LF or NUL would end the command line early (command injection), a blank, `<` or `>`
+/// would end the path and start ESMTP parameters of ours (`RCPT TO:<a@x> NOTIFY=SUCCESS>`,
+/// `MAIL FROM:<a> AUTH=<x@y>`), other control characters have no place in a path (RFC 5321
+/// section 4.1.2). A quoted local part with a blank or `<>` is valid SMTP, but rare enough that
+/// both callers (the null client's relay, the server's `smtp://` delivery) refuse it rather than
+/// trust every peer's parser with it.
+pub fn unsendable(address: &[u8]) -> Option<&'static str> {
+    address.iter().find_map(|&b| match b {
+        b'\r' | b'\n' | 0 => Some("contains a line break or NUL, which SMTP cannot carry"),
+        b' ' | b'\t' => Some("contains a blank, which would end the SMTP path"),
+        b'<' | b'>' => Some("contains < or >, which would end the SMTP path"),
+        0..=0x1f | 0x7f => Some("contains a control character, which SMTP cannot carry"),
+        _ => None,
+    })
+}
+
 /// Longest reply line accepted (RFC 5321 says 512; servers write longer ones).
 pub const MAX_LINE: usize = 8192;
 

@@ -213,19 +213,9 @@ pub fn send(
     result
 }
 
-/// Why `address` cannot go into `MAIL FROM:<...>` or `RCPT TO:<...>` as it is, if it cannot:
-/// a CR, LF or NUL would end the command line early (command injection), a blank, `<` or `>`
-/// would end the path and start ESMTP parameters of ours (`MAIL FROM:<a> AUTH=<x@y>`), other
-/// control characters have no place in a path (RFC 5321 section 4.1.2).
-pub fn unsendable(address: &[u8]) -> Option<&'static str> {
-    address.iter().find_map(|&b| match b {
-        b'\r' | b'\n' | 0 => Some("contains a line break or NUL, which SMTP cannot carry"),
-        b' ' | b'\t' => Some("contains a blank, which would end the SMTP path"),
-        b'<' | b'>' => Some("contains < or >, which would end the SMTP path"),
-        0..=0x1f | 0x7f => Some("contains a control character, which SMTP cannot carry"),
-        _ => None,
-    })
-}
+/// Why an address cannot go into an SMTP path as it is; shared with the server's `smtp://`
+/// delivery.
+pub use nullq_proto::smtp::unsendable;
 
 fn socket_addrs(server: &ServerAddr) -> io::Result<Vec<SocketAddr>> {
     match &server.host {

@@ -699,13 +699,16 @@ mod tests {
             b"a\n@x",
             b"a\r@x",
             b"a\0@x",
+            b"a\t@x",
+            b"a@x\x1b",
+            b"\x7fa@x",
         ] {
             assert!(header_address(bad).is_err(), "{bad:?}");
         }
         // The texts the bounces carry.
         assert_eq!(
             header_address(b"a\n@x").unwrap_err().to_string(),
-            "a line break or NUL in the address"
+            "a control character (a line break, NUL, ...) in the address"
         );
         assert_eq!(
             header_address(b"a@x..y").unwrap_err().to_string(),

@@ -87,11 +87,13 @@ fn envelope_field_at(text: &[u8]) -> Option<(usize, &'static str)> {
 
 /// An envelope address as an RFC 5322 header address: the local part (before the last `@`)
 /// as it is when it is a dot-atom, else a quoted string with `"` and `\` escaped; the domain
-/// must be a dot-atom or a domain literal. An address with CR, LF or NUL, or whose domain is
-/// neither, cannot be written without breaking the header or changing its meaning: an error.
+/// must be a dot-atom or a domain literal. An address with a control character (a CR, LF or
+/// NUL would break the header; QMQP refuses them all before `K`, but a message queued by an
+/// older server may hold one), or whose domain is neither, cannot be written without breaking
+/// the header or changing its meaning: an error.
 pub fn header_address(addr: &[u8]) -> Result<Vec<u8>, AddressError> {
-    if addr.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
-        return Err(AddressError::LineBreak);
+    if nullq_proto::qmqp::has_control_byte(addr) {
+        return Err(AddressError::ControlCharacter);
     }
     let (local, domain) = match addr.iter().rposition(|&b| b == b'@') {
         Some(at) => (&addr[..at], Some(&addr[at + 1..])),
@@ -125,8 +127,8 @@ pub fn header_address(addr: &[u8]) -> Result<Vec<u8>, AddressError> {
 /// Why [`header_address`] cannot write an address (the bounce's text).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddressError {
-    /// A CR, LF or NUL in the address.
-    LineBreak,
+    /// A control character (CR, LF, NUL, TAB, ESC, ..., DEL) in the address.
+    ControlCharacter,
     /// The domain (these bytes) is neither a dot-atom nor a domain literal.
     Domain(Vec<u8>),
 }
@@ -134,7 +136,12 @@ pub enum AddressError {
 impl std::fmt::Display for AddressError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AddressError::LineBreak => write!(f, "a line break or NUL in the address"),
+            AddressError::ControlCharacter => {
+                write!(
+                    f,
+                    "a control character (a line break, NUL, ...) in the address"
+                )
+            }
             AddressError::Domain(d) => write!(
                 f,
                 "the domain {:?} is neither a domain name nor an address literal",

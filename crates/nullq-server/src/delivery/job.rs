@@ -91,3 +91,59 @@ impl Answer {
         }
     }
 }
+
+/// Deliver `job` through `run` with only the addresses the backend may be handed. `refused`
+/// says why an address (`"the sender"` or `"the recipient"`, and its bytes) must not be: such a
+/// recipient is bounced with that reason, and if the sender is refused, every recipient is.
+/// The others go to `run` (not called if none is left). The answers come back one per
+/// recipient, in `job`'s order. The sender is judged as backends send it: the double-bounce
+/// marker as the null sender.
+pub async fn deliver_refusing<F, Fut>(
+    job: &Job,
+    refused: impl Fn(&str, &[u8]) -> Option<Answer>,
+    run: F,
+) -> Vec<Answer>
+where
+    F: FnOnce(Job) -> Fut,
+    Fut: std::future::Future<Output = Vec<Answer>>,
+{
+    let sender = crate::delivery::handover::smtp_sender(&job.sender);
+    if let Some(answer) = refused("the sender", sender) {
+        return vec![answer; job.recipients.len()];
+    }
+    let verdicts: Vec<Option<Answer>> = job
+        .recipients
+        .iter()
+        .map(|r| refused("the recipient", r))
+        .collect();
+    if verdicts.iter().all(Option::is_none) {
+        return run(job.clone()).await;
+    }
+    let passed: Vec<Vec<u8>> = job
+        .recipients
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| v.is_none())
+        .map(|(r, _)| r.clone())
+        .collect();
+    let mut answers = if passed.is_empty() {
+        Vec::new()
+    } else {
+        run(Job {
+            recipients: passed,
+            ..job.clone()
+        })
+        .await
+    }
+    .into_iter();
+    verdicts
+        .into_iter()
+        .map(|v| {
+            v.unwrap_or_else(|| {
+                answers
+                    .next()
+                    .unwrap_or_else(|| Answer::retry("the backend gave no answer"))
+            })
+        })
+        .collect()
+}

@@ -244,46 +244,15 @@ where
     F: FnOnce(Job) -> Fut,
     Fut: std::future::Future<Output = Vec<Answer>>,
 {
-    let refusal = |what: &str, address: &[u8]| {
-        Answer::bounce(format!(
-            "{target}: {what} <{}> begins with '-' and would read as an option: not passed to the program",
-            String::from_utf8_lossy(address)
-        ))
+    let refused = |what: &str, address: &[u8]| {
+        option_like(address).then(|| {
+            Answer::bounce(format!(
+                "{target}: {what} <{}> begins with '-' and would read as an option: not passed to the program",
+                String::from_utf8_lossy(address)
+            ))
+        })
     };
-    if option_like(smtp_sender(&job.sender)) {
-        return vec![refusal("the sender", &job.sender); job.recipients.len()];
-    }
-    let passed: Vec<Vec<u8>> = job
-        .recipients
-        .iter()
-        .filter(|r| !option_like(r))
-        .cloned()
-        .collect();
-    if passed.len() == job.recipients.len() {
-        return run(job.clone()).await;
-    }
-    let mut answers = if passed.is_empty() {
-        Vec::new()
-    } else {
-        run(Job {
-            recipients: passed,
-            ..job.clone()
-        })
-        .await
-    }
-    .into_iter();
-    job.recipients
-        .iter()
-        .map(|r| {
-            if option_like(r) {
-                refusal("the recipient", r)
-            } else {
-                answers
-                    .next()
-                    .unwrap_or_else(|| Answer::retry(format!("{target}: no answer")))
-            }
-        })
-        .collect()
+    crate::delivery::job::deliver_refusing(job, refused, run).await
 }
 
 impl Backend for Pipe {

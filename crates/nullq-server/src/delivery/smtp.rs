@@ -514,6 +514,23 @@ impl Smtp {
 
 impl Backend for Smtp {
     fn deliver<'a>(&'a self, job: &'a Job) -> Delivery<'a> {
-        Box::pin(self.send_within(job, SESSION_LIMIT))
+        // An address that would end its SMTP path early, or the command line, is bounced and
+        // never written into a command: a QMQP client's recipient `a@x> NOTIFY=SUCCESS` must
+        // not become DSN parameters of ours (nor a sender `a> AUTH=<x@y>` an AUTH).
+        let refused = move |what: &str, address: &[u8]| {
+            nullq_proto::smtp::unsendable(address).map(|why| {
+                Answer::bounce(format!(
+                    "SMTP to {}:{}: {what} <{}> {why}: not sent",
+                    self.host,
+                    self.port,
+                    crate::process::logging::escape(address)
+                ))
+            })
+        };
+        Box::pin(crate::delivery::job::deliver_refusing(
+            job,
+            refused,
+            move |job| async move { self.send_within(&job, SESSION_LIMIT).await },
+        ))
     }
 }

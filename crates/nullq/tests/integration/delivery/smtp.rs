@@ -146,6 +146,66 @@ fn smarthost_down_then_back_every_message_arrives_once() {
     );
 }
 
+/// The attack: a QMQP client's recipient `victim@example.net> NOTIFY=SUCCESS ORCPT=...` would
+/// end the SMTP path and add DSN parameters of its own to our `RCPT TO`, and a sender
+/// `a@example.net> AUTH=<x@y>` an AUTH to our `MAIL FROM`. Such an address is bounced with the
+/// reason and never written into a command; the message's other recipients are delivered.
+#[test]
+fn an_address_that_would_end_the_smtp_path_is_bounced_never_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dump = dir.path().join("dump");
+    let output = dir.path().join("sink.out");
+    let sink = SmtpSink::start(&dump, &["-v"], Some(&output));
+    let server = Server::start(&["--deliver", &format!("smtp://{}", sink.addr)]);
+    let injected = "victim@example.net> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;x@example.org";
+    assert!(is_k(&send(
+        server.addr,
+        "jason@example.net",
+        &["ok@example.net", injected],
+        &message("injected recipient")
+    )));
+    assert!(is_k(&send(
+        server.addr,
+        "a@example.net> AUTH=<x@example.org>",
+        &["ok2@example.net"],
+        &message("injected sender")
+    )));
+    // Settled: the first message to ok@ and its bounce to jason@ are at the sink; the second
+    // and its bounce (to an address SMTP cannot carry either) went nowhere.
+    drained(&server);
+    let all = sink.messages();
+    sink.stop();
+    let conversation = std::fs::read_to_string(&output).unwrap_or_default();
+    for never in ["NOTIFY", "ORCPT", "AUTH=", "victim"] {
+        assert!(
+            !conversation.contains(never),
+            "{never} reached the SMTP server:\n{conversation}"
+        );
+    }
+    let original = all
+        .iter()
+        .find(|m| subject(m) == "injected recipient")
+        .expect("the first message, to its good recipient");
+    assert_eq!(sink_rcpts(original), ["<ok@example.net>"]);
+    assert!(
+        !all.iter().any(|m| subject(m) == "injected sender"),
+        "{all:#?}"
+    );
+    let bounce = all
+        .iter()
+        .find(|m| m.contains("X-Mail-Args: <>") && sink_rcpts(m) == ["<jason@example.net>"])
+        .expect("the bounce of the injected recipient");
+    assert!(
+        bounce.contains("which would end the SMTP path: not sent"),
+        "{bounce}"
+    );
+    assert!(
+        server.log_text().contains("which would end the SMTP path"),
+        "{}",
+        server.log_text()
+    );
+}
+
 #[test]
 fn one_refused_recipient_of_three_gets_one_bounce_and_two_are_delivered() {
     let dir = tempfile::tempdir().expect("tempdir");
