@@ -532,7 +532,10 @@ pub(crate) fn run_qmail_queue(
         let (permanent, text) = queue_reply(61, None);
         return Err(InjectError::Queue { text, permanent });
     }
-    if let Some(why) = envelope.bad_address() {
+    // Only what qmail-queue's format cannot carry: the queue program decides the rest (nullq's
+    // qmail-qmqpc refuses what no QMQP server takes; a QMAILQUEUE program gets what qmail's
+    // qmail-inject would give it).
+    if let Some(why) = envelope.unencodable() {
         return Err(InjectError::Queue {
             text: why,
             permanent: true,

@@ -84,21 +84,49 @@ impl QmailEnvelope {
         }
     }
 
-    /// Why the envelope cannot be sent, if an address holds a control character
-    /// ([`crate::qmqp::has_control_byte`]): in qmail-queue's format a NUL would end the address
-    /// and start another field (a recipient no header showed), and a QMQP server refuses every
-    /// control character (`D`).
+    /// Why the null client refuses this envelope, if it does: an address with a control
+    /// character ([`crate::qmqp::has_control_byte`]: nullq's QMQP server answers `D`; in
+    /// qmail-queue's format a NUL would also end the address and start another field, a
+    /// recipient no header showed), or one of [`MAX_ADDRESS`] bytes or more (qmail-queue's limit;
+    /// the fallback queue's reader refuses such an envelope). The message is refused at once
+    /// (permanently), so that the fallback queue never keeps what a later flush could only fail,
+    /// after exit 0 told the sender it was on its way. An address without a domain is sent as it
+    /// is: qmail's qmail-qmqpd takes `eve`, and the client cannot know which server it reaches.
     pub fn bad_address(&self) -> Option<String> {
-        let bad = |a: &[u8]| crate::qmqp::has_control_byte(a);
-        if bad(&self.sender) {
-            return Some(
-                "the sender address contains a control character (NUL, CR, LF, TAB, ESC, DEL, ...)"
-                    .to_owned(),
-            );
+        let problem = |a: &[u8]| {
+            if check_length(a).is_err() {
+                Some(format!(
+                    "address is {} bytes long, over the {} qmail-queue takes",
+                    a.len(),
+                    MAX_ADDRESS - 2
+                ))
+            } else if crate::qmqp::has_control_byte(a) {
+                Some(crate::qmqp::AddressProblem::ControlCharacter.to_string())
+            } else {
+                None
+            }
+        };
+        let show = |a: &[u8]| String::from_utf8_lossy(a).escape_debug().to_string();
+        if let Some(why) = problem(&self.sender) {
+            return Some(format!("the sender <{}>: {why}", show(&self.sender)));
         }
-        self.recipients.iter().find(|r| bad(r)).map(|r| {
+        self.recipients
+            .iter()
+            .find_map(|r| problem(r).map(|why| format!("a recipient <{}>: {why}", show(r))))
+    }
+
+    /// Why qmail-queue's format cannot carry this envelope as it is, if it cannot: an address
+    /// with a NUL would end early and start another field. What qmail-inject checks before it
+    /// hands the envelope to its queue program (nullq's qmail-qmqpc checks the rest, see
+    /// [`QmailEnvelope::bad_address`]; another program gets what qmail's would).
+    pub fn unencodable(&self) -> Option<String> {
+        let nul = |a: &[u8]| a.contains(&0);
+        if nul(&self.sender) {
+            return Some("the sender address contains a NUL".to_owned());
+        }
+        self.recipients.iter().find(|r| nul(r)).map(|r| {
             format!(
-                "a recipient address contains a control character (NUL, CR, LF, TAB, ESC, DEL, ...): {}",
+                "a recipient address contains a NUL: {}",
                 String::from_utf8_lossy(r).escape_debug()
             )
         })
@@ -167,6 +195,45 @@ mod tests {
             };
             assert!(sender.bad_address().is_some_and(|w| w.contains("sender")));
         }
+    }
+
+    /// Too long is bad too; an address without a domain (qmail's servers take `eve`) and the
+    /// empty sender are not. Only a NUL is what qmail-queue's format cannot carry.
+    #[test]
+    fn a_long_address_is_bad_a_domainless_one_is_not_and_only_a_nul_is_unencodable() {
+        let ok = QmailEnvelope {
+            sender: Vec::new(),
+            recipients: vec![b"b@example.net".to_vec()],
+        };
+        assert_eq!(ok.bad_address(), None);
+        for fine in [&b"eve"[..], b"@example.net", b""] {
+            let rcpt = QmailEnvelope {
+                recipients: vec![fine.to_vec()],
+                ..ok.clone()
+            };
+            assert_eq!(rcpt.bad_address(), None, "{fine:?}");
+        }
+        let long = [vec![b'a'; MAX_ADDRESS], b"@x".to_vec()].concat();
+        let rcpt = QmailEnvelope {
+            recipients: vec![long],
+            ..ok.clone()
+        };
+        let said = rcpt.bad_address().unwrap_or_default();
+        assert!(
+            said.contains("recipient") && said.contains("bytes long"),
+            "{said}"
+        );
+        assert_eq!(rcpt.unencodable(), None);
+        let tab = QmailEnvelope {
+            recipients: vec![b"a\tb@x".to_vec()],
+            ..ok.clone()
+        };
+        assert_eq!(tab.unencodable(), None);
+        let nul = QmailEnvelope {
+            recipients: vec![b"a\0b@x".to_vec()],
+            ..ok.clone()
+        };
+        assert!(nul.unencodable().is_some_and(|w| w.contains("NUL")));
     }
 
     #[test]

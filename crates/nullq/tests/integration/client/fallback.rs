@@ -412,23 +412,28 @@ fn a_nul_in_a_header_address_is_refused_and_never_queued() {
     );
 }
 
-/// A control character other than NUL, CR and LF (here ESC and DEL, in recipients given as
-/// arguments) is refused the same way: a QMQP server would answer `D`, so with every server
-/// down the fallback queue must not keep it (a later flush could only fail it, after the
-/// exit 0 told the sender it was on its way).
+/// A control character other than NUL (here ESC and DEL: nullq's QMQP server answers `D`), or
+/// an address too long for qmail-queue, is refused the same way (recipients given as
+/// arguments). With every server down the fallback queue must not keep such a message: a later
+/// flush could only fail it, after exit 0 told the sender it was on its way.
 #[test]
-fn a_control_byte_in_an_argument_address_is_refused_and_never_queued() {
+fn an_argument_address_no_server_takes_is_refused_and_never_queued() {
     let host = Host::new();
     host.control("fallbackqueue", "fallback");
     let down = RefusedPort::new();
     host.servers(&[down.addr]);
-    for rcpt in ["bob\u{1b}[2J@example.net", "bob@example.net\u{7f}"] {
+    let long = format!("{}@example.net", "a".repeat(1200));
+    for (rcpt, why) in [
+        ("bob\u{1b}[2J@example.net", "contains a control character"),
+        ("bob@example.net\u{7f}", "contains a control character"),
+        (long.as_str(), "bytes long"),
+    ] {
         let mut cmd = host.cmd("sendmail");
         cmd.arg(rcpt);
         let out = run(cmd, b"Subject: hi\n\nhi\n", Duration::from_secs(120));
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(100), "{rcpt:?}: {err}");
-        assert!(err.contains("contains a control character"), "{err}");
+        assert!(err.contains(why), "{why}: {err}");
     }
     let new = host.home().join("fallback/new");
     assert!(!new.exists() || crate::support::files(&new).is_empty());
