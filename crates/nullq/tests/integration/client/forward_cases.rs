@@ -115,3 +115,38 @@ fn a_qmailqueue_that_cannot_run_is_111_as_in_qmail() {
         "forward: fatal: unable to exec qq (#4.3.0)\n"
     );
 }
+
+/// A `$QMAILQUEUE` program gets an address with a control character other than NUL as qmail's
+/// forward gives it (a TAB here): only the QMQP hop (nullq's qmail-qmqpc) refuses those, since
+/// nullq's server would. (A NUL, which qmail-queue's envelope cannot carry, cannot be an
+/// argument; `QmailEnvelope::unencodable`'s unit test has it.)
+#[test]
+fn a_qmailqueue_program_gets_a_tab_address_as_qmails_forward_gives_it() {
+    let host = Host::new();
+    let dir = host.dir.path();
+    let script = dir.join("qq");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat > {d}/qq.msg\ncat <&1 > {d}/qq.env\nexit 0\n",
+            d = dir.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut cmd = host.cmd("forward");
+    cmd.env("NEWSENDER", "jason@example.net")
+        .env("DTLINE", "D")
+        .env("QMAILQUEUE", &script)
+        .arg("eve\tx@example.net");
+    let out = run(cmd, MESSAGE, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let env = std::fs::read(dir.join("qq.env")).unwrap_or_default();
+    assert_eq!(
+        env,
+        b"Fjason@example.net\0Teve\tx@example.net\0\0",
+        "{}",
+        String::from_utf8_lossy(&env)
+    );
+}
