@@ -417,6 +417,10 @@ fn list_queue(control: &ControlDir) -> Result<(), Failure> {
 
 /// Write the listing of `queue` to `out`.
 pub fn print_queue(queue: &FallbackQueue, out: &mut impl Write) -> io::Result<()> {
+    // An address in a queue file is any local user's (the directory is theirs to write), so it
+    // is shown with its control characters as `?`: an escape sequence must not reach root's
+    // terminal, nor a newline forge a line of the listing.
+    let shown = |a: &[u8]| crate::syslog::printable(&String::from_utf8_lossy(a));
     for entry in queue.list()? {
         let mark = if entry.failed { " failed" } else { "" };
         match &entry.envelope {
@@ -427,10 +431,10 @@ pub fn print_queue(queue: &FallbackQueue, out: &mut impl Write) -> io::Result<()
                     calendar::qread_date(entry.time),
                     entry.id,
                     entry.size,
-                    String::from_utf8_lossy(&env.sender)
+                    shown(&env.sender)
                 )?;
                 for r in &env.recipients {
-                    writeln!(out, "\tremote\t{}", String::from_utf8_lossy(r))?;
+                    writeln!(out, "\tremote\t{}", shown(r))?;
                 }
             }
             Err(e) => writeln!(

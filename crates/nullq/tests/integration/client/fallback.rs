@@ -315,6 +315,40 @@ fn a_message_failing_temporarily_does_not_hold_back_the_others() {
     assert_eq!(listing.matches('#').count(), 1, "{listing}");
 }
 
+/// `mailq` shows a queued address's control characters as `?`: the queue's files are any local
+/// user's to write (or an older client's), and an escape sequence in an address must not reach
+/// root's terminal, nor a newline forge a line of the listing.
+#[test]
+fn mailq_shows_control_characters_in_queued_addresses_as_question_marks() {
+    let host = Host::new();
+    host.control("fallbackqueue", "fallback");
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
+    let (code, err) = run_queue(&host, "qmail-qmqpc", b"Subject: x\n\nx\n", ENVELOPE, BOUND);
+    assert_eq!(code, 0, "{err}");
+    let new = host.home().join("fallback/new");
+    let files = crate::support::files(&new);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let path = new.join(&files[0]);
+    let bytes = fs::read(&path).expect("read the queued file");
+    let at = bytes
+        .windows(15)
+        .position(|w| w == b"bob@example.net")
+        .expect("the recipient in the file");
+    let mut planted = bytes.clone();
+    planted[at..at + 15].copy_from_slice(b"b\x1b]0;\x07\n@ample.n");
+    fs::write(&path, &planted).expect("plant the address");
+    let out = run(host.cmd("mailq"), b"", BOUND);
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{listing}");
+    assert!(
+        !out.stdout.iter().any(|&b| b == 0x1b || b == 0x07),
+        "{listing:?}"
+    );
+    assert!(listing.contains("\tremote\tb?]0;??@ample.n"), "{listing:?}");
+    assert_eq!(listing.lines().count(), 2, "{listing:?}");
+}
+
 #[test]
 fn flush_moves_a_message_over_databytes_to_failed_says_so_and_delivers_the_others() {
     let host = Host::new();
