@@ -315,6 +315,30 @@ fn a_message_failing_temporarily_does_not_hold_back_the_others() {
     assert_eq!(listing.matches('#').count(), 1, "{listing}");
 }
 
+/// A TAB that folds a header is whitespace, not part of an address: `sendmail -t` with a
+/// folded `To:` is taken (queued here, every server down) with clean recipients, not refused
+/// for a control character.
+#[test]
+fn a_folded_to_header_gives_clean_recipients_and_is_taken() {
+    let host = Host::new();
+    host.control("fallbackqueue", "fallback");
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
+    let mut cmd = host.cmd("sendmail");
+    cmd.arg("-t");
+    let msg = b"To: bob@example.net,\n\tamy@example.net (Amy\n\t Smith)\nSubject: fold\n\nhi\n";
+    let out = run(cmd, msg, BOUND);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let listing = String::from_utf8_lossy(&run(host.cmd("mailq"), b"", BOUND).stdout).into_owned();
+    let mut rcpts: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.strip_prefix("\tremote\t"))
+        .collect();
+    rcpts.sort_unstable();
+    assert_eq!(rcpts, ["amy@example.net", "bob@example.net"], "{listing}");
+}
+
 /// `mailq` shows a queued address's control characters as `?`: the queue's files are any local
 /// user's to write (or an older client's), and an escape sequence in an address must not reach
 /// root's terminal, nor a newline forge a line of the listing.
