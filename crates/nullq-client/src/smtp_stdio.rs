@@ -12,6 +12,8 @@ use std::fs::File;
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStringExt;
 
+use nullq_proto::envelope::refused_address;
+
 use crate::control::ControlDir;
 
 /// The longest command line read (RFC 5321 says 512 octets; be generous, but bounded).
@@ -99,6 +101,10 @@ pub fn serve(
                     reply(output, "503 nested MAIL command (#5.5.1)")?;
                 } else {
                     match path_after(arg, b"FROM:") {
+                        // Refused now, not at the end of the data with the whole transaction.
+                        Some(addr) if refused_address(&addr).is_some() => {
+                            refuse_address(output, &addr)?
+                        }
                         Some(addr) => {
                             tx.sender = Some(addr);
                             reply(output, "250 ok")?
@@ -112,6 +118,9 @@ pub fn serve(
                     reply(output, "503 MAIL first (#5.5.1)")?;
                 } else {
                     match path_after(arg, b"TO:") {
+                        Some(addr) if refused_address(&addr).is_some() => {
+                            refuse_address(output, &addr)?
+                        }
                         Some(addr) if !addr.is_empty() => {
                             tx.recipients.push(addr);
                             reply(output, "250 ok")?
@@ -157,6 +166,19 @@ pub fn serve(
             _ => reply(output, "502 unimplemented (#5.5.1)")?,
         }
     }
+}
+
+/// `553` for an address the client would refuse at the end of the data anyway
+/// ([`refused_address`]), so that the rest of the transaction stands.
+fn refuse_address(output: &mut impl Write, addr: &[u8]) -> io::Result<()> {
+    let why = refused_address(addr).unwrap_or_default();
+    reply(
+        output,
+        &format!(
+            "553 sorry, I can't take <{}>: {why} (#5.1.3)",
+            crate::syslog::printable(&String::from_utf8_lossy(addr))
+        ),
+    )
 }
 
 fn reply(output: &mut impl Write, text: &str) -> io::Result<()> {
@@ -295,6 +317,35 @@ mod tests {
             vec![b"bob@example.net".to_vec(), b"eve@example.net".to_vec()]
         );
         assert_eq!(got[0].1, "Subject: hi\n\n.leading dot\n");
+    }
+
+    /// An address the client would refuse gets 553 at its MAIL or RCPT; the transaction goes
+    /// on with the others, and no control character is echoed back.
+    #[test]
+    fn an_address_with_a_control_character_gets_553_at_once() {
+        let (out, got, _) = session(
+            "HELO x\r\nMAIL FROM:<a\x1b]0;x\x07@example.net>\r\nMAIL FROM:<jason@example.net>\r\n\
+             RCPT TO:<bob\t@example.net>\r\nRCPT TO:<amy@example.net>\r\nDATA\r\nSubject: hi\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+            0,
+        );
+        let lines: Vec<&str> = out.split("\r\n").collect();
+        assert!(lines[2].starts_with("553 sorry, I can't take <a?]0;x?@example.net>: address contains a control character"), "{out:?}");
+        assert_eq!(lines[3], "250 ok", "{out:?}");
+        assert!(
+            lines[4].starts_with("553 ") && lines[4].contains("bob?@example.net"),
+            "{out:?}"
+        );
+        assert_eq!(
+            &lines[5..8],
+            ["250 ok", "354 go ahead", "250 ok"],
+            "{out:?}"
+        );
+        assert!(
+            !out.bytes().any(|b| b == 0x1b || b == 0x07 || b == b'\t'),
+            "{out:?}"
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.recipients, vec![b"amy@example.net".to_vec()]);
     }
 
     #[test]

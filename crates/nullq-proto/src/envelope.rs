@@ -93,19 +93,7 @@ impl QmailEnvelope {
     /// after exit 0 told the sender it was on its way. An address without a domain is sent as it
     /// is: qmail's qmail-qmqpd takes `eve`, and the client cannot know which server it reaches.
     pub fn bad_address(&self) -> Option<String> {
-        let problem = |a: &[u8]| {
-            if check_length(a).is_err() {
-                Some(format!(
-                    "address is {} bytes long, over the {} qmail-queue takes",
-                    a.len(),
-                    MAX_ADDRESS - 2
-                ))
-            } else if crate::qmqp::has_control_byte(a) {
-                Some(crate::qmqp::AddressProblem::ControlCharacter.to_string())
-            } else {
-                None
-            }
-        };
+        let problem = refused_address;
         let show = |a: &[u8]| String::from_utf8_lossy(a).escape_debug().to_string();
         if let Some(why) = problem(&self.sender) {
             return Some(format!("the sender <{}>: {why}", show(&self.sender)));
@@ -154,6 +142,22 @@ fn take_field(bytes: &[u8]) -> Result<(&[u8], &[u8]), EnvelopeError> {
     match bytes.iter().position(|&b| b == 0) {
         Some(nul) => Ok((&bytes[..nul], &bytes[nul + 1..])),
         None => Err(EnvelopeError::Truncated),
+    }
+}
+
+/// Why the null client refuses `address` in an envelope, if it does (see
+/// [`QmailEnvelope::bad_address`]): too long for qmail-queue, or a control character.
+pub fn refused_address(address: &[u8]) -> Option<String> {
+    if check_length(address).is_err() {
+        Some(format!(
+            "address is {} bytes long, over the {} qmail-queue takes",
+            address.len(),
+            MAX_ADDRESS - 2
+        ))
+    } else if crate::qmqp::has_control_byte(address) {
+        Some(crate::qmqp::AddressProblem::ControlCharacter.to_string())
+    } else {
+        None
     }
 }
 
