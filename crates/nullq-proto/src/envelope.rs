@@ -87,8 +87,8 @@ impl QmailEnvelope {
     /// Why the null client refuses this envelope, if it does: an address with a control
     /// character ([`crate::qmqp::has_control_byte`]: nullq's QMQP server answers `D`; in
     /// qmail-queue's format a NUL would also end the address and start another field, a
-    /// recipient no header showed), or one of [`MAX_ADDRESS`] bytes or more (qmail-queue's limit;
-    /// the fallback queue's reader refuses such an envelope). The message is refused at once
+    /// recipient no header showed), or one longer than a QMQP server takes
+    /// ([`MAX_QMQP_ADDRESS`]; the fallback queue's reader refuses [`MAX_ADDRESS`] and more). The message is refused at once
     /// (permanently), so that the fallback queue never keeps what a later flush could only fail,
     /// after exit 0 told the sender it was on its way. An address without a domain is sent as it
     /// is: qmail's qmail-qmqpd takes `eve`, and the client cannot know which server it reaches.
@@ -145,14 +145,18 @@ fn take_field(bytes: &[u8]) -> Result<(&[u8], &[u8]), EnvelopeError> {
     }
 }
 
+/// The longest address a QMQP server takes: qmail-qmqpd refuses 1,000 bytes and more, and so
+/// does nullq's server by default (`max_address_len`).
+pub const MAX_QMQP_ADDRESS: usize = 999;
+
 /// Why the null client refuses `address` in an envelope, if it does (see
-/// [`QmailEnvelope::bad_address`]): too long for qmail-queue, or a control character.
+/// [`QmailEnvelope::bad_address`]): longer than a QMQP server takes ([`MAX_QMQP_ADDRESS`]), or
+/// a control character.
 pub fn refused_address(address: &[u8]) -> Option<String> {
-    if check_length(address).is_err() {
+    if address.len() > MAX_QMQP_ADDRESS {
         Some(format!(
-            "address is {} bytes long, over the {} qmail-queue takes",
-            address.len(),
-            MAX_ADDRESS - 2
+            "address is {} bytes long, over the {MAX_QMQP_ADDRESS} a QMQP server takes",
+            address.len()
         ))
     } else if crate::qmqp::has_control_byte(address) {
         Some(crate::qmqp::AddressProblem::ControlCharacter.to_string())
@@ -217,7 +221,13 @@ mod tests {
             };
             assert_eq!(rcpt.bad_address(), None, "{fine:?}");
         }
-        let long = [vec![b'a'; MAX_ADDRESS], b"@x".to_vec()].concat();
+        let longest = [vec![b'a'; MAX_QMQP_ADDRESS - 2], b"@x".to_vec()].concat();
+        let rcpt = QmailEnvelope {
+            recipients: vec![longest],
+            ..ok.clone()
+        };
+        assert_eq!(rcpt.bad_address(), None, "999 bytes are taken");
+        let long = [vec![b'a'; MAX_QMQP_ADDRESS - 1], b"@x".to_vec()].concat();
         let rcpt = QmailEnvelope {
             recipients: vec![long],
             ..ok.clone()

@@ -126,6 +126,7 @@ where
         .filter(|(_, v)| v.is_none())
         .map(|(r, _)| r.clone())
         .collect();
+    let wanted = passed.len();
     let mut answers = if passed.is_empty() {
         Vec::new()
     } else {
@@ -134,8 +135,18 @@ where
             ..job.clone()
         })
         .await
+    };
+    if answers.len() != wanted {
+        // Matched by position, a missing or extra answer would land on the wrong recipient
+        // (one marked delivered that was not): all of them are retried instead, as
+        // `backend::deliver` does for a whole job.
+        let why = format!(
+            "the backend gave {} answers for {wanted} recipients",
+            answers.len()
+        );
+        answers = vec![Answer::retry(why); wanted];
     }
-    .into_iter();
+    let mut answers = answers.into_iter();
     verdicts
         .into_iter()
         .map(|v| {

@@ -305,6 +305,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_backend_answering_too_few_retries_every_passed_recipient() {
+        // Matched by position, a missing answer would land on the wrong recipient.
+        let j = job(b"a@b", &[b"ok@x", b"-o@x", b"ok2@x"]);
+        let answers = refuse_options(&j, "pipe", |_| async move {
+            vec![Answer::delivered("only one")]
+        })
+        .await;
+        assert_eq!(verdicts(&answers), ["deferred", "failed", "deferred"]);
+        assert!(
+            answers[0].text.contains("1 answers for 2 recipients"),
+            "{answers:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn option_like_recipients_never_reach_the_program() {
         let j = job(b"a@b", &[b"ok@x", b"-oProgram=/bin/sh@x", b"ok2@x"]);
         let seen = std::sync::Mutex::new(Vec::new());

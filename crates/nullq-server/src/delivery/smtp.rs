@@ -29,6 +29,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
 use crate::delivery::backend::{Backend, BackendError, Delivery};
+use crate::delivery::cgp_header::{header_address, AddressError};
 use crate::delivery::handover::smtp_sender;
 use crate::delivery::job::{Answer, Job};
 use crate::delivery::smtp_conn::{
@@ -514,13 +515,16 @@ impl Smtp {
 
 impl Backend for Smtp {
     fn deliver<'a>(&'a self, job: &'a Job) -> Delivery<'a> {
-        // An address that would end its SMTP path early, or the command line, is bounced and
-        // never written into a command: a QMQP client's recipient `a@x> NOTIFY=SUCCESS` must
-        // not become DSN parameters of ours (nor a sender `a> AUTH=<x@y>` an AUTH).
+        // Every address goes into its command as qmail-remote writes it (`quote2`): a local part
+        // that is not a dot-atom as a quoted string, so that a blank or `>` in it cannot end
+        // the path (a QMQP client's recipient `victim@x> NOTIFY=SUCCESS;y@z` must not become
+        // DSN parameters of ours, nor a sender `a> AUTH=<x@y>` an AUTH). An address that cannot
+        // be written so (a control byte; a domain that is neither a dot-atom nor a literal, as
+        // in `a@x> NOTIFY=SUCCESS`) is bounced with the reason and never written at all.
         let refused = move |what: &str, address: &[u8]| {
-            nullq_proto::smtp::unsendable(address).map(|why| {
+            smtp_path(address).err().map(|why| {
                 Answer::bounce(format!(
-                    "SMTP to {}:{}: {what} <{}> {why}: not sent",
+                    "SMTP to {}:{}: {what} <{}> cannot be written as an SMTP path ({why}): not sent",
                     self.host,
                     self.port,
                     crate::process::logging::escape(address)
@@ -530,7 +534,30 @@ impl Backend for Smtp {
         Box::pin(crate::delivery::job::deliver_refusing(
             job,
             refused,
-            move |job| async move { self.send_within(&job, SESSION_LIMIT).await },
+            move |job| async move {
+                // Every address passed `refused`, so each has its path.
+                let path = |a: &[u8]| smtp_path(a).unwrap_or_else(|_| a.to_vec());
+                let written = Job {
+                    sender: if smtp_sender(&job.sender).is_empty() {
+                        Vec::new()
+                    } else {
+                        path(&job.sender)
+                    },
+                    recipients: job.recipients.iter().map(|r| path(r)).collect(),
+                    ..job
+                };
+                self.send_within(&written, SESSION_LIMIT).await
+            },
         ))
+    }
+}
+
+/// `address` as it goes between `<` and `>` (see [`Smtp::deliver`]): the null sender as it is,
+/// any other through [`header_address`], whose quoting and domain rule are RFC 5321's too.
+fn smtp_path(address: &[u8]) -> std::result::Result<Vec<u8>, AddressError> {
+    if address.is_empty() {
+        Ok(Vec::new())
+    } else {
+        header_address(address)
     }
 }

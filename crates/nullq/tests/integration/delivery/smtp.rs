@@ -148,20 +148,29 @@ fn smarthost_down_then_back_every_message_arrives_once() {
 
 /// The attack: a QMQP client's recipient `victim@example.net> NOTIFY=SUCCESS ORCPT=...` would
 /// end the SMTP path and add DSN parameters of its own to our `RCPT TO`, and a sender
-/// `a@example.net> AUTH=<x@y>` an AUTH to our `MAIL FROM`. Such an address is bounced with the
-/// reason and never written into a command; the message's other recipients are delivered.
+/// `a@example.net> AUTH=<x@y>` an AUTH to our `MAIL FROM`. Every address is written as
+/// qmail-remote writes it: a local part that is not a dot-atom quoted, so a blank or `>` in it
+/// stays inside the path (`jo smith@example.net`, an envelope's unquoted form of
+/// `"jo smith"@example.net`, is delivered so too); an address that cannot be written so (its
+/// domain holds `>` or a blank) is bounced with the reason and never sent.
 #[test]
-fn an_address_that_would_end_the_smtp_path_is_bounced_never_sent() {
+fn an_address_that_would_end_the_smtp_path_is_quoted_or_bounced_never_sent_raw() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dump = dir.path().join("dump");
     let output = dir.path().join("sink.out");
     let sink = SmtpSink::start(&dump, &["-v"], Some(&output));
     let server = Server::start(&["--deliver", &format!("smtp://{}", sink.addr)]);
-    let injected = "victim@example.net> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;x@example.org";
+    let in_local = "victim@example.net> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;x@example.org";
+    let in_domain = "victim@example.net> NOTIFY=SUCCESS";
     assert!(is_k(&send(
         server.addr,
         "jason@example.net",
-        &["ok@example.net", injected],
+        &[
+            "ok@example.net",
+            in_local,
+            in_domain,
+            "jo smith@example.net"
+        ],
         &message("injected recipient")
     )));
     assert!(is_k(&send(
@@ -170,23 +179,39 @@ fn an_address_that_would_end_the_smtp_path_is_bounced_never_sent() {
         &["ok2@example.net"],
         &message("injected sender")
     )));
-    // Settled: the first message to ok@ and its bounce to jason@ are at the sink; the second
-    // and its bounce (to an address SMTP cannot carry either) went nowhere.
+    // Settled: the first message and the bounce of its refused recipient are at the sink; the
+    // second and its bounce (to an address SMTP cannot carry either) went nowhere.
     drained(&server);
     let all = sink.messages();
     sink.stop();
     let conversation = std::fs::read_to_string(&output).unwrap_or_default();
-    for never in ["NOTIFY", "ORCPT", "AUTH=", "victim"] {
+    let commands: Vec<&str> = conversation
+        .lines()
+        .filter_map(|l| l.split_once("smtp-sink: ").map(|(_, c)| c))
+        .filter(|c| c.starts_with("RCPT") || c.starts_with("MAIL"))
+        .collect();
+    for c in &commands {
+        // Whatever follows the path must be a parameter of ours (BODY=8BITMIME), never the
+        // client's.
+        let rest = c.rsplit_once('>').map_or("", |(_, r)| r).trim();
         assert!(
-            !conversation.contains(never),
-            "{never} reached the SMTP server:\n{conversation}"
+            rest.is_empty() || rest == "BODY=8BITMIME",
+            "{c}\n{conversation}"
         );
+        assert!(!c.contains("AUTH="), "{c}");
     }
+    assert!(
+        commands.contains(
+            &"RCPT TO:<\"victim@example.net> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;x\"@example.org>"
+        ) && commands.contains(&"RCPT TO:<\"jo smith\"@example.net>")
+            && !commands.iter().any(|c| c.ends_with("NOTIFY=SUCCESS>")),
+        "{commands:#?}"
+    );
     let original = all
         .iter()
         .find(|m| subject(m) == "injected recipient")
-        .expect("the first message, to its good recipient");
-    assert_eq!(sink_rcpts(original), ["<ok@example.net>"]);
+        .expect("the first message, to its good recipients");
+    assert_eq!(sink_rcpts(original).len(), 3, "{original}");
     assert!(
         !all.iter().any(|m| subject(m) == "injected sender"),
         "{all:#?}"
@@ -194,15 +219,10 @@ fn an_address_that_would_end_the_smtp_path_is_bounced_never_sent() {
     let bounce = all
         .iter()
         .find(|m| m.contains("X-Mail-Args: <>") && sink_rcpts(m) == ["<jason@example.net>"])
-        .expect("the bounce of the injected recipient");
+        .expect("the bounce of the refused recipient");
     assert!(
-        bounce.contains("which would end the SMTP path: not sent"),
+        bounce.contains("cannot be written as an SMTP path") && bounce.contains("not sent"),
         "{bounce}"
-    );
-    assert!(
-        server.log_text().contains("which would end the SMTP path"),
-        "{}",
-        server.log_text()
     );
 }
 
