@@ -9,9 +9,9 @@ use std::fmt;
 /// a CR, LF or NUL would end the command line early (command injection), a blank, `<` or `>`
 /// would end the path and start ESMTP parameters of ours (`RCPT TO:<a@x> NOTIFY=SUCCESS>`,
 /// `MAIL FROM:<a> AUTH=<x@y>`), other control characters have no place in a path (RFC 5321
-/// section 4.1.2). A quoted local part with a blank or `<>` is valid SMTP, but rare enough that
-/// both callers (the null client's relay, the server's `smtp://` delivery) refuse it rather than
-/// trust every peer's parser with it.
+/// section 4.1.2). A quoted local part with a blank or `<>` is valid SMTP, but the null client's
+/// `smtp://` lines refuse it rather than quote it (the server's `smtp://` delivery quotes, as
+/// qmail-remote does).
 pub fn unsendable(address: &[u8]) -> Option<&'static str> {
     address.iter().find_map(|&b| match b {
         b'\r' | b'\n' | 0 => Some("contains a line break or NUL, which SMTP cannot carry"),
