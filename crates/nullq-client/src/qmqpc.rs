@@ -95,7 +95,8 @@ pub fn deliver(
                     FlushLimit::opportunistic(),
                 );
                 for line in report.log.iter().chain(report.error.as_ref()) {
-                    eprintln!("qmail-qmqpc: fallback queue: {line}");
+                    // A queue file's name is any local user's to choose: no raw control bytes.
+                    eprintln!("qmail-qmqpc: fallback queue: {}", syslog::printable(line));
                 }
             }
             Ok(Delivered::Sent(accepted))
@@ -434,8 +435,9 @@ pub fn flush(args: &[OsString]) -> i32 {
         return 0;
     };
     let report = queue.flush(&config.transport, config.syslog, FlushLimit::all());
+    // A queue file's name is any local user's to choose: no raw control bytes on root's terminal.
     for line in &report.log {
-        eprintln!("nullq flush: {line}");
+        eprintln!("nullq flush: {}", syslog::printable(line));
     }
     if verbose {
         eprintln!(
@@ -444,7 +446,7 @@ pub fn flush(args: &[OsString]) -> i32 {
         );
     }
     if let Some(error) = &report.error {
-        eprintln!("nullq flush: {error}");
+        eprintln!("nullq flush: {}", syslog::printable(error));
         return 111;
     }
     if report.failed > 0 {

@@ -417,9 +417,9 @@ fn list_queue(control: &ControlDir) -> Result<(), Failure> {
 
 /// Write the listing of `queue` to `out`.
 pub fn print_queue(queue: &FallbackQueue, out: &mut impl Write) -> io::Result<()> {
-    // An address in a queue file is any local user's (the directory is theirs to write), so it
-    // is shown with its control characters as `?`: an escape sequence must not reach root's
-    // terminal, nor a newline forge a line of the listing.
+    // A queue file's name and the addresses in it are any local user's (the directory is
+    // theirs to write), so they are shown with their control characters as `?`: an escape
+    // sequence must not reach root's terminal, nor a newline forge a line of the listing.
     let shown = |a: &[u8]| crate::syslog::printable(&String::from_utf8_lossy(a));
     for entry in queue.list()? {
         let mark = if entry.failed { " failed" } else { "" };
@@ -429,7 +429,7 @@ pub fn print_queue(queue: &FallbackQueue, out: &mut impl Write) -> io::Result<()
                     out,
                     "{}  #{}  {}  <{}>{mark}",
                     calendar::qread_date(entry.time),
-                    entry.id,
+                    crate::syslog::printable(&entry.id),
                     entry.size,
                     shown(&env.sender)
                 )?;
@@ -439,9 +439,10 @@ pub fn print_queue(queue: &FallbackQueue, out: &mut impl Write) -> io::Result<()
             }
             Err(e) => writeln!(
                 out,
-                "{}  #{}  unreadable: {e}{mark}",
+                "{}  #{}  unreadable: {}{mark}",
                 calendar::qread_date(entry.time),
-                entry.id
+                crate::syslog::printable(&entry.id),
+                crate::syslog::printable(&e.to_string())
             )?,
         }
     }

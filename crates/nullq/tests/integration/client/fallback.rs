@@ -373,6 +373,38 @@ fn mailq_shows_control_characters_in_queued_addresses_as_question_marks() {
     assert_eq!(listing.lines().count(), 2, "{listing:?}");
 }
 
+/// A planted file whose name is an id followed by an escape sequence: `mailq` lists it and
+/// `nullq flush` moves it to `failed/`, both with the name's control characters as `?`.
+#[test]
+fn a_planted_name_with_an_escape_sequence_is_shown_with_question_marks() {
+    let host = Host::new();
+    host.control("fallbackqueue", "fallback");
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
+    // One real message first, so that the queue's directories exist as the client makes them.
+    let (code, err) = run_queue(&host, "qmail-qmqpc", b"Subject: x\n\nx\n", ENVELOPE, BOUND);
+    assert_eq!(code, 0, "{err}");
+    let new = host.home().join("fallback/new");
+    fs::write(new.join("1000000000.1.1\x1b]0;OWNED\x07\x1b[2J"), b"junk").expect("plant");
+    let listing = run(host.cmd("mailq"), b"", BOUND);
+    let (_, flushed) = flush(&host);
+    for (what, bytes) in [
+        ("mailq", &listing.stdout[..]),
+        ("nullq flush", flushed.as_bytes()),
+    ] {
+        assert!(
+            !bytes.iter().any(|&b| b == 0x1b || b == 0x07),
+            "{what}: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+        assert!(
+            String::from_utf8_lossy(bytes).contains("1000000000.1.1?]0;OWNED??[2J"),
+            "{what}: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
 #[test]
 fn flush_moves_a_message_over_databytes_to_failed_says_so_and_delivers_the_others() {
     let host = Host::new();
