@@ -300,7 +300,7 @@ fn recipient_lines(q: &QueuedMessage, now: SystemTime) -> String {
             if r.last_result.is_empty() {
                 String::new()
             } else {
-                format!("  {}", r.last_result)
+                format!("  {}", shown(&r.last_result))
             },
             if r.warned {
                 "  (delay warning sent)"
@@ -362,6 +362,17 @@ fn show(spool: &Spool, id: &QueueId, as_json: bool) -> Result<i32, QueueToolErro
         .position(|w| w == b"\n\n")
         .map_or(head.len(), |p| p + 1);
     let header = String::from_utf8_lossy(&head[..end]).into_owned();
+    // What the listing prints of the message itself is the sender's, not ours.
+    let printed_header: String = header
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect();
     let now = SystemTime::now();
     if as_json {
         let mut v = message_json(&q, now);
@@ -378,15 +389,26 @@ fn show(spool: &Spool, id: &QueueId, as_json: bool) -> Result<i32, QueueToolErro
     );
     println!(
         "client:   {} {}",
-        q.envelope.client_addr, q.envelope.client_host
+        q.envelope.client_addr,
+        shown(&q.envelope.client_host)
     );
     println!("size:     {}", q.message_len);
     println!("sender:   <{}>", escape(&q.envelope.sender));
     println!("recipients:");
     print!("{}", recipient_lines(&q, now));
     println!();
-    print!("{header}");
+    print!("{printed_header}");
     Ok(0)
+}
+
+/// `text` for a terminal, its control characters as `?`: a delivery's result (a smarthost's
+/// reply, a pipe's error output), a client's host name or a file name planted in a folder is
+/// not ours, and an escape sequence must not reach the operator's terminal, nor a newline
+/// forge a line of the listing.
+fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 fn retry(spool: &Spool, ids: &[QueueId], as_json: bool) -> Result<i32, QueueToolError> {
@@ -521,7 +543,7 @@ fn stats(spool: &Spool, config: &ServerConfig, as_json: bool) -> Result<i32, Que
     if !bad_files.is_empty() {
         println!("CommuniGate Pro .bad files: {}", bad_files.len());
         for f in &bad_files {
-            println!("    {f}");
+            println!("    {}", shown(f));
         }
     }
     match runner {

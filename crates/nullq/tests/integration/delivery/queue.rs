@@ -472,3 +472,43 @@ fn queue_delete_leaves_a_message_still_being_written_alone() {
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("no such message"), "{err}");
 }
+
+/// What `nullq queue list` and `show` print of a delivery's result, the message's header and
+/// the client's host is not the operator's: a pipe that defers with the message's Subject in
+/// its error output (an escape sequence in it) must not put that sequence on root's terminal.
+#[test]
+fn queue_list_and_show_print_what_a_sender_wrote_with_question_marks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write_file(
+        dir.path(),
+        "defer.sh",
+        "#!/bin/sh\necho \"deferring $(grep -m1 '^Subject:')\" >&2\nexit 75\n",
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let server = Server::start(&["--deliver", &format!("pipe:{}", script.display())]);
+    let subject = "hi\u{1b}]0;OWNED\u{7}\u{1b}[2J";
+    assert!(is_k(&send(
+        server.addr,
+        "jason@example.net",
+        &["bob@example.net"],
+        &format!("Subject: {subject}\nX-Evil: \u{1b}[31m\n\nbody\n")
+    )));
+    let list = settled(&server, 1);
+    let id = list[0]["id"].as_str().expect("an id").to_owned();
+    for args in [vec!["list"], vec!["show", id.as_str()]] {
+        let (code, out, err) = queue(&server.data, &args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(
+            !out.bytes().any(|b| b == 0x1b || b == 0x07),
+            "{args:?}: {out:?}"
+        );
+    }
+    let (_, shown, _) = queue(&server.data, &["show", &id]);
+    assert!(shown.contains("Subject: hi?]0;OWNED??[2J"), "{shown:?}");
+    let (_, listed, _) = queue(&server.data, &["list"]);
+    assert!(
+        listed.contains("deferring Subject: hi?]0;OWNED??[2J"),
+        "{listed:?}"
+    );
+}
