@@ -28,7 +28,7 @@ use crate::delivery::routes::Routes;
 use crate::delivery::schedule::next_due;
 use crate::delivery::stats::Stats;
 use crate::metrics::DeliveryResult;
-use crate::process::logging::escape;
+use crate::process::logging::escape_field;
 use crate::rewriting::Rewriting;
 
 /// What every attempt of one runner needs, shared by them all.
@@ -576,7 +576,7 @@ impl Deliverer {
                     tracing::$level!(
                         target: "nullq::delivery",
                         id = %queued.id,
-                        rcpt = %escape(&t.rcpt),
+                        rcpt = %escape_field(&t.rcpt),
                         backend = %label,
                         result = answer.verdict.word(),
                         attempt = r.attempts,

@@ -255,6 +255,15 @@ pub fn escape(bytes: &[u8]) -> String {
     out
 }
 
+/// [`push_escaped_field`] into a new string: for an address in a tracing event's
+/// `key = %value` field, where a space would let its bytes start a field of their own (a
+/// recipient `x@y result=delivered` must not read as a second `result=`).
+pub fn escape_field(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    push_escaped_field(&mut out, bytes);
+    out
+}
+
 /// [`escape`] into `out`, a space written `\x20` too: for a value inside a log line's
 /// `key=value` fields, where a space would let a client's bytes start a field of their own
 /// (a sender `x answer=K@b` must not read as `answer=K`).
@@ -278,6 +287,16 @@ fn push_escaped_as(out: &mut String, bytes: &[u8], space: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A delivery line's `rcpt=` field keeps to one field whatever the address holds.
+    #[test]
+    fn an_address_in_a_field_cannot_start_another() {
+        assert_eq!(
+            escape_field(b"x@y result=delivered\x1b"),
+            "x@y\\x20result=delivered\\x1b"
+        );
+        assert_eq!(escape(b"a b"), "a b");
+    }
 
     /// Send `line` through a writer for an event at `level`, to a socket of ours standing in for
     /// the logger.
