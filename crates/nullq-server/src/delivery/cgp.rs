@@ -45,7 +45,7 @@ pub use crate::delivery::cgp_header::{
 use crate::delivery::decide::{bounce_to, Failure};
 use crate::delivery::durable::Syncs;
 use crate::delivery::group::Group;
-use crate::delivery::handover::smtp_sender;
+use crate::delivery::job::smtp_sender;
 use crate::delivery::job::{Answer, Job, Verdict};
 use crate::delivery::lock::MessageLock;
 use crate::delivery::maildir::{idle, remove_leftovers};

@@ -2,7 +2,7 @@
 //! (the double-bounce marker as the null sender), and the envelope as header fields above a
 //! message that is handed over as a file (Maildir, CommuniGate Pro, pipe, qmail-queue).
 
-use crate::delivery::job::DOUBLE_BOUNCE_SENDER;
+use crate::delivery::job::smtp_sender;
 
 /// The envelope written as header fields above a message that is handed over as a file:
 /// `Return-Path: <sender>`, then `FIELD: recipient` for each recipient (`Delivered-To` for a
@@ -20,14 +20,4 @@ pub fn envelope_head(sender: &[u8], recipients: &[Vec<u8>], field: &str) -> Vec<
         head.push(b'\n');
     }
     head
-}
-
-/// The sender as it goes into `Return-Path:` and `MAIL FROM`: the double-bounce marker is
-/// written as the null sender.
-pub fn smtp_sender(sender: &[u8]) -> &[u8] {
-    if sender == DOUBLE_BOUNCE_SENDER {
-        b""
-    } else {
-        sender
-    }
 }

@@ -9,6 +9,16 @@ use crate::delivery::message::Message;
 /// sender that fails is dropped, never bounced again. Backends that speak SMTP send it as `<>`.
 pub const DOUBLE_BOUNCE_SENDER: &[u8] = b"#@[]";
 
+/// The sender as it goes into `Return-Path:` and `MAIL FROM`: the double-bounce marker is
+/// written as the null sender.
+pub fn smtp_sender(sender: &[u8]) -> &[u8] {
+    if sender == DOUBLE_BOUNCE_SENDER {
+        b""
+    } else {
+        sender
+    }
+}
+
 /// What a backend is asked to deliver: one message to some of its recipients.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -107,7 +117,7 @@ where
     F: FnOnce(Job) -> Fut,
     Fut: std::future::Future<Output = Vec<Answer>>,
 {
-    let sender = crate::delivery::handover::smtp_sender(&job.sender);
+    let sender = smtp_sender(&job.sender);
     if let Some(answer) = refused("the sender", sender) {
         return vec![answer; job.recipients.len()];
     }

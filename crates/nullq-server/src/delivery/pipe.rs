@@ -26,7 +26,7 @@ use tokio::process::Command;
 use tokio::sync::oneshot;
 
 use crate::delivery::backend::{Backend, Delivery};
-use crate::delivery::handover::smtp_sender;
+use crate::delivery::job::smtp_sender;
 use crate::delivery::job::{Answer, Job};
 use crate::delivery::message::Message;
 

@@ -19,7 +19,7 @@ use nullq_proto::exit::QueueExit;
 use tokio::process::Command;
 
 use crate::delivery::backend::{Backend, Delivery};
-use crate::delivery::handover::smtp_sender;
+use crate::delivery::job::smtp_sender;
 use crate::delivery::job::{Answer, Job};
 use crate::delivery::pipe;
 

@@ -30,7 +30,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::delivery::backend::{Backend, BackendError, Delivery};
 use crate::delivery::cgp_header::{header_address, AddressError};
-use crate::delivery::handover::smtp_sender;
+use crate::delivery::job::smtp_sender;
 use crate::delivery::job::{Answer, Job};
 use crate::delivery::smtp_conn::{
     base64, Caps, Conn, ConnError, DotStuffer, Reply, ReplyParser, Result, Stream,
