@@ -48,23 +48,29 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// A `$QMAILQUEUE` program in `dir` that keeps the message in `qq.msg` and the envelope in
+/// `qq.env` and exits `code`.
+fn queue_script(dir: &std::path::Path, code: i32) -> std::path::PathBuf {
+    let script = dir.join("qq");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat > {d}/qq.msg\ncat <&1 > {d}/qq.env\nexit {code}\n",
+            d = dir.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    script
+}
+
 #[test]
 fn forward_goes_through_qmailqueue_as_qmails_does() {
     let mut failures = Vec::new();
     for case in CASES {
         let host = Host::new();
         let dir = host.dir.path();
-        let script = dir.join("qq");
-        std::fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\ncat > {d}/qq.msg\ncat <&1 > {d}/qq.env\nexit {}\n",
-                case.queue_exit,
-                d = dir.display()
-            ),
-        )
-        .expect("script");
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let script = queue_script(dir, case.queue_exit);
         let mut cmd = host.cmd("forward");
         cmd.env("NEWSENDER", "jason@example.net")
             .env("DTLINE", "D")
@@ -124,16 +130,7 @@ fn a_qmailqueue_that_cannot_run_is_111_as_in_qmail() {
 fn a_qmailqueue_program_gets_a_tab_address_as_qmails_forward_gives_it() {
     let host = Host::new();
     let dir = host.dir.path();
-    let script = dir.join("qq");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\ncat > {d}/qq.msg\ncat <&1 > {d}/qq.env\nexit 0\n",
-            d = dir.display()
-        ),
-    )
-    .expect("script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let script = queue_script(dir, 0);
     let mut cmd = host.cmd("forward");
     cmd.env("NEWSENDER", "jason@example.net")
         .env("DTLINE", "D")
