@@ -535,8 +535,9 @@ impl Backend for Smtp {
             job,
             refused,
             move |job| async move {
-                // Every address passed `refused`, so each has its path.
-                let path = |a: &[u8]| smtp_path(a).unwrap_or_else(|_| a.to_vec());
+                // Every address passed `refused`, so each has its path (were one to fail, the
+                // empty path would be refused by the server, never the raw bytes sent).
+                let path = |a: &[u8]| smtp_path(a).unwrap_or_default();
                 let written = Job {
                     sender: if smtp_sender(&job.sender).is_empty() {
                         Vec::new()
