@@ -88,19 +88,19 @@ impl QmailEnvelope {
     /// character ([`crate::qmqp::has_control_byte`]: nullq's QMQP server answers `D`; in
     /// qmail-queue's format a NUL would also end the address and start another field, a
     /// recipient no header showed), or one longer than a QMQP server takes
-    /// ([`MAX_QMQP_ADDRESS`]; the fallback queue's reader refuses [`MAX_ADDRESS`] and more). The message is refused at once
-    /// (permanently), so that the fallback queue never keeps what a later flush could only fail,
-    /// after exit 0 told the sender it was on its way. An address without a domain is sent as it
-    /// is: qmail's qmail-qmqpd takes `eve`, and the client cannot know which server it reaches.
+    /// ([`MAX_QMQP_ADDRESS`]; the fallback queue's reader refuses [`MAX_ADDRESS`] and more).
+    /// The message is refused at once (permanently), so that the fallback queue never keeps
+    /// what a later flush could only fail, after exit 0 told the sender it was on its way. An
+    /// address without a domain is sent as it is: qmail's qmail-qmqpd takes `eve`, and the
+    /// client cannot know which server it reaches.
     pub fn bad_address(&self) -> Option<String> {
-        let problem = refused_address;
         let show = |a: &[u8]| String::from_utf8_lossy(a).escape_debug().to_string();
-        if let Some(why) = problem(&self.sender) {
+        if let Some(why) = refused_address(&self.sender) {
             return Some(format!("the sender <{}>: {why}", show(&self.sender)));
         }
         self.recipients
             .iter()
-            .find_map(|r| problem(r).map(|why| format!("a recipient <{}>: {why}", show(r))))
+            .find_map(|r| refused_address(r).map(|why| format!("a recipient <{}>: {why}", show(r))))
     }
 
     /// Why qmail-queue's format cannot carry this envelope as it is, if it cannot: an address

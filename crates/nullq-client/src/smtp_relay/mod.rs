@@ -213,8 +213,8 @@ pub fn send(
     result
 }
 
-/// Why an address cannot go into an SMTP path as it is; shared with the server's `smtp://`
-/// delivery.
+/// Why an address cannot go into an SMTP path as it is (beside the other SMTP pieces in
+/// nullq-proto).
 pub use nullq_proto::smtp::unsendable;
 
 fn socket_addrs(server: &ServerAddr) -> io::Result<Vec<SocketAddr>> {
