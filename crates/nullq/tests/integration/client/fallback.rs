@@ -339,18 +339,24 @@ fn a_folded_to_header_gives_clean_recipients_and_is_taken() {
     assert_eq!(rcpts, ["amy@example.net", "bob@example.net"], "{listing}");
 }
 
+/// `host` with a fallback queue and its only server down, one message (`ENVELOPE`) queued
+/// there by qmail-qmqpc; the refused port (keep it while the test runs) and the queue's `new/`.
+fn one_queued_with_servers_down(host: &Host) -> (RefusedPort, PathBuf) {
+    host.control("fallbackqueue", "fallback");
+    let down = RefusedPort::new();
+    host.servers(&[down.addr]);
+    let (code, err) = run_queue(host, "qmail-qmqpc", b"Subject: x\n\nx\n", ENVELOPE, BOUND);
+    assert_eq!(code, 0, "{err}");
+    (down, host.home().join("fallback/new"))
+}
+
 /// `mailq` shows a queued address's control characters as `?`: the queue's files are any local
 /// user's to write (or an older client's), and an escape sequence in an address must not reach
 /// root's terminal, nor a newline forge a line of the listing.
 #[test]
 fn mailq_shows_control_characters_in_queued_addresses_as_question_marks() {
     let host = Host::new();
-    host.control("fallbackqueue", "fallback");
-    let down = RefusedPort::new();
-    host.servers(&[down.addr]);
-    let (code, err) = run_queue(&host, "qmail-qmqpc", b"Subject: x\n\nx\n", ENVELOPE, BOUND);
-    assert_eq!(code, 0, "{err}");
-    let new = host.home().join("fallback/new");
+    let (_down, new) = one_queued_with_servers_down(&host);
     let files = crate::support::files(&new);
     assert_eq!(files.len(), 1, "{files:?}");
     let path = new.join(&files[0]);
@@ -378,13 +384,8 @@ fn mailq_shows_control_characters_in_queued_addresses_as_question_marks() {
 #[test]
 fn a_planted_name_with_an_escape_sequence_is_shown_with_question_marks() {
     let host = Host::new();
-    host.control("fallbackqueue", "fallback");
-    let down = RefusedPort::new();
-    host.servers(&[down.addr]);
     // One real message first, so that the queue's directories exist as the client makes them.
-    let (code, err) = run_queue(&host, "qmail-qmqpc", b"Subject: x\n\nx\n", ENVELOPE, BOUND);
-    assert_eq!(code, 0, "{err}");
-    let new = host.home().join("fallback/new");
+    let (_down, new) = one_queued_with_servers_down(&host);
     fs::write(new.join("1000000000.1.1\x1b]0;OWNED\x07\x1b[2J"), b"junk").expect("plant");
     let listing = run(host.cmd("mailq"), b"", BOUND);
     let (_, flushed) = flush(&host);
